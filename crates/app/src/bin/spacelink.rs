@@ -1,0 +1,137 @@
+//! `spacelink`: talk to a SpacetimeDB database from the command line, one JSON object per line.
+//!
+//! ```text
+//! spacelink --server http://127.0.0.1:3000 --database guildmaster subscribe "SELECT * FROM player"
+//! spacelink --server … --database guildmaster call join '["ada", 1]'
+//! spacelink --server … --database guildmaster sql "SELECT * FROM map"
+//! ```
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Actor as _;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use spacelink::connection::Compression;
+use spacelink::printer::{AttachConnection, Job, Printer};
+use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink};
+
+#[derive(Debug, Parser)]
+#[command(name = "spacelink", version, about = "Talk to a SpacetimeDB database; prints one JSON object per line")]
+struct Args {
+    /// The server's base URL.
+    #[arg(long, env = "SPACELINK_SERVER_URL", default_value = "http://127.0.0.1:3000")]
+    server: String,
+    /// The database name or identity.
+    #[arg(long, env = "SPACELINK_DATABASE")]
+    database: String,
+    /// A token to connect with (default: anonymous; the server issues one).
+    #[arg(long, env = "SPACELINK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// How the server compresses what it sends: none, brotli or gzip.
+    #[arg(long, default_value = "brotli", value_parser = parse_compression)]
+    compression: Compression,
+    /// Ask for light transaction updates.
+    #[arg(long)]
+    light: bool,
+    /// How long `call` and `sql` wait for their answer, in seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Subscribe to queries; print the initial rows and every insert, update and delete until stopped.
+    Subscribe {
+        /// SQL queries, e.g. "SELECT * FROM player".
+        #[arg(required = true)]
+        queries: Vec<String>,
+    },
+    /// Call a reducer; print whether it committed or failed, and how long it took.
+    Call {
+        /// The reducer's name.
+        reducer: String,
+        /// Its arguments as a JSON array (or object by parameter name).
+        #[arg(default_value = "[]")]
+        args: String,
+    },
+    /// Run a one-off SQL query and print the rows.
+    Sql {
+        /// The query.
+        query: String,
+    },
+}
+
+fn parse_compression(s: &str) -> Result<Compression, String> {
+    Compression::from_name(s).ok_or_else(|| format!("`{s}` is not none, brotli or gzip"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    let system = actix::System::new();
+    match system.block_on(run(args)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            println!("{}", serde_json::json!({ "event": "error", "error": format!("{e:#}") }));
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<u8> {
+    let mut config = ConnectionConfig::new(&args.server, &args.database);
+    config.token = args.token.clone();
+    config.compression = args.compression;
+    config.light_mode = args.light;
+    config.validate()?;
+    let http = config.http_base()?;
+    let schema = ModuleSchema::fetch(&http, &args.database, args.token.as_deref())
+        .await
+        .context("reading the module's schema")?;
+    let (job, one_shot) = match args.command {
+        Command::Subscribe { queries } => (Job::Subscribe(queries), false),
+        Command::Call { reducer, args } => {
+            // Check the arguments before connecting: a bad call is never sent.
+            schema.encode_reducer_args(&reducer, &args)?;
+            (Job::Call { reducer, args }, true)
+        }
+        Command::Sql { query } => (Job::Sql(query), true),
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let printer = Printer::new(Arc::new(schema), job, Box::new(std::io::stdout()), done_tx).start();
+    let listeners = Listeners {
+        messages: vec![printer.clone().recipient()],
+        states: vec![printer.clone().recipient()],
+        identities: vec![],
+    };
+    let app = Spacelink::start(config, listeners)?;
+    printer.do_send(AttachConnection { handle: app.connection.clone() });
+    let code = if one_shot {
+        match tokio::time::timeout(Duration::from_secs(args.timeout), done_rx).await {
+            Ok(Ok(code)) => code,
+            Ok(Err(_)) => 2,
+            Err(_) => {
+                println!("{}", serde_json::json!({ "event": "error", "error": format!("no answer within {} s", args.timeout) }));
+                4
+            }
+        }
+    } else {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => 0,
+            code = done_rx => code.unwrap_or(2),
+        }
+    };
+    app.shutdown();
+    // Give the close frame a moment to leave.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(u8::try_from(code).unwrap_or(2))
+}

@@ -1,0 +1,34 @@
+//! spacelink: a SpacetimeDB client layer for games that stays connected, in
+//! sync and responsive over bad networks.
+//!
+//! This is the crate a game depends on. It wires the subsystem crates into one
+//! supervisor tree ([`Spacelink::start`]) and re-exports what a game needs.
+//! Today the tree holds the connection; authentication, state sync, the
+//! reducer client, prediction and telemetry join it as they land.
+//!
+//! ```no_run
+//! use spacelink::{ConnectionConfig, Listeners, Spacelink};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! actix::System::new().block_on(async {
+//!     let config = ConnectionConfig::new("http://127.0.0.1:3000", "guildmaster");
+//!     let app = Spacelink::start(config, Listeners::default())?;
+//!     let status = app.connection.status().await?;
+//!     println!("{}", status.state);
+//!     app.shutdown();
+//!     Ok::<_, spacelink::ConnectionError>(())
+//! })?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod printer;
+pub mod render;
+pub mod supervisor;
+
+pub use spacelink_connection as connection;
+pub use spacelink_connection::{
+    ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus, IdentityReceived,
+    Listeners, ModuleSchema, RetryPolicy, ServerMessageReceived, StateChanged,
+};
+pub use supervisor::{Spacelink, Supervisor};

@@ -1,0 +1,211 @@
+//! Shared helpers for the end-to-end tests: the real server from `cargo xtask
+//! test`, an actor that collects everything a connection tells, and the
+//! server's SQL endpoint as an independent oracle.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use spacelink::connection::ws;
+use spacelink::{
+    ConnectionConfig, IdentityReceived, Listeners, ModuleSchema, ServerMessageReceived, Spacelink, StateChanged,
+};
+use tokio::sync::mpsc;
+
+/// The server URL and database that `cargo xtask test` started and published.
+pub fn server() -> (String, String) {
+    let url = std::env::var("SPACELINK_SERVER_URL").unwrap_or_else(|_| {
+        panic!("SPACELINK_SERVER_URL is not set: end-to-end tests run against a real server through `cargo xtask test`")
+    });
+    let db = std::env::var("SPACELINK_DATABASE").unwrap_or_else(|_| "guildmaster".into());
+    (url, db)
+}
+
+/// A configuration for the test server, with quick heartbeats.
+pub fn config() -> ConnectionConfig {
+    let (url, db) = server();
+    let mut config = ConnectionConfig::new(url, db);
+    config.jitter_seed = Some(1);
+    config
+}
+
+/// Something a connection told.
+#[derive(Debug, Clone)]
+pub enum Event {
+    State(StateChanged),
+    Identity(IdentityReceived),
+    Message(ServerMessageReceived),
+}
+
+struct Collector(mpsc::UnboundedSender<Event>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<StateChanged> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
+        let _ = self.0.send(Event::State(msg));
+    }
+}
+
+impl Handler<IdentityReceived> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: IdentityReceived, _: &mut Self::Context) {
+        let _ = self.0.send(Event::Identity(msg));
+    }
+}
+
+impl Handler<ServerMessageReceived> for Collector {
+    type Result = ();
+    fn handle(&mut self, msg: ServerMessageReceived, _: &mut Self::Context) {
+        let _ = self.0.send(Event::Message(msg));
+    }
+}
+
+/// What a connection told, in order.
+pub struct Events(mpsc::UnboundedReceiver<Event>);
+
+impl Events {
+    /// Waits (up to `secs`) for the first event `f` maps to `Some`, skipping the others.
+    pub async fn wait_for<T>(&mut self, secs: u64, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.0.recv()).await {
+                Ok(Some(event)) => {
+                    if let Some(t) = f(&event) {
+                        return t;
+                    }
+                }
+                Ok(None) => panic!("event stream ended while waiting for {what}"),
+                Err(_) => panic!("no {what} within {secs} s"),
+            }
+        }
+    }
+
+    /// Waits for the connection to reach `Connected`.
+    pub async fn connected(&mut self) -> u64 {
+        self.wait_for(15, "Connected", |e| match e {
+            Event::State(s) if s.to.is_connected() => Some(s.generation),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the identity of a session.
+    pub async fn identity(&mut self) -> IdentityReceived {
+        self.wait_for(15, "IdentityToken", |e| match e {
+            Event::Identity(i) => Some(i.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the transaction update answering our call `request_id` of `reducer`.
+    ///
+    /// SpacetimeDB 1.3 sends a failed call's update with request id 0, so an
+    /// update with id 0 for the same reducer from our own connection counts too.
+    pub async fn transaction(&mut self, request_id: u32, reducer: &str) -> ServerMessageReceived {
+        self.wait_for(15, "the reducer's TransactionUpdate", |e| match e {
+            Event::Message(m) => match &*m.message {
+                ws::ServerMessage::TransactionUpdate(tx)
+                    if tx.reducer_call.request_id == request_id
+                        || (tx.reducer_call.request_id == 0 && &*tx.reducer_call.reducer_name == reducer) =>
+                {
+                    Some(m.clone())
+                }
+                _ => None,
+            },
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the `SubscribeMultiApplied` of `query_id`.
+    pub async fn applied(&mut self, query_id: ws::QueryId) -> ServerMessageReceived {
+        self.wait_for(15, "SubscribeMultiApplied", |e| match e {
+            Event::Message(m) => match &*m.message {
+                ws::ServerMessage::SubscribeMultiApplied(a) if a.query_id == query_id => Some(m.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .await
+    }
+}
+
+/// Starts a spacelink with `config`, collecting all it tells.
+pub fn start(config: ConnectionConfig) -> (Spacelink, Events) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let collector = Collector(tx).start();
+    let listeners = Listeners {
+        messages: vec![collector.clone().recipient()],
+        states: vec![collector.clone().recipient()],
+        identities: vec![collector.recipient()],
+    };
+    let app = Spacelink::start(config, listeners).unwrap();
+    (app, Events(rx))
+}
+
+/// The module's schema, from the real server.
+pub async fn schema() -> ModuleSchema {
+    let (url, db) = server();
+    ModuleSchema::fetch(&url, &db, None).await.unwrap()
+}
+
+/// Calls `reducer` with JSON `args` and returns its transaction update.
+pub async fn call(
+    app: &Spacelink,
+    events: &mut Events,
+    schema: &ModuleSchema,
+    reducer: &str,
+    args: &str,
+) -> ServerMessageReceived {
+    let bytes = schema.encode_reducer_args(reducer, args).unwrap();
+    let id = app.connection.call_reducer(reducer, bytes, ws::CallReducerFlags::FullUpdate).await.unwrap();
+    events.transaction(id, reducer).await
+}
+
+/// The status of a transaction update: `Ok(())` if committed, the message if failed.
+pub fn outcome(m: &ServerMessageReceived) -> Result<(), String> {
+    match &*m.message {
+        ws::ServerMessage::TransactionUpdate(tx) => match &tx.status {
+            ws::UpdateStatus::Committed(_) => Ok(()),
+            ws::UpdateStatus::Failed(msg) => Err(msg.to_string()),
+            ws::UpdateStatus::OutOfEnergy => Err("out of energy".into()),
+        },
+        _ => Err("not a transaction update".into()),
+    }
+}
+
+/// Rows of `update` for `table` (inserts), as BSATN bytes.
+pub fn inserted_rows(update: &ws::DatabaseUpdate<ws::BsatnFormat>, table: &str) -> Vec<bytes::Bytes> {
+    let mut rows = Vec::new();
+    for t in update.tables.iter().filter(|t| &*t.table_name == table) {
+        for q in &t.updates {
+            let q = spacelink::connection::codec::decompress_query_update(q, Default::default()).unwrap();
+            rows.extend(spacelink::connection::codec::rows(&q.inserts));
+        }
+    }
+    rows
+}
+
+/// Runs SQL through the server's HTTP endpoint (an oracle independent of our client).
+pub async fn sql(query: &str) -> serde_json::Value {
+    let (url, db) = server();
+    let query = query.to_string();
+    tokio::task::spawn_blocking(move || {
+        let identity: serde_json::Value =
+            serde_json::from_str(&ureq::post(&format!("{url}/v1/identity")).call().unwrap().into_string().unwrap())
+                .unwrap();
+        let token = identity["token"].as_str().unwrap().to_string();
+        let response = ureq::post(&format!("{url}/v1/database/{db}/sql"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .send_string(&query)
+            .unwrap();
+        serde_json::from_str(&response.into_string().unwrap()).unwrap()
+    })
+    .await
+    .unwrap()
+}

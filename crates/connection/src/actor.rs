@@ -1,0 +1,510 @@
+//! The connection actor: one WebSocket session at a time, restarted by its supervisor.
+//!
+//! The actor only moves messages: frames in, decoded through [`crate::codec`],
+//! out to the listeners; `SendMessage`s in, encoded, out to the socket's writer
+//! task. Reconnection is a restart: when a session or an attempt fails, the
+//! actor records the delay the [`RetryPolicy`](crate::RetryPolicy) asks for and
+//! stops; the actix `Supervisor` restarts the same actor value with the same
+//! mailbox, and `started()` schedules the next attempt (and re-arms the
+//! heartbeat). Nothing sent to the mailbox meanwhile is lost, and every
+//! session's data carries its generation, so a dead session's leftovers are
+//! recognised and dropped.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use futures_util::{SinkExt as _, StreamExt as _};
+use spacetimedb_client_api_messages::websocket as ws;
+use spacetimedb_lib::{ConnectionId, Identity};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, http, protocol::WebSocketConfig, Message};
+
+use crate::backoff::Jitter;
+use crate::codec::{self, ServerMessage};
+use crate::config::ConnectionConfig;
+use crate::error::ConnectionError;
+use crate::messages::*;
+use crate::rtt::RttEstimator;
+use crate::state::{ConnectionEvent, ConnectionState};
+
+/// Mailbox capacity for bounded `send`s: enough for a burst of game inputs.
+const MAILBOX_CAPACITY: usize = 1024;
+/// Pings remembered while waiting for their pongs.
+const MAX_PENDING_PINGS: usize = 64;
+
+/// The connection actor. Start it with [`ConnectionActor::start_supervised`].
+#[derive(Debug)]
+pub struct ConnectionActor {
+    config: ConnectionConfig,
+    listeners: Listeners,
+    state: ConnectionState,
+    /// Bumped for every attempt; stamps all that a session delivers.
+    generation: u64,
+    /// The token to present: the configured one, then the one the server issued.
+    token: Option<String>,
+    identity: Option<(Identity, ConnectionId)>,
+    session: Option<Session>,
+    failed_attempts: u32,
+    ever_connected: bool,
+    /// Set before stopping: how long `started()` waits before the next attempt.
+    pending_delay: Option<Duration>,
+    shut_down: bool,
+    rtt: RttEstimator,
+    last_heartbeat: Option<SystemTime>,
+    jitter: Jitter,
+}
+
+/// One live WebSocket session.
+#[derive(Debug)]
+struct Session {
+    outbound: mpsc::Sender<Message>,
+    writer: tokio::task::JoinHandle<()>,
+    last_received: Instant,
+    pings: VecDeque<(u64, Instant)>,
+    next_ping_id: u64,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // Let the writer flush what is queued (a Close frame, say), but never
+        // outlive the session by much.
+        let writer = self.writer.abort_handle();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    writer.abort();
+                });
+            }
+            Err(_) => writer.abort(),
+        }
+    }
+}
+
+/// A frame (or read error) of session `generation`.
+#[derive(Debug)]
+struct Incoming {
+    generation: u64,
+    frame: Result<Message, tungstenite::Error>,
+}
+
+/// The writer task of session `generation` could not write.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct WriterFailed {
+    generation: u64,
+    reason: String,
+}
+
+impl ConnectionActor {
+    /// Builds the actor; it connects when started.
+    pub fn new(config: ConnectionConfig, listeners: Listeners) -> Self {
+        let jitter = config.jitter_seed.map_or_else(Jitter::from_entropy, Jitter::new);
+        Self {
+            token: config.token.clone(),
+            config,
+            listeners,
+            state: ConnectionState::Disconnected,
+            generation: 0,
+            identity: None,
+            session: None,
+            failed_attempts: 0,
+            ever_connected: false,
+            pending_delay: None,
+            shut_down: false,
+            rtt: RttEstimator::default(),
+            last_heartbeat: None,
+            jitter,
+        }
+    }
+
+    /// Validates `config` and starts the actor under an actix `Supervisor`
+    /// (restarts keep the mailbox and the address). Call inside an actix system.
+    pub fn start_supervised(
+        config: ConnectionConfig,
+        listeners: Listeners,
+    ) -> Result<crate::ConnectionHandle, ConnectionError> {
+        config.validate()?;
+        let actor = Self::new(config, listeners);
+        let addr = actix::Supervisor::start(move |_| actor);
+        Ok(crate::ConnectionHandle::new(addr))
+    }
+
+    fn transition(&mut self, event: ConnectionEvent, reason: Option<String>, retry_in: Option<Duration>) {
+        let from = self.state;
+        let to = match from.next(event) {
+            Ok(to) => to,
+            Err(e) => {
+                tracing::warn!(error = %e, "ignored connection event");
+                return;
+            }
+        };
+        self.state = to;
+        if from == to && reason.is_none() {
+            return;
+        }
+        metrics::gauge!("spacelink_connection_state").set(state_number(to));
+        tracing::info!(generation = self.generation, %from, %to, reason = reason.as_deref(), ?retry_in, "connection state");
+        let change = StateChanged { generation: self.generation, from, to, reason, retry_in };
+        for r in &self.listeners.states {
+            r.do_send(change.clone());
+        }
+    }
+
+    fn start_attempt(&mut self, ctx: &mut Context<Self>) {
+        if self.shut_down || self.session.is_some() {
+            return;
+        }
+        self.generation += 1;
+        let generation = self.generation;
+        self.transition(ConnectionEvent::AttemptStarted, None, None);
+        metrics::counter!("spacelink_connection_attempts_total").increment(1);
+        let request = match self.build_request() {
+            Ok(request) => request,
+            Err(reason) => return self.attempt_failed(ctx, reason),
+        };
+        let limit = self.config.limits.max_message_size;
+        let ws_config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
+        let timeout = self.config.connect_timeout;
+        let handshake = async move {
+            tokio::time::timeout(timeout, tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true))
+                .await
+        };
+        ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
+            if act.generation != generation || act.shut_down {
+                return; // A newer attempt or a shutdown overtook this one.
+            }
+            match result {
+                Err(_) => act.attempt_failed(ctx, format!("handshake timed out after {timeout:?}")),
+                Ok(Err(e)) => act.attempt_failed(ctx, describe_handshake_error(&e)),
+                Ok(Ok((stream, _response))) => act.session_up(ctx, generation, stream),
+            }
+        }));
+    }
+
+    fn build_request(&self) -> Result<http::Request<()>, String> {
+        let url = self.config.subscribe_url().map_err(|e| e.to_string())?;
+        let mut request = url.into_client_request().map_err(|e| format!("bad URL: {e}"))?;
+        let headers = request.headers_mut();
+        headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(codec::SUBPROTOCOL));
+        if let Some(token) = &self.token {
+            let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| "the token contains characters that cannot go in a header".to_string())?;
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        Ok(request)
+    }
+
+    fn session_up(
+        &mut self,
+        ctx: &mut Context<Self>,
+        generation: u64,
+        stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    ) {
+        let (mut sink, reader) = stream.split();
+        let (outbound, mut queue) = mpsc::channel::<Message>(self.config.outbound_capacity);
+        let me = ctx.address();
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                let closing = matches!(frame, Message::Close(_));
+                if let Err(e) = sink.send(frame).await {
+                    me.do_send(WriterFailed { generation, reason: e.to_string() });
+                    return;
+                }
+                if closing {
+                    return;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        ctx.add_stream(reader.map(move |frame| Incoming { generation, frame }));
+        self.session = Some(Session {
+            outbound,
+            writer,
+            last_received: Instant::now(),
+            pings: VecDeque::new(),
+            next_ping_id: 0,
+        });
+        self.failed_attempts = 0;
+        self.ever_connected = true;
+        metrics::counter!("spacelink_connection_sessions_total").increment(1);
+        self.transition(ConnectionEvent::Established, None, None);
+    }
+
+    /// An attempt failed before a session was up: retry later, or give up.
+    fn attempt_failed(&mut self, ctx: &mut Context<Self>, reason: String) {
+        self.failed_attempts += 1;
+        metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
+        if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
+            let reason = format!("gave up after {} attempts; last error: {reason}", self.failed_attempts);
+            self.transition(ConnectionEvent::GaveUp, Some(reason), None);
+            return; // Stay alive and idle: `ForceReconnect` revives us.
+        }
+        let delay = self.config.retry.delay(self.failed_attempts, self.jitter.next_unit());
+        self.transition(ConnectionEvent::AttemptFailed, Some(reason), Some(delay));
+        self.restart_after(ctx, delay);
+    }
+
+    /// A live session ended: drop it and reconnect through a restart.
+    fn session_lost(&mut self, ctx: &mut Context<Self>, reason: String) {
+        if self.session.take().is_none() {
+            return;
+        }
+        metrics::counter!("spacelink_connection_sessions_lost_total").increment(1);
+        let delay = self.config.retry.delay(1, self.jitter.next_unit());
+        self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
+        self.restart_after(ctx, delay);
+    }
+
+    /// Stops the actor so that the supervisor restarts it; `started()` waits `delay`.
+    fn restart_after(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        self.pending_delay = Some(delay);
+        ctx.stop();
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let Some(session) = &mut self.session else { return };
+        let silent = session.last_received.elapsed();
+        if silent > self.config.dead_peer_timeout {
+            let reason = format!(
+                "nothing received for {} ms (dead_peer_timeout {} ms)",
+                silent.as_millis(),
+                self.config.dead_peer_timeout.as_millis()
+            );
+            metrics::counter!("spacelink_connection_dead_peer_total").increment(1);
+            return self.session_lost(ctx, reason);
+        }
+        let id = session.next_ping_id;
+        session.next_ping_id += 1;
+        let ping = Message::Ping(id.to_be_bytes().to_vec().into());
+        if session.outbound.try_send(ping).is_ok() {
+            session.pings.push_back((id, Instant::now()));
+            if session.pings.len() > MAX_PENDING_PINGS {
+                session.pings.pop_front();
+            }
+        }
+    }
+
+    fn on_pong(&mut self, payload: &[u8]) {
+        let Some(session) = &mut self.session else { return };
+        let Ok(bytes) = <[u8; 8]>::try_from(payload) else { return };
+        let id = u64::from_be_bytes(bytes);
+        let Some(index) = session.pings.iter().position(|(p, _)| *p == id) else { return };
+        let Some((_, sent)) = session.pings.remove(index) else { return };
+        // Pings before this one will never be answered.
+        session.pings.drain(..index);
+        let rtt = sent.elapsed();
+        self.rtt.update(rtt);
+        self.last_heartbeat = Some(SystemTime::now());
+        metrics::histogram!("spacelink_connection_rtt_seconds").record(rtt.as_secs_f64());
+        if let Some(smoothed) = self.rtt.smoothed() {
+            metrics::gauge!("spacelink_connection_latency_seconds").set(smoothed.as_secs_f64());
+        }
+    }
+
+    fn on_binary(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
+        let received_at = Instant::now();
+        metrics::counter!("spacelink_connection_bytes_received_total").increment(frame.len() as u64);
+        metrics::counter!("spacelink_connection_messages_received_total").increment(1);
+        let message = match codec::decode_server_message(frame, self.config.limits) {
+            Ok(message) => message,
+            Err(e) => {
+                // A frame we cannot read may have carried a transaction: the
+                // session can no longer be trusted, so start a fresh one.
+                metrics::counter!("spacelink_connection_decode_errors_total").increment(1);
+                return self.session_lost(ctx, format!("undecodable frame from the server: {e}"));
+            }
+        };
+        tracing::debug!(
+            generation = self.generation,
+            kind = codec::server_message_kind(&message),
+            bytes = frame.len(),
+            "server message"
+        );
+        if let ServerMessage::IdentityToken(ws::IdentityToken { identity, token, connection_id }) = &message {
+            self.token = Some(token.to_string());
+            self.identity = Some((*identity, *connection_id));
+            let event = IdentityReceived {
+                generation: self.generation,
+                identity: *identity,
+                connection_id: *connection_id,
+                token: Token::new(token.to_string()),
+            };
+            tracing::info!(generation = self.generation, identity = %identity.to_hex(), "identity received");
+            for r in &self.listeners.identities {
+                r.do_send(event.clone());
+            }
+        }
+        let event = ServerMessageReceived {
+            generation: self.generation,
+            received_at,
+            wire_size: frame.len(),
+            message: Arc::new(message),
+        };
+        for r in &self.listeners.messages {
+            r.do_send(event.clone());
+        }
+    }
+}
+
+impl Actor for ConnectionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        // Timers do not survive a restart: arm them here.
+        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
+        if self.shut_down || self.state == ConnectionState::Failed {
+            return;
+        }
+        match self.pending_delay.take() {
+            Some(delay) if !delay.is_zero() => {
+                ctx.run_later(delay, |act, ctx| act.start_attempt(ctx));
+            }
+            _ => self.start_attempt(ctx),
+        }
+    }
+}
+
+impl actix::Supervised for ConnectionActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        metrics::counter!("spacelink_connection_restarts_total").increment(1);
+        tracing::debug!(generation = self.generation, delay = ?self.pending_delay, "connection actor restarting");
+    }
+}
+
+impl StreamHandler<Incoming> for ConnectionActor {
+    fn handle(&mut self, item: Incoming, ctx: &mut Self::Context) {
+        if item.generation != self.generation {
+            return; // From a dead session.
+        }
+        let Some(session) = &mut self.session else { return };
+        session.last_received = Instant::now();
+        match item.frame {
+            Ok(Message::Binary(bytes)) => self.on_binary(ctx, &bytes),
+            Ok(Message::Pong(payload)) => self.on_pong(&payload),
+            Ok(Message::Ping(_) | Message::Frame(_)) => {} // tungstenite answers pings itself.
+            Ok(Message::Text(text)) => {
+                tracing::warn!(len = text.len(), "ignored a text frame on a binary protocol session");
+            }
+            Ok(Message::Close(frame)) => {
+                let reason = match frame {
+                    Some(f) => format!("server closed the connection ({}: {})", f.code, f.reason),
+                    None => "server closed the connection".to_string(),
+                };
+                self.session_lost(ctx, reason);
+            }
+            Err(e) => self.session_lost(ctx, format!("read error: {e}")),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The socket ended without a close frame (reset, EOF).
+        self.session_lost(ctx, "connection closed without a close frame".to_string());
+    }
+}
+
+impl Handler<WriterFailed> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: WriterFailed, ctx: &mut Self::Context) {
+        if msg.generation == self.generation {
+            self.session_lost(ctx, format!("write error: {}", msg.reason));
+        }
+    }
+}
+
+impl Handler<SendMessage> for ConnectionActor {
+    type Result = Result<(), ConnectionError>;
+
+    fn handle(&mut self, msg: SendMessage, _ctx: &mut Self::Context) -> Self::Result {
+        let Some(session) = &self.session else {
+            return Err(ConnectionError::NotConnected { state: self.state });
+        };
+        let bytes = codec::encode_client_message(&msg.message)?;
+        let len = bytes.len();
+        session.outbound.try_send(Message::Binary(bytes.into())).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => ConnectionError::Backpressure { capacity: self.config.outbound_capacity },
+            mpsc::error::TrySendError::Closed(_) => ConnectionError::NotConnected { state: self.state },
+        })?;
+        metrics::counter!("spacelink_connection_bytes_sent_total").increment(len as u64);
+        metrics::counter!("spacelink_connection_messages_sent_total").increment(1);
+        Ok(())
+    }
+}
+
+impl Handler<ForceReconnect> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForceReconnect, ctx: &mut Self::Context) {
+        tracing::info!(reason = %msg.reason, "forced reconnect");
+        self.shut_down = false;
+        self.failed_attempts = 0;
+        if self.session.take().is_some() {
+            self.transition(ConnectionEvent::SessionLost, Some(msg.reason), Some(Duration::ZERO));
+        }
+        self.restart_after(ctx, Duration::ZERO);
+    }
+}
+
+impl Handler<Shutdown> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
+        self.shut_down = true;
+        if let Some(session) = self.session.take() {
+            let _ = session.outbound.try_send(Message::Close(None));
+        }
+        self.transition(ConnectionEvent::Shutdown, Some("shutdown requested".into()), None);
+        self.pending_delay = None;
+        ctx.stop();
+    }
+}
+
+impl Handler<GetStatus> for ConnectionActor {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(ConnectionStatus {
+            state: self.state,
+            generation: self.generation,
+            identity: self.identity.map(|(i, _)| i),
+            connection_id: self.identity.map(|(_, c)| c),
+            latency: self.rtt.smoothed(),
+            last_heartbeat: self.last_heartbeat,
+            failed_attempts: self.failed_attempts,
+        })
+    }
+}
+
+fn state_number(state: ConnectionState) -> f64 {
+    match state {
+        ConnectionState::Disconnected => 0.0,
+        ConnectionState::Connecting => 1.0,
+        ConnectionState::Connected => 2.0,
+        ConnectionState::Reconnecting => 3.0,
+        ConnectionState::Failed => 4.0,
+    }
+}
+
+fn describe_handshake_error(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let body = response
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                .unwrap_or_default();
+            let hint = match response.status().as_u16() {
+                401 | 403 => " (the token was refused)",
+                404 => " (no such database)",
+                _ => "",
+            };
+            format!("server refused the WebSocket: HTTP {}{hint}: {body}", response.status())
+        }
+        tungstenite::Error::Url(e) => format!("bad URL: {e}"),
+        other => format!("cannot connect: {other}"),
+    }
+}

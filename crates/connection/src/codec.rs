@@ -1,0 +1,306 @@
+//! The wire format: SpacetimeDB's v1 BSATN WebSocket protocol.
+//!
+//! Messages are the official types of `spacetimedb-client-api-messages`, so the
+//! client and the server cannot disagree about a field. What this module adds is
+//! the part a client must get right on its own:
+//!
+//! * every binary frame from the server starts with a compression tag
+//!   (0 none, 1 brotli, 2 gzip) and the rest is the BSATN of a `ServerMessage`;
+//! * query updates inside a message may be compressed again, one by one;
+//! * nothing that arrives is trusted: frames are checked by [`crate::guard`]
+//!   before they are decoded, decompression is bounded, and every failure is a
+//!   [`CodecError`] that says what was wrong. No input makes this module panic.
+//!
+//! Architecture invariant: only this crate knows the wire format. Other crates
+//! see decoded [`ServerMessage`]s and rows as bytes plus a table name.
+
+use std::io::Read as _;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use spacetimedb_client_api_messages::websocket as ws;
+use spacetimedb_sats::{bsatn, AlgebraicType, Typespace};
+
+use crate::guard;
+use crate::typespace::TypespaceBuilder;
+
+/// A message from the server, with rows still BSATN-encoded.
+pub type ServerMessage = ws::ServerMessage<ws::BsatnFormat>;
+/// A message to the server; reducer arguments are BSATN bytes.
+pub type ClientMessage = ws::ClientMessage<Bytes>;
+/// The changes to one table in a transaction or subscription.
+pub type TableUpdate = ws::TableUpdate<ws::BsatnFormat>;
+/// The inserted and deleted rows of one query, decompressed.
+pub type QueryUpdate = ws::QueryUpdate<ws::BsatnFormat>;
+/// A set of table updates.
+pub type DatabaseUpdate = ws::DatabaseUpdate<ws::BsatnFormat>;
+
+/// The WebSocket subprotocol this codec speaks.
+pub const SUBPROTOCOL: &str = ws::BIN_PROTOCOL;
+
+/// Largest frame (and largest decompressed payload) accepted by default: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// How the server compresses what it sends us. Chosen per connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Compression {
+    /// Nothing is compressed: least CPU, most bytes.
+    None,
+    /// Brotli for payloads over 1 KiB (the server's default and ours).
+    #[default]
+    Brotli,
+    /// Gzip for payloads over 1 KiB.
+    Gzip,
+}
+
+impl Compression {
+    /// The value of the `compression` query parameter of `/subscribe`.
+    pub fn as_query_value(self) -> &'static str {
+        match self {
+            Compression::None => "None",
+            Compression::Brotli => "Brotli",
+            Compression::Gzip => "Gzip",
+        }
+    }
+
+    /// The compression with this name (`none`, `brotli`, `gzip`; any case).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "none" => Some(Compression::None),
+            "brotli" => Some(Compression::Brotli),
+            "gzip" => Some(Compression::Gzip),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong turning bytes into a message or a row, or back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The frame had no bytes at all, so not even a compression tag.
+    #[error("empty frame: a server message starts with a compression tag byte")]
+    EmptyFrame,
+    /// The first byte of a frame is not 0 (none), 1 (brotli) or 2 (gzip).
+    #[error("unknown compression tag {0} (expected 0 none, 1 brotli or 2 gzip)")]
+    UnknownCompressionTag(u8),
+    /// A compressed payload did not decompress.
+    #[error("{scheme} payload does not decompress: {reason}")]
+    Decompress {
+        /// `brotli` or `gzip`.
+        scheme: &'static str,
+        /// What the decompressor said.
+        reason: String,
+    },
+    /// A frame or its decompressed payload is larger than allowed.
+    #[error("{what} is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// Which payload.
+        what: &'static str,
+        /// Its size (a lower bound for a decompression that was cut off).
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The bytes do not have the shape of the expected type.
+    #[error("malformed {what}: {source}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// Where and why.
+        #[source]
+        source: guard::GuardError,
+    },
+    /// The shape was right but a value was not (as reported by the SATS decoder).
+    #[error("cannot decode {what}: {reason}")]
+    Decode {
+        /// What was being decoded.
+        what: String,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// A value could not be encoded.
+    #[error("cannot encode {what}: {reason}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// What the encoder said.
+        reason: String,
+    },
+}
+
+/// The limits a decoder enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// The largest frame, and the largest decompressed payload, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self { max_message_size: DEFAULT_MAX_MESSAGE_SIZE }
+    }
+}
+
+/// The `ServerMessage` type and the typespace its references live in, built once.
+fn server_message_type() -> &'static (Typespace, AlgebraicType, Typespace, AlgebraicType) {
+    static TYPE: OnceLock<(Typespace, AlgebraicType, Typespace, AlgebraicType)> = OnceLock::new();
+    TYPE.get_or_init(|| {
+        let (ts, ty) = TypespaceBuilder::build::<ServerMessage>();
+        let (qts, qty) = TypespaceBuilder::build::<QueryUpdate>();
+        (ts, ty, qts, qty)
+    })
+}
+
+/// The name of a server message's variant, for logs and `Debug`.
+pub fn server_message_kind(message: &ServerMessage) -> &'static str {
+    match message {
+        ws::ServerMessage::InitialSubscription(_) => "InitialSubscription",
+        ws::ServerMessage::TransactionUpdate(_) => "TransactionUpdate",
+        ws::ServerMessage::TransactionUpdateLight(_) => "TransactionUpdateLight",
+        ws::ServerMessage::IdentityToken(_) => "IdentityToken",
+        ws::ServerMessage::OneOffQueryResponse(_) => "OneOffQueryResponse",
+        ws::ServerMessage::SubscribeApplied(_) => "SubscribeApplied",
+        ws::ServerMessage::UnsubscribeApplied(_) => "UnsubscribeApplied",
+        ws::ServerMessage::SubscriptionError(_) => "SubscriptionError",
+        ws::ServerMessage::SubscribeMultiApplied(_) => "SubscribeMultiApplied",
+        ws::ServerMessage::UnsubscribeMultiApplied(_) => "UnsubscribeMultiApplied",
+    }
+}
+
+/// The name of a client message's variant, for logs and `Debug`.
+pub fn client_message_kind(message: &ClientMessage) -> &'static str {
+    match message {
+        ws::ClientMessage::CallReducer(_) => "CallReducer",
+        ws::ClientMessage::Subscribe(_) => "Subscribe",
+        ws::ClientMessage::OneOffQuery(_) => "OneOffQuery",
+        ws::ClientMessage::SubscribeSingle(_) => "SubscribeSingle",
+        ws::ClientMessage::SubscribeMulti(_) => "SubscribeMulti",
+        ws::ClientMessage::Unsubscribe(_) => "Unsubscribe",
+        ws::ClientMessage::UnsubscribeMulti(_) => "UnsubscribeMulti",
+    }
+}
+
+/// Encodes a client message as the payload of a binary WebSocket frame.
+pub fn encode_client_message(message: &ClientMessage) -> Result<Vec<u8>, CodecError> {
+    bsatn::to_vec(message).map_err(|e| CodecError::Encode { what: "client message", reason: e.to_string() })
+}
+
+/// Decodes a binary WebSocket frame from the server: tag, decompression, BSATN.
+pub fn decode_server_message(frame: &[u8], limits: DecodeLimits) -> Result<ServerMessage, CodecError> {
+    if frame.len() > limits.max_message_size {
+        return Err(CodecError::TooLarge { what: "frame", size: frame.len(), limit: limits.max_message_size });
+    }
+    let (&tag, body) = frame.split_first().ok_or(CodecError::EmptyFrame)?;
+    let decompressed;
+    let payload = match tag {
+        ws::SERVER_MSG_COMPRESSION_TAG_NONE => body,
+        ws::SERVER_MSG_COMPRESSION_TAG_BROTLI => {
+            decompressed = decompress("brotli", body, limits.max_message_size)?;
+            &decompressed[..]
+        }
+        ws::SERVER_MSG_COMPRESSION_TAG_GZIP => {
+            decompressed = decompress("gzip", body, limits.max_message_size)?;
+            &decompressed[..]
+        }
+        other => return Err(CodecError::UnknownCompressionTag(other)),
+    };
+    let (ts, ty, _, _) = server_message_type();
+    decode_checked(ts, ty, payload, "server message")
+}
+
+/// Encodes a server message as the server would (for fakes and tests).
+pub fn encode_server_message(message: &ServerMessage, compression: Compression) -> Result<Vec<u8>, CodecError> {
+    let body = bsatn::to_vec(message).map_err(|e| CodecError::Encode { what: "server message", reason: e.to_string() })?;
+    let mut frame = Vec::with_capacity(body.len() + 1);
+    match compression {
+        Compression::None => {
+            frame.push(ws::SERVER_MSG_COMPRESSION_TAG_NONE);
+            frame.extend_from_slice(&body);
+        }
+        Compression::Brotli => {
+            frame.push(ws::SERVER_MSG_COMPRESSION_TAG_BROTLI);
+            ws::brotli_compress(&body, &mut frame);
+        }
+        Compression::Gzip => {
+            frame.push(ws::SERVER_MSG_COMPRESSION_TAG_GZIP);
+            ws::gzip_compress(&body, &mut frame);
+        }
+    }
+    Ok(frame)
+}
+
+/// Turns a possibly compressed query update into its rows.
+///
+/// The official `maybe_decompress` panics on bad input; this returns an error.
+pub fn decompress_query_update(
+    update: &ws::CompressableQueryUpdate<ws::BsatnFormat>,
+    limits: DecodeLimits,
+) -> Result<QueryUpdate, CodecError> {
+    let bytes = match update {
+        ws::CompressableQueryUpdate::Uncompressed(update) => return Ok(update.clone()),
+        ws::CompressableQueryUpdate::Brotli(bytes) => decompress("brotli", bytes, limits.max_message_size)?,
+        ws::CompressableQueryUpdate::Gzip(bytes) => decompress("gzip", bytes, limits.max_message_size)?,
+    };
+    let (_, _, ts, ty) = server_message_type();
+    decode_checked(ts, ty, &bytes, "query update")
+}
+
+/// Iterates over the rows of a row list (each row's BSATN bytes).
+///
+/// Safe on any list that came through [`decode_server_message`] or
+/// [`decompress_query_update`]: their guard has checked the list's size hint.
+pub fn rows(list: &ws::BsatnRowList) -> impl Iterator<Item = Bytes> + '_ {
+    list.into_iter()
+}
+
+fn decode_checked<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(
+    ts: &Typespace,
+    ty: &AlgebraicType,
+    payload: &[u8],
+    what: &'static str,
+) -> Result<T, CodecError> {
+    guard::check(ts, ty, payload).map_err(|source| CodecError::Malformed { what, source })?;
+    bsatn::from_slice(payload).map_err(|e| CodecError::Decode { what: what.to_string(), reason: e.to_string() })
+}
+
+fn decompress(scheme: &'static str, bytes: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::new();
+    // Read one byte past the limit, so that an oversized payload is noticed.
+    let cap = limit as u64 + 1;
+    let result = match scheme {
+        "brotli" => brotli::Decompressor::new(bytes, 4096).take(cap).read_to_end(&mut out),
+        _ => flate2::read::GzDecoder::new(bytes).take(cap).read_to_end(&mut out),
+    };
+    result.map_err(|e| CodecError::Decompress { scheme, reason: e.to_string() })?;
+    if out.len() > limit {
+        return Err(CodecError::TooLarge { what: "decompressed payload", size: out.len(), limit });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_unknown_tags_are_errors() {
+        let limits = DecodeLimits::default();
+        assert_eq!(decode_server_message(&[], limits).unwrap_err(), CodecError::EmptyFrame);
+        assert_eq!(decode_server_message(&[9, 0], limits).unwrap_err(), CodecError::UnknownCompressionTag(9));
+    }
+
+    #[test]
+    fn garbage_brotli_is_a_decompress_error() {
+        let err = decode_server_message(&[1, 0xde, 0xad, 0xbe, 0xef], DecodeLimits::default()).unwrap_err();
+        assert!(matches!(err, CodecError::Decompress { scheme: "brotli", .. } | CodecError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let limits = DecodeLimits { max_message_size: 4 };
+        let err = decode_server_message(&[0; 5], limits).unwrap_err();
+        assert!(matches!(err, CodecError::TooLarge { .. }));
+    }
+}

@@ -1,0 +1,208 @@
+//! The connection's settings, with the defaults a game wants.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::backoff::RetryPolicy;
+use crate::codec::{Compression, DecodeLimits};
+
+/// Everything the connection actor needs to know (the design's `ConnectionConfig`).
+///
+/// Build one with [`ConnectionConfig::new`] and adjust fields; [`validate`](Self::validate)
+/// is called when the actor starts.
+#[derive(Clone)]
+pub struct ConnectionConfig {
+    /// The server's base URL: `http://host:port`, `https://…`, `ws://…` or `wss://…`.
+    pub server_url: String,
+    /// The database (module) name or identity, e.g. `guildmaster`.
+    pub database: String,
+    /// A token to present; `None` connects anonymously and the server issues
+    /// one (it arrives in `IdentityReceived` and is reused on reconnect).
+    pub token: Option<String>,
+    /// How the server should compress what it sends (default brotli).
+    pub compression: Compression,
+    /// Ask for light transaction updates (no caller and timing metadata for
+    /// other clients' transactions; default off).
+    pub light_mode: bool,
+    /// Longest wait for the TCP + WebSocket handshake (default 5 s).
+    pub connect_timeout: Duration,
+    /// Interval between WebSocket pings that measure the round trip (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// A session from which nothing at all (data, ping or pong) arrives for this
+    /// long is declared dead (default 4 s; must exceed `heartbeat_interval`).
+    pub dead_peer_timeout: Duration,
+    /// Frames queued for sending before `send` reports back-pressure (default 4096).
+    pub outbound_capacity: usize,
+    /// Size limits for what the server sends.
+    pub limits: DecodeLimits,
+    /// How reconnection attempts are spaced.
+    pub retry: RetryPolicy,
+    /// Seed for retry jitter (default: from the clock); set it for reproducible tests.
+    pub jitter_seed: Option<u64>,
+}
+
+impl ConnectionConfig {
+    /// A configuration with defaults for `server_url` and `database`.
+    pub fn new(server_url: impl Into<String>, database: impl Into<String>) -> Self {
+        Self {
+            server_url: server_url.into(),
+            database: database.into(),
+            token: None,
+            compression: Compression::default(),
+            light_mode: false,
+            connect_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(1),
+            dead_peer_timeout: Duration::from_secs(4),
+            outbound_capacity: 4096,
+            limits: DecodeLimits::default(),
+            retry: RetryPolicy::default(),
+            jitter_seed: None,
+        }
+    }
+
+    /// Checks the settings, saying which one is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: String| Err(ConfigError { field, reason });
+        if self.database.trim().is_empty() {
+            return bad("database", "is empty".into());
+        }
+        if self.database.contains(['/', '?', '#', ' ']) {
+            return bad("database", format!("`{}` is not a database name or identity", self.database));
+        }
+        if let Err(reason) = websocket_base(&self.server_url) {
+            return bad("server_url", reason);
+        }
+        if self.token.as_deref().is_some_and(|t| t.trim().is_empty() || t.contains(['\r', '\n'])) {
+            return bad("token", "is empty or contains a line break".into());
+        }
+        for (field, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("dead_peer_timeout", self.dead_peer_timeout),
+        ] {
+            if d.is_zero() {
+                return bad(field, "must be more than zero".into());
+            }
+        }
+        if self.dead_peer_timeout <= self.heartbeat_interval {
+            return bad(
+                "dead_peer_timeout",
+                format!("{:?} must exceed heartbeat_interval {:?}", self.dead_peer_timeout, self.heartbeat_interval),
+            );
+        }
+        if self.outbound_capacity == 0 {
+            return bad("outbound_capacity", "must be at least 1".into());
+        }
+        if self.limits.max_message_size < 1024 {
+            return bad("limits.max_message_size", "must be at least 1024 bytes".into());
+        }
+        let r = &self.retry;
+        if !(r.backoff_multiplier.is_finite() && r.backoff_multiplier >= 1.0) {
+            return bad("retry.backoff_multiplier", format!("{} must be a number >= 1", r.backoff_multiplier));
+        }
+        if !(0.0..=1.0).contains(&r.jitter) {
+            return bad("retry.jitter", format!("{} must be within 0..=1", r.jitter));
+        }
+        if r.max_delay < r.initial_delay {
+            return bad("retry.max_delay", "must not be less than retry.initial_delay".into());
+        }
+        Ok(())
+    }
+
+    /// The `ws(s)://…/v1/database/<db>/subscribe?…` URL this configuration connects to.
+    pub fn subscribe_url(&self) -> Result<String, ConfigError> {
+        let base = websocket_base(&self.server_url).map_err(|reason| ConfigError { field: "server_url", reason })?;
+        Ok(format!(
+            "{base}/v1/database/{}/subscribe?compression={}&light={}",
+            self.database,
+            self.compression.as_query_value(),
+            self.light_mode
+        ))
+    }
+
+    /// The `http(s)://host:port` base of the server, for its HTTP endpoints.
+    pub fn http_base(&self) -> Result<String, ConfigError> {
+        let ws = websocket_base(&self.server_url).map_err(|reason| ConfigError { field: "server_url", reason })?;
+        Ok(ws.replacen("ws", "http", 1))
+    }
+}
+
+impl fmt::Debug for ConnectionConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the token.
+        f.debug_struct("ConnectionConfig")
+            .field("server_url", &self.server_url)
+            .field("database", &self.database)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("compression", &self.compression)
+            .field("light_mode", &self.light_mode)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("dead_peer_timeout", &self.dead_peer_timeout)
+            .field("outbound_capacity", &self.outbound_capacity)
+            .field("limits", &self.limits)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that cannot work, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid connection setting `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// `ws://host:port` or `wss://host:port` (no trailing slash) for a server URL.
+fn websocket_base(url: &str) -> Result<String, String> {
+    let url = url.trim().trim_end_matches('/');
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("`{url}` has no scheme (http://, https://, ws://, wss://)"))?;
+    let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => "ws",
+        "https" | "wss" => "wss",
+        other => return Err(format!("scheme `{other}` is not http, https, ws or wss")),
+    };
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(format!("`{url}` is not a server base URL like http://127.0.0.1:3000"));
+    }
+    Ok(format!("{ws_scheme}://{rest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_derived_from_the_base() {
+        let c = ConnectionConfig::new("http://127.0.0.1:3000/", "guildmaster");
+        assert_eq!(
+            c.subscribe_url().unwrap(),
+            "ws://127.0.0.1:3000/v1/database/guildmaster/subscribe?compression=Brotli&light=false"
+        );
+        assert_eq!(c.http_base().unwrap(), "http://127.0.0.1:3000");
+        let c = ConnectionConfig::new("wss://example.com", "x");
+        assert_eq!(c.http_base().unwrap(), "https://example.com");
+    }
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let mut c = ConnectionConfig::new("ftp://x", "db");
+        assert_eq!(c.validate().unwrap_err().field, "server_url");
+        c.server_url = "http://x".into();
+        c.dead_peer_timeout = c.heartbeat_interval;
+        assert_eq!(c.validate().unwrap_err().field, "dead_peer_timeout");
+        let c = ConnectionConfig::new("http://x", "");
+        assert_eq!(c.validate().unwrap_err().field, "database");
+        assert!(ConnectionConfig::new("http://x", "db").validate().is_ok());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let mut c = ConnectionConfig::new("http://x", "db");
+        c.token = Some("secret-token".into());
+        assert!(!format!("{c:?}").contains("secret-token"));
+    }
+}

@@ -1,0 +1,102 @@
+//! The connection's front door: intent-named methods over the actor's address.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+use bytes::Bytes;
+use spacetimedb_client_api_messages::websocket as ws;
+
+use crate::actor::ConnectionActor;
+use crate::codec::ClientMessage;
+use crate::error::ConnectionError;
+use crate::messages::*;
+
+/// A cheap, cloneable handle to a running connection.
+///
+/// Request, query and message ids are allocated here, so a caller knows the id
+/// of what it sent without waiting for the actor.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    addr: Addr<ConnectionActor>,
+    next_id: Arc<AtomicU32>,
+}
+
+impl ConnectionHandle {
+    pub(crate) fn new(addr: Addr<ConnectionActor>) -> Self {
+        Self { addr, next_id: Arc::new(AtomicU32::new(1)) }
+    }
+
+    /// The actor's address, to wire it to other actors.
+    pub fn addr(&self) -> &Addr<ConnectionActor> {
+        &self.addr
+    }
+
+    /// A fresh id for a request, query or one-off query.
+    pub fn next_id(&self) -> u32 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `message` and waits for the actor to queue it on the socket.
+    pub async fn send(&self, message: ClientMessage) -> Result<(), ConnectionError> {
+        self.addr.send(SendMessage { message }).await.map_err(|_| ConnectionError::ActorGone)?
+    }
+
+    /// Calls `reducer` with BSATN-encoded `args`; returns the request id that
+    /// the resulting `TransactionUpdate` will carry.
+    pub async fn call_reducer(
+        &self,
+        reducer: &str,
+        args: Bytes,
+        flags: ws::CallReducerFlags,
+    ) -> Result<u32, ConnectionError> {
+        let request_id = self.next_id();
+        let message = ws::ClientMessage::CallReducer(ws::CallReducer { reducer: reducer.into(), args, request_id, flags });
+        self.send(message).await?;
+        Ok(request_id)
+    }
+
+    /// Subscribes to a set of queries (`SubscribeMulti`); returns its query id.
+    pub async fn subscribe(&self, queries: &[String]) -> Result<ws::QueryId, ConnectionError> {
+        let query_id = ws::QueryId::new(self.next_id());
+        let message = ws::ClientMessage::SubscribeMulti(ws::SubscribeMulti {
+            query_strings: queries.iter().map(|q| q.as_str().into()).collect(),
+            request_id: self.next_id(),
+            query_id,
+        });
+        self.send(message).await?;
+        Ok(query_id)
+    }
+
+    /// Drops the query set `query_id` (`UnsubscribeMulti`).
+    pub async fn unsubscribe(&self, query_id: ws::QueryId) -> Result<(), ConnectionError> {
+        let message = ws::ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti { request_id: self.next_id(), query_id });
+        self.send(message).await
+    }
+
+    /// Runs a one-off query; returns the message id its response will carry.
+    pub async fn one_off_query(&self, sql: &str) -> Result<Vec<u8>, ConnectionError> {
+        let message_id = self.next_id().to_le_bytes().to_vec();
+        let message = ws::ClientMessage::OneOffQuery(ws::OneOffQuery {
+            message_id: message_id.clone().into(),
+            query_string: sql.into(),
+        });
+        self.send(message).await?;
+        Ok(message_id)
+    }
+
+    /// Drops the session and connects again now (also revives a `Failed` connection).
+    pub fn reconnect(&self, reason: impl Into<String>) {
+        self.addr.do_send(ForceReconnect { reason: reason.into() });
+    }
+
+    /// Closes the session and stays disconnected.
+    pub fn shutdown(&self) {
+        self.addr.do_send(Shutdown);
+    }
+
+    /// A snapshot of the connection's state, latency and identity.
+    pub async fn status(&self) -> Result<ConnectionStatus, ConnectionError> {
+        self.addr.send(GetStatus).await.map_err(|_| ConnectionError::ActorGone)
+    }
+}

@@ -1,0 +1,169 @@
+//! The connection actor's messages: what it takes and what it tells.
+//!
+//! Everything a session delivers carries the session's `generation`; a
+//! consumer that sees a message of an older generation than it last saw drops
+//! it, because that session is dead.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::prelude::*;
+use spacetimedb_lib::{ConnectionId, Identity};
+
+use crate::codec::{ClientMessage, ServerMessage};
+use crate::error::ConnectionError;
+use crate::state::ConnectionState;
+
+// ---- Taken by the connection actor ----
+
+/// Send one message to the server over the current session.
+///
+/// Fails with `NotConnected` when no session is up and `Backpressure` when the
+/// outbound queue is full; the message is then not sent, and the caller (the
+/// reducer client's queue, for instance) decides what to do with it.
+#[derive(Message)]
+#[rtype(result = "Result<(), ConnectionError>")]
+pub struct SendMessage {
+    /// The message, with reducer arguments already BSATN-encoded.
+    pub message: ClientMessage,
+}
+
+/// Drop the current session (if any) and connect again now, resetting the
+/// attempt count. Also how a `Failed` connection is revived.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ForceReconnect {
+    /// Why, for the logs and the state-change event.
+    pub reason: String,
+}
+
+/// Close the session and stay disconnected.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Ask for a snapshot of the connection's state.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "ConnectionStatus")]
+pub struct GetStatus;
+
+/// A snapshot of the connection, as `GetStatus` answers it.
+#[derive(Debug, Clone)]
+pub struct ConnectionStatus {
+    /// The current state.
+    pub state: ConnectionState,
+    /// The generation of the current (or last) session; 0 before the first.
+    pub generation: u64,
+    /// The identity from the server's `IdentityToken`, once received.
+    pub identity: Option<Identity>,
+    /// The connection id from the server's `IdentityToken`, once received.
+    pub connection_id: Option<ConnectionId>,
+    /// The smoothed WebSocket ping round trip (the design's `Latency`).
+    pub latency: Option<Duration>,
+    /// When the last pong arrived (the design's `LastHeartbeat`).
+    pub last_heartbeat: Option<SystemTime>,
+    /// Consecutive failed attempts since the last session was up.
+    pub failed_attempts: u32,
+}
+
+impl fmt::Debug for SendMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendMessage").field("message", &crate::codec::client_message_kind(&self.message)).finish()
+    }
+}
+
+// ---- Told by the connection actor ----
+
+/// A message arrived from the server.
+#[derive(Clone, Message)]
+#[rtype(result = "()")]
+pub struct ServerMessageReceived {
+    /// The session it came from.
+    pub generation: u64,
+    /// When the frame was read.
+    pub received_at: Instant,
+    /// The frame's size on the wire, in bytes.
+    pub wire_size: usize,
+    /// The decoded message, shared between all listeners.
+    pub message: Arc<ServerMessage>,
+}
+
+impl fmt::Debug for ServerMessageReceived {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerMessageReceived")
+            .field("generation", &self.generation)
+            .field("wire_size", &self.wire_size)
+            .field("message", &crate::codec::server_message_kind(&self.message))
+            .finish()
+    }
+}
+
+/// The connection changed state.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct StateChanged {
+    /// The session generation at the time of the change.
+    pub generation: u64,
+    /// The state before.
+    pub from: ConnectionState,
+    /// The state now.
+    pub to: ConnectionState,
+    /// Why, when there is something to say (the error that ended a session…).
+    pub reason: Option<String>,
+    /// When the next attempt is due, if one is scheduled.
+    pub retry_in: Option<Duration>,
+}
+
+/// The server told us who we are (its `IdentityToken`, the first message of every session).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct IdentityReceived {
+    /// The session.
+    pub generation: u64,
+    /// Our identity.
+    pub identity: Identity,
+    /// This session's connection id.
+    pub connection_id: ConnectionId,
+    /// The token to present next time (reused on reconnect).
+    pub token: Token,
+}
+
+/// A bearer token. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, to store or present. Do not log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Who hears what the connection tells. Given to the actor when it is built.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
+    /// Receive every decoded server message.
+    pub messages: Vec<Recipient<ServerMessageReceived>>,
+    /// Receive every state change.
+    pub states: Vec<Recipient<StateChanged>>,
+    /// Receive the identity and token of each session.
+    pub identities: Vec<Recipient<IdentityReceived>>,
+}

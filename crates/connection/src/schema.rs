@@ -1,0 +1,353 @@
+//! The module's schema, and rows decoded by it into dynamic values and JSON.
+//!
+//! Typed access (a Rust type deriving the SATS `Deserialize`, as the official
+//! code generator emits) is [`decode_row`]. Tools that have no generated types
+//! (the `spacelink` command, debuggers, the dynamic cache) use a
+//! [`ModuleSchema`], read from `GET /v1/database/<name>/schema?version=9`, to turn
+//! a row's bytes into an [`AlgebraicValue`] and that into JSON, and to encode a
+//! reducer's JSON arguments.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde_json::{Map, Value as Json};
+use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9;
+use spacetimedb_lib::{ConnectionId, Identity, TimeDuration, Timestamp};
+use spacetimedb_sats::de::serde::{DeserializeWrapper, SeedWrapper};
+use spacetimedb_sats::{
+    bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductValue, Typespace,
+    WithTypespace,
+};
+
+use crate::codec::CodecError;
+use crate::guard;
+
+/// What went wrong reading a schema or using it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// The schema endpoint could not be reached or answered with an error.
+    #[error("cannot fetch the schema from {url}: {reason}")]
+    Fetch {
+        /// The URL asked.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The schema JSON is not a v9 module definition.
+    #[error("the schema is not a v9 module definition: {0}")]
+    Parse(String),
+    /// A type in the schema refers to a type that is not there.
+    #[error("the schema's type for {what} is broken: {reason}")]
+    BrokenType {
+        /// The table or reducer.
+        what: String,
+        /// What the type resolver said.
+        reason: String,
+    },
+    /// No table of that name.
+    #[error("the module has no table `{0}`")]
+    UnknownTable(String),
+    /// No reducer of that name.
+    #[error("the module has no reducer `{0}`")]
+    UnknownReducer(String),
+    /// The JSON arguments do not fit the reducer's parameters.
+    #[error("arguments for reducer `{reducer}` do not fit its parameters ({params}): {reason}")]
+    BadArguments {
+        /// The reducer.
+        reducer: String,
+        /// Its parameters, as `name: type` pairs.
+        params: String,
+        /// What did not fit.
+        reason: String,
+    },
+    /// A row did not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+/// One table: its name, its row type (references resolved) and primary key.
+#[derive(Debug, Clone)]
+pub struct TableSchema {
+    /// The table's name, as in `TableUpdate::table_name`.
+    pub name: String,
+    /// The row type, with every type reference inlined.
+    pub row_type: ProductType,
+    /// The columns of the primary key, if the table has one.
+    pub primary_key: Vec<usize>,
+    /// Column names in order (`col<N>` for an unnamed column).
+    pub columns: Vec<String>,
+}
+
+/// One reducer: its name and parameters (references resolved).
+#[derive(Debug, Clone)]
+pub struct ReducerSchema {
+    /// The reducer's name.
+    pub name: String,
+    /// Its parameters in order.
+    pub params: ProductType,
+    /// Whether it is a lifecycle reducer (init, connect, disconnect), which clients cannot call.
+    pub lifecycle: bool,
+}
+
+/// A module's tables and reducers, ready to decode rows and encode arguments.
+#[derive(Debug, Clone)]
+pub struct ModuleSchema {
+    tables: HashMap<String, TableSchema>,
+    reducers: HashMap<String, ReducerSchema>,
+}
+
+impl ModuleSchema {
+    /// Reads the JSON that `GET /v1/database/<name>/schema?version=9` returns.
+    pub fn from_json(json: &str) -> Result<Self, SchemaError> {
+        let DeserializeWrapper(raw) = serde_json::from_str::<DeserializeWrapper<RawModuleDefV9>>(json)
+            .map_err(|e| SchemaError::Parse(e.to_string()))?;
+        Self::from_raw(raw)
+    }
+
+    /// Builds a schema from a v9 module definition.
+    pub fn from_raw(raw: RawModuleDefV9) -> Result<Self, SchemaError> {
+        let ts = &raw.typespace;
+        let mut tables = HashMap::new();
+        for table in raw.tables {
+            let name = table.name.to_string();
+            let ty = ts.get(table.product_type_ref).cloned().ok_or_else(|| SchemaError::BrokenType {
+                what: format!("table {name}"),
+                reason: format!("{:?} is not in the typespace", table.product_type_ref),
+            })?;
+            let row_type = resolve(ts, &ty, &name)?
+                .into_product()
+                .map_err(|_| SchemaError::BrokenType { what: format!("table {name}"), reason: "not a product".into() })?;
+            let columns = column_names(&row_type);
+            let primary_key = table.primary_key.iter().map(|c| c.idx()).collect();
+            tables.insert(name.clone(), TableSchema { name, row_type, primary_key, columns });
+        }
+        let mut reducers = HashMap::new();
+        for reducer in raw.reducers {
+            let name = reducer.name.to_string();
+            let params = resolve(ts, &AlgebraicType::Product(reducer.params), &name)?
+                .into_product()
+                .map_err(|_| SchemaError::BrokenType { what: format!("reducer {name}"), reason: "not a product".into() })?;
+            let lifecycle = reducer.lifecycle.is_some();
+            reducers.insert(name.clone(), ReducerSchema { name, params, lifecycle });
+        }
+        Ok(Self { tables, reducers })
+    }
+
+    /// Fetches and reads the schema of `database` from the server at `base_url` (`http(s)://host:port`).
+    pub async fn fetch(base_url: &str, database: &str, token: Option<&str>) -> Result<Self, SchemaError> {
+        let url = format!("{}/v1/database/{database}/schema?version=9", base_url.trim_end_matches('/'));
+        let fetch_error = |reason: String| SchemaError::Fetch { url: url.clone(), reason };
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.map_err(|e| fetch_error(e.to_string()))?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| fetch_error(e.to_string()))?;
+        if !status.is_success() {
+            return Err(fetch_error(format!("HTTP {status}: {}", body.trim())));
+        }
+        Self::from_json(&body)
+    }
+
+    /// The table called `name`.
+    pub fn table(&self, name: &str) -> Option<&TableSchema> {
+        self.tables.get(name)
+    }
+
+    /// Every table, in no particular order.
+    pub fn tables(&self) -> impl Iterator<Item = &TableSchema> {
+        self.tables.values()
+    }
+
+    /// The reducer called `name`.
+    pub fn reducer(&self, name: &str) -> Option<&ReducerSchema> {
+        self.reducers.get(name)
+    }
+
+    /// Decodes one row of `table` from its BSATN bytes.
+    pub fn decode_row(&self, table: &str, bytes: &[u8]) -> Result<ProductValue, SchemaError> {
+        let schema = self.table(table).ok_or_else(|| SchemaError::UnknownTable(table.to_string()))?;
+        Ok(schema.decode(bytes)?)
+    }
+
+    /// Encodes a reducer's arguments given as a JSON array (positional) or object (by name).
+    ///
+    /// Values use SATS-JSON, as the server's HTTP `call` endpoint does: an
+    /// `Option` is `{"some": v}` or `{"none": []}`, an enum `{"Variant": payload}`,
+    /// an identity a hex string.
+    pub fn encode_reducer_args(&self, reducer: &str, json: &str) -> Result<Bytes, SchemaError> {
+        let schema = self.reducer(reducer).ok_or_else(|| SchemaError::UnknownReducer(reducer.to_string()))?;
+        let bad = |reason: String| SchemaError::BadArguments {
+            reducer: reducer.to_string(),
+            params: describe_params(&schema.params),
+            reason,
+        };
+        let empty = Typespace::new(Vec::new());
+        let seed = SeedWrapper(WithTypespace::new(&empty, &schema.params));
+        let mut de = serde_json::Deserializer::from_str(json);
+        let value: ProductValue =
+            serde::de::DeserializeSeed::deserialize(seed, &mut de).map_err(|e| bad(e.to_string()))?;
+        de.end().map_err(|e| bad(e.to_string()))?;
+        let bytes = bsatn::to_vec(&value).map_err(|e| bad(e.to_string()))?;
+        Ok(bytes.into())
+    }
+}
+
+impl TableSchema {
+    /// Decodes one row from its BSATN bytes.
+    pub fn decode(&self, bytes: &[u8]) -> Result<ProductValue, CodecError> {
+        let ty = AlgebraicType::Product(self.row_type.clone());
+        let empty = Typespace::new(Vec::new());
+        guard::check(&empty, &ty, bytes).map_err(|source| CodecError::Malformed { what: "row", source })?;
+        ProductValue::decode(&self.row_type, &mut &bytes[..])
+            .map_err(|e| CodecError::Decode { what: format!("row of {}", self.name), reason: e.to_string() })
+    }
+
+    /// The row as a JSON object keyed by column name.
+    pub fn row_to_json(&self, row: &ProductValue) -> Json {
+        product_to_json(&self.row_type, row)
+    }
+
+    /// The primary key of `row` as a value (a product when the key has several columns).
+    pub fn primary_key_of(&self, row: &ProductValue) -> Option<AlgebraicValue> {
+        match self.primary_key.as_slice() {
+            [] => None,
+            [one] => row.elements.get(*one).cloned(),
+            many => Some(AlgebraicValue::product(
+                many.iter().filter_map(|i| row.elements.get(*i).cloned()).collect::<Vec<_>>(),
+            )),
+        }
+    }
+}
+
+/// Decodes one row into a Rust type that derives the SATS `Deserialize`
+/// (as the types the official code generator emits do).
+pub fn decode_row<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
+    let mut reader = bytes;
+    let value = bsatn::from_reader(&mut reader).map_err(|e| CodecError::Decode {
+        what: std::any::type_name::<T>().to_string(),
+        reason: e.to_string(),
+    })?;
+    if !reader.is_empty() {
+        return Err(CodecError::Decode {
+            what: std::any::type_name::<T>().to_string(),
+            reason: format!("{} bytes left over: the row type does not match the table", reader.len()),
+        });
+    }
+    Ok(value)
+}
+
+fn resolve(ts: &Typespace, ty: &AlgebraicType, what: &str) -> Result<AlgebraicType, SchemaError> {
+    WithTypespace::new(ts, ty)
+        .resolve_refs()
+        .map_err(|e| SchemaError::BrokenType { what: what.to_string(), reason: e.to_string() })
+}
+
+fn column_names(row: &ProductType) -> Vec<String> {
+    row.elements
+        .iter()
+        .enumerate()
+        .map(|(i, e)| e.name.as_deref().map_or_else(|| format!("col{i}"), str::to_string))
+        .collect()
+}
+
+fn describe_params(params: &ProductType) -> String {
+    let parts: Vec<String> = params
+        .elements
+        .iter()
+        .enumerate()
+        .map(|(i, e)| format!("{}: {:?}", e.name.as_deref().map_or_else(|| format!("arg{i}"), str::to_string), e.algebraic_type))
+        .collect();
+    parts.join(", ")
+}
+
+/// A value as plain JSON, guided by its (resolved) type:
+/// identities and connection ids as hex strings, timestamps as RFC 3339,
+/// durations as `+secs.micros`, `Option` as `null` or the value, unit enum
+/// variants as their name, other variants as `{"Variant": payload}`,
+/// 128- and 256-bit integers as exact JSON numbers.
+pub fn value_to_json(ty: &AlgebraicType, value: &AlgebraicValue) -> Json {
+    match (ty, value) {
+        (AlgebraicType::Product(pt), AlgebraicValue::Product(pv)) => {
+            if pt.is_identity() {
+                if let Some(AlgebraicValue::U256(v)) = pv.elements.first() {
+                    return Json::String(Identity::from_u256(**v).to_hex().to_string());
+                }
+            }
+            if pt.is_connection_id() {
+                if let Some(AlgebraicValue::U128(v)) = pv.elements.first() {
+                    return Json::String(ConnectionId::from_u128({ let n = v.0; n }).to_hex().to_string());
+                }
+            }
+            if pt.is_timestamp() {
+                if let Some(AlgebraicValue::I64(v)) = pv.elements.first() {
+                    let ts = Timestamp::from_micros_since_unix_epoch(*v);
+                    return Json::String(ts.to_rfc3339().unwrap_or_else(|_| format!("{v}us")));
+                }
+            }
+            if pt.is_time_duration() {
+                if let Some(AlgebraicValue::I64(v)) = pv.elements.first() {
+                    return Json::String(TimeDuration::from_micros(*v).to_string());
+                }
+            }
+            product_to_json(pt, pv)
+        }
+        (AlgebraicType::Sum(st), AlgebraicValue::Sum(sv)) => {
+            let Some(variant) = st.variants.get(sv.tag as usize) else {
+                return Json::Null;
+            };
+            if let Some(inner) = st.as_option() {
+                return if variant.name.as_deref() == Some("some") { value_to_json(inner, &sv.value) } else { Json::Null };
+            }
+            let name = variant.name.as_deref().map_or_else(|| sv.tag.to_string(), str::to_string);
+            if variant.algebraic_type.is_unit() {
+                return Json::String(name);
+            }
+            let mut map = Map::new();
+            map.insert(name, value_to_json(&variant.algebraic_type, &sv.value));
+            Json::Object(map)
+        }
+        (AlgebraicType::Array(at), AlgebraicValue::Array(av)) => array_to_json(&at.elem_ty, av),
+        (_, AlgebraicValue::Bool(v)) => Json::Bool(*v),
+        (_, AlgebraicValue::I8(v)) => (*v).into(),
+        (_, AlgebraicValue::U8(v)) => (*v).into(),
+        (_, AlgebraicValue::I16(v)) => (*v).into(),
+        (_, AlgebraicValue::U16(v)) => (*v).into(),
+        (_, AlgebraicValue::I32(v)) => (*v).into(),
+        (_, AlgebraicValue::U32(v)) => (*v).into(),
+        (_, AlgebraicValue::I64(v)) => (*v).into(),
+        (_, AlgebraicValue::U64(v)) => (*v).into(),
+        (_, AlgebraicValue::I128(v)) => big_number({ let n = v.0; n.to_string() }),
+        (_, AlgebraicValue::U128(v)) => big_number({ let n = v.0; n.to_string() }),
+        (_, AlgebraicValue::I256(v)) => big_number(v.to_string()),
+        (_, AlgebraicValue::U256(v)) => big_number(v.to_string()),
+        (_, AlgebraicValue::F32(v)) => float(f64::from(v.into_inner())),
+        (_, AlgebraicValue::F64(v)) => float(v.into_inner()),
+        (_, AlgebraicValue::String(s)) => Json::String(s.to_string()),
+        // A value that does not match its type cannot come out of `decode`.
+        _ => Json::Null,
+    }
+}
+
+fn product_to_json(ty: &ProductType, value: &ProductValue) -> Json {
+    let mut map = Map::new();
+    for (i, (elem, v)) in ty.elements.iter().zip(value.elements.iter()).enumerate() {
+        let name = elem.name.as_deref().map_or_else(|| format!("col{i}"), str::to_string);
+        map.insert(name, value_to_json(&elem.algebraic_type, v));
+    }
+    Json::Object(map)
+}
+
+fn array_to_json(elem: &AlgebraicType, array: &ArrayValue) -> Json {
+    Json::Array(array.iter_cloned().map(|v| value_to_json(elem, &v)).collect())
+}
+
+fn big_number(digits: String) -> Json {
+    serde_json::from_str(&digits).unwrap_or(Json::String(digits))
+}
+
+fn float(v: f64) -> Json {
+    serde_json::Number::from_f64(v).map_or_else(|| Json::String(v.to_string()), Json::Number)
+}
