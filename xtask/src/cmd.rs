@@ -36,10 +36,7 @@ impl Step {
     pub fn new(name: impl Into<String>) -> Self {
         let name = name.into();
         eprintln!("==> {name}");
-        Step {
-            name,
-            start: Instant::now(),
-        }
+        Step { name, start: Instant::now() }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -72,11 +69,7 @@ impl Heartbeat {
 
     /// Like [`Heartbeat::start`]; `extra` may add a detail to each beat (e.g.
     /// the last line of a log file).
-    pub fn start_with(
-        label: &str,
-        interval: Duration,
-        extra: impl Fn() -> Option<String> + Send + 'static,
-    ) -> Self {
+    pub fn start_with(label: &str, interval: Duration, extra: impl Fn() -> Option<String> + Send + 'static) -> Self {
         let (tx, rx) = mpsc::channel::<()>();
         let last = Arc::new(Mutex::new(Instant::now()));
         let seen = Arc::clone(&last);
@@ -94,17 +87,10 @@ impl Heartbeat {
             if last.elapsed() >= interval {
                 *last = Instant::now();
                 let detail = extra().map(|e| format!(": {e}")).unwrap_or_default();
-                eprintln!(
-                    "    ... {label}: still running ({}){detail}",
-                    fmt_duration(begun.elapsed())
-                );
+                eprintln!("    ... {label}: still running ({}){detail}", fmt_duration(begun.elapsed()));
             }
         });
-        Heartbeat {
-            stop: Some(tx),
-            last,
-            thread: Some(thread),
-        }
+        Heartbeat { stop: Some(tx), last, thread: Some(thread) }
     }
 
     /// Something visible happened: postpone the next beat.
@@ -129,10 +115,7 @@ impl Drop for Heartbeat {
 pub fn display(cmd: &Command) -> String {
     fn quote(s: &OsStr) -> String {
         let s = s.to_string_lossy();
-        if !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c))
-        {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c)) {
             s.into_owned()
         } else {
             format!("'{}'", s.replace('\'', r"'\''"))
@@ -191,11 +174,7 @@ pub fn run_status(cmd: &mut Command, label: &str, heartbeat: Duration) -> Result
     drop(beat);
     eprintln!(
         "    {label}: {} after {}",
-        if status.success() {
-            "finished".to_string()
-        } else {
-            format!("FAILED ({status})")
-        },
+        if status.success() { "finished".to_string() } else { format!("FAILED ({status})") },
         fmt_duration(start.elapsed())
     );
     Ok(status)
@@ -204,19 +183,12 @@ pub fn run_status(cmd: &mut Command, label: &str, heartbeat: Duration) -> Result
 /// Runs a command whose stdout is both shown (line by line, as it comes) and
 /// returned; stderr is inherited. A heartbeat line is printed after
 /// `heartbeat` without any stdout line.
-pub fn run_tee_stdout(
-    cmd: &mut Command,
-    label: &str,
-    heartbeat: Duration,
-) -> Result<(ExitStatus, String)> {
+pub fn run_tee_stdout(cmd: &mut Command, label: &str, heartbeat: Duration) -> Result<(ExitStatus, String)> {
     announce(cmd);
     let start = Instant::now();
     cmd.stdout(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| spawn_error(cmd, e))?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("the child's stdout was not captured")?;
+    let stdout = child.stdout.take().context("the child's stdout was not captured")?;
     let beat = Heartbeat::start(label, heartbeat);
     let mut reader = BufReader::new(stdout);
     let mut captured = String::new();
@@ -224,9 +196,7 @@ pub fn run_tee_stdout(
     let mut out = std::io::stdout();
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .context("reading the command's output")?;
+        let n = reader.read_until(b'\n', &mut line).context("reading the command's output")?;
         if n == 0 {
             break;
         }
@@ -240,11 +210,7 @@ pub fn run_tee_stdout(
     let status = child.wait().context("waiting for the command")?;
     eprintln!(
         "    {label}: {} after {}",
-        if status.success() {
-            "finished".to_string()
-        } else {
-            format!("exited with {status}")
-        },
+        if status.success() { "finished".to_string() } else { format!("exited with {status}") },
         fmt_duration(start.elapsed())
     );
     Ok((status, captured))
@@ -263,11 +229,7 @@ pub fn output(cmd: &mut Command) -> Result<String> {
             display(cmd),
             out.status,
             stderr.trim_end(),
-            if stdout.trim().is_empty() {
-                String::new()
-            } else {
-                format!("\n{}", stdout.trim_end())
-            }
+            if stdout.trim().is_empty() { String::new() } else { format!("\n{}", stdout.trim_end()) }
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -280,9 +242,7 @@ pub fn find_program(program: &str) -> Option<PathBuf> {
         return p.is_file().then_some(p);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
 }
 
 /// The cargo that runs us (`$CARGO`, set by `cargo run`), else `cargo`.
@@ -359,19 +319,14 @@ pub fn last_line(path: &Path) -> Option<String> {
 
 /// The last `n` lines of a file (for "the server said ..." errors).
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// `2025-11-25T08:40:00Z` for a Unix time (UTC), without a date crate.
@@ -388,12 +343,7 @@ pub fn rfc3339_utc(unix_secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]

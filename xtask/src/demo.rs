@@ -16,10 +16,7 @@ pub fn run() -> Result<()> {
     // Reuse a running developer server; otherwise start one and stop it after.
     let (guard, url) = match server::running(&paths)? {
         Some(state) => {
-            eprintln!(
-                "==> using the running server {} (pid {}); it stays running afterwards",
-                state.url, state.pid
-            );
+            eprintln!("==> using the running server {} (pid {}); it stays running afterwards", state.url, state.pid);
             (None, state.url)
         }
         None => {
@@ -36,8 +33,7 @@ pub fn run() -> Result<()> {
         .current_dir(crate::repo_root())
         .args(["run", "--quiet", "-p", "spacelink", "--example", "demo", "--"])
         .args(["--server", &url, "--database", module::DATABASE]);
-    let status = cmd::run_status(&mut demo, "demo", Duration::from_secs(3600))
-        .context("could not run the demo")?;
+    let status = cmd::run_status(&mut demo, "demo", Duration::from_secs(3600)).context("could not run the demo")?;
     step.done();
 
     if let Some(guard) = guard {

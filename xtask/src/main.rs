@@ -83,18 +83,12 @@ impl Args {
     }
 
     fn dir(&mut self) -> Result<PathBuf> {
-        Ok(self
-            .value("--dir")?
-            .map(PathBuf::from)
-            .unwrap_or_else(server::default_dir))
+        Ok(self.value("--dir")?.map(PathBuf::from).unwrap_or_else(server::default_dir))
     }
 
     fn finish(self) -> Result<()> {
         if let Some(extra) = self.rest.first() {
-            bail!(
-                "unexpected argument `{extra}` for `cargo xtask {}` (see `cargo xtask help`)",
-                self.command
-            );
+            bail!("unexpected argument `{extra}` for `cargo xtask {}` (see `cargo xtask help`)", self.command);
         }
         Ok(())
     }
@@ -132,10 +126,7 @@ fn run() -> Result<ExitCode> {
         },
         _ => first,
     };
-    let mut args = Args {
-        command: command.clone(),
-        rest: argv,
-    };
+    let mut args = Args { command: command.clone(), rest: argv };
     match command.as_str() {
         "help" => {
             args.finish()?;
@@ -170,9 +161,7 @@ fn run() -> Result<ExitCode> {
                     secs.parse::<f64>()
                         .ok()
                         .filter(|s| s.is_finite() && *s >= 0.0)
-                        .with_context(|| {
-                            format!("--down-for wants seconds (e.g. 2.5), not `{secs}`")
-                        })?,
+                        .with_context(|| format!("--down-for wants seconds (e.g. 2.5), not `{secs}`"))?,
                 ),
                 None => Duration::ZERO,
             };
@@ -188,9 +177,7 @@ fn run() -> Result<ExitCode> {
         "module publish" => {
             let clear = args.flag("--clear");
             let dir = args.dir()?;
-            let database = args
-                .value("--database")?
-                .unwrap_or_else(|| module::DATABASE.to_string());
+            let database = args.value("--database")?.unwrap_or_else(|| module::DATABASE.to_string());
             args.finish()?;
             let published = module::publish(&dir, clear, &database)?;
             println!("{}", published.identity);

@@ -36,15 +36,8 @@ fn rust_lld(module_dir: &Path) -> Result<PathBuf> {
     let mut rustc = Command::new("rustc");
     cmd::scrub_foreign_build_env(&mut rustc).current_dir(module_dir);
     let version = cmd::output(rustc.arg("-vV"))?;
-    let host = version
-        .lines()
-        .find_map(|l| l.strip_prefix("host: "))
-        .unwrap_or("x86_64-unknown-linux-gnu")
-        .trim();
-    let lld = Path::new(sysroot.trim())
-        .join("lib/rustlib")
-        .join(host)
-        .join("bin/rust-lld");
+    let host = version.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").trim();
+    let lld = Path::new(sysroot.trim()).join("lib/rustlib").join(host).join("bin/rust-lld");
     if !lld.is_file() {
         bail!(
             "{} not found: the wasm link step needs rustup's rust-lld (it ships with rustup's \
@@ -84,13 +77,7 @@ pub fn build() -> Result<PathBuf> {
                 .env("RUSTC", &web.rustc)
                 .env("RUSTC_BOOTSTRAP", "1")
                 .env("CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER", lld)
-                .args([
-                    "build",
-                    "--release",
-                    "-Zbuild-std=std,panic_abort",
-                    "--target",
-                    "wasm32-unknown-unknown",
-                ]);
+                .args(["build", "--release", "-Zbuild-std=std,panic_abort", "--target", "wasm32-unknown-unknown"]);
         }
     }
     cmd::run_streamed(&mut cargo, "cargo build (wasm)", Duration::from_secs(30)).context(
@@ -98,9 +85,8 @@ pub fn build() -> Result<PathBuf> {
          spacetimedb crates, check that the module's Cargo.lock pins the spacetimedb-* crates to 1.3.2",
     )?;
     let wasm = wasm_path();
-    let size = fs::metadata(&wasm)
-        .with_context(|| format!("the build finished but {} is missing", wasm.display()))?
-        .len();
+    let size =
+        fs::metadata(&wasm).with_context(|| format!("the build finished but {} is missing", wasm.display()))?.len();
     eprintln!("    {} ({} KiB)", wasm.display(), size / 1024);
     step.done();
     Ok(wasm)
@@ -110,8 +96,8 @@ pub fn build() -> Result<PathBuf> {
 /// and kept in DIR/owner.json so that every publish is by the same owner.
 fn owner_token(paths: &Paths, url: &str) -> Result<String> {
     if let Ok(text) = fs::read_to_string(&paths.owner) {
-        let saved: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON: delete it", paths.owner.display()))?;
+        let saved: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON: delete it", paths.owner.display()))?;
         if let Some(token) = saved.get("token").and_then(Value::as_str) {
             return Ok(token.to_string());
         }
@@ -121,13 +107,10 @@ fn owner_token(paths: &Paths, url: &str) -> Result<String> {
         .timeout(Duration::from_secs(10))
         .call()
         .map_err(|e| http_error(e, "POST /v1/identity"))?;
-    let body: Value = serde_json::from_str(&response.into_string()?)
-        .context("POST /v1/identity did not answer JSON")?;
-    let token = body
-        .get("token")
-        .and_then(Value::as_str)
-        .context("POST /v1/identity answered without a token")?
-        .to_string();
+    let body: Value =
+        serde_json::from_str(&response.into_string()?).context("POST /v1/identity did not answer JSON")?;
+    let token =
+        body.get("token").and_then(Value::as_str).context("POST /v1/identity answered without a token")?.to_string();
     let owner = json!({
         "identity": body.get("identity").cloned().unwrap_or(Value::Null),
         "token": token,
@@ -152,9 +135,9 @@ fn http_error(e: ureq::Error, what: &str) -> anyhow::Error {
             let body = response.into_string().unwrap_or_default();
             anyhow::anyhow!("{what} answered HTTP {code}: {body}")
         }
-        ureq::Error::Transport(t) => anyhow::anyhow!(
-            "{what}: could not reach the server ({t}); check it with `cargo xtask server status`"
-        ),
+        ureq::Error::Transport(t) => {
+            anyhow::anyhow!("{what}: could not reach the server ({t}); check it with `cargo xtask server status`")
+        }
     }
 }
 
@@ -179,21 +162,13 @@ pub struct Published {
 
 /// Parses the server's `PublishResult` JSON.
 pub fn parse_publish_result(body: &str) -> Result<Published> {
-    let value: Value =
-        serde_json::from_str(body).with_context(|| format!("the server answered: {body}"))?;
+    let value: Value = serde_json::from_str(body).with_context(|| format!("the server answered: {body}"))?;
     let Some(success) = value.get("Success") else {
         bail!("the server did not publish: {body}");
     };
     Ok(Published {
-        identity: success
-            .get("database_identity")
-            .and_then(first_string)
-            .unwrap_or_else(|| "?".into()),
-        op: success
-            .get("op")
-            .and_then(Value::as_str)
-            .unwrap_or("published")
-            .to_string(),
+        identity: success.get("database_identity").and_then(first_string).unwrap_or_else(|| "?".into()),
+        op: success.get("op").and_then(Value::as_str).unwrap_or("published").to_string(),
     })
 }
 
@@ -205,11 +180,7 @@ pub fn publish(dir: &Path, clear: bool, database: &str) -> Result<Published> {
         bail!(
             "no server is running for {}: start one with `cargo xtask server start{}`",
             paths.dir.display(),
-            if paths.dir == server::default_dir() {
-                String::new()
-            } else {
-                format!(" --dir {}", paths.dir.display())
-            }
+            if paths.dir == server::default_dir() { String::new() } else { format!(" --dir {}", paths.dir.display()) }
         );
     };
     let step = Step::new(format!(
@@ -219,11 +190,7 @@ pub fn publish(dir: &Path, clear: bool, database: &str) -> Result<Published> {
     ));
     let token = owner_token(&paths, &state.url)?;
     let bytes = fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
-    let url = format!(
-        "{}/v1/database/{database}{}",
-        state.url,
-        if clear { "?clear=true" } else { "" }
-    );
+    let url = format!("{}/v1/database/{database}{}", state.url, if clear { "?clear=true" } else { "" });
     eprintln!("    PUT {url} ({} KiB)", bytes.len() / 1024);
     let response = ureq::put(&url)
         .timeout(Duration::from_secs(300))
@@ -236,9 +203,11 @@ pub fn publish(dir: &Path, clear: bool, database: &str) -> Result<Published> {
             let body = response.into_string().unwrap_or_default();
             let hint = match code {
                 400 => "\nIf the schema changed incompatibly, republish with `--clear` (deletes the data).",
-                401 | 403 => "\nThe owner token was refused. Its identity must own the database: if the \
+                401 | 403 => {
+                    "\nThe owner token was refused. Its identity must own the database: if the \
                               server's keys or data changed, `cargo xtask server start` makes a fresh \
-                              server (and a new owner).",
+                              server (and a new owner)."
+                }
                 _ => "",
             };
             bail!(
@@ -249,10 +218,7 @@ pub fn publish(dir: &Path, clear: bool, database: &str) -> Result<Published> {
         Err(e) => return Err(http_error(e, &format!("PUT {url}"))),
     };
     let published = parse_publish_result(&body)?;
-    step.finish(&format!(
-        "{} {database}, database identity {}",
-        published.op, published.identity
-    ));
+    step.finish(&format!("{} {database}, database identity {}", published.op, published.identity));
     Ok(published)
 }
 
@@ -262,13 +228,11 @@ mod tests {
 
     #[test]
     fn publish_result() {
-        let body = r#"{"Success":{"domain":"guildmaster","database_identity":{"__identity__":"0xc200ab"},"op":"created"}}"#;
+        let body =
+            r#"{"Success":{"domain":"guildmaster","database_identity":{"__identity__":"0xc200ab"},"op":"created"}}"#;
         assert_eq!(
             parse_publish_result(body).expect("success"),
-            Published {
-                identity: "0xc200ab".into(),
-                op: "created".into()
-            }
+            Published { identity: "0xc200ab".into(), op: "created".into() }
         );
         assert!(parse_publish_result(r#"{"PermissionDenied":{"name":"guildmaster"}}"#).is_err());
     }

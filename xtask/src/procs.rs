@@ -11,12 +11,7 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     if raw.is_empty() {
         return None;
     }
-    Some(
-        raw.split(|&b| b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect(),
-    )
+    Some(raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
 }
 
 /// The fields of /proc/PID/stat after the command name: index 0 is the
@@ -29,9 +24,7 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 
 /// Whether the process exists and has not exited (zombies have).
 pub fn alive(pid: u32) -> bool {
-    stat_fields(pid)
-        .and_then(|f| f.first().cloned())
-        .is_some_and(|state| state != "Z" && state != "X")
+    stat_fields(pid).and_then(|f| f.first().cloned()).is_some_and(|state| state != "Z" && state != "X")
 }
 
 /// The process start time (clock ticks since boot): with the pid, it names a
@@ -50,19 +43,13 @@ pub fn all_pids() -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .collect()
+    entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).collect()
 }
 
 /// Sends `signal` (e.g. "TERM", "KILL") to a process, or to its whole
 /// process group when `group` is true. Returns whether `kill` succeeded.
 pub fn signal(pid: u32, signal: &str, group: bool) -> bool {
-    let target = if group {
-        format!("-{pid}")
-    } else {
-        pid.to_string()
-    };
+    let target = if group { format!("-{pid}") } else { pid.to_string() };
     Command::new("kill")
         .args(["-s", signal, "--", &target])
         .stdin(Stdio::null())

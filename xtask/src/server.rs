@@ -47,8 +47,7 @@ pub struct Paths {
 
 impl Paths {
     pub fn new(dir: &Path) -> Result<Self> {
-        let dir = std::path::absolute(dir)
-            .with_context(|| format!("making {} absolute", dir.display()))?;
+        let dir = std::path::absolute(dir).with_context(|| format!("making {} absolute", dir.display()))?;
         let keys = dir.join("keys");
         Ok(Paths {
             state: dir.join("state.json"),
@@ -104,14 +103,10 @@ pub fn read_state(paths: &Paths) -> Result<Option<ServerState>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("reading {}", paths.state.display())),
     };
-    let value: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not JSON: delete it", paths.state.display()))?;
-    let state = ServerState::from_json(&value).with_context(|| {
-        format!(
-            "{} lacks pid/port/url/data_dir/started_at: delete it",
-            paths.state.display()
-        )
-    })?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON: delete it", paths.state.display()))?;
+    let state = ServerState::from_json(&value)
+        .with_context(|| format!("{} lacks pid/port/url/data_dir/started_at: delete it", paths.state.display()))?;
     Ok(Some(state))
 }
 
@@ -136,31 +131,21 @@ fn is_our_server(pid: u32, data_dir: &Path) -> bool {
 /// Servers serving `data_dir` that are not recorded in state.json (e.g. the
 /// file was deleted by hand).
 fn strays(data_dir: &Path, known: Option<u32>) -> Vec<u32> {
-    procs::all_pids()
-        .into_iter()
-        .filter(|&pid| Some(pid) != known && is_our_server(pid, data_dir))
-        .collect()
+    procs::all_pids().into_iter().filter(|&pid| Some(pid) != known && is_our_server(pid, data_dir)).collect()
 }
 
 fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout_connect(Duration::from_secs(2))
-        .timeout(timeout)
-        .build()
+    ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(2)).timeout(timeout).build()
 }
 
 /// `GET /v1/ping` answers 200.
 pub fn ping(url: &str) -> bool {
-    agent(Duration::from_secs(2))
-        .get(&format!("{url}/v1/ping"))
-        .call()
-        .is_ok_and(|r| r.status() == 200)
+    agent(Duration::from_secs(2)).get(&format!("{url}/v1/ping")).call().is_ok_and(|r| r.status() == 200)
 }
 
 /// The state of a server of `paths` that runs and answers, if any.
 pub fn running(paths: &Paths) -> Result<Option<ServerState>> {
-    Ok(read_state(paths)?
-        .filter(|s| is_our_server(s.pid, &s.data_dir) && ping(&s.url)))
+    Ok(read_state(paths)?.filter(|s| is_our_server(s.pid, &s.data_dir) && ping(&s.url)))
 }
 
 /// Terminates our server: SIGTERM to its process group, SIGKILL after 5 s.
@@ -170,10 +155,7 @@ fn terminate(pid: u32, data_dir: &Path) -> Result<()> {
     let start = Instant::now();
     while is_our_server(pid, data_dir) {
         if start.elapsed() > TERM_GRACE {
-            eprintln!(
-                "    pid {pid} still runs {} after SIGTERM: sending SIGKILL",
-                fmt_duration(TERM_GRACE)
-            );
+            eprintln!("    pid {pid} still runs {} after SIGTERM: sending SIGKILL", fmt_duration(TERM_GRACE));
             procs::signal(pid, "KILL", group);
             let killed = Instant::now();
             while is_our_server(pid, data_dir) {
@@ -190,8 +172,7 @@ fn terminate(pid: u32, data_dir: &Path) -> Result<()> {
 }
 
 fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
     Ok(listener.local_addr()?.port())
 }
 
@@ -216,28 +197,15 @@ fn make_keys(paths: &Paths) -> Result<()> {
     if cmd::find_program("openssl").is_none() {
         bail!("openssl is needed to make the server's ES256 keys: install it (e.g. `apt-get install openssl`)");
     }
-    fs::create_dir_all(&paths.keys)
-        .with_context(|| format!("creating {}", paths.keys.display()))?;
+    fs::create_dir_all(&paths.keys).with_context(|| format!("creating {}", paths.keys.display()))?;
     let ec = paths.keys.join("ec.pem");
     cmd::output(
-        Command::new("openssl")
-            .args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"])
-            .arg(&ec),
+        Command::new("openssl").args(["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out"]).arg(&ec),
     )?;
     cmd::output(
-        Command::new("openssl")
-            .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
-            .arg(&ec)
-            .arg("-out")
-            .arg(&paths.priv_key),
+        Command::new("openssl").args(["pkcs8", "-topk8", "-nocrypt", "-in"]).arg(&ec).arg("-out").arg(&paths.priv_key),
     )?;
-    cmd::output(
-        Command::new("openssl")
-            .args(["ec", "-pubout", "-in"])
-            .arg(&ec)
-            .arg("-out")
-            .arg(&paths.pub_key),
-    )?;
+    cmd::output(Command::new("openssl").args(["ec", "-pubout", "-in"]).arg(&ec).arg("-out").arg(&paths.pub_key))?;
     fs::remove_file(&ec).with_context(|| format!("removing {}", ec.display()))?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&paths.priv_key, fs::Permissions::from_mode(0o600))?;
@@ -247,10 +215,7 @@ fn make_keys(paths: &Paths) -> Result<()> {
 fn server_binary() -> Result<PathBuf> {
     let bin = setup::stdb_bin(&setup::cache_dir()?);
     if !bin.is_file() {
-        bail!(
-            "{} is not installed: run `cargo xtask setup` (builds it once, 7-9 minutes)",
-            bin.display()
-        );
+        bail!("{} is not installed: run `cargo xtask setup` (builds it once, 7-9 minutes)", bin.display());
     }
     Ok(bin)
 }
@@ -305,9 +270,7 @@ fn launch(paths: &Paths, port: u16, restart: bool) -> Result<ServerState> {
         .stderr(log_err);
     cmd::scrub_cargo_run_env(&mut command);
     eprintln!("    $ {}", cmd::display(&command));
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut child = command.spawn().with_context(|| format!("starting {}", bin.display()))?;
     let state = ServerState {
         pid: child.id(),
         port,
@@ -422,8 +385,7 @@ pub fn start(dir: &Path) -> Result<ServerState> {
     stop_strays(&paths, None)?;
     server_binary()?;
 
-    fs::create_dir_all(&paths.dir)
-        .with_context(|| format!("creating {}", paths.dir.display()))?;
+    fs::create_dir_all(&paths.dir).with_context(|| format!("creating {}", paths.dir.display()))?;
     for old in [&paths.data, &paths.keys] {
         if old.exists() {
             fs::remove_dir_all(old).with_context(|| format!("removing {}", old.display()))?;
@@ -501,8 +463,7 @@ pub fn stop(dir: &Path) -> Result<bool> {
         None => {}
     }
     if state.is_some() {
-        fs::remove_file(&paths.state)
-            .with_context(|| format!("removing {}", paths.state.display()))?;
+        fs::remove_file(&paths.state).with_context(|| format!("removing {}", paths.state.display()))?;
     }
     let strays = strays(&paths.data, None);
     for pid in &strays {
@@ -578,11 +539,7 @@ pub struct ServerGuard {
 impl ServerGuard {
     /// Starts a server in `dir` (see [`start`]) under guard.
     pub fn start(dir: &Path) -> Result<(Self, ServerState)> {
-        let mut guard = ServerGuard {
-            dir: dir.to_path_buf(),
-            watchdog: None,
-            armed: true,
-        };
+        let mut guard = ServerGuard { dir: dir.to_path_buf(), watchdog: None, armed: true };
         guard.watchdog = spawn_watchdog(dir)
             .map_err(|e| eprintln!("    (no watchdog: {e:#}; Ctrl-C may leave the server running)"))
             .ok();
@@ -624,10 +581,7 @@ fn spawn_watchdog(dir: &Path) -> Result<Child> {
     let exe = std::env::current_exe().context("finding the xtask binary")?;
     let paths = Paths::new(dir)?;
     fs::create_dir_all(&paths.dir)?;
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.dir.join("watchdog.log"))?;
+    let log = fs::OpenOptions::new().create(true).append(true).open(paths.dir.join("watchdog.log"))?;
     let child = Command::new(exe)
         .arg("__watchdog")
         .arg(me.to_string())

@@ -38,21 +38,15 @@ const V8_SYMBOLS: [&str; 7] = [
 
 /// Debian packages for the rust-web toolchain, used when `apt-cache` cannot
 /// tell us the current names.
-const RUST_WEB_FALLBACK: [&str; 5] = [
-    "rustc-web",
-    "rust-web-src",
-    "libstd-rust-web-dev",
-    "libstd-rust-web-1.96",
-    "libllvm22",
-];
+const RUST_WEB_FALLBACK: [&str; 5] =
+    ["rustc-web", "rust-web-src", "libstd-rust-web-dev", "libstd-rust-web-1.96", "libllvm22"];
 
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/spacelink`.
 pub fn cache_dir() -> Result<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME") {
         Some(dir) if Path::new(&dir).is_absolute() => PathBuf::from(dir),
         _ => {
-            let home = std::env::var_os("HOME")
-                .context("neither XDG_CACHE_HOME nor HOME is set: set one of them")?;
+            let home = std::env::var_os("HOME").context("neither XDG_CACHE_HOME nor HOME is set: set one of them")?;
             PathBuf::from(home).join(".cache")
         }
     };
@@ -85,28 +79,18 @@ pub struct RustWeb {
 impl RustWeb {
     pub fn at(cache: &Path) -> Self {
         let root = rust_web_root(cache);
-        RustWeb {
-            rustc: root.join("usr/bin/rustc"),
-            lib_dir: root.join("usr/lib/x86_64-linux-gnu"),
-        }
+        RustWeb { rustc: root.join("usr/bin/rustc"), lib_dir: root.join("usr/lib/x86_64-linux-gnu") }
     }
 
     /// `rustc --version` of the unpacked compiler, if it runs.
     pub fn version(&self) -> Result<String> {
-        let out = cmd::output(
-            Command::new(&self.rustc)
-                .arg("--version")
-                .env("LD_LIBRARY_PATH", &self.lib_dir),
-        )?;
+        let out = cmd::output(Command::new(&self.rustc).arg("--version").env("LD_LIBRARY_PATH", &self.lib_dir))?;
         Ok(out.trim().to_string())
     }
 
     /// The standard library sources `-Zbuild-std` needs.
     pub fn std_sources(&self) -> PathBuf {
-        self.lib_dir
-            .parent()
-            .map(|usr_lib| usr_lib.join("rustlib/src/rust/library"))
-            .unwrap_or_default()
+        self.lib_dir.parent().map(|usr_lib| usr_lib.join("rustlib/src/rust/library")).unwrap_or_default()
     }
 }
 
@@ -147,12 +131,8 @@ pub fn wasm_toolchain(cache: &Path) -> Result<WasmToolchain> {
 }
 
 fn write_marker(dir: &Path, what: &str) -> Result<()> {
-    let text = format!(
-        "{what}\nverified by `cargo xtask setup` at {}\n",
-        cmd::rfc3339_utc(cmd::unix_now())
-    );
-    fs::write(dir.join(MARKER), text)
-        .with_context(|| format!("writing the marker file in {}", dir.display()))
+    let text = format!("{what}\nverified by `cargo xtask setup` at {}\n", cmd::rfc3339_utc(cmd::unix_now()));
+    fs::write(dir.join(MARKER), text).with_context(|| format!("writing the marker file in {}", dir.display()))
 }
 
 fn has_marker(dir: &Path) -> bool {
@@ -163,8 +143,7 @@ fn has_marker(dir: &Path) -> bool {
 pub fn run() -> Result<()> {
     let start = Instant::now();
     let cache = cache_dir()?;
-    fs::create_dir_all(&cache)
-        .with_context(|| format!("creating the cache directory {}", cache.display()))?;
+    fs::create_dir_all(&cache).with_context(|| format!("creating the cache directory {}", cache.display()))?;
     eprintln!("setup: cache directory {}", cache.display());
     ensure_v8_stub(&cache)?;
     ensure_stdb(&cache)?;
@@ -195,9 +174,7 @@ static void spacelink_v8_stub_called(const char *name) {
 fn v8_stub_source() -> String {
     let mut src = String::from(V8_STUB_HEADER);
     for sym in V8_SYMBOLS {
-        src.push_str(&format!(
-            "void {sym}(void) {{ spacelink_v8_stub_called(\"{sym}\"); }}\n"
-        ));
+        src.push_str(&format!("void {sym}(void) {{ spacelink_v8_stub_called(\"{sym}\"); }}\n"));
     }
     src
 }
@@ -208,19 +185,13 @@ fn archive_has_symbols(archive: &Path) -> bool {
     let Ok(bytes) = fs::read(archive) else {
         return false;
     };
-    V8_SYMBOLS.iter().all(|sym| {
-        bytes
-            .windows(sym.len())
-            .any(|window| window == sym.as_bytes())
-    })
+    V8_SYMBOLS.iter().all(|sym| bytes.windows(sym.len()).any(|window| window == sym.as_bytes()))
 }
 
 fn ensure_v8_stub(cache: &Path) -> Result<()> {
     let step = Step::new("V8 stub (librusty_v8.a)");
     let archive = v8_archive(cache);
-    let dir = archive
-        .parent()
-        .context("the V8 stub path has no parent directory")?;
+    let dir = archive.parent().context("the V8 stub path has no parent directory")?;
     if archive.is_file() && (has_marker(dir) || archive_has_symbols(&archive)) {
         if !has_marker(dir) {
             write_marker(dir, "V8 stub: librusty_v8.a defines the seven symbols")?;
@@ -232,8 +203,7 @@ fn ensure_v8_stub(cache: &Path) -> Result<()> {
     let _ = fs::remove_file(dir.join(MARKER));
     let source = dir.join("stub.c");
     let object = dir.join("stub.o");
-    fs::write(&source, v8_stub_source())
-        .with_context(|| format!("writing {}", source.display()))?;
+    fs::write(&source, v8_stub_source()).with_context(|| format!("writing {}", source.display()))?;
     let _ = fs::remove_file(&archive);
     cmd::output(Command::new("gcc").args(["-c", "-O2", "-fPIC", "-o"]).arg(&object).arg(&source))
         .context("compiling the V8 stub failed: install gcc (e.g. `apt-get install gcc`)")?;
@@ -267,20 +237,16 @@ fn running_stdb_installs(root: &Path) -> Vec<u32> {
     procs::all_pids()
         .into_iter()
         .filter(|&pid| pid != me)
-        .filter(|&pid| {
-            procs::cmdline(pid).is_some_and(|args| is_stdb_install_into(&args, root))
-        })
+        .filter(|&pid| procs::cmdline(pid).is_some_and(|args| is_stdb_install_into(&args, root)))
         .collect()
 }
 
 /// Whether a command line is `cargo install ... spacetimedb-standalone...`
 /// with `--root root`.
 fn is_stdb_install_into(args: &[String], root: &Path) -> bool {
-    let is_cargo = args.first().is_some_and(|a| {
-        Path::new(a)
-            .file_name()
-            .is_some_and(|f| f.to_string_lossy().starts_with("cargo"))
-    });
+    let is_cargo = args
+        .first()
+        .is_some_and(|a| Path::new(a).file_name().is_some_and(|f| f.to_string_lossy().starts_with("cargo")));
     let root_arg = args
         .iter()
         .position(|a| a == "--root")
@@ -319,10 +285,7 @@ fn ensure_stdb(cache: &Path) -> Result<()> {
         if bin.is_file() {
             let version = stdb_version(&bin)?;
             write_marker(&root, &version)?;
-            step.finish(&format!(
-                "installed by the other process ({version}), {}",
-                bin.display()
-            ));
+            step.finish(&format!("installed by the other process ({version}), {}", bin.display()));
             return Ok(());
         }
         bail!(
@@ -346,18 +309,18 @@ fn ensure_stdb(cache: &Path) -> Result<()> {
         .arg(&root)
         .env("RUSTY_V8_ARCHIVE", &archive)
         .current_dir(cache);
-    cmd::run_streamed(&mut install, "cargo install spacetimedb-standalone", Duration::from_secs(30))
-        .with_context(|| {
+    cmd::run_streamed(&mut install, "cargo install spacetimedb-standalone", Duration::from_secs(30)).with_context(
+        || {
             format!(
                 "installing spacetimedb-standalone failed. Check cargo's output above: a network \
                  error can simply be retried with `cargo xtask setup`; an error building `v8` \
                  means the V8 stub is wrong (delete {} and retry)",
                 archive.parent().unwrap_or(cache).display()
             )
-        })?;
-    let version = stdb_version(&bin).with_context(|| {
-        format!("cargo install finished but {} does not run", bin.display())
-    })?;
+        },
+    )?;
+    let version =
+        stdb_version(&bin).with_context(|| format!("cargo install finished but {} does not run", bin.display()))?;
     write_marker(&root, &version)?;
     step.finish(&format!("installed ({version}), {}", bin.display()));
     Ok(())
@@ -368,18 +331,13 @@ fn wait_for_other_install(cache: &Path, pids: &[u32]) -> Result<()> {
     eprintln!(
         "    another `cargo install` of spacetimedb-standalone is running (pid {}): waiting for it \
          instead of starting a second one",
-        pids.iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
+        pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
     );
     let start = Instant::now();
     let log_for_beat = log.clone();
-    let beat = cmd::Heartbeat::start_with(
-        "waiting for the other install",
-        Duration::from_secs(30),
-        move || cmd::last_line(&log_for_beat).map(|l| format!("{} says `{l}`", "install.log")),
-    );
+    let beat = cmd::Heartbeat::start_with("waiting for the other install", Duration::from_secs(30), move || {
+        cmd::last_line(&log_for_beat).map(|l| format!("{} says `{l}`", "install.log"))
+    });
     while pids.iter().any(|&pid| procs::alive(pid)) {
         if start.elapsed() > Duration::from_secs(45 * 60) {
             bail!(
@@ -391,10 +349,7 @@ fn wait_for_other_install(cache: &Path, pids: &[u32]) -> Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     drop(beat);
-    eprintln!(
-        "    the other install ended after {} of waiting",
-        fmt_duration(start.elapsed())
-    );
+    eprintln!("    the other install ended after {} of waiting", fmt_duration(start.elapsed()));
     Ok(())
 }
 
@@ -433,10 +388,7 @@ fn check_rust_web(web: &RustWeb) -> Result<String> {
     let version = web.version()?;
     let std_src = web.std_sources();
     if !std_src.is_dir() {
-        bail!(
-            "{} is missing (package rust-web-src): -Zbuild-std needs it",
-            std_src.display()
-        );
+        bail!("{} is missing (package rust-web-src): -Zbuild-std needs it", std_src.display());
     }
     Ok(version)
 }
@@ -542,8 +494,7 @@ fn install_rust_web(cache: &Path) -> Result<()> {
     if root.exists() {
         fs::remove_dir_all(&root).with_context(|| format!("removing {}", root.display()))?;
     }
-    fs::rename(&staging, &root)
-        .with_context(|| format!("moving {} to {}", staging.display(), root.display()))?;
+    fs::rename(&staging, &root).with_context(|| format!("moving {} to {}", staging.display(), root.display()))?;
     eprintln!("    unpacked {extracted} packages into {}", root.display());
     Ok(())
 }
@@ -572,10 +523,7 @@ mod tests {
             &args("cargo install --locked spacetimedb-standalone@1.3.0 --root /elsewhere"),
             root
         ));
-        assert!(!is_stdb_install_into(
-            &args("cargo build --root /c/spacelink/stdb-1.3.0"),
-            root
-        ));
+        assert!(!is_stdb_install_into(&args("cargo build --root /c/spacelink/stdb-1.3.0"), root));
     }
 
     #[test]

@@ -150,9 +150,7 @@ pub fn parse_result_line(line: &str) -> Option<Counts> {
 
 /// A property test: the last `::` segment of its name starts with `prop_`.
 pub fn is_property_test(name: &str) -> bool {
-    name.rsplit("::")
-        .next()
-        .is_some_and(|last| last.trim().starts_with("prop_"))
+    name.rsplit("::").next().is_some_and(|last| last.trim().starts_with("prop_"))
 }
 
 /// Counts the libtest output of one `cargo test` (all its test binaries).
@@ -181,11 +179,7 @@ pub fn parse_libtest_output(output: &str) -> TestRun {
             continue;
         }
         if let Some((name, outcome)) = parse_test_line(line) {
-            let bucket = if is_property_test(name) {
-                &mut run.property
-            } else {
-                &mut run.unit
-            };
+            let bucket = if is_property_test(name) { &mut run.property } else { &mut run.unit };
             match outcome {
                 Outcome::Passed => bucket.passed += 1,
                 Outcome::Failed => {
@@ -259,9 +253,7 @@ pub fn run() -> Result<ExitCode> {
     let step = Step::new(format!("phase 2/3: fresh server in {} and module", dir.display()));
     let mut phase3 = TestRun::default();
     match prepare_server(&dir) {
-        Err(e) => problems.push(format!(
-            "e2e: not run, preparing the server failed: {e:#}"
-        )),
+        Err(e) => problems.push(format!("e2e: not run, preparing the server failed: {e:#}")),
         Ok((guard, url)) => {
             step.done();
             // Phase 3.
@@ -279,10 +271,10 @@ pub fn run() -> Result<ExitCode> {
                 Ok((status, output)) => {
                     phase3 = parse_libtest_output(&output);
                     judge("e2e", status, &phase3, &mut problems);
-                    if phase3.all().ran() == 0 {
+                    let built = status.success() || phase3.all().failed > 0;
+                    if built && phase3.all().ran() == 0 {
                         problems.push(
-                            "e2e: no end-to-end test ran (expected tests marked #[ignore = \"e2e: ...\"])"
-                                .to_string(),
+                            "e2e: no end-to-end test ran (expected tests marked #[ignore = \"e2e: ...\"])".to_string(),
                         );
                     }
                 }
@@ -304,10 +296,7 @@ pub fn run() -> Result<ExitCode> {
     println!();
     println!("==> summary (cargo xtask test, {})", fmt_duration(start.elapsed()));
     if phase1.all().ignored > 0 {
-        println!(
-            "    {} test(s) were ignored in phase 1 (the end-to-end tests run in phase 3)",
-            phase1.all().ignored
-        );
+        println!("    {} test(s) were ignored in phase 1 (the end-to-end tests run in phase 3)", phase1.all().ignored);
     }
     for problem in &problems {
         println!("    problem: {problem}");
@@ -323,11 +312,7 @@ pub fn run() -> Result<ExitCode> {
     println!("property: {} passed, {} failed", property.passed, property.failed);
     println!("e2e: {} passed, {} failed", e2e.passed, e2e.failed);
     println!("total: {} passed, {} failed", total.passed, total.failed);
-    Ok(if problems.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// A fresh test server (wiping whatever a previous run left) with the module
@@ -383,46 +368,19 @@ test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; fini
     #[test]
     fn counts_sample() {
         let run = parse_libtest_output(SAMPLE);
-        assert_eq!(
-            run.unit,
-            Counts {
-                passed: 4,
-                failed: 0,
-                ignored: 2
-            }
-        );
-        assert_eq!(
-            run.property,
-            Counts {
-                passed: 1,
-                failed: 1,
-                ignored: 0
-            }
-        );
+        assert_eq!(run.unit, Counts { passed: 4, failed: 0, ignored: 2 });
+        assert_eq!(run.property, Counts { passed: 1, failed: 1, ignored: 0 });
         assert_eq!(run.failed, ["tests::prop_roundtrip"]);
         assert_eq!(run.result_lines, 3);
-        assert_eq!(
-            run.reported,
-            Counts {
-                passed: 5,
-                failed: 1,
-                ignored: 2
-            }
-        );
+        assert_eq!(run.reported, Counts { passed: 5, failed: 1, ignored: 2 });
         assert!(run.consistent());
     }
 
     #[test]
     fn test_lines() {
         assert_eq!(parse_test_line("test a::b ... ok"), Some(("a::b", Outcome::Passed)));
-        assert_eq!(
-            parse_test_line("test a ... ignored, e2e: wait ... then retry"),
-            Some(("a", Outcome::Ignored))
-        );
-        assert_eq!(
-            parse_test_line("test x has been running for over 60 seconds"),
-            None
-        );
+        assert_eq!(parse_test_line("test a ... ignored, e2e: wait ... then retry"), Some(("a", Outcome::Ignored)));
+        assert_eq!(parse_test_line("test x has been running for over 60 seconds"), None);
         assert_eq!(parse_test_line("test result: ok. 1 passed;"), None);
         assert_eq!(parse_test_line("test q ... bench:  10 ns/iter"), None);
     }

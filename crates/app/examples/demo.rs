@@ -54,11 +54,8 @@ async fn main() -> anyhow::Result<()> {
 
     let (tx, mut told) = mpsc::unbounded_channel();
     let tap = Tap(tx).start();
-    let listeners = Listeners {
-        messages: vec![tap.clone().recipient()],
-        states: vec![tap.recipient()],
-        identities: vec![],
-    };
+    let listeners =
+        Listeners { messages: vec![tap.clone().recipient()], states: vec![tap.recipient()], identities: vec![] };
     let app = Spacelink::start(ConnectionConfig::new(&server, &database), listeners)?;
 
     // Wait for the session.
@@ -115,8 +112,10 @@ async fn main() -> anyhow::Result<()> {
                                     let row = player.row_to_json(&player.decode(&row)?);
                                     println!(
                                         "{reducer}: {} at ({:.1}, {:.1}), last input #{}",
-                                        row["name"], row["pos"]["x"].as_f64().unwrap_or_default(),
-                                        row["pos"]["y"].as_f64().unwrap_or_default(), row["last_input_seq"]
+                                        row["name"],
+                                        row["pos"]["x"].as_f64().unwrap_or_default(),
+                                        row["pos"]["y"].as_f64().unwrap_or_default(),
+                                        row["last_input_seq"]
                                     );
                                 }
                             }

@@ -62,7 +62,17 @@ impl std::fmt::Debug for Printer {
 impl Printer {
     /// A printer for `job`, writing to `out`; `done` gets the exit code when a one-shot job ends.
     pub fn new(schema: Arc<ModuleSchema>, job: Job, out: Box<dyn Write + Send>, done: oneshot::Sender<i32>) -> Self {
-        Self { schema, job, out, handle: None, pending_call: None, connection_id: None, pending_query: None, done: Some(done), generation: 0 }
+        Self {
+            schema,
+            job,
+            out,
+            handle: None,
+            pending_call: None,
+            connection_id: None,
+            pending_query: None,
+            done: Some(done),
+            generation: 0,
+        }
     }
 
     fn print(&mut self, event: &Json) {
@@ -177,13 +187,13 @@ impl Handler<ServerMessageReceived> for Printer {
                     self.print(&event);
                 }
             }
-            (Job::Sql(_), ServerMessage::OneOffQueryResponse(response)) => {
-                if self.pending_query.as_deref() == Some(&response.message_id[..]) {
-                    for event in render::message_events(&self.schema, message) {
-                        self.print(&event);
-                    }
-                    self.finish(if response.error.is_some() { 1 } else { 0 });
+            (Job::Sql(_), ServerMessage::OneOffQueryResponse(response))
+                if self.pending_query.as_deref() == Some(&response.message_id[..]) =>
+            {
+                for event in render::message_events(&self.schema, message) {
+                    self.print(&event);
                 }
+                self.finish(if response.error.is_some() { 1 } else { 0 });
             }
             (Job::Sql(_), ServerMessage::IdentityToken(_)) => {
                 for event in render::message_events(&self.schema, message) {

@@ -138,7 +138,9 @@ pub fn update_events(schema: &ModuleSchema, update: &DatabaseUpdate, phase: &str
                                 "event": "update", "phase": phase, "table": name,
                                 "old": t.row_to_json(&old), "new": t.row_to_json(&row),
                             }),
-                            None => json!({ "event": "insert", "phase": phase, "table": name, "row": t.row_to_json(&row) }),
+                            None => {
+                                json!({ "event": "insert", "phase": phase, "table": name, "row": t.row_to_json(&row) })
+                            }
                         });
                     }
                     _ => events.push(json!({

@@ -220,14 +220,18 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
     let query = app.connection.subscribe(&["SELECT * FROM all_types".to_string()]).await.unwrap();
     let applied = events.applied(query).await;
     let ws::ServerMessage::SubscribeMultiApplied(a) = &*applied.message else { unreachable!() };
-    let mut typed: Vec<AllTypes> = inserted_rows(&a.update, "all_types").iter().map(|r| decode_row(r).unwrap()).collect();
+    let mut typed: Vec<AllTypes> =
+        inserted_rows(&a.update, "all_types").iter().map(|r| decode_row(r).unwrap()).collect();
     typed.sort_by_key(|r| r.id);
     assert_eq!(typed.len(), 2);
 
     let min = &typed[0];
     assert_eq!((min.a_u8, min.a_u16, min.a_u32, min.a_u64, min.a_u128), (0, 0, 0, 0, 0));
     assert_eq!(min.a_u256, u256::ZERO);
-    assert_eq!((min.a_i8, min.a_i16, min.a_i32, min.a_i64, min.a_i128), (i8::MIN, i16::MIN, i32::MIN, i64::MIN, i128::MIN));
+    assert_eq!(
+        (min.a_i8, min.a_i16, min.a_i32, min.a_i64, min.a_i128),
+        (i8::MIN, i16::MIN, i32::MIN, i64::MIN, i128::MIN)
+    );
     assert_eq!(min.a_i256, i256::MIN);
     assert_eq!((min.a_f32, min.a_f64, min.a_bool), (-1.5, -2.25, false));
     assert_eq!((min.a_string.as_str(), min.a_bytes.len(), min.a_vec.len()), ("", 0, 0));
@@ -241,9 +245,15 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
     assert_eq!(min.a_schedule, ScheduleAt::Interval(TimeDuration::from_micros(0)));
 
     let max = &typed[1];
-    assert_eq!((max.a_u8, max.a_u16, max.a_u32, max.a_u64, max.a_u128), (u8::MAX, u16::MAX, u32::MAX, u64::MAX, u128::MAX));
+    assert_eq!(
+        (max.a_u8, max.a_u16, max.a_u32, max.a_u64, max.a_u128),
+        (u8::MAX, u16::MAX, u32::MAX, u64::MAX, u128::MAX)
+    );
     assert_eq!(max.a_u256, u256::MAX);
-    assert_eq!((max.a_i8, max.a_i16, max.a_i32, max.a_i64, max.a_i128), (i8::MAX, i16::MAX, i32::MAX, i64::MAX, i128::MAX));
+    assert_eq!(
+        (max.a_i8, max.a_i16, max.a_i32, max.a_i64, max.a_i128),
+        (i8::MAX, i16::MAX, i32::MAX, i64::MAX, i128::MAX)
+    );
     assert_eq!(max.a_i256, i256::MAX);
     assert_eq!((max.a_f32, max.a_f64, max.a_bool), (3.25, 1e300, true));
     assert_eq!(max.a_string, "row 7 ✓");
@@ -264,10 +274,8 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
 
     // The same rows, decoded dynamically by the module's schema.
     let table = schema.table("all_types").unwrap();
-    let mut dynamic: Vec<serde_json::Value> = inserted_rows(&a.update, "all_types")
-        .iter()
-        .map(|r| table.row_to_json(&table.decode(r).unwrap()))
-        .collect();
+    let mut dynamic: Vec<serde_json::Value> =
+        inserted_rows(&a.update, "all_types").iter().map(|r| table.row_to_json(&table.decode(r).unwrap())).collect();
     dynamic.sort_by_key(|r| r["id"].as_u64());
     let (min, max) = (&dynamic[0], &dynamic[1]);
     assert_eq!(min["a_i128"].to_string(), i128::MIN.to_string());

@@ -220,13 +220,8 @@ impl ConnectionActor {
             let _ = sink.close().await;
         });
         ctx.add_stream(reader.map(move |frame| Incoming { generation, frame }));
-        self.session = Some(Session {
-            outbound,
-            writer,
-            last_received: Instant::now(),
-            pings: VecDeque::new(),
-            next_ping_id: 0,
-        });
+        self.session =
+            Some(Session { outbound, writer, last_received: Instant::now(), pings: VecDeque::new(), next_ping_id: 0 });
         self.failed_attempts = 0;
         self.ever_connected = true;
         metrics::counter!("spacelink_connection_sessions_total").increment(1);
@@ -426,7 +421,9 @@ impl Handler<SendMessage> for ConnectionActor {
         let bytes = codec::encode_client_message(&msg.message)?;
         let len = bytes.len();
         session.outbound.try_send(Message::Binary(bytes.into())).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => ConnectionError::Backpressure { capacity: self.config.outbound_capacity },
+            mpsc::error::TrySendError::Full(_) => {
+                ConnectionError::Backpressure { capacity: self.config.outbound_capacity }
+            }
             mpsc::error::TrySendError::Closed(_) => ConnectionError::NotConnected { state: self.state },
         })?;
         metrics::counter!("spacelink_connection_bytes_sent_total").increment(len as u64);
@@ -492,11 +489,8 @@ fn state_number(state: ConnectionState) -> f64 {
 fn describe_handshake_error(e: &tungstenite::Error) -> String {
     match e {
         tungstenite::Error::Http(response) => {
-            let body = response
-                .body()
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                .unwrap_or_default();
+            let body =
+                response.body().as_ref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
             let hint = match response.status().as_u16() {
                 401 | 403 => " (the token was refused)",
                 404 => " (no such database)",

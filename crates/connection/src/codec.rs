@@ -212,7 +212,8 @@ pub fn decode_server_message(frame: &[u8], limits: DecodeLimits) -> Result<Serve
 
 /// Encodes a server message as the server would (for fakes and tests).
 pub fn encode_server_message(message: &ServerMessage, compression: Compression) -> Result<Vec<u8>, CodecError> {
-    let body = bsatn::to_vec(message).map_err(|e| CodecError::Encode { what: "server message", reason: e.to_string() })?;
+    let body =
+        bsatn::to_vec(message).map_err(|e| CodecError::Encode { what: "server message", reason: e.to_string() })?;
     let mut frame = Vec::with_capacity(body.len() + 1);
     match compression {
         Compression::None => {

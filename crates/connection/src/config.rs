@@ -159,7 +159,8 @@ pub struct ConfigError {
 /// `ws://host:port` or `wss://host:port` (no trailing slash) for a server URL.
 fn websocket_base(url: &str) -> Result<String, String> {
     let url = url.trim().trim_end_matches('/');
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("`{url}` has no scheme (http://, https://, ws://, wss://)"))?;
+    let (scheme, rest) =
+        url.split_once("://").ok_or_else(|| format!("`{url}` has no scheme (http://, https://, ws://, wss://)"))?;
     let ws_scheme = match scheme.to_ascii_lowercase().as_str() {
         "http" | "ws" => "ws",
         "https" | "wss" => "wss",

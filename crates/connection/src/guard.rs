@@ -59,18 +59,11 @@ fn min_size_at(typespace: &Typespace, ty: &AlgebraicType, depth: usize) -> usize
     match ty {
         AlgebraicType::Ref(r) => typespace.get(*r).map_or(0, |t| min_size_at(typespace, t, depth + 1)),
         AlgebraicType::Sum(sum) => {
-            1 + sum
-                .variants
-                .iter()
-                .map(|v| min_size_at(typespace, &v.algebraic_type, depth + 1))
-                .min()
-                .unwrap_or(0)
+            1 + sum.variants.iter().map(|v| min_size_at(typespace, &v.algebraic_type, depth + 1)).min().unwrap_or(0)
         }
-        AlgebraicType::Product(p) => p
-            .elements
-            .iter()
-            .map(|e| min_size_at(typespace, &e.algebraic_type, depth + 1))
-            .sum(),
+        AlgebraicType::Product(p) => {
+            p.elements.iter().map(|e| min_size_at(typespace, &e.algebraic_type, depth + 1)).sum()
+        }
         AlgebraicType::Array(_) | AlgebraicType::String => 4,
         other => fixed_size(other).unwrap_or(0),
     }
@@ -137,10 +130,7 @@ impl Walker<'_> {
             AlgebraicType::Sum(sum) => {
                 let tag = self.u8("a sum tag")?;
                 let Some(variant) = sum.variants.get(tag as usize) else {
-                    return Err(self.error(format!(
-                        "sum tag {tag} is not one of its {} variants",
-                        sum.variants.len()
-                    )));
+                    return Err(self.error(format!("sum tag {tag} is not one of its {} variants", sum.variants.len())));
                 };
                 self.value(&variant.algebraic_type, depth + 1)
             }
@@ -195,14 +185,14 @@ impl Walker<'_> {
         let remaining = self.bytes.len() - self.pos;
         if min == 0 {
             if len > MAX_ZERO_SIZED_ELEMENTS {
-                return Err(self.error(format!(
-                    "array claims {len} zero-sized elements (limit {MAX_ZERO_SIZED_ELEMENTS})"
-                )));
+                return Err(
+                    self.error(format!("array claims {len} zero-sized elements (limit {MAX_ZERO_SIZED_ELEMENTS})"))
+                );
             }
         } else if len > remaining / min {
-            return Err(self.error(format!(
-                "array claims {len} elements of at least {min} bytes, only {remaining} bytes left"
-            )));
+            return Err(
+                self.error(format!("array claims {len} elements of at least {min} bytes, only {remaining} bytes left"))
+            );
         }
         Ok(())
     }
@@ -245,9 +235,7 @@ impl Walker<'_> {
         let mut previous = 0u64;
         for &offset in &offsets {
             if offset < previous || offset > data_len as u64 {
-                return Err(bad(format!(
-                    "row offset {offset} is out of order or past the {data_len} bytes of rows"
-                )));
+                return Err(bad(format!("row offset {offset} is out of order or past the {data_len} bytes of rows")));
             }
             previous = offset;
         }

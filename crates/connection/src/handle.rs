@@ -51,7 +51,8 @@ impl ConnectionHandle {
         flags: ws::CallReducerFlags,
     ) -> Result<u32, ConnectionError> {
         let request_id = self.next_id();
-        let message = ws::ClientMessage::CallReducer(ws::CallReducer { reducer: reducer.into(), args, request_id, flags });
+        let message =
+            ws::ClientMessage::CallReducer(ws::CallReducer { reducer: reducer.into(), args, request_id, flags });
         self.send(message).await?;
         Ok(request_id)
     }
@@ -70,7 +71,8 @@ impl ConnectionHandle {
 
     /// Drops the query set `query_id` (`UnsubscribeMulti`).
     pub async fn unsubscribe(&self, query_id: ws::QueryId) -> Result<(), ConnectionError> {
-        let message = ws::ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti { request_id: self.next_id(), query_id });
+        let message =
+            ws::ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti { request_id: self.next_id(), query_id });
         self.send(message).await
     }
 

@@ -20,7 +20,7 @@ impl RttEstimator {
                 self.variation = sample / 2;
             }
             Some(srtt) => {
-                let diff = if srtt > sample { srtt - sample } else { sample - srtt };
+                let diff = srtt.abs_diff(sample);
                 // rttvar = 3/4 rttvar + 1/4 |srtt - sample|; srtt = 7/8 srtt + 1/8 sample
                 self.variation = self.variation * 3 / 4 + diff / 4;
                 self.smoothed = Some(srtt * 7 / 8 + sample / 8);

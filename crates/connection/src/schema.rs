@@ -15,8 +15,7 @@ use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9;
 use spacetimedb_lib::{ConnectionId, Identity, TimeDuration, Timestamp};
 use spacetimedb_sats::de::serde::{DeserializeWrapper, SeedWrapper};
 use spacetimedb_sats::{
-    bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductValue, Typespace,
-    WithTypespace,
+    bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductValue, Typespace, WithTypespace,
 };
 
 use crate::codec::CodecError;
@@ -115,9 +114,10 @@ impl ModuleSchema {
                 what: format!("table {name}"),
                 reason: format!("{:?} is not in the typespace", table.product_type_ref),
             })?;
-            let row_type = resolve(ts, &ty, &name)?
-                .into_product()
-                .map_err(|_| SchemaError::BrokenType { what: format!("table {name}"), reason: "not a product".into() })?;
+            let row_type = resolve(ts, &ty, &name)?.into_product().map_err(|_| SchemaError::BrokenType {
+                what: format!("table {name}"),
+                reason: "not a product".into(),
+            })?;
             let columns = column_names(&row_type);
             let primary_key = table.primary_key.iter().map(|c| c.idx()).collect();
             tables.insert(name.clone(), TableSchema { name, row_type, primary_key, columns });
@@ -125,9 +125,9 @@ impl ModuleSchema {
         let mut reducers = HashMap::new();
         for reducer in raw.reducers {
             let name = reducer.name.to_string();
-            let params = resolve(ts, &AlgebraicType::Product(reducer.params), &name)?
-                .into_product()
-                .map_err(|_| SchemaError::BrokenType { what: format!("reducer {name}"), reason: "not a product".into() })?;
+            let params = resolve(ts, &AlgebraicType::Product(reducer.params), &name)?.into_product().map_err(|_| {
+                SchemaError::BrokenType { what: format!("reducer {name}"), reason: "not a product".into() }
+            })?;
             let lifecycle = reducer.lifecycle.is_some();
             reducers.insert(name.clone(), ReducerSchema { name, params, lifecycle });
         }
@@ -226,10 +226,8 @@ impl TableSchema {
 /// (as the types the official code generator emits do).
 pub fn decode_row<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
     let mut reader = bytes;
-    let value = bsatn::from_reader(&mut reader).map_err(|e| CodecError::Decode {
-        what: std::any::type_name::<T>().to_string(),
-        reason: e.to_string(),
-    })?;
+    let value = bsatn::from_reader(&mut reader)
+        .map_err(|e| CodecError::Decode { what: std::any::type_name::<T>().to_string(), reason: e.to_string() })?;
     if !reader.is_empty() {
         return Err(CodecError::Decode {
             what: std::any::type_name::<T>().to_string(),
@@ -258,7 +256,9 @@ fn describe_params(params: &ProductType) -> String {
         .elements
         .iter()
         .enumerate()
-        .map(|(i, e)| format!("{}: {:?}", e.name.as_deref().map_or_else(|| format!("arg{i}"), str::to_string), e.algebraic_type))
+        .map(|(i, e)| {
+            format!("{}: {:?}", e.name.as_deref().map_or_else(|| format!("arg{i}"), str::to_string), e.algebraic_type)
+        })
         .collect();
     parts.join(", ")
 }
@@ -278,7 +278,7 @@ pub fn value_to_json(ty: &AlgebraicType, value: &AlgebraicValue) -> Json {
             }
             if pt.is_connection_id() {
                 if let Some(AlgebraicValue::U128(v)) = pv.elements.first() {
-                    return Json::String(ConnectionId::from_u128({ let n = v.0; n }).to_hex().to_string());
+                    return Json::String(ConnectionId::from_u128(v.0).to_hex().to_string());
                 }
             }
             if pt.is_timestamp() {
@@ -299,7 +299,11 @@ pub fn value_to_json(ty: &AlgebraicType, value: &AlgebraicValue) -> Json {
                 return Json::Null;
             };
             if let Some(inner) = st.as_option() {
-                return if variant.name.as_deref() == Some("some") { value_to_json(inner, &sv.value) } else { Json::Null };
+                return if variant.name.as_deref() == Some("some") {
+                    value_to_json(inner, &sv.value)
+                } else {
+                    Json::Null
+                };
             }
             let name = variant.name.as_deref().map_or_else(|| sv.tag.to_string(), str::to_string);
             if variant.algebraic_type.is_unit() {
@@ -319,8 +323,14 @@ pub fn value_to_json(ty: &AlgebraicType, value: &AlgebraicValue) -> Json {
         (_, AlgebraicValue::U32(v)) => (*v).into(),
         (_, AlgebraicValue::I64(v)) => (*v).into(),
         (_, AlgebraicValue::U64(v)) => (*v).into(),
-        (_, AlgebraicValue::I128(v)) => big_number({ let n = v.0; n.to_string() }),
-        (_, AlgebraicValue::U128(v)) => big_number({ let n = v.0; n.to_string() }),
+        (_, AlgebraicValue::I128(v)) => big_number({
+            let n = v.0;
+            n.to_string()
+        }),
+        (_, AlgebraicValue::U128(v)) => big_number({
+            let n = v.0;
+            n.to_string()
+        }),
         (_, AlgebraicValue::I256(v)) => big_number(v.to_string()),
         (_, AlgebraicValue::U256(v)) => big_number(v.to_string()),
         (_, AlgebraicValue::F32(v)) => float(f64::from(v.into_inner())),

@@ -57,7 +57,10 @@ impl std::fmt::Debug for ScriptStep {
 
 impl std::fmt::Debug for ScriptedConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScriptedConnection").field("script", &self.script).field("state", &self.state).finish_non_exhaustive()
+        f.debug_struct("ScriptedConnection")
+            .field("script", &self.script)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,7 +71,13 @@ impl Actor for ScriptedConnection {
         for step in std::mem::take(&mut self.script) {
             match step {
                 ScriptStep::State(to) => {
-                    let change = StateChanged { generation: self.generation, from: self.state, to, reason: None, retry_in: None };
+                    let change = StateChanged {
+                        generation: self.generation,
+                        from: self.state,
+                        to,
+                        reason: None,
+                        retry_in: None,
+                    };
                     self.state = to;
                     for r in &self.listeners.states {
                         r.do_send(change.clone());

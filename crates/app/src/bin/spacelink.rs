@@ -73,9 +73,7 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
     let system = actix::System::new();
     match system.block_on(run(args)) {
@@ -120,7 +118,10 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             Ok(Ok(code)) => code,
             Ok(Err(_)) => 2,
             Err(_) => {
-                println!("{}", serde_json::json!({ "event": "error", "error": format!("no answer within {} s", args.timeout) }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "event": "error", "error": format!("no answer within {} s", args.timeout) })
+                );
                 4
             }
         }
