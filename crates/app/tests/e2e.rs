@@ -363,3 +363,64 @@ fn e2e_command_line_calls_and_queries() {
     assert_eq!(code, 2);
     assert!(lines[0]["error"].as_str().unwrap().contains("join"), "{lines:?}");
 }
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_command_line_subscribe_prints_initial_rows_and_changes() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::Stdio;
+
+    let (url, db) = server();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spacelink"))
+        .args(["--server", &url, "--database", &db, "subscribe", "SELECT * FROM map", "SELECT * FROM player"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                break;
+            }
+        }
+    });
+    let next = |what: &str, f: &dyn Fn(&serde_json::Value) -> bool| loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(15)).unwrap_or_else(|_| panic!("no {what}"));
+        if f(&line) {
+            return line;
+        }
+    };
+    next("subscribed", &|l| l["event"] == "subscribed");
+    let meadow = next("map row", &|l| l["event"] == "insert" && l["table"] == "map" && l["row"]["map_id"] == 1);
+    assert_eq!((meadow["phase"].as_str(), meadow["row"]["name"].as_str()), (Some("initial"), Some("meadow")));
+
+    // Another client's change reaches the subscriber.
+    let (code, _) = cli(&["call", "join", r#"["watched", 1]"#]);
+    assert_eq!(code, 0);
+    let joined = next("player insert", &|l| {
+        l["phase"] == "tx" && l["table"] == "player" && (l["row"]["name"] == "watched" || l["new"]["name"] == "watched")
+    });
+    assert!(joined["event"] == "insert" || joined["event"] == "update", "{joined}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_light_mode_receives_light_updates_of_other_transactions() {
+    let mut config = config();
+    config.light_mode = true;
+    let (app, mut events) = start(config);
+    events.connected().await;
+    let query = app.connection.subscribe(&["SELECT * FROM entity WHERE map_id = 1".to_string()]).await.unwrap();
+    events.applied(query).await;
+    // The scheduled NPC tick moves entities: others' transactions come as light updates.
+    events
+        .wait_for(15, "a TransactionUpdateLight", |e| match e {
+            Event::Message(m) => matches!(&*m.message, ws::ServerMessage::TransactionUpdateLight(_)).then_some(()),
+            _ => None,
+        })
+        .await;
+    app.shutdown();
+}
