@@ -2,6 +2,7 @@
 //! (the workspace forbids `unsafe`, so no libc calls).
 
 use std::fs;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The arguments a process was started with; `None` if it is gone. A zombie
@@ -57,4 +58,87 @@ pub fn signal(pid: u32, signal: &str, group: bool) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// The running xtask binary. If cargo rebuilt it meanwhile, Linux reports
+/// the old file as `<path> (deleted)`: the path itself then holds the new
+/// build, which is what a child process should run.
+pub fn xtask_exe() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    Ok(match text.strip_suffix(" (deleted)") {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    })
+}
+
+/// A lock file holding `<pid> <start time>` of its owner, removed when
+/// dropped. A lock whose owner is gone (killed) is taken over.
+#[derive(Debug)]
+pub struct PidLock {
+    path: PathBuf,
+}
+
+impl PidLock {
+    /// Takes the lock, or returns the pid of the live process holding it.
+    pub fn acquire(path: &Path) -> std::io::Result<Result<PidLock, u32>> {
+        let me = std::process::id();
+        let content = format!("{me} {}\n", start_time(me).unwrap_or(0));
+        for _ in 0..2 {
+            match fs::OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut file) => {
+                    std::io::Write::write_all(&mut file, content.as_bytes())?;
+                    return Ok(Ok(PidLock { path: path.to_path_buf() }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let held = fs::read_to_string(path).unwrap_or_default();
+                    let mut parts = held.split_whitespace().map(|p| p.parse::<u64>().ok());
+                    if let (Some(Some(pid)), Some(Some(started))) = (parts.next(), parts.next()) {
+                        let pid = u32::try_from(pid).unwrap_or(0);
+                        if alive(pid) && start_time(pid) == Some(started) {
+                            return Ok(Err(pid));
+                        }
+                    }
+                    // Stale (its owner died): take it over.
+                    let _ = fs::remove_file(path);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other(format!("could not take the lock {}", path.display())))
+    }
+}
+
+impl Drop for PidLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_lock() {
+        let dir = std::env::temp_dir().join(format!("xtask-lock-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("test.lock");
+        let lock = PidLock::acquire(&path).expect("io").expect("free lock");
+        assert_eq!(PidLock::acquire(&path).expect("io").err(), Some(std::process::id()));
+        drop(lock);
+        assert!(!path.exists());
+        fs::write(&path, "4000000000 1\n").expect("stale lock");
+        let lock = PidLock::acquire(&path).expect("io").expect("a stale lock is taken over");
+        drop(lock);
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn our_own_process() {
+        let me = std::process::id();
+        assert!(alive(me));
+        assert!(start_time(me).is_some());
+        assert!(cmdline(me).is_some_and(|args| !args.is_empty()));
+    }
 }

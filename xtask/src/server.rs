@@ -578,7 +578,7 @@ fn spawn_watchdog(dir: &Path) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let me = std::process::id();
     let started = procs::start_time(me).context("reading our own start time")?;
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let exe = procs::xtask_exe().context("finding the xtask binary")?;
     let paths = Paths::new(dir)?;
     fs::create_dir_all(&paths.dir)?;
     let log = fs::OpenOptions::new().create(true).append(true).open(paths.dir.join("watchdog.log"))?;

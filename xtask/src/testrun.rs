@@ -16,11 +16,11 @@ use std::io::IsTerminal;
 use std::process::{ExitCode, ExitStatus};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, fmt_duration, Step};
 use crate::server::{self, ServerGuard};
-use crate::{module, setup};
+use crate::{module, procs, setup};
 
 /// Passed/failed/ignored tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -239,6 +239,18 @@ pub fn run() -> Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();
     let quiet_beat = Duration::from_secs(60);
 
+    // Two runs in one checkout would wipe each other's test server.
+    let spacelink_dir = crate::repo_root().join(".spacelink");
+    fs::create_dir_all(&spacelink_dir).with_context(|| format!("creating {}", spacelink_dir.display()))?;
+    let lock_path = spacelink_dir.join("test.lock");
+    let _lock = match procs::PidLock::acquire(&lock_path).with_context(|| format!("locking {}", lock_path.display()))? {
+        Ok(lock) => lock,
+        Err(pid) => bail!(
+            "another `cargo xtask test` (pid {pid}) is running in this checkout and owns its test server: \
+             wait for it to finish (or stop it) and run again"
+        ),
+    };
+
     setup::run().context("setup failed, so no test ran")?;
 
     // Phase 1.
@@ -264,7 +276,7 @@ pub fn run() -> Result<ExitCode> {
                 .env("SPACELINK_DATABASE", module::DATABASE)
                 .env("SPACELINK_SERVER_DIR", &dir)
                 .env("SPACELINK_XTASK", "1");
-            if let Ok(exe) = std::env::current_exe() {
+            if let Ok(exe) = procs::xtask_exe() {
                 cargo.env("SPACELINK_XTASK_BIN", exe);
             }
             match cmd::run_tee_stdout(&mut cargo, "cargo test -- --ignored", quiet_beat) {
