@@ -269,7 +269,8 @@ fn decode_checked<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(
 fn decompress(scheme: &'static str, bytes: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::new();
     // Read one byte past the limit, so that an oversized payload is noticed.
-    let cap = limit as u64 + 1;
+    // Saturating: a limit of `usize::MAX` (no limit) must not overflow to 0.
+    let cap = (limit as u64).saturating_add(1);
     let result = match scheme {
         "brotli" => brotli::Decompressor::new(bytes, 4096).take(cap).read_to_end(&mut out),
         _ => flate2::read::GzDecoder::new(bytes).take(cap).read_to_end(&mut out),
