@@ -54,8 +54,12 @@ async fn main() -> anyhow::Result<()> {
 
     let (tx, mut told) = mpsc::unbounded_channel();
     let tap = Tap(tx).start();
-    let listeners =
-        Listeners { messages: vec![tap.clone().recipient()], states: vec![tap.recipient()], identities: vec![] };
+    let listeners = Listeners {
+        messages: vec![tap.clone().recipient()],
+        states: vec![tap.recipient()],
+        identities: vec![],
+        ..Default::default()
+    };
     let app = Spacelink::start(ConnectionConfig::new(&server, &database), listeners)?;
 
     // Wait for the session.

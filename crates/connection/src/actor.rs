@@ -10,7 +10,6 @@
 //! session's data carries its generation, so a dead session's leftovers are
 //! recognised and dropped.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,17 +21,18 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, http, protocol::WebSocketConfig, Message};
 
 use crate::backoff::Jitter;
+use crate::breaker::{BreakerKind, BreakerState, CircuitBreaker, Permit};
 use crate::codec::{self, ServerMessage};
 use crate::config::ConnectionConfig;
 use crate::error::ConnectionError;
+use crate::health::{NetworkHealth, NetworkStatus, PingTracker};
 use crate::messages::*;
-use crate::rtt::RttEstimator;
 use crate::state::{ConnectionEvent, ConnectionState};
 
 /// Mailbox capacity for bounded `send`s: enough for a burst of game inputs.
 const MAILBOX_CAPACITY: usize = 1024;
-/// Pings remembered while waiting for their pongs.
-const MAX_PENDING_PINGS: usize = 64;
+/// Longest adaptive dead-peer timeout, however slow the link.
+const MAX_DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The connection actor. Start it with [`ConnectionActor::start_supervised`].
 #[derive(Debug)]
@@ -51,9 +51,19 @@ pub struct ConnectionActor {
     /// Set before stopping: how long `started()` waits before the next attempt.
     pending_delay: Option<Duration>,
     shut_down: bool,
-    rtt: RttEstimator,
+    /// Pings in flight, round trips and losses (survives sessions).
+    pings: PingTracker,
     last_heartbeat: Option<SystemTime>,
+    /// When anything last arrived from the server.
+    last_received: Option<SystemTime>,
     jitter: Jitter,
+    breaker: CircuitBreaker,
+    /// The health last reported, to report changes only.
+    reported_health: Option<(bool, NetworkStatus)>,
+    /// A recovery (automatic or asked for) is under way.
+    recovering: bool,
+    /// Callers of `AttemptRecovery` waiting for its outcome.
+    recovery_waiters: Vec<tokio::sync::oneshot::Sender<bool>>,
 }
 
 /// One live WebSocket session.
@@ -62,8 +72,6 @@ struct Session {
     outbound: mpsc::Sender<Message>,
     writer: tokio::task::JoinHandle<()>,
     last_received: Instant,
-    pings: VecDeque<(u64, Instant)>,
-    next_ping_id: u64,
 }
 
 impl Drop for Session {
@@ -102,6 +110,7 @@ impl ConnectionActor {
     /// Builds the actor; it connects when started.
     pub fn new(config: ConnectionConfig, listeners: Listeners) -> Self {
         let jitter = config.jitter_seed.map_or_else(Jitter::from_entropy, Jitter::new);
+        let config_breaker = config.breaker;
         Self {
             token: config.token.clone(),
             config,
@@ -114,9 +123,14 @@ impl ConnectionActor {
             ever_connected: false,
             pending_delay: None,
             shut_down: false,
-            rtt: RttEstimator::default(),
+            pings: PingTracker::default(),
             last_heartbeat: None,
+            last_received: None,
             jitter,
+            breaker: CircuitBreaker::new(config_breaker),
+            reported_health: None,
+            recovering: false,
+            recovery_waiters: Vec::new(),
         }
     }
 
@@ -151,10 +165,92 @@ impl ConnectionActor {
         for r in &self.listeners.states {
             r.do_send(change.clone());
         }
+        self.report_health();
+    }
+
+    /// Tells the resilience listeners.
+    fn tell(&self, event: ResilienceEvent) {
+        for r in &self.listeners.resilience {
+            r.do_send(event.clone());
+        }
+    }
+
+    /// The link's health now.
+    fn health(&self) -> NetworkHealth {
+        NetworkHealth::assess(self.state, &self.pings, self.breaker.consecutive_failures(), self.last_received)
+    }
+
+    /// Reports the health if its verdict or status changed.
+    fn report_health(&mut self) {
+        let health = self.health();
+        let verdict = (health.is_healthy, health.status);
+        if self.reported_health != Some(verdict) {
+            self.reported_health = Some(verdict);
+            metrics::gauge!("spacelink_connection_healthy").set(if health.is_healthy { 1.0 } else { 0.0 });
+            self.tell(ResilienceEvent::HealthChanged(health));
+        }
+    }
+
+    /// Runs `f` on the breaker and reports a change of its state.
+    fn with_breaker<T>(&mut self, f: impl FnOnce(&mut CircuitBreaker) -> T) -> T {
+        let before = self.breaker.state().kind();
+        let result = f(&mut self.breaker);
+        let after = self.breaker.state().kind();
+        if before != after {
+            tracing::info!(from = %before, to = %after, trips = self.breaker.trips(), "circuit breaker");
+            metrics::gauge!("spacelink_connection_breaker_open").set(if after == BreakerKind::Open {
+                1.0
+            } else {
+                0.0
+            });
+            if after == BreakerKind::Open {
+                metrics::counter!("spacelink_connection_breaker_trips_total").increment(1);
+            }
+            let until = match self.breaker.state() {
+                BreakerState::Open { until } => Some(until),
+                _ => None,
+            };
+            self.tell(ResilienceEvent::BreakerChanged { from: before, to: after, open_until: until });
+        }
+        result
+    }
+
+    /// Ends a recovery and answers whoever waits for it.
+    fn finish_recovery(&mut self, success: bool) {
+        if !std::mem::take(&mut self.recovering) {
+            return;
+        }
+        for waiter in self.recovery_waiters.drain(..) {
+            let _ = waiter.send(success);
+        }
+        self.tell(ResilienceEvent::RecoveryCompleted { success });
+    }
+
+    /// Starts a recovery (once) and tells the listeners.
+    fn begin_recovery(&mut self) {
+        if !std::mem::replace(&mut self.recovering, true) {
+            self.tell(ResilienceEvent::RecoveryStarted);
+        }
+    }
+
+    /// The dead-peer timeout stretched to the measured link: never less than
+    /// configured, and at least two round trips plus four deviations plus a
+    /// heartbeat interval, so a slow but steady link is not declared dead.
+    fn dead_peer_timeout(&self) -> Duration {
+        let rtt = self.pings.rtt();
+        let adaptive = rtt
+            .smoothed()
+            .map_or(Duration::ZERO, |srtt| srtt * 2 + rtt.variation() * 4 + self.config.heartbeat_interval);
+        self.config.dead_peer_timeout.max(adaptive).min(MAX_DEAD_PEER_TIMEOUT.max(self.config.dead_peer_timeout))
     }
 
     fn start_attempt(&mut self, ctx: &mut Context<Self>) {
         if self.shut_down || self.session.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        if let Permit::WaitUntil(until) = self.with_breaker(|b| b.permit(now)) {
+            ctx.run_later(until.saturating_duration_since(now), |act, ctx| act.start_attempt(ctx));
             return;
         }
         self.generation += 1;
@@ -220,24 +316,30 @@ impl ConnectionActor {
             let _ = sink.close().await;
         });
         ctx.add_stream(reader.map(move |frame| Incoming { generation, frame }));
-        self.session =
-            Some(Session { outbound, writer, last_received: Instant::now(), pings: VecDeque::new(), next_ping_id: 0 });
+        self.session = Some(Session { outbound, writer, last_received: Instant::now() });
+        self.pings.reset_in_flight();
+        self.last_received = Some(SystemTime::now());
         self.failed_attempts = 0;
         self.ever_connected = true;
         metrics::counter!("spacelink_connection_sessions_total").increment(1);
+        self.with_breaker(CircuitBreaker::record_success);
         self.transition(ConnectionEvent::Established, None, None);
+        self.finish_recovery(true);
     }
 
     /// An attempt failed before a session was up: retry later, or give up.
     fn attempt_failed(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.failed_attempts += 1;
         metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
+        let now = Instant::now();
+        self.with_breaker(|b| b.record_failure(now));
         if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
             let reason = format!("gave up after {} attempts; last error: {reason}", self.failed_attempts);
             self.transition(ConnectionEvent::GaveUp, Some(reason), None);
+            self.finish_recovery(false);
             return; // Stay alive and idle: `ForceReconnect` revives us.
         }
-        let delay = self.config.retry.delay(self.failed_attempts, self.jitter.next_unit());
+        let delay = self.retry_delay(self.failed_attempts, now);
         self.transition(ConnectionEvent::AttemptFailed, Some(reason), Some(delay));
         self.restart_after(ctx, delay);
     }
@@ -248,9 +350,21 @@ impl ConnectionActor {
             return;
         }
         metrics::counter!("spacelink_connection_sessions_lost_total").increment(1);
-        let delay = self.config.retry.delay(1, self.jitter.next_unit());
+        let now = Instant::now();
+        self.with_breaker(|b| b.record_failure(now));
+        let delay = self.retry_delay(1, now);
+        self.begin_recovery();
         self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
         self.restart_after(ctx, delay);
+    }
+
+    /// The backoff delay before retry `retry`, or longer if the breaker is open.
+    fn retry_delay(&mut self, retry: u32, now: Instant) -> Duration {
+        let backoff = self.config.retry.delay(retry, self.jitter.next_unit());
+        match self.breaker.state() {
+            BreakerState::Open { until } => backoff.max(until.saturating_duration_since(now)),
+            _ => backoff,
+        }
     }
 
     /// Stops the actor so that the supervisor restarts it; `started()` waits `delay`.
@@ -260,41 +374,36 @@ impl ConnectionActor {
     }
 
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let timeout = self.dead_peer_timeout();
         let Some(session) = &mut self.session else { return };
         let silent = session.last_received.elapsed();
-        if silent > self.config.dead_peer_timeout {
+        if silent > timeout {
             let reason = format!(
-                "nothing received for {} ms (dead_peer_timeout {} ms)",
+                "nothing received for {} ms (dead-peer timeout {} ms)",
                 silent.as_millis(),
-                self.config.dead_peer_timeout.as_millis()
+                timeout.as_millis()
             );
             metrics::counter!("spacelink_connection_dead_peer_total").increment(1);
             return self.session_lost(ctx, reason);
         }
-        let id = session.next_ping_id;
-        session.next_ping_id += 1;
-        let ping = Message::Ping(id.to_be_bytes().to_vec().into());
-        if session.outbound.try_send(ping).is_ok() {
-            session.pings.push_back((id, Instant::now()));
-            if session.pings.len() > MAX_PENDING_PINGS {
-                session.pings.pop_front();
-            }
+        let now = Instant::now();
+        let lost = self.pings.expire(now, self.pings.loss_timeout(self.config.heartbeat_interval * 2));
+        if lost > 0 {
+            metrics::counter!("spacelink_connection_heartbeats_lost_total").increment(lost as u64);
         }
+        if session.outbound.capacity() > 0 {
+            let id = self.pings.sent(now);
+            let _ = session.outbound.try_send(Message::Ping(id.to_be_bytes().to_vec().into()));
+        }
+        self.report_health();
     }
 
     fn on_pong(&mut self, payload: &[u8]) {
-        let Some(session) = &mut self.session else { return };
         let Ok(bytes) = <[u8; 8]>::try_from(payload) else { return };
-        let id = u64::from_be_bytes(bytes);
-        let Some(index) = session.pings.iter().position(|(p, _)| *p == id) else { return };
-        let Some((_, sent)) = session.pings.remove(index) else { return };
-        // Pings before this one will never be answered.
-        session.pings.drain(..index);
-        let rtt = sent.elapsed();
-        self.rtt.update(rtt);
+        let Some(rtt) = self.pings.answered(u64::from_be_bytes(bytes), Instant::now()) else { return };
         self.last_heartbeat = Some(SystemTime::now());
         metrics::histogram!("spacelink_connection_rtt_seconds").record(rtt.as_secs_f64());
-        if let Some(smoothed) = self.rtt.smoothed() {
+        if let Some(smoothed) = self.pings.rtt().smoothed() {
             metrics::gauge!("spacelink_connection_latency_seconds").set(smoothed.as_secs_f64());
         }
     }
@@ -377,6 +486,7 @@ impl StreamHandler<Incoming> for ConnectionActor {
         }
         let Some(session) = &mut self.session else { return };
         session.last_received = Instant::now();
+        self.last_received = Some(SystemTime::now());
         match item.frame {
             Ok(Message::Binary(bytes)) => self.on_binary(ctx, &bytes),
             Ok(Message::Pong(payload)) => self.on_pong(&payload),
@@ -439,6 +549,7 @@ impl Handler<ForceReconnect> for ConnectionActor {
         tracing::info!(reason = %msg.reason, "forced reconnect");
         self.shut_down = false;
         self.failed_attempts = 0;
+        self.begin_recovery();
         if self.session.take().is_some() {
             self.transition(ConnectionEvent::SessionLost, Some(msg.reason), Some(Duration::ZERO));
         }
@@ -455,6 +566,7 @@ impl Handler<Shutdown> for ConnectionActor {
             let _ = session.outbound.try_send(Message::Close(None));
         }
         self.transition(ConnectionEvent::Shutdown, Some("shutdown requested".into()), None);
+        self.finish_recovery(false);
         self.pending_delay = None;
         ctx.stop();
     }
@@ -469,10 +581,24 @@ impl Handler<GetStatus> for ConnectionActor {
             generation: self.generation,
             identity: self.identity.map(|(i, _)| i),
             connection_id: self.identity.map(|(_, c)| c),
-            latency: self.rtt.smoothed(),
+            latency: self.pings.rtt().smoothed(),
             last_heartbeat: self.last_heartbeat,
             failed_attempts: self.failed_attempts,
+            breaker: self.breaker.state().kind(),
+            breaker_trips: self.breaker.trips(),
+            health: self.health(),
         })
+    }
+}
+
+impl Handler<AttemptRecovery> for ConnectionActor {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: AttemptRecovery, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.recovery_waiters.push(tx);
+        <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason: msg.reason }, ctx);
+        Box::pin(async move { rx.await.unwrap_or(false) })
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::backoff::RetryPolicy;
+use crate::breaker::CircuitBreakerConfig;
 use crate::codec::{Compression, DecodeLimits};
 
 /// Everything the connection actor needs to know (the design's `ConnectionConfig`).
@@ -37,6 +38,8 @@ pub struct ConnectionConfig {
     pub limits: DecodeLimits,
     /// How reconnection attempts are spaced.
     pub retry: RetryPolicy,
+    /// When reconnection pauses altogether.
+    pub breaker: CircuitBreakerConfig,
     /// Seed for retry jitter (default: from the clock); set it for reproducible tests.
     pub jitter_seed: Option<u64>,
 }
@@ -56,6 +59,7 @@ impl ConnectionConfig {
             outbound_capacity: 4096,
             limits: DecodeLimits::default(),
             retry: RetryPolicy::default(),
+            breaker: CircuitBreakerConfig::default(),
             jitter_seed: None,
         }
     }
@@ -106,6 +110,12 @@ impl ConnectionConfig {
         if r.max_delay < r.initial_delay {
             return bad("retry.max_delay", "must not be less than retry.initial_delay".into());
         }
+        if self.breaker.failure_threshold == 0 {
+            return bad("breaker.failure_threshold", "must be at least 1".into());
+        }
+        if self.breaker.half_open_max_calls == 0 {
+            return bad("breaker.half_open_max_calls", "must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -142,6 +152,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("outbound_capacity", &self.outbound_capacity)
             .field("limits", &self.limits)
             .field("retry", &self.retry)
+            .field("breaker", &self.breaker)
             .finish_non_exhaustive()
     }
 }

@@ -92,6 +92,17 @@ impl ConnectionHandle {
         self.addr.do_send(ForceReconnect { reason: reason.into() });
     }
 
+    /// Reconnects now and waits: `true` once a session is up again, `false` if
+    /// the connection gave up or was shut down meanwhile.
+    pub async fn attempt_recovery(&self, reason: impl Into<String>) -> Result<bool, ConnectionError> {
+        self.addr.send(AttemptRecovery { reason: reason.into() }).await.map_err(|_| ConnectionError::ActorGone)
+    }
+
+    /// The link's health (latency, loss, failures, status).
+    pub async fn health(&self) -> Result<crate::NetworkHealth, ConnectionError> {
+        Ok(self.status().await?.health)
+    }
+
     /// Closes the session and stays disconnected.
     pub fn shutdown(&self) {
         self.addr.do_send(Shutdown);

@@ -35,11 +35,13 @@
 
 pub mod actor;
 pub mod backoff;
+pub mod breaker;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod guard;
 pub mod handle;
+pub mod health;
 pub mod messages;
 pub mod rtt;
 pub mod schema;
@@ -49,10 +51,12 @@ mod typespace;
 
 pub use actor::ConnectionActor;
 pub use backoff::{Jitter, RetryPolicy};
+pub use breaker::{BreakerKind, BreakerState, CircuitBreaker, CircuitBreakerConfig};
 pub use codec::{ClientMessage, Compression, DecodeLimits, ServerMessage};
 pub use config::{ConfigError, ConnectionConfig};
 pub use error::ConnectionError;
 pub use handle::ConnectionHandle;
+pub use health::{NetworkHealth, NetworkStatus};
 pub use messages::*;
 pub use schema::{ModuleSchema, SchemaError, TableSchema};
 pub use state::{ConnectionEvent, ConnectionState};

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::prelude::*;
 use spacetimedb_lib::{ConnectionId, Identity};
 
+use crate::breaker::BreakerKind;
 use crate::codec::{ClientMessage, ServerMessage};
 use crate::error::ConnectionError;
+use crate::health::NetworkHealth;
 use crate::state::ConnectionState;
 
 // ---- Taken by the connection actor ----
@@ -65,6 +67,45 @@ pub struct ConnectionStatus {
     pub last_heartbeat: Option<SystemTime>,
     /// Consecutive failed attempts since the last session was up.
     pub failed_attempts: u32,
+    /// The circuit breaker's state.
+    pub breaker: BreakerKind,
+    /// How many times the breaker has opened.
+    pub breaker_trips: u32,
+    /// The link's health.
+    pub health: NetworkHealth,
+}
+
+/// Reconnect now and wait for the outcome: `true` once a session is up again,
+/// `false` if the connection gave up or was shut down meanwhile.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "bool")]
+pub struct AttemptRecovery {
+    /// Why, for the logs.
+    pub reason: String,
+}
+
+/// What the resilience machinery tells: breaker, health, recoveries.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum ResilienceEvent {
+    /// The circuit breaker changed state.
+    BreakerChanged {
+        /// Before.
+        from: BreakerKind,
+        /// Now.
+        to: BreakerKind,
+        /// When it will half-open, if it is open.
+        open_until: Option<Instant>,
+    },
+    /// The link's health verdict or status changed.
+    HealthChanged(NetworkHealth),
+    /// A session was lost (or a reconnect was asked for) and recovery began.
+    RecoveryStarted,
+    /// The recovery ended: a new session is up (`true`) or the connection gave up (`false`).
+    RecoveryCompleted {
+        /// Whether a session is up again.
+        success: bool,
+    },
 }
 
 impl fmt::Debug for SendMessage {
@@ -166,4 +207,6 @@ pub struct Listeners {
     pub states: Vec<Recipient<StateChanged>>,
     /// Receive the identity and token of each session.
     pub identities: Vec<Recipient<IdentityReceived>>,
+    /// Receive breaker, health and recovery events.
+    pub resilience: Vec<Recipient<ResilienceEvent>>,
 }

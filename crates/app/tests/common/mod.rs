@@ -143,6 +143,7 @@ pub fn start(config: ConnectionConfig) -> (Spacelink, Events) {
         messages: vec![collector.clone().recipient()],
         states: vec![collector.clone().recipient()],
         identities: vec![collector.recipient()],
+        ..Default::default()
     };
     let app = Spacelink::start(config, listeners).unwrap();
     (app, Events(rx))
