@@ -11,7 +11,7 @@ use common::*;
 use spacelink::connection::codec::rows;
 use spacelink::connection::lib::{ConnectionId, Identity, ScheduleAt, TimeDuration, Timestamp};
 use spacelink::connection::sats::{i256, u256};
-use spacelink::connection::{schema::decode_row, ws, Compression};
+use spacelink::connection::{ws, Compression};
 
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
@@ -220,8 +220,9 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
     let query = app.connection.subscribe(&["SELECT * FROM all_types".to_string()]).await.unwrap();
     let applied = events.applied(query).await;
     let ws::ServerMessage::SubscribeMultiApplied(a) = &*applied.message else { unreachable!() };
+    let table = schema.table("all_types").unwrap();
     let mut typed: Vec<AllTypes> =
-        inserted_rows(&a.update, "all_types").iter().map(|r| decode_row(r).unwrap()).collect();
+        inserted_rows(&a.update, "all_types").iter().map(|r| table.decode_as(r).unwrap()).collect();
     typed.sort_by_key(|r| r.id);
     assert_eq!(typed.len(), 2);
 
@@ -273,7 +274,6 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
     assert_eq!(max.a_schedule, ScheduleAt::Time(Timestamp::from_micros_since_unix_epoch(1_700_000_000_000_000)));
 
     // The same rows, decoded dynamically by the module's schema.
-    let table = schema.table("all_types").unwrap();
     let mut dynamic: Vec<serde_json::Value> =
         inserted_rows(&a.update, "all_types").iter().map(|r| table.row_to_json(&table.decode(r).unwrap())).collect();
     dynamic.sort_by_key(|r| r["id"].as_u64());

@@ -205,6 +205,16 @@ impl TableSchema {
             .map_err(|e| CodecError::Decode { what: format!("row of {}", self.name), reason: e.to_string() })
     }
 
+    /// Decodes one row into a Rust type that derives the SATS `Deserialize`
+    /// (as the types the official code generator emits do), after checking the
+    /// bytes against this table's row type, so that no length in them is trusted.
+    pub fn decode_as<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let ty = AlgebraicType::Product(self.row_type.clone());
+        let empty = Typespace::new(Vec::new());
+        guard::check(&empty, &ty, bytes).map_err(|source| CodecError::Malformed { what: "row", source })?;
+        decode_row(bytes)
+    }
+
     /// The row as a JSON object keyed by column name.
     pub fn row_to_json(&self, row: &ProductValue) -> Json {
         product_to_json(&self.row_type, row)
@@ -224,6 +234,10 @@ impl TableSchema {
 
 /// Decodes one row into a Rust type that derives the SATS `Deserialize`
 /// (as the types the official code generator emits do).
+///
+/// This trusts the lengths in `bytes` (the SATS decoder reserves what an array
+/// claims before reading it): use it on bytes that are already checked, and
+/// [`TableSchema::decode_as`] on rows from the network.
 pub fn decode_row<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(bytes: &[u8]) -> Result<T, CodecError> {
     let mut reader = bytes;
     let value = bsatn::from_reader(&mut reader)

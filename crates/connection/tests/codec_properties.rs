@@ -1395,3 +1395,16 @@ fn a_brotli_bomb_of_100_mib_of_zeros_is_too_large() {
     let error = codec::decompress_query_update(&ws::CompressableQueryUpdate::Brotli(compressed.into()), limits).err();
     assert!(matches!(error, Some(CodecError::TooLarge { .. })), "{error:?}");
 }
+
+/// A row claiming four billion strings is refused by the schema-checked typed decode (no abort).
+#[test]
+fn typed_decode_through_the_schema_refuses_absurd_lengths() {
+    let schema = player_schema();
+    let table = schema.table("player").unwrap();
+    // id, an empty name, then `level`... but cut short with a tags length of u32::MAX.
+    let mut bytes = vec![0u8; 8];
+    bytes.extend_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+    let result: Result<Player, _> = table.decode_as(&bytes);
+    assert!(matches!(result, Err(spacelink_connection::codec::CodecError::Malformed { .. })), "{result:?}");
+}
