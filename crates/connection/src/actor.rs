@@ -248,7 +248,7 @@ impl ConnectionActor {
         if self.shut_down || self.session.is_some() {
             return;
         }
-        let now = Instant::now();
+        let now = now();
         if let Permit::WaitUntil(until) = self.with_breaker(|b| b.permit(now)) {
             ctx.run_later(until.saturating_duration_since(now), |act, ctx| act.start_attempt(ctx));
             return;
@@ -256,6 +256,7 @@ impl ConnectionActor {
         self.generation += 1;
         let generation = self.generation;
         self.transition(ConnectionEvent::AttemptStarted, None, None);
+        self.tell(ResilienceEvent::AttemptStarted { generation, attempt: self.failed_attempts + 1 });
         metrics::counter!("spacelink_connection_attempts_total").increment(1);
         let request = match self.build_request() {
             Ok(request) => request,
@@ -316,7 +317,7 @@ impl ConnectionActor {
             let _ = sink.close().await;
         });
         ctx.add_stream(reader.map(move |frame| Incoming { generation, frame }));
-        self.session = Some(Session { outbound, writer, last_received: Instant::now() });
+        self.session = Some(Session { outbound, writer, last_received: now() });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
         self.failed_attempts = 0;
@@ -331,7 +332,7 @@ impl ConnectionActor {
     fn attempt_failed(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.failed_attempts += 1;
         metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
-        let now = Instant::now();
+        let now = now();
         self.with_breaker(|b| b.record_failure(now));
         if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
             let reason = format!("gave up after {} attempts; last error: {reason}", self.failed_attempts);
@@ -350,7 +351,7 @@ impl ConnectionActor {
             return;
         }
         metrics::counter!("spacelink_connection_sessions_lost_total").increment(1);
-        let now = Instant::now();
+        let now = now();
         self.with_breaker(|b| b.record_failure(now));
         let delay = self.retry_delay(1, now);
         self.begin_recovery();
@@ -376,7 +377,7 @@ impl ConnectionActor {
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let timeout = self.dead_peer_timeout();
         let Some(session) = &mut self.session else { return };
-        let silent = session.last_received.elapsed();
+        let silent = now().saturating_duration_since(session.last_received);
         if silent > timeout {
             let reason = format!(
                 "nothing received for {} ms (dead-peer timeout {} ms)",
@@ -386,7 +387,7 @@ impl ConnectionActor {
             metrics::counter!("spacelink_connection_dead_peer_total").increment(1);
             return self.session_lost(ctx, reason);
         }
-        let now = Instant::now();
+        let now = now();
         let lost = self.pings.expire(now, self.pings.loss_timeout(self.config.heartbeat_interval * 2));
         if lost > 0 {
             metrics::counter!("spacelink_connection_heartbeats_lost_total").increment(lost as u64);
@@ -400,7 +401,7 @@ impl ConnectionActor {
 
     fn on_pong(&mut self, payload: &[u8]) {
         let Ok(bytes) = <[u8; 8]>::try_from(payload) else { return };
-        let Some(rtt) = self.pings.answered(u64::from_be_bytes(bytes), Instant::now()) else { return };
+        let Some(rtt) = self.pings.answered(u64::from_be_bytes(bytes), now()) else { return };
         self.last_heartbeat = Some(SystemTime::now());
         metrics::histogram!("spacelink_connection_rtt_seconds").record(rtt.as_secs_f64());
         if let Some(smoothed) = self.pings.rtt().smoothed() {
@@ -409,7 +410,7 @@ impl ConnectionActor {
     }
 
     fn on_binary(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
-        let received_at = Instant::now();
+        let received_at = now();
         metrics::counter!("spacelink_connection_bytes_received_total").increment(frame.len() as u64);
         metrics::counter!("spacelink_connection_messages_received_total").increment(1);
         let message = match codec::decode_server_message(frame, self.config.limits) {
@@ -485,7 +486,7 @@ impl StreamHandler<Incoming> for ConnectionActor {
             return; // From a dead session.
         }
         let Some(session) = &mut self.session else { return };
-        session.last_received = Instant::now();
+        session.last_received = now();
         self.last_received = Some(SystemTime::now());
         match item.frame {
             Ok(Message::Binary(bytes)) => self.on_binary(ctx, &bytes),
@@ -600,6 +601,11 @@ impl Handler<AttemptRecovery> for ConnectionActor {
         <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason: msg.reason }, ctx);
         Box::pin(async move { rx.await.unwrap_or(false) })
     }
+}
+
+/// The time now, from tokio's clock: under a paused clock (tests) it is virtual.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 fn state_number(state: ConnectionState) -> f64 {

@@ -97,6 +97,13 @@ pub enum ResilienceEvent {
         /// When it will half-open, if it is open.
         open_until: Option<Instant>,
     },
+    /// A connection attempt started.
+    AttemptStarted {
+        /// The generation the session will have if the attempt succeeds.
+        generation: u64,
+        /// 1 for the first attempt after a success (or ever), then 2, 3…
+        attempt: u32,
+    },
     /// The link's health verdict or status changed.
     HealthChanged(NetworkHealth),
     /// A session was lost (or a reconnect was asked for) and recovery began.
