@@ -1,6 +1,11 @@
 //! `cargo xtask`: the developer tasks of spacelink, in plain Rust (the
-//! rust-analyzer xtask pattern). `cargo xtask help` lists them.
+//! rust-analyzer xtask pattern). `cargo xtask help` lists them: `setup`
+//! (setup.rs), `server ...` (server.rs), `module ...` (module.rs), `test`
+//! (testrun.rs), `chaos` (chaos.rs: the resilience scenarios of
+//! crates/app/tests/chaos.rs against a fresh server, printed as a table) and
+//! `demo` (demo.rs).
 
+mod chaos;
 mod cmd;
 mod demo;
 mod module;
@@ -36,6 +41,8 @@ USAGE: cargo xtask <command> [options]
                            --clear deletes the database's data first.
   test                     Everything CI runs: setup, unit + property tests, a fresh server with
                            the module, the end-to-end tests (#[ignore = \"e2e: ...\"]), a summary.
+  chaos                    The resilience scenarios (crates/app/tests/chaos.rs, one at a time) against
+                           a fresh server in <repo>/.spacelink/chaos-server; prints a table of them.
   demo                     setup, a server (unless one runs), publish --clear, run the demo.
   help                     This text.
 
@@ -185,6 +192,10 @@ fn run() -> Result<ExitCode> {
         "test" => {
             args.finish()?;
             return testrun::run();
+        }
+        "chaos" => {
+            args.finish()?;
+            return chaos::run();
         }
         "demo" => {
             args.finish()?;

@@ -329,7 +329,7 @@ pub fn run() -> Result<ExitCode> {
 
 /// A fresh test server (wiping whatever a previous run left) with the module
 /// published; returns its guard and URL.
-fn prepare_server(dir: &std::path::Path) -> Result<(ServerGuard, String)> {
+pub fn prepare_server(dir: &std::path::Path) -> Result<(ServerGuard, String)> {
     if dir.exists() {
         server::stop(dir)?;
         fs::remove_dir_all(dir).with_context(|| format!("wiping {}", dir.display()))?;

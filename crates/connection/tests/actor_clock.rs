@@ -2,6 +2,7 @@
 //! schedule and the circuit breaker, checked on virtual timestamps, with no
 //! waiting. The "server" is a loopback port nobody listens on, so every attempt
 //! is refused at once.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

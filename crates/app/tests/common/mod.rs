@@ -210,3 +210,5 @@ pub async fn sql(query: &str) -> serde_json::Value {
     .await
     .unwrap()
 }
+
+pub mod proxy;
