@@ -137,14 +137,20 @@ impl Events {
 
 /// Starts a spacelink with `config`, collecting all it tells.
 pub fn start(config: ConnectionConfig) -> (Spacelink, Events) {
+    start_with(config, |_| {})
+}
+
+/// Like [`start`], with more listeners added by `more`.
+pub fn start_with(config: ConnectionConfig, more: impl FnOnce(&mut Listeners)) -> (Spacelink, Events) {
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();
-    let listeners = Listeners {
+    let mut listeners = Listeners {
         messages: vec![collector.clone().recipient()],
         states: vec![collector.clone().recipient()],
         identities: vec![collector.recipient()],
         ..Default::default()
     };
+    more(&mut listeners);
     let app = Spacelink::start(config, listeners).unwrap();
     (app, Events(rx))
 }

@@ -1,0 +1,309 @@
+//! Resilience scenarios against the real server, with real faults: the server
+//! process killed and restarted, and a fault-injecting proxy (latency, refused
+//! and cut connections, blackholes) between client and server.
+//!
+//! They run in `cargo xtask test` (end-to-end phase) and in `cargo xtask chaos`,
+//! which also collects the report each scenario writes to
+//! `SPACELINK_CHAOS_REPORT` and prints it as a table.
+#![allow(clippy::unwrap_used, clippy::await_holding_lock)]
+
+mod common;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use common::proxy::FaultProxy;
+use common::*;
+use spacelink::connection::{BreakerKind, CircuitBreakerConfig, ResilienceEvent, RetryPolicy};
+use spacelink::ConnectionState;
+use tokio::sync::mpsc;
+
+/// The scenarios disturb the shared server: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One row of the chaos report.
+struct Row {
+    scenario: &'static str,
+    detect: Option<Duration>,
+    reconnect: Option<Duration>,
+    attempts: Option<u32>,
+    breaker_trips: Option<u32>,
+    note: String,
+}
+
+impl Row {
+    /// Appends the row to `SPACELINK_CHAOS_REPORT`, if set (by `cargo xtask chaos`).
+    fn report(&self) {
+        let Ok(path) = std::env::var("SPACELINK_CHAOS_REPORT") else { return };
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+        let line = serde_json::json!({
+            "scenario": self.scenario,
+            "detect_ms": ms(self.detect),
+            "reconnect_ms": ms(self.reconnect),
+            "attempts": self.attempts,
+            "breaker_trips": self.breaker_trips,
+            "ok": true,
+            "note": self.note,
+        });
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        writeln!(file, "{line}").unwrap();
+    }
+}
+
+/// Resilience events with the (wall-clock) time they arrived.
+struct ResilienceTap(mpsc::UnboundedSender<(Instant, ResilienceEvent)>);
+
+impl Actor for ResilienceTap {
+    type Context = Context<Self>;
+}
+
+impl Handler<ResilienceEvent> for ResilienceTap {
+    type Result = ();
+    fn handle(&mut self, msg: ResilienceEvent, _: &mut Self::Context) {
+        let _ = self.0.send((Instant::now(), msg));
+    }
+}
+
+/// Starts a spacelink whose resilience events are tapped too.
+fn start_tapped(
+    config: spacelink::ConnectionConfig,
+) -> (spacelink::Spacelink, Events, mpsc::UnboundedReceiver<(Instant, ResilienceEvent)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tap = ResilienceTap(tx).start();
+    let (app, events) = start_with(config, |listeners| listeners.resilience.push(tap.recipient()));
+    (app, events, rx)
+}
+
+/// Waits for the state `to`; returns when it arrived and the reason.
+async fn state(events: &mut Events, to: ConnectionState, secs: u64) -> (Instant, String) {
+    events
+        .wait_for(secs, &format!("state {to}"), |e| match e {
+            Event::State(s) if s.to == to => Some((Instant::now(), s.reason.clone().unwrap_or_default())),
+            _ => None,
+        })
+        .await
+}
+
+fn upstream() -> SocketAddr {
+    let (url, _) = server();
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+fn attempts_in(rx: &mut mpsc::UnboundedReceiver<(Instant, ResilienceEvent)>) -> Vec<(Instant, u32)> {
+    let mut attempts = Vec::new();
+    while let Ok((at, event)) = rx.try_recv() {
+        if let ResilienceEvent::AttemptStarted { attempt, .. } = event {
+            attempts.push((at, attempt));
+        }
+    }
+    attempts
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn chaos_server_killed_and_restarted_reconnects_with_the_same_identity() {
+    let _serial = serial();
+    let dir = std::env::var("SPACELINK_SERVER_DIR").expect("SPACELINK_SERVER_DIR: run through cargo xtask");
+    let xtask = std::env::var("SPACELINK_XTASK_BIN").expect("SPACELINK_XTASK_BIN: run through cargo xtask");
+    let mut config = config();
+    config.heartbeat_interval = Duration::from_millis(500);
+    config.dead_peer_timeout = Duration::from_millis(2000);
+    let initial_delay = config.retry.initial_delay;
+    let (app, mut events, mut tap) = start_tapped(config);
+    events.connected().await;
+    let identity = events.identity().await.identity;
+
+    let state_file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{dir}/state.json")).unwrap()).unwrap();
+    let pid = state_file["pid"].as_u64().unwrap().to_string();
+    let killed = Instant::now();
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    let (detected, reason) = state(&mut events, ConnectionState::Reconnecting, 10).await;
+    attempts_in(&mut tap);
+
+    // Restart on the same port with the same data; the command returns once it answers pings.
+    let restart = tokio::task::spawn_blocking(move || {
+        Command::new(xtask).args(["server", "restart", "--dir", &dir]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+    let accepting = Instant::now();
+    let restored = events.identity().await;
+    let reconnected = Instant::now();
+    assert_eq!(restored.identity, identity, "the token is reused, so the identity is the same");
+    let attempts = attempts_in(&mut tap);
+    let reconnect = reconnected.duration_since(accepting);
+    // The next attempt comes at most one backoff step after the server is back.
+    assert!(
+        reconnect < initial_delay * 4 + Duration::from_millis(500),
+        "reconnected {reconnect:?} after the server was back"
+    );
+    Row {
+        scenario: "server killed and restarted",
+        detect: Some(detected.duration_since(killed)),
+        reconnect: Some(reconnect),
+        attempts: Some(attempts.len() as u32),
+        breaker_trips: Some(app.connection.status().await.unwrap().breaker_trips),
+        note: reason,
+    }
+    .report();
+    app.shutdown();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn chaos_blackholed_connection_is_detected_within_heartbeat_plus_timeout() {
+    let _serial = serial();
+    let proxy = FaultProxy::start(upstream()).await.unwrap();
+    let mut config = config();
+    config.server_url = proxy.url();
+    config.heartbeat_interval = Duration::from_millis(500);
+    config.dead_peer_timeout = Duration::from_millis(1500);
+    config.connect_timeout = Duration::from_secs(2);
+    let (app, mut events, mut tap) = start_tapped(config);
+    events.connected().await;
+    let identity = events.identity().await.identity;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    proxy.set_blackhole(true);
+    let blackholed = Instant::now();
+    let (detected, reason) = state(&mut events, ConnectionState::Reconnecting, 10).await;
+    let detect = detected.duration_since(blackholed);
+    assert!(reason.contains("nothing received"), "{reason}");
+    assert!(detect < Duration::from_millis(500 + 1500 + 700), "detected after {detect:?}");
+    attempts_in(&mut tap);
+
+    proxy.heal();
+    let healed = Instant::now();
+    let restored = events.identity().await;
+    assert_eq!(restored.identity, identity);
+    let attempts = attempts_in(&mut tap);
+    Row {
+        scenario: "blackholed connection",
+        detect: Some(detect),
+        reconnect: Some(healed.elapsed()),
+        attempts: Some(attempts.len() as u32),
+        breaker_trips: Some(app.connection.status().await.unwrap().breaker_trips),
+        note: reason,
+    }
+    .report();
+    app.shutdown();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() {
+    let _serial = serial();
+    let proxy = FaultProxy::start(upstream()).await.unwrap();
+    let mut config = config();
+    config.server_url = proxy.url();
+    config.retry = RetryPolicy {
+        max_attempts: 5,
+        initial_delay: Duration::from_millis(200),
+        backoff_multiplier: 2.0,
+        max_delay: Duration::from_millis(1600),
+        jitter: 0.0,
+    };
+    config.breaker =
+        CircuitBreakerConfig { failure_threshold: 4, open_duration: Duration::from_secs(3), half_open_max_calls: 1 };
+    let (app, mut events, mut tap) = start_tapped(config);
+    events.connected().await;
+
+    // The server "goes down": live connections cut, new ones refused.
+    proxy.set_refuse(true);
+    proxy.cut_all();
+    let (lost, reason) = state(&mut events, ConnectionState::Reconnecting, 10).await;
+    // Let the backoff run and the breaker open, half-open, and open again.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    proxy.set_refuse(false);
+    let back = Instant::now();
+    events.connected().await;
+    let reconnected = Instant::now();
+
+    let mut attempts = Vec::new();
+    let mut breaker = Vec::new();
+    while let Ok((at, event)) = tap.try_recv() {
+        match event {
+            ResilienceEvent::AttemptStarted { .. } if at > lost => attempts.push(at.duration_since(lost)),
+            ResilienceEvent::BreakerChanged { to, .. } if at > lost => breaker.push((to, at.duration_since(lost))),
+            _ => {}
+        }
+    }
+    // Session lost (failure 1); attempts after 0.2 s, then 0.2, 0.4 s of backoff;
+    // the third failed attempt (failure 4) opens the breaker for 3 s, so the
+    // next attempt, a half-open probe, is at 0.8 + 3 = 3.8 s; it fails and
+    // reopens it until 6.8 s, when the server is back.
+    let expected = [0.2, 0.4, 0.8, 3.8, 6.8];
+    assert!(attempts.len() >= expected.len(), "{attempts:?}");
+    for (seen, want) in attempts.iter().zip(expected) {
+        let error = (seen.as_secs_f64() - want).abs();
+        assert!(error < 0.25, "attempt at {seen:?}, expected {want} s: {attempts:?}");
+    }
+    let kinds: Vec<BreakerKind> = breaker.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        kinds,
+        [BreakerKind::Open, BreakerKind::HalfOpen, BreakerKind::Open, BreakerKind::HalfOpen, BreakerKind::Closed],
+        "{breaker:?}"
+    );
+    let opened = breaker[0].1.as_secs_f64();
+    let half_opened = breaker[1].1.as_secs_f64();
+    assert!((half_opened - opened - 3.0).abs() < 0.25, "open for {} s", half_opened - opened);
+    let status = app.connection.status().await.unwrap();
+    assert_eq!(status.breaker, BreakerKind::Closed);
+    Row {
+        scenario: "server down (backoff + breaker)",
+        detect: None,
+        reconnect: Some(reconnected.duration_since(back)),
+        attempts: Some(attempts.len() as u32),
+        breaker_trips: Some(status.breaker_trips),
+        note: reason,
+    }
+    .report();
+    app.shutdown();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn chaos_500_ms_of_latency_keeps_the_connection_up() {
+    let _serial = serial();
+    let proxy = FaultProxy::start(upstream()).await.unwrap();
+    proxy.set_latency(Duration::from_millis(250), Duration::from_millis(20));
+    let schema = schema().await;
+    let mut config = config();
+    config.server_url = proxy.url();
+    let (app, mut events, mut tap) = start_tapped(config);
+    events.connected().await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let status = app.connection.status().await.unwrap();
+    assert!(status.state.is_connected(), "{:?}", status.state);
+    let latency = status.latency.unwrap();
+    assert!(
+        latency >= Duration::from_millis(450) && latency <= Duration::from_millis(800),
+        "latency reads {latency:?} through 500 ms of added round trip"
+    );
+    // Reducer calls still work, just slower.
+    let call = call(&app, &mut events, &schema, "always_fail", r#"["slow"]"#).await;
+    assert_eq!(outcome(&call), Err("slow".to_string()));
+    let attempts = attempts_in(&mut tap);
+    assert_eq!(attempts.len(), 1, "the session was never lost: {attempts:?}");
+    Row {
+        scenario: "500 ms added round trip",
+        detect: None,
+        reconnect: None,
+        attempts: Some(attempts.len() as u32),
+        breaker_trips: Some(status.breaker_trips),
+        note: format!("latency {:.0} ms, status {}", latency.as_secs_f64() * 1000.0, status.health.status),
+    }
+    .report();
+    app.shutdown();
+}
