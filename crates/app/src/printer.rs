@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use serde_json::{json, Value as Json};
-use spacelink_connection::{ws, ConnectionHandle, ModuleSchema, ServerMessage, ServerMessageReceived, StateChanged};
+use spacelink_connection::{
+    ws, ConnectionHandle, ModuleSchema, ResilienceEvent, ServerMessage, ServerMessageReceived, StateChanged,
+};
 use tokio::sync::oneshot;
 
 use crate::render;
@@ -150,6 +152,17 @@ impl Handler<StateChanged> for Printer {
             self.start_job(ctx);
         } else if msg.to == spacelink_connection::ConnectionState::Failed {
             self.finish(3);
+        }
+    }
+}
+
+impl Handler<ResilienceEvent> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResilienceEvent, _ctx: &mut Self::Context) {
+        // Attempts are implied by state changes; the rest is news.
+        if !matches!(msg, ResilienceEvent::AttemptStarted { .. }) {
+            self.print(&render::resilience_event(&msg));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value as Json};
 use spacelink_connection::codec::{self, DatabaseUpdate, DecodeLimits};
 use spacelink_connection::sats::{AlgebraicValue, ProductValue};
-use spacelink_connection::{ws, ModuleSchema, ServerMessage, StateChanged};
+use spacelink_connection::{ws, ModuleSchema, ResilienceEvent, ServerMessage, StateChanged};
 
 /// Renders a state change.
 pub fn state_event(change: &StateChanged) -> Json {
@@ -21,6 +21,31 @@ pub fn state_event(change: &StateChanged) -> Json {
         "reason": change.reason,
         "retry_in_ms": change.retry_in.map(|d| d.as_millis() as u64),
     })
+}
+
+/// Renders a breaker, health or recovery event.
+pub fn resilience_event(event: &ResilienceEvent) -> Json {
+    match event {
+        ResilienceEvent::BreakerChanged { from, to, open_until } => json!({
+            "event": "breaker",
+            "from": from.to_string(),
+            "to": to.to_string(),
+            "open_for_ms": open_until.map(|t| t.saturating_duration_since(std::time::Instant::now()).as_millis() as u64),
+        }),
+        ResilienceEvent::HealthChanged(health) => json!({
+            "event": "health",
+            "status": health.status.to_string(),
+            "healthy": health.is_healthy,
+            "latency_ms": health.latency.map(|l| l.as_secs_f64() * 1000.0),
+            "packet_loss": health.packet_loss,
+            "consecutive_failures": health.consecutive_failures,
+        }),
+        ResilienceEvent::AttemptStarted { generation, attempt } => {
+            json!({ "event": "attempt", "generation": generation, "attempt": attempt })
+        }
+        ResilienceEvent::RecoveryStarted => json!({ "event": "recovery_started" }),
+        ResilienceEvent::RecoveryCompleted { success } => json!({ "event": "recovery_completed", "success": success }),
+    }
 }
 
 /// Renders one server message as zero or more events.

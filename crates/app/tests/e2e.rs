@@ -38,6 +38,13 @@ async fn e2e_reconnect_with_token_keeps_identity() {
     let again = events.identity().await;
     assert!(again.generation > original.generation);
     assert_eq!(again.identity, original.identity);
+    // A recovery asked for and awaited ends with a new session.
+    assert!(first.connection.attempt_recovery("test").await.unwrap());
+    let recovered = events.identity().await;
+    assert!(recovered.generation > again.generation);
+    assert_eq!(recovered.identity, original.identity);
+    let health = first.connection.health().await.unwrap();
+    assert!(health.is_healthy, "{health:?}");
     first.shutdown();
 
     // A new connection given the token is the same player.

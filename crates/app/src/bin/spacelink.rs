@@ -110,7 +110,7 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         messages: vec![printer.clone().recipient()],
         states: vec![printer.clone().recipient()],
         identities: vec![],
-        ..Default::default()
+        resilience: vec![printer.clone().recipient()],
     };
     let app = Spacelink::start(config, listeners)?;
     printer.do_send(AttachConnection { handle: app.connection.clone() });
