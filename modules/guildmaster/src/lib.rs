@@ -162,6 +162,9 @@ pub struct Player {
     pub pos: Vec2,
     /// The highest [`move_player`] sequence number applied so far.
     pub last_input_seq: u32,
+    /// How many [`move_player`] inputs were applied (duplicates are not):
+    /// lets tests prove that retried inputs ran exactly once.
+    pub moves_applied: u32,
     pub hp: i32,
     pub joined_at: Timestamp,
 }
@@ -520,6 +523,7 @@ pub fn join(ctx: &ReducerContext, name: String, map_id: u32) -> Result<(), Strin
                 map_id,
                 pos,
                 last_input_seq: 0,
+                moves_applied: 0,
                 hp: START_HP,
                 joined_at: ctx.timestamp,
             });
@@ -558,6 +562,7 @@ pub fn move_player(ctx: &ReducerContext, seq: u32, dx: f32, dy: f32) -> Result<(
     ctx.db.player().identity().update(Player {
         pos,
         last_input_seq: seq,
+        moves_applied: player.moves_applied + 1,
         ..player
     });
     Ok(())
