@@ -24,6 +24,7 @@
 
 pub mod printer;
 pub mod render;
+pub mod store;
 pub mod supervisor;
 
 pub use spacelink_connection as connection;
@@ -31,4 +32,7 @@ pub use spacelink_connection::{
     ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus, IdentityReceived,
     Listeners, ModuleSchema, RetryPolicy, ServerMessageReceived, StateChanged,
 };
-pub use supervisor::{Spacelink, Supervisor};
+pub use spacelink_reducers as reducers;
+pub use spacelink_reducers::{ReducerConfig, ReducerError, ReducerHandle, ReducerResult};
+pub use store::FileQueueStore;
+pub use supervisor::{Spacelink, SpacelinkConfig, Supervisor};

@@ -8,15 +8,44 @@
 //! `Recipient`s it is given here, never with another crate's `Addr`, so a test
 //! can start any child as a fake.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use actix::prelude::*;
 use spacelink_connection::{
-    ConnectionActor, ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, Listeners, StateChanged,
+    ConnectionActor, ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, Listeners, ModuleSchema,
+    StateChanged,
 };
+use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
+
+use crate::store::FileQueueStore;
+
+/// Everything a spacelink needs to start.
+#[derive(Debug, Clone)]
+pub struct SpacelinkConfig {
+    /// The connection.
+    pub connection: ConnectionConfig,
+    /// The reducer client.
+    pub reducers: ReducerConfig,
+    /// Keep unanswered reducer calls in this file across app restarts (default: none).
+    pub queue_file: Option<PathBuf>,
+    /// Fetch the module's schema at start, so that reducer calls are checked
+    /// against it before sending (default: yes).
+    pub fetch_schema: bool,
+}
+
+impl SpacelinkConfig {
+    /// Defaults around a connection configuration.
+    pub fn new(connection: ConnectionConfig) -> Self {
+        Self { connection, reducers: ReducerConfig::default(), queue_file: None, fetch_schema: true }
+    }
+}
 
 /// The supervisor actor: starts the children and watches their state.
 #[derive(Debug)]
 pub struct Supervisor {
     connection: Option<ConnectionHandle>,
+    reducers: Option<ReducerHandle>,
     last_state: ConnectionState,
 }
 
@@ -27,30 +56,71 @@ pub struct Spacelink {
     pub supervisor: Addr<Supervisor>,
     /// The connection.
     pub connection: ConnectionHandle,
+    /// The reducer client.
+    pub reducers: ReducerHandle,
 }
 
 impl Spacelink {
-    /// Validates `config`, starts the supervisor tree and connects. Call inside an actix system.
+    /// Starts the supervisor tree with default settings around `config` and
+    /// connects. Call inside an actix system.
     ///
     /// `listeners` hear everything the connection tells (server messages, state
-    /// changes, identities); the supervisor listens to state changes too.
-    pub fn start(config: ConnectionConfig, mut listeners: Listeners) -> Result<Self, ConnectionError> {
+    /// changes, identities); the supervisor and the reducer client listen too.
+    pub fn start(config: ConnectionConfig, listeners: Listeners) -> Result<Self, ConnectionError> {
+        Self::start_with(SpacelinkConfig::new(config), listeners, ReducerListeners::default())
+    }
+
+    /// Starts the supervisor tree: the reducer client, then the connection wired to it.
+    pub fn start_with(
+        config: SpacelinkConfig,
+        mut listeners: Listeners,
+        reducer_listeners: ReducerListeners,
+    ) -> Result<Self, ConnectionError> {
+        config.connection.validate()?;
+        let http_base = config.connection.http_base()?;
+        let database = config.connection.database.clone();
+        let token = config.connection.token.clone();
         let mut outcome = None;
         let supervisor = Supervisor::create(|ctx| {
+            // The reducer actor's address exists before the actor, so that the
+            // connection can be given its recipients and it the connection's.
+            let reducer_ctx = Context::<ReducerActor>::new();
+            let reducer_addr = reducer_ctx.address();
             listeners.states.push(ctx.address().recipient());
-            let result = ConnectionActor::start_supervised(config, listeners);
+            listeners.messages.push(reducer_addr.clone().recipient());
+            listeners.states.push(reducer_addr.clone().recipient());
+            listeners.identities.push(reducer_addr.clone().recipient());
+            let result = ConnectionActor::start_supervised(config.connection, listeners);
             let connection = result.as_ref().ok().cloned();
-            outcome = Some(result);
-            Supervisor { connection, last_state: ConnectionState::Disconnected }
+            if let Some(connection) = &connection {
+                let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
+                let actor =
+                    ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
+                reducer_ctx.run(actor);
+            }
+            let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
+            outcome = Some(result.map(|c| (c, reducers.clone())));
+            Supervisor { connection, reducers, last_state: ConnectionState::Disconnected }
         });
-        match outcome {
-            Some(Ok(connection)) => Ok(Self { supervisor, connection }),
+        let (connection, reducers) = match outcome {
+            Some(Ok((connection, Some(reducers)))) => (connection, reducers),
+            Some(Ok(_)) => return Err(ConnectionError::ActorGone),
             Some(Err(e)) => {
                 supervisor.do_send(StopTree);
-                Err(e)
+                return Err(e);
             }
-            None => Err(ConnectionError::ActorGone),
+            None => return Err(ConnectionError::ActorGone),
+        };
+        if config.fetch_schema {
+            let reducers = reducers.clone();
+            actix::spawn(async move {
+                match ModuleSchema::fetch(&http_base, &database, token.as_deref()).await {
+                    Ok(schema) => reducers.set_schema(Arc::new(schema)),
+                    Err(e) => tracing::warn!(error = %e, "no schema: reducer calls are not checked against it"),
+                }
+            });
         }
+        Ok(Self { supervisor, connection, reducers })
     }
 
     /// Closes the connection and stops the tree.
@@ -83,6 +153,9 @@ impl Handler<StopTree> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _msg: StopTree, ctx: &mut Self::Context) {
+        if let Some(reducers) = &self.reducers {
+            reducers.shutdown();
+        }
         if let Some(connection) = &self.connection {
             connection.shutdown();
         }

@@ -166,7 +166,7 @@ fn listeners(printer: &Addr<Printer>) -> Listeners {
 /// handles anything), so that all it told the printer is in the printer's mailbox.
 async fn played(fake: &Addr<ScriptedConnection>) -> bool {
     let probe = ws::ClientMessage::Unsubscribe(ws::Unsubscribe { request_id: 99, query_id: ws::QueryId::new(1) });
-    fake.send(SendMessage { message: probe }).await.unwrap().is_ok()
+    fake.send(SendMessage { message: probe, generation: None }).await.unwrap().is_ok()
 }
 
 fn reducer_event(request_id: u32, status: &str, error: Option<&str>) -> Json {

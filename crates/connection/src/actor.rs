@@ -529,6 +529,9 @@ impl Handler<SendMessage> for ConnectionActor {
         let Some(session) = &self.session else {
             return Err(ConnectionError::NotConnected { state: self.state });
         };
+        if msg.generation.is_some_and(|g| g != self.generation) {
+            return Err(ConnectionError::NotConnected { state: self.state });
+        }
         let bytes = codec::encode_client_message(&msg.message)?;
         let len = bytes.len();
         session.outbound.try_send(Message::Binary(bytes.into())).map_err(|e| match e {

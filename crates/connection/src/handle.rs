@@ -39,7 +39,7 @@ impl ConnectionHandle {
 
     /// Sends `message` and waits for the actor to queue it on the socket.
     pub async fn send(&self, message: ClientMessage) -> Result<(), ConnectionError> {
-        self.addr.send(SendMessage { message }).await.map_err(|_| ConnectionError::ActorGone)?
+        self.addr.send(SendMessage { message, generation: None }).await.map_err(|_| ConnectionError::ActorGone)?
     }
 
     /// Calls `reducer` with BSATN-encoded `args`; returns the request id that

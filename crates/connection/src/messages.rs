@@ -29,6 +29,10 @@ use crate::state::ConnectionState;
 pub struct SendMessage {
     /// The message, with reducer arguments already BSATN-encoded.
     pub message: ClientMessage,
+    /// Send only on this session: if another session is up by the time the
+    /// message is handled, it is refused with `NotConnected` instead (so that a
+    /// caller tracking what it sent on which session is never surprised).
+    pub generation: Option<u64>,
 }
 
 /// Drop the current session (if any) and connect again now, resetting the

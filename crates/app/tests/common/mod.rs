@@ -142,6 +142,20 @@ pub fn start(config: ConnectionConfig) -> (Spacelink, Events) {
 
 /// Like [`start`], with more listeners added by `more`.
 pub fn start_with(config: ConnectionConfig, more: impl FnOnce(&mut Listeners)) -> (Spacelink, Events) {
+    let (listeners, events) = collecting(more);
+    (Spacelink::start(config, listeners).unwrap(), events)
+}
+
+/// Starts a spacelink with a full configuration and reducer listeners, collecting all the connection tells.
+pub fn start_configured(
+    config: spacelink::SpacelinkConfig,
+    reducer_listeners: spacelink::reducers::ReducerListeners,
+) -> (Spacelink, Events) {
+    let (listeners, events) = collecting(|_| {});
+    (Spacelink::start_with(config, listeners, reducer_listeners).unwrap(), events)
+}
+
+fn collecting(more: impl FnOnce(&mut Listeners)) -> (Listeners, Events) {
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();
     let mut listeners = Listeners {
@@ -151,8 +165,7 @@ pub fn start_with(config: ConnectionConfig, more: impl FnOnce(&mut Listeners)) -
         ..Default::default()
     };
     more(&mut listeners);
-    let app = Spacelink::start(config, listeners).unwrap();
-    (app, Events(rx))
+    (listeners, Events(rx))
 }
 
 /// The module's schema, from the real server.

@@ -1,0 +1,136 @@
+//! The reducer client's front door: intent-named methods over the actor's address.
+
+use std::sync::Arc;
+
+use actix::{Addr, Recipient};
+use bytes::Bytes;
+use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
+use spacelink_connection::ModuleSchema;
+
+use crate::actor::ReducerActor;
+use crate::error::ReducerError;
+use crate::ledger::{Call, CallId, Dedup, ReducerResult};
+use crate::messages::*;
+
+/// A cheap, cloneable handle to the reducer client.
+#[derive(Debug, Clone)]
+pub struct ReducerHandle {
+    addr: Addr<ReducerActor>,
+}
+
+impl ReducerHandle {
+    /// Wraps the actor's address.
+    pub fn new(addr: Addr<ReducerActor>) -> Self {
+        Self { addr }
+    }
+
+    /// The actor's address, to wire it to other actors.
+    pub fn addr(&self) -> &Addr<ReducerActor> {
+        &self.addr
+    }
+
+    /// Calls `reducer` with BSATN-encoded `args` and waits for its result. Made
+    /// while offline, the call waits in the queue and is sent after reconnecting.
+    /// Without a sequence number it is never resent once it may have reached the
+    /// server: a lost session then ends it with `OutcomeUnknown`.
+    pub async fn call(&self, reducer: &str, args: Bytes) -> Result<ReducerResult, ReducerError> {
+        self.call_with(Call { reducer: reducer.into(), args, notify: true, dedup: Dedup::None }).await
+    }
+
+    /// Like [`call`](Self::call), for a reducer that drops repeats of `seq`
+    /// (guildmaster's `move_player`): resent after a lost session until answered,
+    /// and still run at most once.
+    pub async fn call_sequenced(&self, reducer: &str, args: Bytes, seq: u32) -> Result<ReducerResult, ReducerError> {
+        self.call_with(Call { reducer: reducer.into(), args, notify: true, dedup: Dedup::Sequenced(seq) }).await
+    }
+
+    /// Calls `reducer` with typed arguments (a type deriving the SATS `Serialize`,
+    /// as generated argument structs do, or a tuple of such values).
+    pub async fn call_typed<A: Serialize>(&self, reducer: &str, args: &A) -> Result<ReducerResult, ReducerError> {
+        let bytes = bsatn::to_vec(args)
+            .map_err(|e| ReducerError::Invalid { reducer: reducer.into(), reason: format!("cannot encode: {e}") })?;
+        self.call(reducer, bytes.into()).await
+    }
+
+    /// Sends a prepared call and waits for its result.
+    pub async fn call_with(&self, call: Call) -> Result<ReducerResult, ReducerError> {
+        self.addr.send(CallReducer { call }).await.map_err(|_| ReducerError::ActorGone)?
+    }
+
+    /// Calls `reducer` without waiting for success (`NoSuccessNotify`); a failure
+    /// is still told to the listeners. Returns once the call is accepted.
+    pub async fn fire(&self, reducer: &str, args: Bytes) -> Result<CallId, ReducerError> {
+        let call = Call { reducer: reducer.into(), args, notify: false, dedup: Dedup::None };
+        self.addr.send(FireReducer { call }).await.map_err(|_| ReducerError::ActorGone)?
+    }
+
+    /// Holds the calls that follow until [`execute_batch`](Self::execute_batch).
+    pub fn begin_batch(&self) {
+        self.addr.do_send(BeginBatch);
+    }
+
+    /// Sends the held calls in order and waits for all their results, in order.
+    pub async fn execute_batch(&self) -> Result<Vec<Result<ReducerResult, ReducerError>>, ReducerError> {
+        self.addr.send(ExecuteBatch).await.map_err(|_| ReducerError::ActorGone)
+    }
+
+    /// Drops the held calls; their callers get `Cancelled`.
+    pub fn cancel_batch(&self) {
+        self.addr.do_send(CancelBatch);
+    }
+
+    /// Checks every call of `reducer` with `validator` (on its encoded arguments).
+    pub fn register_validator(
+        &self,
+        reducer: &str,
+        validator: impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.addr.do_send(RegisterValidator { reducer: reducer.into(), validator: Arc::new(validator) });
+    }
+
+    /// Checks every call of `reducer` with `validator` on its decoded arguments.
+    pub fn register_typed_validator<A>(
+        &self,
+        reducer: &str,
+        validator: impl Fn(&A) -> Result<(), String> + Send + Sync + 'static,
+    ) where
+        A: for<'de> Deserialize<'de>,
+    {
+        self.register_validator(reducer, move |bytes| {
+            let args: A = bsatn::from_slice(bytes).map_err(|e| format!("arguments do not decode: {e}"))?;
+            validator(&args)
+        });
+    }
+
+    /// Checks calls against the module's schema from now on.
+    pub fn set_schema(&self, schema: Arc<ModuleSchema>) {
+        self.addr.do_send(SetSchema { schema });
+    }
+
+    /// Tells `recipient` about every transaction of `reducer` (ours and others').
+    pub async fn register_callback(
+        &self,
+        reducer: &str,
+        recipient: Recipient<ReducerEvent>,
+    ) -> Result<CallbackId, ReducerError> {
+        self.addr
+            .send(RegisterCallback { reducer: reducer.into(), recipient })
+            .await
+            .map_err(|_| ReducerError::ActorGone)
+    }
+
+    /// Stops a callback.
+    pub async fn unregister_callback(&self, id: CallbackId) -> Result<bool, ReducerError> {
+        self.addr.send(UnregisterCallback { id }).await.map_err(|_| ReducerError::ActorGone)
+    }
+
+    /// Saves the queue (if there is a store), cancels waiting callers and stops.
+    pub fn shutdown(&self) {
+        self.addr.do_send(ShutdownReducers);
+    }
+
+    /// How many calls are queued and in flight.
+    pub async fn status(&self) -> Result<QueueStatus, ReducerError> {
+        self.addr.send(GetQueueStatus).await.map_err(|_| ReducerError::ActorGone)
+    }
+}

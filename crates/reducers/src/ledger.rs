@@ -1,0 +1,387 @@
+//! The ledger of reducer calls: what is queued, what is in flight on which
+//! session, and which result answers which call. Plain logic, no actor, no clock
+//! of its own (times are passed in).
+//!
+//! The rules that make retries safe:
+//!
+//! * A call is **queued** until it is sent; queued calls keep their order.
+//! * A sent call is **in flight** on one session (generation) under a request id.
+//! * When a session is lost, an in-flight call whose outcome the server may
+//!   have decided goes back to the front of the queue (in its original order)
+//!   only if the module drops repeats of it (`Dedup::Sequenced`); any other
+//!   such call is answered `OutcomeUnknown` and **never** resent.
+//! * A call that was never handed to the socket (`unsent`) is always requeued.
+//! * A result answers exactly one in-flight call, once: results are matched
+//!   by request id and caller, or (SpacetimeDB 1.3 sends a failed call's update
+//!   with request id 0) by the oldest in-flight call of the same reducer with
+//!   the same arguments.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use spacelink_connection::lib::ConnectionId;
+use spacelink_connection::ws;
+
+/// A client-local id for a call, stable across resends.
+pub type CallId = u64;
+
+/// Whether the module recognises a repeat of this call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Dedup {
+    /// No: once it may have reached the server, it is never sent again.
+    None,
+    /// Yes: the call carries this client sequence number, and the module drops
+    /// a number it has already processed (guildmaster's `last_input_seq`), so
+    /// resending after a lost session cannot run it twice.
+    Sequenced(u32),
+}
+
+/// One reducer call, as the game made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The reducer's name.
+    pub reducer: String,
+    /// Its BSATN-encoded arguments.
+    pub args: Bytes,
+    /// Whether a result is wanted (`false`: fire and forget, `NoSuccessNotify`).
+    pub notify: bool,
+    /// Whether it may be resent.
+    pub dedup: Dedup,
+}
+
+/// What happens when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// The new call is refused (default: nothing already accepted is lost).
+    #[default]
+    RejectNew,
+    /// The oldest queued (unsent) call is dropped to make room.
+    DropOldest,
+}
+
+/// How a call ended on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran and its changes were committed.
+    Committed,
+    /// It ran and returned this error; nothing was committed.
+    Failed(String),
+    /// The module ran out of energy.
+    OutOfEnergy,
+}
+
+/// The answer to one call (the design's `ReducerResult`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReducerResult {
+    /// The call.
+    pub call_id: CallId,
+    /// The reducer.
+    pub reducer: String,
+    /// The call's client sequence number, if it had one.
+    pub sequence_number: Option<u32>,
+    /// The request id of the send that was answered.
+    pub request_id: u32,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// How long the reducer ran on the server.
+    pub server_execution: Duration,
+    /// From the (last) send to the answer.
+    pub round_trip: Duration,
+    /// How many times it was sent.
+    pub attempts: u32,
+}
+
+/// A call the ledger gives up on, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abandoned {
+    /// It was sent on a session lost before the answer and may have run: it is not resent.
+    OutcomeUnknown {
+        /// The call.
+        id: CallId,
+        /// Its reducer.
+        reducer: String,
+    },
+    /// The queue was full and this (oldest, unsent) call was dropped.
+    Dropped {
+        /// The call.
+        id: CallId,
+        /// Its reducer.
+        reducer: String,
+    },
+}
+
+/// The queue is full and the policy refuses new calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the reducer call queue is full ({capacity} calls)")]
+pub struct QueueFull {
+    /// The configured capacity.
+    pub capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    call: Call,
+    state: State,
+    attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting in the queue.
+    Queued,
+    /// Handed to the connection for session `generation`; `confirmed` once the
+    /// connection said it is on the socket.
+    InFlight { request_id: u32, generation: u64, sent_at: Instant, confirmed: bool },
+    /// Its session was lost before the connection confirmed the send: whether
+    /// it left decides between resending and `OutcomeUnknown`.
+    Limbo,
+}
+
+/// The ledger.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    capacity: usize,
+    overflow: OverflowPolicy,
+    next_call_id: CallId,
+    next_request_id: u32,
+    entries: HashMap<CallId, Entry>,
+    /// Calls waiting to be sent, in order.
+    queue: VecDeque<CallId>,
+    /// Calls in flight, in the order they were sent.
+    in_flight: VecDeque<CallId>,
+}
+
+impl Ledger {
+    /// An empty ledger holding at most `capacity` calls (queued and in flight).
+    pub fn new(capacity: usize, overflow: OverflowPolicy) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            overflow,
+            next_call_id: 1,
+            next_request_id: 1,
+            entries: HashMap::new(),
+            queue: VecDeque::new(),
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Calls held (queued and in flight).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no call is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Calls waiting to be sent.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Calls sent and not answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The calls worth keeping across an app restart, in acceptance order:
+    /// queued ones, and sent ones the module would recognise as repeats.
+    pub fn persistable(&self) -> Vec<&Call> {
+        let mut ids: Vec<&CallId> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == State::Queued || (e.call.notify && matches!(e.call.dedup, Dedup::Sequenced(_))))
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort();
+        ids.into_iter().filter_map(|id| self.entries.get(id).map(|e| &e.call)).collect()
+    }
+
+    /// Accepts a call at the back of the queue.
+    pub fn enqueue(&mut self, call: Call) -> Result<(CallId, Option<Abandoned>), QueueFull> {
+        let mut dropped = None;
+        if self.entries.len() >= self.capacity {
+            match self.overflow {
+                OverflowPolicy::RejectNew => return Err(QueueFull { capacity: self.capacity }),
+                OverflowPolicy::DropOldest => {
+                    // Only an unsent call can be dropped; with everything in flight, refuse.
+                    let Some(oldest) = self.queue.pop_front() else {
+                        return Err(QueueFull { capacity: self.capacity });
+                    };
+                    if let Some(entry) = self.entries.remove(&oldest) {
+                        dropped = Some(Abandoned::Dropped { id: oldest, reducer: entry.call.reducer });
+                    }
+                }
+            }
+        }
+        let id = self.next_call_id;
+        self.next_call_id += 1;
+        self.entries.insert(id, Entry { call, state: State::Queued, attempts: 0 });
+        self.queue.push_back(id);
+        Ok((id, dropped))
+    }
+
+    /// Takes the next queued call to send on session `generation`, giving it a fresh request id.
+    pub fn next_send(&mut self, generation: u64, now: Instant) -> Option<(CallId, ws::CallReducer<Bytes>)> {
+        let id = self.queue.pop_front()?;
+        let request_id = self.fresh_request_id();
+        let entry = self.entries.get_mut(&id)?;
+        entry.state = State::InFlight { request_id, generation, sent_at: now, confirmed: false };
+        entry.attempts += 1;
+        let flags =
+            if entry.call.notify { ws::CallReducerFlags::FullUpdate } else { ws::CallReducerFlags::NoSuccessNotify };
+        let message = ws::CallReducer {
+            reducer: entry.call.reducer.as_str().into(),
+            args: entry.call.args.clone(),
+            request_id,
+            flags,
+        };
+        // A fire-and-forget call is kept too, to recognise its failure; it is
+        // done once a later call on the same session is answered.
+        self.in_flight.push_back(id);
+        Some((id, message))
+    }
+
+    /// The connection answered the send of `id`: `sent` if the call is on the
+    /// socket, otherwise it never left (not connected, a newer session,
+    /// back-pressure) and goes back to its place in the queue.
+    pub fn confirm(&mut self, id: CallId, sent: bool) -> Option<Abandoned> {
+        let entry = self.entries.get_mut(&id)?;
+        match (entry.state, sent) {
+            (State::InFlight { request_id, generation, sent_at, .. }, true) => {
+                entry.state = State::InFlight { request_id, generation, sent_at, confirmed: true };
+                None
+            }
+            (State::InFlight { .. }, false) => {
+                self.in_flight.retain(|x| *x != id);
+                self.requeue(id);
+                None
+            }
+            (State::Limbo, true) => self.after_lost_session(id),
+            (State::Limbo, false) => {
+                self.requeue(id);
+                None
+            }
+            (State::Queued, _) => None,
+        }
+    }
+
+    /// Puts `id` back in the queue at its place by acceptance order.
+    fn requeue(&mut self, id: CallId) {
+        let Some(entry) = self.entries.get_mut(&id) else { return };
+        entry.state = State::Queued;
+        entry.attempts = entry.attempts.saturating_sub(1);
+        let position = self.queue.iter().position(|x| *x > id).unwrap_or(self.queue.len());
+        self.queue.insert(position, id);
+    }
+
+    /// A call that left on a session lost before its answer: resent if the
+    /// module drops repeats, otherwise abandoned.
+    fn after_lost_session(&mut self, id: CallId) -> Option<Abandoned> {
+        let entry = self.entries.get(&id)?;
+        if entry.call.notify && matches!(entry.call.dedup, Dedup::Sequenced(_)) {
+            // It was sent once already; `requeue` takes one attempt back, so count it again.
+            self.requeue(id);
+            if let Some(e) = self.entries.get_mut(&id) {
+                e.attempts += 1;
+            }
+            None
+        } else {
+            let entry = self.entries.remove(&id)?;
+            Some(Abandoned::OutcomeUnknown { id, reducer: entry.call.reducer })
+        }
+    }
+
+    /// Matches a transaction update to the in-flight call it answers, if it is ours.
+    pub fn resolve(
+        &mut self,
+        tx: &ws::TransactionUpdate<ws::BsatnFormat>,
+        ours: Option<ConnectionId>,
+        generation: u64,
+        now: Instant,
+    ) -> Option<ReducerResult> {
+        if Some(tx.caller_connection_id) != ours {
+            return None;
+        }
+        let info = &tx.reducer_call;
+        let answers = |entry: &Entry| {
+            let State::InFlight { request_id, generation: g, .. } = entry.state else { return false };
+            g == generation
+                && if info.request_id != 0 {
+                    request_id == info.request_id
+                } else {
+                    *entry.call.reducer == *info.reducer_name && entry.call.args[..] == info.args[..]
+                }
+        };
+        let position = self.in_flight.iter().position(|id| self.entries.get(id).is_some_and(answers))?;
+        let id = self.in_flight.remove(position)?;
+        // The server runs one connection's calls in order: fire-and-forget calls
+        // sent before this one have run, and none of them failed (a failure
+        // would have come first), so they are done.
+        let earlier: Vec<CallId> = self.in_flight.iter().take(position).copied().collect();
+        for earlier_id in earlier {
+            if self.entries.get(&earlier_id).is_some_and(|e| !e.call.notify) {
+                self.entries.remove(&earlier_id);
+                self.in_flight.retain(|x| *x != earlier_id);
+            }
+        }
+        let entry = self.entries.remove(&id)?;
+        let State::InFlight { request_id, sent_at, .. } = entry.state else { return None };
+        let outcome = match &tx.status {
+            ws::UpdateStatus::Committed(_) => Outcome::Committed,
+            ws::UpdateStatus::Failed(message) => Outcome::Failed(message.to_string()),
+            ws::UpdateStatus::OutOfEnergy => Outcome::OutOfEnergy,
+        };
+        Some(ReducerResult {
+            call_id: id,
+            reducer: entry.call.reducer,
+            sequence_number: match entry.call.dedup {
+                Dedup::Sequenced(seq) => Some(seq),
+                Dedup::None => None,
+            },
+            request_id,
+            outcome,
+            server_execution: Duration::from_micros(tx.total_host_execution_duration.to_micros().max(0) as u64),
+            round_trip: now.saturating_duration_since(sent_at),
+            attempts: entry.attempts,
+        })
+    }
+
+    /// Session `generation` is gone. Confirmed calls in flight on it go back to
+    /// the queue if the module drops repeats, and are abandoned otherwise;
+    /// unconfirmed ones wait in limbo for the connection's answer (`confirm`).
+    pub fn session_lost(&mut self, generation: u64) -> Vec<Abandoned> {
+        let mut abandoned = Vec::new();
+        let in_flight = std::mem::take(&mut self.in_flight);
+        for id in in_flight {
+            let Some(entry) = self.entries.get_mut(&id) else { continue };
+            match entry.state {
+                State::InFlight { generation: g, confirmed, .. } if g == generation => {
+                    if confirmed {
+                        abandoned.extend(self.after_lost_session(id));
+                    } else {
+                        entry.state = State::Limbo;
+                    }
+                }
+                _ => self.in_flight.push_back(id),
+            }
+        }
+        abandoned
+    }
+
+    /// Removes a call wherever it is (a cancelled batch, say). Returns whether it was held.
+    pub fn cancel(&mut self, id: CallId) -> bool {
+        self.queue.retain(|x| *x != id);
+        self.in_flight.retain(|x| *x != id);
+        self.entries.remove(&id).is_some()
+    }
+
+    fn fresh_request_id(&mut self) -> u32 {
+        // 0 is what SpacetimeDB 1.3 puts on failed calls: never use it.
+        let id = self.next_request_id;
+        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
+        id
+    }
+}
