@@ -180,7 +180,28 @@ pub struct Entity {
     pub map_id: u32,
     pub kind: EntityKind,
     pub pos: Vec2,
+    /// The grid cell of `pos` (cells of [`CELL_SIZE`] units): integer columns a
+    /// client can filter on to subscribe to the area around a point.
+    pub cell_x: i32,
+    /// See `cell_x`.
+    pub cell_y: i32,
     pub hp: i32,
+}
+
+/// Side of the grid cells of `entity.cell_x`/`cell_y`, in map units.
+pub const CELL_SIZE: f32 = 10.0;
+
+/// The grid cell of a position.
+fn cell_of(pos: Vec2) -> (i32, i32) {
+    ((pos.x / CELL_SIZE).floor() as i32, (pos.y / CELL_SIZE).floor() as i32)
+}
+
+impl Entity {
+    /// This entity moved to `pos` (its cell follows).
+    fn at(self, pos: Vec2) -> Self {
+        let (cell_x, cell_y) = cell_of(pos);
+        Self { pos, cell_x, cell_y, ..self }
+    }
 }
 
 /// The NPC part of an [`Entity`] of kind [`EntityKind::Npc`].
@@ -357,26 +378,15 @@ fn step_towards(from: Vec2, to: Vec2, max_dist: f32) -> Vec2 {
 fn npc_home(entity_id: u64, map: &Map) -> Vec2 {
     let h = mix(entity_id ^ 0x4E50_4348_4F4D_4500);
     let (mx, my) = (map.width * 0.1, map.height * 0.1);
-    Vec2::new(
-        mx + unit_f32(h) * (map.width - 2.0 * mx),
-        my + unit_f32(mix(h)) * (map.height - 2.0 * my),
-    )
+    Vec2::new(mx + unit_f32(h) * (map.width - 2.0 * mx), my + unit_f32(mix(h)) * (map.height - 2.0 * my))
 }
 
 fn find_map(ctx: &ReducerContext, map_id: u32) -> Result<Map, String> {
-    ctx.db
-        .map()
-        .map_id()
-        .find(map_id)
-        .ok_or_else(|| format!("map {map_id} does not exist"))
+    ctx.db.map().map_id().find(map_id).ok_or_else(|| format!("map {map_id} does not exist"))
 }
 
 fn find_player(ctx: &ReducerContext) -> Result<Player, String> {
-    ctx.db
-        .player()
-        .identity()
-        .find(ctx.sender)
-        .ok_or_else(|| "not joined: call join first".to_string())
+    ctx.db.player().identity().find(ctx.sender).ok_or_else(|| "not joined: call join first".to_string())
 }
 
 fn config(ctx: &ReducerContext) -> Config {
@@ -395,10 +405,9 @@ fn reschedule_npc_tick(ctx: &ReducerContext, interval_ms: u64) {
         ctx.db.npc_tick_schedule().scheduled_id().delete(id);
     }
     if interval_ms > 0 {
-        ctx.db.npc_tick_schedule().insert(NpcTickSchedule {
-            scheduled_id: 0,
-            scheduled_at: Duration::from_millis(interval_ms).into(),
-        });
+        ctx.db
+            .npc_tick_schedule()
+            .insert(NpcTickSchedule { scheduled_id: 0, scheduled_at: Duration::from_millis(interval_ms).into() });
     }
 }
 
@@ -413,11 +422,7 @@ fn reschedule_npc_tick(ctx: &ReducerContext, interval_ms: u64) {
 /// [`npc_tick`] schedule.
 #[reducer(init)]
 pub fn init(ctx: &ReducerContext) -> Result<(), String> {
-    ctx.db.config().insert(Config {
-        id: CONFIG_ID,
-        npc_tick_ms: DEFAULT_NPC_TICK_MS,
-        max_step: DEFAULT_MAX_STEP,
-    });
+    ctx.db.config().insert(Config { id: CONFIG_ID, npc_tick_ms: DEFAULT_NPC_TICK_MS, max_step: DEFAULT_MAX_STEP });
 
     let maps = [
         Map { map_id: 1, name: "meadow".into(), width: 100.0, height: 100.0 },
@@ -430,15 +435,20 @@ pub fn init(ctx: &ReducerContext) -> Result<(), String> {
         let map = ctx.db.map().insert(map);
 
         for (slot, npc_name) in NPC_NAMES.iter().enumerate() {
+            let start = centre(&map);
+            let (cell_x, cell_y) = cell_of(start);
             let row = ctx.db.entity().insert(Entity {
                 entity_id: 0,
                 map_id: map.map_id,
                 kind: EntityKind::Npc,
-                pos: centre(&map),
+                pos: start,
+                cell_x,
+                cell_y,
                 hp: START_HP,
             });
             let home = npc_home(row.entity_id, &map);
-            ctx.db.entity().entity_id().update(Entity { pos: home, ..row });
+            let entity_id = row.entity_id;
+            ctx.db.entity().entity_id().update(row.at(home));
             let around = |dx: f32, dy: f32| clamp_to_map(Vec2::new(home.x + dx, home.y + dy), &map);
             let behaviour = match slot {
                 0 => Behaviour::Idle,
@@ -448,7 +458,7 @@ pub fn init(ctx: &ReducerContext) -> Result<(), String> {
                 _ => Behaviour::Patrol(vec![around(-3.0, 0.0), around(3.0, 0.0)]),
             };
             ctx.db.npc().insert(Npc {
-                entity_id: row.entity_id,
+                entity_id,
                 name: format!("{npc_name} of the {}", map.name),
                 behaviour,
                 speed: 1.0,
@@ -606,12 +616,7 @@ pub fn attack(ctx: &ReducerContext, target_entity_id: u64) -> Result<(), String>
 #[reducer]
 pub fn pick_up(ctx: &ReducerContext, item_id: u64) -> Result<(), String> {
     let player = find_player(ctx)?;
-    let item = ctx
-        .db
-        .item()
-        .item_id()
-        .find(item_id)
-        .ok_or_else(|| format!("item {item_id} does not exist"))?;
+    let item = ctx.db.item().item_id().find(item_id).ok_or_else(|| format!("item {item_id} does not exist"))?;
     if item.owner.is_some() {
         return Err(format!("item {item_id} is already owned"));
     }
@@ -621,16 +626,8 @@ pub fn pick_up(ctx: &ReducerContext, item_id: u64) -> Result<(), String> {
     if player.pos.distance(item.pos) > PICK_UP_RANGE {
         return Err(format!("item {item_id} is out of range"));
     }
-    ctx.db.item().item_id().update(Item {
-        owner: Some(ctx.sender),
-        ..item
-    });
-    ctx.db.inventory().insert(Inventory {
-        slot_id: 0,
-        owner: ctx.sender,
-        item_id,
-        quantity: 1,
-    });
+    ctx.db.item().item_id().update(Item { owner: Some(ctx.sender), ..item });
+    ctx.db.inventory().insert(Inventory { slot_id: 0, owner: ctx.sender, item_id, quantity: 1 });
     Ok(())
 }
 
@@ -694,7 +691,7 @@ pub fn npc_tick(ctx: &ReducerContext, arg: NpcTickSchedule) -> Result<(), String
         };
         let pos = clamp_to_map(step_towards(entity.pos, target, step), map);
         if pos != entity.pos {
-            ctx.db.entity().entity_id().update(Entity { pos, ..entity });
+            ctx.db.entity().entity_id().update(entity.at(pos));
         }
     }
     Ok(())
@@ -710,10 +707,7 @@ pub fn set_npc_tick(ctx: &ReducerContext, interval_ms: u64) -> Result<(), String
     }
     reschedule_npc_tick(ctx, interval_ms);
     let cfg = config(ctx);
-    let cfg = Config {
-        npc_tick_ms: interval_ms,
-        ..cfg
-    };
+    let cfg = Config { npc_tick_ms: interval_ms, ..cfg };
     if ctx.db.config().id().find(CONFIG_ID).is_some() {
         ctx.db.config().id().update(cfg);
     } else {
@@ -741,19 +735,21 @@ pub fn spawn_entities(ctx: &ReducerContext, map_id: u32, count: u32) -> Result<(
     // Knuth's MMIX LCG; the high 24 bits of each state are the output.
     let mut state: u64 = mix(((map_id as u64) << 32) | count as u64);
     let mut next = || {
-        state = state
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
         unit_f32(state)
     };
     for _ in 0..count {
         let x = next() * map.width;
         let y = next() * map.height;
+        let pos = Vec2::new(x, y);
+        let (cell_x, cell_y) = cell_of(pos);
         ctx.db.entity().insert(Entity {
             entity_id: 0,
             map_id,
             kind: EntityKind::Spawned,
-            pos: Vec2::new(x, y),
+            pos,
+            cell_x,
+            cell_y,
             hp: SPAWNED_HP,
         });
     }
@@ -839,11 +835,7 @@ pub fn insert_sample(ctx: &ReducerContext, id: u32) {
             an_opt_string: None,
             a_color: Color::Red,
             a_shape: Shape::Empty,
-            a_nested: Nested {
-                inner: Vec2::new(0.0, 0.0),
-                tags: Vec::new(),
-                shape: None,
-            },
+            a_nested: Nested { inner: Vec2::new(0.0, 0.0), tags: Vec::new(), shape: None },
             an_identity: Identity::ZERO,
             a_connection_id: ConnectionId::ZERO,
             a_timestamp: Timestamp::UNIX_EPOCH,
