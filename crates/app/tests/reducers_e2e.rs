@@ -317,3 +317,36 @@ async fn e2e_queued_calls_survive_an_app_restart() {
     second.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_fire_and_forget_calls_run_without_an_answer() {
+    let (tx, mut told) = tokio::sync::mpsc::unbounded_channel();
+    let tap = Tap(tx).start();
+    let (app, mut events) = start_with_reducer_listeners(tap.recipient());
+    events.connected().await;
+    let me = events.identity().await.identity;
+    let schema = schema().await;
+    let joined = app.reducers.call_json(&schema, "join", r#"["fire", 1]"#).await.unwrap();
+    assert_eq!(joined.outcome, Outcome::Committed);
+
+    let fired = app.reducers.fire("move_player", move_args(1, 1.0, 0.0)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while progress(me).await != (1, 1) {
+        assert!(tokio::time::Instant::now() < deadline, "the fired call did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It was told as called, and then it is simply done: nothing is held.
+    let mut called = false;
+    while let Ok(event) = told.try_recv() {
+        match event {
+            ReducerEvent::Called { call_id, .. } if call_id == fired => called = true,
+            ReducerEvent::Completed(r) if r.call_id == fired => panic!("no answer comes for a fired call: {r:?}"),
+            _ => {}
+        }
+    }
+    assert!(called);
+    let status = app.reducers.status().await.unwrap();
+    assert_eq!((status.queued, status.in_flight), (0, 0));
+    app.shutdown();
+}

@@ -52,13 +52,27 @@ impl ReducerHandle {
         self.call(reducer, bytes.into()).await
     }
 
+    /// Calls `reducer` with arguments in JSON (SATS-JSON, as the server's HTTP
+    /// API takes them), encoded by the module's schema: for tools and consoles.
+    pub async fn call_json(
+        &self,
+        schema: &ModuleSchema,
+        reducer: &str,
+        json: &str,
+    ) -> Result<ReducerResult, ReducerError> {
+        let args = schema
+            .encode_reducer_args(reducer, json)
+            .map_err(|e| ReducerError::Invalid { reducer: reducer.into(), reason: e.to_string() })?;
+        self.call(reducer, args).await
+    }
+
     /// Sends a prepared call and waits for its result.
     pub async fn call_with(&self, call: Call) -> Result<ReducerResult, ReducerError> {
         self.addr.send(CallReducer { call }).await.map_err(|_| ReducerError::ActorGone)?
     }
 
-    /// Calls `reducer` without waiting for success (`NoSuccessNotify`); a failure
-    /// is still told to the listeners. Returns once the call is accepted.
+    /// Calls `reducer` without any answer (`NoSuccessNotify`; SpacetimeDB 1.3
+    /// reports nothing back, not even a failure). Returns once the call is accepted.
     pub async fn fire(&self, reducer: &str, args: Bytes) -> Result<CallId, ReducerError> {
         let call = Call { reducer: reducer.into(), args, notify: false, dedup: Dedup::None };
         self.addr.send(FireReducer { call }).await.map_err(|_| ReducerError::ActorGone)?

@@ -23,8 +23,8 @@ pub struct CallReducer {
     pub call: Call,
 }
 
-/// Call a reducer without waiting for success (`NoSuccessNotify`); answers
-/// once the call is accepted. A failure is still told as `ReducerEvent::Failed`.
+/// Call a reducer without any answer (`NoSuccessNotify`: SpacetimeDB 1.3 then
+/// reports nothing back, not even a failure); answers once the call is accepted.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<CallId, ReducerError>")]
 pub struct FireReducer {
