@@ -150,6 +150,11 @@ impl ReducerActor {
 
     /// Sends queued calls while connected and under `max_in_flight`.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        // Calls of a lost session still waiting for the connection's word go
+        // first, in order, if they come back: nothing overtakes them.
+        if self.ledger.in_limbo() > 0 {
+            return;
+        }
         while self.connected && self.ledger.in_flight() < self.config.max_in_flight {
             let Some((id, call)) = self.ledger.next_send(self.generation, now()) else { break };
             let send = self
@@ -159,6 +164,9 @@ impl ReducerActor {
                 let sent = matches!(result, Ok(Ok(())));
                 if let Some(abandoned) = act.ledger.confirm(id, sent) {
                     act.abandon(abandoned);
+                }
+                if act.ledger.in_limbo() == 0 && act.connected {
+                    act.pump(ctx);
                 }
                 if !sent {
                     // Not on the socket: the call is back in the queue; the next

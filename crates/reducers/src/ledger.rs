@@ -44,7 +44,8 @@ pub struct Call {
     pub reducer: String,
     /// Its BSATN-encoded arguments.
     pub args: Bytes,
-    /// Whether a result is wanted (`false`: fire and forget, `NoSuccessNotify`).
+    /// Whether a result is wanted (`false`: fire and forget, `NoSuccessNotify`:
+    /// SpacetimeDB 1.3 then reports nothing, not even a failure).
     pub notify: bool,
     /// Whether it may be resent.
     pub dedup: Dedup,
@@ -181,6 +182,13 @@ impl Ledger {
         self.queue.len()
     }
 
+    /// Calls whose session was lost before the connection confirmed their send.
+    /// Nothing new should be sent while there are any: one of them may yet come
+    /// back to the queue, ahead of later calls.
+    pub fn in_limbo(&self) -> usize {
+        self.entries.values().filter(|e| e.state == State::Limbo).count()
+    }
+
     /// Calls sent and not answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
@@ -238,8 +246,6 @@ impl Ledger {
             request_id,
             flags,
         };
-        // A fire-and-forget call is kept too, to recognise its failure; it is
-        // done once a later call on the same session is answered.
         self.in_flight.push_back(id);
         Some((id, message))
     }
@@ -249,6 +255,13 @@ impl Ledger {
     /// back-pressure) and goes back to its place in the queue.
     pub fn confirm(&mut self, id: CallId, sent: bool) -> Option<Abandoned> {
         let entry = self.entries.get_mut(&id)?;
+        if sent && !entry.call.notify {
+            // Fire and forget: SpacetimeDB 1.3 tells nothing about such a call,
+            // not even its failure, so once it is on the socket it is done.
+            self.in_flight.retain(|x| *x != id);
+            self.entries.remove(&id);
+            return None;
+        }
         match (entry.state, sent) {
             (State::InFlight { request_id, generation, sent_at, .. }, true) => {
                 entry.state = State::InFlight { request_id, generation, sent_at, confirmed: true };
@@ -308,11 +321,13 @@ impl Ledger {
         let info = &tx.reducer_call;
         let answers = |entry: &Entry| {
             let State::InFlight { request_id, generation: g, .. } = entry.state else { return false };
+            // A fire-and-forget call never gets an answer in 1.3: never give it one.
             g == generation
+                && entry.call.notify
                 && if info.request_id != 0 {
                     request_id == info.request_id
                 } else {
-                    *entry.call.reducer == *info.reducer_name
+                    *entry.call.reducer == *info.reducer_name && entry.call.args[..] == info.args[..]
                 }
         };
         let position = self.in_flight.iter().position(|id| self.entries.get(id).is_some_and(answers))?;
