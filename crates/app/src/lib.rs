@@ -34,5 +34,7 @@ pub use spacelink_connection::{
 };
 pub use spacelink_reducers as reducers;
 pub use spacelink_reducers::{ReducerConfig, ReducerError, ReducerHandle, ReducerResult};
+pub use spacelink_sync as sync;
+pub use spacelink_sync::{SyncConfig, SyncError, SyncHandle};
 pub use store::FileQueueStore;
 pub use supervisor::{Spacelink, SpacelinkConfig, Supervisor};

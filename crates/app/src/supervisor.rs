@@ -17,6 +17,7 @@ use spacelink_connection::{
     StateChanged,
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
+use spacelink_sync::{SyncActor, SyncConfig, SyncHandle, SyncListeners};
 
 use crate::store::FileQueueStore;
 
@@ -32,12 +33,24 @@ pub struct SpacelinkConfig {
     /// Fetch the module's schema at start, so that reducer calls are checked
     /// against it before sending (default: yes).
     pub fetch_schema: bool,
+    /// State synchronisation.
+    pub sync: SyncConfig,
+    /// The module's schema, if already known: needed for state synchronisation
+    /// (rows are keyed by their primary keys). [`Spacelink::connect`] fetches it.
+    pub schema: Option<Arc<ModuleSchema>>,
 }
 
 impl SpacelinkConfig {
     /// Defaults around a connection configuration.
     pub fn new(connection: ConnectionConfig) -> Self {
-        Self { connection, reducers: ReducerConfig::default(), queue_file: None, fetch_schema: true }
+        Self {
+            connection,
+            reducers: ReducerConfig::default(),
+            queue_file: None,
+            fetch_schema: true,
+            sync: SyncConfig::default(),
+            schema: None,
+        }
     }
 }
 
@@ -58,6 +71,9 @@ pub struct Spacelink {
     pub connection: ConnectionHandle,
     /// The reducer client.
     pub reducers: ReducerHandle,
+    /// State synchronisation (present when the schema was known at start, as
+    /// with [`Spacelink::connect`]).
+    pub sync: Option<SyncHandle>,
 }
 
 impl Spacelink {
@@ -70,17 +86,48 @@ impl Spacelink {
         Self::start_with(SpacelinkConfig::new(config), listeners, ReducerListeners::default())
     }
 
+    /// Fetches the module's schema, then starts the whole tree (connection,
+    /// reducer client and state synchronisation). Call inside an actix system.
+    pub async fn connect(
+        mut config: SpacelinkConfig,
+        listeners: Listeners,
+        reducer_listeners: ReducerListeners,
+        sync_listeners: SyncListeners,
+    ) -> Result<Self, ConnectionError> {
+        config.connection.validate()?;
+        if config.schema.is_none() {
+            let http = config.connection.http_base()?;
+            let schema =
+                ModuleSchema::fetch(&http, &config.connection.database, config.connection.token.as_deref()).await?;
+            config.schema = Some(Arc::new(schema));
+        }
+        config.fetch_schema = false;
+        Self::start_all(config, listeners, reducer_listeners, sync_listeners)
+    }
+
     /// Starts the supervisor tree: the reducer client, then the connection wired to it.
     pub fn start_with(
         config: SpacelinkConfig,
+        listeners: Listeners,
+        reducer_listeners: ReducerListeners,
+    ) -> Result<Self, ConnectionError> {
+        Self::start_all(config, listeners, reducer_listeners, SyncListeners::default())
+    }
+
+    /// Starts every child: the reducer and sync actors exist (as addresses)
+    /// before the connection, so that each can be given the other's recipients.
+    fn start_all(
+        config: SpacelinkConfig,
         mut listeners: Listeners,
         reducer_listeners: ReducerListeners,
+        sync_listeners: SyncListeners,
     ) -> Result<Self, ConnectionError> {
         config.connection.validate()?;
         let http_base = config.connection.http_base()?;
         let database = config.connection.database.clone();
         let token = config.connection.token.clone();
         let mut outcome = None;
+        let mut sync = None;
         let supervisor = Supervisor::create(|ctx| {
             // The reducer actor's address exists before the actor, so that the
             // connection can be given its recipients and it the connection's.
@@ -90,6 +137,11 @@ impl Spacelink {
             listeners.messages.push(reducer_addr.clone().recipient());
             listeners.states.push(reducer_addr.clone().recipient());
             listeners.identities.push(reducer_addr.clone().recipient());
+            let sync_ctx = config.schema.as_ref().map(|_| Context::<SyncActor>::new());
+            if let Some(sync_ctx) = &sync_ctx {
+                listeners.messages.push(sync_ctx.address().recipient());
+                listeners.states.push(sync_ctx.address().recipient());
+            }
             let result = ConnectionActor::start_supervised(config.connection, listeners);
             let connection = result.as_ref().ok().cloned();
             if let Some(connection) = &connection {
@@ -98,6 +150,20 @@ impl Spacelink {
                     ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
                 reducer_ctx.run(actor);
             }
+            sync = match (sync_ctx, &connection, config.schema.clone()) {
+                (Some(sync_ctx), Some(connection), Some(schema)) => {
+                    let actor = SyncActor::new(
+                        config.sync,
+                        schema.clone(),
+                        connection.addr().clone().recipient(),
+                        sync_listeners,
+                    );
+                    let reader = actor.cache().reader();
+                    let addr = sync_ctx.run(actor);
+                    Some(SyncHandle::new(addr, reader, schema))
+                }
+                _ => None,
+            };
             let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
             outcome = Some(result.map(|c| (c, reducers.clone())));
             Supervisor { connection, reducers, last_state: ConnectionState::Disconnected }
@@ -111,7 +177,9 @@ impl Spacelink {
             }
             None => return Err(ConnectionError::ActorGone),
         };
-        if config.fetch_schema {
+        if let Some(schema) = &config.schema {
+            reducers.set_schema(schema.clone());
+        } else if config.fetch_schema {
             let reducers = reducers.clone();
             actix::spawn(async move {
                 match ModuleSchema::fetch(&http_base, &database, token.as_deref()).await {
@@ -120,7 +188,7 @@ impl Spacelink {
                 }
             });
         }
-        Ok(Self { supervisor, connection, reducers })
+        Ok(Self { supervisor, connection, reducers, sync })
     }
 
     /// Closes the connection and stops the tree.

@@ -1,8 +1,28 @@
-//! State synchronisation for spacelink. **Not implemented yet.**
+//! State synchronisation for spacelink.
 //!
-//! This crate will own the `SyncActor`: query-set subscriptions
-//! (`SubscribeMulti`/`UnsubscribeMulti`), the client cache (rows keyed by primary
-//! key, reference-counted across overlapping subscriptions, applied atomically per
-//! transaction), map and spatial interest management, and reconciliation of the
-//! cache with fresh state after a reconnect. It will consume the connection's
-//! `ServerEvent`s and send `SendMessage`s; it knows nothing above `connection`.
+//! The `SyncActor` owns query-set subscriptions (`SubscribeMulti` /
+//! `UnsubscribeMulti`), the client cache (rows keyed by primary key,
+//! reference-counted across overlapping subscriptions, applied atomically per
+//! transaction, shared read-only through [`CacheReader`]), map and spatial
+//! interest management (a grid index over the cache and an area of interest
+//! that follows a point with hysteresis), and the reconciliation of the cache
+//! with fresh state after a reconnect, so that unchanged rows fire nothing.
+//!
+//! Architecture invariant: this crate consumes the connection's
+//! `ServerMessageReceived` and `StateChanged`, sends `SendMessage`, and knows
+//! nothing above `connection`.
+
+pub mod actor;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod handle;
+pub mod messages;
+pub mod spatial;
+
+pub use actor::{SchemaKeys, SyncActor};
+pub use cache::{CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, TableDelta, WholeRow};
+pub use config::SyncConfig;
+pub use error::SyncError;
+pub use handle::{SyncHandle, TableView};
+pub use messages::*;

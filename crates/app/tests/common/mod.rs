@@ -155,6 +155,11 @@ pub fn start_configured(
     (Spacelink::start_with(config, listeners, reducer_listeners).unwrap(), events)
 }
 
+/// Listeners that collect all the connection tells.
+pub fn collecting_listeners() -> (Listeners, Events) {
+    collecting(|_| {})
+}
+
 fn collecting(more: impl FnOnce(&mut Listeners)) -> (Listeners, Events) {
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = Collector(tx).start();

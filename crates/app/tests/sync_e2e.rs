@@ -1,0 +1,341 @@
+//! End-to-end tests of state synchronisation against the real server: a cache
+//! that survives cuts and server restarts under a stream of writes, spatial
+//! interest that follows a walking player, and a bad query that disturbs
+//! nothing. The scenarios change the server's tick and restart it: one at a time.
+#![allow(clippy::unwrap_used, clippy::await_holding_lock)]
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use common::proxy::FaultProxy;
+use common::*;
+use spacelink::reducers::ReducerListeners;
+use spacelink::sync::{RowChange, RowKeys, RowsChanged, SchemaKeys, SubscriptionEvent, SyncListeners};
+use spacelink::{ModuleSchema, Spacelink, SpacelinkConfig, SyncError};
+use tokio::sync::mpsc;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn upstream() -> SocketAddr {
+    let (url, _) = server();
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Forwards the sync actor's events into channels.
+struct Tap(mpsc::UnboundedSender<RowsChanged>, mpsc::UnboundedSender<SubscriptionEvent>);
+
+impl Actor for Tap {
+    type Context = Context<Self>;
+}
+
+impl Handler<RowsChanged> for Tap {
+    type Result = ();
+    fn handle(&mut self, msg: RowsChanged, _: &mut Self::Context) {
+        let _ = self.0.send(msg);
+    }
+}
+
+impl Handler<SubscriptionEvent> for Tap {
+    type Result = ();
+    fn handle(&mut self, msg: SubscriptionEvent, _: &mut Self::Context) {
+        let _ = self.1.send(msg);
+    }
+}
+
+struct Synced {
+    app: Spacelink,
+    events: Events,
+    changes: mpsc::UnboundedReceiver<RowsChanged>,
+    subscriptions: mpsc::UnboundedReceiver<SubscriptionEvent>,
+}
+
+async fn connect(server_url: Option<String>) -> Synced {
+    let mut connection = config();
+    if let Some(url) = server_url {
+        connection.server_url = url;
+    }
+    let (ctx, changes) = mpsc::unbounded_channel();
+    let (stx, subscriptions) = mpsc::unbounded_channel();
+    let tap = Tap(ctx, stx).start();
+    let (listeners, events) = collecting_listeners();
+    let sync_listeners = SyncListeners { changes: vec![tap.clone().recipient()], subscriptions: vec![tap.recipient()] };
+    let app =
+        Spacelink::connect(SpacelinkConfig::new(connection), listeners, ReducerListeners::default(), sync_listeners)
+            .await
+            .unwrap();
+    Synced { app, events, changes, subscriptions }
+}
+
+/// Calls a reducer through the reducer client with JSON arguments; panics unless it commits.
+async fn run(app: &Spacelink, schema: &ModuleSchema, reducer: &str, json: &str) {
+    let result = app.reducers.call_json(schema, reducer, json).await.unwrap();
+    assert_eq!(result.outcome, spacelink::reducers::Outcome::Committed, "{reducer} {json}");
+}
+
+/// The rows the callbacks describe, built only from the callbacks; each
+/// change must make sense against it (no insert of a present row, no update or
+/// delete of an absent one, no update that changes nothing).
+#[derive(Default)]
+struct Shadow {
+    rows: HashMap<(String, Bytes), Bytes>,
+}
+
+impl Shadow {
+    fn take(&mut self, keys: &SchemaKeys, event: &RowsChanged) {
+        for change in event.changes.iter() {
+            match change {
+                RowChange::Insert { table, row } => {
+                    let key = (table.to_string(), keys.key(table, row).0);
+                    assert!(self.rows.insert(key, row.clone()).is_none(), "insert of a row already seen: {table}");
+                }
+                RowChange::Update { table, old, new } => {
+                    assert_ne!(old, new, "an update that changes nothing fired");
+                    let key = (table.to_string(), keys.key(table, new).0);
+                    let before = self.rows.insert(key, new.clone());
+                    assert_eq!(before.as_ref(), Some(old), "update of a row not seen as it was: {table}");
+                }
+                RowChange::Delete { table, row } => {
+                    let key = (table.to_string(), keys.key(table, row).0);
+                    assert_eq!(self.rows.remove(&key).as_ref(), Some(row), "delete of a row not seen: {table}");
+                }
+            }
+        }
+    }
+
+    fn drain(&mut self, keys: &SchemaKeys, rx: &mut mpsc::UnboundedReceiver<RowsChanged>) -> (usize, usize) {
+        let (mut changes, mut reconciled) = (0, 0);
+        while let Ok(event) = rx.try_recv() {
+            changes += event.changes.len();
+            if event.reconciled {
+                reconciled += event.changes.len();
+            }
+            self.take(keys, &event);
+        }
+        (changes, reconciled)
+    }
+
+    fn rows_of(&self, table: &str) -> BTreeSet<Bytes> {
+        self.rows.iter().filter(|((t, _), _)| t == table).map(|(_, row)| row.clone()).collect()
+    }
+}
+
+/// `(entity_id, cell_x, cell_y, hp)` of rows, decoded by the schema.
+fn entity_facts(schema: &ModuleSchema, rows: impl IntoIterator<Item = Bytes>) -> BTreeSet<(u64, i64, i64, i64)> {
+    let table = schema.table("entity").unwrap();
+    rows.into_iter()
+        .map(|row| {
+            let json = table.row_to_json(&table.decode(&row).unwrap());
+            (
+                json["entity_id"].as_u64().unwrap(),
+                json["cell_x"].as_i64().unwrap(),
+                json["cell_y"].as_i64().unwrap(),
+                json["hp"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The same facts from the server's SQL endpoint.
+async fn entity_facts_from_sql(schema: &ModuleSchema, map: u32) -> BTreeSet<(u64, i64, i64, i64)> {
+    let columns = &schema.table("entity").unwrap().columns;
+    let col = |name: &str| columns.iter().position(|c| c == name).unwrap();
+    let result = sql(&format!("SELECT * FROM entity WHERE map_id = {map}")).await;
+    result[0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row[col("entity_id")].as_u64().unwrap(),
+                row[col("cell_x")].as_i64().unwrap(),
+                row[col("cell_y")].as_i64().unwrap(),
+                row[col("hp")].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_cache_survives_cuts_and_restarts_under_a_stream_of_writes() {
+    let _serial = serial();
+    let dir = std::env::var("SPACELINK_SERVER_DIR").expect("SPACELINK_SERVER_DIR: run through cargo xtask");
+    let xtask = std::env::var("SPACELINK_XTASK_BIN").expect("SPACELINK_XTASK_BIN: run through cargo xtask");
+    let schema = Arc::new(schema().await);
+    let keys = SchemaKeys::new(schema.clone());
+    let proxy = FaultProxy::start(upstream()).await.unwrap();
+    let mut watcher = connect(Some(proxy.url())).await;
+    let writer = connect(None).await;
+    let sync = watcher.app.sync.clone().unwrap();
+    sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1", "SELECT * FROM player"]).await.unwrap();
+    // Overlapping on purpose: every row of map 1 is in both sets.
+    sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1 AND hp >= 0"]).await.unwrap();
+    let mut shadow = Shadow::default();
+    shadow.drain(&keys, &mut watcher.changes);
+    assert_eq!(shadow.rows_of("entity"), sync.cache().rows("entity").into_iter().collect());
+
+    run(&writer.app, &schema, "set_npc_tick", "[50]").await;
+    for round in 0..6 {
+        // Writes flow: the NPC tick, and another client spawning and walking.
+        run(&writer.app, &schema, "spawn_entities", "[1, 3]").await;
+        if round % 3 == 2 {
+            // The server process is restarted on the same port and data.
+            let restart = tokio::task::spawn_blocking({
+                let (xtask, dir) = (xtask.clone(), dir.clone());
+                move || Command::new(xtask).args(["server", "restart", "--dir", &dir]).output().unwrap()
+            })
+            .await
+            .unwrap();
+            assert!(restart.status.success(), "{}", String::from_utf8_lossy(&restart.stderr));
+        } else {
+            proxy.cut_all();
+        }
+        // Back up and reconciled (the writer reconnects by itself too).
+        watcher.events.connected().await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        run(&writer.app, &schema, "spawn_entities", "[1, 2]").await;
+
+        // Quiet the writes, then compare the cache with the server's own answer.
+        run(&writer.app, &schema, "set_npc_tick", "[0]").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        shadow.drain(&keys, &mut watcher.changes);
+        let cached = entity_facts(&schema, sync.cache().rows("entity"));
+        assert_eq!(cached, entity_facts_from_sql(&schema, 1).await, "round {round}: cache differs from the server");
+        assert_eq!(
+            shadow.rows_of("entity"),
+            sync.cache().rows("entity").into_iter().collect(),
+            "round {round}: the callbacks do not add up to the cache"
+        );
+        run(&writer.app, &schema, "set_npc_tick", "[50]").await;
+    }
+
+    // A reconnect with nothing changed meanwhile fires nothing at all.
+    run(&writer.app, &schema, "set_npc_tick", "[0]").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shadow.drain(&keys, &mut watcher.changes);
+    proxy.cut_all();
+    watcher.events.connected().await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (changes, _) = shadow.drain(&keys, &mut watcher.changes);
+    assert_eq!(changes, 0, "unchanged rows fired callbacks after a reconnect");
+    run(&writer.app, &schema, "set_npc_tick", "[200]").await;
+    run(&writer.app, &schema, "clear_spawned", "[1]").await;
+    watcher.app.shutdown();
+    writer.app.shutdown();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_spatial_interest_follows_a_walking_player_and_never_misses_an_entity() {
+    let _serial = serial();
+    let schema = Arc::new(schema().await);
+    let mut walker = connect(None).await;
+    walker.events.connected().await;
+    run(&walker.app, &schema, "set_npc_tick", "[0]").await;
+    run(&walker.app, &schema, "clear_spawned", "[2]").await;
+    run(&walker.app, &schema, "spawn_entities", "[2, 400]").await;
+    run(&walker.app, &schema, "join", r#"["walker", 2]"#).await;
+    let everything = sql("SELECT * FROM entity WHERE map_id = 2").await;
+    let table = schema.table("entity").unwrap();
+    let col = |name: &str| table.columns.iter().position(|c| c == name).unwrap();
+    // Positions from the server, as an oracle for "within range".
+    let positions: Vec<(u64, f64, f64)> = everything[0]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let pos = &row[col("pos")];
+            let (x, y) = match pos {
+                serde_json::Value::Array(xy) => (xy[0].as_f64().unwrap(), xy[1].as_f64().unwrap()),
+                other => (other["x"].as_f64().unwrap(), other["y"].as_f64().unwrap()),
+            };
+            (row[col("entity_id")].as_u64().unwrap(), x, y)
+        })
+        .collect();
+
+    let sync = walker.app.sync.clone().unwrap();
+    let (radius, margin) = (8.0f32, 6.0f32);
+    sync.follow(2, 5.0, 5.0, radius, margin).await.unwrap();
+    while walker.subscriptions.try_recv().is_ok() {}
+    let mut checked = 0;
+    for step in 0..40u32 {
+        let (x, y) = (5.0 + step as f32, 5.0 + step as f32);
+        sync.move_point(2, x, y);
+        // Everything within the radius is already cached, before any new subscription lands.
+        let found: BTreeSet<u64> = sync
+            .entities_in_range(2, x, y, radius)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| table.row_to_json(&table.decode(row).unwrap())["entity_id"].as_u64().unwrap())
+            .collect();
+        let expected: BTreeSet<u64> = positions
+            .iter()
+            .filter(|(_, px, py)| {
+                let (dx, dy) = (px - f64::from(x), py - f64::from(y));
+                (dx * dx + dy * dy).sqrt() <= f64::from(radius) - 1e-3
+            })
+            .map(|(id, _, _)| *id)
+            .collect();
+        let missing: Vec<&u64> = expected.difference(&found).collect();
+        assert!(missing.is_empty(), "step {step} at ({x}, {y}): entities in range missing: {missing:?}");
+        checked += expected.len();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut applied = 0;
+    while let Ok(event) = walker.subscriptions.try_recv() {
+        if matches!(event, SubscriptionEvent::Applied { .. }) {
+            applied += 1;
+        }
+    }
+    assert!(checked > 100, "the walk met only {checked} entities");
+    assert!(
+        (2..20).contains(&applied),
+        "{applied} resubscriptions for 40 steps: hysteresis should move the area rarely"
+    );
+    assert!(sync.cache().count("entity") < positions.len(), "the whole map was subscribed, not an area");
+    run(&walker.app, &schema, "clear_spawned", "[2]").await;
+    run(&walker.app, &schema, "set_npc_tick", "[200]").await;
+    walker.app.shutdown();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_a_bad_query_reports_a_clear_error_and_disturbs_nothing() {
+    let _serial = serial();
+    let schema = Arc::new(schema().await);
+    let mut client = connect(None).await;
+    client.events.connected().await;
+    let sync = client.app.sync.clone().unwrap();
+    let good = sync.subscribe(&["SELECT * FROM map"]).await.unwrap();
+    assert_eq!(sync.cache().count("map"), 2);
+
+    let err = sync.subscribe(&["SELECT * FROM no_such_table"]).await.unwrap_err();
+    let SyncError::Refused(message) = &err else { panic!("{err:?}") };
+    assert!(message.contains("no_such_table"), "{message}");
+    // It fell back to nothing and the good set is untouched and still live.
+    let statuses = sync.subscriptions().await.unwrap();
+    assert!(statuses.iter().any(|s| s.id == good && s.status == spacelink::sync::SubscriptionStatus::Applied));
+    let query = sync.subscribe_with_fallback(&["SELECT * FROM nope"], Some(&["SELECT * FROM item"])).await.unwrap();
+    assert!(sync.cache().count("item") >= 6);
+    let info = sync.subscriptions().await.unwrap().into_iter().find(|s| s.id == query).unwrap();
+    assert_eq!(info.queries, ["SELECT * FROM item"], "it fell back to the broader query");
+
+    // The good subscription still receives changes.
+    run(&client.app, &schema, "join", r#"["bystander", 1]"#).await;
+    sync.subscribe(&["SELECT * FROM player"]).await.unwrap();
+    assert!(sync.cache().count("player") >= 1);
+    let _ = &mut client.changes;
+    client.app.shutdown();
+}

@@ -1,0 +1,666 @@
+//! The sync actor: query sets in, rows into the cache, changes out.
+//!
+//! It owns the [`ClientCache`] (readers get a read-only handle) and keeps every
+//! query set the game asked for alive across sessions: on a new session it
+//! subscribes them all again into a staging cache and, once every set is
+//! applied, reconciles the stale cache with the fresh state, so that only real
+//! changes fire callbacks.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use spacelink_connection::codec::{self, DecodeLimits};
+use spacelink_connection::sats::{bsatn, AlgebraicValue};
+use spacelink_connection::{
+    ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
+};
+use tokio::sync::oneshot;
+
+use crate::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
+use crate::config::SyncConfig;
+use crate::error::SyncError;
+use crate::messages::*;
+use crate::spatial::{AreaOfInterest, SpatialIndex};
+
+/// Query ids of this actor start here, apart from any the game allocates itself.
+const QUERY_ID_BASE: u32 = 0x4000_0000;
+/// Mailbox capacity: `MovePoint` may come every frame.
+const MAILBOX_CAPACITY: usize = 1024;
+
+type Waiter = oneshot::Sender<Result<SubscriptionId, SyncError>>;
+
+/// Row keys from the module's schema: the primary key where there is one.
+#[derive(Debug)]
+pub struct SchemaKeys {
+    schema: Arc<ModuleSchema>,
+}
+
+impl SchemaKeys {
+    /// Keys by `schema`'s primary keys.
+    pub fn new(schema: Arc<ModuleSchema>) -> Self {
+        Self { schema }
+    }
+}
+
+impl RowKeys for SchemaKeys {
+    fn key(&self, table: &str, row: &[u8]) -> RowKey {
+        let key = self.schema.table(table).and_then(|t| {
+            let value = t.decode(row).ok()?;
+            let pk = t.primary_key_of(&value)?;
+            bsatn::to_vec(&pk).ok()
+        });
+        RowKey(key.map_or_else(|| Bytes::copy_from_slice(row), Bytes::from))
+    }
+}
+
+#[derive(Debug)]
+struct QuerySet {
+    queries: Vec<String>,
+    fallback: Option<Vec<String>>,
+    status: SubscriptionStatus,
+    failures: u32,
+    /// The server-side id in the current session.
+    query_id: Option<u32>,
+    sent_at: Option<Instant>,
+    waiters: Vec<Waiter>,
+    /// Drop it as soon as it is applied (unsubscribed while pending).
+    removing: bool,
+}
+
+/// A reconnect in progress: the fresh state accumulates here.
+#[derive(Debug)]
+struct Staging {
+    fresh: ClientCache,
+    waiting: HashSet<SubscriptionId>,
+}
+
+/// The sync actor.
+pub struct SyncActor {
+    config: SyncConfig,
+    schema: Arc<ModuleSchema>,
+    keys: Arc<SchemaKeys>,
+    cache: ClientCache,
+    connection: Recipient<SendMessage>,
+    listeners: SyncListeners,
+    generation: u64,
+    connected: bool,
+    sets: BTreeMap<SubscriptionId, QuerySet>,
+    by_query: HashMap<u32, SubscriptionId>,
+    next_set: u64,
+    next_query_id: u32,
+    staging: Option<Staging>,
+    spatial: SpatialIndex<RowKey>,
+    map_context: Option<(u32, SubscriptionId)>,
+    area: Option<(AreaOfInterest, SubscriptionId)>,
+    /// The latest followed point while the area is moving.
+    moving_to: Option<(u32, f32, f32)>,
+}
+
+impl std::fmt::Debug for SyncActor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncActor")
+            .field("generation", &self.generation)
+            .field("connected", &self.connected)
+            .field("sets", &self.sets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncActor {
+    /// A sync actor for `schema`'s module, subscribing through `connection`.
+    pub fn new(
+        config: SyncConfig,
+        schema: Arc<ModuleSchema>,
+        connection: Recipient<SendMessage>,
+        listeners: SyncListeners,
+    ) -> Self {
+        let keys = Arc::new(SchemaKeys::new(schema.clone()));
+        Self {
+            spatial: SpatialIndex::new(config.cell_size),
+            config,
+            cache: ClientCache::with_keys(keys.clone()),
+            keys,
+            schema,
+            connection,
+            listeners,
+            generation: 0,
+            connected: false,
+            sets: BTreeMap::new(),
+            by_query: HashMap::new(),
+            next_set: 1,
+            next_query_id: QUERY_ID_BASE,
+            staging: None,
+            map_context: None,
+            area: None,
+            moving_to: None,
+        }
+    }
+
+    /// The cache this actor writes (hand readers `cache().reader()`).
+    pub fn cache(&self) -> &ClientCache {
+        &self.cache
+    }
+
+    fn send(&self, message: ClientMessage) {
+        self.connection.do_send(SendMessage { message, generation: Some(self.generation) });
+    }
+
+    fn tell(&self, event: SubscriptionEvent) {
+        for r in &self.listeners.subscriptions {
+            r.do_send(event.clone());
+        }
+    }
+
+    fn tell_changes(&mut self, changes: Vec<RowChange>, reconciled: bool) {
+        if changes.is_empty() {
+            return;
+        }
+        self.index(&changes);
+        metrics::counter!("spacelink_sync_changes_total").increment(changes.len() as u64);
+        let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled };
+        for r in &self.listeners.changes {
+            r.do_send(event.clone());
+        }
+    }
+
+    /// Keeps the spatial index in step with the cache.
+    fn index(&mut self, changes: &[RowChange]) {
+        let table = self.config.spatial_table.as_str();
+        for change in changes {
+            match change {
+                RowChange::Insert { table: t, row } | RowChange::Update { table: t, new: row, .. } if &**t == table => {
+                    let key = self.keys.key(table, row);
+                    match self.position(row) {
+                        Some((map, x, y)) => self.spatial.upsert(key, map, x, y),
+                        None => self.spatial.remove(&key),
+                    }
+                }
+                RowChange::Delete { table: t, row } if &**t == table => {
+                    let key = self.keys.key(table, row);
+                    self.spatial.remove(&key);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `(map_id, pos.x, pos.y)` of a row of the spatial table.
+    fn position(&self, row: &[u8]) -> Option<(u32, f32, f32)> {
+        let table = self.schema.table(&self.config.spatial_table)?;
+        let value = table.decode(row).ok()?;
+        let column = |name: &str| table.columns.iter().position(|c| c == name).and_then(|i| value.elements.get(i));
+        let Some(AlgebraicValue::U32(map)) = column("map_id") else { return None };
+        let Some(AlgebraicValue::Product(pos)) = column("pos") else { return None };
+        match (pos.elements.first(), pos.elements.get(1)) {
+            (Some(AlgebraicValue::F32(x)), Some(AlgebraicValue::F32(y))) => {
+                Some((*map, x.into_inner(), y.into_inner()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Registers a query set and subscribes it when a session is up.
+    fn add_set(
+        &mut self,
+        queries: Vec<String>,
+        fallback: Option<Vec<String>>,
+        waiter: Option<Waiter>,
+    ) -> SubscriptionId {
+        let id = SubscriptionId(self.next_set);
+        self.next_set += 1;
+        let set = QuerySet {
+            queries,
+            fallback,
+            status: SubscriptionStatus::Offline,
+            failures: 0,
+            query_id: None,
+            sent_at: None,
+            waiters: waiter.into_iter().collect(),
+            removing: false,
+        };
+        self.sets.insert(id, set);
+        if self.connected {
+            self.send_subscribe(id);
+        }
+        id
+    }
+
+    fn send_subscribe(&mut self, id: SubscriptionId) {
+        let query_id = self.next_query_id;
+        self.next_query_id = self.next_query_id.wrapping_add(1).max(QUERY_ID_BASE);
+        let Some(set) = self.sets.get_mut(&id) else { return };
+        if let Some(old) = set.query_id.replace(query_id) {
+            self.by_query.remove(&old);
+        }
+        set.status = SubscriptionStatus::Pending;
+        set.sent_at = Some(Instant::now());
+        let message = ClientMessage::SubscribeMulti(ws::SubscribeMulti {
+            query_strings: set.queries.iter().map(|q| q.as_str().into()).collect(),
+            request_id: query_id,
+            query_id: ws::QueryId::new(query_id),
+        });
+        self.by_query.insert(query_id, id);
+        self.send(message);
+    }
+
+    fn remove_set(&mut self, id: SubscriptionId) -> Result<(), SyncError> {
+        let set = self.sets.get_mut(&id).ok_or(SyncError::Unknown(id.0))?;
+        match (self.connected, set.status.clone(), set.query_id) {
+            (true, SubscriptionStatus::Applied, Some(query_id)) => {
+                set.removing = true;
+                self.send(ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti {
+                    request_id: query_id,
+                    query_id: ws::QueryId::new(query_id),
+                }));
+            }
+            (true, SubscriptionStatus::Pending, _) => set.removing = true,
+            _ => {
+                // Not on the server: gone at once. Its rows (if any, from an
+                // earlier session) leave on the next reconciliation.
+                if let Some(set) = self.sets.remove(&id) {
+                    for waiter in set.waiters {
+                        let _ = waiter.send(Err(SyncError::Dropped));
+                    }
+                    if let Some(q) = set.query_id {
+                        self.by_query.remove(&q);
+                    }
+                }
+                self.tell(SubscriptionEvent::Removed { id });
+            }
+        }
+        Ok(())
+    }
+
+    fn deltas(&self, update: &ws::DatabaseUpdate<ws::BsatnFormat>, deletes_only: bool) -> Vec<TableDelta> {
+        let mut deltas = Vec::new();
+        for table in &update.tables {
+            for compressed in &table.updates {
+                match codec::decompress_query_update(compressed, DecodeLimits::default()) {
+                    Ok(query) => {
+                        let mut delta = TableDelta {
+                            table: Arc::from(&*table.table_name),
+                            deletes: codec::rows(&query.deletes).collect(),
+                            inserts: codec::rows(&query.inserts).collect(),
+                        };
+                        if deletes_only {
+                            delta.deletes.append(&mut delta.inserts);
+                        }
+                        deltas.push(delta);
+                    }
+                    Err(e) => {
+                        tracing::warn!(table = %table.table_name, error = %e, "dropped an undecodable query update")
+                    }
+                }
+            }
+        }
+        let bytes: usize = deltas.iter().flat_map(|d| d.inserts.iter().chain(&d.deletes)).map(Bytes::len).sum();
+        metrics::counter!("spacelink_sync_bytes_applied_total").increment(bytes as u64);
+        deltas
+    }
+
+    /// Applies a transaction to the cache, or to the staging cache during a reconnect.
+    fn apply(&mut self, deltas: &[TableDelta]) {
+        match &self.staging {
+            Some(staging) => {
+                staging.fresh.apply(deltas);
+            }
+            None => {
+                let changes = self.cache.apply(deltas);
+                self.tell_changes(changes, false);
+            }
+        }
+    }
+
+    /// Finishes a reconnect once every live set is applied again.
+    fn maybe_finish_reconcile(&mut self) {
+        let done = self.staging.as_ref().is_some_and(|s| s.waiting.is_empty());
+        if !done {
+            return;
+        }
+        let Some(staging) = self.staging.take() else { return };
+        let fresh = contents(&staging.fresh);
+        let changes = self.cache.reconcile(&fresh);
+        tracing::info!(generation = self.generation, changes = changes.len(), "cache reconciled after reconnect");
+        self.tell_changes(changes, true);
+    }
+
+    fn on_applied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>, ctx: &mut Context<Self>) {
+        let Some(&id) = self.by_query.get(&query_id) else { return };
+        let deltas = self.deltas(update, false);
+        self.apply(&deltas);
+        if let Some(staging) = &mut self.staging {
+            staging.waiting.remove(&id);
+        }
+        let Some(set) = self.sets.get_mut(&id) else { return };
+        set.status = SubscriptionStatus::Applied;
+        set.failures = 0;
+        if let Some(sent) = set.sent_at.take() {
+            metrics::histogram!("spacelink_sync_subscription_latency_seconds").record(sent.elapsed().as_secs_f64());
+        }
+        for waiter in set.waiters.drain(..) {
+            let _ = waiter.send(Ok(id));
+        }
+        let removing = set.removing;
+        self.tell(SubscriptionEvent::Applied { id });
+        self.maybe_finish_reconcile();
+        if removing {
+            let _ = self.remove_set(id);
+        }
+        let _ = ctx;
+    }
+
+    fn on_unapplied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
+        let Some(id) = self.by_query.remove(&query_id) else { return };
+        let deltas = self.deltas(update, true);
+        self.apply(&deltas);
+        self.sets.remove(&id);
+        self.tell(SubscriptionEvent::Removed { id });
+    }
+
+    fn on_error(&mut self, error: &ws::SubscriptionError, ctx: &mut Context<Self>) {
+        let Some(id) = error.query_id.and_then(|q| self.by_query.get(&q).copied()) else {
+            tracing::warn!(error = %error.error, "subscription error for no known query set");
+            return;
+        };
+        let message = error.error.to_string();
+        let (max, delay) = (self.config.max_retries, self.config.retry_delay);
+        let Some(set) = self.sets.get_mut(&id) else { return };
+        set.failures += 1;
+        if let Some(q) = set.query_id.take() {
+            self.by_query.remove(&q);
+        }
+        metrics::counter!("spacelink_sync_subscription_errors_total").increment(1);
+        let retry = if set.failures <= max {
+            Some(delay * 2u32.saturating_pow(set.failures - 1))
+        } else if let Some(fallback) = set.fallback.take() {
+            tracing::info!(set = id.0, "subscription falls back to broader queries");
+            set.queries = fallback;
+            set.failures = 0;
+            Some(delay)
+        } else {
+            None
+        };
+        match retry {
+            Some(after) => {
+                set.status = SubscriptionStatus::Retrying { error: message.clone() };
+                let generation = self.generation;
+                ctx.run_later(after, move |act, _| {
+                    if act.connected && act.generation == generation && act.sets.contains_key(&id) {
+                        act.send_subscribe(id);
+                    }
+                });
+                self.tell(SubscriptionEvent::Failed { id, error: message, retrying: true });
+            }
+            None => {
+                set.status = SubscriptionStatus::Failed { error: message.clone() };
+                for waiter in set.waiters.drain(..) {
+                    let _ = waiter.send(Err(SyncError::Refused(message.clone())));
+                }
+                self.tell(SubscriptionEvent::Failed { id, error: message, retrying: false });
+            }
+        }
+        if let Some(staging) = &mut self.staging {
+            staging.waiting.remove(&id);
+        }
+        self.maybe_finish_reconcile();
+    }
+
+    /// Subscribes `queries`, and once applied drops `previous` (a context change).
+    fn replace(
+        &mut self,
+        queries: Vec<String>,
+        previous: Option<SubscriptionId>,
+        ctx: &mut Context<Self>,
+    ) -> (SubscriptionId, oneshot::Receiver<Result<SubscriptionId, SyncError>>) {
+        let (tx, rx) = oneshot::channel();
+        let (relay_tx, relay_rx) = oneshot::channel();
+        let id = self.add_set(queries, None, Some(tx));
+        ctx.spawn(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) }.into_actor(self).map(
+            move |result, act, _| {
+                if result.is_ok() {
+                    if let Some(previous) = previous {
+                        let _ = act.remove_set(previous);
+                    }
+                }
+                let _ = relay_tx.send(result);
+            },
+        ));
+        (id, relay_rx)
+    }
+
+    fn move_area(&mut self, ctx: &mut Context<Self>) {
+        let Some((map, x, y)) = self.moving_to else { return };
+        let Some((area, current)) = self.area else { return };
+        if area.covers(map, (x, y)) {
+            self.moving_to = None;
+            return;
+        }
+        let next = area.moved_to(map, (x, y));
+        let query = next.query(&self.config.spatial_table);
+        let (new_id, rx) = self.replace(vec![query], Some(current), ctx);
+        self.area = Some((next, new_id));
+        self.moving_to = None;
+        ctx.spawn(rx.into_actor(self).map(|_, act, ctx| {
+            // Catch up with where the point went meanwhile.
+            if act.moving_to.is_some() {
+                act.move_area(ctx);
+            }
+        }));
+    }
+}
+
+impl Actor for SyncActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+impl Handler<StateChanged> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: StateChanged, _ctx: &mut Self::Context) {
+        if msg.to == ConnectionState::Connected {
+            self.generation = msg.generation;
+            self.connected = true;
+            self.by_query.clear();
+            let live: Vec<SubscriptionId> = self
+                .sets
+                .iter()
+                .filter(|(_, s)| !matches!(s.status, SubscriptionStatus::Failed { .. }) && !s.removing)
+                .map(|(id, _)| *id)
+                .collect();
+            if self.cache.with_view(|v| v.total_rows()) > 0 {
+                // The cache is stale: collect the fresh state, then reconcile.
+                self.staging = Some(Staging {
+                    fresh: ClientCache::with_keys(self.keys.clone()),
+                    waiting: live.iter().copied().collect(),
+                });
+            }
+            for id in live {
+                self.send_subscribe(id);
+            }
+            self.maybe_finish_reconcile();
+        } else if self.connected && msg.generation >= self.generation {
+            self.connected = false;
+            self.staging = None;
+            self.by_query.clear();
+            let removed: Vec<SubscriptionId> =
+                self.sets.iter().filter(|(_, s)| s.removing).map(|(id, _)| *id).collect();
+            for id in removed {
+                self.sets.remove(&id);
+                self.tell(SubscriptionEvent::Removed { id });
+            }
+            for set in self.sets.values_mut() {
+                if !matches!(set.status, SubscriptionStatus::Failed { .. }) {
+                    set.status = SubscriptionStatus::Offline;
+                }
+                set.query_id = None;
+            }
+        }
+    }
+}
+
+impl Handler<ServerMessageReceived> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerMessageReceived, ctx: &mut Self::Context) {
+        if msg.generation != self.generation || !self.connected {
+            return; // From a dead session.
+        }
+        match &*msg.message {
+            ServerMessage::SubscribeMultiApplied(a) => self.on_applied(a.query_id.id, &a.update, ctx),
+            ServerMessage::UnsubscribeMultiApplied(a) => self.on_unapplied(a.query_id.id, &a.update),
+            ServerMessage::SubscriptionError(e) => self.on_error(e, ctx),
+            ServerMessage::TransactionUpdate(tx) => {
+                if let ws::UpdateStatus::Committed(update) = &tx.status {
+                    let deltas = self.deltas(update, false);
+                    self.apply(&deltas);
+                }
+            }
+            ServerMessage::TransactionUpdateLight(tx) => {
+                let deltas = self.deltas(&tx.update, false);
+                self.apply(&deltas);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Handler<Subscribe> for SyncActor {
+    type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
+
+    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.add_set(msg.queries, msg.fallback, Some(tx));
+        Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
+    }
+}
+
+impl Handler<Unsubscribe> for SyncActor {
+    type Result = Result<(), SyncError>;
+
+    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) -> Self::Result {
+        self.remove_set(msg.id)
+    }
+}
+
+impl Handler<UnsubscribeAll> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: UnsubscribeAll, _ctx: &mut Self::Context) {
+        let ids: Vec<SubscriptionId> = self.sets.keys().copied().collect();
+        for id in ids {
+            let _ = self.remove_set(id);
+        }
+        self.map_context = None;
+        self.area = None;
+    }
+}
+
+impl Handler<SubscribeToMap> for SyncActor {
+    type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
+
+    fn handle(&mut self, msg: SubscribeToMap, ctx: &mut Self::Context) -> Self::Result {
+        let queries: Vec<String> = self
+            .config
+            .map_tables
+            .iter()
+            .filter(|t| self.schema.table(t).is_some_and(|s| s.columns.iter().any(|c| c == "map_id")))
+            .map(|t| format!("SELECT * FROM {t} WHERE map_id = {}", msg.map))
+            .collect();
+        if queries.is_empty() {
+            return Box::pin(async move { Err(SyncError::NoTable("a table with a map_id column".into())) });
+        }
+        let previous = self.map_context.map(|(_, id)| id);
+        let (id, rx) = self.replace(queries, previous, ctx);
+        self.map_context = Some((msg.map, id));
+        Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
+    }
+}
+
+impl Handler<FollowPoint> for SyncActor {
+    type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
+
+    fn handle(&mut self, msg: FollowPoint, ctx: &mut Self::Context) -> Self::Result {
+        let area = AreaOfInterest {
+            map: msg.map,
+            center: (msg.x, msg.y),
+            radius: msg.radius,
+            margin: msg.margin.max(0.0),
+            cell: self.config.cell_size,
+        };
+        let previous = self.area.map(|(_, id)| id);
+        let (id, rx) = self.replace(vec![area.query(&self.config.spatial_table)], previous, ctx);
+        self.area = Some((area, id));
+        Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
+    }
+}
+
+impl Handler<MovePoint> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: MovePoint, ctx: &mut Self::Context) {
+        let Some((area, current)) = self.area else { return };
+        if area.covers(msg.map, (msg.x, msg.y)) {
+            return;
+        }
+        let moving = self.sets.get(&current).is_some_and(|s| s.status != SubscriptionStatus::Applied);
+        self.moving_to = Some((msg.map, msg.x, msg.y));
+        if !moving {
+            self.move_area(ctx);
+        }
+    }
+}
+
+impl Handler<GetEntitiesInRange> for SyncActor {
+    type Result = Vec<Bytes>;
+
+    fn handle(&mut self, msg: GetEntitiesInRange, _ctx: &mut Self::Context) -> Vec<Bytes> {
+        let table = self.config.spatial_table.clone();
+        self.spatial
+            .within(msg.map, msg.x, msg.y, msg.radius)
+            .iter()
+            .filter_map(|key| self.cache.get(&table, key))
+            .collect()
+    }
+}
+
+impl Handler<GetSubscriptions> for SyncActor {
+    type Result = Vec<SubscriptionInfo>;
+
+    fn handle(&mut self, _msg: GetSubscriptions, _ctx: &mut Self::Context) -> Vec<SubscriptionInfo> {
+        self.sets
+            .iter()
+            .map(|(id, s)| SubscriptionInfo {
+                id: *id,
+                queries: s.queries.clone(),
+                status: s.status.clone(),
+                failures: s.failures,
+            })
+            .collect()
+    }
+}
+
+/// Everything in `cache` as inserts, each row as many times as it is counted:
+/// the fresh state a reconciliation compares with.
+fn contents(cache: &ClientCache) -> Vec<TableDelta> {
+    cache.with_view(|view| {
+        view.tables()
+            .into_iter()
+            .map(|table| {
+                let mut delta = TableDelta::new(table.as_str());
+                for (key, row) in view.entries(&table) {
+                    for _ in 0..view.refcount(&table, &key) {
+                        delta.inserts.push(row.clone());
+                    }
+                }
+                delta
+            })
+            .collect()
+    })
+}

@@ -1,0 +1,22 @@
+//! The sync crate's error type.
+
+/// Why a subscription did not come to be.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// The server refused the queries (after retries and any fallback).
+    #[error("subscription refused: {0}")]
+    Refused(String),
+    /// No such query set.
+    #[error("no subscription {0}")]
+    Unknown(u64),
+    /// It was dropped before its rows arrived.
+    #[error("the subscription was dropped before it was applied")]
+    Dropped,
+    /// The module has no table the request needs.
+    #[error("the module has no table `{0}`")]
+    NoTable(String),
+    /// The sync actor is not running.
+    #[error("the sync actor is not running")]
+    ActorGone,
+}

@@ -1,0 +1,178 @@
+//! The sync actor's messages: what it takes and what it tells.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use crate::cache::RowChange;
+use crate::error::SyncError;
+
+/// A live query set, as the game holds it; stays valid across reconnects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
+
+// ---- Taken by the sync actor ----
+
+/// Subscribe to a set of queries; answers once their rows are in the cache.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<SubscriptionId, SyncError>")]
+pub struct Subscribe {
+    /// SQL queries, e.g. `SELECT * FROM player`.
+    pub queries: Vec<String>,
+    /// Broader queries to fall back to if these keep failing.
+    pub fallback: Option<Vec<String>>,
+}
+
+/// Drop a query set; its rows leave the cache unless another set holds them.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), SyncError>")]
+pub struct Unsubscribe {
+    /// The set.
+    pub id: SubscriptionId,
+}
+
+/// Drop every query set.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct UnsubscribeAll;
+
+/// Make `map` the context: subscribe to its entities, items and players, then
+/// drop the previous map's (no row blinks out in between).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<SubscriptionId, SyncError>")]
+pub struct SubscribeToMap {
+    /// The map.
+    pub map: u32,
+}
+
+/// Follow a point: subscribe to the entities within `radius` (plus `margin`)
+/// of it; `MovePoint` moves it.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<SubscriptionId, SyncError>")]
+pub struct FollowPoint {
+    /// The map.
+    pub map: u32,
+    /// Where the point is.
+    pub x: f32,
+    /// Where the point is.
+    pub y: f32,
+    /// What must always be in the cache around it.
+    pub radius: f32,
+    /// How far it may move before the subscription moves.
+    pub margin: f32,
+}
+
+/// The followed point moved (cheap: send it every frame); the subscription
+/// moves only when the point leaves its margin.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct MovePoint {
+    /// The map.
+    pub map: u32,
+    /// Where the point is now.
+    pub x: f32,
+    /// Where the point is now.
+    pub y: f32,
+}
+
+/// The cached entities within `radius` of a point (from the spatial index).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<Bytes>")]
+pub struct GetEntitiesInRange {
+    /// The map.
+    pub map: u32,
+    /// The point.
+    pub x: f32,
+    /// The point.
+    pub y: f32,
+    /// The radius.
+    pub radius: f32,
+}
+
+/// Ask for every query set's status (for debugging).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Vec<SubscriptionInfo>")]
+pub struct GetSubscriptions;
+
+/// Where a query set is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    /// Sent, waiting for its rows.
+    Pending,
+    /// Its rows are in the cache and it is receiving updates.
+    Applied,
+    /// Failed; retried after a delay.
+    Retrying {
+        /// The last error.
+        error: String,
+    },
+    /// Gave up (after retries and any fallback).
+    Failed {
+        /// The last error.
+        error: String,
+    },
+    /// Waiting for a session (offline, or reconnecting).
+    Offline,
+}
+
+/// One query set, for debugging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionInfo {
+    /// The set.
+    pub id: SubscriptionId,
+    /// Its queries (the fallback ones, once it fell back).
+    pub queries: Vec<String>,
+    /// Its status.
+    pub status: SubscriptionStatus,
+    /// Failed attempts so far.
+    pub failures: u32,
+}
+
+// ---- Told by the sync actor ----
+
+/// The cache changed (the design's `OnStateUpdated`, with the rows).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct RowsChanged {
+    /// The session the change came from.
+    pub generation: u64,
+    /// The minimal changes, in order.
+    pub changes: Arc<Vec<RowChange>>,
+    /// Whether this is the reconciliation of a reconnect (stale cache against fresh state).
+    pub reconciled: bool,
+}
+
+/// Something happened to a query set.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub enum SubscriptionEvent {
+    /// Its rows are in the cache (`OnSubscriptionApplied`).
+    Applied {
+        /// The set.
+        id: SubscriptionId,
+    },
+    /// The server refused it (`OnSubscriptionError`); `retrying` says whether it is tried again.
+    Failed {
+        /// The set.
+        id: SubscriptionId,
+        /// The server's message.
+        error: String,
+        /// Whether another attempt (or the fallback) follows.
+        retrying: bool,
+    },
+    /// It was dropped.
+    Removed {
+        /// The set.
+        id: SubscriptionId,
+    },
+}
+
+/// Who hears the sync actor. Given to it when it is built.
+#[derive(Debug, Clone, Default)]
+pub struct SyncListeners {
+    /// Cache changes.
+    pub changes: Vec<Recipient<RowsChanged>>,
+    /// Query set events.
+    pub subscriptions: Vec<Recipient<SubscriptionEvent>>,
+}
