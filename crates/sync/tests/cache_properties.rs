@@ -1,0 +1,457 @@
+//! Property tests of the client cache against simple models.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use spacelink_sync::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
+
+/// The keyed table: rows are `[id, 0, 0, 0, value]`, keyed by their first 4 bytes.
+const KEYED: &str = "keyed";
+/// A table without a primary key: rows are keyed by their whole bytes.
+const PLAIN: &str = "plain";
+/// Another table without a primary key.
+const OTHER: &str = "other";
+
+/// Tables named `keyed` are keyed by their rows' first 4 bytes, the others by the whole row.
+struct TestKeys;
+
+impl RowKeys for TestKeys {
+    fn key(&self, table: &str, row: &[u8]) -> RowKey {
+        RowKey(Bytes::copy_from_slice(if table == KEYED { &row[..row.len().min(4)] } else { row }))
+    }
+}
+
+fn key_of(table: &str, row: &[u8]) -> Vec<u8> {
+    TestKeys.key(table, row).0.to_vec()
+}
+
+fn keyed_row(id: u8, value: u8) -> Vec<u8> {
+    vec![id, 0, 0, 0, value]
+}
+
+/// What the client should hold: (table, key) → (row, how many live queries hold it).
+type Model = BTreeMap<(String, Vec<u8>), (Vec<u8>, u32)>;
+
+/// A change, in a form that sorts: (table, key, kind, old, new).
+type Change = (String, Vec<u8>, &'static str, Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn normalize(changes: &[RowChange]) -> Vec<Change> {
+    let mut out: Vec<Change> = changes
+        .iter()
+        .map(|c| match c {
+            RowChange::Insert { table, row } => {
+                (table.to_string(), key_of(table, row), "insert", None, Some(row.to_vec()))
+            }
+            RowChange::Update { table, old, new } => {
+                (table.to_string(), key_of(table, new), "update", Some(old.to_vec()), Some(new.to_vec()))
+            }
+            RowChange::Delete { table, row } => {
+                (table.to_string(), key_of(table, row), "delete", Some(row.to_vec()), None)
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The minimal changes from `before` to `after`.
+fn diff(before: &Model, after: &Model) -> Vec<Change> {
+    let keys: BTreeSet<&(String, Vec<u8>)> = before.keys().chain(after.keys()).collect();
+    let mut out = Vec::new();
+    for k in keys {
+        let (table, key) = (k.0.clone(), k.1.clone());
+        match (before.get(k), after.get(k)) {
+            (None, Some((new, _))) => out.push((table, key, "insert", None, Some(new.clone()))),
+            (Some((old, _)), None) => out.push((table, key, "delete", Some(old.clone()), None)),
+            (Some((old, _)), Some((new, _))) if old != new => {
+                out.push((table, key, "update", Some(old.clone()), Some(new.clone())))
+            }
+            _ => {}
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Everything the cache holds, in the model's form.
+fn contents(cache: &ClientCache) -> Model {
+    cache.with_view(|view| {
+        let mut model = Model::new();
+        for table in view.tables() {
+            for (key, row) in view.entries(&table) {
+                let count = view.refcount(&table, &key);
+                model.insert((table.clone(), key.0.to_vec()), (row.to_vec(), count));
+            }
+        }
+        model
+    })
+}
+
+fn assert_cache_is(cache: &ClientCache, model: &Model) -> Result<(), TestCaseError> {
+    prop_assert_eq!(&contents(cache), model);
+    let tables: BTreeSet<String> = model.keys().map(|(t, _)| t.clone()).collect();
+    prop_assert_eq!(cache.tables(), tables.iter().cloned().collect::<Vec<_>>());
+    for table in [KEYED, PLAIN, OTHER] {
+        prop_assert_eq!(cache.count(table), model.keys().filter(|(t, _)| t == table).count());
+    }
+    for ((table, key), (row, count)) in model {
+        let key = RowKey(Bytes::copy_from_slice(key));
+        prop_assert_eq!(cache.get(table, &key), Some(Bytes::copy_from_slice(row)));
+        prop_assert_eq!(cache.refcount(table, &key), *count);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Property 4: a model server with live queries.
+
+/// A live query: the rows of `table` whose last byte, modulo 8, is a bit set in `mask`.
+#[derive(Debug, Clone, Copy)]
+struct Query {
+    keyed: bool,
+    mask: u8,
+}
+
+impl Query {
+    fn table(self) -> &'static str {
+        if self.keyed {
+            KEYED
+        } else {
+            PLAIN
+        }
+    }
+
+    fn matches(self, row: &[u8]) -> bool {
+        row.last().is_some_and(|v| self.mask & (1 << (v % 8)) != 0)
+    }
+}
+
+/// One change to the model server.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Insert or update the keyed row `id`.
+    Upsert { id: u8, value: u8 },
+    /// Delete the keyed row `id` (if there).
+    Remove { id: u8 },
+    /// Insert a plain row (tables are sets: nothing if already there).
+    PlainInsert { a: u8, b: u8 },
+    /// Delete a plain row (if there).
+    PlainRemove { a: u8, b: u8 },
+    /// Start query `q` (its rows arrive as inserts).
+    Subscribe { q: usize },
+    /// Stop query `q` (its rows arrive as deletes).
+    Unsubscribe { q: usize },
+}
+
+#[derive(Debug, Clone, Default)]
+struct Server {
+    keyed: BTreeMap<u8, Vec<u8>>,
+    plain: BTreeSet<Vec<u8>>,
+    live: BTreeSet<usize>,
+}
+
+impl Server {
+    fn apply(&mut self, op: &Op, queries: &[Query]) {
+        match *op {
+            Op::Upsert { id, value } => {
+                self.keyed.insert(id, keyed_row(id, value));
+            }
+            Op::Remove { id } => {
+                self.keyed.remove(&id);
+            }
+            Op::PlainInsert { a, b } => {
+                self.plain.insert(vec![a, b]);
+            }
+            Op::PlainRemove { a, b } => {
+                self.plain.remove(&vec![a, b]);
+            }
+            Op::Subscribe { q } => {
+                self.live.insert(q % queries.len());
+            }
+            Op::Unsubscribe { q } => {
+                self.live.remove(&(q % queries.len()));
+            }
+        }
+    }
+
+    /// The rows query `q` sees now (nothing if it is not live).
+    fn matched(&self, q: usize, query: Query) -> BTreeSet<Vec<u8>> {
+        if !self.live.contains(&q) {
+            return BTreeSet::new();
+        }
+        let rows: Box<dyn Iterator<Item = &Vec<u8>>> =
+            if query.keyed { Box::new(self.keyed.values()) } else { Box::new(self.plain.iter()) };
+        rows.filter(|r| query.matches(r)).cloned().collect()
+    }
+
+    /// What the client should hold: each row once per live query that matches it.
+    fn client_model(&self, queries: &[Query]) -> Model {
+        let mut model = Model::new();
+        for (q, query) in queries.iter().enumerate() {
+            for row in self.matched(q, *query) {
+                let entry =
+                    model.entry((query.table().to_string(), key_of(query.table(), &row))).or_insert((row.clone(), 0));
+                entry.0 = row;
+                entry.1 += 1;
+            }
+        }
+        model
+    }
+}
+
+/// What the server sends for a transaction: per query, the rows it stopped
+/// matching as deletes and the rows it started matching as inserts.
+fn server_deltas(before: &Server, after: &Server, queries: &[Query], rotate: usize) -> Vec<TableDelta> {
+    let mut deltas = Vec::new();
+    for (q, query) in queries.iter().enumerate() {
+        let (old, new) = (before.matched(q, *query), after.matched(q, *query));
+        let mut delta = TableDelta::new(query.table());
+        delta.deletes = old.difference(&new).map(|r| Bytes::copy_from_slice(r)).collect();
+        delta.inserts = new.difference(&old).map(|r| Bytes::copy_from_slice(r)).collect();
+        if !delta.is_empty() {
+            deltas.push(delta);
+        }
+    }
+    if !deltas.is_empty() {
+        let n = rotate % deltas.len();
+        deltas.rotate_left(n);
+    }
+    deltas
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..6, 0u8..8).prop_map(|(id, value)| Op::Upsert { id, value }),
+        2 => (0u8..6).prop_map(|id| Op::Remove { id }),
+        3 => (0u8..3, 0u8..4).prop_map(|(a, b)| Op::PlainInsert { a, b }),
+        2 => (0u8..3, 0u8..4).prop_map(|(a, b)| Op::PlainRemove { a, b }),
+        1 => (0usize..8).prop_map(|q| Op::Subscribe { q }),
+        1 => (0usize..8).prop_map(|q| Op::Unsubscribe { q }),
+    ]
+}
+
+fn query() -> impl Strategy<Value = Query> {
+    (any::<bool>(), 1u8..=255).prop_map(|(keyed, mask)| Query { keyed, mask })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (random transaction sequences applied to the cache equal a simple model)
+    #[test]
+    fn prop_transactions_keep_the_cache_equal_to_the_model(
+        queries in prop::collection::vec(query(), 1..5),
+        initial in prop::collection::btree_set(0usize..8, 0..5),
+        transactions in prop::collection::vec((prop::collection::vec(op(), 1..6), any::<usize>()), 1..25),
+    ) {
+        let cache = ClientCache::new(TestKeys);
+        let mut server = Server::default();
+        // The first queries: every row they match arrives as inserts (empty server: nothing).
+        let mut start = server.clone();
+        start.live = initial.iter().map(|q| q % queries.len()).collect();
+        let changes = cache.apply(&server_deltas(&server, &start, &queries, 0));
+        prop_assert!(changes.is_empty());
+        server = start;
+        for (ops, rotate) in &transactions {
+            let before = server.clone();
+            for op in ops {
+                server.apply(op, &queries);
+            }
+            let (model_before, model_after) = (before.client_model(&queries), server.client_model(&queries));
+            let changes = cache.apply(&server_deltas(&before, &server, &queries, *rotate));
+            prop_assert_eq!(normalize(&changes), diff(&model_before, &model_after));
+            assert_cache_is(&cache, &model_after)?;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Property 10: reconciliation.
+
+/// A random cache state: keyed rows (id → value, count), plain and other rows (row → count).
+#[derive(Debug, Clone)]
+struct State {
+    keyed: BTreeMap<u8, (u8, u32)>,
+    plain: BTreeMap<Vec<u8>, u32>,
+    other: BTreeMap<Vec<u8>, u32>,
+}
+
+fn state() -> impl Strategy<Value = State> {
+    let plain = || prop::collection::btree_map(prop::collection::vec(0u8..3, 2), 1u32..4, 0..6);
+    (prop::collection::btree_map(0u8..8, (0u8..3, 1u32..4), 0..8), plain(), plain())
+        .prop_map(|(keyed, plain, other)| State { keyed, plain, other })
+}
+
+impl State {
+    fn model(&self) -> Model {
+        let mut model = Model::new();
+        for (id, (value, count)) in &self.keyed {
+            let row = keyed_row(*id, *value);
+            model.insert((KEYED.to_string(), key_of(KEYED, &row)), (row, *count));
+        }
+        for (table, rows) in [(PLAIN, &self.plain), (OTHER, &self.other)] {
+            for (row, count) in rows {
+                model.insert((table.to_string(), row.clone()), (row.clone(), *count));
+            }
+        }
+        model
+    }
+
+    /// The state as inserts, each row once per query holding it, spread over `queries` deltas per table.
+    fn deltas(&self, queries: usize) -> Vec<TableDelta> {
+        let mut deltas = Vec::new();
+        let mut by_table: BTreeMap<&str, Vec<(Vec<u8>, u32)>> = BTreeMap::new();
+        for ((table, _), (row, count)) in self.model() {
+            let table = [KEYED, PLAIN, OTHER].into_iter().find(|t| *t == table).unwrap_or(OTHER);
+            by_table.entry(table).or_default().push((row, count));
+        }
+        for (table, rows) in by_table {
+            let mut parts: Vec<TableDelta> = (0..queries.max(1)).map(|_| TableDelta::new(table)).collect();
+            let mut next = 0;
+            let n = parts.len();
+            for (row, count) in rows {
+                for _ in 0..count {
+                    parts[next % n].inserts.push(Bytes::from(row.clone()));
+                    next += 1;
+                }
+            }
+            deltas.extend(parts);
+        }
+        deltas
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    // Feature: spacetimedb-integration, Property 10: Network Resilience and Recovery (reconciliation of random stale/fresh pairs yields exactly the minimal callbacks)
+    #[test]
+    fn prop_reconcile_yields_exactly_the_minimal_changes(
+        stale in state(),
+        fresh in state(),
+        stale_queries in 1usize..4,
+        fresh_queries in 1usize..4,
+    ) {
+        let cache = ClientCache::new(TestKeys);
+        cache.apply(&stale.deltas(stale_queries));
+        assert_cache_is(&cache, &stale.model())?;
+
+        let changes = cache.reconcile(&fresh.deltas(fresh_queries));
+        let expected = diff(&stale.model(), &fresh.model());
+        let got = normalize(&changes);
+        prop_assert_eq!(&got, &expected);
+        // Minimal: at most one change per row, and an update always changes the bytes.
+        let keys: BTreeSet<(&String, &Vec<u8>)> = got.iter().map(|c| (&c.0, &c.1)).collect();
+        prop_assert_eq!(keys.len(), got.len());
+        for change in &changes {
+            if let RowChange::Update { old, new, .. } = change {
+                prop_assert_ne!(old, new);
+            }
+        }
+        assert_cache_is(&cache, &fresh.model())?;
+
+        // Reconciling with the same state again changes nothing.
+        prop_assert!(cache.reconcile(&fresh.deltas(fresh_queries)).is_empty());
+        assert_cache_is(&cache, &fresh.model())?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Property 12: overlapping subscriptions.
+
+/// Splits `k` copies into transactions: a new transaction starts after copy `i` where `cuts[i]`.
+fn batches(k: usize, cuts: &[bool]) -> Vec<usize> {
+    let mut out = vec![0];
+    for i in 0..k {
+        if let Some(last) = out.last_mut() {
+            *last += 1;
+        }
+        if i + 1 < k && cuts.get(i).copied().unwrap_or(false) {
+            out.push(0);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    // Feature: spacetimedb-integration, Property 12: Dynamic Subscription Management (overlapping subscriptions keep a row until the last one lets go)
+    #[test]
+    fn prop_overlapping_subscriptions_keep_a_row_until_the_last_delete(
+        keyed in any::<bool>(),
+        id in 0u8..4,
+        value in 0u8..4,
+        update_to in prop::option::of(0u8..4),
+        k in 1usize..7,
+        insert_cuts in prop::collection::vec(any::<bool>(), 6),
+        delete_cuts in prop::collection::vec(any::<bool>(), 6),
+        noise in prop::collection::btree_set(4u8..10, 0..4),
+    ) {
+        let table = if keyed { KEYED } else { PLAIN };
+        let make = |v: u8| if keyed { keyed_row(id, v) } else { vec![id, v] };
+        let mut row = Bytes::from(make(value));
+        let key = RowKey(Bytes::from(key_of(table, &row)));
+        let cache = ClientCache::new(TestKeys);
+
+        // Other rows of the same table, held by one query: they must never be touched.
+        // Their ids (4..10) differ from the row's (0..4), so their keys differ too.
+        let noise: Vec<Bytes> =
+            noise.into_iter().map(|n| Bytes::from(if keyed { keyed_row(n, value) } else { vec![n, value] })).collect();
+        let mut others = TableDelta::new(table);
+        others.inserts = noise.clone();
+        prop_assert_eq!(cache.apply(&[others]).len(), noise.len());
+
+        // k queries start matching the row, in one or several transactions.
+        let mut held = 0;
+        for (i, n) in batches(k, &insert_cuts).into_iter().enumerate() {
+            let deltas: Vec<TableDelta> = (0..n).map(|_| TableDelta::new(table).insert(row.clone())).collect();
+            let changes = cache.apply(&deltas);
+            held += n;
+            if i == 0 {
+                prop_assert_eq!(changes, vec![RowChange::Insert { table: table.into(), row: row.clone() }]);
+            } else {
+                prop_assert!(changes.is_empty(), "insert by another query fired {:?}", changes);
+            }
+            prop_assert_eq!(cache.refcount(table, &key), held as u32);
+            prop_assert_eq!(cache.get(table, &key), Some(row.clone()));
+        }
+
+        // In a keyed table, an update seen by all k queries is one Update (or nothing if the bytes are equal).
+        if let (true, Some(v)) = (keyed, update_to) {
+            let new = Bytes::from(make(v));
+            let deltas: Vec<TableDelta> = (0..k).map(|_| TableDelta::new(table).delete(row.clone()).insert(new.clone())).collect();
+            let changes = cache.apply(&deltas);
+            if new == row {
+                prop_assert!(changes.is_empty());
+            } else {
+                prop_assert_eq!(changes, vec![RowChange::Update { table: table.into(), old: row.clone(), new: new.clone() }]);
+            }
+            prop_assert_eq!(cache.refcount(table, &key), k as u32);
+            row = new;
+        }
+
+        // The queries let go one by one: only the last delete fires, with the row as cached.
+        for n in batches(k, &delete_cuts) {
+            let deltas: Vec<TableDelta> = (0..n).map(|_| TableDelta::new(table).delete(row.clone())).collect();
+            let changes = cache.apply(&deltas);
+            held -= n;
+            if held == 0 {
+                prop_assert_eq!(changes, vec![RowChange::Delete { table: table.into(), row: row.clone() }]);
+                prop_assert_eq!(cache.get(table, &key), None);
+            } else {
+                prop_assert!(changes.is_empty(), "delete with {} queries left fired {:?}", held, changes);
+                prop_assert_eq!(cache.get(table, &key), Some(row.clone()));
+            }
+            prop_assert_eq!(cache.refcount(table, &key), held as u32);
+        }
+
+        // The other rows are still there, once each.
+        prop_assert_eq!(cache.count(table), noise.len());
+        for other in &noise {
+            let other_key = RowKey(Bytes::from(key_of(table, other)));
+            prop_assert_eq!(cache.refcount(table, &other_key), 1);
+        }
+    }
+}
