@@ -159,7 +159,6 @@ impl SyncActor {
             return;
         }
         self.index(&changes);
-        metrics::counter!("spacelink_sync_changes_total").increment(changes.len() as u64);
         let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled };
         for r in &self.listeners.changes {
             r.do_send(event.clone());
@@ -296,8 +295,6 @@ impl SyncActor {
                 }
             }
         }
-        let bytes: usize = deltas.iter().flat_map(|d| d.inserts.iter().chain(&d.deletes)).map(Bytes::len).sum();
-        metrics::counter!("spacelink_sync_bytes_applied_total").increment(bytes as u64);
         deltas
     }
 
