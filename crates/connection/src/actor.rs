@@ -461,13 +461,15 @@ impl Actor for ConnectionActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         // Timers do not survive a restart: arm them here.
         ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
-        if self.shut_down || self.state == ConnectionState::Failed {
+        if self.shut_down {
             return;
         }
         match self.pending_delay.take() {
             Some(delay) if !delay.is_zero() => {
                 ctx.run_later(delay, |act, ctx| act.start_attempt(ctx));
             }
+            // Failed and not asked to reconnect (`ForceReconnect` sets a delay): stay idle.
+            None if self.state == ConnectionState::Failed => {}
             _ => self.start_attempt(ctx),
         }
     }

@@ -112,3 +112,43 @@ async fn attempts_follow_the_backoff_and_the_breaker_on_a_paused_clock() {
     );
     assert_eq!(failed_at.map(|t| (t * 10.0).round() / 10.0), Some(127.0));
 }
+
+#[actix::test]
+async fn a_failed_connection_is_revived_by_a_forced_reconnect() {
+    tokio::time::pause();
+    let mut config = ConnectionConfig::new(closed_port(), "guildmaster");
+    config.retry = RetryPolicy {
+        max_attempts: 1,
+        initial_delay: Duration::from_secs(1),
+        backoff_multiplier: 2.0,
+        max_delay: Duration::from_secs(8),
+        jitter: 0.0,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let recorder = Recorder(tx).start();
+    let listeners = Listeners {
+        states: vec![recorder.clone().recipient()],
+        resilience: vec![recorder.recipient()],
+        ..Default::default()
+    };
+    let handle = ConnectionActor::start_supervised(config, listeners).unwrap();
+    async fn next(rx: &mut mpsc::UnboundedReceiver<(Instant, Seen)>) -> Seen {
+        tokio::time::timeout(Duration::from_secs(600), rx.recv()).await.unwrap().unwrap().1
+    }
+    // Two attempts (one retry), then Failed, and nothing more on its own.
+    loop {
+        if let Seen::State(ConnectionState::Failed) = next(&mut rx).await {
+            break;
+        }
+    }
+    handle.reconnect("the player pressed retry");
+    let mut attempts = 0;
+    loop {
+        match next(&mut rx).await {
+            Seen::Attempt(_) => attempts += 1,
+            Seen::State(ConnectionState::Failed) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(attempts, 2, "a revived connection tries again with its retry policy");
+}
