@@ -123,6 +123,16 @@ impl Spacelink {
         sync_listeners: SyncListeners,
     ) -> Result<Self, ConnectionError> {
         config.connection.validate()?;
+        if config.reducers.max_in_flight >= config.connection.outbound_capacity {
+            // A full socket queue could refuse a call while later ones get through.
+            return Err(ConnectionError::Config(spacelink_connection::ConfigError {
+                field: "reducers.max_in_flight",
+                reason: format!(
+                    "{} must be below the connection's outbound_capacity ({})",
+                    config.reducers.max_in_flight, config.connection.outbound_capacity
+                ),
+            }));
+        }
         let http_base = config.connection.http_base()?;
         let database = config.connection.database.clone();
         let token = config.connection.token.clone();
@@ -228,5 +238,18 @@ impl Handler<StopTree> for Supervisor {
             connection.shutdown();
         }
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix::test]
+    async fn settings_that_could_reorder_calls_are_refused() {
+        let mut config = SpacelinkConfig::new(ConnectionConfig::new("http://127.0.0.1:9", "guildmaster"));
+        config.reducers.max_in_flight = config.connection.outbound_capacity;
+        let err = Spacelink::start_with(config, Listeners::default(), ReducerListeners::default()).unwrap_err();
+        assert!(err.to_string().contains("reducers.max_in_flight"), "{err}");
     }
 }

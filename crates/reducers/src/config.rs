@@ -13,8 +13,9 @@ pub struct ReducerConfig {
     /// What a full queue does with a new call (default: refuse it).
     pub overflow: OverflowPolicy,
     /// Calls sent and not yet answered at once (default 256): more wait in the
-    /// queue. Keep it below the connection's `outbound_capacity`, so that the
-    /// socket's queue never refuses a call while later ones get through.
+    /// queue. Must stay below the connection's `outbound_capacity` (the app
+    /// checks), so that the socket's queue never refuses a call while later
+    /// ones get through.
     pub max_in_flight: usize,
 }
 
