@@ -10,9 +10,7 @@
 mod common;
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -21,13 +19,6 @@ use common::*;
 use spacelink::connection::{BreakerKind, CircuitBreakerConfig, ResilienceEvent, RetryPolicy};
 use spacelink::ConnectionState;
 use tokio::sync::mpsc;
-
-/// The scenarios disturb the shared server: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// One row of the chaos report.
 struct Row {
@@ -90,11 +81,6 @@ async fn state(events: &mut Events, to: ConnectionState, secs: u64) -> (Instant,
             _ => None,
         })
         .await
-}
-
-fn upstream() -> SocketAddr {
-    let (url, _) = server();
-    url.trim_start_matches("http://").parse().unwrap()
 }
 
 fn attempts_in(rx: &mut mpsc::UnboundedReceiver<(Instant, ResilienceEvent)>) -> Vec<(Instant, u32)> {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,6 @@ use futures_util::future::join_all;
 use spacelink::connection::lib::Identity;
 use spacelink::reducers::{Outcome, ReducerEvent, ReducerListeners};
 use spacelink::{ConnectionState, ReducerError, SpacelinkConfig};
-
-fn upstream() -> SocketAddr {
-    let (url, _) = server();
-    url.trim_start_matches("http://").parse().unwrap()
-}
 
 /// `move_player(seq, dx, dy)`'s arguments in BSATN.
 fn move_args(seq: u32, dx: f32, dy: f32) -> bytes::Bytes {

@@ -136,7 +136,7 @@ impl Walker<'_> {
             }
             AlgebraicType::Product(product) => {
                 if is_row_list(product) {
-                    return self.row_list(product, depth);
+                    return self.row_list();
                 }
                 for element in product.elements.iter() {
                     self.value(&element.algebraic_type, depth + 1)?;
@@ -198,7 +198,7 @@ impl Walker<'_> {
     }
 
     /// The official `BsatnRowList { size_hint: RowSizeHint, rows_data: Bytes }`.
-    fn row_list(&mut self, product: &ProductType, depth: usize) -> Result<(), GuardError> {
+    fn row_list(&mut self) -> Result<(), GuardError> {
         let hint_start = self.pos;
         let tag = self.u8("a row size hint")?;
         let mut fixed = None;
@@ -239,7 +239,6 @@ impl Walker<'_> {
             }
             previous = offset;
         }
-        let _ = (product, depth);
         Ok(())
     }
 }

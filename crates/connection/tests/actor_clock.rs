@@ -54,26 +54,39 @@ fn closed_port() -> String {
     format!("http://{addr}")
 }
 
-#[actix::test]
-async fn attempts_follow_the_backoff_and_the_breaker_on_a_paused_clock() {
+/// On a paused clock, a connection to a closed port that retries `max_attempts`
+/// times: 1 s, doubling to 8 s, no jitter.
+fn refused_config(max_attempts: u32) -> ConnectionConfig {
     tokio::time::pause();
     let mut config = ConnectionConfig::new(closed_port(), "guildmaster");
     config.retry = RetryPolicy {
-        max_attempts: 7,
+        max_attempts,
         initial_delay: Duration::from_secs(1),
         backoff_multiplier: 2.0,
         max_delay: Duration::from_secs(8),
         jitter: 0.0,
     };
-    config.breaker =
-        CircuitBreakerConfig { failure_threshold: 4, open_duration: Duration::from_secs(30), half_open_max_calls: 1 };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    config
+}
+
+/// Listeners that record state and resilience events with their (virtual) time.
+fn recorded() -> (Listeners, mpsc::UnboundedReceiver<(Instant, Seen)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let recorder = Recorder(tx).start();
     let listeners = Listeners {
         states: vec![recorder.clone().recipient()],
         resilience: vec![recorder.recipient()],
         ..Default::default()
     };
+    (listeners, rx)
+}
+
+#[actix::test]
+async fn attempts_follow_the_backoff_and_the_breaker_on_a_paused_clock() {
+    let mut config = refused_config(7);
+    config.breaker =
+        CircuitBreakerConfig { failure_threshold: 4, open_duration: Duration::from_secs(30), half_open_max_calls: 1 };
+    let (listeners, mut rx) = recorded();
     let t0 = Instant::now();
     let _handle = ConnectionActor::start_supervised(config, listeners).unwrap();
 
@@ -115,22 +128,8 @@ async fn attempts_follow_the_backoff_and_the_breaker_on_a_paused_clock() {
 
 #[actix::test]
 async fn a_failed_connection_is_revived_by_a_forced_reconnect() {
-    tokio::time::pause();
-    let mut config = ConnectionConfig::new(closed_port(), "guildmaster");
-    config.retry = RetryPolicy {
-        max_attempts: 1,
-        initial_delay: Duration::from_secs(1),
-        backoff_multiplier: 2.0,
-        max_delay: Duration::from_secs(8),
-        jitter: 0.0,
-    };
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let recorder = Recorder(tx).start();
-    let listeners = Listeners {
-        states: vec![recorder.clone().recipient()],
-        resilience: vec![recorder.recipient()],
-        ..Default::default()
-    };
+    let config = refused_config(1);
+    let (listeners, mut rx) = recorded();
     let handle = ConnectionActor::start_supervised(config, listeners).unwrap();
     async fn next(rx: &mut mpsc::UnboundedReceiver<(Instant, Seen)>) -> Seen {
         tokio::time::timeout(Duration::from_secs(600), rx.recv()).await.unwrap().unwrap().1

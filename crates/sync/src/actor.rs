@@ -324,7 +324,7 @@ impl SyncActor {
         self.tell_changes(changes, true);
     }
 
-    fn on_applied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>, ctx: &mut Context<Self>) {
+    fn on_applied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
         let Some(&id) = self.by_query.get(&query_id) else { return };
         let deltas = self.deltas(update, false);
         self.apply(&deltas);
@@ -346,7 +346,6 @@ impl SyncActor {
         if removing {
             let _ = self.remove_set(id);
         }
-        let _ = ctx;
     }
 
     fn on_unapplied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
@@ -510,7 +509,7 @@ impl Handler<ServerMessageReceived> for SyncActor {
             return; // From a dead session.
         }
         match &*msg.message {
-            ServerMessage::SubscribeMultiApplied(a) => self.on_applied(a.query_id.id, &a.update, ctx),
+            ServerMessage::SubscribeMultiApplied(a) => self.on_applied(a.query_id.id, &a.update),
             ServerMessage::UnsubscribeMultiApplied(a) => self.on_unapplied(a.query_id.id, &a.update),
             ServerMessage::SubscriptionError(e) => self.on_error(e, ctx),
             ServerMessage::TransactionUpdate(tx) => {

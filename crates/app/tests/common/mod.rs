@@ -3,6 +3,8 @@
 //! server's SQL endpoint as an independent oracle.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::net::SocketAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -19,6 +21,18 @@ pub fn server() -> (String, String) {
     });
     let db = std::env::var("SPACELINK_DATABASE").unwrap_or_else(|_| "guildmaster".into());
     (url, db)
+}
+
+/// The test server's socket address, for a proxy in front of it.
+pub fn upstream() -> SocketAddr {
+    let (url, _) = server();
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Scenarios that disturb the shared server (restart it, change its tick) take this, one at a time.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A configuration for the test server, with quick heartbeats.
