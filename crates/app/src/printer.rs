@@ -3,13 +3,13 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use serde_json::{json, Value as Json};
 use spacelink_connection::{
-    ws, ConnectionHandle, ModuleSchema, ResilienceEvent, ServerMessage, ServerMessageReceived, StateChanged,
+    ConnectionHandle, ModuleSchema, ResilienceEvent, ServerMessage, ServerMessageReceived, StateChanged,
 };
+use spacelink_reducers::{Outcome, ReducerHandle};
 use tokio::sync::oneshot;
 
 use crate::render;
@@ -30,12 +30,14 @@ pub enum Job {
     Sql(String),
 }
 
-/// Tells the printer which connection to drive.
+/// Tells the printer which connection and reducer client to drive.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct AttachConnection {
     /// The connection.
     pub handle: ConnectionHandle,
+    /// The reducer client (calls go through it, so they get its correlation and validation).
+    pub reducers: ReducerHandle,
 }
 
 /// The printer: an actor that only moves messages to `out`.
@@ -44,10 +46,10 @@ pub struct Printer {
     job: Job,
     out: Box<dyn Write + Send>,
     handle: Option<ConnectionHandle>,
-    /// The call in flight (request id, when sent), or the query's message id.
-    pending_call: Option<(u32, Instant)>,
-    /// This session's connection id, to recognise our own failed calls.
-    connection_id: Option<spacelink_connection::lib::ConnectionId>,
+    reducers: Option<ReducerHandle>,
+    /// Whether the call was made (it is made once, whatever happens to sessions).
+    called: bool,
+    /// The one-off query's message id.
     pending_query: Option<Vec<u8>>,
     /// Set once a call or query is answered: the exit code.
     done: Option<oneshot::Sender<i32>>,
@@ -69,8 +71,8 @@ impl Printer {
             job,
             out,
             handle: None,
-            pending_call: None,
-            connection_id: None,
+            reducers: None,
+            called: false,
             pending_query: None,
             done: Some(done),
             generation: 0,
@@ -91,32 +93,32 @@ impl Printer {
 
     /// A session is up: (re)do the job on it.
     fn start_job(&mut self, ctx: &mut Context<Self>) {
-        let Some(handle) = self.handle.clone() else { return };
+        let (Some(handle), Some(reducers)) = (self.handle.clone(), self.reducers.clone()) else { return };
         let job = self.job.clone();
-        let schema = self.schema.clone();
-        // Never call twice: a call whose session died may have run.
-        if matches!(job, Job::Call { .. }) && self.pending_call.is_some() {
+        if let Job::Call { reducer, args } = job {
+            // Once: the reducer client resends it only if that cannot run it twice.
+            if std::mem::replace(&mut self.called, true) {
+                return;
+            }
+            let schema = self.schema.clone();
+            let call = async move { reducers.call_json(&schema, &reducer, &args).await };
+            ctx.spawn(call.into_actor(self).map(|result, act, _ctx| match result {
+                Ok(result) => {
+                    act.print(&render::call_result(&result));
+                    act.finish(if result.outcome == Outcome::Committed { 0 } else { 1 });
+                }
+                Err(e) => {
+                    act.print(&json!({ "event": "error", "error": e.to_string() }));
+                    act.finish(2);
+                }
+            }));
             return;
         }
-        if let Job::Call { .. } = &job {
-            // Known before sending, so that a quick answer finds it.
-            self.pending_call = Some((handle.next_id(), Instant::now()));
-        }
-        let request_id = self.pending_call.map_or(0, |(id, _)| id);
         let work = async move {
             match job {
                 Job::Subscribe(queries) => handle.subscribe(&queries).await.map(|_| None),
-                Job::Call { reducer, args } => {
-                    let args = schema.encode_reducer_args(&reducer, &args)?;
-                    let call = ws::CallReducer {
-                        reducer: reducer.into(),
-                        args,
-                        request_id,
-                        flags: ws::CallReducerFlags::FullUpdate,
-                    };
-                    handle.send(ws::ClientMessage::CallReducer(call)).await.map(|_| None)
-                }
                 Job::Sql(sql) => handle.one_off_query(&sql).await.map(Some),
+                Job::Call { .. } => Ok(None),
             }
         };
         ctx.spawn(work.into_actor(self).map(|result, act, _ctx| match result {
@@ -139,6 +141,7 @@ impl Handler<AttachConnection> for Printer {
 
     fn handle(&mut self, msg: AttachConnection, _ctx: &mut Self::Context) {
         self.handle = Some(msg.handle);
+        self.reducers = Some(msg.reducers);
     }
 }
 
@@ -175,26 +178,7 @@ impl Handler<ServerMessageReceived> for Printer {
             return; // From a dead session.
         }
         let message = &*msg.message;
-        if let ServerMessage::IdentityToken(token) = message {
-            self.connection_id = Some(token.connection_id);
-        }
         match (&self.job, message) {
-            (Job::Call { reducer, .. }, ServerMessage::TransactionUpdate(tx)) => {
-                if let Some((id, sent)) = self.pending_call {
-                    // SpacetimeDB 1.3 sends a failed call's update with request id 0:
-                    // then it is ours if it is our connection's call of our reducer.
-                    let ours = tx.reducer_call.request_id == id
-                        || (tx.reducer_call.request_id == 0
-                            && Some(tx.caller_connection_id) == self.connection_id
-                            && &*tx.reducer_call.reducer_name == reducer.as_str());
-                    if ours {
-                        let event = render::reducer_event(tx, Some(msg.received_at.duration_since(sent)));
-                        self.print(&event);
-                        let ok = matches!(tx.status, ws::UpdateStatus::Committed(_));
-                        self.finish(if ok { 0 } else { 1 });
-                    }
-                }
-            }
             (Job::Call { .. }, ServerMessage::IdentityToken(_)) | (Job::Subscribe(_), _) => {
                 for event in render::message_events(&self.schema, message) {
                     self.print(&event);

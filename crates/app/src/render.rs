@@ -4,12 +4,12 @@
 //! tested without a socket.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use spacelink_connection::codec::{self, DatabaseUpdate, DecodeLimits};
 use spacelink_connection::sats::{AlgebraicValue, ProductValue};
 use spacelink_connection::{ws, ModuleSchema, ResilienceEvent, ServerMessage, StateChanged};
+use spacelink_reducers::{Outcome, ReducerResult};
 
 /// Renders a state change.
 pub fn state_event(change: &StateChanged) -> Json {
@@ -76,7 +76,7 @@ pub fn message_events(schema: &ModuleSchema, message: &ServerMessage) -> Vec<Jso
             "error": e.error.to_string(),
         })],
         ServerMessage::TransactionUpdate(tx) => {
-            let mut events = vec![reducer_event(tx, None)];
+            let mut events = vec![reducer_event(tx)];
             if let ws::UpdateStatus::Committed(update) = &tx.status {
                 events.extend(update_events(schema, update, "tx"));
             }
@@ -106,8 +106,8 @@ pub fn message_events(schema: &ModuleSchema, message: &ServerMessage) -> Vec<Jso
     }
 }
 
-/// The outcome of a reducer call; `round_trip` is known to the caller only.
-pub fn reducer_event(tx: &ws::TransactionUpdate<ws::BsatnFormat>, round_trip: Option<Duration>) -> Json {
+/// A transaction a subscriber sees: which reducer, who called it, how it ended.
+pub fn reducer_event(tx: &ws::TransactionUpdate<ws::BsatnFormat>) -> Json {
     let (status, error) = match &tx.status {
         ws::UpdateStatus::Committed(_) => ("committed", None),
         ws::UpdateStatus::Failed(message) => ("failed", Some(message.to_string())),
@@ -121,7 +121,25 @@ pub fn reducer_event(tx: &ws::TransactionUpdate<ws::BsatnFormat>, round_trip: Op
         "error": error,
         "caller": tx.caller_identity.to_hex().to_string(),
         "server_micros": tx.total_host_execution_duration.to_micros(),
-        "round_trip_ms": round_trip.map(|d| d.as_secs_f64() * 1000.0),
+    })
+}
+
+/// The answer to the command's own call, from the reducer client.
+pub fn call_result(result: &ReducerResult) -> Json {
+    let (status, error) = match &result.outcome {
+        Outcome::Committed => ("committed", None),
+        Outcome::Failed(message) => ("failed", Some(message.clone())),
+        Outcome::OutOfEnergy => ("out_of_energy", Some("the module ran out of energy".to_string())),
+    };
+    json!({
+        "event": "reducer",
+        "reducer": result.reducer,
+        "request_id": result.request_id,
+        "status": status,
+        "error": error,
+        "attempts": result.attempts,
+        "server_micros": result.server_execution.as_micros() as u64,
+        "round_trip_ms": result.round_trip.as_secs_f64() * 1000.0,
     })
 }
 

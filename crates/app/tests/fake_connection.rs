@@ -178,7 +178,6 @@ fn reducer_event(request_id: u32, status: &str, error: Option<&str>) -> Json {
         "error": error,
         "caller": "ab".repeat(32),
         "server_micros": 1500,
-        "round_trip_ms": null,
     })
 }
 

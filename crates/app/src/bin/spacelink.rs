@@ -15,7 +15,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use spacelink::connection::Compression;
 use spacelink::printer::{AttachConnection, Job, Printer};
-use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink};
+use spacelink::reducers::ReducerListeners;
+use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink, SpacelinkConfig};
 
 #[derive(Debug, Parser)]
 #[command(name = "spacelink", version, about = "Talk to a SpacetimeDB database; prints one JSON object per line")]
@@ -105,15 +106,19 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         Command::Sql { query } => (Job::Sql(query), true),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let printer = Printer::new(Arc::new(schema), job, Box::new(std::io::stdout()), done_tx).start();
+    let schema = Arc::new(schema);
+    let printer = Printer::new(schema.clone(), job, Box::new(std::io::stdout()), done_tx).start();
     let listeners = Listeners {
         messages: vec![printer.clone().recipient()],
         states: vec![printer.clone().recipient()],
         identities: vec![],
         resilience: vec![printer.clone().recipient()],
     };
-    let app = Spacelink::start(config, listeners)?;
-    printer.do_send(AttachConnection { handle: app.connection.clone() });
+    let mut config = SpacelinkConfig::new(config);
+    config.fetch_schema = false; // Already read: handed to the reducer client below.
+    let app = Spacelink::start_with(config, listeners, ReducerListeners::default())?;
+    app.reducers.set_schema(schema.clone());
+    printer.do_send(AttachConnection { handle: app.connection.clone(), reducers: app.reducers.clone() });
     let code = if one_shot {
         match tokio::time::timeout(Duration::from_secs(args.timeout), done_rx).await {
             Ok(Ok(code)) => code,
