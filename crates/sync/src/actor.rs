@@ -13,7 +13,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use bytes::Bytes;
 use spacelink_connection::codec::{self, DecodeLimits};
-use spacelink_connection::sats::{bsatn, AlgebraicValue};
+use spacelink_connection::sats::{bsatn, AlgebraicValue, ProductValue};
 use spacelink_connection::{
     ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
 };
@@ -45,14 +45,18 @@ impl SchemaKeys {
     }
 }
 
+impl SchemaKeys {
+    /// The key of an already decoded row of `table`.
+    fn key_of_value(&self, table: &str, row: &[u8], value: Option<&ProductValue>) -> RowKey {
+        let key = self.schema.table(table).zip(value).and_then(|(t, v)| bsatn::to_vec(&t.primary_key_of(v)?).ok());
+        RowKey(key.map_or_else(|| Bytes::copy_from_slice(row), Bytes::from))
+    }
+}
+
 impl RowKeys for SchemaKeys {
     fn key(&self, table: &str, row: &[u8]) -> RowKey {
-        let key = self.schema.table(table).and_then(|t| {
-            let value = t.decode(row).ok()?;
-            let pk = t.primary_key_of(&value)?;
-            bsatn::to_vec(&pk).ok()
-        });
-        RowKey(key.map_or_else(|| Bytes::copy_from_slice(row), Bytes::from))
+        let value = self.schema.table(table).and_then(|t| t.decode(row).ok());
+        self.key_of_value(table, row, value.as_ref())
     }
 }
 
@@ -171,8 +175,10 @@ impl SyncActor {
         for change in changes {
             match change {
                 RowChange::Insert { table: t, row } | RowChange::Update { table: t, new: row, .. } if &**t == table => {
-                    let key = self.keys.key(table, row);
-                    match self.position(row) {
+                    // One decode for both the key and the position.
+                    let value = self.schema.table(table).and_then(|s| s.decode(row).ok());
+                    let key = self.keys.key_of_value(table, row, value.as_ref());
+                    match value.as_ref().and_then(|v| self.position(v)) {
                         Some((map, x, y)) => self.spatial.upsert(key, map, x, y),
                         None => self.spatial.remove(&key),
                     }
@@ -186,10 +192,9 @@ impl SyncActor {
         }
     }
 
-    /// `(map_id, pos.x, pos.y)` of a row of the spatial table.
-    fn position(&self, row: &[u8]) -> Option<(u32, f32, f32)> {
+    /// `(map_id, pos.x, pos.y)` of a decoded row of the spatial table.
+    fn position(&self, value: &ProductValue) -> Option<(u32, f32, f32)> {
         let table = self.schema.table(&self.config.spatial_table)?;
-        let value = table.decode(row).ok()?;
         let column = |name: &str| table.columns.iter().position(|c| c == name).and_then(|i| value.elements.get(i));
         let Some(AlgebraicValue::U32(map)) = column("map_id") else { return None };
         let Some(AlgebraicValue::Product(pos)) = column("pos") else { return None };
