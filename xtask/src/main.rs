@@ -1,6 +1,6 @@
 //! `cargo xtask`: the developer tasks of spacelink, in plain Rust (the
-//! rust-analyzer xtask pattern). `cargo xtask help` lists them: `setup`
-//! (setup.rs), `server ...` (server.rs), `module ...` (module.rs), `test`
+//! rust-analyzer xtask pattern). `cargo xtask help` lists them: `doctor`
+//! (doctor.rs), `setup` (setup.rs, with rustver.rs for toolchain versions), `server ...` (server.rs), `module ...` (module.rs), `test`
 //! (testrun.rs), `chaos` (chaos.rs: the resilience scenarios of
 //! crates/app/tests/chaos.rs against a fresh server, printed as a table) and
 //! `demo` (demo.rs).
@@ -8,8 +8,10 @@
 mod chaos;
 mod cmd;
 mod demo;
+mod doctor;
 mod module;
 mod procs;
+mod rustver;
 mod server;
 mod setup;
 mod testrun;
@@ -25,9 +27,13 @@ cargo xtask: developer tasks for spacelink
 
 USAGE: cargo xtask <command> [options]
 
+  doctor                   What this machine has and what `demo`/`test` will still install, with
+                           rough times. Only looks: installs and writes nothing.
   setup                    Install once, into ${XDG_CACHE_HOME:-~/.cache}/spacelink: a V8 stub,
                            spacetimedb-standalone 1.3.0 (cargo install: 7-9 min the first time)
-                           and a wasm32 toolchain. A second run only checks (about a second).
+                           and a wasm32 toolchain new enough for the module (its lock file's
+                           highest rust-version; stale package lists are refreshed). A second
+                           run only checks (about a second).
   server start   [--dir D] Start a local SpacetimeDB on a free 127.0.0.1 port with a fresh data
                            dir and fresh keys; prints its URL. Reuses one of D that is running.
   server status  [--dir D] Is it running? URL, pid, data dir (exit code 3 if not running).
@@ -142,6 +148,12 @@ fn run() -> Result<ExitCode> {
         "setup" => {
             args.finish()?;
             setup::run()?;
+        }
+        "doctor" => {
+            args.finish()?;
+            if !doctor::run()? {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         "server start" => {
             let dir = args.dir()?;

@@ -20,6 +20,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, fmt_duration, Step};
 use crate::procs;
+use crate::rustver::{self, CandidateVerdict, RustVersion};
 
 pub const STDB_VERSION: &str = "1.3.0";
 const MARKER: &str = ".spacelink-ok";
@@ -113,18 +114,33 @@ pub fn rustup_has_wasm_target() -> bool {
     }
 }
 
-/// The wasm toolchain, without installing anything.
+/// The wasm toolchain, without installing anything: rustup's target when its
+/// rustc is new enough for the module, else the cached rust-web if it is.
 pub fn wasm_toolchain(cache: &Path) -> Result<WasmToolchain> {
-    if rustup_has_wasm_target() {
+    let needed = rustver::module_min_rustc(&crate::module::module_dir(), false);
+    let rustup = rustup_wasm_rustc();
+    if rustup.is_some_and(|v| v >= needed) {
         return Ok(WasmToolchain::Rustup);
     }
     let web = RustWeb::at(cache);
     if !web.rustc.is_file() {
         bail!(
-            "no wasm32 toolchain: rustup has no wasm32-unknown-unknown target and {} does not exist.\n\
+            "no wasm32 toolchain: {} and {} does not exist.\n\
              Run `cargo xtask setup` (unpacks Debian's rustc-web into the cache), or, with internet \
              access, `rustup target add wasm32-unknown-unknown`.",
+            match rustup {
+                Some(v) =>
+                    format!("rustup's wasm32 target comes with rustc {v}, older than the {needed} the module needs"),
+                None => "rustup has no wasm32-unknown-unknown target".to_string(),
+            },
             web.rustc.display()
+        );
+    }
+    let version = check_rust_web(&web)?;
+    if version < needed {
+        bail!(
+            "the cached wasm toolchain is rustc {version}, older than the {needed} the module needs.\n\
+             Run `cargo xtask setup`: it replaces it with a newer Debian rustc-web."
         );
     }
     Ok(WasmToolchain::RustWeb(web))
@@ -146,8 +162,10 @@ pub fn run() -> Result<()> {
     fs::create_dir_all(&cache).with_context(|| format!("creating the cache directory {}", cache.display()))?;
     eprintln!("setup: cache directory {}", cache.display());
     ensure_v8_stub(&cache)?;
-    ensure_stdb(&cache)?;
+    // The toolchain first: it takes a minute at most, and a machine that
+    // cannot get one learns it before the server's long build, not after.
     ensure_wasm_toolchain(&cache)?;
+    ensure_stdb(&cache)?;
     eprintln!("setup: everything is in place ({})", fmt_duration(start.elapsed()));
     Ok(())
 }
@@ -232,7 +250,7 @@ fn stdb_version(bin: &Path) -> Result<String> {
 
 /// Pids of running `cargo install ... spacetimedb-standalone... --root ROOT`
 /// processes installing into `root` (started by hand or by another xtask).
-fn running_stdb_installs(root: &Path) -> Vec<u32> {
+pub fn running_stdb_installs(root: &Path) -> Vec<u32> {
     let me = std::process::id();
     procs::all_pids()
         .into_iter()
@@ -356,41 +374,78 @@ fn wait_for_other_install(cache: &Path, pids: &[u32]) -> Result<()> {
 // ---------------------------------------------------------------------------
 // 3. The wasm toolchain.
 
+/// rustup's rustc, when rustup has the wasm32 target: its version.
+fn rustup_wasm_rustc() -> Option<RustVersion> {
+    if !rustup_has_wasm_target() {
+        return None;
+    }
+    let mut rustc = Command::new("rustc");
+    cmd::scrub_foreign_build_env(&mut rustc).arg("--version");
+    cmd::output(&mut rustc).ok().as_deref().and_then(RustVersion::from_rustc_version)
+}
+
 fn ensure_wasm_toolchain(cache: &Path) -> Result<()> {
     let step = Step::new("wasm32 toolchain");
-    if rustup_has_wasm_target() {
-        step.finish("rustup has wasm32-unknown-unknown: plain `cargo build`, nothing to install");
-        return Ok(());
+    let needed = rustver::module_min_rustc(&crate::module::module_dir(), false);
+    eprintln!(
+        "    the module needs rustc {needed} or newer (the highest rust-version in modules/guildmaster/Cargo.lock)"
+    );
+    match rustup_wasm_rustc() {
+        Some(v) if v >= needed => {
+            step.finish(&format!(
+                "rustup has wasm32-unknown-unknown with rustc {v}: plain `cargo build`, nothing to install"
+            ));
+            return Ok(());
+        }
+        Some(v) => eprintln!(
+            "    rustup has wasm32-unknown-unknown, but its rustc is {v}: too old for the module \
+             (`rustup update` fixes that); using Debian's rustc-web instead"
+        ),
+        None => {}
     }
     let web = RustWeb::at(cache);
     let dir = cache.join("rust-web");
     if web.rustc.is_file() {
         match check_rust_web(&web) {
-            Ok(version) => {
+            Ok(version) if version >= needed => {
                 if !has_marker(&dir) {
-                    write_marker(&dir, &version)?;
+                    write_marker(&dir, &format!("rustc {version}"))?;
                 }
-                step.finish(&format!("cached, {version} in {}", rust_web_root(cache).display()));
+                step.finish(&format!("cached, rustc {version} in {}", rust_web_root(cache).display()));
                 return Ok(());
             }
+            Ok(version) => eprintln!(
+                "    the cached rust-web toolchain is rustc {version}, older than the {needed} the module \
+                 needs: replacing it"
+            ),
             Err(e) => eprintln!("    the cached rust-web toolchain does not work ({e:#}); unpacking it again"),
         }
     }
     let _ = fs::remove_file(dir.join(MARKER));
-    install_rust_web(cache)?;
+    install_rust_web(cache, needed)?;
     let version = check_rust_web(&web)?;
-    write_marker(&dir, &version)?;
-    step.finish(&format!("installed, {version} in {}", rust_web_root(cache).display()));
+    if version < needed {
+        bail!(
+            "the rust-web toolchain just installed is rustc {version}, but the module needs {needed}; \
+             delete {} and run `cargo xtask setup` again",
+            dir.display()
+        );
+    }
+    write_marker(&dir, &format!("rustc {version}"))?;
+    step.finish(&format!("installed, rustc {version} in {}", rust_web_root(cache).display()));
     Ok(())
 }
 
-fn check_rust_web(web: &RustWeb) -> Result<String> {
+/// The unpacked toolchain's version, after checking it has what
+/// `-Zbuild-std` needs.
+fn check_rust_web(web: &RustWeb) -> Result<RustVersion> {
     let version = web.version()?;
     let std_src = web.std_sources();
     if !std_src.is_dir() {
         bail!("{} is missing (package rust-web-src): -Zbuild-std needs it", std_src.display());
     }
-    Ok(version)
+    RustVersion::from_rustc_version(&version)
+        .with_context(|| format!("{} --version printed `{version}`, not a rustc version", web.rustc.display()))
 }
 
 /// Parses `apt-cache depends` output: the names after `Depends:` (real
@@ -433,14 +488,68 @@ fn rust_web_packages() -> Vec<String> {
     found.into_iter().collect()
 }
 
-fn install_rust_web(cache: &Path) -> Result<()> {
+/// How to get a new enough compiler when Debian offers none.
+fn toolchain_fix_hint(needed: RustVersion) -> String {
+    format!(
+        "Either\n  - refresh the package lists and run setup again: `sudo apt-get update && cargo xtask setup` \
+         (Debian 12 carries a new enough rustc-web in bookworm-security: check that \
+         /etc/apt/sources.list or /etc/apt/sources.list.d/ names `bookworm-security`), or\n  - \
+         with internet access, use rustup's target instead: `rustup update && rustup target add \
+         wasm32-unknown-unknown` (rustc {needed} or newer)."
+    )
+}
+
+fn apt_get_update() -> Result<()> {
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    cmd::run_streamed(&mut update, "apt-get update", Duration::from_secs(20))
+}
+
+/// Debian's rustc-web candidate, refreshing the package lists once if it is
+/// missing or older than `needed` (a fresh machine's lists can be stale).
+fn rust_web_candidate(needed: RustVersion) -> Result<RustVersion> {
+    let policy = rustver::apt_policy("rustc-web");
+    let found = match rustver::judge_candidate(&policy, needed) {
+        CandidateVerdict::Use(v) => return Ok(v),
+        CandidateVerdict::TooOld(found) => found,
+    };
+    let shown = found.map_or("no rustc-web".to_string(), |v| format!("rustc-web {v}"));
+    eprintln!(
+        "    the package lists offer {shown}, older than the {needed} the module needs: \
+         the lists may be stale, running `apt-get update`"
+    );
+    if let Err(e) = apt_get_update() {
+        bail!(
+            "no wasm toolchain new enough: the package lists offer {shown} and the module needs rustc \
+             {needed}, and `apt-get update` failed ({e:#}).\n{}",
+            toolchain_fix_hint(needed)
+        );
+    }
+    match rustver::judge_candidate(&rustver::apt_policy("rustc-web"), needed) {
+        CandidateVerdict::Use(v) => {
+            eprintln!("    after `apt-get update` the candidate is rustc-web {v}");
+            Ok(v)
+        }
+        CandidateVerdict::TooOld(after) => bail!(
+            "no wasm toolchain new enough: even after `apt-get update` Debian offers {}, and the module \
+             needs rustc {needed} or newer. Nothing was built.\n{}",
+            after.map_or("no rustc-web".to_string(), |v| format!("rustc-web {v}")),
+            toolchain_fix_hint(needed)
+        ),
+    }
+}
+
+fn install_rust_web(cache: &Path, needed: RustVersion) -> Result<()> {
     if cmd::find_program("apt-get").is_none() || cmd::find_program("dpkg").is_none() {
         bail!(
-            "no wasm32 toolchain and no apt-get/dpkg to fetch Debian's rustc-web.\n\
+            "no wasm32 toolchain: rustup has no wasm32-unknown-unknown target (with rustc {needed} or \
+             newer) and there is no apt-get/dpkg to fetch Debian's rustc-web.\n\
              Install the target with `rustup target add wasm32-unknown-unknown` and run \
              `cargo xtask setup` again."
         );
     }
+    let candidate = rust_web_candidate(needed)?;
+    eprintln!("    Debian's rustc-web {candidate}: downloading it and its standard library");
     let debs = cache.join("rust-web").join("debs");
     let packages = rust_web_packages();
     eprintln!("    packages: {}", packages.join(" "));
@@ -456,9 +565,7 @@ fn install_rust_web(cache: &Path) -> Result<()> {
     };
     if let Err(first) = download("apt-get download") {
         eprintln!("    apt-get download failed ({first:#}); updating the package lists and retrying");
-        let mut update = Command::new("apt-get");
-        update.arg("update");
-        cmd::run_streamed(&mut update, "apt-get update", Duration::from_secs(20)).context(
+        apt_get_update().context(
             "apt-get update failed: run `cargo xtask setup` as root (or `sudo apt-get update` first), \
              or install the wasm32 target another way (`rustup target add wasm32-unknown-unknown`)",
         )?;
