@@ -24,8 +24,18 @@ pub fn module_dir() -> PathBuf {
     crate::repo_root().join("modules").join("guildmaster")
 }
 
+/// The module's cargo target directory: `modules/guildmaster/target`, or
+/// `SPACELINK_MODULE_TARGET_DIR` (tests that build with another toolchain use
+/// one of their own, so the usual build stays warm).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("SPACELINK_MODULE_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => module_dir().join("target"),
+    }
+}
+
 pub fn wasm_path() -> PathBuf {
-    module_dir().join("target/wasm32-unknown-unknown/release/guildmaster.wasm")
+    target_dir().join("wasm32-unknown-unknown/release/guildmaster.wasm")
 }
 
 /// rustup's `rust-lld` for the host, which links wasm for the rust-web rustc.
@@ -60,7 +70,7 @@ pub fn build() -> Result<PathBuf> {
     let toolchain = setup::wasm_toolchain(&setup::cache_dir()?)?;
     let step = Step::new("build modules/guildmaster to wasm");
     let mut cargo = cmd::cargo();
-    cmd::scrub_foreign_build_env(&mut cargo).current_dir(&dir);
+    cmd::scrub_foreign_build_env(&mut cargo).current_dir(&dir).env("CARGO_TARGET_DIR", target_dir());
     match &toolchain {
         WasmToolchain::Rustup => {
             eprintln!("    toolchain: rustup's wasm32-unknown-unknown target");

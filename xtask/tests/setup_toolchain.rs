@@ -59,8 +59,12 @@ fn plant_old_toolchain(cache: &Path) {
 }
 
 fn xtask(xdg: &Path, apt_config: Option<&Path>, args: &[&str]) -> (bool, String) {
+    xtask_env(xdg, apt_config, args, &[])
+}
+
+fn xtask_env(xdg: &Path, apt_config: Option<&Path>, args: &[&str], env: &[(&str, &Path)]) -> (bool, String) {
     let mut cmd = Command::new(XTASK);
-    cmd.args(args).env("XDG_CACHE_HOME", xdg);
+    cmd.args(args).env("XDG_CACHE_HOME", xdg).envs(env.iter().copied());
     if let Some(conf) = apt_config {
         cmd.env("APT_CONFIG", conf);
     }
@@ -186,7 +190,14 @@ fn setup_on_stale_package_lists_refreshes_them_and_the_module_builds() {
     let version = cached_rustc_version(&xdg);
     assert!(minor(&version) >= (1, 88), "setup left `{version}` in the cache");
 
-    let (ok, text) = xtask(&xdg, Some(&conf), &["module", "build"]);
+    // Its own target directory: a build with another compiler's std sources
+    // would make the usual module build start from scratch.
+    let (ok, text) = xtask_env(
+        &xdg,
+        Some(&conf),
+        &["module", "build"],
+        &[("SPACELINK_MODULE_TARGET_DIR", &xdg.join("module-target"))],
+    );
     assert!(ok, "the module must build with the toolchain setup installed:\n{text}");
     assert!(text.contains("guildmaster.wasm"), "{text}");
     let _ = fs::remove_dir_all(&xdg);
