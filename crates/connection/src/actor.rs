@@ -275,7 +275,14 @@ impl ConnectionActor {
             }
             match result {
                 Err(_) => act.attempt_failed(ctx, format!("handshake timed out after {timeout:?}")),
-                Ok(Err(e)) => act.attempt_failed(ctx, describe_handshake_error(&e)),
+                Ok(Err(e)) => {
+                    if let tungstenite::Error::Http(response) = &e {
+                        let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                        let (status, reason) = (response.status().as_u16(), body.trim().to_string());
+                        act.tell(ResilienceEvent::HandshakeRefused { generation, status, reason });
+                    }
+                    act.attempt_failed(ctx, describe_handshake_error(&e))
+                }
                 Ok(Ok((stream, _response))) => act.session_up(ctx, generation, stream),
             }
         }));
@@ -429,7 +436,8 @@ impl ConnectionActor {
             "server message"
         );
         if let ServerMessage::IdentityToken(ws::IdentityToken { identity, token, connection_id }) = &message {
-            self.token = Some(token.to_string());
+            // Keep a token given meanwhile (`ReplaceToken`); adopt the server's if anonymous.
+            self.token.get_or_insert_with(|| token.to_string());
             self.identity = Some((*identity, *connection_id));
             let event = IdentityReceived {
                 generation: self.generation,
@@ -560,6 +568,19 @@ impl Handler<ForceReconnect> for ConnectionActor {
             self.transition(ConnectionEvent::SessionLost, Some(msg.reason), Some(Duration::ZERO));
         }
         self.restart_after(ctx, Duration::ZERO);
+    }
+}
+
+impl Handler<ReplaceToken> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceToken, ctx: &mut Self::Context) {
+        self.token = msg.token.map(|t| t.expose().to_string());
+        tracing::debug!(reconnect = msg.reconnect, anonymous = self.token.is_none(), "token replaced");
+        if msg.reconnect {
+            let reason = "reconnecting with a new token".to_string();
+            <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason }, ctx);
+        }
     }
 }
 

@@ -44,6 +44,18 @@ pub struct ForceReconnect {
     pub reason: String,
 }
 
+/// Present `token` from now on (`None`: connect anonymously). With
+/// `reconnect`, the current session is dropped and a new one opened with it
+/// at once; otherwise the next session uses it. Sent by the auth actor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ReplaceToken {
+    /// The token.
+    pub token: Option<Token>,
+    /// Reconnect now so that the server sees it.
+    pub reconnect: bool,
+}
+
 /// Close the session and stay disconnected.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -107,6 +119,17 @@ pub enum ResilienceEvent {
         generation: u64,
         /// 1 for the first attempt after a success (or ever), then 2, 3…
         attempt: u32,
+    },
+    /// The server answered the WebSocket upgrade with an HTTP error (401 or
+    /// 403: it refused the token; 404: no such database), as opposed to a
+    /// network failure, where nothing answered.
+    HandshakeRefused {
+        /// The attempt's generation.
+        generation: u64,
+        /// The HTTP status.
+        status: u16,
+        /// The response body: the server's reason.
+        reason: String,
     },
     /// The link's health verdict or status changed.
     HealthChanged(NetworkHealth),
