@@ -25,6 +25,8 @@
 pub mod credentials;
 pub mod printer;
 pub mod render;
+pub mod settings;
+pub mod watcher;
 pub mod store;
 pub mod supervisor;
 

@@ -121,6 +121,23 @@ pub(crate) mod tests {
         assert!(TokenClaims::read(&t).is_err());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        // Feature: spacetimedb-integration, Property 2: Authentication Flow Consistency
+        #[test]
+        fn prop_claims_read_back_the_identity_and_expiry(
+            iss in "[ -~]{1,40}", sub in "[ -~]{1,40}", exp in proptest::option::of(0u64..4_000_000_000), junk in ".{0,64}",
+        ) {
+            let t = token(serde_json::json!({"iss": iss, "sub": sub, "exp": exp, "aud": ["spacetimedb"]}));
+            let c = TokenClaims::read(&t).unwrap();
+            proptest::prop_assert_eq!(c.identity, Identity::from_claims(&iss, &sub));
+            proptest::prop_assert_eq!(c.expires_at, exp.map(|e| UNIX_EPOCH + Duration::from_secs(e)));
+            // Anything else is refused with a typed error, never a panic.
+            let _ = TokenClaims::read(&junk);
+            let _ = TokenClaims::read(&format!("a.{junk}.b"));
+        }
+    }
+
     #[test]
     fn malformed_tokens_are_refused_not_panicked_on() {
         for t in

@@ -64,6 +64,8 @@ pub struct ConnectionActor {
     recovering: bool,
     /// Callers of `AttemptRecovery` waiting for its outcome.
     recovery_waiters: Vec<tokio::sync::oneshot::Sender<bool>>,
+    /// The heartbeat's interval timer (re-armed by `Reconfigure`).
+    heartbeat_timer: Option<SpawnHandle>,
 }
 
 /// One live WebSocket session.
@@ -131,6 +133,7 @@ impl ConnectionActor {
             reported_health: None,
             recovering: false,
             recovery_waiters: Vec::new(),
+            heartbeat_timer: None,
         }
     }
 
@@ -468,7 +471,7 @@ impl Actor for ConnectionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         // Timers do not survive a restart: arm them here.
-        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
+        self.heartbeat_timer = Some(ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx)));
         if self.shut_down {
             return;
         }
@@ -581,6 +584,28 @@ impl Handler<ReplaceToken> for ConnectionActor {
             let reason = "reconnecting with a new token".to_string();
             <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason }, ctx);
         }
+    }
+}
+
+impl Handler<Reconfigure> for ConnectionActor {
+    type Result = Result<(), crate::ConfigError>;
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) -> Self::Result {
+        let mut config = msg.config;
+        config.token = self.config.token.clone();
+        config.validate()?;
+        self.config.check_live_change(&config)?;
+        let heartbeat_changed = config.heartbeat_interval != self.config.heartbeat_interval;
+        self.config = config;
+        if heartbeat_changed {
+            if let Some(timer) = self.heartbeat_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.heartbeat_timer =
+                Some(ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx)));
+        }
+        tracing::info!(heartbeat_interval = ?self.config.heartbeat_interval, "connection reconfigured");
+        Ok(())
     }
 }
 

@@ -56,6 +56,18 @@ pub struct ReplaceToken {
     pub reconnect: bool,
 }
 
+/// Apply new settings to the running connection. The live ones (timeouts,
+/// heartbeat, retry) take effect at once, the heartbeat re-armed at its new
+/// interval; a change to one that needs a new connection (server, database…)
+/// is refused naming it (see `ConnectionConfig::check_live_change`). The token
+/// is not taken from it (that is `ReplaceToken`'s job).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), crate::ConfigError>")]
+pub struct Reconfigure {
+    /// The new settings.
+    pub config: crate::ConnectionConfig,
+}
+
 /// Close the session and stay disconnected.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
