@@ -433,7 +433,9 @@ fn from_figment(e: figment::Error) -> SettingsError {
     } else {
         let mut path = e.path.join(".");
         if let figment::error::Kind::UnknownField(name, _) = &e.kind {
-            path = format!("{path}.{name}");
+            if e.path.last() != Some(name) {
+                path = format!("{path}.{name}");
+            }
         }
         path
     };
@@ -536,7 +538,7 @@ mod tests {
             assert_eq!(err.field, field, "{line}: {err}");
         }
         assert_eq!(load("[default.connection]\ndatabase = \"x\"\n").unwrap_err().field, "connection.server_url");
-        assert_eq!(load(&format!("{BASE}[default.nope]\nx = 1\n")).unwrap_err().field, "default.nope");
+        assert_eq!(load(&format!("{BASE}[default.nope]\nx = 1\n")).unwrap_err().field, "nope");
         assert_eq!(load(&format!("{BASE}[qa.connection]\n")).unwrap_err().field, "qa");
     }
 
