@@ -26,9 +26,9 @@ pub mod credentials;
 pub mod printer;
 pub mod render;
 pub mod settings;
-pub mod watcher;
 pub mod store;
 pub mod supervisor;
+pub mod watcher;
 
 pub use spacelink_auth as auth;
 pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentials, TokenProvider};

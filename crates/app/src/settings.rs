@@ -274,7 +274,11 @@ impl Settings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         let c = self.connection_config()?;
         let r = &self.reducers;
-        for (field, v) in [("reducers.max_args_size", r.max_args_size), ("reducers.queue_capacity", r.queue_capacity), ("reducers.max_in_flight", r.max_in_flight)] {
+        for (field, v) in [
+            ("reducers.max_args_size", r.max_args_size),
+            ("reducers.queue_capacity", r.queue_capacity),
+            ("reducers.max_in_flight", r.max_in_flight),
+        ] {
             if v == 0 {
                 return Err(SettingsError::new(field, "must be at least 1"));
             }
@@ -297,7 +301,10 @@ impl Settings {
             }
         }
         if !["auto", "keyring", "file", "memory"].contains(&a.store.as_str()) {
-            return Err(SettingsError::new("auth.store", format!("`{}` is not auto, keyring, file or memory", a.store)));
+            return Err(SettingsError::new(
+                "auth.store",
+                format!("`{}` is not auto, keyring, file or memory", a.store),
+            ));
         }
         Ok(())
     }
@@ -404,7 +411,10 @@ impl SettingsLoader {
                 text.parse().map_err(|e: toml::de::Error| SettingsError::new("file", e.message().to_string()))?;
             for (key, value) in &table {
                 if !PROFILES.contains(&key.as_str()) {
-                    return Err(SettingsError::new(key.clone(), format!("is not a profile ({PROFILES:?}); put settings under [default.<section>]")));
+                    return Err(SettingsError::new(
+                        key.clone(),
+                        format!("is not a profile ({PROFILES:?}); put settings under [default.<section>]"),
+                    ));
                 }
                 if !value.is_table() {
                     return Err(SettingsError::new(key.clone(), "must be a table of sections"));
@@ -517,9 +527,13 @@ mod tests {
         assert_eq!(prod.connection.server_url, "https://prod.example");
         assert_eq!(prod.connection.database, "guildmaster", "profiles inherit default");
         assert_eq!(prod.connection.heartbeat_interval, Duration::from_secs(3));
-        let code = SettingsLoader::new().env_prefix(None).file(&path).set("connection.heartbeat_interval", "250ms").load();
+        let code =
+            SettingsLoader::new().env_prefix(None).file(&path).set("connection.heartbeat_interval", "250ms").load();
         assert_eq!(code.unwrap().connection.heartbeat_interval, Duration::from_millis(250));
-        assert_eq!(SettingsLoader::new().env_prefix(None).file(&path).profile("qa").load().unwrap_err().field, "profile");
+        assert_eq!(
+            SettingsLoader::new().env_prefix(None).file(&path).profile("qa").load().unwrap_err().field,
+            "profile"
+        );
     }
 
     #[test]
@@ -544,13 +558,29 @@ mod tests {
 
     fn arb_settings() -> impl Strategy<Value = Settings> {
         (
-            (prop::sample::select(vec!["http://127.0.0.1:3000", "https://stdb.example.com", "ws://10.0.0.1:80"]), "[a-z][a-z0-9_-]{0,20}"),
-            (1u64..5_000, 1u64..20_000, 1u64..60_000, prop::sample::select(vec!["none", "brotli", "gzip"]), any::<bool>()),
+            (
+                prop::sample::select(vec!["http://127.0.0.1:3000", "https://stdb.example.com", "ws://10.0.0.1:80"]),
+                "[a-z][a-z0-9_-]{0,20}",
+            ),
+            (
+                1u64..5_000,
+                1u64..20_000,
+                1u64..60_000,
+                prop::sample::select(vec!["none", "brotli", "gzip"]),
+                any::<bool>(),
+            ),
             (1usize..100_000, 1024usize..100_000_000),
             (0u32..20, 1u64..10_000, 1u64..100_000, 1.0f64..10.0, 0.0f64..=1.0),
             (1u32..50, 1u64..600_000, 1u32..10),
             (1usize..1_000_000, 1usize..1_000_000, 1usize..1_000_000, 0u32..10, 1u64..10_000),
-            (0u64..600, 1u64..60_000, 1u64..60_000, any::<bool>(), 1u64..600, prop::sample::select(vec!["auto", "keyring", "file", "memory"])),
+            (
+                0u64..600,
+                1u64..60_000,
+                1u64..60_000,
+                any::<bool>(),
+                1u64..600,
+                prop::sample::select(vec!["auto", "keyring", "file", "memory"]),
+            ),
         )
             .prop_map(|(server, conn, caps, retry, breaker, red, auth)| {
                 let mut s = Settings::default();
@@ -575,11 +605,8 @@ mod tests {
                     open_duration: Duration::from_millis(breaker.1),
                     half_open_max_calls: breaker.2,
                 };
-                s.reducers = ReducerSettings {
-                    max_args_size: red.0,
-                    queue_capacity: red.1,
-                    max_in_flight: 1 + red.2 % caps.0,
-                };
+                s.reducers =
+                    ReducerSettings { max_args_size: red.0, queue_capacity: red.1, max_in_flight: 1 + red.2 % caps.0 };
                 s.sync = SyncSettings { max_retries: red.3, retry_delay: Duration::from_millis(red.4) };
                 s.auth = AuthSettings {
                     refresh_margin: Duration::from_secs(auth.0),

@@ -107,18 +107,16 @@ impl SettingsWatcher {
             });
         }
         let connection = self.connection.clone();
-        ctx.spawn(
-            async move { connection.reconfigure(new_c).await.map(|()| new) }.into_actor(self).map(|result, act, _| {
-                match result {
-                    Ok(new) => {
-                        tracing::info!("settings reloaded");
-                        act.current = new.clone();
-                        act.tell(SettingsEvent::Applied(Box::new(new)));
-                    }
-                    Err(e) => act.refused(SettingsError { field: "connection".into(), reason: e.to_string() }),
+        ctx.spawn(async move { connection.reconfigure(new_c).await.map(|()| new) }.into_actor(self).map(
+            |result, act, _| match result {
+                Ok(new) => {
+                    tracing::info!("settings reloaded");
+                    act.current = new.clone();
+                    act.tell(SettingsEvent::Applied(Box::new(new)));
                 }
-            }),
-        );
+                Err(e) => act.refused(SettingsError { field: "connection".into(), reason: e.to_string() }),
+            },
+        ));
     }
 }
 

@@ -76,7 +76,8 @@ struct Minter {
 impl Minter {
     /// Asks the server for an identity (`POST /v1/identity`) and copies its claims' shape.
     fn new() -> (Self, Token) {
-        let dir = PathBuf::from(std::env::var("SPACELINK_SERVER_DIR").expect("SPACELINK_SERVER_DIR: the server's state dir"));
+        let dir =
+            PathBuf::from(std::env::var("SPACELINK_SERVER_DIR").expect("SPACELINK_SERVER_DIR: the server's state dir"));
         let pem = std::fs::read_to_string(dir.join("keys/priv.pem")).unwrap();
         let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).unwrap();
         let (url, _) = common::server();
@@ -96,8 +97,11 @@ impl Minter {
         let mut claims = self.claims.clone();
         claims.insert("iat".into(), now_secs().saturating_sub(1).into());
         claims.insert("exp".into(), exp.into());
-        let signing_input =
-            format!("{}.{}", e.encode(br#"{"typ":"JWT","alg":"ES256"}"#), e.encode(serde_json::Value::from(claims).to_string()));
+        let signing_input = format!(
+            "{}.{}",
+            e.encode(br#"{"typ":"JWT","alg":"ES256"}"#),
+            e.encode(serde_json::Value::from(claims).to_string())
+        );
         let signature: p256::ecdsa::Signature = self.key.sign(signing_input.as_bytes());
         Token::new(format!("{signing_input}.{}", e.encode(signature.to_bytes())))
     }
@@ -214,7 +218,8 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
     let minter = Arc::new(minter);
     let first_exp = now_secs() + 5;
     let first = minter.mint(first_exp);
-    let provider = Arc::new(MintingProvider { minter: minter.clone(), life: 6, asked: 0.into(), minted: Mutex::default() });
+    let provider =
+        Arc::new(MintingProvider { minter: minter.clone(), life: 6, asked: 0.into(), minted: Mutex::default() });
     let (auth_listeners, mut auth) = tap();
     let mut c = SpacelinkConfig::new(config());
     c.fetch_schema = false;
@@ -255,10 +260,7 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
     let last = provider.minted.lock().unwrap().last().cloned().unwrap();
     assert_eq!(session.token, last, "the new session presented the refreshed token");
     while let Ok(event) = auth.try_recv() {
-        assert!(
-            matches!(event, AuthEvent::TokenRefreshed { .. }),
-            "nothing but refreshes: {event:?}"
-        );
+        assert!(matches!(event, AuthEvent::TokenRefreshed { .. }), "nothing but refreshes: {event:?}");
     }
     assert!(provider.asked.load(Ordering::SeqCst) >= 1);
     app.shutdown();
