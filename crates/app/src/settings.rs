@@ -51,7 +51,7 @@ impl SettingsError {
 }
 
 /// Every subsystem's settings, as a file holds them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// The connection.
@@ -149,17 +149,6 @@ pub struct AuthSettings {
     pub store: String,
     /// The credential file, for `auto` and `file` (default: under the user's data directory).
     pub credentials_file: Option<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            connection: ConnectionSettings::default(),
-            reducers: ReducerSettings::default(),
-            sync: SyncSettings::default(),
-            auth: AuthSettings::default(),
-        }
-    }
 }
 
 impl Default for ConnectionSettings {

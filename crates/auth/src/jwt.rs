@@ -75,7 +75,7 @@ impl TokenClaims {
         let subject = text("sub")?;
         let identity = Identity::from_claims(&issuer, &subject);
         if let Some(serde_json::Value::String(hex)) = claims.get("hex_identity") {
-            if !hex.eq_ignore_ascii_case(&identity.to_hex().to_string()) {
+            if !hex.eq_ignore_ascii_case(identity.to_hex().as_ref()) {
                 return Err(bad("`hex_identity` does not match `iss` and `sub`"));
             }
         }
