@@ -22,11 +22,16 @@
 //! # }
 //! ```
 
+pub mod credentials;
 pub mod printer;
 pub mod render;
+pub mod settings;
 pub mod store;
 pub mod supervisor;
+pub mod watcher;
 
+pub use spacelink_auth as auth;
+pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentials, TokenProvider};
 pub use spacelink_connection as connection;
 pub use spacelink_connection::{
     ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus, IdentityReceived,

@@ -43,6 +43,9 @@ pub fn resilience_event(event: &ResilienceEvent) -> Json {
         ResilienceEvent::AttemptStarted { generation, attempt } => {
             json!({ "event": "attempt", "generation": generation, "attempt": attempt })
         }
+        ResilienceEvent::HandshakeRefused { generation, status, reason } => {
+            json!({ "event": "handshake_refused", "generation": generation, "status": status, "reason": reason })
+        }
         ResilienceEvent::RecoveryStarted => json!({ "event": "recovery_started" }),
         ResilienceEvent::RecoveryCompleted { success } => json!({ "event": "recovery_completed", "success": success }),
     }

@@ -2,9 +2,9 @@
 //!
 //! Today it has one child, the connection actor, which runs under an actix
 //! `Supervisor`: when the connection fails it stops, and its restart (after the
-//! retry policy's delay) is the reconnection. The tree will grow: the auth actor
-//! starts before the connection and hands it a token; the sync and reducer
-//! actors start after it and listen to it. Every child is wired with the
+//! retry policy's delay) is the reconnection. The auth actor starts
+//! before the connection and hands it a token (stored, given or none); the
+//! sync and reducer actors start after it and listen to it. Every child is wired with the
 //! `Recipient`s it is given here, never with another crate's `Addr`, so a test
 //! can start any child as a fake.
 
@@ -12,6 +12,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use spacelink_auth::{
+    AuthActor, AuthConfig, AuthHandle, AuthListeners, AuthSetup, CredentialKey, CredentialStore, FallbackStore,
+    MemoryStore, Token, TokenProvider,
+};
 use spacelink_connection::{
     ConnectionActor, ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, Listeners, ModuleSchema,
     StateChanged,
@@ -38,6 +42,16 @@ pub struct SpacelinkConfig {
     /// The module's schema, if already known: needed for state synchronisation
     /// (rows are keyed by their primary keys). [`Spacelink::connect`] fetches it.
     pub schema: Option<Arc<ModuleSchema>>,
+    /// Authentication settings.
+    pub auth: AuthConfig,
+    /// Where credentials are kept between runs (default: memory only; a game
+    /// sets [`crate::credentials::default_store`]: the OS keyring or an owner-only file).
+    pub credentials: Option<Arc<dyn CredentialStore>>,
+    /// Where new tokens come from before the current one expires (default: none;
+    /// a server-issued token never expires).
+    pub token_provider: Option<Arc<dyn TokenProvider>>,
+    /// Who hears the auth events.
+    pub auth_listeners: AuthListeners,
 }
 
 impl SpacelinkConfig {
@@ -50,6 +64,10 @@ impl SpacelinkConfig {
             fetch_schema: true,
             sync: SyncConfig::default(),
             schema: None,
+            auth: AuthConfig::default(),
+            credentials: None,
+            token_provider: None,
+            auth_listeners: AuthListeners::default(),
         }
     }
 }
@@ -71,6 +89,8 @@ pub struct Spacelink {
     pub connection: ConnectionHandle,
     /// The reducer client.
     pub reducers: ReducerHandle,
+    /// Authentication: identity, token, refresh.
+    pub auth: AuthHandle,
     /// State synchronisation (present when the schema was known at start, as
     /// with [`Spacelink::connect`]).
     pub sync: Option<SyncHandle>,
@@ -117,12 +137,19 @@ impl Spacelink {
     /// Starts every child: the reducer and sync actors exist (as addresses)
     /// before the connection, so that each can be given the other's recipients.
     fn start_all(
-        config: SpacelinkConfig,
+        mut config: SpacelinkConfig,
         mut listeners: Listeners,
         reducer_listeners: ReducerListeners,
         sync_listeners: SyncListeners,
     ) -> Result<Self, ConnectionError> {
         config.connection.validate()?;
+        // Authentication first: the token the connection starts with.
+        let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
+        let primary = config.credentials.clone().unwrap_or_else(|| Arc::new(MemoryStore::default()));
+        let mut store = FallbackStore::new(primary);
+        let auth_token =
+            spacelink_auth::initial_token(&mut store, &key, config.connection.token.take().map(Token::new));
+        config.connection.token = auth_token.as_ref().map(|t| t.expose().to_string());
         if config.reducers.max_in_flight >= config.connection.outbound_capacity {
             // A full socket queue could refuse a call while later ones get through.
             return Err(ConnectionError::Config(spacelink_connection::ConfigError {
@@ -138,7 +165,13 @@ impl Spacelink {
         let token = config.connection.token.clone();
         let mut outcome = None;
         let mut sync = None;
+        let mut auth = None;
         let supervisor = Supervisor::create(|ctx| {
+            let auth_ctx = Context::<AuthActor>::new();
+            let auth_addr = auth_ctx.address();
+            listeners.identities.push(auth_addr.clone().recipient());
+            listeners.resilience.push(auth_addr.clone().recipient());
+            listeners.states.push(auth_addr.clone().recipient());
             // The reducer actor's address exists before the actor, so that the
             // connection can be given its recipients and it the connection's.
             let reducer_ctx = Context::<ReducerActor>::new();
@@ -155,6 +188,15 @@ impl Spacelink {
             let result = ConnectionActor::start_supervised(config.connection, listeners);
             let connection = result.as_ref().ok().cloned();
             if let Some(connection) = &connection {
+                let setup = AuthSetup {
+                    config: config.auth,
+                    key,
+                    store,
+                    provider: config.token_provider,
+                    connection: connection.addr().clone().recipient(),
+                    listeners: config.auth_listeners,
+                };
+                auth = Some(auth_ctx.run(AuthActor::new(setup, auth_token)));
                 let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
                 let actor =
                     ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
@@ -178,14 +220,13 @@ impl Spacelink {
             outcome = Some(result.map(|c| (c, reducers.clone())));
             Supervisor { connection, reducers, last_state: ConnectionState::Disconnected }
         });
-        let (connection, reducers) = match outcome {
-            Some(Ok((connection, Some(reducers)))) => (connection, reducers),
-            Some(Ok(_)) => return Err(ConnectionError::ActorGone),
-            Some(Err(e)) => {
+        let (connection, reducers, auth) = match (outcome, auth) {
+            (Some(Ok((connection, Some(reducers)))), Some(auth)) => (connection, reducers, AuthHandle::new(auth)),
+            (Some(Err(e)), _) => {
                 supervisor.do_send(StopTree);
                 return Err(e);
             }
-            None => return Err(ConnectionError::ActorGone),
+            _ => return Err(ConnectionError::ActorGone),
         };
         if let Some(schema) = &config.schema {
             reducers.set_schema(schema.clone());
@@ -198,7 +239,7 @@ impl Spacelink {
                 }
             });
         }
-        Ok(Self { supervisor, connection, reducers, sync })
+        Ok(Self { supervisor, connection, reducers, auth, sync })
     }
 
     /// Closes the connection and stops the tree.

@@ -1,8 +1,35 @@
-//! Authentication for spacelink. **Not implemented yet.**
+//! Authentication for spacelink: who the player is, and the token that proves it.
 //!
-//! This crate will own the `AuthActor`: obtaining an identity and token from the
-//! server (`POST /v1/identity`) or from stored credentials, storing credentials
-//! securely on disk, refreshing tokens before their `exp`, and telling the
-//! connection which token to present on (re)connect. Until it lands, the
-//! connection takes a token directly in `ConnectionConfig::token`, and the
-//! server-issued token arrives in the connection's `IdentityReceived` event.
+//! - [`jwt`]: what a token says about itself (identity from `iss`+`sub`,
+//!   `exp`), read without verifying it; the server verifies.
+//! - [`store`]: credentials kept between runs behind [`CredentialStore`]
+//!   (the app provides the OS keyring and an owner-only file), one entry per
+//!   server and database, falling back to memory when the store fails.
+//! - [`refresh`]: when to ask the game's [`TokenProvider`] for a new token.
+//! - [`AuthActor`]: starts before the connection, hands it the token, learns
+//!   from it what the server said (accepted, refused with HTTP 401/403, or
+//!   unreachable), and replaces the token ahead of `exp` without a reconnect
+//!   the game can see (SpacetimeDB checks a token when a session opens).
+//!
+//! Tokens are never logged: [`Token`]'s `Debug` and `Display` redact it, and no
+//! error carries one.
+
+pub mod actor;
+pub mod config;
+pub mod error;
+pub mod handle;
+pub mod jwt;
+pub mod messages;
+pub mod provider;
+pub mod refresh;
+pub mod store;
+
+pub use actor::{initial_token, AuthActor, AuthSetup};
+pub use config::AuthConfig;
+pub use error::AuthError;
+pub use handle::AuthHandle;
+pub use jwt::TokenClaims;
+pub use messages::*;
+pub use provider::{RefreshReason, TokenFuture, TokenProvider, TokenRequest};
+pub use spacelink_connection::Token;
+pub use store::{CredentialKey, CredentialStore, FallbackStore, MemoryStore, StoreError, Stored};

@@ -64,6 +64,8 @@ pub struct ConnectionActor {
     recovering: bool,
     /// Callers of `AttemptRecovery` waiting for its outcome.
     recovery_waiters: Vec<tokio::sync::oneshot::Sender<bool>>,
+    /// The heartbeat's interval timer (re-armed by `Reconfigure`).
+    heartbeat_timer: Option<SpawnHandle>,
 }
 
 /// One live WebSocket session.
@@ -131,6 +133,7 @@ impl ConnectionActor {
             reported_health: None,
             recovering: false,
             recovery_waiters: Vec::new(),
+            heartbeat_timer: None,
         }
     }
 
@@ -275,7 +278,14 @@ impl ConnectionActor {
             }
             match result {
                 Err(_) => act.attempt_failed(ctx, format!("handshake timed out after {timeout:?}")),
-                Ok(Err(e)) => act.attempt_failed(ctx, describe_handshake_error(&e)),
+                Ok(Err(e)) => {
+                    if let tungstenite::Error::Http(response) = &e {
+                        let body = response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+                        let (status, reason) = (response.status().as_u16(), body.trim().to_string());
+                        act.tell(ResilienceEvent::HandshakeRefused { generation, status, reason });
+                    }
+                    act.attempt_failed(ctx, describe_handshake_error(&e))
+                }
                 Ok(Ok((stream, _response))) => act.session_up(ctx, generation, stream),
             }
         }));
@@ -429,7 +439,8 @@ impl ConnectionActor {
             "server message"
         );
         if let ServerMessage::IdentityToken(ws::IdentityToken { identity, token, connection_id }) = &message {
-            self.token = Some(token.to_string());
+            // Keep a token given meanwhile (`ReplaceToken`); adopt the server's if anonymous.
+            self.token.get_or_insert_with(|| token.to_string());
             self.identity = Some((*identity, *connection_id));
             let event = IdentityReceived {
                 generation: self.generation,
@@ -460,7 +471,7 @@ impl Actor for ConnectionActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         // Timers do not survive a restart: arm them here.
-        ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx));
+        self.heartbeat_timer = Some(ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx)));
         if self.shut_down {
             return;
         }
@@ -560,6 +571,41 @@ impl Handler<ForceReconnect> for ConnectionActor {
             self.transition(ConnectionEvent::SessionLost, Some(msg.reason), Some(Duration::ZERO));
         }
         self.restart_after(ctx, Duration::ZERO);
+    }
+}
+
+impl Handler<ReplaceToken> for ConnectionActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplaceToken, ctx: &mut Self::Context) {
+        self.token = msg.token.map(|t| t.expose().to_string());
+        tracing::debug!(reconnect = msg.reconnect, anonymous = self.token.is_none(), "token replaced");
+        if msg.reconnect {
+            let reason = "reconnecting with a new token".to_string();
+            <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason }, ctx);
+        }
+    }
+}
+
+impl Handler<Reconfigure> for ConnectionActor {
+    type Result = Result<(), crate::ConfigError>;
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) -> Self::Result {
+        let mut config = msg.config;
+        config.token = self.config.token.clone();
+        config.validate()?;
+        self.config.check_live_change(&config)?;
+        let heartbeat_changed = config.heartbeat_interval != self.config.heartbeat_interval;
+        self.config = config;
+        if heartbeat_changed {
+            if let Some(timer) = self.heartbeat_timer.take() {
+                ctx.cancel_future(timer);
+            }
+            self.heartbeat_timer =
+                Some(ctx.run_interval(self.config.heartbeat_interval, |act, ctx| act.heartbeat(ctx)));
+        }
+        tracing::info!(heartbeat_interval = ?self.config.heartbeat_interval, "connection reconfigured");
+        Ok(())
     }
 }
 

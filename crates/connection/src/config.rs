@@ -119,6 +119,27 @@ impl ConnectionConfig {
         Ok(())
     }
 
+    /// Whether a running connection can switch from `self` to `new` without a
+    /// restart: the server, the database and what the session was opened with
+    /// cannot change live (the error names the field and says so).
+    pub fn check_live_change(&self, new: &Self) -> Result<(), ConfigError> {
+        let fixed: [(&'static str, bool); 6] = [
+            ("server_url", self.server_url.trim_end_matches('/') != new.server_url.trim_end_matches('/')),
+            ("database", self.database != new.database),
+            ("compression", self.compression != new.compression),
+            ("light_mode", self.light_mode != new.light_mode),
+            ("outbound_capacity", self.outbound_capacity != new.outbound_capacity),
+            ("limits.max_message_size", self.limits.max_message_size != new.limits.max_message_size),
+        ];
+        match fixed.into_iter().find(|(_, changed)| *changed) {
+            Some((field, _)) => Err(ConfigError {
+                field,
+                reason: "cannot change while the client runs: restart it or switch profiles".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The `ws(s)://…/v1/database/<db>/subscribe?…` URL this configuration connects to.
     pub fn subscribe_url(&self) -> Result<String, ConfigError> {
         let base = websocket_base(&self.server_url).map_err(|reason| ConfigError { field: "server_url", reason })?;

@@ -108,6 +108,16 @@ impl ConnectionHandle {
         self.addr.do_send(Shutdown);
     }
 
+    /// Applies new live settings to the running connection (see [`Reconfigure`]):
+    /// a change that needs a restart is refused naming its field.
+    pub async fn reconfigure(&self, config: crate::ConnectionConfig) -> Result<(), ConnectionError> {
+        self.addr
+            .send(Reconfigure { config })
+            .await
+            .map_err(|_| ConnectionError::ActorGone)?
+            .map_err(ConnectionError::Config)
+    }
+
     /// A snapshot of the connection's state, latency and identity.
     pub async fn status(&self) -> Result<ConnectionStatus, ConnectionError> {
         self.addr.send(GetStatus).await.map_err(|_| ConnectionError::ActorGone)

@@ -44,6 +44,30 @@ pub struct ForceReconnect {
     pub reason: String,
 }
 
+/// Present `token` from now on (`None`: connect anonymously). With
+/// `reconnect`, the current session is dropped and a new one opened with it
+/// at once; otherwise the next session uses it. Sent by the auth actor.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ReplaceToken {
+    /// The token.
+    pub token: Option<Token>,
+    /// Reconnect now so that the server sees it.
+    pub reconnect: bool,
+}
+
+/// Apply new settings to the running connection. The live ones (timeouts,
+/// heartbeat, retry) take effect at once, the heartbeat re-armed at its new
+/// interval; a change to one that needs a new connection (server, database…)
+/// is refused naming it (see `ConnectionConfig::check_live_change`). The token
+/// is not taken from it (that is `ReplaceToken`'s job).
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), crate::ConfigError>")]
+pub struct Reconfigure {
+    /// The new settings.
+    pub config: crate::ConnectionConfig,
+}
+
 /// Close the session and stay disconnected.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
@@ -107,6 +131,17 @@ pub enum ResilienceEvent {
         generation: u64,
         /// 1 for the first attempt after a success (or ever), then 2, 3…
         attempt: u32,
+    },
+    /// The server answered the WebSocket upgrade with an HTTP error (401 or
+    /// 403: it refused the token; 404: no such database), as opposed to a
+    /// network failure, where nothing answered.
+    HandshakeRefused {
+        /// The attempt's generation.
+        generation: u64,
+        /// The HTTP status.
+        status: u16,
+        /// The response body: the server's reason.
+        reason: String,
     },
     /// The link's health verdict or status changed.
     HealthChanged(NetworkHealth),

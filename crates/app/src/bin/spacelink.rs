@@ -4,6 +4,7 @@
 //! spacelink --server http://127.0.0.1:3000 --database guildmaster subscribe "SELECT * FROM player"
 //! spacelink --server … --database guildmaster call join '["ada", 1]'
 //! spacelink --server … --database guildmaster sql "SELECT * FROM map"
+//! spacelink config check spacelink.toml [--profile production]
 //! ```
 
 use std::process::ExitCode;
@@ -26,7 +27,7 @@ struct Args {
     server: String,
     /// The database name or identity.
     #[arg(long, env = "SPACELINK_DATABASE")]
-    database: String,
+    database: Option<String>,
     /// A token to connect with (default: anonymous; the server issues one).
     #[arg(long, env = "SPACELINK_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -64,6 +65,21 @@ enum Command {
         /// The query.
         query: String,
     },
+    /// Work with settings files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective settings of FILE (defaults < FILE < SPACELINK_…__… variables), or its errors.
+    Check {
+        /// The TOML file.
+        file: std::path::PathBuf,
+        /// The profile: default, local, staging or production.
+        #[arg(long, env = "SPACELINK_PROFILE", default_value = "default")]
+        profile: String,
+    },
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
@@ -76,6 +92,19 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .init();
+    if let Command::Config(ConfigCommand::Check { file, profile }) = &args.command {
+        let loader = spacelink::settings::SettingsLoader::new().file(file).profile(profile.as_str());
+        return match loader.load() {
+            Ok(settings) => {
+                println!("# effective settings, profile `{profile}`\n{}", settings.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", file.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     let system = actix::System::new();
     match system.block_on(run(args)) {
         Ok(code) => ExitCode::from(code),
@@ -87,15 +116,15 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<u8> {
-    let mut config = ConnectionConfig::new(&args.server, &args.database);
+    let database = args.database.clone().context("--database (or SPACELINK_DATABASE) is required")?;
+    let mut config = ConnectionConfig::new(&args.server, &database);
     config.token = args.token.clone();
     config.compression = args.compression;
     config.light_mode = args.light;
     config.validate()?;
     let http = config.http_base()?;
-    let schema = ModuleSchema::fetch(&http, &args.database, args.token.as_deref())
-        .await
-        .context("reading the module's schema")?;
+    let schema =
+        ModuleSchema::fetch(&http, &database, args.token.as_deref()).await.context("reading the module's schema")?;
     let (job, one_shot) = match args.command {
         Command::Subscribe { queries } => (Job::Subscribe(queries), false),
         Command::Call { reducer, args } => {
@@ -104,6 +133,7 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             (Job::Call { reducer, args }, true)
         }
         Command::Sql { query } => (Job::Sql(query), true),
+        Command::Config(_) => anyhow::bail!("config commands run without a connection"),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let schema = Arc::new(schema);

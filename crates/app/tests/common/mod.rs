@@ -98,6 +98,11 @@ impl Events {
         }
     }
 
+    /// The next event already told, if any (no waiting).
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.0.try_recv().ok()
+    }
+
     /// Waits for the connection to reach `Connected`.
     pub async fn connected(&mut self) -> u64 {
         self.wait_for(15, "Connected", |e| match e {
