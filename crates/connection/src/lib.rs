@@ -42,6 +42,7 @@ pub mod error;
 pub mod guard;
 pub mod handle;
 pub mod health;
+pub mod http;
 pub mod messages;
 pub mod rtt;
 pub mod schema;
