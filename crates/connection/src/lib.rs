@@ -44,6 +44,7 @@ pub mod handle;
 pub mod health;
 pub mod http;
 pub mod messages;
+pub mod net;
 pub mod rtt;
 pub mod schema;
 pub mod state;
