@@ -43,6 +43,7 @@ pub mod guard;
 pub mod handle;
 pub mod health;
 pub mod http;
+pub mod layout;
 pub mod messages;
 pub mod net;
 pub mod rtt;
