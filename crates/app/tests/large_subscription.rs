@@ -56,8 +56,9 @@ async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
     let generation = events.connected().await;
     let started = Instant::now();
     let sync = reader.sync.clone().unwrap();
-    let subscribed = sync.subscribe(&[&format!("SELECT * FROM entity WHERE map_id = {MAP}")]);
-    let subscribed = tokio::time::timeout(Duration::from_secs(120), subscribed).await;
+    let query = format!("SELECT * FROM entity WHERE map_id = {MAP}");
+    let queries = [query.as_str()];
+    let subscribed = tokio::time::timeout(Duration::from_secs(120), sync.subscribe(&queries)).await;
     let took = started.elapsed();
     subscribed.expect("the subscription was applied in time").unwrap();
     assert_eq!(sync.cache().count("entity"), expected, "every row is cached");

@@ -424,12 +424,8 @@ impl ConnectionActor {
                 r.do_send(event.clone());
             }
         }
-        let event = ServerMessageReceived {
-            generation: self.generation,
-            received_at,
-            wire_size,
-            message: Arc::new(message),
-        };
+        let event =
+            ServerMessageReceived { generation: self.generation, received_at, wire_size, message: Arc::new(message) };
         for r in &self.listeners.messages {
             r.do_send(event.clone());
         }

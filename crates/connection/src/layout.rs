@@ -297,12 +297,8 @@ mod tests {
 
     #[test]
     fn lying_lengths_are_none_not_panics() {
-        let row_type: ProductType = [
-            ("tags", AlgebraicType::array(AlgebraicType::String)),
-            ("id", AlgebraicType::U32),
-        ]
-        .into_iter()
-        .collect();
+        let row_type: ProductType =
+            [("tags", AlgebraicType::array(AlgebraicType::String)), ("id", AlgebraicType::U32)].into_iter().collect();
         let keys = KeyExtractor::new(&row_type, &[1]).unwrap();
         let row = Bytes::from(u32::MAX.to_le_bytes().to_vec());
         assert_eq!(keys.key(&row), None);

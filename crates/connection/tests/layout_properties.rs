@@ -89,18 +89,20 @@ fn value(ty: &AlgebraicType) -> BoxedStrategy<AlgebraicValue> {
         AlgebraicType::U64 => any::<u64>().prop_map(AlgebraicValue::U64).boxed(),
         AlgebraicType::I128 => any::<i128>().prop_map(|v| AlgebraicValue::I128(v.into())).boxed(),
         AlgebraicType::U128 => any::<u128>().prop_map(|v| AlgebraicValue::U128(v.into())).boxed(),
-        AlgebraicType::I256 => {
-            (any::<i128>(), any::<i128>()).prop_map(|(h, l)| AlgebraicValue::I256(Box::new(i256::from_words(h, l)))).boxed()
-        }
-        AlgebraicType::U256 => {
-            (any::<u128>(), any::<u128>()).prop_map(|(h, l)| AlgebraicValue::U256(Box::new(u256::from_words(h, l)))).boxed()
-        }
+        AlgebraicType::I256 => (any::<i128>(), any::<i128>())
+            .prop_map(|(h, l)| AlgebraicValue::I256(Box::new(i256::from_words(h, l))))
+            .boxed(),
+        AlgebraicType::U256 => (any::<u128>(), any::<u128>())
+            .prop_map(|(h, l)| AlgebraicValue::U256(Box::new(u256::from_words(h, l))))
+            .boxed(),
         AlgebraicType::F32 => any::<f32>().prop_map(|v| AlgebraicValue::F32(v.into())).boxed(),
         AlgebraicType::F64 => any::<f64>().prop_map(|v| AlgebraicValue::F64(v.into())).boxed(),
         AlgebraicType::String => "\\PC{0,12}".prop_map(|s| AlgebraicValue::String(s.into())).boxed(),
         AlgebraicType::Array(array) => match &*array.elem_ty {
             AlgebraicType::U8 => vec(any::<u8>(), 0..16).prop_map(|v| AlgebraicValue::Bytes(v.into())).boxed(),
-            AlgebraicType::U32 => vec(any::<u32>(), 0..8).prop_map(|v| AlgebraicValue::Array(v.into_boxed_slice().into())).boxed(),
+            AlgebraicType::U32 => {
+                vec(any::<u32>(), 0..8).prop_map(|v| AlgebraicValue::Array(v.into_boxed_slice().into())).boxed()
+            }
             AlgebraicType::String => vec("\\PC{0,6}", 0..5)
                 .prop_map(|v| {
                     let v: Vec<Box<str>> = v.into_iter().map(Into::into).collect();
@@ -125,7 +127,7 @@ fn value(ty: &AlgebraicType) -> BoxedStrategy<AlgebraicValue> {
         AlgebraicType::Product(product) => {
             let elements: Vec<BoxedStrategy<AlgebraicValue>> =
                 product.elements.iter().map(|e| value(&e.algebraic_type)).collect();
-            elements.prop_map(|v| AlgebraicValue::product(v)).boxed()
+            elements.prop_map(AlgebraicValue::product).boxed()
         }
         other => panic!("no generator for {other:?}"),
     }

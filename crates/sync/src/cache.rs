@@ -440,9 +440,7 @@ impl ClientCache {
 
     /// An empty cache whose rows are keyed by a shared `keys`.
     pub fn with_keys(keys: Arc<dyn RowKeys>) -> Self {
-        Self {
-            inner: Arc::new(Inner { lock: RwLock::new(()), tables: DashMap::with_hasher(FxBuildHasher), keys }),
-        }
+        Self { inner: Arc::new(Inner { lock: RwLock::new(()), tables: DashMap::with_hasher(FxBuildHasher), keys }) }
     }
 
     /// A handle that can only read this cache.
