@@ -262,7 +262,9 @@ async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() 
 async fn chaos_500_ms_of_latency_keeps_the_connection_up() {
     let _serial = serial();
     let proxy = FaultProxy::start(upstream()).await.unwrap();
-    proxy.set_latency(Duration::from_millis(250), Duration::from_millis(20));
+    // 250 ± 100 ms each way: a jittery 500 ms round trip, on the default
+    // heartbeat and dead-peer timeout, must never look like a dead server.
+    proxy.set_latency(Duration::from_millis(250), Duration::from_millis(100));
     let schema = schema().await;
     let mut config = config();
     config.server_url = proxy.url();

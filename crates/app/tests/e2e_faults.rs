@@ -39,9 +39,8 @@ impl Drop for Frozen {
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_frozen_server_is_declared_dead_within_the_timeout_and_recovered_from() {
-    let mut config = config();
-    config.heartbeat_interval = Duration::from_millis(500);
-    config.dead_peer_timeout = Duration::from_millis(1500);
+    // The default heartbeat and dead-peer timeout: a frozen server is noticed in under 3 s.
+    let config = config();
     let (app, mut events) = start(config);
     events.connected().await;
     let identity = events.identity().await.identity;
@@ -59,8 +58,9 @@ async fn e2e_frozen_server_is_declared_dead_within_the_timeout_and_recovered_fro
         .await;
     let detected = since.elapsed();
     assert!(reason.contains("nothing received"), "{reason}");
-    // Nothing arrives after the freeze: dead after the timeout, noticed on the next heartbeat.
-    assert!(detected < Duration::from_millis(1500 + 500 + 1000), "took {detected:?}");
+    // Nothing arrives after the freeze: dead after the timeout (2 s), noticed on
+    // the next heartbeat (500 ms); the bound is 3 s.
+    assert!(detected < Duration::from_secs(3), "took {detected:?}");
     drop(frozen);
 
     // The server thaws; the supervisor's restarts reconnect with the same identity.

@@ -14,15 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::{stream, StreamExt as _};
 use spacetimedb_client_api_messages::websocket as ws;
 use spacetimedb_lib::{ConnectionId, Identity};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, http, protocol::WebSocketConfig, Message};
 
+use crate::net;
+
 use crate::backoff::Jitter;
 use crate::breaker::{BreakerKind, BreakerState, CircuitBreaker, Permit};
-use crate::codec::{self, ServerMessage};
+use crate::codec::{self, CodecError, ServerMessage};
 use crate::config::ConnectionConfig;
 use crate::error::ConnectionError;
 use crate::health::{NetworkHealth, NetworkStatus, PingTracker};
@@ -68,44 +70,35 @@ pub struct ConnectionActor {
     heartbeat_timer: Option<SpawnHandle>,
 }
 
-/// One live WebSocket session.
+/// One live WebSocket session; its socket is read and written on the network
+/// runtime ([`crate::net`]).
 #[derive(Debug)]
 struct Session {
-    outbound: mpsc::Sender<Message>,
-    writer: tokio::task::JoinHandle<()>,
+    io: net::SessionIo,
+    /// When the actor last knew something had arrived at the socket.
     last_received: Instant,
+    /// The reader's frame count when last sampled.
+    frames_seen: u64,
 }
 
-impl Drop for Session {
-    fn drop(&mut self) {
-        // Let the writer flush what is queued (a Close frame, say), but never
-        // outlive the session by much.
-        let writer = self.writer.abort_handle();
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    writer.abort();
-                });
-            }
-            Err(_) => writer.abort(),
+impl Session {
+    /// Takes in what the reader saw since the last look: a frame read, or the
+    /// reader busy with one, means the peer is alive however long it takes
+    /// the actors to get to it.
+    fn sample(&mut self, at: Instant) {
+        let frames = self.io.pulse.frames();
+        if frames != self.frames_seen || self.io.pulse.busy() {
+            self.frames_seen = frames;
+            self.last_received = at;
         }
     }
 }
 
-/// A frame (or read error) of session `generation`.
+/// What the reader of session `generation` told.
 #[derive(Debug)]
 struct Incoming {
     generation: u64,
-    frame: Result<Message, tungstenite::Error>,
-}
-
-/// The writer task of session `generation` could not write.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct WriterFailed {
-    generation: u64,
-    reason: String,
+    event: net::Inbound,
 }
 
 impl ConnectionActor {
@@ -268,10 +261,9 @@ impl ConnectionActor {
         let limit = self.config.limits.max_message_size;
         let ws_config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
         let timeout = self.config.connect_timeout;
-        let handshake = async move {
-            tokio::time::timeout(timeout, tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true))
-                .await
-        };
+        let (capacity, limits) = (self.config.outbound_capacity, self.config.limits);
+        let handshake =
+            async move { tokio::time::timeout(timeout, net::open(request, ws_config, capacity, limits)).await };
         ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
             if act.generation != generation || act.shut_down {
                 return; // A newer attempt or a shutdown overtook this one.
@@ -286,7 +278,7 @@ impl ConnectionActor {
                     }
                     act.attempt_failed(ctx, describe_handshake_error(&e))
                 }
-                Ok(Ok((stream, _response))) => act.session_up(ctx, generation, stream),
+                Ok(Ok((io, inbound))) => act.session_up(ctx, generation, io, inbound),
             }
         }));
     }
@@ -308,26 +300,15 @@ impl ConnectionActor {
         &mut self,
         ctx: &mut Context<Self>,
         generation: u64,
-        stream: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        io: net::SessionIo,
+        inbound: mpsc::Receiver<net::Inbound>,
     ) {
-        let (mut sink, reader) = stream.split();
-        let (outbound, mut queue) = mpsc::channel::<Message>(self.config.outbound_capacity);
-        let me = ctx.address();
-        let writer = tokio::spawn(async move {
-            while let Some(frame) = queue.recv().await {
-                let closing = matches!(frame, Message::Close(_));
-                if let Err(e) = sink.send(frame).await {
-                    me.do_send(WriterFailed { generation, reason: e.to_string() });
-                    return;
-                }
-                if closing {
-                    return;
-                }
-            }
-            let _ = sink.close().await;
+        let events = stream::unfold(inbound, |mut inbound| async move {
+            let event = inbound.recv().await?;
+            Some((event, inbound))
         });
-        ctx.add_stream(reader.map(move |frame| Incoming { generation, frame }));
-        self.session = Some(Session { outbound, writer, last_received: now() });
+        ctx.add_stream(events.map(move |event| Incoming { generation, event }));
+        self.session = Some(Session { io, last_received: now(), frames_seen: 0 });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
         self.failed_attempts = 0;
@@ -387,6 +368,7 @@ impl ConnectionActor {
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
         let timeout = self.dead_peer_timeout();
         let Some(session) = &mut self.session else { return };
+        session.sample(now());
         let silent = now().saturating_duration_since(session.last_received);
         if silent > timeout {
             let reason = format!(
@@ -402,9 +384,9 @@ impl ConnectionActor {
         if lost > 0 {
             metrics::counter!("spacelink_connection_heartbeats_lost_total").increment(lost as u64);
         }
-        if session.outbound.capacity() > 0 {
+        if session.io.outbound.capacity() > 0 {
             let id = self.pings.sent(now);
-            let _ = session.outbound.try_send(Message::Ping(id.to_be_bytes().to_vec().into()));
+            let _ = session.io.outbound.try_send(Message::Ping(id.to_be_bytes().to_vec().into()));
         }
         self.report_health();
     }
@@ -419,11 +401,11 @@ impl ConnectionActor {
         }
     }
 
-    fn on_binary(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
+    fn on_message(&mut self, ctx: &mut Context<Self>, wire_size: usize, message: Result<ServerMessage, CodecError>) {
         let received_at = now();
-        metrics::counter!("spacelink_connection_bytes_received_total").increment(frame.len() as u64);
+        metrics::counter!("spacelink_connection_bytes_received_total").increment(wire_size as u64);
         metrics::counter!("spacelink_connection_messages_received_total").increment(1);
-        let message = match codec::decode_server_message(frame, self.config.limits) {
+        let message = match message {
             Ok(message) => message,
             Err(e) => {
                 // A frame we cannot read may have carried a transaction: the
@@ -435,7 +417,7 @@ impl ConnectionActor {
         tracing::debug!(
             generation = self.generation,
             kind = codec::server_message_kind(&message),
-            bytes = frame.len(),
+            bytes = wire_size,
             "server message"
         );
         if let ServerMessage::IdentityToken(ws::IdentityToken { identity, token, connection_id }) = &message {
@@ -453,12 +435,8 @@ impl ConnectionActor {
                 r.do_send(event.clone());
             }
         }
-        let event = ServerMessageReceived {
-            generation: self.generation,
-            received_at,
-            wire_size: frame.len(),
-            message: Arc::new(message),
-        };
+        let event =
+            ServerMessageReceived { generation: self.generation, received_at, wire_size, message: Arc::new(message) };
         for r in &self.listeners.messages {
             r.do_send(event.clone());
         }
@@ -501,37 +479,20 @@ impl StreamHandler<Incoming> for ConnectionActor {
         let Some(session) = &mut self.session else { return };
         session.last_received = now();
         self.last_received = Some(SystemTime::now());
-        match item.frame {
-            Ok(Message::Binary(bytes)) => self.on_binary(ctx, &bytes),
-            Ok(Message::Pong(payload)) => self.on_pong(&payload),
-            Ok(Message::Ping(_) | Message::Frame(_)) => {} // tungstenite answers pings itself.
-            Ok(Message::Text(text)) => {
-                tracing::warn!(len = text.len(), "ignored a text frame on a binary protocol session");
+        match item.event {
+            net::Inbound::Message { wire_size, message } => self.on_message(ctx, wire_size, message),
+            net::Inbound::Pong(payload) => self.on_pong(&payload),
+            net::Inbound::Text(len) => {
+                tracing::warn!(len, "ignored a text frame on a binary protocol session");
             }
-            Ok(Message::Close(frame)) => {
-                let reason = match frame {
-                    Some(f) => format!("server closed the connection ({}: {})", f.code, f.reason),
-                    None => "server closed the connection".to_string(),
-                };
-                self.session_lost(ctx, reason);
-            }
-            Err(e) => self.session_lost(ctx, format!("read error: {e}")),
+            net::Inbound::Ended(reason) => self.session_lost(ctx, reason),
         }
     }
 
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        // The socket ended without a close frame (reset, EOF).
-        self.session_lost(ctx, "connection closed without a close frame".to_string());
-    }
-}
-
-impl Handler<WriterFailed> for ConnectionActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: WriterFailed, ctx: &mut Self::Context) {
-        if msg.generation == self.generation {
-            self.session_lost(ctx, format!("write error: {}", msg.reason));
-        }
+    fn finished(&mut self, _ctx: &mut Self::Context) {
+        // The reader tells how its session ended (`Inbound::Ended`) before it
+        // stops; a reader that vanished without a word leaves a silent session,
+        // which the heartbeat declares dead. Never stop the actor here.
     }
 }
 
@@ -547,7 +508,7 @@ impl Handler<SendMessage> for ConnectionActor {
         }
         let bytes = codec::encode_client_message(&msg.message)?;
         let len = bytes.len();
-        session.outbound.try_send(Message::Binary(bytes.into())).map_err(|e| match e {
+        session.io.outbound.try_send(Message::Binary(bytes.into())).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 ConnectionError::Backpressure { capacity: self.config.outbound_capacity }
             }
@@ -615,7 +576,7 @@ impl Handler<Shutdown> for ConnectionActor {
     fn handle(&mut self, _msg: Shutdown, ctx: &mut Self::Context) {
         self.shut_down = true;
         if let Some(session) = self.session.take() {
-            let _ = session.outbound.try_send(Message::Close(None));
+            let _ = session.io.outbound.try_send(Message::Close(None));
         }
         self.transition(ConnectionEvent::Shutdown, Some("shutdown requested".into()), None);
         self.finish_recovery(false);

@@ -248,6 +248,39 @@ pub fn decompress_query_update(
     decode_checked(ts, ty, &bytes, "query update")
 }
 
+/// Decompresses, in place, every compressed query update a message carries, so
+/// that whoever reads the message later finds them
+/// [`Uncompressed`](ws::CompressableQueryUpdate::Uncompressed) (the session's
+/// reader does this off the heartbeat's thread). An update that does not
+/// decompress is left as it is: [`decompress_query_update`] reports it to its
+/// reader, as before.
+pub fn decompress_updates(message: &mut ServerMessage, limits: DecodeLimits) {
+    let one = |table: &mut TableUpdate| {
+        for update in table.updates.iter_mut() {
+            if matches!(update, ws::CompressableQueryUpdate::Uncompressed(_)) {
+                continue;
+            }
+            if let Ok(plain) = decompress_query_update(update, limits) {
+                *update = ws::CompressableQueryUpdate::Uncompressed(plain);
+            }
+        }
+    };
+    let database = match message {
+        ws::ServerMessage::InitialSubscription(m) => &mut m.database_update,
+        ws::ServerMessage::TransactionUpdate(m) => match &mut m.status {
+            ws::UpdateStatus::Committed(update) => update,
+            _ => return,
+        },
+        ws::ServerMessage::TransactionUpdateLight(m) => &mut m.update,
+        ws::ServerMessage::SubscribeMultiApplied(m) => &mut m.update,
+        ws::ServerMessage::UnsubscribeMultiApplied(m) => &mut m.update,
+        ws::ServerMessage::SubscribeApplied(m) => return one(&mut m.rows.table_rows),
+        ws::ServerMessage::UnsubscribeApplied(m) => return one(&mut m.rows.table_rows),
+        _ => return,
+    };
+    database.tables.iter_mut().for_each(one);
+}
+
 /// Iterates over the rows of a row list (each row's BSATN bytes).
 ///
 /// Safe on any list that came through [`decode_server_message`] or

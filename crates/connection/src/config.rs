@@ -27,10 +27,16 @@ pub struct ConnectionConfig {
     pub light_mode: bool,
     /// Longest wait for the TCP + WebSocket handshake (default 5 s).
     pub connect_timeout: Duration,
-    /// Interval between WebSocket pings that measure the round trip (default 1 s).
+    /// Interval between WebSocket pings that measure the round trip, and between
+    /// looks at whether the session went silent (default 500 ms).
     pub heartbeat_interval: Duration,
-    /// A session from which nothing at all (data, ping or pong) arrives for this
-    /// long is declared dead (default 4 s; must exceed `heartbeat_interval`).
+    /// A session at whose socket nothing at all (data, ping or pong) arrives for
+    /// this long is declared dead (default 2 s; must exceed `heartbeat_interval`).
+    /// Silence is counted at the socket, by the session's reader: a backlog the
+    /// client has not applied yet never makes a live server look dead. It
+    /// stretches with the measured round trip (two round trips, four deviations
+    /// and a heartbeat interval), so a slow but steady link is not declared dead;
+    /// with the defaults a frozen server on a fast link is noticed within 2.5 s.
     pub dead_peer_timeout: Duration,
     /// Frames queued for sending before `send` reports back-pressure (default 4096).
     pub outbound_capacity: usize,
@@ -54,8 +60,8 @@ impl ConnectionConfig {
             compression: Compression::default(),
             light_mode: false,
             connect_timeout: Duration::from_secs(5),
-            heartbeat_interval: Duration::from_secs(1),
-            dead_peer_timeout: Duration::from_secs(4),
+            heartbeat_interval: Duration::from_millis(500),
+            dead_peer_timeout: Duration::from_secs(2),
             outbound_capacity: 4096,
             limits: DecodeLimits::default(),
             retry: RetryPolicy::default(),

@@ -138,7 +138,7 @@ impl ModuleSchema {
     pub async fn fetch(base_url: &str, database: &str, token: Option<&str>) -> Result<Self, SchemaError> {
         let url = format!("{}/v1/database/{database}/schema?version=9", base_url.trim_end_matches('/'));
         let fetch_error = |reason: String| SchemaError::Fetch { url: url.clone(), reason };
-        let mut request = reqwest::Client::new().get(&url);
+        let mut request = crate::http::client_for(&url).get(&url);
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }

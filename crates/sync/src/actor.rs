@@ -7,13 +7,16 @@
 //! changes fire callbacks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
 use spacelink_connection::codec::{self, DecodeLimits};
-use spacelink_connection::sats::{bsatn, AlgebraicValue, ProductValue};
+use spacelink_connection::layout::{KeyExtractor, RowLayout};
+use spacelink_connection::sats::AlgebraicType;
 use spacelink_connection::{
     ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
 };
@@ -33,30 +36,70 @@ const MAILBOX_CAPACITY: usize = 1024;
 type Waiter = oneshot::Sender<Result<SubscriptionId, SyncError>>;
 
 /// Row keys from the module's schema: the primary key where there is one.
+///
+/// Each table's [`KeyExtractor`] is built once, from its row type: a key is
+/// taken from the row's bytes without decoding the row (for a single-column
+/// key, a slice of the row: no copy). A row that does not fit its table's
+/// type, or a table without a primary key, is keyed by its whole bytes.
 #[derive(Debug)]
 pub struct SchemaKeys {
-    schema: Arc<ModuleSchema>,
+    tables: FxHashMap<String, KeyExtractor>,
 }
 
 impl SchemaKeys {
     /// Keys by `schema`'s primary keys.
     pub fn new(schema: Arc<ModuleSchema>) -> Self {
-        Self { schema }
-    }
-}
-
-impl SchemaKeys {
-    /// The key of an already decoded row of `table`.
-    fn key_of_value(&self, table: &str, row: &[u8], value: Option<&ProductValue>) -> RowKey {
-        let key = self.schema.table(table).zip(value).and_then(|(t, v)| bsatn::to_vec(&t.primary_key_of(v)?).ok());
-        RowKey(key.map_or_else(|| Bytes::copy_from_slice(row), Bytes::from))
+        let tables = schema
+            .tables()
+            .filter_map(|t| Some((t.name.clone(), KeyExtractor::new(&t.row_type, &t.primary_key)?)))
+            .collect();
+        Self { tables }
     }
 }
 
 impl RowKeys for SchemaKeys {
     fn key(&self, table: &str, row: &[u8]) -> RowKey {
-        let value = self.schema.table(table).and_then(|t| t.decode(row).ok());
-        self.key_of_value(table, row, value.as_ref())
+        self.key_of(table, &Bytes::copy_from_slice(row))
+    }
+
+    fn key_of(&self, table: &str, row: &Bytes) -> RowKey {
+        let key = self.tables.get(table).and_then(|keys| keys.key(row));
+        RowKey(key.unwrap_or_else(|| row.clone()))
+    }
+}
+
+/// Where the spatial table keeps its map and position, read from a row's bytes.
+#[derive(Debug)]
+struct Positions {
+    layout: RowLayout,
+    /// The `map_id` (u32) column.
+    map: usize,
+    /// The `pos` column: a product whose first two fields are f32 `x`, `y`.
+    pos: usize,
+}
+
+impl Positions {
+    fn new(schema: &ModuleSchema, table: &str) -> Option<Self> {
+        let t = schema.table(table)?;
+        let column = |name: &str| t.columns.iter().position(|c| c == name);
+        let (map, pos) = (column("map_id")?, column("pos")?);
+        if t.row_type.elements[map].algebraic_type != AlgebraicType::U32 {
+            return None;
+        }
+        let AlgebraicType::Product(p) = &t.row_type.elements[pos].algebraic_type else { return None };
+        let f32s = p.elements.len() >= 2 && p.elements.iter().take(2).all(|e| e.algebraic_type == AlgebraicType::F32);
+        f32s.then(|| Self { layout: RowLayout::new(&t.row_type), map, pos })
+    }
+
+    /// `(map_id, pos.x, pos.y)` of a row, without decoding it.
+    fn of(&self, row: &[u8]) -> Option<(u32, f32, f32)> {
+        let map = self.layout.column(row, self.map)?;
+        let pos = self.layout.column(row, self.pos)?;
+        let map = u32::from_le_bytes(row.get(map)?.try_into().ok()?);
+        let pos = row.get(pos)?;
+        let x = f32::from_le_bytes(pos.get(0..4)?.try_into().ok()?);
+        let y = f32::from_le_bytes(pos.get(4..8)?.try_into().ok()?);
+        Some((map, x, y))
     }
 }
 
@@ -97,6 +140,7 @@ pub struct SyncActor {
     next_query_id: u32,
     staging: Option<Staging>,
     spatial: SpatialIndex<RowKey>,
+    positions: Option<Positions>,
     map_context: Option<(u32, SubscriptionId)>,
     area: Option<(AreaOfInterest, SubscriptionId)>,
     /// The latest followed point while the area is moving.
@@ -124,6 +168,7 @@ impl SyncActor {
         let keys = Arc::new(SchemaKeys::new(schema.clone()));
         Self {
             spatial: SpatialIndex::new(config.cell_size),
+            positions: Positions::new(&schema, &config.spatial_table),
             config,
             cache: ClientCache::with_keys(keys.clone()),
             keys,
@@ -169,40 +214,25 @@ impl SyncActor {
         }
     }
 
-    /// Keeps the spatial index in step with the cache.
+    /// Keeps the spatial index in step with the cache: keys and positions are
+    /// read from the rows' bytes, nothing is decoded.
     fn index(&mut self, changes: &[RowChange]) {
         let table = self.config.spatial_table.as_str();
         for change in changes {
             match change {
                 RowChange::Insert { table: t, row } | RowChange::Update { table: t, new: row, .. } if &**t == table => {
-                    // One decode for both the key and the position.
-                    let value = self.schema.table(table).and_then(|s| s.decode(row).ok());
-                    let key = self.keys.key_of_value(table, row, value.as_ref());
-                    match value.as_ref().and_then(|v| self.position(v)) {
+                    let key = self.keys.key_of(table, row);
+                    match self.positions.as_ref().and_then(|p| p.of(row)) {
                         Some((map, x, y)) => self.spatial.upsert(key, map, x, y),
                         None => self.spatial.remove(&key),
                     }
                 }
                 RowChange::Delete { table: t, row } if &**t == table => {
-                    let key = self.keys.key(table, row);
+                    let key = self.keys.key_of(table, row);
                     self.spatial.remove(&key);
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// `(map_id, pos.x, pos.y)` of a decoded row of the spatial table.
-    fn position(&self, value: &ProductValue) -> Option<(u32, f32, f32)> {
-        let table = self.schema.table(&self.config.spatial_table)?;
-        let column = |name: &str| table.columns.iter().position(|c| c == name).and_then(|i| value.elements.get(i));
-        let Some(AlgebraicValue::U32(map)) = column("map_id") else { return None };
-        let Some(AlgebraicValue::Product(pos)) = column("pos") else { return None };
-        match (pos.elements.first(), pos.elements.get(1)) {
-            (Some(AlgebraicValue::F32(x)), Some(AlgebraicValue::F32(y))) => {
-                Some((*map, x.into_inner(), y.into_inner()))
-            }
-            _ => None,
         }
     }
 

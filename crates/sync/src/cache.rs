@@ -44,12 +44,13 @@
 //! returned) and `spacelink_sync_reconciles_total`.
 
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, HashSet};
+
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
 use spacelink_connection::codec::{self, QueryUpdate};
 
 /// A row's identity in its table: the BSATN of its primary-key columns where the
@@ -96,6 +97,18 @@ impl From<&'static [u8]> for RowKey {
 pub trait RowKeys: Send + Sync {
     /// The key of `row`, a row of `table`.
     fn key(&self, table: &str, row: &[u8]) -> RowKey;
+
+    /// The key of `row` held as [`Bytes`]: what the cache calls on its apply
+    /// path. Override it to return a slice of `row` (no copy); by default it is
+    /// [`key`](Self::key), sharing `row`'s memory when the key is the whole row.
+    fn key_of(&self, table: &str, row: &Bytes) -> RowKey {
+        let key = self.key(table, row);
+        if key.0 == *row {
+            RowKey(row.clone())
+        } else {
+            key
+        }
+    }
 }
 
 /// Every row is its own key: right for tables without a primary key.
@@ -105,6 +118,10 @@ pub struct WholeRow;
 impl RowKeys for WholeRow {
     fn key(&self, _table: &str, row: &[u8]) -> RowKey {
         RowKey::copy_from_slice(row)
+    }
+
+    fn key_of(&self, _table: &str, row: &Bytes) -> RowKey {
+        RowKey(row.clone())
     }
 }
 
@@ -219,8 +236,8 @@ struct Cached {
     count: u32,
 }
 
-type Table = HashMap<RowKey, Cached>;
-type Tables = DashMap<Arc<str>, Table>;
+type Table = FxHashMap<RowKey, Cached>;
+type Tables = DashMap<Arc<str>, Table, FxBuildHasher>;
 
 struct Inner {
     /// Readers hold it shared, `apply` and `reconcile` exclusively: the unit of atomicity.
@@ -245,14 +262,9 @@ impl Inner {
         f(&CacheView { tables: &self.tables })
     }
 
-    /// The key of `row`, sharing `row`'s memory when the key is the whole row.
+    /// The key of `row`, sharing `row`'s memory where the keys allow.
     fn key(&self, table: &str, row: &Bytes) -> RowKey {
-        let key = self.keys.key(table, row);
-        if key.0 == *row {
-            RowKey(row.clone())
-        } else {
-            key
-        }
+        self.keys.key_of(table, row)
     }
 }
 
@@ -428,7 +440,7 @@ impl ClientCache {
 
     /// An empty cache whose rows are keyed by a shared `keys`.
     pub fn with_keys(keys: Arc<dyn RowKeys>) -> Self {
-        Self { inner: Arc::new(Inner { lock: RwLock::new(()), tables: DashMap::new(), keys }) }
+        Self { inner: Arc::new(Inner { lock: RwLock::new(()), tables: DashMap::with_hasher(FxBuildHasher), keys }) }
     }
 
     /// A handle that can only read this cache.
@@ -528,11 +540,11 @@ impl ClientCache {
         let _guard = inner.write();
         let mut changes = Vec::new();
         let mut stats = Stats::default();
-        let mut fresh_names = HashSet::new();
+        let mut fresh_names = FxHashSet::default();
         for group in group_by_table(fresh) {
             fresh_names.insert(Arc::clone(&group.table));
             // Build the fresh table, remembering the order keys first appear in.
-            let mut table = Table::new();
+            let mut table = Table::default();
             let mut order = Vec::new();
             for row in group.deletes() {
                 stats.row(row);
@@ -613,7 +625,7 @@ fn change(table: &Arc<str>, old: Option<&Bytes>, new: Option<&Bytes>) -> Option<
 /// The keys a transaction touched in one table, with their rows before it, in first-touch order.
 #[derive(Default)]
 struct Touched {
-    seen: HashSet<RowKey>,
+    seen: FxHashSet<RowKey>,
     order: Vec<(RowKey, Option<Bytes>)>,
 }
 
@@ -649,7 +661,7 @@ impl<'a> Group<'a> {
 /// The deltas grouped by table, tables in order of first appearance.
 fn group_by_table(deltas: &[TableDelta]) -> Vec<Group<'_>> {
     let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: FxHashMap<&str, usize> = FxHashMap::default();
     for delta in deltas {
         match index.entry(&*delta.table) {
             MapEntry::Occupied(i) => groups[*i.get()].deltas.push(delta),

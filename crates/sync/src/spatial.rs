@@ -3,7 +3,7 @@
 //!
 //! Plain values: the sync actor feeds them positions and asks them questions.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 /// A uniform grid over 2D positions, keyed by row key bytes, per map.
 #[derive(Debug, Clone)]
@@ -18,8 +18,8 @@ impl<K: std::hash::Hash + Eq + Clone> SpatialIndex<K> {
     pub fn new(cell: f32) -> Self {
         Self {
             cell: if cell.is_finite() && cell > 0.0 { cell } else { 10.0 },
-            cells: HashMap::new(),
-            positions: HashMap::new(),
+            cells: HashMap::default(),
+            positions: HashMap::default(),
         }
     }
 

@@ -103,6 +103,17 @@ impl Events {
         self.0.try_recv().ok()
     }
 
+    /// The state changes told so far and not yet taken (waits for none).
+    pub fn states_so_far(&mut self) -> Vec<StateChanged> {
+        let mut states = Vec::new();
+        while let Ok(event) = self.0.try_recv() {
+            if let Event::State(s) = event {
+                states.push(s);
+            }
+        }
+        states
+    }
+
     /// Waits for the connection to reach `Connected`.
     pub async fn connected(&mut self) -> u64 {
         self.wait_for(15, "Connected", |e| match e {
