@@ -43,6 +43,7 @@ pub fn resilience_event(event: &ResilienceEvent) -> Json {
         ResilienceEvent::AttemptStarted { generation, attempt } => {
             json!({ "event": "attempt", "generation": generation, "attempt": attempt })
         }
+        ResilienceEvent::SessionProven { generation } => json!({ "event": "session_proven", "generation": generation }),
         ResilienceEvent::RecoveryStarted => json!({ "event": "recovery_started" }),
         ResilienceEvent::RecoveryCompleted { success } => json!({ "event": "recovery_completed", "success": success }),
     }

@@ -42,6 +42,7 @@ pub mod error;
 pub mod guard;
 pub mod handle;
 pub mod health;
+pub mod hostile;
 pub mod messages;
 pub mod rtt;
 pub mod schema;
@@ -58,7 +59,7 @@ pub use error::ConnectionError;
 pub use handle::ConnectionHandle;
 pub use health::{NetworkHealth, NetworkStatus};
 pub use messages::*;
-pub use schema::{ModuleSchema, SchemaError, TableSchema};
+pub use schema::{ModuleSchema, SchemaError, SchemaFetchConfig, TableSchema};
 pub use state::{ConnectionEvent, ConnectionState};
 
 /// The official message types, re-exported so users need not pin them.
