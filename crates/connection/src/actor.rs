@@ -321,8 +321,7 @@ impl ConnectionActor {
             let _ = sink.close().await;
         });
         ctx.add_stream(reader.map(move |frame| Incoming { generation, frame }));
-        self.session =
-            Some(Session { outbound, writer, last_received: now(), identified: false, proven: false });
+        self.session = Some(Session { outbound, writer, last_received: now(), identified: false, proven: false });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
         metrics::counter!("spacelink_connection_sessions_total").increment(1);

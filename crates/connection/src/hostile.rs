@@ -290,10 +290,8 @@ async fn serve_schema(mut stream: TcpStream, schema: SchemaCase) {
             let _ = stream.write_all(response.as_bytes()).await;
         }
         SchemaCase::Json(json) => {
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                json.len()
-            );
+            let response =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", json.len());
             if stream.write_all(response.as_bytes()).await.is_ok() {
                 let _ = stream.write_all(json.as_bytes()).await;
             }
@@ -460,11 +458,7 @@ pub fn catalogue(bomb: usize) -> Vec<Hostile> {
             reason: "over the limit",
         },
         Hostile { name: "huge length claim", case: then_hold(vec![binary(huge_claim)]), reason: "undecodable frame" },
-        Hostile {
-            name: "empty binary frame",
-            case: then_hold(vec![binary(Vec::new())]),
-            reason: "empty frame",
-        },
+        Hostile { name: "empty binary frame", case: then_hold(vec![binary(Vec::new())]), reason: "empty frame" },
         Hostile {
             name: "garbage after the identity",
             case: then_hold(vec![binary(identity.clone()), binary(vec![0, 0xFF, 0xFF, 0xFF])]),

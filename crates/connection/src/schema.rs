@@ -181,9 +181,8 @@ impl ModuleSchema {
                 what: format!("table {name}"),
                 reason: format!("{:?} is not in the typespace", table.product_type_ref),
             })?;
-            let row_type = resolve(ts, &ty, &format!("table {name}"), &mut budget)?.into_product().map_err(|_| SchemaError::BrokenType {
-                what: format!("table {name}"),
-                reason: "not a product".into(),
+            let row_type = resolve(ts, &ty, &format!("table {name}"), &mut budget)?.into_product().map_err(|_| {
+                SchemaError::BrokenType { what: format!("table {name}"), reason: "not a product".into() }
             })?;
             let columns = column_names(&row_type);
             let primary_key = table.primary_key.iter().map(|c| c.idx()).collect();
@@ -193,9 +192,11 @@ impl ModuleSchema {
         for reducer in raw.reducers {
             let name = reducer.name.to_string();
             let params = resolve(ts, &AlgebraicType::Product(reducer.params), &format!("reducer {name}"), &mut budget)?
-                .into_product().map_err(|_| {
-                SchemaError::BrokenType { what: format!("reducer {name}"), reason: "not a product".into() }
-            })?;
+                .into_product()
+                .map_err(|_| SchemaError::BrokenType {
+                    what: format!("reducer {name}"),
+                    reason: "not a product".into(),
+                })?;
             let lifecycle = reducer.lifecycle.is_some();
             reducers.insert(name.clone(), ReducerSchema { name, params, lifecycle });
         }
@@ -214,7 +215,9 @@ impl ModuleSchema {
     /// unreachable, a timeout, an HTTP 5xx or 429). A schema that is too large,
     /// malformed or hostile is not retried.
     pub async fn fetch_for(config: &crate::ConnectionConfig) -> Result<Self, SchemaError> {
-        let base = config.http_base().map_err(|e| SchemaError::Fetch { url: config.server_url.clone(), reason: e.to_string() })?;
+        let base = config
+            .http_base()
+            .map_err(|e| SchemaError::Fetch { url: config.server_url.clone(), reason: e.to_string() })?;
         let mut jitter = config.jitter_seed.map_or_else(crate::Jitter::from_entropy, crate::Jitter::new);
         let mut retry = 0;
         loop {

@@ -178,8 +178,8 @@ async fn a_server_that_accepts_and_fails_is_backed_off_and_trips_the_breaker() {
 #[actix::test]
 async fn a_first_connection_that_never_proves_itself_gives_up() {
     let _frozen = Frozen::clock();
-    let server = HostileServer::start(Case::Frames { frames: Vec::new(), then: After::Close(4999, "no".into()) })
-        .unwrap();
+    let server =
+        HostileServer::start(Case::Frames { frames: Vec::new(), then: After::Close(4999, "no".into()) }).unwrap();
     let mut config = config(&server);
     config.retry.max_attempts = 2;
     config.breaker.failure_threshold = 100;
@@ -232,8 +232,8 @@ async fn a_silent_server_fails_the_attempt_when_no_identity_arrives_in_time() {
 async fn a_session_that_stays_healthy_long_enough_resets_the_backoff() {
     let _frozen = Frozen::clock();
     // First two sessions fail at once (never proven), then the server behaves.
-    let server = HostileServer::start(Case::Frames { frames: Vec::new(), then: After::Close(1011, "down".into()) })
-        .unwrap();
+    let server =
+        HostileServer::start(Case::Frames { frames: Vec::new(), then: After::Close(1011, "down".into()) }).unwrap();
     let (handle, mut rx) = start(config(&server));
     for expected in [1, 2] {
         let lost = state(&mut rx, ConnectionState::Reconnecting).await;
