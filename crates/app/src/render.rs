@@ -46,6 +46,7 @@ pub fn resilience_event(event: &ResilienceEvent) -> Json {
         ResilienceEvent::HandshakeRefused { generation, status, reason } => {
             json!({ "event": "handshake_refused", "generation": generation, "status": status, "reason": reason })
         }
+        ResilienceEvent::SessionProven { generation } => json!({ "event": "session_proven", "generation": generation }),
         ResilienceEvent::RecoveryStarted => json!({ "event": "recovery_started" }),
         ResilienceEvent::RecoveryCompleted { success } => json!({ "event": "recovery_completed", "success": success }),
     }

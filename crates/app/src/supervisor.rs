@@ -116,9 +116,8 @@ impl Spacelink {
     ) -> Result<Self, ConnectionError> {
         config.connection.validate()?;
         if config.schema.is_none() {
-            let http = config.connection.http_base()?;
-            let schema =
-                ModuleSchema::fetch(&http, &config.connection.database, config.connection.token.as_deref()).await?;
+            // Bounded (timeout, size, type limits) and retried on the connection's backoff.
+            let schema = ModuleSchema::fetch_for(&config.connection).await?;
             config.schema = Some(Arc::new(schema));
         }
         config.fetch_schema = false;
@@ -160,9 +159,7 @@ impl Spacelink {
                 ),
             }));
         }
-        let http_base = config.connection.http_base()?;
-        let database = config.connection.database.clone();
-        let token = config.connection.token.clone();
+        let fetch_config = config.connection.clone();
         let mut outcome = None;
         let mut sync = None;
         let mut auth = None;
@@ -233,7 +230,7 @@ impl Spacelink {
         } else if config.fetch_schema {
             let reducers = reducers.clone();
             actix::spawn(async move {
-                match ModuleSchema::fetch(&http_base, &database, token.as_deref()).await {
+                match ModuleSchema::fetch_for(&fetch_config).await {
                     Ok(schema) => reducers.set_schema(Arc::new(schema)),
                     Err(e) => tracing::warn!(error = %e, "no schema: reducer calls are not checked against it"),
                 }

@@ -201,8 +201,11 @@ async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() 
     };
     config.breaker =
         CircuitBreakerConfig { failure_threshold: 4, open_duration: Duration::from_secs(3), half_open_max_calls: 1 };
+    // A session counts as a success (closing the breaker) once it proved itself.
+    config.proven_after = Duration::from_millis(300);
     let (app, mut events, mut tap) = start_tapped(config);
     events.connected().await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // Proven: the loss below is failure 1.
 
     // The server "goes down": live connections cut, new ones refused.
     proxy.set_refuse(true);
@@ -214,6 +217,7 @@ async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() 
     let back = Instant::now();
     events.connected().await;
     let reconnected = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await; // Proven: the breaker closes.
 
     let mut attempts = Vec::new();
     let mut breaker = Vec::new();

@@ -79,6 +79,10 @@ struct Session {
     last_received: Instant,
     /// The reader's frame count when last sampled.
     frames_seen: u64,
+    /// Its `IdentityToken` arrived.
+    identified: bool,
+    /// It counted as a success for the backoff and the breaker (see [`ConnectionConfig::proven_after`]).
+    proven: bool,
 }
 
 impl Session {
@@ -308,15 +312,53 @@ impl ConnectionActor {
             Some((event, inbound))
         });
         ctx.add_stream(events.map(move |event| Incoming { generation, event }));
-        self.session = Some(Session { io, last_received: now(), frames_seen: 0 });
+        self.session = Some(Session { io, last_received: now(), frames_seen: 0, identified: false, proven: false });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
+        metrics::counter!("spacelink_connection_sessions_total").increment(1);
+        self.transition(ConnectionEvent::Established, None, None);
+        // The upgrade alone proves nothing: the session counts as a success
+        // only once its identity arrived and it stayed healthy (`session_proven`).
+        let timeout = self.config.identity_timeout;
+        ctx.run_later(timeout, move |act, ctx| {
+            if act.generation == generation && act.session.as_ref().is_some_and(|s| !s.identified) {
+                metrics::counter!("spacelink_connection_identity_timeouts_total").increment(1);
+                act.session_lost(ctx, format!("no IdentityToken within {timeout:?} of the WebSocket upgrade"));
+            }
+        });
+    }
+
+    /// The session's `IdentityToken` arrived: it works; start the proving time.
+    fn session_identified(&mut self, ctx: &mut Context<Self>) {
+        let Some(session) = &mut self.session else { return };
+        if std::mem::replace(&mut session.identified, true) {
+            return;
+        }
+        self.finish_recovery(true);
+        let generation = self.generation;
+        ctx.run_later(self.config.proven_after, move |act, ctx| act.session_proven(ctx, generation));
+    }
+
+    /// The proving time of session `generation` is over: if it is still up and
+    /// healthy, it counts as a success (else look again a heartbeat later).
+    fn session_proven(&mut self, ctx: &mut Context<Self>, generation: u64) {
+        if self.generation != generation || self.session.as_ref().is_none_or(|s| s.proven) {
+            return;
+        }
+        if !self.health().is_healthy {
+            ctx.run_later(self.config.heartbeat_interval, move |act, ctx| act.session_proven(ctx, generation));
+            return;
+        }
+        if let Some(session) = &mut self.session {
+            session.proven = true;
+        }
         self.failed_attempts = 0;
         self.ever_connected = true;
-        metrics::counter!("spacelink_connection_sessions_total").increment(1);
+        metrics::counter!("spacelink_connection_sessions_proven_total").increment(1);
         self.with_breaker(CircuitBreaker::record_success);
-        self.transition(ConnectionEvent::Established, None, None);
-        self.finish_recovery(true);
+        tracing::debug!(generation, "session proven");
+        self.tell(ResilienceEvent::SessionProven { generation });
+        self.report_health();
     }
 
     /// An attempt failed before a session was up: retry later, or give up.
@@ -337,15 +379,36 @@ impl ConnectionActor {
     }
 
     /// A live session ended: drop it and reconnect through a restart.
+    ///
+    /// A session that had not proven itself counts as one more failed attempt:
+    /// the backoff grows and the breaker counts it, and a first connection
+    /// that never proved itself gives up after the retry policy's attempts.
     fn session_lost(&mut self, ctx: &mut Context<Self>, reason: String) {
-        if self.session.take().is_none() {
+        let Some(session) = self.session.take() else {
             return;
-        }
+        };
         metrics::counter!("spacelink_connection_sessions_lost_total").increment(1);
         let now = now();
         self.with_breaker(|b| b.record_failure(now));
-        let delay = self.retry_delay(1, now);
         self.begin_recovery();
+        if session.proven {
+            let delay = self.retry_delay(1, now);
+            self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
+            return self.restart_after(ctx, delay);
+        }
+        self.failed_attempts += 1;
+        metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
+        let reason = format!("session lost before it proved itself: {reason}");
+        if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
+            self.transition(ConnectionEvent::SessionLost, Some(reason.clone()), None);
+            let reason = format!("gave up after {} attempts; last error: {reason}", self.failed_attempts);
+            self.transition(ConnectionEvent::GaveUp, Some(reason), None);
+            self.finish_recovery(false);
+            // Restart idle (drops the dead session's stream): `ForceReconnect` revives us.
+            self.pending_delay = None;
+            return ctx.stop();
+        }
+        let delay = self.retry_delay(self.failed_attempts, now);
         self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
         self.restart_after(ctx, delay);
     }
@@ -434,6 +497,7 @@ impl ConnectionActor {
             for r in &self.listeners.identities {
                 r.do_send(event.clone());
             }
+            self.session_identified(ctx);
         }
         let event =
             ServerMessageReceived { generation: self.generation, received_at, wire_size, message: Arc::new(message) };

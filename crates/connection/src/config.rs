@@ -38,6 +38,19 @@ pub struct ConnectionConfig {
     /// and a heartbeat interval), so a slow but steady link is not declared dead;
     /// with the defaults a frozen server on a fast link is noticed within 2.5 s.
     pub dead_peer_timeout: Duration,
+    /// The server's `IdentityToken` must arrive within this long of the
+    /// WebSocket upgrade, or the attempt counts as failed (default 5 s): a
+    /// server that accepts and then stays silent is not a connection.
+    pub identity_timeout: Duration,
+    /// A session counts as a success for the backoff and the circuit breaker
+    /// only once its `IdentityToken` arrived and it then stayed up and healthy
+    /// this long (default 5 s). A session lost before that is one more failed
+    /// attempt, so a server that keeps accepting and failing is backed off
+    /// exponentially and trips the breaker.
+    pub proven_after: Duration,
+    /// How the module's schema is fetched: timeout and size limit (retries
+    /// follow `retry`).
+    pub schema_fetch: crate::schema::SchemaFetchConfig,
     /// Frames queued for sending before `send` reports back-pressure (default 4096).
     pub outbound_capacity: usize,
     /// Size limits for what the server sends.
@@ -62,6 +75,9 @@ impl ConnectionConfig {
             connect_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_millis(500),
             dead_peer_timeout: Duration::from_secs(2),
+            identity_timeout: Duration::from_secs(5),
+            proven_after: Duration::from_secs(5),
+            schema_fetch: crate::schema::SchemaFetchConfig::default(),
             outbound_capacity: 4096,
             limits: DecodeLimits::default(),
             retry: RetryPolicy::default(),
@@ -89,6 +105,7 @@ impl ConnectionConfig {
             ("connect_timeout", self.connect_timeout),
             ("heartbeat_interval", self.heartbeat_interval),
             ("dead_peer_timeout", self.dead_peer_timeout),
+            ("identity_timeout", self.identity_timeout),
         ] {
             if d.is_zero() {
                 return bad(field, "must be more than zero".into());
@@ -99,6 +116,9 @@ impl ConnectionConfig {
                 "dead_peer_timeout",
                 format!("{:?} must exceed heartbeat_interval {:?}", self.dead_peer_timeout, self.heartbeat_interval),
             );
+        }
+        if self.schema_fetch.timeout.is_zero() {
+            return bad("schema_fetch.timeout", "must be more than zero".into());
         }
         if self.outbound_capacity == 0 {
             return bad("outbound_capacity", "must be at least 1".into());
@@ -176,6 +196,9 @@ impl fmt::Debug for ConnectionConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("dead_peer_timeout", &self.dead_peer_timeout)
+            .field("identity_timeout", &self.identity_timeout)
+            .field("proven_after", &self.proven_after)
+            .field("schema_fetch", &self.schema_fetch)
             .field("outbound_capacity", &self.outbound_capacity)
             .field("limits", &self.limits)
             .field("retry", &self.retry)

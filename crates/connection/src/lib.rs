@@ -44,6 +44,7 @@ pub mod handle;
 pub mod health;
 pub mod http;
 pub mod layout;
+pub mod hostile;
 pub mod messages;
 pub mod net;
 pub mod rtt;
@@ -61,7 +62,7 @@ pub use error::ConnectionError;
 pub use handle::ConnectionHandle;
 pub use health::{NetworkHealth, NetworkStatus};
 pub use messages::*;
-pub use schema::{ModuleSchema, SchemaError, TableSchema};
+pub use schema::{ModuleSchema, SchemaError, SchemaFetchConfig, TableSchema};
 pub use state::{ConnectionEvent, ConnectionState};
 
 /// The official message types, re-exported so users need not pin them.

@@ -145,6 +145,12 @@ pub enum ResilienceEvent {
     },
     /// The link's health verdict or status changed.
     HealthChanged(NetworkHealth),
+    /// Session `generation` proved itself (its identity arrived and it stayed
+    /// healthy for `proven_after`): the backoff and the breaker count it as a success.
+    SessionProven {
+        /// The session.
+        generation: u64,
+    },
     /// A session was lost (or a reconnect was asked for) and recovery began.
     RecoveryStarted,
     /// The recovery ended: a new session is up (`true`) or the connection gave up (`false`).

@@ -15,7 +15,8 @@ use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9;
 use spacetimedb_lib::{ConnectionId, Identity, TimeDuration, Timestamp};
 use spacetimedb_sats::de::serde::{DeserializeWrapper, SeedWrapper};
 use spacetimedb_sats::{
-    bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductValue, Typespace, WithTypespace,
+    bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductTypeElement, ProductValue, SumTypeVariant,
+    Typespace, WithTypespace,
 };
 
 use crate::codec::CodecError;
@@ -33,6 +34,15 @@ pub enum SchemaError {
         /// What failed.
         reason: String,
     },
+    /// The server answered, but with something that will not change on a retry
+    /// (a client error, a schema over the size limit).
+    #[error("the schema from {url} was refused: {reason}")]
+    Refused {
+        /// The URL asked.
+        url: String,
+        /// Why.
+        reason: String,
+    },
     /// The schema JSON is not a v9 module definition.
     #[error("the schema is not a v9 module definition: {0}")]
     Parse(String),
@@ -42,6 +52,15 @@ pub enum SchemaError {
         /// The table or reducer.
         what: String,
         /// What the type resolver said.
+        reason: String,
+    },
+    /// A type in the schema is too deep, too large or recursive: reading it
+    /// further could exhaust the stack or the memory.
+    #[error("the schema's type for {what} is over a limit: {reason}")]
+    TooComplex {
+        /// The table or reducer.
+        what: String,
+        /// Which limit, and by how much.
         reason: String,
     },
     /// No table of that name.
@@ -63,6 +82,53 @@ pub enum SchemaError {
     /// A row did not decode.
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+/// The deepest a resolved type may nest (products, sums, arrays and the
+/// references that lead to them): as deep as a frame may nest
+/// ([`guard::MAX_DEPTH`]), so a row of any accepted table can be read.
+pub const MAX_TYPE_DEPTH: usize = guard::MAX_DEPTH;
+/// The most type nodes all of a schema's tables and reducers may have once
+/// their references are inlined (a typespace whose types refer twice to the
+/// next one would otherwise double at every level).
+pub const MAX_TYPE_NODES: usize = 1 << 20;
+
+/// How the schema is fetched (part of [`ConnectionConfig`](crate::ConnectionConfig)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemaFetchConfig {
+    /// The longest a fetch may take, from connecting to the body's last byte (default 10 s).
+    pub timeout: std::time::Duration,
+    /// The largest schema accepted, in bytes (default 16 MiB; a large module's is well under 1 MiB).
+    pub max_size: usize,
+}
+
+impl Default for SchemaFetchConfig {
+    fn default() -> Self {
+        Self { timeout: std::time::Duration::from_secs(10), max_size: 16 << 20 }
+    }
+}
+
+impl SchemaError {
+    /// Whether trying again may help (the server unreachable or overloaded, a timeout).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SchemaError::Fetch { .. })
+    }
+}
+
+/// An error and its whole chain of causes, `outer: inner: innermost`
+/// (a TLS failure's reason is at the bottom of the chain).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// One table: its name, its row type (references resolved) and primary key.
@@ -107,6 +173,7 @@ impl ModuleSchema {
     /// Builds a schema from a v9 module definition.
     pub fn from_raw(raw: RawModuleDefV9) -> Result<Self, SchemaError> {
         let ts = &raw.typespace;
+        let mut budget = MAX_TYPE_NODES;
         let mut tables = HashMap::new();
         for table in raw.tables {
             let name = table.name.to_string();
@@ -114,9 +181,8 @@ impl ModuleSchema {
                 what: format!("table {name}"),
                 reason: format!("{:?} is not in the typespace", table.product_type_ref),
             })?;
-            let row_type = resolve(ts, &ty, &name)?.into_product().map_err(|_| SchemaError::BrokenType {
-                what: format!("table {name}"),
-                reason: "not a product".into(),
+            let row_type = resolve(ts, &ty, &format!("table {name}"), &mut budget)?.into_product().map_err(|_| {
+                SchemaError::BrokenType { what: format!("table {name}"), reason: "not a product".into() }
             })?;
             let columns = column_names(&row_type);
             let primary_key = table.primary_key.iter().map(|c| c.idx()).collect();
@@ -125,29 +191,98 @@ impl ModuleSchema {
         let mut reducers = HashMap::new();
         for reducer in raw.reducers {
             let name = reducer.name.to_string();
-            let params = resolve(ts, &AlgebraicType::Product(reducer.params), &name)?.into_product().map_err(|_| {
-                SchemaError::BrokenType { what: format!("reducer {name}"), reason: "not a product".into() }
-            })?;
+            let params = resolve(ts, &AlgebraicType::Product(reducer.params), &format!("reducer {name}"), &mut budget)?
+                .into_product()
+                .map_err(|_| SchemaError::BrokenType {
+                    what: format!("reducer {name}"),
+                    reason: "not a product".into(),
+                })?;
             let lifecycle = reducer.lifecycle.is_some();
             reducers.insert(name.clone(), ReducerSchema { name, params, lifecycle });
         }
         Ok(Self { tables, reducers })
     }
 
-    /// Fetches and reads the schema of `database` from the server at `base_url` (`http(s)://host:port`).
+    /// Fetches and reads the schema of `database` from the server at `base_url`
+    /// (`http(s)://host:port`), once, within the default [`SchemaFetchConfig`].
     pub async fn fetch(base_url: &str, database: &str, token: Option<&str>) -> Result<Self, SchemaError> {
+        Self::fetch_with(base_url, database, token, &SchemaFetchConfig::default()).await
+    }
+
+    /// Fetches the schema for a connection configuration: within its
+    /// `schema_fetch` limits, retried on its retry policy (`max_attempts`
+    /// retries with the same backoff) while the failure may pass (the server
+    /// unreachable, a timeout, an HTTP 5xx or 429). A schema that is too large,
+    /// malformed or hostile is not retried.
+    pub async fn fetch_for(config: &crate::ConnectionConfig) -> Result<Self, SchemaError> {
+        let base = config
+            .http_base()
+            .map_err(|e| SchemaError::Fetch { url: config.server_url.clone(), reason: e.to_string() })?;
+        let mut jitter = config.jitter_seed.map_or_else(crate::Jitter::from_entropy, crate::Jitter::new);
+        let mut retry = 0;
+        loop {
+            match Self::fetch_with(&base, &config.database, config.token.as_deref(), &config.schema_fetch).await {
+                Err(e) if e.is_transient() && retry < config.retry.max_attempts => {
+                    retry += 1;
+                    let delay = config.retry.delay(retry, jitter.next_unit());
+                    tracing::warn!(error = %e, retry, ?delay, "schema fetch failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Fetches and reads the schema once, within `limits`: the whole request
+    /// (connect, headers, body) within `limits.timeout`, the body within
+    /// `limits.max_size` bytes (checked as it arrives, never buffered beyond).
+    pub async fn fetch_with(
+        base_url: &str,
+        database: &str,
+        token: Option<&str>,
+        limits: &SchemaFetchConfig,
+    ) -> Result<Self, SchemaError> {
         let url = format!("{}/v1/database/{database}/schema?version=9", base_url.trim_end_matches('/'));
-        let fetch_error = |reason: String| SchemaError::Fetch { url: url.clone(), reason };
-        let mut request = crate::http::client_for(&url).get(&url);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|e| fetch_error(e.to_string()))?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| fetch_error(e.to_string()))?;
-        if !status.is_success() {
-            return Err(fetch_error(format!("HTTP {status}: {}", body.trim())));
-        }
+        let fetch_error = |reason: String, transient: bool| {
+            if transient {
+                SchemaError::Fetch { url: url.clone(), reason }
+            } else {
+                SchemaError::Refused { url: url.clone(), reason }
+            }
+        };
+        // The process's shared client, taken before the clock starts: the
+        // first use builds it (with TLS, that loads the root certificates).
+        let client = crate::http::client_for(&url);
+        let body = tokio::time::timeout(limits.timeout, async {
+            let mut request = client.get(&url);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let mut response = request.send().await.map_err(|e| fetch_error(error_chain(&e), true))?;
+            let status = response.status();
+            let too_large = |size: u64| {
+                fetch_error(format!("the schema is {size} bytes or more, over the limit of {}", limits.max_size), false)
+            };
+            if response.content_length().is_some_and(|n| n > limits.max_size as u64) {
+                return Err(too_large(response.content_length().unwrap_or_default()));
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(error_chain(&e), true))? {
+                if body.len() + chunk.len() > limits.max_size {
+                    return Err(too_large((body.len() + chunk.len()) as u64));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8_lossy(&body).into_owned();
+            if !status.is_success() {
+                let transient = status.is_server_error() || status.as_u16() == 429;
+                let snippet: String = text.trim().chars().take(200).collect();
+                return Err(fetch_error(format!("HTTP {status}: {snippet}"), transient));
+            }
+            Ok(text)
+        })
+        .await
+        .map_err(|_| fetch_error(format!("no complete answer within {:?}", limits.timeout), true))??;
         Self::from_json(&body)
     }
 
@@ -251,10 +386,70 @@ pub fn decode_row<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(bytes: &[u
     Ok(value)
 }
 
-fn resolve(ts: &Typespace, ty: &AlgebraicType, what: &str) -> Result<AlgebraicType, SchemaError> {
-    WithTypespace::new(ts, ty)
-        .resolve_refs()
-        .map_err(|e| SchemaError::BrokenType { what: what.to_string(), reason: e.to_string() })
+/// Inlines every reference in `ty`, within [`MAX_TYPE_DEPTH`] and a node
+/// `budget`, refusing recursive types. (The official `resolve_refs` recurses
+/// without a bound: a chain of 20,000 references overflows the stack.)
+fn resolve(ts: &Typespace, ty: &AlgebraicType, what: &str, budget: &mut usize) -> Result<AlgebraicType, SchemaError> {
+    let mut resolver = Resolver { ts, budget, refs: Vec::new() };
+    resolver.resolve(ty, 0).map_err(|problem| match problem {
+        Problem::Broken(reason) => SchemaError::BrokenType { what: what.to_string(), reason },
+        Problem::Limit(reason) => SchemaError::TooComplex { what: what.to_string(), reason },
+    })
+}
+
+enum Problem {
+    Broken(String),
+    Limit(String),
+}
+
+struct Resolver<'a> {
+    ts: &'a Typespace,
+    budget: &'a mut usize,
+    /// The references being resolved, outermost first (to see a cycle).
+    refs: Vec<u32>,
+}
+
+impl Resolver<'_> {
+    fn resolve(&mut self, ty: &AlgebraicType, depth: usize) -> Result<AlgebraicType, Problem> {
+        if depth > MAX_TYPE_DEPTH {
+            return Err(Problem::Limit(format!("nested deeper than {MAX_TYPE_DEPTH} levels")));
+        }
+        if *self.budget == 0 {
+            return Err(Problem::Limit(format!("more than {MAX_TYPE_NODES} type nodes once references are inlined")));
+        }
+        *self.budget -= 1;
+        Ok(match ty {
+            AlgebraicType::Ref(r) => {
+                if self.refs.contains(&r.0) {
+                    return Err(Problem::Limit(format!("type {} contains itself (a recursive type)", r.0)));
+                }
+                let target = self
+                    .ts
+                    .get(*r)
+                    .ok_or_else(|| Problem::Broken(format!("type reference {} is not in the typespace", r.0)))?;
+                self.refs.push(r.0);
+                let resolved = self.resolve(target, depth + 1);
+                self.refs.pop();
+                resolved?
+            }
+            AlgebraicType::Product(p) => {
+                let mut elements = Vec::with_capacity(p.elements.len());
+                for e in p.elements.iter() {
+                    elements.push(ProductTypeElement::new(self.resolve(&e.algebraic_type, depth + 1)?, e.name.clone()));
+                }
+                AlgebraicType::product(elements.into_boxed_slice())
+            }
+            AlgebraicType::Sum(sum) => {
+                let mut variants = Vec::with_capacity(sum.variants.len());
+                for v in sum.variants.iter() {
+                    variants.push(SumTypeVariant::new(self.resolve(&v.algebraic_type, depth + 1)?, v.name.clone()));
+                }
+                AlgebraicType::sum(variants.into_boxed_slice())
+            }
+            AlgebraicType::Array(a) => AlgebraicType::array(self.resolve(&a.elem_ty, depth + 1)?),
+            other => other.clone(),
+        })
+    }
 }
 
 fn column_names(row: &ProductType) -> Vec<String> {

@@ -122,9 +122,8 @@ async fn run(args: Args) -> anyhow::Result<u8> {
     config.compression = args.compression;
     config.light_mode = args.light;
     config.validate()?;
-    let http = config.http_base()?;
-    let schema =
-        ModuleSchema::fetch(&http, &database, args.token.as_deref()).await.context("reading the module's schema")?;
+    // Bounded and retried on the connection's backoff (a server down at start is waited for).
+    let schema = ModuleSchema::fetch_for(&config).await.context("reading the module's schema")?;
     let (job, one_shot) = match args.command {
         Command::Subscribe { queries } => (Job::Subscribe(queries), false),
         Command::Call { reducer, args } => {
