@@ -297,7 +297,10 @@ impl<M: PredictionModel> Predictor<M> {
         let Some(states) = &mut self.states else { return };
         let time = self.config.reconciliation_smoothing_time;
         let t = if time.is_zero() { 1.0 } else { 1.0 - (-LN_100 * dt.as_secs_f32() / time.as_secs_f32()).exp() };
-        if t > 0.0 {
+        let d = self.model.distance(&states.shown, &states.current);
+        if !(d <= self.config.snap_threshold) {
+            states.shown.clone_from(&states.current);
+        } else if t > 0.0 {
             self.model.blend(&mut states.shown, &states.current, t.min(1.0));
         }
         if self.model.distance(&states.shown, &states.current) <= self.config.tolerance {
@@ -334,7 +337,7 @@ impl<M: PredictionModel> Predictor<M> {
             states.confirmed_seq = seq;
             states.current.clone_from(server);
             let correction = self.model.distance(&states.before, &states.current);
-            if self.model.distance(&states.shown, &states.current) > self.config.snap_threshold {
+            if !(self.model.distance(&states.shown, &states.current) <= self.config.snap_threshold) {
                 states.shown.clone_from(&states.current);
             }
             self.next_seq = seq.saturating_add(1);
@@ -416,7 +419,8 @@ fn replay<M: PredictionModel>(
         }
     }
     let distance = model.distance(&states.before, &states.current);
-    let snapped = model.distance(&states.shown, &states.current) > config.snap_threshold;
+    // Far, or not comparable (a NaN from a bad input): shown at once.
+    let snapped = !(model.distance(&states.shown, &states.current) <= config.snap_threshold);
     if snapped {
         states.shown.clone_from(&states.current);
     }
@@ -488,6 +492,16 @@ mod tests {
         // The shown state still is where it was: it is smoothed toward the new one.
         assert_eq!(p.shown(), Some(&at(6.0, 0.0)));
         assert_eq!(p.stats().accuracy(), 0.0);
+    }
+
+    #[test]
+    fn a_state_made_unusable_by_a_bad_input_is_not_kept_on_screen() {
+        let mut p = predictor(PredictionConfig::default());
+        p.predict(Step { dx: f32::NAN, dy: 0.0 }, Instant::now()).unwrap();
+        assert!(p.shown().unwrap().x.is_nan());
+        // The server refuses it: the rollback shows the last good state at once.
+        assert!(matches!(p.reject(1), Rejection::RolledBack(Correction { snapped: true, .. })));
+        assert_eq!(p.shown(), Some(&at(0.0, 0.0)));
     }
 
     #[test]
