@@ -106,7 +106,13 @@ async fn main() -> anyhow::Result<()> {
     println!("following the area around the player: {} entities cached", sync.cache().count("entity"));
 
     // Walk with prediction: each step shows at once; the server's answer confirms or corrects it.
-    let me = prediction.start(&app, Walk::default(), PredictionConfig::default(), my_player(identity), PredictionListeners::default())?;
+    let me = prediction.start(
+        &app,
+        Walk::default(),
+        PredictionConfig::default(),
+        my_player(identity),
+        PredictionListeners::default(),
+    )?;
     while me.shown().is_none() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -120,7 +126,8 @@ async fn main() -> anyhow::Result<()> {
         let (after, status) = (me.shown().unwrap_or_default(), me.status().await?);
         sync.move_point(1, after.x, after.y);
         let near = sync.entities_in_range(1, after.x, after.y, 15.0).await?.len();
-        let clamped = if dx * dx + dy * dy > 1.0 { " (a step of (5, 5): clamped by the server, corrected smoothly)" } else { "" };
+        let clamped =
+            if dx * dx + dy * dy > 1.0 { " (a step of (5, 5): clamped by the server, corrected smoothly)" } else { "" };
         println!(
             "move #{}: shown at ({:.1}, {:.1}) at once (server at input #{confirmed}), then ({:.1}, {:.1}) after input #{}; {near} entities within 15{clamped}",
             i + 1, shown.x, shown.y, after.x, after.y, status.confirmed_seq.unwrap_or_default()

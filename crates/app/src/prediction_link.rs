@@ -43,8 +43,7 @@ use crate::supervisor::Spacelink;
 
 /// Reads the predicted entity's state and the last input sequence the server
 /// processed from a row of its table; `None` for rows of other entities.
-pub type ReadRow<M> =
-    Arc<dyn Fn(&[u8]) -> Option<(<M as PredictionModel>::State, u32)> + Send + Sync>;
+pub type ReadRow<M> = Arc<dyn Fn(&[u8]) -> Option<(<M as PredictionModel>::State, u32)> + Send + Sync>;
 
 /// Encodes an input and its sequence number as the reducer's BSATN arguments.
 pub type EncodeInput<M> = Arc<dyn Fn(u32, &<M as PredictionModel>::Input) -> Bytes + Send + Sync>;

@@ -53,7 +53,9 @@ fn my_player(me: Identity) -> PredictedEntity<Walk> {
             let p: Player = spacetimedb_lib::bsatn::from_slice(row).ok()?;
             (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
         }),
-        encode_input: Arc::new(|seq, step: &Step| spacetimedb_lib::bsatn::to_vec(&(seq, step.dx, step.dy)).unwrap().into()),
+        encode_input: Arc::new(|seq, step: &Step| {
+            spacetimedb_lib::bsatn::to_vec(&(seq, step.dx, step.dy)).unwrap().into()
+        }),
     }
 }
 
@@ -89,7 +91,9 @@ async fn until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T 
 /// Waits until every input is confirmed and the shown state has settled on the prediction.
 async fn settled(me: &PredictionHandle<Walk>, seq: u32) -> Position {
     until(15, "the prediction to settle", || {
-        me.with_view(|v| (v.confirmed_seq == Some(seq) && v.shown == v.predicted).then_some(v.shown)).flatten().flatten()
+        me.with_view(|v| (v.confirmed_seq == Some(seq) && v.shown == v.predicted).then_some(v.shown))
+            .flatten()
+            .flatten()
     })
     .await
 }
@@ -117,8 +121,10 @@ async fn smoothing_toward(me: &PredictionHandle<Walk>, from: Position, target: P
 
 /// Waits until input `seq` is applied; returns the shown state then.
 async fn applied(me: &PredictionHandle<Walk>, seq: u32) -> Position {
-    until(5, "the input to be applied", || me.with_view(|v| (v.newest_seq == seq).then_some(v.shown)).flatten().flatten())
-        .await
+    until(5, "the input to be applied", || {
+        me.with_view(|v| (v.newest_seq == seq).then_some(v.shown)).flatten().flatten()
+    })
+    .await
 }
 
 async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Duration) {
@@ -128,9 +134,14 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     let wiring = PredictionWiring::<Walk>::new();
     let mut sync_listeners = SyncListeners::default();
     wiring.listen(&mut sync_listeners);
-    let app = Spacelink::connect(SpacelinkConfig::new(connection), Default::default(), ReducerListeners::default(), sync_listeners)
-        .await
-        .unwrap();
+    let app = Spacelink::connect(
+        SpacelinkConfig::new(connection),
+        Default::default(),
+        ReducerListeners::default(),
+        sync_listeners,
+    )
+    .await
+    .unwrap();
     let sync = app.sync.clone().unwrap();
     let schema = schema().await;
     let joined = app.reducers.call_json(&schema, "join", &format!(r#"["{name}", 1]"#)).await.unwrap();
@@ -139,7 +150,11 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     sync.subscribe(&[&format!("SELECT * FROM player WHERE identity = 0x{}", identity.to_hex())]).await.unwrap();
     // The game refuses steps longer than 8 before sending them.
     app.reducers.register_typed_validator("move_player", |args: &(u32, f32, f32)| {
-        if args.1.abs() > 8.0 || args.2.abs() > 8.0 { Err("a step longer than 8".into()) } else { Ok(()) }
+        if args.1.abs() > 8.0 || args.2.abs() > 8.0 {
+            Err("a step longer than 8".into())
+        } else {
+            Ok(())
+        }
     });
     let config = PredictionConfig { snap_threshold: 20.0, ..Default::default() };
     let me = wiring.start(&app, Walk::default(), config, my_player(identity), PredictionListeners::default()).unwrap();
@@ -158,8 +173,10 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
         me.predict(step);
         expected.x += step.dx;
         expected.y += step.dy;
-        let (shown, confirmed) =
-            until(5, "the input to be shown", || me.with_view(|v| (v.newest_seq == seq).then(|| (v.shown, v.confirmed_seq))).flatten()).await;
+        let (shown, confirmed) = until(5, "the input to be shown", || {
+            me.with_view(|v| (v.newest_seq == seq).then(|| (v.shown, v.confirmed_seq))).flatten()
+        })
+        .await;
         assert!(distance(shown.unwrap(), expected) < 1e-3, "input #{seq} shown at once: {shown:?} vs {expected:?}");
         if confirmed.unwrap() < seq {
             ahead += 1;

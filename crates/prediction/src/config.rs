@@ -74,7 +74,7 @@ impl PredictionConfig {
                 format!("{} is not within 1..={MAX_HISTORY}", self.max_prediction_history),
             );
         }
-        if !(self.snap_threshold > 0.0) {
+        if self.snap_threshold.is_nan() || self.snap_threshold <= 0.0 {
             return bad("snap_threshold", format!("{} is not a positive distance", self.snap_threshold));
         }
         if !(self.tolerance >= 0.0 && self.tolerance.is_finite()) {

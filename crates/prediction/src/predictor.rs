@@ -298,7 +298,7 @@ impl<M: PredictionModel> Predictor<M> {
         let time = self.config.reconciliation_smoothing_time;
         let t = if time.is_zero() { 1.0 } else { 1.0 - (-LN_100 * dt.as_secs_f32() / time.as_secs_f32()).exp() };
         let d = self.model.distance(&states.shown, &states.current);
-        if !(d <= self.config.snap_threshold) {
+        if beyond(d, self.config.snap_threshold) {
             states.shown.clone_from(&states.current);
         } else if t > 0.0 {
             self.model.blend(&mut states.shown, &states.current, t.min(1.0));
@@ -337,7 +337,7 @@ impl<M: PredictionModel> Predictor<M> {
             states.confirmed_seq = seq;
             states.current.clone_from(server);
             let correction = self.model.distance(&states.before, &states.current);
-            if !(self.model.distance(&states.shown, &states.current) <= self.config.snap_threshold) {
+            if beyond(self.model.distance(&states.shown, &states.current), self.config.snap_threshold) {
                 states.shown.clone_from(&states.current);
             }
             self.next_seq = seq.saturating_add(1);
@@ -400,6 +400,12 @@ impl<M: PredictionModel> Predictor<M> {
     }
 }
 
+/// Whether distance `d` is beyond `limit`; a NaN (a state made unusable by a
+/// bad input) is beyond every limit.
+fn beyond(d: f32, limit: f32) -> bool {
+    d.is_nan() || d > limit
+}
+
 /// Resets the prediction to the last known good state and replays the history
 /// on it, rewriting each entry's predicted state in place.
 fn replay<M: PredictionModel>(
@@ -420,7 +426,7 @@ fn replay<M: PredictionModel>(
     }
     let distance = model.distance(&states.before, &states.current);
     // Far, or not comparable (a NaN from a bad input): shown at once.
-    let snapped = !(model.distance(&states.shown, &states.current) <= config.snap_threshold);
+    let snapped = beyond(model.distance(&states.shown, &states.current), config.snap_threshold);
     if snapped {
         states.shown.clone_from(&states.current);
     }
@@ -515,7 +521,8 @@ mod tests {
 
     #[test]
     fn smoothing_is_frame_rate_independent_and_reaches_the_target() {
-        let config = PredictionConfig { reconciliation_smoothing_time: Duration::from_millis(200), ..Default::default() };
+        let config =
+            PredictionConfig { reconciliation_smoothing_time: Duration::from_millis(200), ..Default::default() };
         let run = |frames: u32| {
             let mut p = predictor(config.clone());
             let t0 = Instant::now();
@@ -590,7 +597,8 @@ mod tests {
         assert!(matches!(r.outcome, ReconcileOutcome::Corrected(Correction { error: None, replayed: 2, .. })));
         assert_eq!(p.predicted(), Some(&at(3.0, 0.0)));
 
-        let config = PredictionConfig { max_prediction_history: 2, overflow: HistoryOverflow::RejectNew, ..Default::default() };
+        let config =
+            PredictionConfig { max_prediction_history: 2, overflow: HistoryOverflow::RejectNew, ..Default::default() };
         let mut p = predictor(config);
         p.predict(step(1.0), now).unwrap();
         p.predict(step(1.0), now).unwrap();
