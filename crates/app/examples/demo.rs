@@ -1,7 +1,7 @@
 //! The demo that `cargo xtask demo` runs: connect to the guildmaster module with
 //! the whole spacelink stack, join a map, follow the player's surroundings, walk a
-//! few steps (one of them too long, so the server clamps it) and print what the
-//! client sees.
+//! few steps with client-side prediction (one of them too long, so the server
+//! clamps it and the prediction is corrected smoothly) and print what the client sees.
 //!
 //! ```text
 //! cargo run -p spacelink --example demo -- --server http://127.0.0.1:3000 --database guildmaster
@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use spacelink::reducers::{Outcome, ReducerListeners};
+use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::prediction::{Position, PredictionConfig, PredictionListeners, Step, Walk};
+use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
+use spacelink::reducers::ReducerListeners;
 use spacelink::sync::SyncListeners;
 use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink, SpacelinkConfig, StateChanged};
 
@@ -34,12 +37,53 @@ fn arg(name: &str, default: &str) -> String {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
 }
 
-fn move_args(seq: u32, dx: f32, dy: f32) -> bytes::Bytes {
-    let mut args = Vec::with_capacity(12);
-    args.extend_from_slice(&seq.to_le_bytes());
-    args.extend_from_slice(&dx.to_le_bytes());
-    args.extend_from_slice(&dy.to_le_bytes());
-    args.into()
+// `move_player`'s arguments, as the official code generator would emit them.
+#[derive(spacetimedb_lib::ser::Serialize)]
+#[sats(crate = spacetimedb_lib)]
+struct MovePlayerArgs {
+    seq: u32,
+    dx: f32,
+    dy: f32,
+}
+
+// guildmaster's player row, as the official code generator would emit it.
+#[derive(spacetimedb_lib::de::Deserialize)]
+#[sats(crate = spacetimedb_lib)]
+#[allow(dead_code)]
+struct Player {
+    identity: Identity,
+    player_id: u64,
+    name: String,
+    online: bool,
+    map_id: u32,
+    pos: Vec2,
+    last_input_seq: u32,
+    moves_applied: u32,
+    hp: i32,
+    joined_at: Timestamp,
+}
+
+#[derive(spacetimedb_lib::de::Deserialize)]
+#[sats(crate = spacetimedb_lib)]
+struct Vec2 {
+    x: f32,
+    y: f32,
+}
+
+/// Our player moves by `move_player(seq, dx, dy)`; its row says where it is
+/// and the last input the server processed.
+fn my_player(me: Identity) -> PredictedEntity<Walk> {
+    PredictedEntity {
+        table: "player".into(),
+        reducer: "move_player".into(),
+        read_row: std::sync::Arc::new(move |row| {
+            let p: Player = spacetimedb_lib::bsatn::from_slice(row).ok()?;
+            (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
+        }),
+        encode_input: std::sync::Arc::new(|seq, step: &Step| {
+            spacetimedb_lib::bsatn::to_vec(&MovePlayerArgs { seq, dx: step.dx, dy: step.dy }).unwrap_or_default().into()
+        }),
+    }
 }
 
 #[actix::main]
@@ -51,11 +95,14 @@ async fn main() -> anyhow::Result<()> {
 
     let watch = Watch.start();
     let listeners = Listeners { states: vec![watch.recipient()], ..Default::default() };
+    let prediction = PredictionWiring::<Walk>::new();
+    let mut sync_listeners = SyncListeners::default();
+    prediction.listen(&mut sync_listeners);
     let app = Spacelink::connect(
         SpacelinkConfig::new(ConnectionConfig::new(&server, &database)),
         listeners,
         ReducerListeners::default(),
-        SyncListeners::default(),
+        sync_listeners,
     )
     .await?;
     let sync = app.sync.clone().context("no state sync")?;
@@ -67,31 +114,43 @@ async fn main() -> anyhow::Result<()> {
     sync.subscribe(&[&format!("SELECT * FROM player WHERE identity = 0x{}", identity.to_hex())]).await?;
     println!("following the area around the player: {} entities cached", sync.cache().count("entity"));
 
-    let player = schema.table("player").context("no player table")?;
+    // Walk with prediction: each step shows at once; the server's answer confirms or corrects it.
+    let me = prediction.start(
+        &app,
+        Walk::default(),
+        PredictionConfig::default(),
+        my_player(identity),
+        PredictionListeners::default(),
+    )?;
+    while me.shown().is_none() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let steps = [(1.0, 0.0), (1.0, 0.0), (0.0, 1.0), (5.0, 5.0), (-1.0, 0.0)];
-    for (i, (dx, dy)) in steps.iter().enumerate() {
-        let seq = i as u32 + 1;
-        let result = app.reducers.call_sequenced("move_player", move_args(seq, *dx, *dy), seq).await?;
-        if result.outcome != Outcome::Committed {
-            println!("move #{seq}: {:?}", result.outcome);
-            continue;
-        }
-        // The cache already holds the server's answer.
-        let me = sync.cache().rows("player").into_iter().find_map(|row| {
-            let json = player.row_to_json(&player.decode(&row).ok()?);
-            (json["name"] == "demo-hero").then_some(json)
-        });
-        let Some(me) = me else { continue };
-        let (x, y) = (me["pos"]["x"].as_f64().unwrap_or_default(), me["pos"]["y"].as_f64().unwrap_or_default());
-        sync.move_point(1, x as f32, y as f32);
-        let near = sync.entities_in_range(1, x as f32, y as f32, 15.0).await?.len();
-        let clamped = if dx * dx + dy * dy > 1.0 { " (a step of (5, 5), clamped by the server)" } else { "" };
+    for (i, (dx, dy)) in steps.into_iter().enumerate() {
+        me.predict(Step { dx, dy });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let shown = me.shown().unwrap_or_default();
+        let confirmed = me.with_view(|v| v.confirmed_seq).flatten().unwrap_or_default();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (after, status) = (me.shown().unwrap_or_default(), me.status().await?);
+        sync.move_point(1, after.x, after.y);
+        let near = sync.entities_in_range(1, after.x, after.y, 15.0).await?.len();
+        let clamped =
+            if dx * dx + dy * dy > 1.0 { " (a step of (5, 5): clamped by the server, corrected smoothly)" } else { "" };
         println!(
-            "move #{seq}: at ({x:.1}, {y:.1}), last input #{}, {near} entities within 15{clamped}; round trip {:.1} ms",
-            me["last_input_seq"],
-            result.round_trip.as_secs_f64() * 1000.0
+            "move #{}: shown at ({:.1}, {:.1}) at once (server at input #{confirmed}), then ({:.1}, {:.1}) after input #{}; {near} entities within 15{clamped}",
+            i + 1, shown.x, shown.y, after.x, after.y, status.confirmed_seq.unwrap_or_default()
         );
     }
+    let stats = me.status().await?.stats;
+    println!(
+        "prediction: {} inputs, accuracy {:.0} %, {} corrections (largest {:.2}), deepest replay {}",
+        stats.predicted,
+        stats.accuracy() * 100.0,
+        stats.corrections,
+        stats.correction_max,
+        stats.max_replay
+    );
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let status = app.connection.status().await?;

@@ -23,6 +23,7 @@
 //! ```
 
 pub mod credentials;
+pub mod prediction_link;
 pub mod printer;
 pub mod render;
 pub mod settings;
@@ -37,6 +38,7 @@ pub use spacelink_connection::{
     ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus, IdentityReceived,
     Listeners, ModuleSchema, RetryPolicy, ServerMessageReceived, StateChanged,
 };
+pub use spacelink_prediction as prediction;
 pub use spacelink_reducers as reducers;
 pub use spacelink_reducers::{ReducerConfig, ReducerError, ReducerHandle, ReducerResult};
 pub use spacelink_sync as sync;

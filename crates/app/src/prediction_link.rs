@@ -1,0 +1,180 @@
+//! Client-side prediction wired to the rest of the tree: the game's rows come
+//! in from state sync, its inputs go out through the reducer client.
+//!
+//! The prediction crate knows neither: this link maps the sync actor's
+//! `RowsChanged` of the predicted entity's table to `ServerStateReceived`
+//! (the game says how to read its state and the last processed input
+//! sequence from a row), and each `PredictedInput` to a sequenced reducer call
+//! (the design's `CallWithPrediction`: retried across reconnects, run once). A
+//! call the server refuses (the reducer failed, or it was never sent) rolls
+//! the input back. Nothing here names a table or column of a particular game.
+//!
+//! ```no_run
+//! # use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
+//! # use spacelink::prediction::{PredictionConfig, PredictionListeners, Walk};
+//! # async fn run(config: spacelink::SpacelinkConfig, entity: PredictedEntity<Walk>) {
+//! let wiring = PredictionWiring::<Walk>::new();
+//! let mut sync_listeners = spacelink::sync::SyncListeners::default();
+//! wiring.listen(&mut sync_listeners);
+//! let app = spacelink::Spacelink::connect(config, Default::default(), Default::default(), sync_listeners)
+//!     .await
+//!     .unwrap();
+//! let me = wiring
+//!     .start(&app, Walk::default(), PredictionConfig::default(), entity, PredictionListeners::default())
+//!     .unwrap();
+//! me.predict(spacelink::prediction::Step { dx: 1.0, dy: 0.0 }); // every frame
+//! let _draw_here = me.shown();
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
+use spacelink_prediction::{
+    PredictedInput, PredictionActor, PredictionConfig, PredictionError, PredictionHandle, PredictionListeners,
+    PredictionModel,
+};
+use spacelink_reducers::{Outcome, ReducerError, ReducerHandle};
+use spacelink_sync::{RowChange, RowsChanged, SyncListeners};
+
+use crate::supervisor::Spacelink;
+
+/// Reads the predicted entity's state and the last input sequence the server
+/// processed from a row of its table; `None` for rows of other entities.
+pub type ReadRow<M> = Arc<dyn Fn(&[u8]) -> Option<(<M as PredictionModel>::State, u32)> + Send + Sync>;
+
+/// Encodes an input and its sequence number as the reducer's BSATN arguments.
+pub type EncodeInput<M> = Arc<dyn Fn(u32, &<M as PredictionModel>::Input) -> Bytes + Send + Sync>;
+
+/// Where the game's predicted entity lives on the server.
+pub struct PredictedEntity<M: PredictionModel> {
+    /// The table whose row holds the entity's authoritative state.
+    pub table: String,
+    /// The reducer that takes the inputs (it must drop repeats of a sequence number).
+    pub reducer: String,
+    /// Reads a row of `table`.
+    pub read_row: ReadRow<M>,
+    /// Encodes an input for `reducer`.
+    pub encode_input: EncodeInput<M>,
+}
+
+impl<M: PredictionModel> fmt::Debug for PredictedEntity<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PredictedEntity").field("table", &self.table).field("reducer", &self.reducer).finish()
+    }
+}
+
+/// The link actor between sync, the reducer client and one prediction.
+pub struct PredictionLink<M: PredictionModel + Unpin + 'static> {
+    prediction: PredictionHandle<M>,
+    reducers: ReducerHandle,
+    entity: PredictedEntity<M>,
+}
+
+impl<M: PredictionModel + Unpin + 'static> fmt::Debug for PredictionLink<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PredictionLink").field("entity", &self.entity).finish_non_exhaustive()
+    }
+}
+
+impl<M: PredictionModel + Unpin + 'static> Actor for PredictionLink<M> {
+    type Context = Context<Self>;
+}
+
+impl<M: PredictionModel + Unpin + 'static> Handler<RowsChanged> for PredictionLink<M> {
+    type Result = ();
+
+    fn handle(&mut self, msg: RowsChanged, _ctx: &mut Self::Context) {
+        for change in msg.changes.iter() {
+            let row = match change {
+                RowChange::Insert { table, row } | RowChange::Update { table, new: row, .. }
+                    if **table == *self.entity.table =>
+                {
+                    row
+                }
+                _ => continue,
+            };
+            if let Some((state, seq)) = (self.entity.read_row)(row) {
+                self.prediction.server_state(msg.generation, state, seq);
+            }
+        }
+    }
+}
+
+impl<M: PredictionModel + Unpin + 'static> Handler<PredictedInput<M::Input>> for PredictionLink<M> {
+    type Result = ();
+
+    fn handle(&mut self, msg: PredictedInput<M::Input>, ctx: &mut Self::Context) {
+        let PredictedInput { seq, input } = msg;
+        let args = (self.entity.encode_input)(seq, &input);
+        let reducers = self.reducers.clone();
+        let reducer = self.entity.reducer.clone();
+        // The frame loop never waits: the answer comes back to this actor.
+        let call = async move { reducers.call_sequenced(&reducer, args, seq).await };
+        ctx.spawn(call.into_actor(self).map(move |result, act, _| match result {
+            Ok(r) => match r.outcome {
+                Outcome::Committed => {} // the row confirms it
+                Outcome::Failed(reason) => act.prediction.input_rejected(seq, reason),
+                Outcome::OutOfEnergy => act.prediction.input_rejected(seq, "out of energy"),
+            },
+            // It may have run: the server's row will say.
+            Err(ReducerError::OutcomeUnknown { .. }) => {}
+            // Never ran (invalid, dropped, refused, cancelled).
+            Err(e) => act.prediction.input_rejected(seq, e.to_string()),
+        }));
+    }
+}
+
+/// Wires a prediction into a spacelink: make it before
+/// [`Spacelink::connect`] (its link must listen to the sync actor), start it after.
+pub struct PredictionWiring<M: PredictionModel + Unpin + 'static> {
+    ctx: Context<PredictionLink<M>>,
+}
+
+impl<M: PredictionModel + Unpin + 'static> fmt::Debug for PredictionWiring<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PredictionWiring").finish_non_exhaustive()
+    }
+}
+
+impl<M: PredictionModel + Unpin + 'static> Default for PredictionWiring<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M: PredictionModel + Unpin + 'static> PredictionWiring<M> {
+    /// The link's address, before the link runs.
+    pub fn new() -> Self {
+        Self { ctx: Context::new() }
+    }
+
+    /// Makes the link hear the sync actor's row changes.
+    pub fn listen(&self, sync: &mut SyncListeners) {
+        sync.changes.push(self.ctx.address().recipient());
+    }
+
+    /// Starts the prediction actor and its link; the entity's row, if already
+    /// cached, is the first server state.
+    pub fn start(
+        self,
+        app: &Spacelink,
+        model: M,
+        config: PredictionConfig,
+        entity: PredictedEntity<M>,
+        listeners: PredictionListeners,
+    ) -> Result<PredictionHandle<M>, PredictionError> {
+        let prediction = PredictionActor::start(model, config, self.ctx.address().recipient(), listeners)?;
+        if let Some(sync) = &app.sync {
+            for row in sync.cache().rows(&entity.table) {
+                if let Some((state, seq)) = (entity.read_row)(&row) {
+                    prediction.server_state(0, state, seq);
+                }
+            }
+        }
+        self.ctx.run(PredictionLink { prediction: prediction.clone(), reducers: app.reducers.clone(), entity });
+        Ok(prediction)
+    }
+}

@@ -1,0 +1,280 @@
+//! The prediction actor: a thin shell that moves messages to and from a
+//! [`Predictor`], advances it on a frame timer and publishes what to draw.
+//!
+//! The game reads the shown state from a shared [`View`] (through the
+//! [`PredictionHandle`]), never with a round trip to the actor.
+
+use std::sync::{Arc, Mutex};
+
+use actix::prelude::*;
+
+use crate::config::PredictionConfig;
+use crate::error::PredictionError;
+use crate::handle::PredictionHandle;
+use crate::messages::*;
+use crate::model::PredictionModel;
+use crate::predictor::{Predictor, ReconcileOutcome, Reconciliation, Rejection};
+
+/// What the game draws, published by the actor after every change and frame.
+#[derive(Debug, Clone)]
+pub struct View<S> {
+    /// The shown state (the predicted one with any correction being smoothed).
+    pub shown: Option<S>,
+    /// The predicted state.
+    pub predicted: Option<S>,
+    /// The server's last processed input, as last reconciled.
+    pub confirmed_seq: Option<u32>,
+    /// The number of the newest input applied (0: none yet).
+    pub newest_seq: u32,
+}
+
+impl<S> Default for View<S> {
+    fn default() -> Self {
+        Self { shown: None, predicted: None, confirmed_seq: None, newest_seq: 0 }
+    }
+}
+
+/// The view shared by the actor and its handles.
+pub type SharedView<S> = Arc<Mutex<View<S>>>;
+
+/// Runs a [`Predictor`] for one entity.
+pub struct PredictionActor<M: PredictionModel> {
+    predictor: Predictor<M>,
+    outbox: Recipient<PredictedInput<M::Input>>,
+    listeners: PredictionListeners,
+    view: SharedView<M::State>,
+    generation: u64,
+}
+
+impl<M: PredictionModel> std::fmt::Debug for PredictionActor<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PredictionActor").field("generation", &self.generation).finish_non_exhaustive()
+    }
+}
+
+impl<M> PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    /// Starts the actor: inputs it applies go to `outbox` (to be sent to the
+    /// server), events to `listeners`. Returns its handle.
+    pub fn start(
+        model: M,
+        config: PredictionConfig,
+        outbox: Recipient<PredictedInput<M::Input>>,
+        listeners: PredictionListeners,
+    ) -> Result<PredictionHandle<M>, PredictionError> {
+        let actor = Self::new(model, config, outbox, listeners)?;
+        let view = actor.view.clone();
+        Ok(PredictionHandle::new(actor.start(), view))
+    }
+
+    /// Starts the actor in a context made beforehand (`Context::new()`), so
+    /// that others could be given its address first.
+    pub fn start_in(
+        ctx: Context<Self>,
+        model: M,
+        config: PredictionConfig,
+        outbox: Recipient<PredictedInput<M::Input>>,
+        listeners: PredictionListeners,
+    ) -> Result<PredictionHandle<M>, PredictionError> {
+        let actor = Self::new(model, config, outbox, listeners)?;
+        let view = actor.view.clone();
+        Ok(PredictionHandle::new(ctx.run(actor), view))
+    }
+
+    fn new(
+        model: M,
+        config: PredictionConfig,
+        outbox: Recipient<PredictedInput<M::Input>>,
+        listeners: PredictionListeners,
+    ) -> Result<Self, PredictionError> {
+        let predictor = Predictor::new(model, config)?;
+        Ok(Self { predictor, outbox, listeners, view: Arc::default(), generation: 0 })
+    }
+
+    fn tell(&self, event: PredictionEvent) {
+        for r in &self.listeners.events {
+            r.do_send(event.clone());
+        }
+    }
+
+    fn now() -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+
+    /// Copies what to draw into the shared view (in place: no allocation for plain states).
+    fn publish(&self) {
+        let Ok(mut view) = self.view.lock() else { return };
+        let view = &mut *view;
+        copy(&mut view.shown, self.predictor.shown());
+        copy(&mut view.predicted, self.predictor.predicted());
+        view.confirmed_seq = self.predictor.confirmed_seq();
+        view.newest_seq = self.predictor.history().back().map_or(view.newest_seq, |e| e.seq);
+        metrics::gauge!("spacelink_prediction_history").set(self.predictor.history().len() as f64);
+    }
+
+    fn frame(&mut self) {
+        let outbox = &self.outbox;
+        self.predictor.advance(Self::now(), |seq, input| {
+            metrics::counter!("spacelink_prediction_inputs_total").increment(1);
+            outbox.do_send(PredictedInput { seq, input: *input });
+        });
+        self.publish();
+    }
+
+    fn on_reconciliation(&self, r: Reconciliation) {
+        match r.outcome {
+            ReconcileOutcome::Synced => {
+                tracing::debug!(seq = r.seq, "prediction synced with the server's state");
+            }
+            ReconcileOutcome::Stale => {}
+            ReconcileOutcome::Accurate { .. } => {
+                metrics::counter!("spacelink_prediction_checks_total", "result" => "accurate").increment(1);
+                self.tell(PredictionEvent::Confirmed { seq: r.seq, count: r.confirmed });
+            }
+            ReconcileOutcome::Corrected(c) => {
+                if c.error.is_some() {
+                    metrics::counter!("spacelink_prediction_checks_total", "result" => "mispredicted").increment(1);
+                }
+                record_correction(c.distance, c.replayed);
+                tracing::debug!(seq = r.seq, correction = c.distance, replayed = c.replayed, "prediction corrected");
+                self.tell(PredictionEvent::Reconciled {
+                    seq: r.seq,
+                    correction: c.distance,
+                    replayed: c.replayed,
+                    snapped: c.snapped,
+                });
+            }
+            ReconcileOutcome::Resynced { correction } => {
+                metrics::counter!("spacelink_prediction_resyncs_total").increment(1);
+                tracing::info!(seq = r.seq, correction, "input sequence gap: prediction resynchronised");
+                self.tell(PredictionEvent::Resynced { seq: r.seq });
+            }
+        }
+        let stats = self.predictor.stats();
+        metrics::gauge!("spacelink_prediction_accuracy").set(stats.accuracy());
+    }
+}
+
+fn copy<S: Clone>(to: &mut Option<S>, from: Option<&S>) {
+    match (to.as_mut(), from) {
+        (Some(to), Some(from)) => to.clone_from(from),
+        (_, from) => *to = from.cloned(),
+    }
+}
+
+fn record_correction(distance: f32, replayed: u32) {
+    metrics::counter!("spacelink_prediction_reconciliations_total").increment(1);
+    metrics::histogram!("spacelink_prediction_replay_depth").record(f64::from(replayed));
+    metrics::histogram!("spacelink_prediction_correction_distance").record(f64::from(distance));
+}
+
+impl<M> Actor for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Inputs arrive once a frame; the mailbox is sized for bursts of them.
+        ctx.set_mailbox_capacity(self.predictor.config().max_prediction_history.max(16));
+        ctx.run_interval(self.predictor.config().frame_interval, |act, _| act.frame());
+    }
+}
+
+impl<M> Handler<PredictInput<M::Input>> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: PredictInput<M::Input>, _ctx: &mut Self::Context) {
+        match self.predictor.predict(msg.input, Self::now()) {
+            Ok(Some(seq)) => {
+                metrics::counter!("spacelink_prediction_inputs_total").increment(1);
+                self.outbox.do_send(PredictedInput { seq, input: msg.input });
+                self.publish();
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::counter!("spacelink_prediction_inputs_refused_total").increment(1);
+                tracing::debug!(error = %e, "input not predicted");
+            }
+        }
+    }
+}
+
+impl<M> Handler<ServerStateReceived<M::State>> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: ServerStateReceived<M::State>, _ctx: &mut Self::Context) {
+        if msg.generation < self.generation {
+            return; // a dead session's state
+        }
+        self.generation = msg.generation;
+        let r = self.predictor.reconcile(&msg.state, msg.last_processed_seq);
+        self.on_reconciliation(r);
+        self.publish();
+    }
+}
+
+impl<M> Handler<InputRejected> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: InputRejected, _ctx: &mut Self::Context) {
+        if let Rejection::RolledBack(c) = self.predictor.reject(msg.seq) {
+            metrics::counter!("spacelink_prediction_rejections_total").increment(1);
+            record_correction(c.distance, c.replayed);
+            tracing::debug!(seq = msg.seq, reason = %msg.reason, correction = c.distance, "input rejected; rolled back");
+            self.tell(PredictionEvent::Rejected { seq: msg.seq, reason: msg.reason });
+            self.publish();
+        }
+    }
+}
+
+impl<M> Handler<ResyncPrediction> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, _msg: ResyncPrediction, _ctx: &mut Self::Context) {
+        self.predictor.resync();
+        self.publish();
+    }
+}
+
+impl<M> Handler<GetPredictionStatus> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = MessageResult<GetPredictionStatus>;
+
+    fn handle(&mut self, _msg: GetPredictionStatus, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(PredictionStatus {
+            synced: self.predictor.is_synced(),
+            confirmed_seq: self.predictor.confirmed_seq(),
+            next_seq: self.predictor.next_seq(),
+            history_len: self.predictor.history().len(),
+            stats: *self.predictor.stats(),
+        })
+    }
+}
+
+impl<M> Handler<StopPrediction> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopPrediction, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
