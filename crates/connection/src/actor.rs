@@ -331,6 +331,9 @@ impl ConnectionActor {
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
         self.failed_attempts = 0;
+        if self.ever_connected {
+            metrics::counter!(crate::metric_names::CONNECTION_RECONNECTS).increment(1);
+        }
         self.ever_connected = true;
         metrics::counter!("spacelink_connection_sessions_total").increment(1);
         self.with_breaker(CircuitBreaker::record_success);
@@ -420,6 +423,7 @@ impl ConnectionActor {
     }
 
     fn on_binary(&mut self, ctx: &mut Context<Self>, frame: &[u8]) {
+        let _span = tracing::trace_span!("frame", generation = self.generation, bytes = frame.len()).entered();
         let received_at = now();
         metrics::counter!("spacelink_connection_bytes_received_total").increment(frame.len() as u64);
         metrics::counter!("spacelink_connection_messages_received_total").increment(1);

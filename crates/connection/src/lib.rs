@@ -43,6 +43,7 @@ pub mod guard;
 pub mod handle;
 pub mod health;
 pub mod messages;
+pub mod metric_names;
 pub mod rtt;
 pub mod schema;
 pub mod state;
