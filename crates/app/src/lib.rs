@@ -43,8 +43,7 @@ pub use spacelink_sync as sync;
 pub use spacelink_sync::{SyncConfig, SyncError, SyncHandle};
 pub use spacelink_telemetry as telemetry;
 pub use spacelink_telemetry::{
-    ExportFormat, PerformanceAlert, PerformanceStats, TelemetryConfig, TelemetryError, TelemetryHandle,
-    TelemetrySetup,
+    ExportFormat, PerformanceAlert, PerformanceStats, TelemetryConfig, TelemetryError, TelemetryHandle, TelemetrySetup,
 };
 pub use store::FileQueueStore;
 pub use supervisor::{Spacelink, SpacelinkConfig, Supervisor};

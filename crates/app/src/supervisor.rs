@@ -262,12 +262,13 @@ impl Spacelink {
     /// Writes a snapshot of the performance statistics (the configured window
     /// and every interval kept) to `path`.
     pub async fn export_stats(&self, path: &std::path::Path, format: ExportFormat) -> Result<(), TelemetryError> {
-        let telemetry = self.telemetry.as_ref().ok_or(TelemetryError::Config {
-            field: "telemetry",
-            reason: "not configured in SpacelinkConfig".into(),
-        })?;
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .ok_or(TelemetryError::Config { field: "telemetry", reason: "not configured in SpacelinkConfig".into() })?;
         let snapshot = telemetry.snapshot().await?;
-        let file = std::fs::File::create(path).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))?;
+        let file =
+            std::fs::File::create(path).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))?;
         let mut out = std::io::BufWriter::new(file);
         snapshot.write(format, &mut out)?;
         std::io::Write::flush(&mut out).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))

@@ -105,9 +105,8 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
         listeners: TelemetryListeners { stats: vec![tap.clone().recipient()], alerts: vec![tap.recipient()] },
     });
     let (listeners, mut events) = collecting_listeners();
-    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), SyncListeners::default())
-        .await
-        .unwrap();
+    let app =
+        Spacelink::connect(config, listeners, ReducerListeners::default(), SyncListeners::default()).await.unwrap();
     events.connected().await;
     let schema = schema().await;
 
@@ -120,7 +119,10 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
     assert!(matches!(failed.outcome, Outcome::Failed(_)), "{failed:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_string().unwrap();
+    // Off the actix thread: the endpoint is served on it.
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let text =
+        tokio::task::spawn_blocking(move || ureq::get(&url).call().unwrap().into_string().unwrap()).await.unwrap();
     assert_eq!(value(&text, "spacelink_connection_sessions_total"), 1.0);
     assert_eq!(value(&text, r#"spacelink_reducer_calls_total{reducer="join"}"#), 1.0);
     assert_eq!(value(&text, r#"spacelink_reducer_outcomes_total{reducer="join",outcome="committed"}"#), 1.0);

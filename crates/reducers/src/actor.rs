@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use spacelink_connection::guard;
-use spacelink_connection::metric_names as names;
 use spacelink_connection::lib::ConnectionId;
+use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::{AlgebraicType, Typespace};
 use spacelink_connection::{
     ws, ClientMessage, ConnectionState, IdentityReceived, ModuleSchema, SendMessage, ServerMessage,

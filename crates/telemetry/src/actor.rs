@@ -138,7 +138,9 @@ impl TelemetryActor {
         for alert in self.monitor.evaluate(&judged) {
             match alert.kind {
                 AlertKind::Raised => tracing::warn!(metric = ?alert.metric, value = alert.value, "{}", alert.message),
-                AlertKind::Recovered => tracing::info!(metric = ?alert.metric, value = alert.value, "{}", alert.message),
+                AlertKind::Recovered => {
+                    tracing::info!(metric = ?alert.metric, value = alert.value, "{}", alert.message)
+                }
             }
             for r in &self.listeners.alerts {
                 r.do_send(alert.clone());

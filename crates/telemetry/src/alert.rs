@@ -218,7 +218,8 @@ mod tests {
     #[test]
     fn one_alert_per_breach_one_recovery_when_it_ends() {
         let mut m = AlertMonitor::new(&[ThresholdRule::new(AlertMetric::LatencyAverage, 100.0, 80.0)]).unwrap();
-        let kinds = |m: &mut AlertMonitor, v: Option<f64>| m.evaluate(&latency(v)).iter().map(|a| a.kind).collect::<Vec<_>>();
+        let kinds =
+            |m: &mut AlertMonitor, v: Option<f64>| m.evaluate(&latency(v)).iter().map(|a| a.kind).collect::<Vec<_>>();
         assert!(kinds(&mut m, Some(50.0)).is_empty());
         assert_eq!(kinds(&mut m, Some(150.0)), vec![AlertKind::Raised]);
         for v in [Some(300.0), Some(90.0), None, Some(120.0), Some(81.0)] {

@@ -107,7 +107,12 @@ mod tests {
         assert_eq!(field(TelemetryConfig { prometheus: Some("0.0.0.0:9000".parse().unwrap()), ..d() }), "prometheus");
         let backwards = ThresholdRule::new(AlertMetric::LatencyAverage, 10.0, 20.0);
         assert_eq!(field(TelemetryConfig { rules: vec![backwards], ..d() }), "rules");
-        let tiny = TelemetryConfig { sampling_interval: Duration::from_millis(10), retention: Duration::from_secs(3600), window: Duration::from_secs(1), ..d() };
+        let tiny = TelemetryConfig {
+            sampling_interval: Duration::from_millis(10),
+            retention: Duration::from_secs(3600),
+            window: Duration::from_secs(1),
+            ..d()
+        };
         assert_eq!(tiny.intervals_kept(), MAX_INTERVALS);
     }
 }

@@ -97,8 +97,7 @@ impl PerformanceStats {
             reducer_success_rate: (committed + failed > 0).then(|| committed as f64 / (committed + failed) as f64),
             predictions,
             mispredictions: wrong,
-            prediction_accuracy: (predictions > 0)
-                .then(|| 1.0 - wrong.min(predictions) as f64 / predictions as f64),
+            prediction_accuracy: (predictions > 0).then(|| 1.0 - wrong.min(predictions) as f64 / predictions as f64),
             reconciliations: c(Count::Reconciliations),
             updates_per_second: per_second(c(Count::Updates)),
             rows_per_second: per_second(c(Count::Rows)),
