@@ -43,5 +43,9 @@ pub use spacelink_reducers as reducers;
 pub use spacelink_reducers::{ReducerConfig, ReducerError, ReducerHandle, ReducerResult};
 pub use spacelink_sync as sync;
 pub use spacelink_sync::{SyncConfig, SyncError, SyncHandle};
+pub use spacelink_telemetry as telemetry;
+pub use spacelink_telemetry::{
+    ExportFormat, PerformanceAlert, PerformanceStats, TelemetryConfig, TelemetryError, TelemetryHandle, TelemetrySetup,
+};
 pub use store::FileQueueStore;
 pub use supervisor::{Spacelink, SpacelinkConfig, Supervisor};

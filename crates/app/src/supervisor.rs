@@ -22,6 +22,7 @@ use spacelink_connection::{
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
 use spacelink_sync::{SyncActor, SyncConfig, SyncHandle, SyncListeners};
+use spacelink_telemetry::{ExportFormat, TelemetryActor, TelemetryError, TelemetryHandle, TelemetrySetup};
 
 use crate::store::FileQueueStore;
 
@@ -52,6 +53,10 @@ pub struct SpacelinkConfig {
     pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// Who hears the auth events.
     pub auth_listeners: AuthListeners,
+    /// The performance monitor: its settings and who hears its stats and
+    /// alerts (default: none). It installs the process's `metrics` recorder,
+    /// so one spacelink per process can have it.
+    pub telemetry: Option<TelemetrySetup>,
 }
 
 impl SpacelinkConfig {
@@ -68,6 +73,7 @@ impl SpacelinkConfig {
             credentials: None,
             token_provider: None,
             auth_listeners: AuthListeners::default(),
+            telemetry: None,
         }
     }
 }
@@ -77,6 +83,7 @@ impl SpacelinkConfig {
 pub struct Supervisor {
     connection: Option<ConnectionHandle>,
     reducers: Option<ReducerHandle>,
+    telemetry: Option<TelemetryHandle>,
     last_state: ConnectionState,
 }
 
@@ -94,6 +101,8 @@ pub struct Spacelink {
     /// State synchronisation (present when the schema was known at start, as
     /// with [`Spacelink::connect`]).
     pub sync: Option<SyncHandle>,
+    /// The performance monitor (present when configured).
+    pub telemetry: Option<TelemetryHandle>,
 }
 
 impl Spacelink {
@@ -160,6 +169,14 @@ impl Spacelink {
             }));
         }
         let fetch_config = config.connection.clone();
+        // The monitor first, so that its recorder hears the first connection.
+        let telemetry = match config.telemetry {
+            Some(setup) => Some(TelemetryActor::start_global(setup.config, setup.listeners).map_err(|e| {
+                ConnectionError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
+            })?),
+            None => None,
+        };
+        let tree_telemetry = telemetry.clone();
         let mut outcome = None;
         let mut sync = None;
         let mut auth = None;
@@ -215,7 +232,7 @@ impl Spacelink {
             };
             let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
             outcome = Some(result.map(|c| (c, reducers.clone())));
-            Supervisor { connection, reducers, last_state: ConnectionState::Disconnected }
+            Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
         });
         let (connection, reducers, auth) = match (outcome, auth) {
             (Some(Ok((connection, Some(reducers)))), Some(auth)) => (connection, reducers, AuthHandle::new(auth)),
@@ -236,7 +253,22 @@ impl Spacelink {
                 }
             });
         }
-        Ok(Self { supervisor, connection, reducers, auth, sync })
+        Ok(Self { supervisor, connection, reducers, auth, sync, telemetry })
+    }
+
+    /// Writes a snapshot of the performance statistics (the configured window
+    /// and every interval kept) to `path`.
+    pub async fn export_stats(&self, path: &std::path::Path, format: ExportFormat) -> Result<(), TelemetryError> {
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .ok_or(TelemetryError::Config { field: "telemetry", reason: "not configured in SpacelinkConfig".into() })?;
+        let snapshot = telemetry.snapshot().await?;
+        let file =
+            std::fs::File::create(path).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))?;
+        let mut out = std::io::BufWriter::new(file);
+        snapshot.write(format, &mut out)?;
+        std::io::Write::flush(&mut out).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))
     }
 
     /// Closes the connection and stops the tree.
@@ -274,6 +306,9 @@ impl Handler<StopTree> for Supervisor {
         }
         if let Some(connection) = &self.connection {
             connection.shutdown();
+        }
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.shutdown();
         }
         ctx.stop();
     }

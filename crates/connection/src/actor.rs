@@ -353,6 +353,9 @@ impl ConnectionActor {
             session.proven = true;
         }
         self.failed_attempts = 0;
+        if self.ever_connected {
+            metrics::counter!(crate::metric_names::CONNECTION_RECONNECTS).increment(1);
+        }
         self.ever_connected = true;
         metrics::counter!("spacelink_connection_sessions_proven_total").increment(1);
         self.with_breaker(CircuitBreaker::record_success);
@@ -465,6 +468,7 @@ impl ConnectionActor {
     }
 
     fn on_message(&mut self, ctx: &mut Context<Self>, wire_size: usize, message: Result<ServerMessage, CodecError>) {
+        let _span = tracing::trace_span!("frame", generation = self.generation, bytes = wire_size).entered();
         let received_at = now();
         metrics::counter!("spacelink_connection_bytes_received_total").increment(wire_size as u64);
         metrics::counter!("spacelink_connection_messages_received_total").increment(1);

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use spacelink_connection::guard;
 use spacelink_connection::lib::ConnectionId;
+use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::{AlgebraicType, Typespace};
 use spacelink_connection::{
     ws, ClientMessage, ConnectionState, IdentityReceived, ModuleSchema, SendMessage, ServerMessage,
@@ -124,6 +125,7 @@ impl ReducerActor {
 
     /// Takes a validated call into the ledger.
     fn accept(&mut self, call: Call, waiter: Option<Waiter>, ctx: &mut Context<Self>) -> Result<CallId, ReducerError> {
+        let _span = tracing::trace_span!("reducer_call", reducer = %call.reducer).entered();
         let reducer = call.reducer.clone();
         let (id, dropped) = match self.ledger.enqueue(call) {
             Ok(accepted) => accepted,
@@ -150,6 +152,11 @@ impl ReducerActor {
 
     /// Sends queued calls while connected and under `max_in_flight`.
     fn pump(&mut self, ctx: &mut Context<Self>) {
+        self.pump_queue(ctx);
+        metrics::gauge!(names::REDUCER_QUEUE_DEPTH).set(self.ledger.queued() as f64);
+    }
+
+    fn pump_queue(&mut self, ctx: &mut Context<Self>) {
         // Calls of a lost session still waiting for the connection's word go
         // first, in order, if they come back: nothing overtakes them.
         if self.ledger.in_limbo() > 0 {
@@ -190,6 +197,11 @@ impl ReducerActor {
             _ => String::new(),
         };
         metrics::counter!("spacelink_reducer_abandoned_total", "reducer" => reducer.clone()).increment(1);
+        let outcome = match &error {
+            ReducerError::Dropped { .. } => names::OUTCOME_DROPPED,
+            _ => names::OUTCOME_UNKNOWN,
+        };
+        metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
         if let Some(waiter) = self.waiters.remove(&id) {
             let _ = waiter.send(Err(error.clone()));
         }
@@ -203,6 +215,12 @@ impl ReducerActor {
             let reducer = result.reducer.clone();
             metrics::histogram!("spacelink_reducer_round_trip_seconds", "reducer" => reducer.clone())
                 .record(result.round_trip.as_secs_f64());
+            let outcome = match result.outcome {
+                Outcome::Committed => names::OUTCOME_COMMITTED,
+                Outcome::Failed(_) => names::OUTCOME_FAILED,
+                Outcome::OutOfEnergy => names::OUTCOME_OUT_OF_ENERGY,
+            };
+            metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
             if result.outcome != Outcome::Committed {
                 metrics::counter!("spacelink_reducer_failures_total", "reducer" => reducer).increment(1);
             }

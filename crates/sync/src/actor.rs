@@ -335,6 +335,7 @@ impl SyncActor {
 
     /// Applies a transaction to the cache, or to the staging cache during a reconnect.
     fn apply(&mut self, deltas: &[TableDelta]) {
+        let _span = tracing::trace_span!("sync_apply", tables = deltas.len()).entered();
         match &self.staging {
             Some(staging) => {
                 staging.fresh.apply(deltas);

@@ -1,7 +1,56 @@
-//! The performance monitor for spacelink. **Not implemented yet.**
+//! The performance monitor for spacelink.
 //!
-//! This crate will own the `TelemetryActor` and the only `metrics` recorder in
-//! the library: it will aggregate the `metrics` facade events that every other
-//! crate emits (latency, reducer outcomes, subscription throughput, prediction
-//! accuracy) into `PerformanceStats` over windows, raise alerts on thresholds
-//! and export snapshots.
+//! Every crate records through the `metrics` facade under the names in
+//! [`spacelink_connection::metric_names`]. This crate owns the library's only
+//! recorder, [`TelemetryRecorder`]: it turns the series it knows into windowed
+//! statistics and fans every series out to a Prometheus endpoint if one is
+//! configured.
+//!
+//! * Plain types, time passed in: [`LatencyHistogram`] (log-linear buckets,
+//!   percentiles within 12.5 %), [`StatsWindow`] (a bounded ring of sampling
+//!   intervals), [`PerformanceStats`] (average, max and percentile latency,
+//!   reducer success rate, prediction accuracy, updates, rows and bytes per
+//!   second, reconnects), [`AlertMonitor`] ([`ThresholdRule`]s with hysteresis:
+//!   one alert per breach, one recovery when it ends), [`Snapshot`] (JSON and CSV).
+//! * [`TelemetryActor`], driven through a [`TelemetryHandle`]: closes an
+//!   interval every `sampling_interval`, judges the rules over `alert_window`,
+//!   and tells [`TelemetryListeners`] ([`StatsUpdated`], [`PerformanceAlert`]).
+//!
+//! Recording is cheap: a facade event is a name match and a relaxed atomic add
+//! (see `benches/record.rs` and docs/BENCHMARKS.md); the actor does the rest
+//! once per interval.
+//!
+//! Architecture invariant: only this crate (and binaries) install a `metrics`
+//! recorder; it reads no files and no environment: the app passes the
+//! configuration and writes the exports.
+
+pub mod actor;
+pub mod alert;
+pub mod config;
+pub mod error;
+pub mod handle;
+pub mod histogram;
+pub mod messages;
+pub mod recorder;
+pub mod stats;
+pub mod window;
+
+pub use actor::TelemetryActor;
+pub use alert::{AlertKind, AlertMetric, AlertMonitor, PerformanceAlert, ThresholdRule};
+pub use config::TelemetryConfig;
+pub use error::TelemetryError;
+pub use handle::TelemetryHandle;
+pub use histogram::LatencyHistogram;
+pub use messages::{StatsUpdated, TelemetryListeners};
+pub use recorder::{Sink, TelemetryRecorder};
+pub use stats::{ExportFormat, LatencyStats, PerformanceStats, Snapshot};
+pub use window::{Count, Sample, StatsWindow};
+
+/// A game's telemetry: its settings and who hears the stats and alerts.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetrySetup {
+    /// The settings.
+    pub config: TelemetryConfig,
+    /// The listeners.
+    pub listeners: TelemetryListeners,
+}
