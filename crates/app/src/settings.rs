@@ -507,7 +507,7 @@ mod tests {
     #[test]
     fn layers_and_profiles() {
         let text = format!(
-            "{BASE}heartbeat_interval = \"2s\"\n[production.connection]\nserver_url = \"https://prod.example\"\nheartbeat_interval = 3\n"
+            "{BASE}heartbeat_interval = \"2s\"\ndead_peer_timeout = \"6s\"\n[production.connection]\nserver_url = \"https://prod.example\"\nheartbeat_interval = 3\n"
         );
         let s = load(&text).unwrap();
         assert_eq!(s.connection.heartbeat_interval, Duration::from_secs(2));
@@ -689,6 +689,6 @@ mod tests {
         assert_eq!(c.connection.heartbeat_interval, d.heartbeat_interval);
         assert_eq!(c.reducers, ReducerConfig::default());
         assert_eq!(c.auth, AuthConfig::default());
-        assert!(valid().to_toml().contains("heartbeat_interval = \"1s\""));
+        assert!(valid().to_toml().contains("heartbeat_interval = \"500ms\""), "{}", valid().to_toml());
     }
 }
