@@ -17,11 +17,11 @@ use spacelink::reducers::ReducerListeners;
 use spacelink::sync::SyncListeners;
 use spacelink::{ConnectionState, ModuleSchema, RetryPolicy, Spacelink, SpacelinkConfig};
 
-/// The `entity_id`s of map 7's entities, from the server's SQL endpoint.
+/// The `entity_id`s of map 2's entities, from the server's SQL endpoint.
 async fn ids_from_sql(schema: &ModuleSchema) -> BTreeSet<u64> {
     let columns = &schema.table("entity").unwrap().columns;
     let id = columns.iter().position(|c| c == "entity_id").unwrap();
-    let result = sql("SELECT * FROM entity WHERE map_id = 7").await;
+    let result = sql("SELECT * FROM entity WHERE map_id = 2").await;
     result[0]["rows"].as_array().unwrap().iter().map(|row| row[id].as_u64().unwrap()).collect()
 }
 
@@ -61,10 +61,10 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
     .unwrap();
     let (writer, _writer_events) = start(config());
     events.connected().await;
-    run_reducer(&writer, &schema, "clear_spawned", "[7]").await;
+    run_reducer(&writer, &schema, "clear_spawned", "[2]").await;
     let sync = app.sync.clone().unwrap();
-    sync.subscribe(&["SELECT * FROM entity WHERE map_id = 7"]).await.unwrap();
-    run_reducer(&writer, &schema, "spawn_entities", "[7, 3]").await;
+    sync.subscribe(&["SELECT * FROM entity WHERE map_id = 2"]).await.unwrap();
+    run_reducer(&writer, &schema, "spawn_entities", "[2, 3]").await;
     settle(&schema, &app).await;
 
     let wanted = [
@@ -102,7 +102,7 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
         }
         assert!(delays[2] > delays[1], "{}: the backoff grows: {delays:?}", case.name);
         // Meanwhile the world moves on; the cache keeps what it had.
-        run_reducer(&writer, &schema, "spawn_entities", "[7, 2]").await;
+        run_reducer(&writer, &schema, "spawn_entities", "[2, 2]").await;
         assert_eq!(ids_in_cache(&schema, &app), before, "{}: the cache kept its rows", case.name);
         // The good server is back: reconnected, reconciled.
         hostile.set_case(Case::Forward(upstream()));
@@ -121,7 +121,7 @@ async fn run_reducer(app: &Spacelink, schema: &ModuleSchema, reducer: &str, json
     assert_eq!(result.outcome, spacelink::reducers::Outcome::Committed, "{reducer} {json}");
 }
 
-/// Waits (up to 20 s) until the cache holds exactly the server's entities of map 7.
+/// Waits (up to 20 s) until the cache holds exactly the server's entities of map 2.
 async fn settle(schema: &ModuleSchema, app: &Spacelink) {
     let mut last = (BTreeSet::new(), BTreeSet::new());
     for _ in 0..100 {
