@@ -66,6 +66,7 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 2"]).await.unwrap();
     run_reducer(&writer, &schema, "spawn_entities", "[2, 3]").await;
     settle(&schema, &app).await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // proven
 
     let wanted = [
         "garbage after the identity",
@@ -108,6 +109,9 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
         hostile.set_case(Case::Forward(upstream()));
         events.connected().await;
         settle(&schema, &app).await;
+        // Past `proven_after`: the good session proves itself, so the next
+        // case starts again from the first backoff step.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let status = app.connection.status().await.unwrap();
     assert_eq!(status.state, ConnectionState::Connected);

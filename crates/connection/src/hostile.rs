@@ -118,7 +118,10 @@ impl HostileServer {
                             let Ok((stream, _)) = accepted else { continue };
                             serving.accepted.fetch_add(1, Ordering::SeqCst);
                             let shared = serving.clone();
+                            // A clone starts from the version the original saw (the
+                            // first); only cuts from now on end this connection.
                             let mut cut = cut_rx.clone();
+                            cut.borrow_and_update();
                             tokio::spawn(async move {
                                 tokio::select! {
                                     _ = serve(stream, shared) => {}
