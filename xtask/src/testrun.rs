@@ -8,7 +8,11 @@
 //!    SPACELINK_SERVER_URL, SPACELINK_DATABASE, SPACELINK_SERVER_DIR,
 //!    SPACELINK_XTASK=1 and SPACELINK_XTASK_BIN;
 //! 4. the server is stopped whatever happened;
-//! 5. a summary counted from libtest's `test <name> ... ok|FAILED|ignored`
+//! 5. one short round of `cargo xtask bench --quick` (bench.rs: small sizes,
+//!    debug builds, its own fresh server) as a smoke, so the bench cannot rot:
+//!    a client that fails or counts the wrong rows is a problem, timings are
+//!    only printed (with their ratios), never judged;
+//! 6. a summary counted from libtest's `test <name> ... ok|FAILED|ignored`
 //!    lines ends the output.
 
 use std::fs;
@@ -20,7 +24,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::{self, fmt_duration, Step};
 use crate::server::{self, ServerGuard};
-use crate::{module, procs, setup};
+use crate::{bench, module, procs, setup};
 
 /// Passed/failed/ignored tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +258,7 @@ pub fn run() -> Result<ExitCode> {
     setup::run().context("setup failed, so no test ran")?;
 
     // Phase 1.
-    let step = Step::new("phase 1/3: unit and property tests (cargo test --workspace)");
+    let step = Step::new("phase 1/4: unit and property tests (cargo test --workspace)");
     let (status, output) = cmd::run_tee_stdout(&mut cargo_test(&[], &[]), "cargo test", quiet_beat)?;
     let phase1 = parse_libtest_output(&output);
     judge("unit/property", status, &phase1, &mut problems);
@@ -262,14 +266,14 @@ pub fn run() -> Result<ExitCode> {
 
     // Phase 2.
     let dir = crate::repo_root().join(".spacelink").join("test-server");
-    let step = Step::new(format!("phase 2/3: fresh server in {} and module", dir.display()));
+    let step = Step::new(format!("phase 2/4: fresh server in {} and module", dir.display()));
     let mut phase3 = TestRun::default();
     match prepare_server(&dir) {
         Err(e) => problems.push(format!("e2e: not run, preparing the server failed: {e:#}")),
         Ok((guard, url)) => {
             step.done();
             // Phase 3.
-            let step = Step::new("phase 3/3: end-to-end tests (cargo test -- --ignored)");
+            let step = Step::new("phase 3/4: end-to-end tests (cargo test -- --ignored)");
             let mut cargo = cargo_test(&["--tests"], &["--ignored"]);
             cargo
                 .env("SPACELINK_SERVER_URL", &url)
@@ -300,7 +304,26 @@ pub fn run() -> Result<ExitCode> {
         }
     }
 
+    // Phase 4: the bench's smoke (its own server).
+    let step = Step::new("phase 4/4: one quick round of cargo xtask bench (a smoke: no timing is judged)");
+    let mut smoke = None;
+    match bench::run(&bench::Options { rounds: 1, quick: true, write_docs: false }) {
+        Ok(outcome) => {
+            for error in &outcome.errors {
+                problems.push(format!("bench smoke: {error}"));
+            }
+            smoke = Some(outcome);
+        }
+        Err(e) => problems.push(format!("bench smoke: {e:#}")),
+    }
+    step.done();
+
     // Summary.
+    if let Some(smoke) = &smoke {
+        println!();
+        println!("==> bench smoke (small sizes, debug builds, one round: ratios are not measurements)");
+        bench::print_table(&smoke.figures);
+    }
     let unit = phase1.unit;
     let property = phase1.property;
     let e2e = phase3.all();
