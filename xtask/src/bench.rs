@@ -48,6 +48,46 @@ pub struct Options {
     pub quick: bool,
     /// Rewrite docs/BENCHMARKS.md and the chart (not for the smoke).
     pub write_docs: bool,
+    /// How the clients are built.
+    pub build: Build,
+}
+
+/// How both bench clients are built (always both alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The dev profile as `cargo test` builds it (the smoke reuses its artifacts).
+    Debug,
+    /// The dev profile with every crate at opt-level 1: minutes instead of a
+    /// release build on a small machine; not release numbers.
+    Opt1,
+    /// Release builds (the default of `cargo xtask bench`).
+    Release,
+}
+
+impl Build {
+    fn name(self) -> &'static str {
+        match self {
+            Build::Debug => "debug",
+            Build::Opt1 => "dev profile at opt-level 1 (`--opt1`)",
+            Build::Release => "release",
+        }
+    }
+
+    /// The profile's directory under the target dir.
+    fn dir(self) -> &'static str {
+        match self {
+            Build::Release => "release",
+            _ => "debug",
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Build::Debug => &[],
+            Build::Opt1 => &["--config", "profile.dev.opt-level=1"],
+            Build::Release => &["--release"],
+        }
+    }
 }
 
 /// The sizes of a run.
@@ -136,33 +176,22 @@ fn bench_workspace() -> PathBuf {
     crate::repo_root().join("bench")
 }
 
-/// The profile's directory under the target dir, and cargo's flag for it.
-fn profile(quick: bool) -> (&'static str, Option<&'static str>) {
-    if quick {
-        ("debug", None)
-    } else {
-        ("release", Some("--release"))
-    }
-}
-
 /// `cargo build` of the spacelink bench client, in the workspace.
-fn build_spacelink(quick: bool) -> Result<PathBuf> {
-    let (dir, flag) = profile(quick);
+fn build_spacelink(build: Build) -> Result<PathBuf> {
     let mut cargo = cmd::cargo();
     cmd::scrub_cargo_run_env(&mut cargo).current_dir(crate::repo_root());
-    cargo.args(["build", "-p", "spacelink", "--example", "bench_client"]).args(flag);
+    cargo.args(["build", "-p", "spacelink", "--example", "bench_client"]).args(build.args());
     cmd::run_streamed(&mut cargo, "cargo build (spacelink bench client)", Duration::from_secs(60))?;
-    Ok(target_dir().join(dir).join("examples").join("bench_client"))
+    Ok(target_dir().join(build.dir()).join("examples").join("bench_client"))
 }
 
 /// `cargo build` of a package of the bench/ workspace, into the main target dir.
-fn build_foreign(package: &str, quick: bool) -> Result<PathBuf> {
-    let (dir, flag) = profile(quick);
+fn build_foreign(package: &str, build: Build) -> Result<PathBuf> {
     let mut cargo = cmd::cargo();
     cmd::scrub_foreign_build_env(&mut cargo).current_dir(bench_workspace());
-    cargo.args(["build", "--locked", "-p", package]).arg("--target-dir").arg(target_dir()).args(flag);
+    cargo.args(["build", "--locked", "-p", package]).arg("--target-dir").arg(target_dir()).args(build.args());
     cmd::run_streamed(&mut cargo, &format!("cargo build ({package})"), Duration::from_secs(60))?;
-    Ok(target_dir().join(dir).join(package))
+    Ok(target_dir().join(build.dir()).join(package))
 }
 
 /// The owner's token, written by `module publish` into DIR/owner.json.
@@ -456,14 +485,23 @@ impl Bench {
         let expect = n + NPCS_PER_MAP;
         let what = format!("load {}", short_count(n));
         let extra = [("--query", Self::query(LOAD_MAP)), ("--expect-rows", expect.to_string())];
+        // A client that cannot load a million rows is not made to try again.
+        let mut gave_up: Vec<Client> = Vec::new();
         for round in 0..rounds {
             for client in Self::order(round) {
+                if gave_up.contains(&client) {
+                    continue;
+                }
                 let run = Run::start(self.bin(client), &self.args("load", &extra, &[]), &self.log)
                     .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
                 let v = match run {
                     Ok(v) => v,
                     Err(e) => {
                         self.failed(&what, client, round, &e);
+                        if n >= 1_000_000 {
+                            self.notes.push(format!("{what}, {}: no further rounds after a failure", client.name()));
+                            gave_up.push(client);
+                        }
                         continue;
                     }
                 };
@@ -800,11 +838,19 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let start = Instant::now();
     let sizes = Sizes::new(opts.quick);
     let rounds = opts.rounds.max(1);
+    // Two runs in one checkout would wipe each other's bench server.
+    let spacelink_dir = crate::repo_root().join(".spacelink");
+    fs::create_dir_all(&spacelink_dir)?;
+    let lock_path = spacelink_dir.join("bench.lock");
+    let _lock = match procs::PidLock::acquire(&lock_path)? {
+        Ok(lock) => lock,
+        Err(pid) => bail!("another `cargo xtask bench` (pid {pid}) is running in this checkout: wait for it"),
+    };
     setup::run().context("setup failed, so nothing was measured")?;
 
-    let step = Step::new(format!("build the bench clients ({} builds)", profile(opts.quick).0));
-    let spacelink = build_spacelink(opts.quick)?;
-    let codegen = build_foreign("spacelink-bench-codegen", opts.quick)?;
+    let step = Step::new(format!("build the bench clients ({} builds)", opts.build.name()));
+    let spacelink = build_spacelink(opts.build)?;
+    let codegen = build_foreign("spacelink-bench-codegen", opts.build)?;
     step.done();
 
     let dir = crate::repo_root().join(".spacelink").join("bench-server");
@@ -821,7 +867,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let mut gen = Command::new(&codegen);
     gen.arg(&schema).arg(&bindings);
     cmd::run_streamed(&mut gen, "official code generator", Duration::from_secs(30))?;
-    let official = build_foreign("spacelink-bench-official", opts.quick)?;
+    let official = build_foreign("spacelink-bench-official", opts.build)?;
     step.done();
 
     // Nothing but the driver writes during the bench.
@@ -862,16 +908,20 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     }
 
     let (cpu, cores, memory, kernel) = machine();
-    let command = if opts.quick {
-        format!("cargo xtask bench --quick --rounds {rounds}")
-    } else {
-        format!("cargo xtask bench --rounds {rounds}")
-    };
+    let command = format!(
+        "cargo xtask bench{}{} --rounds {rounds}",
+        if opts.quick { " --quick" } else { "" },
+        match (opts.quick, opts.build) {
+            (_, Build::Opt1) => " --opt1",
+            (true, Build::Release) => " --release",
+            _ => "",
+        }
+    );
     let ctx = report::Context {
         date: cmd::rfc3339_utc(cmd::unix_now()),
         commit: git_commit(),
         command,
-        profile: profile(opts.quick).0.to_string(),
+        profile: opts.build.name().to_string(),
         cpu,
         cores,
         memory,

@@ -307,7 +307,7 @@ pub fn run() -> Result<ExitCode> {
     // Phase 4: the bench's smoke (its own server).
     let step = Step::new("phase 4/4: one quick round of cargo xtask bench (a smoke: no timing is judged)");
     let mut smoke = None;
-    match bench::run(&bench::Options { rounds: 1, quick: true, write_docs: false }) {
+    match bench::run(&bench::Options { rounds: 1, quick: true, write_docs: false, build: bench::Build::Debug }) {
         Ok(outcome) => {
             for error in &outcome.errors {
                 problems.push(format!("bench smoke: {error}"));

@@ -246,7 +246,9 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(left, sync.subscribe(&queries)).await.context("timed out subscribing")??;
         let expect = args.expect_rows;
-        wait_for(&mut seen, deadline, "the initial rows", |s| s.inserts >= expect).await?;
+        let waited = wait_for(&mut seen, deadline, "the initial rows", |s| s.inserts >= expect).await;
+        let (inserts, disconnects) = (seen.borrow().inserts, seen.borrow().disconnects);
+        waited.with_context(|| format!("{inserts} of {expect} rows counted, {disconnects} lost session(s)"))?;
         let ready = t0.elapsed();
         let cpu = cpu_time().saturating_sub(cpu0);
         result.insert("ready_ms".into(), json!(ready.as_secs_f64() * 1e3));
