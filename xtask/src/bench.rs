@@ -591,7 +591,7 @@ impl Bench {
                     } else {
                         start
                     };
-                    let v = run.result(self.sizes.client_timeout)?;
+                    let v = run.result(self.sizes.client_timeout + Duration::from_secs(10))?;
                     Ok((v, resumed, committed))
                 })();
                 let (v, from, committed) = match outcome {
@@ -671,7 +671,7 @@ impl Bench {
                     })
                 });
                 let outcome = Run::start(self.bin(client), &self.args("rtt", &extra, &flags), &self.log)
-                    .and_then(|run| run.result(self.sizes.client_timeout));
+                    .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
                 stop.store(true, Ordering::Relaxed);
                 let transactions = writer.and_then(|w| w.join().ok());
                 let v = match outcome {
@@ -710,7 +710,7 @@ impl Bench {
         for round in 0..self.rounds {
             for client in Self::order(round) {
                 match Run::start(self.bin(client), &self.args("first-row", &extra, &[]), &self.log)
-                    .and_then(|run| run.result(self.sizes.client_timeout))
+                    .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)))
                 {
                     Ok(v) => {
                         self.record(
