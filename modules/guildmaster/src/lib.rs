@@ -19,7 +19,7 @@
 //!   be wrong and has to reconcile with the server.
 //! * [`spawn_entities`] / [`clear_spawned`] produce bulk inserts and deletes
 //!   (up to 100 000 rows in one transaction) for subscription and
-//!   throughput tests.
+//!   throughput tests; [`bump_spawned`] updates as many in one transaction.
 //! * [`always_fail`] always fails with the given message, for testing error
 //!   reporting of reducer calls.
 //! * [`set_npc_tick`] changes, stops or restarts the scheduled tick.
@@ -771,6 +771,35 @@ pub fn clear_spawned(ctx: &ReducerContext, map_id: u32) {
     for id in ids {
         ctx.db.entity().entity_id().delete(id);
     }
+}
+
+/// Updates up to `limit` entities of kind [`EntityKind::Spawned`] on map
+/// `map_id` in one transaction: each one's `hp` goes up by one (back to 50
+/// after 1000), nothing else changes, so its cell and any subscription
+/// filtering on it stay the same. Every touched row is an update for a
+/// subscribed client, which is how benchmarks measure applied updates and
+/// not only inserts and deletes.
+///
+/// Errors if the map does not exist or `limit` is above 100 000.
+#[reducer]
+pub fn bump_spawned(ctx: &ReducerContext, map_id: u32, limit: u32) -> Result<(), String> {
+    find_map(ctx, map_id)?;
+    if limit > MAX_SPAWN {
+        return Err(format!("limit must be at most {MAX_SPAWN}"));
+    }
+    let rows: Vec<Entity> = ctx
+        .db
+        .entity()
+        .map_id()
+        .filter(map_id)
+        .filter(|e| e.kind == EntityKind::Spawned)
+        .take(limit as usize)
+        .collect();
+    for row in rows {
+        let hp = if row.hp >= 1000 { SPAWNED_HP } else { row.hp + 1 };
+        ctx.db.entity().entity_id().update(Entity { hp, ..row });
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,353 @@
+//! spacelink's bench client for `cargo xtask bench` (xtask/src/bench.rs): one
+//! scenario per process, through the public API a game uses
+//! (`Spacelink::connect`, the sync handle, its row listeners, the reducer
+//! client). Its twin on the official SDK is bench/official; both take the same
+//! flags and print the same JSON lines on stdout:
+//!
+//! - `{"event":"ready", "unix_us": …}` once the subscription's rows are cached
+//!   and counted (the driver then writes, freezes the server, …);
+//! - `{"event":"disconnected"|"recovered", "unix_us": …}` in `dead-peer`;
+//! - last, `{"event":"result", "client":"spacelink", "ok":…, …}`.
+//!
+//! ```text
+//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer
+//!              [--query SQL] [--table T] [--expect-rows N] [--expect-updates N]
+//!              [--calls N] [--wait-update] [--timeout-s S]
+//! ```
+//!
+//! Rows are counted by a listener of the cache's changes (`SyncListeners::changes`),
+//! as the official client counts them with `on_insert`/`on_update` callbacks.
+//! CPU time is `getrusage(RUSAGE_SELF)` (every thread) from just before
+//! connecting to the moment measured; memory is VmRSS and VmHWM of
+//! /proc/self/status.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use actix::prelude::*;
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+use spacelink::reducers::{Outcome, ReducerListeners};
+use spacelink::sync::{RowChange, RowsChanged, SubscriptionEvent, SyncListeners};
+use spacelink::{ConnectionConfig, ConnectionState, Listeners, Spacelink, SpacelinkConfig, StateChanged};
+use tokio::sync::watch;
+
+/// What the listeners saw so far.
+#[derive(Debug, Clone, Default)]
+struct Seen {
+    inserts: u64,
+    updates: u64,
+    deletes: u64,
+    first_row_at: Option<Instant>,
+    first_update_unix_us: Option<u64>,
+    last_update_unix_us: Option<u64>,
+    /// How many times a session was lost (the state left Connected).
+    disconnects: u64,
+    disconnected_unix_us: Option<u64>,
+    /// How many times a subscription was (re)applied.
+    applied: u64,
+}
+
+/// Listens to the cache, the query sets and the connection state.
+struct Counter {
+    table: String,
+    seen: watch::Sender<Seen>,
+}
+
+impl Actor for Counter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The cache may change fast: room for a backlog of notifications.
+        ctx.set_mailbox_capacity(1 << 16);
+    }
+}
+
+impl Handler<RowsChanged> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, msg: RowsChanged, _: &mut Self::Context) {
+        let (mut inserts, mut updates, mut deletes) = (0, 0, 0);
+        for change in msg.changes.iter() {
+            match change {
+                RowChange::Insert { table, .. } if **table == *self.table => inserts += 1,
+                RowChange::Update { table, .. } if **table == *self.table => updates += 1,
+                RowChange::Delete { table, .. } if **table == *self.table => deletes += 1,
+                _ => {}
+            }
+        }
+        if inserts + updates + deletes == 0 {
+            return;
+        }
+        let now = unix_us();
+        self.seen.send_modify(|s| {
+            s.inserts += inserts;
+            s.updates += updates;
+            s.deletes += deletes;
+            if inserts > 0 && s.first_row_at.is_none() {
+                s.first_row_at = Some(Instant::now());
+            }
+            if updates > 0 {
+                s.first_update_unix_us.get_or_insert(now);
+                s.last_update_unix_us = Some(now);
+            }
+        });
+    }
+}
+
+impl Handler<SubscriptionEvent> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscriptionEvent, _: &mut Self::Context) {
+        if let SubscriptionEvent::Applied { .. } = msg {
+            self.seen.send_modify(|s| s.applied += 1);
+        }
+    }
+}
+
+impl Handler<StateChanged> for Counter {
+    type Result = ();
+
+    fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
+        if msg.from == ConnectionState::Connected && msg.to != ConnectionState::Connected {
+            let now = unix_us();
+            self.seen.send_modify(|s| {
+                s.disconnects += 1;
+                s.disconnected_unix_us.get_or_insert(now);
+            });
+        }
+    }
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+/// User + system CPU of every thread of this process so far.
+fn cpu_time() -> Duration {
+    use nix::sys::resource::{getrusage, UsageWho};
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(usage) => {
+            let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+            tv(usage.user_time()) + tv(usage.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
+/// A field of /proc/self/status in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn emit(value: Value) {
+    println!("{value}");
+}
+
+#[derive(Debug)]
+struct Args {
+    server: String,
+    database: String,
+    scenario: String,
+    query: Option<String>,
+    table: String,
+    expect_rows: u64,
+    expect_updates: u64,
+    calls: u32,
+    wait_update: bool,
+    timeout: Duration,
+}
+
+fn parse_args() -> Result<Args> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let value = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1).cloned());
+    let number = |name: &str, default: u64| -> Result<u64> {
+        value(name).map_or(Ok(default), |v| v.parse().with_context(|| format!("{name} wants a number, not {v}")))
+    };
+    Ok(Args {
+        server: value("--server").context("--server URL is required")?,
+        database: value("--database").unwrap_or_else(|| "guildmaster".into()),
+        scenario: value("--scenario").context("--scenario is required")?,
+        query: value("--query"),
+        table: value("--table").unwrap_or_else(|| "entity".into()),
+        expect_rows: number("--expect-rows", 0)?,
+        expect_updates: number("--expect-updates", 0)?,
+        calls: number("--calls", 100)? as u32,
+        wait_update: argv.iter().any(|a| a == "--wait-update"),
+        timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
+    })
+}
+
+/// The move_player arguments (seq: u32, dx: f32, dy: f32) in BSATN.
+fn move_args(seq: u32, dx: f32) -> bytes::Bytes {
+    let mut args = Vec::with_capacity(12);
+    args.extend_from_slice(&seq.to_le_bytes());
+    args.extend_from_slice(&dx.to_le_bytes());
+    args.extend_from_slice(&0f32.to_le_bytes());
+    args.into()
+}
+
+/// The join arguments (name: String, map_id: u32) in BSATN.
+fn join_args(name: &str, map: u32) -> bytes::Bytes {
+    let mut args = Vec::with_capacity(8 + name.len());
+    args.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    args.extend_from_slice(name.as_bytes());
+    args.extend_from_slice(&map.to_le_bytes());
+    args.into()
+}
+
+async fn wait_for(
+    seen: &mut watch::Receiver<Seen>,
+    deadline: Instant,
+    what: &str,
+    done: impl FnMut(&Seen) -> bool,
+) -> Result<()> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    match tokio::time::timeout(left, seen.wait_for(done)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => bail!("the listener is gone while waiting for {what}"),
+        Err(_) => bail!("timed out waiting for {what}"),
+    }
+}
+
+async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let deadline = Instant::now() + args.timeout;
+    let (tx, mut seen) = watch::channel(Seen::default());
+    let counter = Counter { table: args.table.clone(), seen: tx }.start();
+
+    let t0 = Instant::now();
+    let cpu0 = cpu_time();
+    let listeners = Listeners { states: vec![counter.clone().recipient()], ..Default::default() };
+    let sync_listeners =
+        SyncListeners { changes: vec![counter.clone().recipient()], subscriptions: vec![counter.clone().recipient()] };
+    let config = SpacelinkConfig::new(ConnectionConfig::new(&args.server, &args.database));
+    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await?;
+    let sync = app.sync.clone().context("no state sync")?;
+
+    if let Some(query) = &args.query {
+        if args.scenario == "first-row" {
+            // Only the first row matters; the subscription goes on meanwhile.
+            let (sync, query) = (sync.clone(), query.clone());
+            actix::spawn(async move {
+                let _ = sync.subscribe(&[&query]).await;
+            });
+            wait_for(&mut seen, deadline, "the first row", |s| s.first_row_at.is_some()).await?;
+            let first = seen.borrow().first_row_at.unwrap_or_else(Instant::now);
+            result.insert("first_row_ms".into(), json!(first.duration_since(t0).as_secs_f64() * 1e3));
+            result.insert("rows".into(), json!(seen.borrow().inserts));
+            return Ok(());
+        }
+        let queries = [query.as_str()];
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::timeout(left, sync.subscribe(&queries)).await.context("timed out subscribing")??;
+        let expect = args.expect_rows;
+        let waited = wait_for(&mut seen, deadline, "the initial rows", |s| s.inserts >= expect).await;
+        let (inserts, disconnects) = (seen.borrow().inserts, seen.borrow().disconnects);
+        waited.with_context(|| format!("{inserts} of {expect} rows counted, {disconnects} lost session(s)"))?;
+        let ready = t0.elapsed();
+        let cpu = cpu_time().saturating_sub(cpu0);
+        result.insert("ready_ms".into(), json!(ready.as_secs_f64() * 1e3));
+        result.insert("cpu_ms".into(), json!(cpu.as_secs_f64() * 1e3));
+        result.insert("rss_kib".into(), json!(status_kib("VmRSS")));
+        result.insert("rows".into(), json!(seen.borrow().inserts));
+        result.insert("cached".into(), json!(sync.cache().count(&args.table)));
+        emit(json!({ "event": "ready", "unix_us": unix_us() }));
+    }
+
+    match args.scenario.as_str() {
+        "load" => {}
+        "updates" => {
+            let expect = args.expect_updates;
+            let waited = wait_for(&mut seen, deadline, "the updates", |s| s.updates >= expect).await;
+            let s = seen.borrow().clone();
+            result.insert("updates".into(), json!(s.updates));
+            result.insert("first_update_unix_us".into(), json!(s.first_update_unix_us));
+            result.insert("last_update_unix_us".into(), json!(s.last_update_unix_us));
+            waited?;
+        }
+        "rtt" => {
+            let joined = app.reducers.call("join", join_args("bench", 1)).await?;
+            if joined.outcome != Outcome::Committed {
+                bail!("join: {:?}", joined.outcome);
+            }
+            if args.wait_update {
+                wait_for(&mut seen, deadline, "a first update of the stream", |s| s.updates > 0).await?;
+            }
+            let mut samples = Vec::with_capacity(args.calls as usize);
+            for seq in 1..=args.calls {
+                let dx = if seq % 2 == 0 { 0.5 } else { -0.5 };
+                let sent = Instant::now();
+                let answer = app.reducers.call("move_player", move_args(seq, dx)).await?;
+                let rtt = sent.elapsed();
+                if answer.outcome != Outcome::Committed {
+                    bail!("move_player #{seq}: {:?}", answer.outcome);
+                }
+                samples.push(rtt.as_secs_f64() * 1e6);
+                if Instant::now() > deadline {
+                    bail!("timed out after {seq} calls");
+                }
+            }
+            result.insert("rtt_us".into(), json!(samples));
+            result.insert("updates_seen".into(), json!(seen.borrow().updates));
+        }
+        "dead-peer" => {
+            wait_for(&mut seen, deadline, "a lost session", |s| s.disconnects > 0).await?;
+            let at = seen.borrow().disconnected_unix_us;
+            emit(json!({ "event": "disconnected", "unix_us": at }));
+            result.insert("disconnected_unix_us".into(), json!(at));
+            let applied = seen.borrow().applied;
+            let table = args.table.clone();
+            let expect = args.expect_rows;
+            // Back: the query set is applied again and reconciled, with every row.
+            wait_for(&mut seen, deadline, "the subscription applied again", |s| s.applied > applied).await?;
+            let reader = sync.cache().clone();
+            let consistent = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), async {
+                while (reader.count(&table) as u64) < expect {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .is_ok();
+            let at = unix_us();
+            emit(json!({ "event": "recovered", "unix_us": at }));
+            result.insert("recovered_unix_us".into(), json!(at));
+            result.insert("cached".into(), json!(sync.cache().count(&args.table)));
+            if !consistent {
+                bail!("the cache did not get all {expect} rows back");
+            }
+        }
+        "first-row" => bail!("first-row needs --query"),
+        other => bail!("unknown scenario {other}"),
+    }
+    result.insert("disconnects".into(), json!(seen.borrow().disconnects));
+    app.shutdown();
+    Ok(())
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("bench_client: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let mut result = serde_json::Map::new();
+    let outcome = actix::System::new().block_on(run(&args, &mut result));
+    result.insert("event".into(), json!("result"));
+    result.insert("client".into(), json!("spacelink"));
+    result.insert("scenario".into(), json!(args.scenario));
+    result.insert("peak_rss_kib".into(), json!(status_kib("VmHWM")));
+    result.insert("ok".into(), json!(outcome.is_ok()));
+    if let Err(e) = &outcome {
+        result.insert("error".into(), json!(format!("{e:#}")));
+    }
+    emit(Value::Object(result));
+    // Do not wait for the actors to wind down.
+    std::process::exit(if outcome.is_ok() { 0 } else { 1 });
+}

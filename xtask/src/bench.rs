@@ -1,0 +1,966 @@
+//! `cargo xtask bench [--rounds N] [--quick]`: spacelink against the official
+//! Rust SDK, on one fresh server, written to docs/BENCHMARKS.md.
+//!
+//! 1. `setup`; the bench clients are built: spacelink's
+//!    (crates/app/examples/bench_client.rs) and, outside the workspace
+//!    (bench/, its own lock file), the official generator bench/codegen;
+//! 2. a fresh server in `<repo>/.spacelink/bench-server` with the module; its
+//!    `schema?version=9` goes through the official generator into
+//!    bench/official/src/module_bindings, then the official client is built;
+//! 3. every scenario runs for both clients, a fresh process per run,
+//!    alternating which goes first, over `--rounds` rounds (default 5; the
+//!    1M-row load at most 3; dead-peer detection once);
+//! 4. the server is stopped whatever happened; the table is printed and, unless
+//!    this is the smoke of `cargo xtask test`, the `client-vs-official`
+//!    section of docs/BENCHMARKS.md and docs/bench/client-vs-official.svg are
+//!    rewritten (the other sections of the file are kept).
+//!
+//! The driver writes through the server's HTTP API (`POST
+//! /v1/database/guildmaster/call/<reducer>`), so both clients see the same
+//! transactions; the NPC tick is stopped first so nothing else writes.
+//! `--quick` uses small sizes and debug builds (the ones `cargo test` already
+//! made): a smoke that the whole pipeline works, not a measurement.
+//!
+//! Each client prints JSON lines (see bench_client.rs): `ready`, the dead-peer
+//! events, and a last `result` with its measurements.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _, Result};
+use serde_json::{json, Value};
+
+use crate::bench_report::{self as report, percentile, Client, Figures, Unit};
+use crate::cmd::{self, fmt_duration, Step};
+use crate::{module, procs, setup, testrun};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rounds: usize,
+    pub quick: bool,
+    /// Rewrite docs/BENCHMARKS.md and the chart (not for the smoke).
+    pub write_docs: bool,
+    /// How the clients are built.
+    pub build: Build,
+}
+
+/// How both bench clients are built (always both alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The dev profile as `cargo test` builds it (the smoke reuses its artifacts).
+    Debug,
+    /// The dev profile with every crate at opt-level 1: minutes instead of a
+    /// release build on a small machine; not release numbers.
+    Opt1,
+    /// Release builds (the default of `cargo xtask bench`).
+    Release,
+}
+
+impl Build {
+    fn name(self) -> &'static str {
+        match self {
+            Build::Debug => "debug",
+            Build::Opt1 => "dev profile at opt-level 1 (`--opt1`)",
+            Build::Release => "release",
+        }
+    }
+
+    /// The profile's directory under the target dir.
+    fn dir(self) -> &'static str {
+        match self {
+            Build::Release => "release",
+            _ => "debug",
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Build::Debug => &[],
+            Build::Opt1 => &["--config", "profile.dev.opt-level=1"],
+            Build::Release => &["--release"],
+        }
+    }
+}
+
+/// The sizes of a run.
+#[derive(Debug, Clone)]
+struct Sizes {
+    loads: Vec<u64>,
+    update_rows: u64,
+    update_txs: u64,
+    stream_rows: u64,
+    rtt_calls: u32,
+    detect_bound: Duration,
+    recover_bound: Duration,
+    client_timeout: Duration,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                loads: vec![1_000, 5_000],
+                update_rows: 1_000,
+                update_txs: 5,
+                stream_rows: 200,
+                rtt_calls: 30,
+                detect_bound: Duration::from_secs(10),
+                recover_bound: Duration::from_secs(15),
+                client_timeout: Duration::from_secs(60),
+            }
+        } else {
+            Sizes {
+                loads: vec![10_000, 100_000, 1_000_000],
+                update_rows: 10_000,
+                update_txs: 10,
+                stream_rows: 1_000,
+                rtt_calls: 300,
+                // The official SDK 1.3.2 took 85 s to notice a frozen server here.
+                detect_bound: Duration::from_secs(100),
+                recover_bound: Duration::from_secs(30),
+                client_timeout: Duration::from_secs(180),
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "initial loads of {} rows; updates: {} transactions of {} rows (`bump_spawned`); reducer round trip: \
+             {} sequential `move_player` calls per run, the stream {} rows per transaction back to back; \
+             dead-peer detection waited for at most {} s, recovery {} s",
+            self.loads.iter().map(|n| short_count(*n)).collect::<Vec<_>>().join(", "),
+            self.update_txs,
+            short_count(self.update_rows),
+            self.rtt_calls,
+            short_count(self.stream_rows),
+            self.detect_bound.as_secs(),
+            self.recover_bound.as_secs()
+        )
+    }
+}
+
+fn short_count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// NPCs per map made by the module's `init`: they are entities too.
+const NPCS_PER_MAP: u64 = 5;
+/// The map of the initial-load scenarios.
+const LOAD_MAP: u32 = 1;
+/// The map of the update, round-trip and dead-peer scenarios.
+const UPDATE_MAP: u32 = 2;
+/// Most rows one `spawn_entities` or `bump_spawned` may touch.
+const MAX_PER_CALL: u64 = 100_000;
+
+fn unix_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| crate::repo_root().join("target"))
+}
+
+fn bench_workspace() -> PathBuf {
+    crate::repo_root().join("bench")
+}
+
+/// `cargo build` of the spacelink bench client, in the workspace.
+fn build_spacelink(build: Build) -> Result<PathBuf> {
+    let mut cargo = cmd::cargo();
+    cmd::scrub_cargo_run_env(&mut cargo).current_dir(crate::repo_root());
+    cargo.args(["build", "-p", "spacelink", "--example", "bench_client"]).args(build.args());
+    cmd::run_streamed(&mut cargo, "cargo build (spacelink bench client)", Duration::from_secs(60))?;
+    Ok(target_dir().join(build.dir()).join("examples").join("bench_client"))
+}
+
+/// `cargo build` of a package of the bench/ workspace, into the main target dir.
+fn build_foreign(package: &str, build: Build) -> Result<PathBuf> {
+    let mut cargo = cmd::cargo();
+    cmd::scrub_foreign_build_env(&mut cargo).current_dir(bench_workspace());
+    cargo.args(["build", "--locked", "-p", package]).arg("--target-dir").arg(target_dir()).args(build.args());
+    cmd::run_streamed(&mut cargo, &format!("cargo build ({package})"), Duration::from_secs(60))?;
+    Ok(target_dir().join(build.dir()).join(package))
+}
+
+/// The owner's token, written by `module publish` into DIR/owner.json.
+fn owner_token(dir: &Path) -> Result<String> {
+    let path = dir.join("owner.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let owner: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    owner.get("token").and_then(Value::as_str).map(str::to_string).context("owner.json has no token")
+}
+
+/// The server, as the driver talks to it.
+#[derive(Debug, Clone)]
+struct Server {
+    url: String,
+    token: String,
+    pid: u32,
+}
+
+impl Server {
+    /// Calls a reducer through the HTTP API; returns once it committed.
+    fn call(&self, reducer: &str, args: Value) -> Result<()> {
+        let url = format!("{}/v1/database/{}/call/{reducer}", self.url, module::DATABASE);
+        match ureq::post(&url)
+            .timeout(Duration::from_secs(600))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .set("Content-Type", "application/json")
+            .send_string(&args.to_string())
+        {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(code, response)) => {
+                bail!("{reducer}{args}: HTTP {code}: {}", response.into_string().unwrap_or_default())
+            }
+            Err(e) => bail!("{reducer}{args}: {e}"),
+        }
+    }
+
+    fn schema(&self) -> Result<String> {
+        let url = format!("{}/v1/database/{}/schema?version=9", self.url, module::DATABASE);
+        let response = ureq::get(&url).timeout(Duration::from_secs(30)).call().with_context(|| format!("GET {url}"))?;
+        Ok(response.into_string()?)
+    }
+}
+
+/// The server frozen with SIGSTOP; thawed when dropped, whatever happened.
+struct Frozen(u32);
+
+impl Frozen {
+    fn new(pid: u32) -> Result<Self> {
+        if !procs::signal(pid, "STOP", false) {
+            bail!("could not SIGSTOP process {pid}");
+        }
+        Ok(Frozen(pid))
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        procs::signal(self.0, "CONT", false);
+    }
+}
+
+/// One run of a bench client: its JSON lines arrive on a channel.
+struct Run {
+    child: Child,
+    lines: mpsc::Receiver<Value>,
+}
+
+impl Run {
+    fn start(bin: &Path, args: &[String], log: &Path) -> Result<Run> {
+        let log = fs::OpenOptions::new().create(true).append(true).open(log)?;
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    if tx.send(value).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(Run { child, lines })
+    }
+
+    /// The next line whose `event` is `event` (others are skipped), if it
+    /// comes within `timeout`. A `result` line ends the wait: it is returned
+    /// as an error carrying its message.
+    fn wait_event(&mut self, event: &str, timeout: Duration) -> Result<Option<(u64, Value)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return Ok(Some((v["unix_us"].as_u64().unwrap_or(0), v))),
+                Ok(v) if v["event"] == "result" => {
+                    bail!("the client ended before `{event}`: {}", v["error"].as_str().unwrap_or("no error given"))
+                }
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the client exited before `{event}`"),
+            }
+        }
+    }
+
+    /// The `result` line; the client is killed if it does not come in time.
+    fn result(mut self, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let outcome = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(v) if v["event"] == "result" => break Ok(v),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => break Err(anyhow::anyhow!("no result within {timeout:?}")),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(anyhow::anyhow!("the client exited without a result"))
+                }
+            }
+        };
+        self.stop();
+        let v = outcome?;
+        if v["ok"] != true {
+            bail!("{}", v["error"].as_str().unwrap_or("failed without a message"));
+        }
+        Ok(v)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Samples the machine's load every second while the bench runs.
+struct LoadSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<thread::JoinHandle<(Vec<f64>, Option<f64>)>>,
+}
+
+/// (busy, total) jiffies of all CPUs from /proc/stat.
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).unwrap_or(&0);
+    Some((total - idle, total))
+}
+
+fn loadavg() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+impl LoadSampler {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = thread::spawn(move || {
+            let first = cpu_jiffies();
+            let mut loads = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                loads.extend(loadavg());
+                for _ in 0..10 {
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+            let busy = match (first, cpu_jiffies()) {
+                (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => Some((b1 - b0) as f64 / (t1 - t0) as f64),
+                _ => None,
+            };
+            (loads, busy)
+        });
+        LoadSampler { stop, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> String {
+        self.stop.store(true, Ordering::Relaxed);
+        let (loads, busy) = self.thread.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        let load = match (report::median(&loads), report::min_max(&loads)) {
+            (Some(m), Some((lo, hi))) => format!("1-minute load average {m:.2} median ({lo:.2}–{hi:.2})"),
+            _ => "load average not sampled".to_string(),
+        };
+        let busy = busy.map_or_else(String::new, |b| {
+            format!(
+                ", all CPUs {:.0} % busy on average (the bench itself included; other work shares this machine)",
+                b * 100.0
+            )
+        });
+        format!("{load}{busy}")
+    }
+}
+
+/// The bench: clients, server, and what was measured so far.
+struct Bench {
+    sizes: Sizes,
+    rounds: usize,
+    server: Server,
+    bins: [PathBuf; 2],
+    log: PathBuf,
+    figures: Figures,
+    notes: Vec<String>,
+    errors: Vec<String>,
+}
+
+impl Bench {
+    fn bin(&self, client: Client) -> &Path {
+        match client {
+            Client::Official => &self.bins[0],
+            Client::Spacelink => &self.bins[1],
+        }
+    }
+
+    fn args(&self, scenario: &str, extra: &[(&str, String)], flags: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "--server".to_string(),
+            self.server.url.clone(),
+            "--database".to_string(),
+            module::DATABASE.to_string(),
+            "--scenario".to_string(),
+            scenario.to_string(),
+            "--timeout-s".to_string(),
+            self.sizes.client_timeout.as_secs().to_string(),
+        ];
+        for (k, v) in extra {
+            args.push(k.to_string());
+            args.push(v.clone());
+        }
+        args.extend(flags.iter().map(|f| f.to_string()));
+        args
+    }
+
+    /// The clients in the order of round `round`: alternating who goes first.
+    fn order(round: usize) -> [Client; 2] {
+        if round.is_multiple_of(2) {
+            [Client::Spacelink, Client::Official]
+        } else {
+            [Client::Official, Client::Spacelink]
+        }
+    }
+
+    fn failed(&mut self, what: &str, client: Client, round: usize, e: &anyhow::Error) {
+        eprintln!("    {what}, {} round {}: FAILED: {e:#}", client.name(), round + 1);
+        let error = format!("{what}, {}, round {}: failed: {e:#}", client.name(), round + 1);
+        self.notes.push(error.clone());
+        self.errors.push(error);
+    }
+
+    fn record(&mut self, key: &str, label: &str, unit: Unit, client: Client, v: Option<f64>) {
+        let figure = self.figures.get(key, label, unit);
+        if let Some(v) = v {
+            figure.push(client, v);
+        }
+    }
+
+    fn spawn(&self, map: u32, mut count: u64) -> Result<()> {
+        while count > 0 {
+            let n = count.min(MAX_PER_CALL);
+            self.server.call("spawn_entities", json!([map, n]))?;
+            count -= n;
+        }
+        Ok(())
+    }
+
+    fn query(map: u32) -> String {
+        format!("SELECT * FROM entity WHERE map_id = {map}")
+    }
+
+    /// Initial load of `n` rows (plus the map's NPCs).
+    fn load(&mut self, n: u64, rounds: usize) {
+        let expect = n + NPCS_PER_MAP;
+        let what = format!("load {}", short_count(n));
+        let extra = [("--query", Self::query(LOAD_MAP)), ("--expect-rows", expect.to_string())];
+        // A client that cannot load a million rows is not made to try again.
+        let mut gave_up: Vec<Client> = Vec::new();
+        for round in 0..rounds {
+            for client in Self::order(round) {
+                if gave_up.contains(&client) {
+                    continue;
+                }
+                let run = Run::start(self.bin(client), &self.args("load", &extra, &[]), &self.log)
+                    .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
+                let v = match run {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.failed(&what, client, round, &e);
+                        if n >= 1_000_000 {
+                            self.notes.push(format!("{what}, {}: no further rounds after a failure", client.name()));
+                            gave_up.push(client);
+                        }
+                        continue;
+                    }
+                };
+                if v["rows"].as_u64() != Some(expect) {
+                    let e = anyhow::anyhow!("counted {} rows, expected {expect}", v["rows"]);
+                    self.failed(&what, client, round, &e);
+                    continue;
+                }
+                if let Some(d) = v["disconnects"].as_u64().filter(|d| *d > 0) {
+                    self.notes.push(format!(
+                        "{what}, {}, round {}: {d} lost session(s) during the load",
+                        client.name(),
+                        round + 1
+                    ));
+                }
+                let s = short_count(n);
+                self.record(
+                    &format!("load_{n}_ready"),
+                    &format!("{s} rows: connect + subscribe until all cached"),
+                    Unit::Millis,
+                    client,
+                    v["ready_ms"].as_f64(),
+                );
+                self.record(
+                    &format!("load_{n}_cpu"),
+                    &format!("{s} rows: client CPU until cached"),
+                    Unit::Millis,
+                    client,
+                    v["cpu_ms"].as_f64(),
+                );
+                self.record(
+                    &format!("load_{n}_rss"),
+                    &format!("{s} rows: RSS after"),
+                    Unit::KiB,
+                    client,
+                    v["rss_kib"].as_f64(),
+                );
+                self.record(
+                    &format!("load_{n}_peak"),
+                    &format!("{s} rows: peak RSS"),
+                    Unit::KiB,
+                    client,
+                    v["peak_rss_kib"].as_f64(),
+                );
+                eprintln!(
+                    "    {what}, {} round {}: {:.1} ms, cpu {:.1} ms, rss {} KiB",
+                    client.name(),
+                    round + 1,
+                    v["ready_ms"].as_f64().unwrap_or(0.0),
+                    v["cpu_ms"].as_f64().unwrap_or(0.0),
+                    v["rss_kib"]
+                );
+            }
+        }
+    }
+
+    /// Updates, live (`backlog` false) or from a backlog (the client frozen
+    /// while the server writes).
+    fn updates(&mut self, backlog: bool) {
+        let rows = self.sizes.update_rows;
+        let txs = self.sizes.update_txs;
+        let total = rows * txs;
+        let expect_rows = rows + NPCS_PER_MAP;
+        let what = if backlog { "updates from a backlog" } else { "updates, live" };
+        let extra = [
+            ("--query", Self::query(UPDATE_MAP)),
+            ("--expect-rows", expect_rows.to_string()),
+            ("--expect-updates", total.to_string()),
+        ];
+        for round in 0..self.rounds {
+            for client in Self::order(round) {
+                let outcome = (|| -> Result<(Value, u64, u64)> {
+                    let mut run = Run::start(self.bin(client), &self.args("updates", &extra, &[]), &self.log)?;
+                    run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
+                    let frozen = if backlog { Some(Frozen::new(run.pid())?) } else { None };
+                    let start = unix_us();
+                    for _ in 0..txs {
+                        self.server.call("bump_spawned", json!([UPDATE_MAP, rows]))?;
+                    }
+                    let committed = unix_us();
+                    let resumed = if let Some(frozen) = frozen {
+                        // Let the server push what it has to the socket.
+                        thread::sleep(Duration::from_millis(300));
+                        let at = unix_us();
+                        drop(frozen);
+                        at
+                    } else {
+                        start
+                    };
+                    let v = run.result(self.sizes.client_timeout + Duration::from_secs(10))?;
+                    Ok((v, resumed, committed))
+                })();
+                let (v, from, committed) = match outcome {
+                    Ok(x) => x,
+                    Err(e) => {
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                };
+                let (Some(updates), Some(last)) = (v["updates"].as_u64(), v["last_update_unix_us"].as_u64()) else {
+                    self.failed(what, client, round, &anyhow::anyhow!("no update times in {v}"));
+                    continue;
+                };
+                let secs = (last.saturating_sub(from) as f64 / 1e6).max(1e-6);
+                let rate = updates as f64 / secs;
+                if backlog {
+                    self.record(
+                        "updates_backlog_rate",
+                        "updates applied from a backlog (client frozen while the server wrote, then resumed)",
+                        Unit::RowsPerSec,
+                        client,
+                        Some(rate),
+                    );
+                    eprintln!("    {what}, {} round {}: {:.0} rows/s", client.name(), round + 1, rate);
+                } else {
+                    let lag = last as f64 / 1e3 - committed as f64 / 1e3;
+                    self.record(
+                        "updates_live_rate",
+                        "updates applied per second, live (server-bound)",
+                        Unit::RowsPerSec,
+                        client,
+                        Some(rate),
+                    );
+                    self.record(
+                        "updates_live_lag",
+                        "updates, live: lag after the last commit",
+                        Unit::Millis,
+                        client,
+                        Some(lag.max(0.0)),
+                    );
+                    eprintln!(
+                        "    {what}, {} round {}: {:.0} rows/s, lag {:.1} ms",
+                        client.name(),
+                        round + 1,
+                        rate,
+                        lag
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reducer round trips, idle or under a stream of updates the client is subscribed to.
+    fn rtt(&mut self, stream: bool) {
+        let what = if stream { "reducer round trip under a stream of updates" } else { "reducer round trip, idle" };
+        let mut extra = vec![("--calls", self.sizes.rtt_calls.to_string())];
+        let mut flags: Vec<&str> = Vec::new();
+        if stream {
+            extra.push(("--query", Self::query(UPDATE_MAP)));
+            extra.push(("--expect-rows", (self.sizes.update_rows + NPCS_PER_MAP).to_string()));
+            flags.push("--wait-update");
+        }
+        for round in 0..self.rounds {
+            for client in Self::order(round) {
+                let stop = Arc::new(AtomicBool::new(false));
+                let writer = stream.then(|| {
+                    let (server, stop, rows) = (self.server.clone(), stop.clone(), self.sizes.stream_rows);
+                    thread::spawn(move || {
+                        let mut n = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            if server.call("bump_spawned", json!([UPDATE_MAP, rows])).is_err() {
+                                break;
+                            }
+                            n += 1;
+                        }
+                        n
+                    })
+                });
+                let outcome = Run::start(self.bin(client), &self.args("rtt", &extra, &flags), &self.log)
+                    .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
+                stop.store(true, Ordering::Relaxed);
+                let transactions = writer.and_then(|w| w.join().ok());
+                let v = match outcome {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                };
+                let samples: Vec<f64> =
+                    v["rtt_us"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+                let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+                let key = if stream { "rtt_stream" } else { "rtt_idle" };
+                let label =
+                    if stream { "reducer round trip under a stream of updates" } else { "reducer round trip, idle" };
+                self.record(&format!("{key}_p50"), &format!("{label}: p50"), Unit::Micros, client, p50);
+                self.record(&format!("{key}_p99"), &format!("{label}: p99"), Unit::Micros, client, p99);
+                eprintln!(
+                    "    {what}, {} round {}: p50 {:.0} µs, p99 {:.0} µs{}",
+                    client.name(),
+                    round + 1,
+                    p50.unwrap_or(0.0),
+                    p99.unwrap_or(0.0),
+                    transactions.map_or_else(String::new, |n| format!(
+                        " ({n} stream transactions, {} updates seen)",
+                        v["updates_seen"]
+                    ))
+                );
+            }
+        }
+    }
+
+    /// Connect to the first row of a small table.
+    fn first_row(&mut self) {
+        let extra = [("--query", "SELECT * FROM map".to_string()), ("--table", "map".to_string())];
+        for round in 0..self.rounds {
+            for client in Self::order(round) {
+                match Run::start(self.bin(client), &self.args("first-row", &extra, &[]), &self.log)
+                    .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)))
+                {
+                    Ok(v) => {
+                        self.record(
+                            "first_row",
+                            "connect to the first row (`SELECT * FROM map`)",
+                            Unit::Millis,
+                            client,
+                            v["first_row_ms"].as_f64(),
+                        );
+                        eprintln!(
+                            "    first row, {} round {}: {:.1} ms",
+                            client.name(),
+                            round + 1,
+                            v["first_row_ms"].as_f64().unwrap_or(0.0)
+                        );
+                    }
+                    Err(e) => self.failed("first row", client, round, &e),
+                }
+            }
+        }
+    }
+
+    /// The server frozen (SIGSTOP): how long until the client notices, and,
+    /// once thawed, until its cache is consistent again. Once per client.
+    fn dead_peer(&mut self) {
+        let expect = self.sizes.update_rows + NPCS_PER_MAP;
+        let mut args =
+            self.args("dead-peer", &[("--query", Self::query(UPDATE_MAP)), ("--expect-rows", expect.to_string())], &[]);
+        let timeout = self.sizes.detect_bound + self.sizes.recover_bound + Duration::from_secs(30);
+        if let Some(i) = args.iter().position(|a| a == "--timeout-s") {
+            args[i + 1] = timeout.as_secs().to_string();
+        }
+        for client in Self::order(0) {
+            let outcome = (|| -> Result<(Option<f64>, Option<f64>)> {
+                let mut run = Run::start(self.bin(client), &args, &self.log)?;
+                run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
+                let frozen = Frozen::new(self.server.pid)?;
+                let stopped = unix_us();
+                let detected = run.wait_event("disconnected", self.sizes.detect_bound)?;
+                let thawed = unix_us();
+                drop(frozen);
+                let detect = detected.as_ref().map(|(at, _)| at.saturating_sub(stopped) as f64 / 1e3);
+                let recovered =
+                    if detected.is_some() { run.wait_event("recovered", self.sizes.recover_bound)? } else { None };
+                let recover = recovered.as_ref().map(|(at, _)| at.saturating_sub(thawed) as f64 / 1e3);
+                if detected.is_none() {
+                    self.notes.push(format!(
+                        "dead peer, {}: a frozen server was not noticed within {} s (the bound of this bench)",
+                        client.name(),
+                        self.sizes.detect_bound.as_secs()
+                    ));
+                } else if recovered.is_none() {
+                    self.notes.push(format!(
+                        "dead peer, {}: after the server was thawed, no consistent cache within {} s{}",
+                        client.name(),
+                        self.sizes.recover_bound.as_secs(),
+                        if client == Client::Official { " (the official SDK does not reconnect)" } else { "" }
+                    ));
+                }
+                Ok((detect, recover))
+            })();
+            match outcome {
+                Ok((detect, recover)) => {
+                    eprintln!(
+                        "    dead peer, {}: detected {detect:?} ms, consistent again {recover:?} ms",
+                        client.name()
+                    );
+                    self.record(
+                        "dead_detect",
+                        "dead-peer detection (server frozen with SIGSTOP)",
+                        Unit::Millis,
+                        client,
+                        detect,
+                    );
+                    self.record(
+                        "dead_recover",
+                        "server thawed: back to a consistent cache",
+                        Unit::Millis,
+                        client,
+                        recover,
+                    );
+                }
+                Err(e) => self.failed("dead peer", client, 0, &e),
+            }
+            // A thawed server may need a moment before the next scenario.
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+fn machine() -> (String, usize, String, String) {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".to_string());
+    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or_else(|| "unknown".to_string(), |kib| format!("{:.1} GiB", kib / 1024.0 / 1024.0));
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    (cpu, cores, memory, kernel)
+}
+
+fn git_commit() -> String {
+    let mut git = Command::new("git");
+    git.current_dir(crate::repo_root()).args(["rev-parse", "--short", "HEAD"]);
+    cmd::output(&mut git).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".to_string())
+}
+
+/// What a bench run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    pub figures: Figures,
+    /// Notes for the report (failed runs among them).
+    pub notes: Vec<String>,
+    /// The runs that failed (a client error, a wrong count).
+    pub errors: Vec<String>,
+}
+
+/// `cargo xtask bench`.
+pub fn run(opts: &Options) -> Result<Outcome> {
+    let start = Instant::now();
+    let sizes = Sizes::new(opts.quick);
+    let rounds = opts.rounds.max(1);
+    // Two runs in one checkout would wipe each other's bench server.
+    let spacelink_dir = crate::repo_root().join(".spacelink");
+    fs::create_dir_all(&spacelink_dir)?;
+    let lock_path = spacelink_dir.join("bench.lock");
+    let _lock = match procs::PidLock::acquire(&lock_path)? {
+        Ok(lock) => lock,
+        Err(pid) => bail!("another `cargo xtask bench` (pid {pid}) is running in this checkout: wait for it"),
+    };
+    setup::run().context("setup failed, so nothing was measured")?;
+
+    let step = Step::new(format!("build the bench clients ({} builds)", opts.build.name()));
+    let spacelink = build_spacelink(opts.build)?;
+    let codegen = build_foreign("spacelink-bench-codegen", opts.build)?;
+    step.done();
+
+    let dir = crate::repo_root().join(".spacelink").join("bench-server");
+    let step = Step::new(format!("fresh server in {} and module", dir.display()));
+    let (guard, url) = testrun::prepare_server(&dir)?;
+    let state = crate::server::read_state(&crate::server::Paths::new(&dir)?)?.context("the server wrote no state")?;
+    let server = Server { url, token: owner_token(&dir)?, pid: state.pid };
+    step.done();
+
+    let step = Step::new("official bindings (spacetimedb-codegen 1.3.0 on schema?version=9) and client");
+    let schema = dir.join("schema-v9.json");
+    fs::write(&schema, server.schema()?)?;
+    let bindings = bench_workspace().join("official").join("src").join("module_bindings");
+    let mut gen = Command::new(&codegen);
+    gen.arg(&schema).arg(&bindings);
+    cmd::run_streamed(&mut gen, "official code generator", Duration::from_secs(30))?;
+    let official = build_foreign("spacelink-bench-official", opts.build)?;
+    step.done();
+
+    // Nothing but the driver writes during the bench.
+    server.call("set_npc_tick", json!([0]))?;
+    let log = dir.join("clients.log");
+    let mut bench = Bench {
+        sizes: sizes.clone(),
+        rounds,
+        server,
+        bins: [official, spacelink],
+        log,
+        figures: Figures::default(),
+        notes: Vec::new(),
+        errors: Vec::new(),
+    };
+    let load = LoadSampler::start();
+
+    let step = Step::new(format!("scenarios, {rounds} round(s), clients alternating"));
+    bench.spawn(UPDATE_MAP, sizes.update_rows)?;
+    bench.first_row();
+    bench.rtt(false);
+    bench.rtt(true);
+    bench.updates(false);
+    bench.updates(true);
+    bench.dead_peer();
+    let mut spawned = 0;
+    for &n in &sizes.loads {
+        bench.spawn(LOAD_MAP, n - spawned)?;
+        spawned = n;
+        // A million rows take long (and may fail): fewer rounds.
+        let rounds = if n >= 1_000_000 { rounds.min(3) } else { rounds };
+        bench.load(n, rounds);
+    }
+    step.done();
+    let load = load.finish();
+    if let Err(e) = guard.stop() {
+        eprintln!("    stopping the bench server: {e:#}");
+    }
+
+    let (cpu, cores, memory, kernel) = machine();
+    let command = format!(
+        "cargo xtask bench{}{} --rounds {rounds}",
+        if opts.quick { " --quick" } else { "" },
+        match (opts.quick, opts.build) {
+            (_, Build::Opt1) => " --opt1",
+            (true, Build::Release) => " --release",
+            _ => "",
+        }
+    );
+    let ctx = report::Context {
+        date: cmd::rfc3339_utc(cmd::unix_now()),
+        commit: git_commit(),
+        command,
+        profile: opts.build.name().to_string(),
+        cpu,
+        cores,
+        memory,
+        kernel,
+        load,
+        duration: format!("the whole run took {}", fmt_duration(start.elapsed())),
+        sizes: sizes.describe(),
+    };
+    let chart = "bench/client-vs-official.svg";
+    let markdown = report::render_markdown(&ctx, &bench.figures, &bench.notes, Some(chart));
+    if opts.write_docs {
+        let docs = crate::repo_root().join("docs");
+        fs::create_dir_all(docs.join("bench"))?;
+        fs::write(docs.join(chart), report::render_svg(&bench.figures))?;
+        let path = docs.join("BENCHMARKS.md");
+        let doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+        fs::write(&path, report::replace_section(&doc, "client-vs-official", &markdown))?;
+        eprintln!("    wrote {} and {}", path.display(), docs.join(chart).display());
+    }
+    Ok(Outcome { figures: bench.figures, notes: bench.notes, errors: bench.errors })
+}
+
+/// Prints the ratio table of a run to stdout.
+pub fn print_table(figures: &Figures) {
+    println!("{:<72} {:>14} {:>14} {:>7}", "figure", "official", "spacelink", "ratio");
+    for f in &figures.0 {
+        let m = |c| f.median(c).map_or_else(|| "-".to_string(), |v| f.unit.format(v));
+        let ratio = f.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+        println!("{:<72} {:>14} {:>14} {:>7}", f.label, m(Client::Official), m(Client::Spacelink), ratio);
+    }
+}
+
+/// `cargo xtask bench`, as a command.
+pub fn command(opts: &Options) -> Result<ExitCode> {
+    let outcome = run(opts)?;
+    println!();
+    print_table(&outcome.figures);
+    for note in &outcome.notes {
+        println!("note: {note}");
+    }
+    Ok(if outcome.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
