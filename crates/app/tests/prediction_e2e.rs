@@ -3,7 +3,8 @@
 //! shown position follows each input at once (before the server has
 //! answered it), converges to the server's position (the SQL endpoint is the
 //! oracle), a step the server clamps is corrected smoothly (no teleport), and
-//! a step the game's validator refuses is rolled back. Accuracy and
+//! a step the game's validator refuses is rolled back, and so is one the
+//! server's reducer refuses (then the next input is confirmed). Accuracy and
 //! correction figures are printed, not asserted as timings.
 #![allow(clippy::unwrap_used)]
 
@@ -222,6 +223,27 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     assert!(on_the_way_back > 0, "no teleport back: the rollback passed through positions on the way");
     let (server_after, server_seq) = server_position(identity).await;
     assert_eq!((server_after, server_seq), (server, last + 1), "the refused step never reached the server");
+
+    // A step the server itself refuses: the validator lets a NaN through (NaN > 8 is false), the
+    // module's move_player fails on it ("dx and dy must be finite"). The failed call rolls the input
+    // back; a NaN state is not comparable, so the rollback is shown at once rather than smoothed.
+    me.predict(Step { dx: f32::NAN, dy: 0.0 });
+    let poisoned = applied(&me, last + 3).await;
+    assert!(poisoned.x.is_nan(), "the bad input is shown at once, like any other: {poisoned:?}");
+    until(15, "the server's refusal to roll the input back", || {
+        me.shown().filter(|shown| distance(*shown, server) < 1e-3).map(|_| ())
+    })
+    .await;
+    let status = me.status().await.unwrap();
+    assert_eq!(status.stats.rejected, 2, "the server's refusal counts as a rejection: {:?}", status.stats);
+    let (server_after, server_seq) = server_position(identity).await;
+    assert_eq!((server_after, server_seq), (server, last + 1), "the server did not move the player");
+    // And the next good input is predicted from the server's state, and confirmed.
+    me.predict(Step { dx: 0.5, dy: 0.0 });
+    let shown = settled(&me, last + 4).await;
+    let (server_after, server_seq) = server_position(identity).await;
+    assert_eq!(server_seq, last + 4);
+    assert!(distance(shown, server_after) < 1e-3 && distance(server_after, server) > 0.4, "{shown:?} {server_after:?}");
 
     let s = status.stats;
     println!(

@@ -167,7 +167,10 @@ fn copy<S: Clone>(to: &mut Option<S>, from: Option<&S>) {
 fn record_correction(distance: f32, replayed: u32) {
     metrics::counter!("spacelink_prediction_reconciliations_total").increment(1);
     metrics::histogram!("spacelink_prediction_replay_depth").record(f64::from(replayed));
-    metrics::histogram!("spacelink_prediction_correction_distance").record(f64::from(distance));
+    if distance.is_finite() {
+        // A correction out of a NaN state (a bad input rolled back) has no size.
+        metrics::histogram!("spacelink_prediction_correction_distance").record(f64::from(distance));
+    }
 }
 
 impl<M> Actor for PredictionActor<M>

@@ -433,8 +433,12 @@ fn replay<M: PredictionModel>(
     let replayed = replayed as u32;
     stats.corrections += 1;
     stats.max_replay = stats.max_replay.max(replayed);
-    stats.correction_total += f64::from(distance);
-    stats.correction_max = stats.correction_max.max(distance);
+    // A correction out of a NaN state has no size: it is counted, but kept out
+    // of the sizes, which it would poison for the rest of the session.
+    if distance.is_finite() {
+        stats.correction_total += f64::from(distance);
+        stats.correction_max = stats.correction_max.max(distance);
+    }
     Correction { error: None, distance, replayed, snapped }
 }
 
@@ -508,6 +512,9 @@ mod tests {
         // The server refuses it: the rollback shows the last good state at once.
         assert!(matches!(p.reject(1), Rejection::RolledBack(Correction { snapped: true, .. })));
         assert_eq!(p.shown(), Some(&at(0.0, 0.0)));
+        // Counted, but its size (none) does not poison the correction figures.
+        let stats = p.stats();
+        assert_eq!((stats.corrections, stats.correction_total, stats.correction_max), (1, 0.0, 0.0));
     }
 
     #[test]
