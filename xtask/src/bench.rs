@@ -134,18 +134,24 @@ impl Sizes {
     fn describe(&self) -> String {
         format!(
             "initial loads of {} rows; updates: {} transactions of {} rows (`bump_spawned`); reducer round trip: \
-             {} sequential `move_player` calls per run, the stream {} rows per transaction back to back; \
+             {} sequential `move_player` calls per run, the stream {} rows per transaction at {} transactions a second; \
              dead-peer detection waited for at most {} s, recovery {} s",
             self.loads.iter().map(|n| short_count(*n)).collect::<Vec<_>>().join(", "),
             self.update_txs,
             short_count(self.update_rows),
             self.rtt_calls,
             short_count(self.stream_rows),
+            STREAM_HZ,
             self.detect_bound.as_secs(),
             self.recover_bound.as_secs()
         )
     }
 }
+
+/// The stream's rate: a server ticking at 20 Hz, as games do. Back to back,
+/// the writer outruns a client in a debug build (both clients' answers then
+/// wait behind an ever longer backlog, and the round trip measures the backlog).
+const STREAM_HZ: u32 = 20;
 
 fn short_count(n: u64) -> String {
     match n {
@@ -660,12 +666,16 @@ impl Bench {
                 let writer = stream.then(|| {
                     let (server, stop, rows) = (self.server.clone(), stop.clone(), self.sizes.stream_rows);
                     thread::spawn(move || {
+                        let tick = Duration::from_secs(1) / STREAM_HZ;
+                        let mut next = Instant::now();
                         let mut n = 0u64;
                         while !stop.load(Ordering::Relaxed) {
                             if server.call("bump_spawned", json!([UPDATE_MAP, rows])).is_err() {
                                 break;
                             }
                             n += 1;
+                            next += tick;
+                            thread::sleep(next.saturating_duration_since(Instant::now()));
                         }
                         n
                     })

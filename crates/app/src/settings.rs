@@ -28,8 +28,10 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use spacelink_auth::AuthConfig;
 use spacelink_connection::{Compression, ConnectionConfig};
+use spacelink_prediction::{HistoryOverflow, PredictionConfig};
 use spacelink_reducers::ReducerConfig;
 use spacelink_sync::SyncConfig;
+use spacelink_telemetry::{TelemetryConfig, ThresholdRule};
 
 /// The profiles a file may hold (besides `default`, which all inherit).
 pub const PROFILES: [&str; 4] = ["default", "local", "staging", "production"];
@@ -62,6 +64,10 @@ pub struct Settings {
     pub sync: SyncSettings,
     /// Authentication.
     pub auth: AuthSettings,
+    /// Client-side prediction (for the predictions the game starts).
+    pub prediction: PredictionSettings,
+    /// The performance monitor.
+    pub telemetry: TelemetrySettings,
 }
 
 /// [`ConnectionConfig`]'s settings (see it for what each does and its default).
@@ -149,6 +155,87 @@ pub struct AuthSettings {
     pub store: String,
     /// The credential file, for `auto` and `file` (default: under the user's data directory).
     pub credentials_file: Option<PathBuf>,
+}
+
+/// [`PredictionConfig`]'s settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct PredictionSettings {
+    pub max_prediction_history: usize,
+    /// `drop_oldest` or `reject_new`.
+    pub overflow: String,
+    #[serde(with = "duration")]
+    pub reconciliation_smoothing_time: Duration,
+    pub snap_threshold: f32,
+    pub tolerance: f32,
+    #[serde(with = "duration")]
+    pub input_delay: Duration,
+    #[serde(with = "duration")]
+    pub frame_interval: Duration,
+}
+
+/// [`TelemetryConfig`]'s settings, and whether the monitor runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[allow(missing_docs)]
+pub struct TelemetrySettings {
+    /// Start the performance monitor (default: no). It installs the process's
+    /// `metrics` recorder, so one client per process can have it.
+    pub monitor: bool,
+    pub enabled: bool,
+    #[serde(with = "duration")]
+    pub sampling_interval: Duration,
+    #[serde(with = "duration")]
+    pub window: Duration,
+    #[serde(with = "duration")]
+    pub retention: Duration,
+    #[serde(with = "duration")]
+    pub alert_window: Duration,
+    /// The alert rules (default: [`ThresholdRule::defaults`]), as
+    /// `rules = [{ metric = "latency_average", raise = 250.0, clear = 200.0 }]`.
+    pub rules: Vec<ThresholdRule>,
+    /// The Prometheus endpoint's loopback address, e.g. `"127.0.0.1:9898"` (default: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<std::net::SocketAddr>,
+}
+
+impl Default for PredictionSettings {
+    fn default() -> Self {
+        let p = PredictionConfig::default();
+        Self {
+            max_prediction_history: p.max_prediction_history,
+            overflow: overflow_name(p.overflow).into(),
+            reconciliation_smoothing_time: p.reconciliation_smoothing_time,
+            snap_threshold: p.snap_threshold,
+            tolerance: p.tolerance,
+            input_delay: p.input_delay,
+            frame_interval: p.frame_interval,
+        }
+    }
+}
+
+fn overflow_name(o: HistoryOverflow) -> &'static str {
+    match o {
+        HistoryOverflow::DropOldest => "drop_oldest",
+        HistoryOverflow::RejectNew => "reject_new",
+    }
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        let t = TelemetryConfig::default();
+        Self {
+            monitor: false,
+            enabled: t.enabled,
+            sampling_interval: t.sampling_interval,
+            window: t.window,
+            retention: t.retention,
+            alert_window: t.alert_window,
+            rules: t.rules,
+            prometheus: t.prometheus,
+        }
+    }
 }
 
 impl Default for ConnectionSettings {
@@ -259,9 +346,86 @@ impl Settings {
         Ok(c)
     }
 
+    /// The prediction's typed config, validated (errors name `prediction.<field>`).
+    pub fn prediction_config(&self) -> Result<PredictionConfig, SettingsError> {
+        let p = &self.prediction;
+        let overflow = match p.overflow.as_str() {
+            "drop_oldest" => HistoryOverflow::DropOldest,
+            "reject_new" => HistoryOverflow::RejectNew,
+            other => {
+                return Err(SettingsError::new(
+                    "prediction.overflow",
+                    format!("`{other}` is not drop_oldest or reject_new"),
+                ))
+            }
+        };
+        let config = PredictionConfig {
+            max_prediction_history: p.max_prediction_history,
+            overflow,
+            reconciliation_smoothing_time: p.reconciliation_smoothing_time,
+            snap_threshold: p.snap_threshold,
+            tolerance: p.tolerance,
+            input_delay: p.input_delay,
+            frame_interval: p.frame_interval,
+        };
+        config.validate().map_err(|e| match e {
+            spacelink_prediction::PredictionError::Config { field, reason } => {
+                SettingsError::new(format!("prediction.{field}"), reason)
+            }
+            other => SettingsError::new("prediction", other.to_string()),
+        })?;
+        Ok(config)
+    }
+
+    /// The monitor's typed config, validated (errors name `telemetry.<field>`);
+    /// whether it runs at all is `telemetry.monitor`.
+    pub fn telemetry_config(&self) -> Result<TelemetryConfig, SettingsError> {
+        let t = &self.telemetry;
+        let config = TelemetryConfig {
+            enabled: t.enabled,
+            sampling_interval: t.sampling_interval,
+            window: t.window,
+            retention: t.retention,
+            alert_window: t.alert_window,
+            rules: t.rules.clone(),
+            prometheus: t.prometheus,
+        };
+        let named = |e: spacelink_telemetry::TelemetryError| match e {
+            spacelink_telemetry::TelemetryError::Config { field, reason } => {
+                SettingsError::new(format!("telemetry.{field}"), reason)
+            }
+            other => SettingsError::new("telemetry", other.to_string()),
+        };
+        config.validate().map_err(named)?;
+        for rule in &config.rules {
+            rule.validate().map_err(named)?;
+        }
+        if config.prometheus.is_some_and(|a| !a.ip().is_loopback()) {
+            return Err(SettingsError::new(
+                "telemetry.prometheus",
+                "the endpoint is for this machine: give a loopback address (127.0.0.1 or ::1)",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The auth actor's typed config.
+    pub fn auth_config(&self) -> AuthConfig {
+        let a = &self.auth;
+        AuthConfig {
+            refresh_margin: a.refresh_margin,
+            min_refresh_delay: a.min_refresh_delay,
+            refresh_retry_delay: a.refresh_retry_delay,
+            reconnect_on_refresh: a.reconnect_on_refresh,
+            store_retry_interval: a.store_retry_interval,
+        }
+    }
+
     /// Checks every setting, naming the first bad one.
     pub fn validate(&self) -> Result<(), SettingsError> {
         let c = self.connection_config()?;
+        self.prediction_config()?;
+        self.telemetry_config()?;
         let r = &self.reducers;
         for (field, v) in [
             ("reducers.max_args_size", r.max_args_size),
@@ -308,13 +472,13 @@ impl Settings {
         config.sync.max_retries = self.sync.max_retries;
         config.sync.retry_delay = self.sync.retry_delay;
         let a = &self.auth;
-        config.auth = AuthConfig {
-            refresh_margin: a.refresh_margin,
-            min_refresh_delay: a.min_refresh_delay,
-            refresh_retry_delay: a.refresh_retry_delay,
-            reconnect_on_refresh: a.reconnect_on_refresh,
-            store_retry_interval: a.store_retry_interval,
-        };
+        config.auth = self.auth_config();
+        if self.telemetry.monitor {
+            config.telemetry = Some(spacelink_telemetry::TelemetrySetup {
+                config: self.telemetry_config()?,
+                listeners: Default::default(),
+            });
+        }
         config.credentials = match a.store.as_str() {
             "memory" => None,
             "file" => Some(std::sync::Arc::new(crate::credentials::FileCredentialStore::new(
@@ -526,6 +690,40 @@ mod tests {
     }
 
     #[test]
+    fn prediction_and_telemetry_from_a_file() {
+        let text = format!(
+            "{BASE}[default.prediction]\nreconciliation_smoothing_time = \"100ms\"\nsnap_threshold = 4.5\n\
+             [default.telemetry]\nmonitor = true\nprometheus = \"127.0.0.1:9898\"\n\
+             rules = [{{ metric = \"latency_p95\", raise = 300.0, clear = 150.0 }}, \
+                      {{ metric = \"prediction_accuracy\", raise = 0.7, clear = 0.8, min_samples = 50 }}]\n"
+        );
+        let s = load(&text).unwrap();
+        let p = s.prediction_config().unwrap();
+        assert_eq!((p.reconciliation_smoothing_time, p.snap_threshold), (Duration::from_millis(100), 4.5));
+        let t = s.spacelink_config().unwrap().telemetry.expect("monitor = true starts it").config;
+        assert_eq!(t.prometheus, Some("127.0.0.1:9898".parse().unwrap()));
+        assert_eq!(
+            t.rules,
+            [
+                ThresholdRule::new(spacelink_telemetry::AlertMetric::LatencyP95, 300.0, 150.0),
+                ThresholdRule {
+                    min_samples: 50,
+                    ..ThresholdRule::new(spacelink_telemetry::AlertMetric::PredictionAccuracy, 0.7, 0.8)
+                },
+            ]
+        );
+        // A rule whose hysteresis points the wrong way, an unknown metric, a misspelt key.
+        for (rules, field) in [
+            ("[{ metric = \"latency_average\", raise = 100.0, clear = 150.0 }]", "telemetry.rules"),
+            ("[{ metric = \"fps\", raise = 1.0, clear = 1.0 }]", "telemetry.rules"),
+            ("[{ metric = \"latency_average\", raise = 1.0, clear = 1.0, samples = 3 }]", "telemetry.rules"),
+        ] {
+            let err = load(&format!("{BASE}[default.telemetry]\nrules = {rules}\n")).unwrap_err();
+            assert!(err.field.starts_with(field), "{rules}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_settings_name_their_field() {
         let cases = [
             ("heartbeat_interval = true\n", "connection.heartbeat_interval"),
@@ -570,8 +768,9 @@ mod tests {
                 1u64..600,
                 prop::sample::select(vec!["auto", "keyring", "file", "memory"]),
             ),
+            (0u64..2_000, 0.5f32..100.0, 0u64..200, any::<bool>(), 100u64..5_000, any::<bool>()),
         )
-            .prop_map(|(server, conn, caps, retry, breaker, red, auth)| {
+            .prop_map(|(server, conn, caps, retry, breaker, red, auth, live)| {
                 let mut s = Settings::default();
                 s.connection.server_url = server.0.into();
                 s.connection.database = server.1;
@@ -606,6 +805,12 @@ mod tests {
                     store: auth.5.into(),
                     credentials_file: None,
                 };
+                s.prediction.reconciliation_smoothing_time = Duration::from_millis(live.0);
+                s.prediction.snap_threshold = live.1;
+                s.prediction.input_delay = Duration::from_millis(live.2);
+                s.prediction.overflow = if live.3 { "reject_new" } else { "drop_oldest" }.into();
+                s.telemetry.sampling_interval = Duration::from_millis(live.4);
+                s.telemetry.monitor = live.5;
                 s
             })
     }
@@ -647,17 +852,20 @@ mod tests {
             prop_assert_eq!(&loader.load().unwrap(), &s);
             // The environment (a prefix of its own per case).
             let prefix = format!("SLPROP{n}_");
-            for (k, v) in pairs(&s) {
+            // Alert rules (an array of tables) come from a file or code, not the environment.
+            let mut from_env = s.clone();
+            from_env.telemetry.rules = TelemetrySettings::default().rules;
+            for (k, v) in pairs(&s).into_iter().filter(|(k, _)| k != "telemetry.rules") {
                 let name = format!("{prefix}{}", k.replace('.', "__").to_ascii_uppercase());
                 let text = match v { toml::Value::String(s) => s, other => other.to_string() };
                 std::env::set_var(name, text);
             }
-            prop_assert_eq!(&SettingsLoader::new().env_prefix(Some(&prefix)).load().unwrap(), &s);
+            prop_assert_eq!(&SettingsLoader::new().env_prefix(Some(&prefix)).load().unwrap(), &from_env);
         }
 
         // Feature: spacetimedb-integration, Property 19: Secure Configuration and Hot-Reloading (any invalid config is refused naming its field; no token in a config)
         #[test]
-        fn prop_invalid_settings_are_refused_naming_the_field(s in arb_settings(), which in 0usize..12) {
+        fn prop_invalid_settings_are_refused_naming_the_field(s in arb_settings(), which in 0usize..16) {
             let (field, bad): (&str, toml::Value) = match which {
                 0 => ("connection.heartbeat_interval", "0s".into()),
                 1 => ("connection.connect_timeout", "-3s".into()),
@@ -670,6 +878,10 @@ mod tests {
                 8 => ("auth.store", "cloud".into()),
                 9 => ("sync.retry_delay", "0ms".into()),
                 10 => ("reducers.max_in_flight", toml::Value::Integer(s.connection.outbound_capacity as i64)),
+                12 => ("prediction.snap_threshold", 0.0.into()),
+                13 => ("telemetry.sampling_interval", "0s".into()),
+                14 => ("prediction.overflow", "keep".into()),
+                15 => ("telemetry.prometheus", "10.0.0.1:9898".into()),
                 _ => ("connection.retry.backoff_multiplier", "fast".into()),
             };
             let err = SettingsLoader::new().env_prefix(None);
@@ -689,6 +901,9 @@ mod tests {
         assert_eq!(c.connection.heartbeat_interval, d.heartbeat_interval);
         assert_eq!(c.reducers, ReducerConfig::default());
         assert_eq!(c.auth, AuthConfig::default());
+        assert!(c.telemetry.is_none(), "the monitor is opt-in");
+        assert_eq!(valid().prediction_config().unwrap(), PredictionConfig::default());
+        assert_eq!(valid().telemetry_config().unwrap(), TelemetryConfig::default());
         assert!(valid().to_toml().contains("heartbeat_interval = \"500ms\""), "{}", valid().to_toml());
     }
 }

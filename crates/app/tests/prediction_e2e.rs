@@ -184,7 +184,7 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
         expected.x += step.dx;
         expected.y += step.dy;
         let (shown, confirmed) = until(5, "the input to be shown", || {
-            me.with_view(|v| (v.newest_seq == seq).then(|| (v.shown, v.confirmed_seq))).flatten()
+            me.with_view(|v| (v.newest_seq == seq).then_some((v.shown, v.confirmed_seq))).flatten()
         })
         .await;
         assert!(distance(shown.unwrap(), expected) < 1e-3, "input #{seq} shown at once: {shown:?} vs {expected:?}");

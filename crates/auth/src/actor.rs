@@ -75,6 +75,7 @@ pub struct AuthActor {
     waiters: Vec<oneshot::Sender<Result<Identity, AuthError>>>,
     refresh_waiters: Vec<oneshot::Sender<Result<(), AuthError>>>,
     refresh_timer: Option<SpawnHandle>,
+    store_timer: Option<SpawnHandle>,
     refreshing: bool,
     refresh_failures: u32,
     /// A new token was already asked for because the server refused one.
@@ -95,6 +96,7 @@ impl AuthActor {
             waiters: Vec::new(),
             refresh_waiters: Vec::new(),
             refresh_timer: None,
+            store_timer: None,
             refreshing: false,
             refresh_failures: 0,
             recovering_rejection: false,
@@ -214,13 +216,41 @@ impl Actor for AuthActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        self.arm_store_retry(ctx);
+        self.schedule_refresh(ctx);
+    }
+}
+
+impl AuthActor {
+    fn arm_store_retry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.store_timer.take() {
+            ctx.cancel_future(timer);
+        }
         let every = self.setup.config.store_retry_interval;
-        ctx.run_interval(every, |act, _ctx| {
+        self.store_timer = Some(ctx.run_interval(every, |act, _ctx| {
             if act.setup.store.has_pending() {
                 act.setup.store.retry();
             }
-        });
-        self.schedule_refresh(ctx);
+        }));
+    }
+}
+
+impl Handler<ReconfigureAuth> for AuthActor {
+    type Result = Result<(), AuthError>;
+
+    fn handle(&mut self, ReconfigureAuth(config): ReconfigureAuth, ctx: &mut Self::Context) -> Self::Result {
+        config.validate()?;
+        let store_changed = config.store_retry_interval != self.setup.config.store_retry_interval;
+        self.setup.config = config;
+        if store_changed {
+            self.arm_store_retry(ctx);
+        }
+        if !self.refreshing && self.refresh_failures == 0 {
+            // A retry after a failure keeps its own timer; otherwise plan with the new margins.
+            self.schedule_refresh(ctx);
+        }
+        tracing::info!("auth settings changed");
+        Ok(())
     }
 }
 

@@ -23,6 +23,22 @@ pub struct AuthConfig {
     pub store_retry_interval: Duration,
 }
 
+impl AuthConfig {
+    /// Refuses durations that cannot work (each zero one is an `AuthError::Config` naming it).
+    pub fn validate(&self) -> Result<(), crate::AuthError> {
+        for (field, d) in [
+            ("min_refresh_delay", self.min_refresh_delay),
+            ("refresh_retry_delay", self.refresh_retry_delay),
+            ("store_retry_interval", self.store_retry_interval),
+        ] {
+            if d.is_zero() {
+                return Err(crate::AuthError::Config { field, reason: "must be more than zero".into() });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {

@@ -30,6 +30,14 @@ pub enum AuthError {
     /// A newer request overtook this one.
     #[error("superseded by a newer authentication")]
     Superseded,
+    /// A setting cannot work.
+    #[error("bad auth setting {field}: {reason}")]
+    Config {
+        /// The setting.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The auth actor has stopped.
     #[error("the auth actor has stopped")]
     ActorGone,

@@ -38,6 +38,12 @@ impl AuthHandle {
         self.addr.do_send(ClearCredentials);
     }
 
+    /// New settings while running (refresh margins and delays, the store
+    /// retry interval); refused, naming the field, if one cannot work.
+    pub async fn reconfigure(&self, config: crate::AuthConfig) -> Result<(), AuthError> {
+        self.addr.send(ReconfigureAuth(config)).await.map_err(|_| AuthError::ActorGone)?
+    }
+
     /// The whole state.
     pub async fn status(&self) -> Result<AuthStatus, AuthError> {
         self.addr.send(GetAuthStatus).await.map_err(|_| AuthError::ActorGone)

@@ -38,6 +38,13 @@ pub struct RefreshNow;
 #[rtype(result = "()")]
 pub struct ClearCredentials;
 
+/// New settings while running: the refresh margins and delays apply to the
+/// next refresh (the pending one is planned again), the store retry interval
+/// to the next retry. Refused (nothing changes) if a duration cannot work.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), crate::AuthError>")]
+pub struct ReconfigureAuth(pub crate::AuthConfig);
+
 /// Ask for the current authentication state.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "AuthStatus")]

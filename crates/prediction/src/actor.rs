@@ -44,6 +44,7 @@ pub struct PredictionActor<M: PredictionModel> {
     listeners: PredictionListeners,
     view: SharedView<M::State>,
     generation: u64,
+    frame_timer: Option<SpawnHandle>,
 }
 
 impl<M: PredictionModel> std::fmt::Debug for PredictionActor<M> {
@@ -90,7 +91,7 @@ where
         listeners: PredictionListeners,
     ) -> Result<Self, PredictionError> {
         let predictor = Predictor::new(model, config)?;
-        Ok(Self { predictor, outbox, listeners, view: Arc::default(), generation: 0 })
+        Ok(Self { predictor, outbox, listeners, view: Arc::default(), generation: 0, frame_timer: None })
     }
 
     fn tell(&self, event: PredictionEvent) {
@@ -182,7 +183,36 @@ where
     fn started(&mut self, ctx: &mut Self::Context) {
         // Inputs arrive once a frame; the mailbox is sized for bursts of them.
         ctx.set_mailbox_capacity(self.predictor.config().max_prediction_history.max(16));
-        ctx.run_interval(self.predictor.config().frame_interval, |act, _| act.frame());
+        self.arm_frame_timer(ctx);
+    }
+}
+
+impl<M> PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    fn arm_frame_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.frame_timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.frame_timer = Some(ctx.run_interval(self.predictor.config().frame_interval, |act, _| act.frame()));
+    }
+}
+
+impl<M> Handler<ReconfigurePrediction> for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    type Result = Result<(), PredictionError>;
+
+    fn handle(&mut self, msg: ReconfigurePrediction, ctx: &mut Self::Context) -> Self::Result {
+        let frame_changed = msg.0.frame_interval != self.predictor.config().frame_interval;
+        self.predictor.reconfigure(msg.0)?;
+        if frame_changed {
+            self.arm_frame_timer(ctx);
+        }
+        tracing::info!("prediction settings changed");
+        Ok(())
     }
 }
 

@@ -85,4 +85,22 @@ impl PredictionConfig {
         }
         Ok(())
     }
+
+    /// Checks that `new` is valid and changes only what a running predictor
+    /// can take: smoothing time, snap threshold, tolerance, input delay and the
+    /// frame interval. The history (preallocated) and its overflow policy
+    /// are fixed at start; changing them is a `PredictionError::Config` naming the field.
+    pub fn check_live_change(&self, new: &PredictionConfig) -> Result<(), PredictionError> {
+        new.validate()?;
+        let fixed = |field: &'static str| {
+            Err(PredictionError::Config { field, reason: "cannot change while the prediction runs: restart it".into() })
+        };
+        if new.max_prediction_history != self.max_prediction_history {
+            return fixed("max_prediction_history");
+        }
+        if new.overflow != self.overflow {
+            return fixed("overflow");
+        }
+        Ok(())
+    }
 }

@@ -68,6 +68,18 @@ impl<M: PredictionModel + Unpin + 'static> PredictionHandle<M> {
         self.addr.send(GetPredictionStatus).await.map_err(|_| PredictionError::ActorGone)
     }
 
+    /// Changes the settings that can change while it runs (smoothing, snap
+    /// threshold, tolerance, input delay, frame interval); refused, naming the
+    /// field, for the fixed ones.
+    pub async fn reconfigure(&self, config: crate::PredictionConfig) -> Result<(), PredictionError> {
+        self.addr.send(ReconfigurePrediction(config)).await.map_err(|_| PredictionError::ActorGone)?
+    }
+
+    /// Where a settings watcher sends new settings (no generic type to name).
+    pub fn reconfigure_recipient(&self) -> actix::Recipient<ReconfigurePrediction> {
+        self.addr.clone().recipient()
+    }
+
     /// Stops the actor.
     pub fn shutdown(&self) {
         self.addr.do_send(StopPrediction);

@@ -73,6 +73,13 @@ pub struct PredictionStatus {
 #[rtype(result = "()")]
 pub struct StopPrediction;
 
+/// Change the settings a running prediction can take (smoothing, snap
+/// threshold, tolerance, input delay, frame interval); a change to a fixed
+/// one (the history) is refused, naming it, and nothing changes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), crate::PredictionError>")]
+pub struct ReconfigurePrediction(pub crate::PredictionConfig);
+
 // ---- Told by the prediction actor ----
 
 /// An input was applied locally: send it to the server with its sequence

@@ -183,6 +183,15 @@ impl<M: PredictionModel> Predictor<M> {
         &self.config
     }
 
+    /// Changes the settings a running predictor can take (see
+    /// [`PredictionConfig::check_live_change`]); the history and what it holds stay.
+    /// Inputs already waiting for an input delay keep their due times.
+    pub fn reconfigure(&mut self, config: PredictionConfig) -> Result<(), PredictionError> {
+        self.config.check_live_change(&config)?;
+        self.config = config;
+        Ok(())
+    }
+
     /// Whether a server state has arrived (prediction has started).
     pub fn is_synced(&self) -> bool {
         self.states.is_some()
@@ -502,6 +511,31 @@ mod tests {
         // The shown state still is where it was: it is smoothed toward the new one.
         assert_eq!(p.shown(), Some(&at(6.0, 0.0)));
         assert_eq!(p.stats().accuracy(), 0.0);
+    }
+
+    #[test]
+    fn live_settings_change_and_fixed_ones_are_refused() {
+        let mut p = predictor(PredictionConfig::default());
+        p.predict(Step { dx: 1.0, dy: 0.0 }, Instant::now()).unwrap();
+        let live = PredictionConfig {
+            reconciliation_smoothing_time: Duration::from_millis(100),
+            snap_threshold: 2.0,
+            tolerance: 0.01,
+            ..Default::default()
+        };
+        p.reconfigure(live.clone()).unwrap();
+        assert_eq!(p.config(), &live);
+        assert_eq!(p.history().len(), 1, "what the history holds stays");
+        let bigger = PredictionConfig { max_prediction_history: 512, ..live.clone() };
+        assert!(matches!(p.reconfigure(bigger), Err(PredictionError::Config { field: "max_prediction_history", .. })));
+        let policy = PredictionConfig { overflow: HistoryOverflow::RejectNew, ..live.clone() };
+        assert!(matches!(p.reconfigure(policy), Err(PredictionError::Config { field: "overflow", .. })));
+        let invalid = PredictionConfig { snap_threshold: -1.0, ..live.clone() };
+        assert!(matches!(p.reconfigure(invalid), Err(PredictionError::Config { field: "snap_threshold", .. })));
+        assert_eq!(p.config(), &live, "a refused change leaves the settings as they were");
+        // The new snap threshold is in force: a correction of 3 now snaps.
+        let r = p.reconcile(&at(4.0, 0.0), 1);
+        assert!(matches!(r.outcome, ReconcileOutcome::Corrected(Correction { snapped: true, .. })), "{r:?}");
     }
 
     #[test]

@@ -224,6 +224,32 @@ impl Handler<SetSamplingInterval> for TelemetryActor {
     }
 }
 
+impl Handler<ReconfigureTelemetry> for TelemetryActor {
+    type Result = Result<(), TelemetryError>;
+
+    fn handle(&mut self, ReconfigureTelemetry(new): ReconfigureTelemetry, ctx: &mut Self::Context) -> Self::Result {
+        self.config.check_live_change(&new)?;
+        if new.rules != self.config.rules {
+            self.monitor.set_rules(&new.rules)?;
+        }
+        if new.enabled != self.config.enabled {
+            self.sink.set_enabled(new.enabled);
+            if new.enabled {
+                self.sink.take();
+                self.opened = now();
+            }
+        }
+        let rearm = new.enabled != self.config.enabled || new.sampling_interval != self.config.sampling_interval;
+        self.config = new;
+        self.window.set_capacity(self.config.intervals_kept());
+        if rearm {
+            self.arm(ctx);
+        }
+        tracing::info!("telemetry settings changed");
+        Ok(())
+    }
+}
+
 impl Handler<StopTelemetry> for TelemetryActor {
     type Result = ();
 

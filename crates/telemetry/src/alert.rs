@@ -14,6 +14,7 @@ use crate::stats::PerformanceStats;
 
 /// What a rule watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AlertMetric {
     /// Mean round trip (milliseconds).
@@ -58,8 +59,10 @@ impl AlertMetric {
     }
 }
 
-/// A threshold with hysteresis.
+/// A threshold with hysteresis. In a settings file:
+/// `{ metric = "latency_average", raise = 250.0, clear = 200.0, min_samples = 1 }`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ThresholdRule {
     /// What it watches.
     pub metric: AlertMetric,
@@ -67,8 +70,13 @@ pub struct ThresholdRule {
     pub raise: f64,
     /// Back on the good side of this it ends.
     pub clear: f64,
-    /// Fewer measurements than this in the window: no verdict.
+    /// Fewer measurements than this in the window: no verdict (default 1).
+    #[serde(default = "one")]
     pub min_samples: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl ThresholdRule {
@@ -166,6 +174,19 @@ impl AlertMonitor {
         Ok(Self { rules: rules.iter().map(|r| (*r, false)).collect() })
     }
 
+    /// New rules while running: a metric breached now stays breached under its
+    /// new rule (so its recovery is told once it clears the new threshold,
+    /// and no second alert is raised for the same breach). A breached metric
+    /// whose rule is gone is no longer watched: its breach ends untold.
+    pub fn set_rules(&mut self, rules: &[ThresholdRule]) -> Result<(), TelemetryError> {
+        let mut next = Self::new(rules)?;
+        for (rule, breached) in &mut next.rules {
+            *breached = self.rules.iter().any(|(old, b)| *b && old.metric == rule.metric);
+        }
+        *self = next;
+        Ok(())
+    }
+
     /// The rules breached now.
     pub fn breached(&self) -> impl Iterator<Item = &ThresholdRule> {
         self.rules.iter().filter(|(_, b)| *b).map(|(r, _)| r)
@@ -229,6 +250,24 @@ mod tests {
         assert!(kinds(&mut m, Some(95.0)).is_empty(), "inside the hysteresis band: no new alert");
         assert_eq!(kinds(&mut m, Some(101.0)), vec![AlertKind::Raised]);
         assert_eq!(m.breached().count(), 1);
+    }
+
+    #[test]
+    fn new_rules_keep_an_open_breach_open() {
+        let mut m = AlertMonitor::new(&[ThresholdRule::new(AlertMetric::LatencyAverage, 100.0, 80.0)]).unwrap();
+        assert_eq!(m.evaluate(&latency(Some(150.0))).len(), 1);
+        // Looser thresholds while breached: no second alert; the recovery comes at the new clear.
+        m.set_rules(&[ThresholdRule::new(AlertMetric::LatencyAverage, 300.0, 200.0)]).unwrap();
+        assert!(m.evaluate(&latency(Some(250.0))).is_empty());
+        let recovered = m.evaluate(&latency(Some(150.0)));
+        assert_eq!(
+            recovered.iter().map(|a| (a.kind, a.threshold)).collect::<Vec<_>>(),
+            [(AlertKind::Recovered, 200.0)]
+        );
+        // A bad rule is refused and the old ones stay.
+        let bad = ThresholdRule::new(AlertMetric::LatencyAverage, 100.0, 150.0);
+        assert!(m.set_rules(&[bad]).is_err());
+        assert_eq!(m.evaluate(&latency(Some(250.0))).len(), 0, "250 is under the kept rule's 300");
     }
 
     #[test]

@@ -46,6 +46,20 @@ impl Default for TelemetryConfig {
 }
 
 impl TelemetryConfig {
+    /// Checks that `new` is valid and changes only what a running monitor can
+    /// take: everything but the Prometheus endpoint's address, which is bound
+    /// at start (a `TelemetryError::Config` naming `prometheus`).
+    pub fn check_live_change(&self, new: &TelemetryConfig) -> Result<(), TelemetryError> {
+        new.validate()?;
+        if new.prometheus != self.prometheus {
+            return Err(TelemetryError::Config {
+                field: "prometheus",
+                reason: "the endpoint is bound at start: restart to move it".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Refuses settings that cannot work.
     pub fn validate(&self) -> Result<(), TelemetryError> {
         let refuse = |field, reason: String| Err(TelemetryError::Config { field, reason });

@@ -60,6 +60,12 @@ impl TelemetryHandle {
         self.addr.send(SetSamplingInterval(every)).await.map_err(|_| TelemetryError::ActorGone)?
     }
 
+    /// New settings while running: alert rules, windows, sampling interval,
+    /// enabled. The Prometheus address cannot change (refused, naming it).
+    pub async fn reconfigure(&self, config: crate::TelemetryConfig) -> Result<(), TelemetryError> {
+        self.addr.send(ReconfigureTelemetry(config)).await.map_err(|_| TelemetryError::ActorGone)?
+    }
+
     /// Where the Prometheus endpoint listens, if configured.
     pub fn prometheus_addr(&self) -> Option<SocketAddr> {
         self.prometheus_addr

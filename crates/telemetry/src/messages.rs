@@ -43,6 +43,13 @@ pub struct SetSamplingInterval(pub Duration);
 #[rtype(result = "()")]
 pub struct StopTelemetry;
 
+/// In: new settings while running (rules, windows, sampling, enabled); the
+/// Prometheus address is fixed at start. Refused, naming the field, and then
+/// nothing changes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), TelemetryError>")]
+pub struct ReconfigureTelemetry(pub crate::TelemetryConfig);
+
 /// Out: at each tick, the statistics over the configured window.
 #[derive(Debug, Clone, PartialEq, Message)]
 #[rtype(result = "()")]

@@ -137,3 +137,51 @@ async fn reset_disable_and_a_new_interval() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     assert_eq!(telemetry.stats().await, Err(TelemetryError::ActorGone));
 }
+
+#[actix::test]
+async fn thresholds_change_while_the_monitor_runs() {
+    let (telemetry, recorder, mut rx) = start();
+    tokio::time::sleep(Duration::from_millis(500)).await; // between ticks from now on
+                                                          // 150 ms is a breach of the starting rule (raise 100, clear 50).
+    rtt(&recorder, 150, 3);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (alerts, _) = drain(&mut rx);
+    assert_eq!(alerts.iter().map(|a| a.kind).collect::<Vec<_>>(), [AlertKind::Raised]);
+
+    // Looser thresholds, faster ticks, live: the same breach is not raised again,
+    // and its recovery comes at the new clear (200), though 150 ms goes on.
+    let looser = TelemetryConfig {
+        sampling_interval: Duration::from_millis(500),
+        alert_window: Duration::from_secs(1),
+        window: Duration::from_secs(10),
+        retention: Duration::from_secs(20),
+        rules: vec![ThresholdRule::new(AlertMetric::LatencyAverage, 300.0, 200.0)],
+        ..TelemetryConfig::default()
+    };
+    telemetry.reconfigure(looser.clone()).await.unwrap();
+    let mut kinds = Vec::new();
+    let mut ticks = 0;
+    for _ in 0..4 {
+        rtt(&recorder, 150, 3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (alerts, stats) = drain(&mut rx);
+        kinds.extend(alerts.iter().map(|a| (a.kind, a.threshold)));
+        ticks += stats.len();
+    }
+    assert_eq!(kinds, [(AlertKind::Recovered, 200.0)], "one recovery, under the new rule");
+    assert_eq!(ticks, 4, "ticks every 500 ms now");
+
+    // The Prometheus address is bound at start; a bad rule is refused; the running settings stay.
+    let moved = TelemetryConfig { prometheus: Some("127.0.0.1:9".parse().unwrap()), ..looser.clone() };
+    let refused = telemetry.reconfigure(moved).await;
+    assert!(matches!(refused, Err(TelemetryError::Config { field: "prometheus", .. })), "{refused:?}");
+    let inverted =
+        TelemetryConfig { rules: vec![ThresholdRule::new(AlertMetric::LatencyAverage, 100.0, 150.0)], ..looser };
+    let refused = telemetry.reconfigure(inverted).await;
+    assert!(matches!(refused, Err(TelemetryError::Config { field: "rules", .. })), "{refused:?}");
+    rtt(&recorder, 250, 3);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (alerts, _) = drain(&mut rx);
+    assert!(alerts.is_empty(), "250 ms is under the kept rule's 300: {alerts:?}");
+    telemetry.shutdown();
+}
