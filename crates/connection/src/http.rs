@@ -1,43 +1,132 @@
 //! One HTTP client per process, for the server's HTTP endpoints (the schema,
 //! and whatever else a crate asks the server over HTTP).
 //!
-//! A `reqwest::Client` holds a connection pool and, with TLS, a TLS connector
-//! whose construction loads the system's root certificates (tens of
-//! milliseconds). Building one per call paid that on every connect, even for
-//! `http://`. Here each kind is built once, lazily, and shared: [`client_for`]
-//! hands out the plain client for `http://` URLs (built without loading any
-//! root certificate) and the TLS client only for `https://`.
+//! A `reqwest::Client` holds a connection pool and a TLS connector whose
+//! construction loads the system's root certificates (tens of milliseconds,
+//! twice that in a debug build), whatever the URL: building one per call paid
+//! that on every connect, even for `http://`. So:
+//!
+//! - `https://` goes through one `reqwest` client per process, built lazily
+//!   on first use and shared;
+//! - `http://` (the usual local or LAN server) is a plain HTTP/1.1 GET on a
+//!   fresh TCP connection (`hyper`): no TLS stack is built at all.
+//!
+//! [`get`] reads the body as it arrives and stops at a size limit, so a
+//! hostile server cannot make it buffer more.
 
 use std::sync::OnceLock;
 
-/// The shared client for `url`: the plain one for `http://`, the TLS one otherwise.
-pub fn client_for(url: &str) -> &'static reqwest::Client {
-    let is_plain = url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
-    if is_plain {
-        plain()
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+
+/// What a GET brought back.
+#[derive(Debug)]
+pub(crate) struct Fetched {
+    /// The HTTP status.
+    pub status: u16,
+    /// The body, at most the limit asked for.
+    pub body: Vec<u8>,
+}
+
+/// Why a GET brought nothing usable back.
+#[derive(Debug)]
+pub(crate) enum GetError {
+    /// The request did not complete (connect, send, headers or body): may pass.
+    Failed(String),
+    /// The body is larger than the limit (as announced, or as it arrived).
+    TooLarge(u64),
+}
+
+/// GETs `url` (with `token` as a bearer token), reading at most `max_size`
+/// bytes of body. No timeout here: the caller bounds the whole exchange.
+pub(crate) async fn get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fetched, GetError> {
+    if is_plain(url) {
+        plain_get(url, token, max_size).await
     } else {
-        tls()
+        tls_get(url, token, max_size).await
     }
 }
 
-/// The client for `http://` URLs: no root certificates are loaded for it.
-fn plain() -> &'static reqwest::Client {
-    static PLAIN: OnceLock<reqwest::Client> = OnceLock::new();
-    PLAIN.get_or_init(|| {
-        // Without the built-in roots the TLS backend (if compiled in) loads no
-        // certificate store; this client is never used for https.
-        let builder = reqwest::Client::builder();
-        #[cfg(feature = "tls")]
-        let builder = builder.tls_built_in_root_certs(false);
-        builder.build().unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot build the plain HTTP client with its settings; using the default");
-            reqwest::Client::new()
-        })
-    })
+fn is_plain(url: &str) -> bool {
+    url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
+}
+
+fn failed(url: &str, e: &dyn std::error::Error) -> GetError {
+    GetError::Failed(format!("error sending request for url ({url}): {}", crate::schema::error_chain(e)))
+}
+
+/// Appends `chunk` to `body` unless that passes `max_size`.
+fn take(body: &mut Vec<u8>, chunk: &[u8], max_size: usize) -> Result<(), GetError> {
+    if body.len() + chunk.len() > max_size {
+        return Err(GetError::TooLarge((body.len() + chunk.len()) as u64));
+    }
+    body.extend_from_slice(chunk);
+    Ok(())
+}
+
+async fn plain_get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fetched, GetError> {
+    let uri: hyper::Uri = url.parse().map_err(|e| failed(url, &e))?;
+    let authority = uri.authority().ok_or_else(|| GetError::Failed(format!("no host in {url}")))?.clone();
+    let port = authority.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((authority.host(), port)).await.map_err(|e| failed(url, &e))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| failed(url, &e))?;
+    // The connection's driver; it ends when the exchange does (or is dropped with it).
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let result = async {
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = hyper::Request::get(path).header(hyper::header::HOST, authority.as_str());
+        if let Some(token) = token {
+            request = request.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let request = request.body(Empty::<Bytes>::new()).map_err(|e| failed(url, &e))?;
+        let mut response = sender.send_request(request).await.map_err(|e| failed(url, &e))?;
+        let status = response.status().as_u16();
+        let announced = response
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = announced.filter(|n| *n > max_size as u64) {
+            return Err(GetError::TooLarge(n));
+        }
+        let mut body = Vec::new();
+        while let Some(frame) = response.body_mut().frame().await {
+            let frame = frame.map_err(|e| failed(url, &e))?;
+            if let Some(chunk) = frame.data_ref() {
+                take(&mut body, chunk, max_size)?;
+            }
+        }
+        Ok(Fetched { status, body })
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+async fn tls_get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fetched, GetError> {
+    // Taken before any clock of the caller's matters: the first use builds it.
+    let mut request = tls_client().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request.send().await.map_err(|e| failed(url, &e))?;
+    let status = response.status().as_u16();
+    if let Some(n) = response.content_length().filter(|n| *n > max_size as u64) {
+        return Err(GetError::TooLarge(n));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| failed(url, &e))? {
+        take(&mut body, &chunk, max_size)?;
+    }
+    Ok(Fetched { status, body })
 }
 
 /// The client for `https://` URLs, with the platform's root certificates.
-fn tls() -> &'static reqwest::Client {
+fn tls_client() -> &'static reqwest::Client {
     static TLS: OnceLock<reqwest::Client> = OnceLock::new();
     TLS.get_or_init(reqwest::Client::new)
 }
@@ -47,11 +136,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_client_per_kind_per_process() {
-        let a = client_for("http://127.0.0.1:3000/v1/x");
-        let b = client_for("HTTP://localhost/y");
-        assert!(std::ptr::eq(a, b));
-        assert!(!std::ptr::eq(a, client_for("https://example.invalid/")));
-        assert!(std::ptr::eq(client_for("https://a/"), client_for("https://b/")));
+    fn one_tls_client_per_process_and_none_for_plain_http() {
+        assert!(is_plain("http://127.0.0.1:3000/v1/x") && is_plain("HTTP://localhost/y"));
+        assert!(!is_plain("https://example.invalid/") && !is_plain("ws://x/"));
+        assert!(std::ptr::eq(tls_client(), tls_client()));
+    }
+
+    #[tokio::test]
+    async fn a_plain_get_reads_the_body_and_stops_at_the_limit() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            for body in ["hello", "0123456789"] {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 1024];
+                let n = socket.read(&mut request).await.unwrap();
+                let request = String::from_utf8_lossy(&request[..n]).to_string();
+                assert!(request.starts_with("GET /v1/x?version=9 HTTP/1.1"), "{request}");
+                assert!(request.contains("authorization: Bearer t0k3n"), "{request}");
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                socket.write_all(answer.as_bytes()).await.unwrap();
+            }
+        });
+        let url = format!("http://{addr}/v1/x?version=9");
+        let fetched = get(&url, Some("t0k3n"), 8).await.unwrap();
+        assert_eq!((fetched.status, fetched.body.as_slice()), (200, &b"hello"[..]));
+        assert!(matches!(get(&url, Some("t0k3n"), 8).await, Err(GetError::TooLarge(10))));
+        server.await.unwrap();
+        // Nothing listens: a failure that may pass, saying where it went.
+        let down = get(&url, None, 8).await.unwrap_err();
+        assert!(
+            matches!(&down, GetError::Failed(m) if m.contains("error sending request") && m.contains(&url)),
+            "{down:?}"
+        );
     }
 }

@@ -250,39 +250,22 @@ impl ModuleSchema {
                 SchemaError::Refused { url: url.clone(), reason }
             }
         };
-        // The process's shared client, taken before the clock starts: the
-        // first use builds it (with TLS, that loads the root certificates).
-        let client = crate::http::client_for(&url);
-        let body = tokio::time::timeout(limits.timeout, async {
-            let mut request = client.get(&url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let mut response = request.send().await.map_err(|e| fetch_error(error_chain(&e), true))?;
-            let status = response.status();
-            let too_large = |size: u64| {
+        let body = tokio::time::timeout(limits.timeout, crate::http::get(&url, token, limits.max_size))
+            .await
+            .map_err(|_| fetch_error(format!("no complete answer within {:?}", limits.timeout), true))?;
+        let fetched = body.map_err(|e| match e {
+            crate::http::GetError::Failed(reason) => fetch_error(reason, true),
+            crate::http::GetError::TooLarge(size) => {
                 fetch_error(format!("the schema is {size} bytes or more, over the limit of {}", limits.max_size), false)
-            };
-            if response.content_length().is_some_and(|n| n > limits.max_size as u64) {
-                return Err(too_large(response.content_length().unwrap_or_default()));
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.map_err(|e| fetch_error(error_chain(&e), true))? {
-                if body.len() + chunk.len() > limits.max_size {
-                    return Err(too_large((body.len() + chunk.len()) as u64));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let text = String::from_utf8_lossy(&body).into_owned();
-            if !status.is_success() {
-                let transient = status.is_server_error() || status.as_u16() == 429;
-                let snippet: String = text.trim().chars().take(200).collect();
-                return Err(fetch_error(format!("HTTP {status}: {snippet}"), transient));
-            }
-            Ok(text)
-        })
-        .await
-        .map_err(|_| fetch_error(format!("no complete answer within {:?}", limits.timeout), true))??;
+        })?;
+        let text = String::from_utf8_lossy(&fetched.body).into_owned();
+        if !(200..300).contains(&fetched.status) {
+            let transient = fetched.status >= 500 || fetched.status == 429;
+            let snippet: String = text.trim().chars().take(200).collect();
+            return Err(fetch_error(format!("HTTP {}: {snippet}", fetched.status), transient));
+        }
+        let body = text;
         Self::from_json(&body)
     }
 
