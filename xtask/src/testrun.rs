@@ -254,7 +254,7 @@ pub fn run() -> Result<ExitCode> {
     setup::run().context("setup failed, so no test ran")?;
 
     // Phase 1.
-    let step = Step::new("phase 1/3: unit and property tests (cargo test --workspace)");
+    let step = Step::new("phase 1/4: unit and property tests (cargo test --workspace)");
     let (status, output) = cmd::run_tee_stdout(&mut cargo_test(&[], &[]), "cargo test", quiet_beat)?;
     let phase1 = parse_libtest_output(&output);
     judge("unit/property", status, &phase1, &mut problems);
@@ -262,14 +262,14 @@ pub fn run() -> Result<ExitCode> {
 
     // Phase 2.
     let dir = crate::repo_root().join(".spacelink").join("test-server");
-    let step = Step::new(format!("phase 2/3: fresh server in {} and module", dir.display()));
+    let step = Step::new(format!("phase 2/4: fresh server in {} and module", dir.display()));
     let mut phase3 = TestRun::default();
     match prepare_server(&dir) {
         Err(e) => problems.push(format!("e2e: not run, preparing the server failed: {e:#}")),
         Ok((guard, url)) => {
             step.done();
             // Phase 3.
-            let step = Step::new("phase 3/3: end-to-end tests (cargo test -- --ignored)");
+            let step = Step::new("phase 3/4: end-to-end tests (cargo test -- --ignored)");
             let mut cargo = cargo_test(&["--tests"], &["--ignored"]);
             cargo
                 .env("SPACELINK_SERVER_URL", &url)
@@ -293,12 +293,32 @@ pub fn run() -> Result<ExitCode> {
                 Err(e) => problems.push(format!("e2e: {e:#}")),
             }
             step.done();
-            // Phase 4: stop the server before the summary.
+            // Stop the server before the smoke (it starts its own) and the summary.
             if let Err(e) = guard.stop() {
                 problems.push(format!("stopping the test server: {e:#}"));
             }
         }
     }
+
+    // Phase 4: one short round of `cargo xtask bench --quick` (debug builds,
+    // small sizes), so the bench cannot rot. Its figures are printed, never judged:
+    // only runs that fail (a client error, a wrong count) are problems.
+    let step = Step::new("phase 4/4: bench smoke (cargo xtask bench --quick --rounds 1)");
+    let smoke = crate::bench::Options { rounds: 1, quick: true, write_docs: false, build: crate::bench::Build::Debug };
+    let smoke_ok = match crate::bench::run(&smoke) {
+        Ok(outcome) => {
+            crate::bench::print_table(&outcome.figures);
+            for error in &outcome.errors {
+                problems.push(format!("bench smoke: {error}"));
+            }
+            outcome.errors.is_empty()
+        }
+        Err(e) => {
+            problems.push(format!("bench smoke: {e:#}"));
+            false
+        }
+    };
+    step.done();
 
     // Summary.
     let unit = phase1.unit;
@@ -323,6 +343,7 @@ pub fn run() -> Result<ExitCode> {
     println!("unit: {} passed, {} failed", unit.passed, unit.failed);
     println!("property: {} passed, {} failed", property.passed, property.failed);
     println!("e2e: {} passed, {} failed", e2e.passed, e2e.failed);
+    println!("bench smoke: {}", if smoke_ok { "ok" } else { "FAILED" });
     println!("total: {} passed, {} failed", total.passed, total.failed);
     Ok(if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
