@@ -174,7 +174,7 @@ fn main() {
             handle.cache().count("entity")
         );
         let start = Instant::now();
-        let near = handle.entities_in_range(1, 500.0, 50.0, 30.0).await.unwrap();
+        let near = handle.entities_in_range(1, 500.0, 50.0, 30.0);
         eprintln!("range query: {} rows in {:?}", near.len(), start.elapsed());
         let start = Instant::now();
         let key = bsatn::to_vec(&42u64).unwrap();

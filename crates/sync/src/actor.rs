@@ -23,10 +23,11 @@ use spacelink_connection::{
 use tokio::sync::oneshot;
 
 use crate::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
-use crate::config::SyncConfig;
+use crate::config::{SpatialConfig, SyncConfig};
 use crate::error::SyncError;
 use crate::messages::*;
-use crate::spatial::{AreaOfInterest, SpatialIndex};
+use crate::row::{Row, RowTypes};
+use crate::spatial::{AreaOfInterest, GridColumns, Positions, SpatialSetup};
 
 /// Query ids of this actor start here, apart from any the game allocates itself.
 const QUERY_ID_BASE: u32 = 0x4000_0000;
@@ -68,21 +69,23 @@ impl RowKeys for SchemaKeys {
     }
 }
 
-/// Where the spatial table keeps its map and position, read from a row's bytes.
+/// Where the spatial table keeps its map and position (the configured
+/// columns), read from a row's bytes.
 #[derive(Debug)]
-struct Positions {
+struct ColumnPositions {
     layout: RowLayout,
-    /// The `map_id` (u32) column.
+    /// The map column (u32).
     map: usize,
-    /// The `pos` column: a product whose first two fields are f32 `x`, `y`.
+    /// The position column: a product whose first two fields are f32 x, y.
     pos: usize,
 }
 
-impl Positions {
-    fn new(schema: &ModuleSchema, table: &str) -> Option<Self> {
-        let t = schema.table(table)?;
+impl ColumnPositions {
+    /// The positions of `config`'s table, if the schema has it with such columns.
+    fn new(schema: &ModuleSchema, config: &SpatialConfig) -> Option<Self> {
+        let t = schema.table(&config.table)?;
         let column = |name: &str| t.columns.iter().position(|c| c == name);
-        let (map, pos) = (column("map_id")?, column("pos")?);
+        let (map, pos) = (column(&config.map_column)?, column(&config.position_column)?);
         if t.row_type.elements[map].algebraic_type != AlgebraicType::U32 {
             return None;
         }
@@ -90,9 +93,11 @@ impl Positions {
         let f32s = p.elements.len() >= 2 && p.elements.iter().take(2).all(|e| e.algebraic_type == AlgebraicType::F32);
         f32s.then(|| Self { layout: RowLayout::new(&t.row_type), map, pos })
     }
+}
 
-    /// `(map_id, pos.x, pos.y)` of a row, without decoding it.
-    fn of(&self, row: &[u8]) -> Option<(u32, f32, f32)> {
+impl Positions for ColumnPositions {
+    /// `(map, x, y)` of a row, without decoding it.
+    fn position(&self, row: &[u8]) -> Option<(u32, f32, f32)> {
         let map = self.layout.column(row, self.map)?;
         let pos = self.layout.column(row, self.pos)?;
         let map = u32::from_le_bytes(row.get(map)?.try_into().ok()?);
@@ -128,7 +133,6 @@ struct Staging {
 pub struct SyncActor {
     config: SyncConfig,
     schema: Arc<ModuleSchema>,
-    keys: Arc<SchemaKeys>,
     cache: ClientCache,
     connection: Recipient<SendMessage>,
     listeners: SyncListeners,
@@ -139,8 +143,6 @@ pub struct SyncActor {
     next_set: u64,
     next_query_id: u32,
     staging: Option<Staging>,
-    spatial: SpatialIndex<RowKey>,
-    positions: Option<Positions>,
     map_context: Option<(u32, SubscriptionId)>,
     area: Option<(AreaOfInterest, SubscriptionId)>,
     /// The latest followed point while the area is moving.
@@ -158,20 +160,38 @@ impl std::fmt::Debug for SyncActor {
 }
 
 impl SyncActor {
-    /// A sync actor for `schema`'s module, subscribing through `connection`.
+    /// A sync actor for `schema`'s module, subscribing through `connection`;
+    /// every table's rows are dynamic values (see [`with_types`](Self::with_types)).
     pub fn new(
         config: SyncConfig,
         schema: Arc<ModuleSchema>,
         connection: Recipient<SendMessage>,
         listeners: SyncListeners,
     ) -> Self {
+        Self::with_types(config, schema, RowTypes::new(), connection, listeners)
+    }
+
+    /// A sync actor whose cache decodes the rows of `types`' tables, once, into
+    /// their registered Rust types.
+    pub fn with_types(
+        config: SyncConfig,
+        schema: Arc<ModuleSchema>,
+        types: RowTypes,
+        connection: Recipient<SendMessage>,
+        listeners: SyncListeners,
+    ) -> Self {
         let keys = Arc::new(SchemaKeys::new(schema.clone()));
+        let spatial = config.spatial.as_ref().and_then(|c| {
+            let positions = ColumnPositions::new(&schema, c);
+            if positions.is_none() {
+                tracing::warn!(table = %c.table, "the spatial table or its map/position columns are not in the schema: no spatial index");
+            }
+            Some(SpatialSetup { table: c.table.as_str().into(), cell: c.cell_size, positions: Arc::new(positions?) })
+        });
+        let cache = ClientCache::with_parts(keys.clone(), types.bind(&schema), spatial);
         Self {
-            spatial: SpatialIndex::new(config.cell_size),
-            positions: Positions::new(&schema, &config.spatial_table),
             config,
-            cache: ClientCache::with_keys(keys.clone()),
-            keys,
+            cache,
             schema,
             connection,
             listeners,
@@ -207,32 +227,9 @@ impl SyncActor {
         if changes.is_empty() {
             return;
         }
-        self.index(&changes);
         let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled };
         for r in &self.listeners.changes {
             r.do_send(event.clone());
-        }
-    }
-
-    /// Keeps the spatial index in step with the cache: keys and positions are
-    /// read from the rows' bytes, nothing is decoded.
-    fn index(&mut self, changes: &[RowChange]) {
-        let table = self.config.spatial_table.as_str();
-        for change in changes {
-            match change {
-                RowChange::Insert { table: t, row } | RowChange::Update { table: t, new: row, .. } if &**t == table => {
-                    let key = self.keys.key_of(table, row);
-                    match self.positions.as_ref().and_then(|p| p.of(row)) {
-                        Some((map, x, y)) => self.spatial.upsert(key, map, x, y),
-                        None => self.spatial.remove(&key),
-                    }
-                }
-                RowChange::Delete { table: t, row } if &**t == table => {
-                    let key = self.keys.key_of(table, row);
-                    self.spatial.remove(&key);
-                }
-                _ => {}
-            }
         }
     }
 
@@ -354,8 +351,7 @@ impl SyncActor {
             return;
         }
         let Some(staging) = self.staging.take() else { return };
-        let fresh = contents(&staging.fresh);
-        let changes = self.cache.reconcile(&fresh);
+        let changes = self.cache.reconcile_from(&staging.fresh);
         tracing::info!(generation = self.generation, changes = changes.len(), "cache reconciled after reconnect");
         self.tell_changes(changes, true);
     }
@@ -463,6 +459,13 @@ impl SyncActor {
         (id, relay_rx)
     }
 
+    /// The query of `area` over the configured spatial table.
+    fn area_query(&self, area: &AreaOfInterest) -> Option<String> {
+        let c = self.config.spatial.as_ref()?;
+        let columns = GridColumns { map: &c.map_column, cell_x: &c.cell_x_column, cell_y: &c.cell_y_column };
+        Some(area.query(&c.table, columns))
+    }
+
     fn move_area(&mut self, ctx: &mut Context<Self>) {
         let Some((map, x, y)) = self.moving_to else { return };
         let Some((area, current)) = self.area else { return };
@@ -471,7 +474,7 @@ impl SyncActor {
             return;
         }
         let next = area.moved_to(map, (x, y));
-        let query = next.query(&self.config.spatial_table);
+        let Some(query) = self.area_query(&next) else { return };
         let (new_id, rx) = self.replace(vec![query], Some(current), ctx);
         self.area = Some((next, new_id));
         self.moving_to = None;
@@ -509,7 +512,7 @@ impl Handler<StateChanged> for SyncActor {
             if self.cache.with_view(|v| v.total_rows()) > 0 {
                 // The cache is stale: collect the fresh state, then reconcile.
                 self.staging = Some(Staging {
-                    fresh: ClientCache::with_keys(self.keys.clone()),
+                    fresh: self.cache.empty_like(),
                     waiting: live.iter().copied().collect(),
                 });
             }
@@ -598,15 +601,19 @@ impl Handler<SubscribeToMap> for SyncActor {
     type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
 
     fn handle(&mut self, msg: SubscribeToMap, ctx: &mut Self::Context) -> Self::Result {
-        let queries: Vec<String> = self
-            .config
-            .map_tables
+        let Some(context) = &self.config.map_context else {
+            return Box::pin(async move { Err(SyncError::NotConfigured("map_context")) });
+        };
+        let column = context.map_column.as_str();
+        let queries: Vec<String> = context
+            .tables
             .iter()
-            .filter(|t| self.schema.table(t).is_some_and(|s| s.columns.iter().any(|c| c == "map_id")))
-            .map(|t| format!("SELECT * FROM {t} WHERE map_id = {}", msg.map))
+            .filter(|t| self.schema.table(t).is_some_and(|s| s.columns.iter().any(|c| c == column)))
+            .map(|t| format!("SELECT * FROM {t} WHERE {column} = {}", msg.map))
             .collect();
         if queries.is_empty() {
-            return Box::pin(async move { Err(SyncError::NoTable("a table with a map_id column".into())) });
+            let what = format!("a map context table with a {column} column");
+            return Box::pin(async move { Err(SyncError::NoTable(what)) });
         }
         let previous = self.map_context.map(|(_, id)| id);
         let (id, rx) = self.replace(queries, previous, ctx);
@@ -619,15 +626,21 @@ impl Handler<FollowPoint> for SyncActor {
     type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
 
     fn handle(&mut self, msg: FollowPoint, ctx: &mut Self::Context) -> Self::Result {
+        let Some(spatial) = &self.config.spatial else {
+            return Box::pin(async move { Err(SyncError::NotConfigured("spatial")) });
+        };
         let area = AreaOfInterest {
             map: msg.map,
             center: (msg.x, msg.y),
             radius: msg.radius,
             margin: msg.margin.max(0.0),
-            cell: self.config.cell_size,
+            cell: spatial.cell_size,
+        };
+        let Some(query) = self.area_query(&area) else {
+            return Box::pin(async move { Err(SyncError::NotConfigured("spatial")) });
         };
         let previous = self.area.map(|(_, id)| id);
-        let (id, rx) = self.replace(vec![area.query(&self.config.spatial_table)], previous, ctx);
+        let (id, rx) = self.replace(vec![query], previous, ctx);
         self.area = Some((area, id));
         Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
     }
@@ -650,15 +663,11 @@ impl Handler<MovePoint> for SyncActor {
 }
 
 impl Handler<GetEntitiesInRange> for SyncActor {
-    type Result = Vec<Bytes>;
+    type Result = Vec<Row>;
 
-    fn handle(&mut self, msg: GetEntitiesInRange, _ctx: &mut Self::Context) -> Vec<Bytes> {
-        let table = self.config.spatial_table.clone();
-        self.spatial
-            .within(msg.map, msg.x, msg.y, msg.radius)
-            .iter()
-            .filter_map(|key| self.cache.get(&table, key))
-            .collect()
+    /// Kept for callers that hold only the address; the handle answers from the cache directly.
+    fn handle(&mut self, msg: GetEntitiesInRange, _ctx: &mut Self::Context) -> Vec<Row> {
+        self.cache.within(msg.map, msg.x, msg.y, msg.radius)
     }
 }
 
@@ -676,23 +685,4 @@ impl Handler<GetSubscriptions> for SyncActor {
             })
             .collect()
     }
-}
-
-/// Everything in `cache` as inserts, each row as many times as it is counted:
-/// the fresh state a reconciliation compares with.
-fn contents(cache: &ClientCache) -> Vec<TableDelta> {
-    cache.with_view(|view| {
-        view.tables()
-            .into_iter()
-            .map(|table| {
-                let mut delta = TableDelta::new(table.as_str());
-                for (key, row) in view.entries(&table) {
-                    for _ in 0..view.refcount(&table, &key) {
-                        delta.inserts.push(row.clone());
-                    }
-                }
-                delta
-            })
-            .collect()
-    })
 }

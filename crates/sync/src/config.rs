@@ -1,4 +1,10 @@
 //! The sync actor's settings.
+//!
+//! Interest management is the game's to describe: which table holds things
+//! with a position, which of its columns hold the map, the position and the
+//! grid cell, and which tables make up a map's context. Nothing here names a
+//! game's tables; without [`SpatialConfig`] there is no spatial index and no
+//! followed point, without [`MapContextConfig`] no map context.
 
 use std::time::Duration;
 
@@ -9,23 +15,42 @@ pub struct SyncConfig {
     pub max_retries: u32,
     /// Delay before the first retry; doubles after each (default 500 ms).
     pub retry_delay: Duration,
-    /// The table of things with a position (default `entity`): indexed for
-    /// range queries, and followed by `FollowPoint`.
-    pub spatial_table: String,
-    /// Tables that make up a map's context for `SubscribeToMap` (default entity, item, player).
-    pub map_tables: Vec<String>,
-    /// Cell size of the module's `cell_x`/`cell_y` columns (default 10).
-    pub cell_size: f32,
+    /// The spatial table, indexed for range queries and followed by
+    /// `FollowPoint` (default: none).
+    pub spatial: Option<SpatialConfig>,
+    /// The tables of a map's context, for `SubscribeToMap` (default: none).
+    pub map_context: Option<MapContextConfig>,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self {
-            max_retries: 3,
-            retry_delay: Duration::from_millis(500),
-            spatial_table: "entity".into(),
-            map_tables: vec!["entity".into(), "item".into(), "player".into()],
-            cell_size: 10.0,
-        }
+        Self { max_retries: 3, retry_delay: Duration::from_millis(500), spatial: None, map_context: None }
     }
+}
+
+/// The table of things with a position, and the columns that place them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpatialConfig {
+    /// The table.
+    pub table: String,
+    /// Its map column (a `u32`).
+    pub map_column: String,
+    /// Its position column: a product whose first two fields are `f32` x and y.
+    pub position_column: String,
+    /// Its grid cell's x column (an integer: `floor(x / cell_size)`), which the
+    /// followed point's query filters on.
+    pub cell_x_column: String,
+    /// Its grid cell's y column.
+    pub cell_y_column: String,
+    /// The grid's cell size, in map units (the module's, and the index's).
+    pub cell_size: f32,
+}
+
+/// The tables that make up a map's context.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MapContextConfig {
+    /// The column, in each of them, that holds the map.
+    pub map_column: String,
+    /// The tables (those without the column are left out).
+    pub tables: Vec<String>,
 }

@@ -16,6 +16,18 @@ pub enum SyncError {
     /// The module has no table the request needs.
     #[error("the module has no table `{0}`")]
     NoTable(String),
+    /// The request needs interest management the configuration does not name
+    /// (`spatial` or `map_context` of [`SyncConfig`](crate::SyncConfig)).
+    #[error("no {0} configuration: interest management is not set up")]
+    NotConfigured(&'static str),
+    /// A cached row does not decode as the type asked for.
+    #[error("a row of `{table}` does not decode: {error}")]
+    Decode {
+        /// The table.
+        table: String,
+        /// Why.
+        error: String,
+    },
     /// The sync actor is not running.
     #[error("the sync actor is not running")]
     ActorGone,

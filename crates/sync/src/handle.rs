@@ -4,7 +4,6 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use actix::Addr;
-use bytes::Bytes;
 use spacelink_connection::sats::de::Deserialize;
 use spacelink_connection::ModuleSchema;
 
@@ -12,6 +11,7 @@ use crate::actor::SyncActor;
 use crate::cache::{CacheReader, RowKey};
 use crate::error::SyncError;
 use crate::messages::*;
+use crate::row::{Row, Shared};
 
 /// A cheap, cloneable handle to state synchronisation.
 #[derive(Debug, Clone)]
@@ -86,9 +86,11 @@ impl SyncHandle {
         self.addr.do_send(MovePoint { map, x, y });
     }
 
-    /// The cached entities within `radius` of a point, from the spatial index.
-    pub async fn entities_in_range(&self, map: u32, x: f32, y: f32, radius: f32) -> Result<Vec<Bytes>, SyncError> {
-        self.addr.send(GetEntitiesInRange { map, x, y, radius }).await.map_err(|_| SyncError::ActorGone)
+    /// The cached rows of the spatial table within `radius` of a point, from
+    /// the spatial index of the current snapshot: answered here, at once, with
+    /// no round trip to the actor (empty without a spatial configuration).
+    pub fn entities_in_range(&self, map: u32, x: f32, y: f32, radius: f32) -> Vec<Row> {
+        self.cache.within(map, x, y, radius)
     }
 
     /// Every query set and its status.
@@ -97,8 +99,11 @@ impl SyncHandle {
     }
 
     /// A typed view of `table`, for a type deriving the SATS `Deserialize`
-    /// (as generated table types do).
-    pub fn table<T: for<'de> Deserialize<'de>>(&self, table: &str) -> TableView<T> {
+    /// (as generated table types do). Register the type for the table
+    /// ([`RowTypes`](crate::RowTypes), given to the actor) and its rows are
+    /// decoded once, as they arrive, and shared; for a type not registered
+    /// each read decodes the rows it returns.
+    pub fn table<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(&self, table: &str) -> TableView<T> {
         TableView {
             cache: self.cache.clone(),
             schema: self.schema.clone(),
@@ -108,7 +113,7 @@ impl SyncHandle {
     }
 }
 
-/// Typed reads of one cached table.
+/// Typed reads of one cached table (each read sees one transaction's state).
 #[derive(Debug, Clone)]
 pub struct TableView<T> {
     cache: CacheReader,
@@ -117,19 +122,46 @@ pub struct TableView<T> {
     _row: PhantomData<fn() -> T>,
 }
 
-impl<T: for<'de> Deserialize<'de>> TableView<T> {
-    /// Every cached row that decodes as `T`.
-    pub fn rows(&self) -> Vec<T> {
-        let Some(table) = self.schema.table(&self.table) else { return Vec::new() };
-        self.cache.rows(&self.table).iter().filter_map(|row| table.decode_as(row).ok()).collect()
+impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> TableView<T> {
+    /// The row as a `T`: the shared decoded row when `T` is the table's
+    /// registered type, else decoded now.
+    fn typed(&self, row: &Row) -> Result<Shared<T>, SyncError> {
+        if let Some(shared) = row.shared::<T>() {
+            return Ok(shared);
+        }
+        let decode_error = |error: String| {
+            metrics::counter!("spacelink_sync_row_decode_errors_total", "table" => self.table.clone()).increment(1);
+            SyncError::Decode { table: self.table.clone(), error }
+        };
+        if let Some(error) = row.decode_error() {
+            return Err(decode_error(error.to_string()));
+        }
+        let table = self.schema.table(&self.table).ok_or_else(|| SyncError::NoTable(self.table.clone()))?;
+        let value = table.decode_as::<T>(row.bytes()).map_err(|e| decode_error(e.to_string()))?;
+        Ok(Shared::decoded(row.bytes().clone(), value))
+    }
+
+    /// Every cached row, or the first that does not decode as `T`.
+    pub fn try_rows(&self) -> Result<Vec<Shared<T>>, SyncError> {
+        self.cache.rows(&self.table).iter().map(|row| self.typed(row)).collect()
+    }
+
+    /// Every cached row that decodes as `T` (one that does not is counted in
+    /// `spacelink_sync_row_decode_errors_total` and left out: see [`try_rows`](Self::try_rows)).
+    pub fn rows(&self) -> Vec<Shared<T>> {
+        self.cache.rows(&self.table).iter().filter_map(|row| self.typed(row).ok()).collect()
+    }
+
+    /// The rows of [`rows`](Self::rows), as an iterator.
+    pub fn iter(&self) -> impl Iterator<Item = Shared<T>> {
+        self.rows().into_iter()
     }
 
     /// The row with this primary key (the design's `GetEntity`), given as a
     /// value of the key's type (`u64` for `entity_id`, say).
-    pub fn get<K: spacetimedb_key::Key>(&self, key: &K) -> Option<T> {
-        let table = self.schema.table(&self.table)?;
+    pub fn get<K: spacetimedb_key::Key>(&self, key: &K) -> Option<Shared<T>> {
         let row = self.cache.get(&self.table, &RowKey(key.bsatn()))?;
-        table.decode_as(&row).ok()
+        self.typed(&row).ok()
     }
 
     /// How many rows are cached.

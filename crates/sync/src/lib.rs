@@ -18,11 +18,13 @@ pub mod config;
 pub mod error;
 pub mod handle;
 pub mod messages;
+pub mod row;
 pub mod spatial;
 
 pub use actor::{SchemaKeys, SyncActor};
-pub use cache::{CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, TableDelta, WholeRow};
-pub use config::SyncConfig;
+pub use cache::{CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, Snapshot, TableDelta, WholeRow};
+pub use config::{MapContextConfig, SpatialConfig, SyncConfig};
 pub use error::SyncError;
 pub use handle::{SyncHandle, TableView};
 pub use messages::*;
+pub use row::{Row, RowTypes, Shared};

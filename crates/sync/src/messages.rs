@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytes::Bytes;
 
 use crate::cache::RowChange;
+use crate::row::Row;
 use crate::error::SyncError;
 
 /// A live query set, as the game holds it; stays valid across reconnects.
@@ -37,8 +37,8 @@ pub struct Unsubscribe {
 #[rtype(result = "()")]
 pub struct UnsubscribeAll;
 
-/// Make `map` the context: subscribe to its entities, items and players, then
-/// drop the previous map's (no row blinks out in between).
+/// Make `map` the context: subscribe to the rows of the configured map-context
+/// tables on it, then drop the previous map's (no row blinks out in between).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<SubscriptionId, SyncError>")]
 pub struct SubscribeToMap {
@@ -46,8 +46,8 @@ pub struct SubscribeToMap {
     pub map: u32,
 }
 
-/// Follow a point: subscribe to the entities within `radius` (plus `margin`)
-/// of it; `MovePoint` moves it.
+/// Follow a point: subscribe to the rows of the configured spatial table within
+/// `radius` (plus `margin`) of it; `MovePoint` moves it.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<SubscriptionId, SyncError>")]
 pub struct FollowPoint {
@@ -76,9 +76,11 @@ pub struct MovePoint {
     pub y: f32,
 }
 
-/// The cached entities within `radius` of a point (from the spatial index).
+/// The cached rows of the spatial table within `radius` of a point (from the
+/// spatial index). [`SyncHandle::entities_in_range`](crate::SyncHandle::entities_in_range)
+/// answers the same from the cache without this round trip.
 #[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "Vec<Bytes>")]
+#[rtype(result = "Vec<Row>")]
 pub struct GetEntitiesInRange {
     /// The map.
     pub map: u32,

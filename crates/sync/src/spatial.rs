@@ -1,9 +1,39 @@
 //! Interest management in space: a grid index over the cached entities, and an
 //! area of interest that follows a moving point with hysteresis.
 //!
-//! Plain values: the sync actor feeds them positions and asks them questions.
+//! Plain values: the cache keeps a [`SpatialIndex`] of its spatial table in
+//! each published snapshot (positions read from rows by a [`Positions`]), and
+//! the sync actor moves an [`AreaOfInterest`]. Which table, and which of its
+//! columns hold the map, the position and the grid cell, is the game's
+//! configuration ([`SpatialConfig`](crate::config::SpatialConfig)).
+
+use std::fmt;
+use std::sync::Arc;
 
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+
+/// Reads a row's map and position from its bytes (without decoding it).
+pub trait Positions: Send + Sync {
+    /// `(map, x, y)` of `row`, or `None` if it has none (it is then not indexed).
+    fn position(&self, row: &[u8]) -> Option<(u32, f32, f32)>;
+}
+
+/// What the cache indexes by position: the rows of `table`, placed by `positions`.
+#[derive(Clone)]
+pub struct SpatialSetup {
+    /// The spatial table.
+    pub table: Arc<str>,
+    /// The index's cell size (map units).
+    pub cell: f32,
+    /// Where a row is.
+    pub positions: Arc<dyn Positions>,
+}
+
+impl fmt::Debug for SpatialSetup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpatialSetup").field("table", &self.table).field("cell", &self.cell).finish_non_exhaustive()
+    }
+}
 
 /// A uniform grid over 2D positions, keyed by row key bytes, per map.
 #[derive(Debug, Clone)]
@@ -11,6 +41,12 @@ pub struct SpatialIndex<K> {
     cell: f32,
     cells: HashMap<(u32, i32, i32), HashSet<K>>,
     positions: HashMap<K, (u32, f32, f32)>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Default for SpatialIndex<K> {
+    fn default() -> Self {
+        Self::new(10.0)
+    }
 }
 
 impl<K: std::hash::Hash + Eq + Clone> SpatialIndex<K> {
@@ -98,8 +134,19 @@ pub struct AreaOfInterest {
     pub radius: f32,
     /// How far the point may move before the area moves.
     pub margin: f32,
-    /// Cell size of the module's grid columns (`cell_x`, `cell_y`).
+    /// Cell size of the module's grid columns.
     pub cell: f32,
+}
+
+/// The columns an [`AreaOfInterest`]'s query filters on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridColumns<'a> {
+    /// The map column.
+    pub map: &'a str,
+    /// The grid cell's x column.
+    pub cell_x: &'a str,
+    /// The grid cell's y column.
+    pub cell_y: &'a str,
 }
 
 impl AreaOfInterest {
@@ -128,11 +175,12 @@ impl AreaOfInterest {
         )
     }
 
-    /// The query for `table` (with `map_id`, `cell_x`, `cell_y` columns) over the area.
-    pub fn query(&self, table: &str) -> String {
+    /// The query for `table` over the area, filtering on its `columns`.
+    pub fn query(&self, table: &str, columns: GridColumns<'_>) -> String {
         let (x0, x1, y0, y1) = self.cells();
+        let GridColumns { map, cell_x: cx, cell_y: cy } = columns;
         format!(
-            "SELECT * FROM {table} WHERE map_id = {} AND cell_x >= {x0} AND cell_x <= {x1} AND cell_y >= {y0} AND cell_y <= {y1}",
+            "SELECT * FROM {table} WHERE {map} = {} AND {cx} >= {x0} AND {cx} <= {x1} AND {cy} >= {y0} AND {cy} <= {y1}",
             self.map
         )
     }
@@ -167,8 +215,8 @@ mod tests {
         assert!(!area.covers(2, (50.0, 50.0)));
         assert_eq!(area.cells(), (3, 7, 3, 7));
         assert_eq!(
-            area.query("entity"),
-            "SELECT * FROM entity WHERE map_id = 1 AND cell_x >= 3 AND cell_x <= 7 AND cell_y >= 3 AND cell_y <= 7"
+            area.query("thing", GridColumns { map: "world", cell_x: "gx", cell_y: "gy" }),
+            "SELECT * FROM thing WHERE world = 1 AND gx >= 3 AND gx <= 7 AND gy >= 3 AND gy <= 7"
         );
         // A point anywhere within the margin still has its whole radius inside the cells.
         let (x0, x1, y0, y1) = area.cells();

@@ -40,13 +40,13 @@ fn normalize(changes: &[RowChange]) -> Vec<Change> {
     let mut out: Vec<Change> = changes
         .iter()
         .map(|c| match c {
-            RowChange::Insert { table, row } => {
+            RowChange::Insert { table, row, .. } => {
                 (table.to_string(), key_of(table, row), "insert", None, Some(row.to_vec()))
             }
-            RowChange::Update { table, old, new } => {
+            RowChange::Update { table, old, new, .. } => {
                 (table.to_string(), key_of(table, new), "update", Some(old.to_vec()), Some(new.to_vec()))
             }
-            RowChange::Delete { table, row } => {
+            RowChange::Delete { table, row, .. } => {
                 (table.to_string(), key_of(table, row), "delete", Some(row.to_vec()), None)
             }
         })
@@ -97,7 +97,7 @@ fn assert_cache_is(cache: &ClientCache, model: &Model) -> Result<(), TestCaseErr
     }
     for ((table, key), (row, count)) in model {
         let key = RowKey(Bytes::copy_from_slice(key));
-        prop_assert_eq!(cache.get(table, &key), Some(Bytes::copy_from_slice(row)));
+        prop_assert_eq!(cache.get(table, &key).map(|r| r.bytes().clone()), Some(Bytes::copy_from_slice(row)));
         prop_assert_eq!(cache.refcount(table, &key), *count);
     }
     Ok(())
@@ -410,12 +410,12 @@ proptest! {
             let changes = cache.apply(&deltas);
             held += n;
             if i == 0 {
-                prop_assert_eq!(changes, vec![RowChange::Insert { table: table.into(), row: row.clone() }]);
+                prop_assert_eq!(changes, vec![RowChange::Insert { table: table.into(), key: key.clone(), row: row.clone().into() }]);
             } else {
                 prop_assert!(changes.is_empty(), "insert by another query fired {:?}", changes);
             }
             prop_assert_eq!(cache.refcount(table, &key), held as u32);
-            prop_assert_eq!(cache.get(table, &key), Some(row.clone()));
+            prop_assert_eq!(cache.get(table, &key), Some(row.clone().into()));
         }
 
         // In a keyed table, an update seen by all k queries is one Update (or nothing if the bytes are equal).
@@ -426,7 +426,7 @@ proptest! {
             if new == row {
                 prop_assert!(changes.is_empty());
             } else {
-                prop_assert_eq!(changes, vec![RowChange::Update { table: table.into(), old: row.clone(), new: new.clone() }]);
+                prop_assert_eq!(changes, vec![RowChange::Update { table: table.into(), key: key.clone(), old: row.clone().into(), new: new.clone().into() }]);
             }
             prop_assert_eq!(cache.refcount(table, &key), k as u32);
             row = new;
@@ -438,11 +438,11 @@ proptest! {
             let changes = cache.apply(&deltas);
             held -= n;
             if held == 0 {
-                prop_assert_eq!(changes, vec![RowChange::Delete { table: table.into(), row: row.clone() }]);
+                prop_assert_eq!(changes, vec![RowChange::Delete { table: table.into(), key: key.clone(), row: row.clone().into() }]);
                 prop_assert_eq!(cache.get(table, &key), None);
             } else {
                 prop_assert!(changes.is_empty(), "delete with {} queries left fired {:?}", held, changes);
-                prop_assert_eq!(cache.get(table, &key), Some(row.clone()));
+                prop_assert_eq!(cache.get(table, &key), Some(row.clone().into()));
             }
             prop_assert_eq!(cache.refcount(table, &key), held as u32);
         }
