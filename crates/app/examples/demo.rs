@@ -15,7 +15,7 @@ use spacelink::connection::lib::{Identity, Timestamp};
 use spacelink::prediction::{Position, PredictionConfig, PredictionListeners, Step, Walk};
 use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
 use spacelink::reducers::ReducerListeners;
-use spacelink::sync::SyncListeners;
+use spacelink::sync::{SpatialConfig, SyncListeners};
 use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink, SpacelinkConfig, StateChanged};
 
 /// Prints state changes.
@@ -98,8 +98,18 @@ async fn main() -> anyhow::Result<()> {
     let prediction = PredictionWiring::<Walk>::new();
     let mut sync_listeners = SyncListeners::default();
     prediction.listen(&mut sync_listeners);
+    // Interest management in guildmaster's terms: its spatial table and columns, its map context.
+    let mut config = SpacelinkConfig::new(ConnectionConfig::new(&server, &database));
+    config.sync.spatial = Some(SpatialConfig {
+        table: "entity".into(),
+        map_column: "map_id".into(),
+        position_column: "pos".into(),
+        cell_x_column: "cell_x".into(),
+        cell_y_column: "cell_y".into(),
+        cell_size: 10.0,
+    });
     let app = Spacelink::connect(
-        SpacelinkConfig::new(ConnectionConfig::new(&server, &database)),
+        config,
         listeners,
         ReducerListeners::default(),
         sync_listeners,
@@ -134,7 +144,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (after, status) = (me.shown().unwrap_or_default(), me.status().await?);
         sync.move_point(1, after.x, after.y);
-        let near = sync.entities_in_range(1, after.x, after.y, 15.0).await?.len();
+        let near = sync.entities_in_range(1, after.x, after.y, 15.0).len();
         let clamped =
             if dx * dx + dy * dy > 1.0 { " (a step of (5, 5): clamped by the server, corrected smoothly)" } else { "" };
         println!(

@@ -89,7 +89,7 @@ impl<M: PredictionModel + Unpin + 'static> Handler<RowsChanged> for PredictionLi
     fn handle(&mut self, msg: RowsChanged, _ctx: &mut Self::Context) {
         for change in msg.changes.iter() {
             let row = match change {
-                RowChange::Insert { table, row } | RowChange::Update { table, new: row, .. }
+                RowChange::Insert { table, row, .. } | RowChange::Update { table, new: row, .. }
                     if **table == *self.entity.table =>
                 {
                     row

@@ -100,6 +100,7 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
         ..TelemetryConfig::default()
     };
     let mut config = SpacelinkConfig::new(connection);
+    config.sync = common::guildmaster_sync();
     config.telemetry = Some(TelemetrySetup {
         config: telemetry,
         listeners: TelemetryListeners { stats: vec![tap.clone().recipient()], alerts: vec![tap.recipient()] },

@@ -62,10 +62,9 @@ async fn connect(server_url: Option<String>) -> Synced {
     let tap = Tap(ctx, stx).start();
     let (listeners, events) = collecting_listeners();
     let sync_listeners = SyncListeners { changes: vec![tap.clone().recipient()], subscriptions: vec![tap.recipient()] };
-    let app =
-        Spacelink::connect(SpacelinkConfig::new(connection), listeners, ReducerListeners::default(), sync_listeners)
-            .await
-            .unwrap();
+    let mut config = SpacelinkConfig::new(connection);
+    config.sync = guildmaster_sync();
+    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await.unwrap();
     Synced { app, events, changes, subscriptions }
 }
 
@@ -87,19 +86,22 @@ impl Shadow {
     fn take(&mut self, keys: &SchemaKeys, event: &RowsChanged) {
         for change in event.changes.iter() {
             match change {
-                RowChange::Insert { table, row } => {
+                RowChange::Insert { table, key: k, row } => {
                     let key = (table.to_string(), keys.key(table, row).0);
-                    assert!(self.rows.insert(key, row.clone()).is_none(), "insert of a row already seen: {table}");
+                    assert_eq!(k.0, key.1, "the change's key is the row's");
+                    assert!(self.rows.insert(key, row.bytes().clone()).is_none(), "insert of a row already seen: {table}");
                 }
-                RowChange::Update { table, old, new } => {
+                RowChange::Update { table, key: k, old, new } => {
                     assert_ne!(old, new, "an update that changes nothing fired");
                     let key = (table.to_string(), keys.key(table, new).0);
-                    let before = self.rows.insert(key, new.clone());
-                    assert_eq!(before.as_ref(), Some(old), "update of a row not seen as it was: {table}");
+                    assert_eq!(k.0, key.1, "the change's key is the row's");
+                    let before = self.rows.insert(key, new.bytes().clone());
+                    assert_eq!(before.as_ref(), Some(old.bytes()), "update of a row not seen as it was: {table}");
                 }
-                RowChange::Delete { table, row } => {
+                RowChange::Delete { table, key: k, row } => {
                     let key = (table.to_string(), keys.key(table, row).0);
-                    assert_eq!(self.rows.remove(&key).as_ref(), Some(row), "delete of a row not seen: {table}");
+                    assert_eq!(k.0, key.1, "the change's key is the row's");
+                    assert_eq!(self.rows.remove(&key).as_ref(), Some(row.bytes()), "delete of a row not seen: {table}");
                 }
             }
         }
@@ -175,7 +177,7 @@ async fn e2e_cache_survives_cuts_and_restarts_under_a_stream_of_writes() {
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1 AND hp >= 0"]).await.unwrap();
     let mut shadow = Shadow::default();
     shadow.drain(&keys, &mut watcher.changes);
-    assert_eq!(shadow.rows_of("entity"), sync.cache().rows("entity").into_iter().collect());
+    assert_eq!(shadow.rows_of("entity"), sync.cache().rows("entity").into_iter().map(|r| r.bytes().clone()).collect());
 
     run(&writer.app, &schema, "set_npc_tick", "[50]").await;
     for round in 0..6 {
@@ -202,11 +204,11 @@ async fn e2e_cache_survives_cuts_and_restarts_under_a_stream_of_writes() {
         run(&writer.app, &schema, "set_npc_tick", "[0]").await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         shadow.drain(&keys, &mut watcher.changes);
-        let cached = entity_facts(&schema, sync.cache().rows("entity"));
+        let cached = entity_facts(&schema, sync.cache().rows("entity").into_iter().map(|r| r.bytes().clone()));
         assert_eq!(cached, entity_facts_from_sql(&schema, 1).await, "round {round}: cache differs from the server");
         assert_eq!(
             shadow.rows_of("entity"),
-            sync.cache().rows("entity").into_iter().collect(),
+            sync.cache().rows("entity").into_iter().map(|r| r.bytes().clone()).collect(),
             "round {round}: the callbacks do not add up to the cache"
         );
         run(&writer.app, &schema, "set_npc_tick", "[50]").await;
@@ -267,8 +269,6 @@ async fn e2e_spatial_interest_follows_a_walking_player_and_never_misses_an_entit
         // Everything within the radius is already cached, before any new subscription lands.
         let found: BTreeSet<u64> = sync
             .entities_in_range(2, x, y, radius)
-            .await
-            .unwrap()
             .iter()
             .map(|row| table.row_to_json(&table.decode(row).unwrap())["entity_id"].as_u64().unwrap())
             .collect();

@@ -245,8 +245,11 @@ impl Walker<'_> {
 
 /// Whether `product` is the official row list (a `size_hint` then `rows_data`).
 fn is_row_list(product: &ProductType) -> bool {
-    let names: Vec<_> = product.elements.iter().map(|e| e.name.as_deref()).collect();
-    names == [Some("size_hint"), Some("rows_data")]
+    // Compared in place: this runs for every product of every row checked.
+    matches!(
+        &product.elements[..],
+        [a, b] if a.name.as_deref() == Some("size_hint") && b.name.as_deref() == Some("rows_data")
+    )
 }
 
 #[cfg(test)]

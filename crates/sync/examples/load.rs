@@ -17,7 +17,38 @@ use spacelink_connection::sats::{bsatn, AlgebraicType, ProductType, SumType};
 use spacelink_connection::{
     ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
 };
-use spacelink_sync::{SyncActor, SyncConfig, SyncHandle, SyncListeners};
+use spacelink_sync::{RowTypes, SpatialConfig, SyncActor, SyncConfig, SyncHandle, SyncListeners};
+
+/// The row type a game would register (as the code generator writes it).
+#[derive(Debug, spacelink_connection::sats::de::Deserialize)]
+#[sats(crate = spacelink_connection::sats)]
+#[allow(dead_code)]
+struct Entity {
+    entity_id: u64,
+    map_id: u32,
+    kind: Kind,
+    pos: Vec2,
+    cell_x: i32,
+    cell_y: i32,
+    hp: i32,
+}
+
+#[derive(Debug, spacelink_connection::sats::de::Deserialize)]
+#[sats(crate = spacelink_connection::sats)]
+#[allow(dead_code)]
+enum Kind {
+    Npc,
+    Spawned,
+    Pickup,
+}
+
+#[derive(Debug, spacelink_connection::sats::de::Deserialize)]
+#[sats(crate = spacelink_connection::sats)]
+#[allow(dead_code)]
+struct Vec2 {
+    x: f32,
+    y: f32,
+}
 
 fn schema() -> ModuleSchema {
     let mut module = RawModuleDefV9Builder::new();
@@ -141,14 +172,29 @@ fn cpu() -> std::time::Duration {
 
 fn main() {
     let rows: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let typed = std::env::args().nth(2).is_some_and(|a| a == "typed");
     let system = System::new();
     system.block_on(async move {
         let schema = Arc::new(schema());
         let frame = frame(FIRST_QUERY_ID, rows);
         let server = Server { sync: None, frame }.start();
-        let actor = SyncActor::new(
-            SyncConfig::default(),
+        let config = SyncConfig {
+            spatial: Some(SpatialConfig {
+                table: "entity".into(),
+                map_column: "map_id".into(),
+                position_column: "pos".into(),
+                cell_x_column: "cell_x".into(),
+                cell_y_column: "cell_y".into(),
+                cell_size: 10.0,
+            }),
+            ..SyncConfig::default()
+        };
+        // `typed` (the second argument): rows of `entity` are decoded once into `Entity` as they arrive.
+        let types = if typed { RowTypes::new().register::<Entity>("entity") } else { RowTypes::new() };
+        let actor = SyncActor::with_types(
+            config,
             Arc::clone(&schema),
+            types,
             server.clone().recipient(),
             SyncListeners::default(),
         );
@@ -176,6 +222,9 @@ fn main() {
         let start = Instant::now();
         let near = handle.entities_in_range(1, 500.0, 50.0, 30.0);
         eprintln!("range query: {} rows in {:?}", near.len(), start.elapsed());
+        let start = Instant::now();
+        let all = handle.table::<Entity>("entity").rows();
+        eprintln!("typed rows: {} in {:?} (typed = {typed})", all.len(), start.elapsed());
         let start = Instant::now();
         let key = bsatn::to_vec(&42u64).unwrap();
         let got = handle.cache().get("entity", &key.into()).is_some();

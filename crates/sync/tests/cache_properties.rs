@@ -455,3 +455,113 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Property 4, through readers: what readers see is the model, transaction by transaction.
+
+fn view_contents(view: &spacelink_sync::CacheView<'_>) -> Model {
+    let mut model = Model::new();
+    for table in view.tables() {
+        for (key, row) in view.entries(&table) {
+            model.insert((table.clone(), key.0.to_vec()), (row.to_vec(), view.refcount(&table, &key)));
+        }
+    }
+    model
+}
+
+/// One step of the client's life: a transaction, or a reconnect whose fresh state is reconciled.
+#[derive(Debug, Clone)]
+enum Step {
+    Transaction { ops: Vec<Op>, rotate: usize },
+    /// A reconnect: the server's state may have moved on meanwhile (`ops`), and
+    /// the fresh state of every live query is reconciled with the stale cache.
+    Reconnect { ops: Vec<Op> },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        5 => (prop::collection::vec(op(), 1..6), any::<usize>()).prop_map(|(ops, rotate)| Step::Transaction { ops, rotate }),
+        1 => prop::collection::vec(op(), 0..4).prop_map(|ops| Step::Reconnect { ops }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (the published reader views equal a simple model after random transaction sequences: inserts, deletes, updates, overlapping subscriptions, reconnect reconciliation; a snapshot never changes once published; a concurrent reader only ever sees whole transactions)
+    #[test]
+    fn prop_published_reader_views_equal_the_model(
+        queries in prop::collection::vec(query(), 1..5),
+        initial in prop::collection::btree_set(0usize..8, 0..5),
+        steps in prop::collection::vec((step(), any::<bool>()), 1..25),
+    ) {
+        let cache = ClientCache::new(TestKeys);
+        let reader = cache.reader();
+        let mut server = Server::default();
+        server.live = initial.iter().map(|q| q % queries.len()).collect();
+        let mut models = vec![Model::new()];
+
+        // A reader on another thread, reading all along: each view must be one whole state.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (reader, stop) = (reader.clone(), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut seen: Vec<Model> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                    let model = reader.with_view(view_contents);
+                    if seen.last() != Some(&model) {
+                        seen.push(model);
+                    }
+                    std::thread::yield_now();
+                }
+                seen
+            })
+        };
+
+        // Snapshots held across later transactions (some, at random): they must not change.
+        let mut held: Vec<(spacelink_sync::Snapshot, Model)> = Vec::new();
+        for (step, hold) in &steps {
+            let before = server.clone();
+            let model_before = before.client_model(&queries);
+            let changes = match step {
+                Step::Transaction { ops, rotate } => {
+                    for op in ops {
+                        server.apply(op, &queries);
+                    }
+                    cache.apply(&server_deltas(&before, &server, &queries, *rotate))
+                }
+                Step::Reconnect { ops } => {
+                    for op in ops {
+                        server.apply(op, &queries);
+                    }
+                    // The fresh state: every live query's rows, as a new session's subscriptions send them.
+                    let unsubscribed = Server { live: BTreeSet::new(), ..server.clone() };
+                    cache.reconcile(&server_deltas(&unsubscribed, &server, &queries, 0))
+                }
+            };
+            let model_after = server.client_model(&queries);
+            prop_assert_eq!(normalize(&changes), diff(&model_before, &model_after));
+            let snapshot = reader.snapshot();
+            prop_assert_eq!(&view_contents(&snapshot.view()), &model_after);
+            prop_assert_eq!(&reader.with_view(view_contents), &model_after);
+            for (table, key) in model_after.keys() {
+                let key = RowKey(Bytes::copy_from_slice(key));
+                prop_assert_eq!(reader.get(table, &key).map(|r| r.to_vec()), model_after.get(&(table.clone(), key.0.to_vec())).map(|e| e.0.clone()));
+            }
+            for (old, model) in &held {
+                prop_assert_eq!(&view_contents(&old.view()), model, "a held snapshot changed");
+            }
+            if *hold {
+                held.push((snapshot, model_after.clone()));
+            }
+            if models.last() != Some(&model_after) {
+                models.push(model_after);
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let seen = watcher.join().map_err(|_| TestCaseError::fail("the reader thread panicked"))?;
+        for view in &seen {
+            prop_assert!(models.contains(view), "a reader saw a state that no transaction left: {:?}", view);
+        }
+    }
+}

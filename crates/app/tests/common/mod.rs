@@ -36,6 +36,28 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 /// A configuration for the test server, with quick heartbeats.
+/// Interest management as guildmaster lays it out: `entity` has `map_id`,
+/// `pos` and a 10-unit grid in `cell_x`/`cell_y`; a map's context is its
+/// entities, items and players.
+#[allow(dead_code)]
+pub fn guildmaster_sync() -> spacelink::SyncConfig {
+    spacelink::SyncConfig {
+        spatial: Some(spacelink::sync::SpatialConfig {
+            table: "entity".into(),
+            map_column: "map_id".into(),
+            position_column: "pos".into(),
+            cell_x_column: "cell_x".into(),
+            cell_y_column: "cell_y".into(),
+            cell_size: 10.0,
+        }),
+        map_context: Some(spacelink::sync::MapContextConfig {
+            map_column: "map_id".into(),
+            tables: vec!["entity".into(), "item".into(), "player".into()],
+        }),
+        ..spacelink::SyncConfig::default()
+    }
+}
+
 pub fn config() -> ConnectionConfig {
     let (url, db) = server();
     let mut config = ConnectionConfig::new(url, db);
