@@ -487,6 +487,55 @@ impl SyncActor {
     }
 }
 
+/// The sync actor's mailbox, made before the actor so that its address can be
+/// wired to the connection's listeners first, and then the actor started on a
+/// thread of its own ([`start_on`](Self::start_on)): applying a large
+/// transaction (decoding its rows, indexing them) then never runs on the
+/// thread that keeps the connection's heartbeats, and uses the second core.
+pub struct SyncMailbox {
+    addr: Addr<SyncActor>,
+    rx: actix::dev::channel::AddressReceiver<SyncActor>,
+}
+
+impl std::fmt::Debug for SyncMailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncMailbox").finish_non_exhaustive()
+    }
+}
+
+impl Default for SyncMailbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncMailbox {
+    /// A mailbox of the actor's capacity.
+    pub fn new() -> Self {
+        let (tx, rx) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+        Self { addr: Addr::new(tx), rx }
+    }
+
+    /// The address the actor will have.
+    pub fn address(&self) -> Addr<SyncActor> {
+        self.addr.clone()
+    }
+
+    /// Runs `actor` on `arbiter` (a thread the caller owns: stop it to stop
+    /// the actor for good) with this mailbox.
+    pub fn start_on(self, actor: SyncActor, arbiter: &actix::ArbiterHandle) -> Addr<SyncActor> {
+        let rx = self.rx;
+        let spawned = arbiter.spawn_fn(move || {
+            let ctx = Context::with_receiver(rx);
+            actix::spawn(ctx.into_future(actor));
+        });
+        if !spawned {
+            tracing::warn!("the sync actor's arbiter has stopped: the actor does not run");
+        }
+        self.addr
+    }
+}
+
 impl Actor for SyncActor {
     type Context = Context<Self>;
 

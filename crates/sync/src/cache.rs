@@ -685,6 +685,10 @@ impl ClientCache {
         for group in group_by_table(deltas) {
             let codec = inner.parts.decoders.table(&group.table);
             let table = data.tables.entry(Arc::clone(&group.table)).or_default();
+            if table.is_empty() {
+                // A table's first rows (an initial subscription): grow the map once.
+                table.reserve(group.deltas.iter().map(|d| d.inserts.len()).sum());
+            }
             let order = &mut writer.order;
             order.clear();
             for row in group.deletes() {

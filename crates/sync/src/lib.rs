@@ -2,11 +2,14 @@
 //!
 //! The `SyncActor` owns query-set subscriptions (`SubscribeMulti` /
 //! `UnsubscribeMulti`), the client cache (rows keyed by primary key,
-//! reference-counted across overlapping subscriptions, applied atomically per
-//! transaction, shared read-only through [`CacheReader`]), map and spatial
-//! interest management (a grid index over the cache and an area of interest
-//! that follows a point with hysteresis), and the reconciliation of the cache
-//! with fresh state after a reconnect, so that unchanged rows fire nothing.
+//! reference-counted across overlapping subscriptions, decoded once into the
+//! game's registered types ([`RowTypes`]), published whole per transaction as
+//! snapshots that readers ([`CacheReader`]) read without ever waiting), map and
+//! spatial interest management as the game configures it ([`SpatialConfig`],
+//! [`MapContextConfig`]: a grid index inside the snapshots and an area of
+//! interest that follows a point with hysteresis), and the reconciliation of
+//! the cache with fresh state after a reconnect, so that unchanged rows fire
+//! nothing.
 //!
 //! Architecture invariant: this crate consumes the connection's
 //! `ServerMessageReceived` and `StateChanged`, sends `SendMessage`, and knows
@@ -21,7 +24,7 @@ pub mod messages;
 pub mod row;
 pub mod spatial;
 
-pub use actor::{SchemaKeys, SyncActor};
+pub use actor::{SchemaKeys, SyncActor, SyncMailbox};
 pub use cache::{CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, Snapshot, TableDelta, WholeRow};
 pub use config::{MapContextConfig, SpatialConfig, SyncConfig};
 pub use error::SyncError;

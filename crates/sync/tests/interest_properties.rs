@@ -2,6 +2,9 @@
 //! errors, against a model server (an actor that answers the sync actor's
 //! messages as SpacetimeDB would, from a world it keeps).
 //!
+//! The sync actor runs on a thread of its own ([`SyncMailbox`]), as a game
+//! would run it, apart from the connection's.
+//!
 //! The game here is not guildmaster: its spatial table is `thing`, with columns
 //! `world` (the map), `at` (the position), `gx`/`gy` (the grid cell), all
 //! named in the configuration.
@@ -20,6 +23,7 @@ use spacelink_connection::{
 };
 use spacelink_sync::{
     SpatialConfig, SubscriptionEvent, SubscriptionStatus, SyncActor, SyncConfig, SyncError, SyncHandle, SyncListeners,
+    SyncMailbox,
 };
 
 const TABLE: &str = "thing";
@@ -269,23 +273,43 @@ impl Handler<SubscriptionEvent> for Tap {
     }
 }
 
-struct Setup {
-    sync: SyncHandle,
-    world: Addr<World>,
-    events: Arc<Mutex<Vec<SubscriptionEvent>>>,
+/// A round trip through the tap: every event sent to it before is in.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Flush;
+
+impl Handler<Flush> for Tap {
+    type Result = ();
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) {}
 }
 
-/// A sync actor wired to a model server holding `things`, connected.
+struct Setup {
+    sync: SyncHandle,
+    tap: Addr<Tap>,
+    world: Addr<World>,
+    events: Arc<Mutex<Vec<SubscriptionEvent>>>,
+    /// The sync actor's own thread.
+    arbiter: Arbiter,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        self.arbiter.stop();
+    }
+}
+
+/// A sync actor, on a thread of its own, wired to a model server holding `things`, connected.
 async fn start(things: BTreeMap<u64, Thing>, refuse: HashMap<String, u32>, max_retries: u32) -> Setup {
     let schema = schema();
     let events = Arc::new(Mutex::new(Vec::new()));
     let tap = Tap(Arc::clone(&events)).start();
-    let ctx = Context::<SyncActor>::new();
-    let world = World { sync: ctx.address().recipient(), things, live: HashMap::new(), refuse }.start();
-    let listeners = SyncListeners { changes: Vec::new(), subscriptions: vec![tap.recipient()] };
+    let mailbox = SyncMailbox::new();
+    let world = World { sync: mailbox.address().recipient(), things, live: HashMap::new(), refuse }.start();
+    let listeners = SyncListeners { changes: Vec::new(), subscriptions: vec![tap.clone().recipient()] };
     let actor = SyncActor::new(config(max_retries), schema.clone(), world.clone().recipient(), listeners);
     let reader = actor.cache().reader();
-    let addr = ctx.run(actor);
+    let arbiter = Arbiter::new();
+    let addr = mailbox.start_on(actor, &arbiter.handle());
     addr.send(StateChanged {
         generation: 1,
         from: ConnectionState::Connecting,
@@ -295,7 +319,7 @@ async fn start(things: BTreeMap<u64, Thing>, refuse: HashMap<String, u32>, max_r
     })
     .await
     .unwrap();
-    Setup { sync: SyncHandle::new(addr, reader, schema), world, events }
+    Setup { sync: SyncHandle::new(addr, reader, schema), tap, world, events, arbiter }
 }
 
 /// Waits until the followed area is one applied query set (no move under way).
@@ -348,7 +372,8 @@ proptest! {
         path in prop::collection::vec(step(), 1..12),
     ) {
         System::new().block_on(async move {
-            let Setup { sync, world: server, .. } = start(things.clone(), HashMap::new(), 3).await;
+            let setup = start(things.clone(), HashMap::new(), 3).await;
+            let (sync, server) = (&setup.sync, &setup.world);
             let mut model = things;
             let (mut x, mut y) = start_at;
             sync.follow(world, x, y, radius, margin).await.unwrap();
@@ -366,7 +391,7 @@ proptest! {
                         server.send(Change { id: *id, to: *to }).await.unwrap();
                     }
                 }
-                let area = settled(&sync).await;
+                let area = settled(sync).await;
                 // The area: the point's radius is inside it, and it reaches no further than radius plus margin
                 // around a centre within half the margin of the point.
                 let (x0, x1, y0, y1) = area.cells.unwrap();
@@ -415,7 +440,8 @@ proptest! {
             let primary = format!("SELECT * FROM {TABLE} WHERE world = 1");
             let broader = format!("SELECT * FROM {TABLE}");
             let refuse = HashMap::from([(primary.clone(), refusals), (broader.clone(), fallback_refusals)]);
-            let Setup { sync, events, .. } = start(things.clone(), refuse, max_retries).await;
+            let setup = start(things.clone(), refuse, max_retries).await;
+            let (sync, events) = (&setup.sync, &setup.events);
             let fallback = with_fallback.then(|| [broader.as_str()]);
             let result = sync.subscribe_with_fallback(&[&primary], fallback.as_ref().map(|f| &f[..])).await;
 
@@ -423,7 +449,9 @@ proptest! {
             // fallback (if any) gets its own; then the set fails.
             let primary_ok = refusals <= max_retries;
             let fallback_ok = with_fallback && fallback_refusals <= max_retries;
+            // The actor tells its events before it answers this; the tap has them after a round trip.
             let infos = sync.subscriptions().await.unwrap();
+            setup.tap.send(Flush).await.unwrap();
             prop_assert_eq!(infos.len(), 1);
             let info = &infos[0];
             let failures: Vec<bool> = events
