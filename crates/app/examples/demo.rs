@@ -108,13 +108,7 @@ async fn main() -> anyhow::Result<()> {
         cell_y_column: "cell_y".into(),
         cell_size: 10.0,
     });
-    let app = Spacelink::connect(
-        config,
-        listeners,
-        ReducerListeners::default(),
-        sync_listeners,
-    )
-    .await?;
+    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await?;
     let sync = app.sync.clone().context("no state sync")?;
 
     let joined = app.reducers.call_json(&schema, "join", r#"["demo-hero", 1]"#).await?;

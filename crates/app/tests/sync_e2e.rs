@@ -89,7 +89,10 @@ impl Shadow {
                 RowChange::Insert { table, key: k, row } => {
                     let key = (table.to_string(), keys.key(table, row).0);
                     assert_eq!(k.0, key.1, "the change's key is the row's");
-                    assert!(self.rows.insert(key, row.bytes().clone()).is_none(), "insert of a row already seen: {table}");
+                    assert!(
+                        self.rows.insert(key, row.bytes().clone()).is_none(),
+                        "insert of a row already seen: {table}"
+                    );
                 }
                 RowChange::Update { table, key: k, old, new } => {
                     assert_ne!(old, new, "an update that changes nothing fired");

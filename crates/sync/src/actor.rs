@@ -560,10 +560,8 @@ impl Handler<StateChanged> for SyncActor {
                 .collect();
             if self.cache.with_view(|v| v.total_rows()) > 0 {
                 // The cache is stale: collect the fresh state, then reconcile.
-                self.staging = Some(Staging {
-                    fresh: self.cache.empty_like(),
-                    waiting: live.iter().copied().collect(),
-                });
+                self.staging =
+                    Some(Staging { fresh: self.cache.empty_like(), waiting: live.iter().copied().collect() });
             }
             for id in live {
                 self.send_subscribe(id);

@@ -497,7 +497,12 @@ impl CacheView<'_> {
     /// `map`, from the spatial index (empty without a spatial table).
     pub fn within(&self, map: u32, x: f32, y: f32, radius: f32) -> Vec<Row> {
         let Some(table) = self.spatial.and_then(|s| self.data.tables.get(&s.table)) else { return Vec::new() };
-        self.data.spatial.within(map, x, y, radius).iter().filter_map(|key| table.get(key).map(|c| c.row.clone())).collect()
+        self.data
+            .spatial
+            .within(map, x, y, radius)
+            .iter()
+            .filter_map(|key| table.get(key).map(|c| c.row.clone()))
+            .collect()
     }
 
     /// How many rows the spatial index holds.
@@ -608,7 +613,10 @@ impl ClientCache {
     /// An empty cache whose rows are keyed by `keys`, decoded by `decoders`,
     /// and, for `spatial`'s table, indexed by position.
     pub fn with_parts(keys: Arc<dyn RowKeys>, decoders: Decoders, spatial: Option<SpatialSetup>) -> Self {
-        let data = Data { tables: FxHashMap::default(), spatial: SpatialIndex::new(spatial.as_ref().map_or(10.0, |s| s.cell)) };
+        let data = Data {
+            tables: FxHashMap::default(),
+            spatial: SpatialIndex::new(spatial.as_ref().map_or(10.0, |s| s.cell)),
+        };
         let inner = Inner {
             published: ArcSwap::from_pointee(data),
             parts: Parts { keys, decoders, spatial },
@@ -949,7 +957,12 @@ mod tests {
     }
 
     fn update(table: &str, old: &Bytes, new: &Bytes) -> RowChange {
-        RowChange::Update { table: table.into(), key: TestKeys.key(table, new), old: old.clone().into(), new: new.clone().into() }
+        RowChange::Update {
+            table: table.into(),
+            key: TestKeys.key(table, new),
+            old: old.clone().into(),
+            new: new.clone().into(),
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::cache::RowChange;
-use crate::row::Row;
 use crate::error::SyncError;
+use crate::row::Row;
 
 /// A live query set, as the game holds it; stays valid across reconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

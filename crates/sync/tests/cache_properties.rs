@@ -472,10 +472,15 @@ fn view_contents(view: &spacelink_sync::CacheView<'_>) -> Model {
 /// One step of the client's life: a transaction, or a reconnect whose fresh state is reconciled.
 #[derive(Debug, Clone)]
 enum Step {
-    Transaction { ops: Vec<Op>, rotate: usize },
+    Transaction {
+        ops: Vec<Op>,
+        rotate: usize,
+    },
     /// A reconnect: the server's state may have moved on meanwhile (`ops`), and
     /// the fresh state of every live query is reconciled with the stale cache.
-    Reconnect { ops: Vec<Op> },
+    Reconnect {
+        ops: Vec<Op>,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -497,8 +502,7 @@ proptest! {
     ) {
         let cache = ClientCache::new(TestKeys);
         let reader = cache.reader();
-        let mut server = Server::default();
-        server.live = initial.iter().map(|q| q % queries.len()).collect();
+        let mut server = Server { live: initial.iter().map(|q| q % queries.len()).collect(), ..Server::default() };
         let mut models = vec![Model::new()];
 
         // A reader on another thread, reading all along: each view must be one whole state.

@@ -135,7 +135,10 @@ impl Actor for World {
     type Context = Context<Self>;
 }
 
-fn update(table_rows: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>) -> ws::DatabaseUpdate<ws::BsatnFormat> {
+/// One query's part of a transaction: its deleted rows and its inserted rows.
+type QueryRows = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn update(table_rows: Vec<QueryRows>) -> ws::DatabaseUpdate<ws::BsatnFormat> {
     let updates = table_rows
         .into_iter()
         .map(|(deletes, inserts)| {
@@ -146,12 +149,20 @@ fn update(table_rows: Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)>) -> ws::DatabaseUpdate<w
                 }
                 list.finish()
             };
-            ws::CompressableQueryUpdate::Uncompressed(ws::QueryUpdate { deletes: list(deletes), inserts: list(inserts) })
+            ws::CompressableQueryUpdate::Uncompressed(ws::QueryUpdate {
+                deletes: list(deletes),
+                inserts: list(inserts),
+            })
         })
         .collect::<Vec<_>>();
     let num_rows = 0;
     ws::DatabaseUpdate {
-        tables: vec![ws::TableUpdate { table_id: 4096.into(), table_name: TABLE.into(), num_rows, updates: updates.into() }],
+        tables: vec![ws::TableUpdate {
+            table_id: 4096.into(),
+            table_name: TABLE.into(),
+            num_rows,
+            updates: updates.into(),
+        }],
     }
 }
 
@@ -165,7 +176,7 @@ impl World {
         });
     }
 
-    fn rows_of(&self, filters: &[Filter]) -> Vec<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    fn rows_of(&self, filters: &[Filter]) -> Vec<QueryRows> {
         filters
             .iter()
             .map(|f| (Vec::new(), self.things.iter().filter(|(_, t)| f.matches(t)).map(|(id, t)| t.row(*id)).collect()))
@@ -442,7 +453,7 @@ proptest! {
             let refuse = HashMap::from([(primary.clone(), refusals), (broader.clone(), fallback_refusals)]);
             let setup = start(things.clone(), refuse, max_retries).await;
             let (sync, events) = (&setup.sync, &setup.events);
-            let fallback = with_fallback.then(|| [broader.as_str()]);
+            let fallback = with_fallback.then_some([broader.as_str()]);
             let result = sync.subscribe_with_fallback(&[&primary], fallback.as_ref().map(|f| &f[..])).await;
 
             // What must happen: the primary queries get max_retries more attempts; then the
