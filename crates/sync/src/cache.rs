@@ -40,7 +40,9 @@
 //! between the copies (an `Arc` each), so the second copy costs the maps, not
 //! the rows. If a reader still holds the spare copy when the next transaction
 //! comes (a snapshot kept past a frame), the writer does not wait for it: after
-//! a millisecond of yielding it copies the published one instead.
+//! a millisecond of yielding it copies the published one instead (counted in
+//! `spacelink_sync_snapshot_copies_total`). After a reconcile (which publishes
+//! the fresh state whole) the first transaction also copies once.
 //!
 //! The spatial index (positions of the rows of one table, see
 //! [`SpatialSetup`]) lives in the same snapshots, so a range query reads rows
@@ -350,7 +352,9 @@ impl Data {
 struct Writer {
     spare: Option<Arc<Data>>,
     pending: Vec<Op>,
-    order: Vec<RowKey>,
+    /// The keys a transaction touched in one table, in first-touch order, each
+    /// with its row and count right after that first touch.
+    order: Vec<(RowKey, Row, u32)>,
 }
 
 /// How rows are keyed, decoded and indexed.
@@ -699,6 +703,8 @@ impl ClientCache {
             }
             let order = &mut writer.order;
             order.clear();
+            // Whether a key was touched twice: only then are the states in `order` not final.
+            let mut retouched = false;
             for row in group.deletes() {
                 stats.row(row);
                 let key = inner.parts.keys.key_of(&group.table, row);
@@ -707,11 +713,13 @@ impl ClientCache {
                         if cached.row.bytes() != row {
                             tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
                         }
+                        cached.count -= 1;
                         if cached.touched != txn {
                             cached.touched = txn;
-                            order.push(key);
+                            order.push((key, cached.row.clone(), cached.count));
+                        } else {
+                            retouched = true;
                         }
-                        cached.count -= 1;
                     }
                     _ => {
                         stats.ignored += 1;
@@ -725,32 +733,38 @@ impl ClientCache {
                 match table.entry(key) {
                     MapEntry::Occupied(mut entry) => {
                         let cached = entry.get_mut();
-                        if cached.touched != txn {
-                            cached.touched = txn;
-                            order.push(entry.key().clone());
-                        }
-                        let cached = entry.get_mut();
                         if cached.row.bytes() != row {
                             cached.row = decode(codec, row);
                         }
                         cached.count = cached.count.saturating_add(1);
+                        if cached.touched != txn {
+                            cached.touched = txn;
+                            let (row, count) = (cached.row.clone(), cached.count);
+                            order.push((entry.key().clone(), row, count));
+                        } else {
+                            retouched = true;
+                        }
                     }
                     MapEntry::Vacant(entry) => {
-                        order.push(entry.key().clone());
-                        entry.insert(Cached { row: decode(codec, row), count: 1, touched: txn });
+                        let row = decode(codec, row);
+                        order.push((entry.key().clone(), row.clone(), 1));
+                        entry.insert(Cached { row, count: 1, touched: txn });
                     }
                 }
             }
             let before = current.tables.get(&group.table);
-            for key in order.drain(..) {
+            for (key, row, count) in order.drain(..) {
                 let old = before.and_then(|t| t.get(&key));
-                let new = match table.get(&key) {
-                    Some(c) if c.count > 0 => Some((c.row.clone(), c.count)),
-                    Some(_) => {
-                        table.remove(&key);
-                        None
-                    }
-                    None => None,
+                // Touched once (the usual case): the state after that touch is final.
+                let (row, count) = match retouched {
+                    false => (row, count),
+                    true => table.get(&key).map_or((row, 0), |c| (c.row.clone(), c.count)),
+                };
+                let new = if count > 0 {
+                    Some((row, count))
+                } else {
+                    table.remove(&key);
+                    None
                 };
                 let moved = old.map(|c| c.row.bytes()) != new.as_ref().map(|(r, _)| r.bytes());
                 if old.map(|c| (c.row.bytes(), c.count)) == new.as_ref().map(|(r, c)| (r.bytes(), *c)) {
