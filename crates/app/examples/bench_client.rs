@@ -28,7 +28,7 @@ use actix::prelude::*;
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use spacelink::reducers::{Outcome, ReducerListeners};
-use spacelink::sync::{RowChange, RowsChanged, SubscriptionEvent, SyncListeners};
+use spacelink::sync::{RowChange, RowTypes, RowsChanged, SubscriptionEvent, SyncListeners};
 use spacelink::{ConnectionConfig, ConnectionState, Listeners, Spacelink, SpacelinkConfig, StateChanged};
 use tokio::sync::watch;
 
@@ -46,6 +46,37 @@ struct Seen {
     disconnected_unix_us: Option<u64>,
     /// How many times a subscription was (re)applied.
     applied: u64,
+}
+
+/// guildmaster's `entity` row, as the code generator writes it.
+#[derive(Debug, spacetimedb_lib::de::Deserialize)]
+#[sats(crate = spacetimedb_lib)]
+#[allow(dead_code)]
+struct Entity {
+    entity_id: u64,
+    map_id: u32,
+    kind: EntityKind,
+    pos: Vec2,
+    cell_x: i32,
+    cell_y: i32,
+    hp: i32,
+}
+
+#[derive(Debug, spacetimedb_lib::de::Deserialize)]
+#[sats(crate = spacetimedb_lib)]
+#[allow(dead_code)]
+enum EntityKind {
+    Npc,
+    Spawned,
+    Pickup,
+}
+
+#[derive(Debug, spacetimedb_lib::de::Deserialize)]
+#[sats(crate = spacetimedb_lib)]
+#[allow(dead_code)]
+struct Vec2 {
+    x: f32,
+    y: f32,
 }
 
 /// Listens to the cache, the query sets and the connection state.
@@ -225,7 +256,10 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     let listeners = Listeners { states: vec![counter.clone().recipient()], ..Default::default() };
     let sync_listeners =
         SyncListeners { changes: vec![counter.clone().recipient()], subscriptions: vec![counter.clone().recipient()] };
-    let config = SpacelinkConfig::new(ConnectionConfig::new(&args.server, &args.database));
+    let mut config = SpacelinkConfig::new(ConnectionConfig::new(&args.server, &args.database));
+    // As a game would (and as the official client's generated bindings do): the
+    // entity rows are decoded into their Rust type, once, as they arrive.
+    config.row_types = RowTypes::new().register::<Entity>("entity");
     let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await?;
     let sync = app.sync.clone().context("no state sync")?;
 

@@ -21,7 +21,7 @@ use spacelink_connection::{
     StateChanged,
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
-use spacelink_sync::{SyncActor, SyncConfig, SyncHandle, SyncListeners};
+use spacelink_sync::{RowTypes, SyncActor, SyncConfig, SyncHandle, SyncListeners};
 use spacelink_telemetry::{ExportFormat, TelemetryActor, TelemetryError, TelemetryHandle, TelemetrySetup};
 
 use crate::store::FileQueueStore;
@@ -40,6 +40,10 @@ pub struct SpacelinkConfig {
     pub fetch_schema: bool,
     /// State synchronisation.
     pub sync: SyncConfig,
+    /// The Rust types of the game's tables: their rows are decoded once, as
+    /// they arrive, and shared by the cache and every change (default: none,
+    /// every row a dynamic value decoded on first use).
+    pub row_types: RowTypes,
     /// The module's schema, if already known: needed for state synchronisation
     /// (rows are keyed by their primary keys). [`Spacelink::connect`] fetches it.
     pub schema: Option<Arc<ModuleSchema>>,
@@ -68,6 +72,7 @@ impl SpacelinkConfig {
             queue_file: None,
             fetch_schema: true,
             sync: SyncConfig::default(),
+            row_types: RowTypes::new(),
             schema: None,
             auth: AuthConfig::default(),
             credentials: None,
@@ -218,9 +223,10 @@ impl Spacelink {
             }
             sync = match (sync_ctx, &connection, config.schema.clone()) {
                 (Some(sync_ctx), Some(connection), Some(schema)) => {
-                    let actor = SyncActor::new(
+                    let actor = SyncActor::with_types(
                         config.sync,
                         schema.clone(),
+                        config.row_types,
                         connection.addr().clone().recipient(),
                         sync_listeners,
                     );
