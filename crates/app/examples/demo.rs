@@ -14,9 +14,8 @@ use anyhow::Context as _;
 use spacelink::connection::lib::{Identity, Timestamp};
 use spacelink::prediction::{Position, PredictionConfig, PredictionListeners, Step, Walk};
 use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
-use spacelink::reducers::ReducerListeners;
 use spacelink::sync::SyncListeners;
-use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink, SpacelinkConfig, StateChanged};
+use spacelink::{Client, Listeners, ModuleSchema, StateChanged};
 
 /// Prints state changes.
 struct Watch;
@@ -98,18 +97,19 @@ async fn main() -> anyhow::Result<()> {
     let prediction = PredictionWiring::<Walk>::new();
     let mut sync_listeners = SyncListeners::default();
     prediction.listen(&mut sync_listeners);
-    let app = Spacelink::connect(
-        SpacelinkConfig::new(ConnectionConfig::new(&server, &database)),
-        listeners,
-        ReducerListeners::default(),
-        sync_listeners,
-    )
-    .await?;
-    let sync = app.sync.clone().context("no state sync")?;
+    let app = Client::builder()
+        .with_uri(&server)
+        .with_database(&database)
+        .with_schema(std::sync::Arc::new(schema.clone()))
+        .with_listeners(listeners)
+        .with_sync_listeners(sync_listeners)
+        .build_async()
+        .await?;
+    let sync = app.sync().clone();
 
-    let joined = app.reducers.call_json(&schema, "join", r#"["demo-hero", 1]"#).await?;
+    let joined = app.reducer_client().call_json(&schema, "join", r#"["demo-hero", 1]"#).await?;
     println!("join: {:?} in {:.1} ms", joined.outcome, joined.round_trip.as_secs_f64() * 1000.0);
-    let identity = app.connection.status().await?.identity.context("no identity")?;
+    let identity = app.connection().status().await?.identity.context("no identity")?;
     sync.follow(1, 50.0, 50.0, 15.0, 6.0).await?;
     sync.subscribe(&[&format!("SELECT * FROM player WHERE identity = 0x{}", identity.to_hex())]).await?;
     println!("following the area around the player: {} entities cached", sync.cache().count("entity"));
@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let status = app.connection.status().await?;
+    let status = app.connection().status().await?;
     println!(
         "state {}, network {}, latency {}, breaker {}; {} entities and {} players cached",
         status.state,

@@ -22,6 +22,8 @@ use spacelink_connection::{
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
 use spacelink_sync::{SyncActor, SyncConfig, SyncHandle, SyncListeners};
+
+use crate::error::ClientError;
 use spacelink_telemetry::{ExportFormat, TelemetryActor, TelemetryError, TelemetryHandle, TelemetrySetup};
 
 use crate::store::FileQueueStore;
@@ -35,13 +37,10 @@ pub struct SpacelinkConfig {
     pub reducers: ReducerConfig,
     /// Keep unanswered reducer calls in this file across app restarts (default: none).
     pub queue_file: Option<PathBuf>,
-    /// Fetch the module's schema at start, so that reducer calls are checked
-    /// against it before sending (default: yes).
-    pub fetch_schema: bool,
     /// State synchronisation.
     pub sync: SyncConfig,
-    /// The module's schema, if already known: needed for state synchronisation
-    /// (rows are keyed by their primary keys). [`Spacelink::connect`] fetches it.
+    /// The module's schema, if already known (default: fetched at start,
+    /// bounded and retried, by [`ModuleSchema::fetch_for`]).
     pub schema: Option<Arc<ModuleSchema>>,
     /// Authentication settings.
     pub auth: AuthConfig,
@@ -66,7 +65,6 @@ impl SpacelinkConfig {
             connection,
             reducers: ReducerConfig::default(),
             queue_file: None,
-            fetch_schema: true,
             sync: SyncConfig::default(),
             schema: None,
             auth: AuthConfig::default(),
@@ -87,178 +85,148 @@ pub struct Supervisor {
     last_state: ConnectionState,
 }
 
-/// A running spacelink: the supervisor and the handles of its children.
+/// The running tree: the supervisor and the handles of its children.
+///
+/// Built only by [`start_tree`], which both [`crate::ClientBuilder::build`]
+/// and [`crate::ClientBuilder::build_async`] use; a game holds a [`crate::Client`].
 #[derive(Debug, Clone)]
-pub struct Spacelink {
+pub(crate) struct Tree {
     /// The supervisor.
-    pub supervisor: Addr<Supervisor>,
+    pub(crate) supervisor: Addr<Supervisor>,
     /// The connection.
-    pub connection: ConnectionHandle,
+    pub(crate) connection: ConnectionHandle,
     /// The reducer client.
-    pub reducers: ReducerHandle,
+    pub(crate) reducers: ReducerHandle,
     /// Authentication: identity, token, refresh.
-    pub auth: AuthHandle,
-    /// State synchronisation (present when the schema was known at start, as
-    /// with [`Spacelink::connect`]).
-    pub sync: Option<SyncHandle>,
+    pub(crate) auth: AuthHandle,
+    /// State synchronisation (always present: the schema is fetched unless given).
+    pub(crate) sync: SyncHandle,
     /// The performance monitor (present when configured).
-    pub telemetry: Option<TelemetryHandle>,
+    pub(crate) telemetry: Option<TelemetryHandle>,
+    /// The module's schema.
+    pub(crate) schema: Arc<ModuleSchema>,
 }
 
-impl Spacelink {
-    /// Starts the supervisor tree with default settings around `config` and
-    /// connects. Call inside an actix system.
-    ///
-    /// `listeners` hear everything the connection tells (server messages, state
-    /// changes, identities); the supervisor and the reducer client listen too.
-    pub fn start(config: ConnectionConfig, listeners: Listeners) -> Result<Self, ConnectionError> {
-        Self::start_with(SpacelinkConfig::new(config), listeners, ReducerListeners::default())
-    }
+/// Who hears the tree's children besides the client's own event queue.
+#[derive(Debug, Default)]
+pub(crate) struct TreeListeners {
+    pub(crate) connection: Listeners,
+    pub(crate) reducers: ReducerListeners,
+    pub(crate) sync: SyncListeners,
+}
 
-    /// Fetches the module's schema, then starts the whole tree (connection,
-    /// reducer client and state synchronisation). Call inside an actix system.
-    pub async fn connect(
-        mut config: SpacelinkConfig,
-        listeners: Listeners,
-        reducer_listeners: ReducerListeners,
-        sync_listeners: SyncListeners,
-    ) -> Result<Self, ConnectionError> {
-        config.connection.validate()?;
-        if config.schema.is_none() {
-            // Bounded (timeout, size, type limits) and retried on the connection's backoff.
-            let schema = ModuleSchema::fetch_for(&config.connection).await?;
-            config.schema = Some(Arc::new(schema));
-        }
-        config.fetch_schema = false;
-        Self::start_all(config, listeners, reducer_listeners, sync_listeners)
+/// Starts the supervisor tree inside the current actix system: fetches the
+/// module's schema unless given (bounded and retried by [`ModuleSchema::fetch_for`]),
+/// then starts auth, the reducer client, state sync and the connection.
+pub(crate) async fn start_tree(mut config: SpacelinkConfig, listeners: TreeListeners) -> Result<Tree, ClientError> {
+    config.connection.validate()?;
+    if config.reducers.max_in_flight >= config.connection.outbound_capacity {
+        // A full socket queue could refuse a call while later ones get through.
+        return Err(ClientError::Config(spacelink_connection::ConfigError {
+            field: "reducers.max_in_flight",
+            reason: format!(
+                "{} must be below the connection's outbound_capacity ({})",
+                config.reducers.max_in_flight, config.connection.outbound_capacity
+            ),
+        }));
     }
+    let schema = match config.schema.take() {
+        Some(schema) => schema,
+        None => Arc::new(ModuleSchema::fetch_for(&config.connection).await?),
+    };
+    start_children(config, schema, listeners)
+}
 
-    /// Starts the supervisor tree: the reducer client, then the connection wired to it.
-    pub fn start_with(
-        config: SpacelinkConfig,
-        listeners: Listeners,
-        reducer_listeners: ReducerListeners,
-    ) -> Result<Self, ConnectionError> {
-        Self::start_all(config, listeners, reducer_listeners, SyncListeners::default())
-    }
-
-    /// Starts every child: the reducer and sync actors exist (as addresses)
-    /// before the connection, so that each can be given the other's recipients.
-    fn start_all(
-        mut config: SpacelinkConfig,
-        mut listeners: Listeners,
-        reducer_listeners: ReducerListeners,
-        sync_listeners: SyncListeners,
-    ) -> Result<Self, ConnectionError> {
-        config.connection.validate()?;
-        // Authentication first: the token the connection starts with.
-        let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
-        let primary = config.credentials.clone().unwrap_or_else(|| Arc::new(MemoryStore::default()));
-        let mut store = FallbackStore::new(primary);
-        let auth_token =
-            spacelink_auth::initial_token(&mut store, &key, config.connection.token.take().map(Token::new));
-        config.connection.token = auth_token.as_ref().map(|t| t.expose().to_string());
-        if config.reducers.max_in_flight >= config.connection.outbound_capacity {
-            // A full socket queue could refuse a call while later ones get through.
-            return Err(ConnectionError::Config(spacelink_connection::ConfigError {
-                field: "reducers.max_in_flight",
-                reason: format!(
-                    "{} must be below the connection's outbound_capacity ({})",
-                    config.reducers.max_in_flight, config.connection.outbound_capacity
-                ),
-            }));
-        }
-        let fetch_config = config.connection.clone();
-        // The monitor first, so that its recorder hears the first connection.
-        let telemetry = match config.telemetry {
-            Some(setup) => Some(TelemetryActor::start_global(setup.config, setup.listeners).map_err(|e| {
-                ConnectionError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
-            })?),
-            None => None,
-        };
-        let tree_telemetry = telemetry.clone();
-        let mut outcome = None;
-        let mut sync = None;
-        let mut auth = None;
-        let supervisor = Supervisor::create(|ctx| {
-            let auth_ctx = Context::<AuthActor>::new();
-            let auth_addr = auth_ctx.address();
-            listeners.identities.push(auth_addr.clone().recipient());
-            listeners.resilience.push(auth_addr.clone().recipient());
-            listeners.states.push(auth_addr.clone().recipient());
-            // The reducer actor's address exists before the actor, so that the
-            // connection can be given its recipients and it the connection's.
-            let reducer_ctx = Context::<ReducerActor>::new();
-            let reducer_addr = reducer_ctx.address();
-            listeners.states.push(ctx.address().recipient());
-            listeners.messages.push(reducer_addr.clone().recipient());
-            listeners.states.push(reducer_addr.clone().recipient());
-            listeners.identities.push(reducer_addr.clone().recipient());
-            let sync_ctx = config.schema.as_ref().map(|_| Context::<SyncActor>::new());
-            if let Some(sync_ctx) = &sync_ctx {
-                listeners.messages.push(sync_ctx.address().recipient());
-                listeners.states.push(sync_ctx.address().recipient());
-            }
-            let result = ConnectionActor::start_supervised(config.connection, listeners);
-            let connection = result.as_ref().ok().cloned();
-            if let Some(connection) = &connection {
-                let setup = AuthSetup {
-                    config: config.auth,
-                    key,
-                    store,
-                    provider: config.token_provider,
-                    connection: connection.addr().clone().recipient(),
-                    listeners: config.auth_listeners,
-                };
-                auth = Some(auth_ctx.run(AuthActor::new(setup, auth_token)));
-                let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
-                let actor =
-                    ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
-                reducer_ctx.run(actor);
-            }
-            sync = match (sync_ctx, &connection, config.schema.clone()) {
-                (Some(sync_ctx), Some(connection), Some(schema)) => {
-                    let actor = SyncActor::new(
-                        config.sync,
-                        schema.clone(),
-                        connection.addr().clone().recipient(),
-                        sync_listeners,
-                    );
-                    let reader = actor.cache().reader();
-                    let addr = sync_ctx.run(actor);
-                    Some(SyncHandle::new(addr, reader, schema))
-                }
-                _ => None,
+/// Starts every child: the reducer and sync actors exist (as addresses)
+/// before the connection, so that each can be given the other's recipients.
+fn start_children(
+    mut config: SpacelinkConfig,
+    schema: Arc<ModuleSchema>,
+    listeners: TreeListeners,
+) -> Result<Tree, ClientError> {
+    let TreeListeners { connection: mut listeners, reducers: reducer_listeners, sync: sync_listeners } = listeners;
+    // Authentication first: the token the connection starts with.
+    let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
+    let primary = config.credentials.clone().unwrap_or_else(|| Arc::new(MemoryStore::default()));
+    let mut store = FallbackStore::new(primary);
+    let auth_token = spacelink_auth::initial_token(&mut store, &key, config.connection.token.take().map(Token::new));
+    config.connection.token = auth_token.as_ref().map(|t| t.expose().to_string());
+    // The monitor first, so that its recorder hears the first connection.
+    let telemetry = match config.telemetry {
+        Some(setup) => Some(TelemetryActor::start_global(setup.config, setup.listeners).map_err(|e| {
+            ClientError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
+        })?),
+        None => None,
+    };
+    let tree_telemetry = telemetry.clone();
+    let mut outcome = None;
+    let mut sync = None;
+    let mut auth = None;
+    let supervisor = Supervisor::create(|ctx| {
+        let auth_ctx = Context::<AuthActor>::new();
+        let auth_addr = auth_ctx.address();
+        listeners.identities.push(auth_addr.clone().recipient());
+        listeners.resilience.push(auth_addr.clone().recipient());
+        listeners.states.push(auth_addr.clone().recipient());
+        // The reducer actor's address exists before the actor, so that the
+        // connection can be given its recipients and it the connection's.
+        let reducer_ctx = Context::<ReducerActor>::new();
+        let reducer_addr = reducer_ctx.address();
+        listeners.states.push(ctx.address().recipient());
+        listeners.messages.push(reducer_addr.clone().recipient());
+        listeners.states.push(reducer_addr.clone().recipient());
+        listeners.identities.push(reducer_addr.clone().recipient());
+        let sync_ctx = Context::<SyncActor>::new();
+        listeners.messages.push(sync_ctx.address().recipient());
+        listeners.states.push(sync_ctx.address().recipient());
+        let result = ConnectionActor::start_supervised(config.connection, listeners);
+        let connection = result.as_ref().ok().cloned();
+        if let Some(connection) = &connection {
+            let setup = AuthSetup {
+                config: config.auth,
+                key,
+                store,
+                provider: config.token_provider,
+                connection: connection.addr().clone().recipient(),
+                listeners: config.auth_listeners,
             };
-            let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
-            outcome = Some(result.map(|c| (c, reducers.clone())));
-            Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
-        });
-        let (connection, reducers, auth) = match (outcome, auth) {
-            (Some(Ok((connection, Some(reducers)))), Some(auth)) => (connection, reducers, AuthHandle::new(auth)),
-            (Some(Err(e)), _) => {
-                supervisor.do_send(StopTree);
-                return Err(e);
-            }
-            _ => return Err(ConnectionError::ActorGone),
-        };
-        if let Some(schema) = &config.schema {
-            reducers.set_schema(schema.clone());
-        } else if config.fetch_schema {
-            let reducers = reducers.clone();
-            actix::spawn(async move {
-                match ModuleSchema::fetch_for(&fetch_config).await {
-                    Ok(schema) => reducers.set_schema(Arc::new(schema)),
-                    Err(e) => tracing::warn!(error = %e, "no schema: reducer calls are not checked against it"),
-                }
-            });
+            auth = Some(auth_ctx.run(AuthActor::new(setup, auth_token)));
+            let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
+            let actor =
+                ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
+            reducer_ctx.run(actor);
+            let actor =
+                SyncActor::new(config.sync, schema.clone(), connection.addr().clone().recipient(), sync_listeners);
+            let reader = actor.cache().reader();
+            let addr = sync_ctx.run(actor);
+            sync = Some(SyncHandle::new(addr, reader, schema.clone()));
         }
-        Ok(Self { supervisor, connection, reducers, auth, sync, telemetry })
-    }
+        let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
+        outcome = Some(result.map(|c| (c, reducers.clone())));
+        Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
+    });
+    let (connection, reducers, auth, sync) = match (outcome, auth, sync) {
+        (Some(Ok((connection, Some(reducers)))), Some(auth), Some(sync)) => {
+            (connection, reducers, AuthHandle::new(auth), sync)
+        }
+        (Some(Err(e)), _, _) => {
+            supervisor.do_send(StopTree);
+            return Err(e.into());
+        }
+        _ => return Err(ClientError::Connection(ConnectionError::ActorGone)),
+    };
+    reducers.set_schema(schema.clone());
+    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema })
+}
 
+impl Tree {
     /// Writes a snapshot of the performance statistics (the configured window
     /// and every interval kept) to `path`.
-    pub async fn export_stats(&self, path: &std::path::Path, format: ExportFormat) -> Result<(), TelemetryError> {
+    pub(crate) async fn export_stats(
+        &self,
+        path: &std::path::Path,
+        format: ExportFormat,
+    ) -> Result<(), TelemetryError> {
         let telemetry = self
             .telemetry
             .as_ref()
@@ -272,7 +240,7 @@ impl Spacelink {
     }
 
     /// Closes the connection and stops the tree.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         self.supervisor.do_send(StopTree);
     }
 }
@@ -322,7 +290,7 @@ mod tests {
     async fn settings_that_could_reorder_calls_are_refused() {
         let mut config = SpacelinkConfig::new(ConnectionConfig::new("http://127.0.0.1:9", "guildmaster"));
         config.reducers.max_in_flight = config.connection.outbound_capacity;
-        let err = Spacelink::start_with(config, Listeners::default(), ReducerListeners::default()).unwrap_err();
+        let err = start_tree(config, TreeListeners::default()).await.unwrap_err();
         assert!(err.to_string().contains("reducers.max_in_flight"), "{err}");
     }
 }
