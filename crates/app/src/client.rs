@@ -29,8 +29,9 @@ use spacelink_reducers::{ReducerConfig, ReducerHandle, ReducerListeners};
 use spacelink_sync::{SyncConfig, SyncHandle, SyncListeners, TableView};
 use spacelink_telemetry::{ExportFormat, TelemetryError, TelemetryHandle, TelemetrySetup};
 
+use crate::calls::{Reducers, ResultCallbacks, Waiting};
 use crate::error::ClientError;
-use crate::events::{self, Event, EventReceiver, EventSender, EventSink, RowEventKind};
+use crate::events::{self, Event, EventReceiver, EventSink, RowEventKind};
 use crate::supervisor::{start_tree, SpacelinkConfig, Tree, TreeListeners};
 
 /// A callback run on the game's thread by [`Client::frame_tick`].
@@ -370,10 +371,13 @@ impl Start {
                 }
             });
         }
+        let result_callbacks = ResultCallbacks::default();
         Ok(Client {
+            reducers: Reducers::new(tree.reducers.clone(), sender, result_callbacks.clone()),
+            result_callbacks,
+            waiting: Waiting::default(),
             tree,
             events: receiver,
-            sender,
             frame: Vec::new(),
             callbacks: Vec::new(),
             registrar,
@@ -413,8 +417,9 @@ struct Runtime {
 pub struct Client {
     tree: Tree,
     events: EventReceiver,
-    #[allow(dead_code)] // Reducer calls report through it (next change).
-    sender: EventSender,
+    reducers: Reducers,
+    result_callbacks: ResultCallbacks,
+    waiting: Waiting,
     frame: Vec<Event>,
     callbacks: Vec<Callback>,
     registrar: Registrar,
@@ -448,12 +453,17 @@ impl Client {
     pub fn frame_tick(&mut self) -> &[Event] {
         self.frame.clear();
         self.registrar.take_into(&mut self.callbacks);
+        self.waiting.adopt(&self.result_callbacks);
         self.events.drain_into(&mut self.frame);
         for event in &self.frame {
+            if let Event::ReducerResult { ticket, result, .. } = event {
+                self.waiting.dispatch(*ticket, result);
+            }
             for callback in &mut self.callbacks {
                 callback(event);
             }
         }
+        self.waiting.sweep_ready();
         &self.frame
     }
 
@@ -493,6 +503,11 @@ impl Client {
     /// The connection: state, health, reconnect.
     pub fn connection(&self) -> &ConnectionHandle {
         &self.tree.connection
+    }
+
+    /// Reducer calls that return at once (the official SDK's `conn.reducers`).
+    pub fn reducers(&self) -> &Reducers {
+        &self.reducers
     }
 
     /// The reducer client underneath (awaitable calls, batches, validators).

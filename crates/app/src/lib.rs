@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod calls;
 pub mod client;
 pub mod credentials;
 pub mod error;
@@ -39,6 +40,7 @@ pub mod store;
 pub mod supervisor;
 pub mod watcher;
 
+pub use calls::{CallResult, ReducerCall, Reducers};
 pub use client::{Client, ClientBuilder, Table};
 pub use error::ClientError;
 pub use events::{Event, RowEvent, RowEventKind};

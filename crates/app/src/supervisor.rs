@@ -193,7 +193,8 @@ fn start_children(
             auth = Some(auth_ctx.run(AuthActor::new(setup, auth_token)));
             let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
             let actor =
-                ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
+                ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store)
+                    .with_request_ids(connection.request_ids());
             reducer_ctx.run(actor);
             let actor =
                 SyncActor::new(config.sync, schema.clone(), connection.addr().clone().recipient(), sync_listeners);

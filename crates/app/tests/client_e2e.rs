@@ -37,6 +37,14 @@ struct Vec2 {
     y: f32,
 }
 
+/// `join`'s arguments, as the official code generator would emit them.
+#[derive(spacetimedb_lib::ser::Serialize)]
+#[sats(crate = spacetimedb_lib)]
+struct JoinArgs {
+    name: String,
+    map_id: u32,
+}
+
 /// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
 fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -80,13 +88,37 @@ fn e2e_a_game_thread_builds_a_client_ticks_and_sees_its_rows_through_typed_callb
     });
     let identity = tick_identity(&mut client, &connected);
 
-    // The reducer client is awaited here from a plain runtime of the test's own.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let args = client.schema().encode_reducer_args("join", &format!(r#"["{name}", 1]"#)).unwrap();
-    let result = runtime.block_on(client.reducer_client().call("join", args)).unwrap();
+    // A reducer call returns at once; its result comes in a tick, both to
+    // its callback and as an event.
+    let call = client.reducers().call("join", &JoinArgs { name: name.clone(), map_id: 1 });
+    let ticket = call.ticket();
+    let answered = Arc::new(Mutex::new(None));
+    let answer = answered.clone();
+    call.on_result(move |result| *answer.lock().unwrap() = Some(result.clone()));
+    let mut event = None;
+    tick_until(&mut client, 15, "the join's result and our player's insert", |_, events| {
+        for e in events {
+            if let Event::ReducerResult { ticket: t, reducer, result } = e {
+                assert_eq!(*t, ticket);
+                assert_eq!(&**reducer, "join");
+                assert!(event.replace(result.clone()).is_none(), "one result event per call");
+            }
+        }
+        event.is_some() && answered.lock().unwrap().is_some() && inserted.load(Ordering::Relaxed) == 1
+    });
+    let result = answered.lock().unwrap().take().unwrap().unwrap();
     assert_eq!(result.outcome, Outcome::Committed);
+    assert_eq!(event.unwrap().unwrap().call_id, result.call_id);
 
-    tick_until(&mut client, 15, "our player's insert", |_, _| inserted.load(Ordering::Relaxed) == 1);
+    // Polled instead: a refused call (before it is sent) answers the same way.
+    let mut refused = client.reducers().call("no_such_reducer", &JoinArgs { name: "x".into(), map_id: 1 });
+    tick_until(&mut client, 15, "the refused call's result", |_, _| match refused.try_result() {
+        Some(result) => {
+            assert!(matches!(result, Err(spacelink::ReducerError::UnknownReducer(_))), "{result:?}");
+            true
+        }
+        None => false,
+    });
     let mine = players.find("identity", &identity).expect("found by its primary key");
     assert_eq!(mine.name, name);
     assert_eq!(players.find("name", &name).as_ref(), Some(&mine), "found by another column");

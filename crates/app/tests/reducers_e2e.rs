@@ -25,6 +25,15 @@ fn move_args(seq: u32, dx: f32, dy: f32) -> bytes::Bytes {
     args.into()
 }
 
+/// `move_player`'s arguments, as the official code generator would emit them.
+#[derive(spacetimedb_lib::ser::Serialize)]
+#[sats(crate = spacetimedb_lib)]
+struct MoveArgs {
+    seq: u32,
+    dx: f32,
+    dy: f32,
+}
+
 /// `(last_input_seq, moves_applied)` of `identity`'s player, from the server's SQL endpoint.
 async fn progress(identity: Identity) -> (u64, u64) {
     let schema = schema().await;
@@ -325,7 +334,8 @@ async fn e2e_fire_and_forget_calls_run_without_an_answer() {
     let joined = app.reducer_client().call_json(&schema, "join", r#"["fire", 1]"#).await.unwrap();
     assert_eq!(joined.outcome, Outcome::Committed);
 
-    let fired = app.reducer_client().fire("move_player", move_args(1, 1.0, 0.0)).await.unwrap();
+    // Returns at once: it does not wait for the reducer actor.
+    app.reducer_client().fire("move_player", move_args(1, 1.0, 0.0)).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while progress(me).await != (1, 1) {
         assert!(tokio::time::Instant::now() < deadline, "the fired call did not run");
@@ -335,13 +345,46 @@ async fn e2e_fire_and_forget_calls_run_without_an_answer() {
     let mut called = false;
     while let Ok(event) = told.try_recv() {
         match event {
-            ReducerEvent::Called { call_id, .. } if call_id == fired => called = true,
-            ReducerEvent::Completed(r) if r.call_id == fired => panic!("no answer comes for a fired call: {r:?}"),
+            // The only move_player call of this test.
+            ReducerEvent::Called { reducer, .. } if reducer == "move_player" => called = true,
+            ReducerEvent::Completed(r) if r.reducer == "move_player" => {
+                panic!("no answer comes for a fired call: {r:?}")
+            }
             _ => {}
         }
     }
     assert!(called);
     let status = app.reducer_client().status().await.unwrap();
     assert_eq!((status.queued, status.in_flight), (0, 0));
+    app.shutdown();
+}
+
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_calls_through_the_connection_and_the_reducer_client_share_one_id_space() {
+    let (app, mut events) = start(config()).await;
+    events.connected().await;
+    join(&app, "ids").await;
+    let mut raw_ids = Vec::new();
+    for i in 1..=10u32 {
+        // A raw call on the connection handle, then one through the reducer
+        // client (both committing: SpacetimeDB 1.3 keeps the request id of
+        // those only): no id is used twice, so each gets its own answer.
+        let raw = app
+            .connection()
+            .call_reducer(
+                "move_player",
+                move_args(2 * i - 1, 0.001, 0.0),
+                spacelink::connection::ws::CallReducerFlags::FullUpdate,
+            )
+            .await
+            .unwrap();
+        raw_ids.push(raw);
+        let result = app.reducers().call("move_player", &MoveArgs { seq: 2 * i, dx: 0.001, dy: 0.0 }).await.unwrap();
+        assert_eq!(result.outcome, Outcome::Committed, "call {i}");
+        assert!(!raw_ids.contains(&result.request_id), "request id {} used twice", result.request_id);
+        let tx = events.transaction(raw, "move_player").await;
+        assert_eq!(outcome(&tx), Ok(()), "the raw call got its own answer");
+    }
     app.shutdown();
 }
