@@ -32,6 +32,7 @@ use spacelink_telemetry::{ExportFormat, TelemetryError, TelemetryHandle, Telemet
 use crate::calls::{Reducers, ResultCallbacks, Waiting};
 use crate::error::ClientError;
 use crate::events::{self, Event, EventReceiver, EventSink, RowEventKind};
+use crate::supervise::Child;
 use crate::supervisor::{start_tree, SpacelinkConfig, Tree, TreeListeners};
 
 /// A callback run on the game's thread by [`Client::frame_tick`].
@@ -533,6 +534,24 @@ impl Client {
     /// The module's schema.
     pub fn schema(&self) -> &Arc<ModuleSchema> {
         &self.tree.schema
+    }
+
+    /// How many times the tree restarted `child` since it started.
+    pub fn restarts(&self, child: Child) -> u32 {
+        self.tree.controls.of(child).map_or(0, |c| c.restarts())
+    }
+
+    /// Whether the tree gave `child` up (it kept stopping, past its [`crate::RestartPolicy`]).
+    pub fn given_up(&self, child: Child) -> bool {
+        self.tree.controls.of(child).is_some_and(|c| c.given_up())
+    }
+
+    /// Stops `child` as a failure would; its restart policy brings it back
+    /// (for tests and chaos drills).
+    pub fn fail_child(&self, child: Child) {
+        if let Some(control) = self.tree.controls.of(child) {
+            control.kill();
+        }
     }
 
     /// Writes a snapshot of the performance statistics to `path`.

@@ -37,6 +37,7 @@ pub mod printer;
 pub mod render;
 pub mod settings;
 pub mod store;
+pub mod supervise;
 pub mod supervisor;
 pub mod watcher;
 
@@ -61,4 +62,5 @@ pub use spacelink_telemetry::{
     ExportFormat, PerformanceAlert, PerformanceStats, TelemetryConfig, TelemetryError, TelemetryHandle, TelemetrySetup,
 };
 pub use store::FileQueueStore;
+pub use supervise::{Child, RestartPolicy, SupervisionConfig};
 pub use supervisor::{SpacelinkConfig, Supervisor};

@@ -24,6 +24,7 @@ use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerList
 use spacelink_sync::{SyncActor, SyncConfig, SyncHandle, SyncListeners};
 
 use crate::error::ClientError;
+use crate::supervise::{self, Child, ChildControl, OnShutdown, StopFlag, SupervisionConfig};
 use spacelink_telemetry::{ExportFormat, TelemetryActor, TelemetryError, TelemetryHandle, TelemetrySetup};
 
 use crate::store::FileQueueStore;
@@ -52,6 +53,8 @@ pub struct SpacelinkConfig {
     pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// Who hears the auth events.
     pub auth_listeners: AuthListeners,
+    /// How each child of the tree is restarted when it stops.
+    pub supervision: SupervisionConfig,
     /// The performance monitor: its settings and who hears its stats and
     /// alerts (default: none). It installs the process's `metrics` recorder,
     /// so one spacelink per process can have it.
@@ -71,6 +74,7 @@ impl SpacelinkConfig {
             credentials: None,
             token_provider: None,
             auth_listeners: AuthListeners::default(),
+            supervision: SupervisionConfig::default(),
             telemetry: None,
         }
     }
@@ -105,6 +109,30 @@ pub(crate) struct Tree {
     pub(crate) telemetry: Option<TelemetryHandle>,
     /// The module's schema.
     pub(crate) schema: Arc<ModuleSchema>,
+    /// Raised by `shutdown`: nothing restarts after it.
+    pub(crate) stop: StopFlag,
+    /// Each child's supervision.
+    pub(crate) controls: Controls,
+}
+
+impl Controls {
+    pub(crate) fn of(&self, child: Child) -> Option<&Arc<ChildControl>> {
+        match child {
+            Child::Connection => self.connection.as_ref(),
+            Child::Sync => self.sync.as_ref(),
+            Child::Reducers => self.reducers.as_ref(),
+            Child::Auth => self.auth.as_ref(),
+        }
+    }
+}
+
+/// The supervision of each child (absent only if the tree failed to start).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Controls {
+    pub(crate) connection: Option<Arc<ChildControl>>,
+    pub(crate) sync: Option<Arc<ChildControl>>,
+    pub(crate) reducers: Option<Arc<ChildControl>>,
+    pub(crate) auth: Option<Arc<ChildControl>>,
 }
 
 /// Who hears the tree's children besides the client's own event queue.
@@ -162,6 +190,8 @@ fn start_children(
     let mut outcome = None;
     let mut sync = None;
     let mut auth = None;
+    let stop = StopFlag::default();
+    let mut controls = Controls::default();
     let supervisor = Supervisor::create(|ctx| {
         let auth_ctx = Context::<AuthActor>::new();
         let auth_addr = auth_ctx.address();
@@ -179,7 +209,13 @@ fn start_children(
         let sync_ctx = Context::<SyncActor>::new();
         listeners.messages.push(sync_ctx.address().recipient());
         listeners.states.push(sync_ctx.address().recipient());
-        let result = ConnectionActor::start_supervised(config.connection, listeners);
+        let supervision = config.supervision.clone();
+        let mut connection_control = None;
+        let result = ConnectionActor::start_in(config.connection, listeners, |ctx, actor| {
+            let policy = supervision.connection.clone();
+            connection_control =
+                Some(supervise::start(ctx, actor, "connection", policy, stop.clone(), OnShutdown::StopsItself));
+        });
         let connection = result.as_ref().ok().cloned();
         if let Some(connection) = &connection {
             let setup = AuthSetup {
@@ -190,18 +226,26 @@ fn start_children(
                 connection: connection.addr().clone().recipient(),
                 listeners: config.auth_listeners,
             };
-            auth = Some(auth_ctx.run(AuthActor::new(setup, auth_token)));
+            auth = Some(auth_addr.clone());
+            let actor = AuthActor::new(setup, auth_token);
+            let policy = supervision.auth.clone();
+            controls.auth = Some(supervise::start(auth_ctx, actor, "auth", policy, stop.clone(), OnShutdown::Stopped));
             let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
             let actor =
                 ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store)
                     .with_request_ids(connection.request_ids());
-            reducer_ctx.run(actor);
+            let policy = supervision.reducers.clone();
+            controls.reducers =
+                Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
             let actor =
                 SyncActor::new(config.sync, schema.clone(), connection.addr().clone().recipient(), sync_listeners);
             let reader = actor.cache().reader();
-            let addr = sync_ctx.run(actor);
+            let addr = sync_ctx.address();
+            let policy = supervision.sync.clone();
+            controls.sync = Some(supervise::start(sync_ctx, actor, "sync", policy, stop.clone(), OnShutdown::Stopped));
             sync = Some(SyncHandle::new(addr, reader, schema.clone()));
         }
+        controls.connection = connection_control;
         let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
         outcome = Some(result.map(|c| (c, reducers.clone())));
         Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
@@ -211,13 +255,14 @@ fn start_children(
             (connection, reducers, AuthHandle::new(auth), sync)
         }
         (Some(Err(e)), _, _) => {
+            stop.raise();
             supervisor.do_send(StopTree);
             return Err(e.into());
         }
         _ => return Err(ClientError::Connection(ConnectionError::ActorGone)),
     };
     reducers.set_schema(schema.clone());
-    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema })
+    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls })
 }
 
 impl Tree {
@@ -240,8 +285,10 @@ impl Tree {
         std::io::Write::flush(&mut out).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))
     }
 
-    /// Closes the connection and stops the tree.
+    /// Closes the connection and stops the tree for good: the stop flag goes
+    /// up first, so that no child stopping from now on is restarted.
     pub(crate) fn shutdown(&self) {
+        self.stop.raise();
         self.supervisor.do_send(StopTree);
     }
 }

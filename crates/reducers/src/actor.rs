@@ -66,6 +66,8 @@ pub struct ReducerActor {
     /// Calls held by an open batch, with their callers.
     batch: Option<Vec<(Call, Waiter)>>,
     persist_scheduled: bool,
+    /// Whether the store was read (once: a restart keeps the queue).
+    restored: bool,
 }
 
 impl std::fmt::Debug for ReducerActor {
@@ -110,6 +112,7 @@ impl ReducerActor {
             next_callback: 1,
             batch: None,
             persist_scheduled: false,
+            restored: false,
         }
     }
 
@@ -296,6 +299,13 @@ impl Actor for ReducerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if self.restored {
+            // A restart: the queue is still here; only the timers were lost.
+            self.pump(ctx);
+            self.schedule_persist(ctx);
+            return;
+        }
+        self.restored = true;
         // Calls saved by an earlier run come back first, in order.
         let Some(store) = &mut self.store else { return };
         let stored = match store.load() {
@@ -317,6 +327,16 @@ impl Actor for ReducerActor {
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
         self.persist();
         Running::Stop
+    }
+}
+
+/// Restarted by its supervisor when it stops, the same value: the queue, the
+/// waiting callers and the callbacks survive; the timers are re-armed in `started()`.
+impl actix::Supervised for ReducerActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // A scheduled save was a timer of the stopped context.
+        self.persist_scheduled = false;
+        tracing::info!(queued = self.ledger.queued(), in_flight = self.ledger.in_flight(), "reducer actor restarting");
     }
 }
 
