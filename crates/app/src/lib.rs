@@ -33,7 +33,9 @@ pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod prediction_link;
+#[cfg(feature = "cli")]
 pub mod printer;
+#[cfg(feature = "cli")]
 pub mod render;
 pub mod settings;
 pub mod store;

@@ -223,7 +223,7 @@ fn start_children(
                 key,
                 store,
                 provider: config.token_provider,
-                connection: connection.addr().clone().recipient(),
+                connection: connection.token_sink(),
                 listeners: config.auth_listeners,
             };
             auth = Some(auth_addr.clone());
@@ -231,14 +231,12 @@ fn start_children(
             let policy = supervision.auth.clone();
             controls.auth = Some(supervise::start(auth_ctx, actor, "auth", policy, stop.clone(), OnShutdown::Stopped));
             let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
-            let actor =
-                ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store)
-                    .with_request_ids(connection.request_ids());
+            let actor = ReducerActor::new(config.reducers, connection.sender(), reducer_listeners, store)
+                .with_request_ids(connection.request_ids());
             let policy = supervision.reducers.clone();
             controls.reducers =
                 Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
-            let actor =
-                SyncActor::new(config.sync, schema.clone(), connection.addr().clone().recipient(), sync_listeners);
+            let actor = SyncActor::new(config.sync, schema.clone(), connection.sender(), sync_listeners);
             let reader = actor.cache().reader();
             let addr = sync_ctx.address();
             let policy = supervision.sync.clone();

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use bytes::Bytes;
 use spacetimedb_client_api_messages::websocket as ws;
 
@@ -58,9 +58,14 @@ impl ConnectionHandle {
         self.ids.clone()
     }
 
-    /// The actor's address, to wire it to other actors.
-    pub fn addr(&self) -> &Addr<ConnectionActor> {
-        &self.addr
+    /// Where other actors send what goes on the socket (the reducer client, state sync).
+    pub fn sender(&self) -> Recipient<SendMessage> {
+        self.addr.clone().recipient()
+    }
+
+    /// Where the auth actor hands a new token for the next session.
+    pub fn token_sink(&self) -> Recipient<ReplaceToken> {
+        self.addr.clone().recipient()
     }
 
     /// A fresh id for a request, query or one-off query.

@@ -25,11 +25,6 @@ impl ReducerHandle {
         Self { addr }
     }
 
-    /// The actor's address, to wire it to other actors.
-    pub fn addr(&self) -> &Addr<ReducerActor> {
-        &self.addr
-    }
-
     /// Calls `reducer` with BSATN-encoded `args` and waits for its result. Made
     /// while offline, the call waits in the queue and is sent after reconnecting.
     /// Without a sequence number it is never resent once it may have reached the

@@ -27,11 +27,6 @@ impl SyncHandle {
         Self { addr, cache, schema }
     }
 
-    /// The actor's address, to wire it to other actors.
-    pub fn addr(&self) -> &Addr<SyncActor> {
-        &self.addr
-    }
-
     /// Reads of the cache (no round trip to the actor).
     pub fn cache(&self) -> &CacheReader {
         &self.cache
