@@ -150,14 +150,13 @@ async fn config_an_edited_file_retunes_the_monitor_and_a_prediction_live() {
     let loader = SettingsLoader::new().env_prefix(None).file(&path);
     let settings = loader.load().unwrap();
     let mut config = settings.spacelink_config().unwrap();
-    config.fetch_schema = false;
     let ticks = Arc::new(AtomicUsize::new(0));
     let setup = config.telemetry.as_mut().expect("monitor = true");
     setup.listeners.stats.push(Ticks(ticks.clone()).start().recipient());
     let (listeners, mut events) = common::collecting_listeners();
-    let app = Spacelink::start_with(config, listeners, Default::default()).unwrap();
+    let app = common::build(config, listeners, Default::default()).await;
     events.connected().await;
-    let telemetry = app.telemetry.clone().expect("the monitor runs");
+    let telemetry = app.telemetry().cloned().expect("the monitor runs");
     let prediction = spacelink::prediction::PredictionActor::start(
         spacelink::prediction::Walk::default(),
         settings.prediction_config().unwrap(),
@@ -169,11 +168,11 @@ async fn config_an_edited_file_retunes_the_monitor_and_a_prediction_live() {
     let watcher = SettingsWatcher::new(
         loader,
         settings,
-        app.connection.clone(),
+        app.connection().clone(),
         Duration::from_millis(100),
         vec![Tap(tx).start().recipient()],
     )
-    .auth(app.auth.clone())
+    .auth(app.auth().clone())
     .telemetry(telemetry.clone())
     .prediction(prediction.reconfigure_recipient())
     .start();
