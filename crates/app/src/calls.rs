@@ -27,9 +27,12 @@ pub type CallResult = Result<ReducerResult, ReducerError>;
 
 type OnResult = Box<dyn FnOnce(&CallResult) + Send>;
 
+/// A callback waiting for the result of the call with this ticket.
+type Pending = (u64, oneshot::Receiver<CallResult>, OnResult);
+
 /// Result callbacks waiting for their call, keyed by ticket (see `Client::frame_tick`).
 #[derive(Clone, Default)]
-pub(crate) struct ResultCallbacks(Arc<Mutex<Vec<(u64, oneshot::Receiver<CallResult>, OnResult)>>>);
+pub(crate) struct ResultCallbacks(Arc<Mutex<Vec<Pending>>>);
 
 impl fmt::Debug for ResultCallbacks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -202,5 +205,53 @@ impl Future for ReducerCall {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    fn counting(count: &Arc<AtomicUsize>) -> OnResult {
+        let count = count.clone();
+        Box::new(move |_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        })
+    }
+
+    #[test]
+    fn a_result_callback_runs_exactly_once_whether_its_event_comes_before_or_after_it() {
+        let callbacks = ResultCallbacks::default();
+        let mut waiting = Waiting::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+
+        // Registered before its result: the event of its tick runs it.
+        let (tx, rx) = oneshot::channel();
+        callbacks.0.lock().expect("lock").push((1, rx, counting(&runs)));
+        waiting.adopt(&callbacks);
+        let _ = tx.send(Err(ReducerError::Cancelled));
+        waiting.dispatch(1, &Err(ReducerError::Cancelled));
+        waiting.sweep_ready();
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+
+        // Registered after its event went by: the sweep of the next tick runs it,
+        // and an event that still comes later finds nothing.
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(Err(ReducerError::Cancelled));
+        callbacks.0.lock().expect("lock").push((2, rx, counting(&runs)));
+        waiting.adopt(&callbacks);
+        waiting.sweep_ready();
+        waiting.dispatch(2, &Err(ReducerError::Cancelled));
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+
+        // Not answered yet: nothing runs, nothing is dropped.
+        let (_tx, rx) = oneshot::channel();
+        callbacks.0.lock().expect("lock").push((3, rx, counting(&runs)));
+        waiting.adopt(&callbacks);
+        waiting.sweep_ready();
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        assert_eq!(waiting.0.len(), 1);
     }
 }

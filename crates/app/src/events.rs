@@ -161,7 +161,7 @@ impl EventSender {
             return; // The client is gone: nobody to tell.
         }
         metrics::gauge!(EVENTS_PENDING).set(depth as f64);
-        if depth % HIGH_WATER == 0 {
+        if depth.is_multiple_of(HIGH_WATER) {
             tracing::warn!(pending = depth, "the game is not draining spacelink's events (call Client::frame_tick)");
         }
     }
