@@ -339,4 +339,112 @@ mod tests {
         let err = start_tree(config, TreeListeners::default()).await.unwrap_err();
         assert!(err.to_string().contains("reducers.max_in_flight"), "{err}");
     }
+
+    /// A fake state sync behind the same messages as the real one: it hears the
+    /// connection's state changes and tells `RowsChanged` (one row per session).
+    struct FakeSync {
+        listeners: SyncListeners,
+    }
+
+    impl Actor for FakeSync {
+        type Context = Context<Self>;
+    }
+
+    impl Supervised for FakeSync {}
+
+    impl Handler<StateChanged> for FakeSync {
+        type Result = ();
+        fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
+            if msg.to == ConnectionState::Connected {
+                let row = bytes::Bytes::from(msg.generation.to_le_bytes().to_vec());
+                let changes = vec![spacelink_sync::RowChange::Insert { table: "t".into(), row }];
+                for r in &self.listeners.changes {
+                    r.do_send(spacelink_sync::RowsChanged {
+                        generation: msg.generation,
+                        changes: Arc::new(changes.clone()),
+                        reconciled: false,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{what}: never");
+    }
+
+    #[actix::test]
+    async fn the_tree_wiring_runs_on_a_fake_connection_and_a_fake_sync_behind_the_same_messages() {
+        use spacelink_connection::testing::{ScriptStep, ScriptedConnection};
+
+        use crate::calls::{Reducers, ResultCallbacks};
+        use crate::events::{self, Event, EventSink};
+        use crate::supervise::RestartPolicy;
+
+        let (events, mut queue) = events::queue();
+        let sink = EventSink { events: events.clone() }.start();
+        let stop = StopFlag::default();
+        // The fake sync, supervised as the real one is.
+        let sync_ctx = Context::<FakeSync>::new();
+        let sync_addr = sync_ctx.address();
+        let fake_sync =
+            FakeSync { listeners: SyncListeners { changes: vec![sink.clone().recipient()], ..Default::default() } };
+        let sync =
+            supervise::start(sync_ctx, fake_sync, "sync", RestartPolicy::default(), stop.clone(), OnShutdown::Stopped);
+        // The real reducer client, wired to the fake connection by the same recipients.
+        let reducer_ctx = Context::<ReducerActor>::new();
+        let reducer_addr = reducer_ctx.address();
+        let listeners = Listeners {
+            states: vec![sink.clone().recipient(), sync_addr.clone().recipient(), reducer_addr.clone().recipient()],
+            messages: vec![reducer_addr.clone().recipient()],
+            ..Default::default()
+        };
+        let script =
+            vec![ScriptStep::State(ConnectionState::Connecting), ScriptStep::State(ConnectionState::Connected)];
+        let fake = ScriptedConnection::new(script, listeners, 1);
+        let sent = fake.sent();
+        let fake = fake.start();
+        let actor = ReducerActor::new(ReducerConfig::default(), fake.recipient(), ReducerListeners::default(), None);
+        let policy = RestartPolicy::default();
+        supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself);
+        let reducers = Reducers::new(ReducerHandle::new(reducer_addr), events.clone(), ResultCallbacks::default());
+
+        // What the game hears: the fake connection's states, the fake sync's rows.
+        let mut seen = Vec::new();
+        until("connected and a row", || {
+            queue.drain_into(&mut seen);
+            seen.iter().any(|e| matches!(e, Event::StateChanged { to: ConnectionState::Connected, .. }))
+                && seen.iter().any(|e| matches!(e, Event::Row(r) if r.row[0] == 1))
+        })
+        .await;
+        // A call goes to the fake connection as the same `SendMessage`.
+        let _call = reducers.call_bsatn("anything", bytes::Bytes::new());
+        until("the call on the fake socket", || {
+            sent.lock().is_ok_and(|s| s.iter().any(|m| matches!(m, spacelink_connection::ws::ClientMessage::CallReducer(c) if &*c.reducer == "anything")))
+        })
+        .await;
+        // The fake sync fails, comes back and goes on hearing sessions.
+        sync.kill();
+        until("the fake sync restarted", || sync.restarts() == 1).await;
+        sync_addr.do_send(StateChanged {
+            generation: 2,
+            from: ConnectionState::Reconnecting,
+            to: ConnectionState::Connected,
+            reason: None,
+            retry_in: None,
+        });
+        until("a row of session 2", || {
+            queue.drain_into(&mut seen);
+            seen.iter().any(|e| matches!(e, Event::Row(r) if r.row[0] == 2))
+        })
+        .await;
+        stop.raise();
+        until("the fake sync stopped for good", || !sync_addr.connected()).await;
+    }
 }
