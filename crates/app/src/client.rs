@@ -374,6 +374,7 @@ impl Start {
         }
         let result_callbacks = ResultCallbacks::default();
         Ok(Client {
+            sink,
             reducers: Reducers::new(tree.reducers.clone(), sender, result_callbacks.clone()),
             result_callbacks,
             waiting: Waiting::default(),
@@ -417,6 +418,7 @@ struct Runtime {
 /// ```
 pub struct Client {
     tree: Tree,
+    sink: Addr<EventSink>,
     events: EventReceiver,
     reducers: Reducers,
     result_callbacks: ResultCallbacks,
@@ -499,6 +501,12 @@ impl Client {
             registrar: self.registrar.clone(),
             _row: PhantomData,
         }
+    }
+
+    /// Listeners for a prediction (`PredictionWiring::start`), so that its
+    /// confirmations and corrections arrive as [`Event::Prediction`] in `frame_tick`.
+    pub fn prediction_listeners(&self) -> spacelink_prediction::PredictionListeners {
+        spacelink_prediction::PredictionListeners { events: vec![self.sink.clone().recipient()] }
     }
 
     /// The connection: state, health, reconnect.

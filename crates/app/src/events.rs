@@ -23,6 +23,7 @@ use bytes::Bytes;
 use spacelink_auth::AuthEvent;
 use spacelink_connection::lib::{ConnectionId, Identity};
 use spacelink_connection::{ConnectionState, IdentityReceived, NetworkHealth, ResilienceEvent, StateChanged};
+use spacelink_prediction::PredictionEvent;
 use spacelink_reducers::{ReducerError, ReducerEvent, ReducerResult};
 use spacelink_sync::{RowChange, RowsChanged, SubscriptionEvent};
 use spacelink_telemetry::PerformanceAlert;
@@ -82,6 +83,9 @@ pub enum Event {
     Auth(AuthEvent),
     /// A performance alert was raised or recovered (telemetry configured).
     Alert(PerformanceAlert),
+    /// Prediction confirmed, corrected, rolled back or resynced (a prediction
+    /// started with [`crate::Client::prediction_listeners`]).
+    Prediction(PredictionEvent),
 }
 
 /// What happened to a row.
@@ -261,6 +265,13 @@ impl Handler<AuthEvent> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: AuthEvent, _: &mut Self::Context) {
         self.events.event(Event::Auth(msg));
+    }
+}
+
+impl Handler<PredictionEvent> for EventSink {
+    type Result = ();
+    fn handle(&mut self, msg: PredictionEvent, _: &mut Self::Context) {
+        self.events.event(Event::Prediction(msg));
     }
 }
 

@@ -11,7 +11,7 @@
 //!
 //! ```no_run
 //! # use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
-//! # use spacelink::prediction::{PredictionConfig, PredictionListeners, Walk};
+//! # use spacelink::prediction::{PredictionConfig, Walk};
 //! # async fn run(entity: PredictedEntity<Walk>) -> Result<(), Box<dyn std::error::Error>> {
 //! let wiring = PredictionWiring::<Walk>::new();
 //! let mut sync_listeners = spacelink::sync::SyncListeners::default();
@@ -22,7 +22,8 @@
 //!     .with_sync_listeners(sync_listeners)
 //!     .build_async()
 //!     .await?;
-//! let me = wiring.start(&client, Walk::default(), PredictionConfig::default(), entity, PredictionListeners::default())?;
+//! let listeners = client.prediction_listeners(); // its events reach frame_tick too
+//! let me = wiring.start(&client, Walk::default(), PredictionConfig::default(), entity, listeners)?;
 //! me.predict(spacelink::prediction::Step { dx: 1.0, dy: 0.0 }); // every frame
 //! let _draw_here = me.shown();
 //! # Ok(())
@@ -159,7 +160,9 @@ impl<M: PredictionModel + Unpin + 'static> PredictionWiring<M> {
     }
 
     /// Starts the prediction actor and its link; the entity's row, if already
-    /// cached, is the first server state.
+    /// cached, is the first server state. Call it inside an actix system (a
+    /// client from [`crate::ClientBuilder::build_async`]): it starts actors on
+    /// the current thread.
     pub fn start(
         self,
         app: &Client,
