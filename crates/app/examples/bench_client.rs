@@ -1,6 +1,6 @@
 //! spacelink's bench client for `cargo xtask bench` (xtask/src/bench.rs): one
 //! scenario per process, through the public API a game uses
-//! (`Spacelink::connect`, the sync handle, its row listeners, the reducer
+//! (`Client::builder().build_async()`, the sync handle, its row listeners, the reducer
 //! client). Its twin on the official SDK is bench/official; both take the same
 //! flags and print the same JSON lines on stdout:
 //!
@@ -27,9 +27,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use actix::prelude::*;
 use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
-use spacelink::reducers::{Outcome, ReducerListeners};
+use spacelink::reducers::Outcome;
 use spacelink::sync::{RowChange, RowTypes, RowsChanged, SubscriptionEvent, SyncListeners};
-use spacelink::{ConnectionConfig, ConnectionState, Listeners, Spacelink, SpacelinkConfig, StateChanged};
+use spacelink::{Client, ConnectionState, Listeners, StateChanged};
 use tokio::sync::watch;
 
 /// What the listeners saw so far.
@@ -256,12 +256,17 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     let listeners = Listeners { states: vec![counter.clone().recipient()], ..Default::default() };
     let sync_listeners =
         SyncListeners { changes: vec![counter.clone().recipient()], subscriptions: vec![counter.clone().recipient()] };
-    let mut config = SpacelinkConfig::new(ConnectionConfig::new(&args.server, &args.database));
-    // As a game would (and as the official client's generated bindings do): the
-    // entity rows are decoded into their Rust type, once, as they arrive.
-    config.row_types = RowTypes::new().register::<Entity>("entity");
-    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await?;
-    let sync = app.sync.clone().context("no state sync")?;
+    let app = Client::builder()
+        .with_uri(&args.server)
+        .with_database(&args.database)
+        // As a game would (and as the official client's generated bindings do): the
+        // entity rows are decoded into their Rust type, once, as they arrive.
+        .with_row_types(RowTypes::new().register::<Entity>("entity"))
+        .with_listeners(listeners)
+        .with_sync_listeners(sync_listeners)
+        .build_async()
+        .await?;
+    let sync = app.sync().clone();
 
     if let Some(query) = &args.query {
         if args.scenario == "first-row" {
@@ -305,7 +310,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
             waited?;
         }
         "rtt" => {
-            let joined = app.reducers.call("join", join_args("bench", 1)).await?;
+            let joined = app.reducer_client().call("join", join_args("bench", 1)).await?;
             if joined.outcome != Outcome::Committed {
                 bail!("join: {:?}", joined.outcome);
             }
@@ -316,7 +321,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
             for seq in 1..=args.calls {
                 let dx = if seq % 2 == 0 { 0.5 } else { -0.5 };
                 let sent = Instant::now();
-                let answer = app.reducers.call("move_player", move_args(seq, dx)).await?;
+                let answer = app.reducer_client().call("move_player", move_args(seq, dx)).await?;
                 let rtt = sent.elapsed();
                 if answer.outcome != Outcome::Committed {
                     bail!("move_player #{seq}: {:?}", answer.outcome);

@@ -14,9 +14,8 @@ use anyhow::Context as _;
 use spacelink::connection::lib::{Identity, Timestamp};
 use spacelink::prediction::{Position, PredictionConfig, PredictionListeners, Step, Walk};
 use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
-use spacelink::reducers::ReducerListeners;
-use spacelink::sync::{SpatialConfig, SyncListeners};
-use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink, SpacelinkConfig, StateChanged};
+use spacelink::sync::{SpatialConfig, SyncConfig, SyncListeners};
+use spacelink::{Client, Listeners, ModuleSchema, StateChanged};
 
 /// Prints state changes.
 struct Watch;
@@ -98,22 +97,32 @@ async fn main() -> anyhow::Result<()> {
     let prediction = PredictionWiring::<Walk>::new();
     let mut sync_listeners = SyncListeners::default();
     prediction.listen(&mut sync_listeners);
-    // Interest management in guildmaster's terms: its spatial table and columns, its map context.
-    let mut config = SpacelinkConfig::new(ConnectionConfig::new(&server, &database));
-    config.sync.spatial = Some(SpatialConfig {
-        table: "entity".into(),
-        map_column: "map_id".into(),
-        position_column: "pos".into(),
-        cell_x_column: "cell_x".into(),
-        cell_y_column: "cell_y".into(),
-        cell_size: 10.0,
-    });
-    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await?;
-    let sync = app.sync.clone().context("no state sync")?;
+    // Interest management in guildmaster's terms: its spatial table and columns.
+    let sync_config = SyncConfig {
+        spatial: Some(SpatialConfig {
+            table: "entity".into(),
+            map_column: "map_id".into(),
+            position_column: "pos".into(),
+            cell_x_column: "cell_x".into(),
+            cell_y_column: "cell_y".into(),
+            cell_size: 10.0,
+        }),
+        ..SyncConfig::default()
+    };
+    let app = Client::builder()
+        .with_uri(&server)
+        .with_database(&database)
+        .with_sync_config(sync_config)
+        .with_schema(std::sync::Arc::new(schema.clone()))
+        .with_listeners(listeners)
+        .with_sync_listeners(sync_listeners)
+        .build_async()
+        .await?;
+    let sync = app.sync().clone();
 
-    let joined = app.reducers.call_json(&schema, "join", r#"["demo-hero", 1]"#).await?;
+    let joined = app.reducer_client().call_json(&schema, "join", r#"["demo-hero", 1]"#).await?;
     println!("join: {:?} in {:.1} ms", joined.outcome, joined.round_trip.as_secs_f64() * 1000.0);
-    let identity = app.connection.status().await?.identity.context("no identity")?;
+    let identity = app.connection().status().await?.identity.context("no identity")?;
     sync.follow(1, 50.0, 50.0, 15.0, 6.0).await?;
     sync.subscribe(&[&format!("SELECT * FROM player WHERE identity = 0x{}", identity.to_hex())]).await?;
     println!("following the area around the player: {} entities cached", sync.cache().count("entity"));
@@ -157,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let status = app.connection.status().await?;
+    let status = app.connection().status().await?;
     println!(
         "state {}, network {}, latency {}, breaker {}; {} entities and {} players cached",
         status.state,

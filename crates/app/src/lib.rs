@@ -1,36 +1,52 @@
 //! spacelink: a SpacetimeDB client layer for games that stays connected, in
 //! sync and responsive over bad networks.
 //!
-//! This is the crate a game depends on. It wires the subsystem crates into one
-//! supervisor tree ([`Spacelink::start`]) and re-exports what a game needs.
-//! Today the tree holds the connection; authentication, state sync, the
-//! reducer client, prediction and telemetry join it as they land.
+//! This is the crate a game depends on. [`Client::builder`] is the one way
+//! in: it starts the supervisor tree (connection, auth, state sync, the
+//! reducer client, and telemetry when configured) and the game calls
+//! [`Client::frame_tick`] once per frame on its own thread to hear what
+//! happened, with typed tables read straight from the cache.
 //!
 //! ```no_run
-//! use spacelink::{ConnectionConfig, Listeners, Spacelink};
-//!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! actix::System::new().block_on(async {
-//!     let config = ConnectionConfig::new("http://127.0.0.1:3000", "guildmaster");
-//!     let app = Spacelink::start(config, Listeners::default())?;
-//!     let status = app.connection.status().await?;
-//!     println!("{}", status.state);
-//!     app.shutdown();
-//!     Ok::<_, spacelink::ConnectionError>(())
-//! })?;
+//! # fn main() -> Result<(), spacelink::ClientError> {
+//! let mut client = spacelink::Client::builder()
+//!     .with_uri("http://127.0.0.1:3000")
+//!     .with_database("guildmaster")
+//!     .on_connect(|identity| println!("connected as {identity}"))
+//!     .build()?;
+//! for _frame in 0..600 {
+//!     for event in client.frame_tick() {
+//!         if let spacelink::Event::StateChanged { to, .. } = event {
+//!             println!("connection: {to}");
+//!         }
+//!     }
+//!     std::thread::sleep(std::time::Duration::from_millis(16));
+//! }
+//! client.shutdown();
 //! # Ok(())
 //! # }
 //! ```
 
+pub mod calls;
+pub mod client;
 pub mod credentials;
+pub mod error;
+pub mod events;
 pub mod prediction_link;
+#[cfg(feature = "cli")]
 pub mod printer;
+#[cfg(feature = "cli")]
 pub mod render;
 pub mod settings;
 pub mod store;
+pub mod supervise;
 pub mod supervisor;
 pub mod watcher;
 
+pub use calls::{CallResult, ReducerCall, Reducers};
+pub use client::{Client, ClientBuilder, Table};
+pub use error::ClientError;
+pub use events::{Event, RowEvent, RowEventKind};
 pub use spacelink_auth as auth;
 pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentials, TokenProvider};
 pub use spacelink_connection as connection;
@@ -48,4 +64,5 @@ pub use spacelink_telemetry::{
     ExportFormat, PerformanceAlert, PerformanceStats, TelemetryConfig, TelemetryError, TelemetryHandle, TelemetrySetup,
 };
 pub use store::FileQueueStore;
-pub use supervisor::{Spacelink, SpacelinkConfig, Supervisor};
+pub use supervise::{Child, RestartPolicy, SupervisionConfig};
+pub use supervisor::{SpacelinkConfig, Supervisor};

@@ -11,19 +11,22 @@
 //!
 //! ```no_run
 //! # use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
-//! # use spacelink::prediction::{PredictionConfig, PredictionListeners, Walk};
-//! # async fn run(config: spacelink::SpacelinkConfig, entity: PredictedEntity<Walk>) {
+//! # use spacelink::prediction::{PredictionConfig, Walk};
+//! # async fn run(entity: PredictedEntity<Walk>) -> Result<(), Box<dyn std::error::Error>> {
 //! let wiring = PredictionWiring::<Walk>::new();
 //! let mut sync_listeners = spacelink::sync::SyncListeners::default();
 //! wiring.listen(&mut sync_listeners);
-//! let app = spacelink::Spacelink::connect(config, Default::default(), Default::default(), sync_listeners)
-//!     .await
-//!     .unwrap();
-//! let me = wiring
-//!     .start(&app, Walk::default(), PredictionConfig::default(), entity, PredictionListeners::default())
-//!     .unwrap();
+//! let client = spacelink::Client::builder()
+//!     .with_uri("http://127.0.0.1:3000")
+//!     .with_database("guildmaster")
+//!     .with_sync_listeners(sync_listeners)
+//!     .build_async()
+//!     .await?;
+//! let listeners = client.prediction_listeners(); // its events reach frame_tick too
+//! let me = wiring.start(&client, Walk::default(), PredictionConfig::default(), entity, listeners)?;
 //! me.predict(spacelink::prediction::Step { dx: 1.0, dy: 0.0 }); // every frame
 //! let _draw_here = me.shown();
+//! # Ok(())
 //! # }
 //! ```
 
@@ -39,7 +42,7 @@ use spacelink_prediction::{
 use spacelink_reducers::{Outcome, ReducerError, ReducerHandle};
 use spacelink_sync::{RowChange, RowsChanged, SyncListeners};
 
-use crate::supervisor::Spacelink;
+use crate::client::Client;
 
 /// Reads the predicted entity's state and the last input sequence the server
 /// processed from a row of its table; `None` for rows of other entities.
@@ -128,7 +131,7 @@ impl<M: PredictionModel + Unpin + 'static> Handler<PredictedInput<M::Input>> for
 }
 
 /// Wires a prediction into a spacelink: make it before
-/// [`Spacelink::connect`] (its link must listen to the sync actor), start it after.
+/// [`crate::ClientBuilder::build`] (hand its listeners to [`crate::ClientBuilder::with_sync_listeners`]) (its link must listen to the sync actor), start it after.
 pub struct PredictionWiring<M: PredictionModel + Unpin + 'static> {
     ctx: Context<PredictionLink<M>>,
 }
@@ -157,24 +160,24 @@ impl<M: PredictionModel + Unpin + 'static> PredictionWiring<M> {
     }
 
     /// Starts the prediction actor and its link; the entity's row, if already
-    /// cached, is the first server state.
+    /// cached, is the first server state. Call it inside an actix system (a
+    /// client from [`crate::ClientBuilder::build_async`]): it starts actors on
+    /// the current thread.
     pub fn start(
         self,
-        app: &Spacelink,
+        app: &Client,
         model: M,
         config: PredictionConfig,
         entity: PredictedEntity<M>,
         listeners: PredictionListeners,
     ) -> Result<PredictionHandle<M>, PredictionError> {
         let prediction = PredictionActor::start(model, config, self.ctx.address().recipient(), listeners)?;
-        if let Some(sync) = &app.sync {
-            for row in sync.cache().rows(&entity.table) {
-                if let Some((state, seq)) = (entity.read_row)(&row) {
-                    prediction.server_state(0, state, seq);
-                }
+        for row in app.sync().cache().rows(&entity.table) {
+            if let Some((state, seq)) = (entity.read_row)(&row) {
+                prediction.server_state(0, state, seq);
             }
         }
-        self.ctx.run(PredictionLink { prediction: prediction.clone(), reducers: app.reducers.clone(), entity });
+        self.ctx.run(PredictionLink { prediction: prediction.clone(), reducers: app.reducer_client().clone(), entity });
         Ok(prediction)
     }
 }

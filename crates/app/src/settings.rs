@@ -671,13 +671,13 @@ mod tests {
     #[test]
     fn layers_and_profiles() {
         let text = format!(
-            "{BASE}heartbeat_interval = \"2s\"\ndead_peer_timeout = \"6s\"\n[production.connection]\nserver_url = \"https://prod.example\"\nheartbeat_interval = 3\n"
+            "{BASE}heartbeat_interval = \"2s\"\ndead_peer_timeout = \"6s\"\n[production.connection]\nserver_url = \"http://prod.example:3000\"\nheartbeat_interval = 3\n"
         );
         let s = load(&text).unwrap();
         assert_eq!(s.connection.heartbeat_interval, Duration::from_secs(2));
         let (_dir, path) = file_with(&text);
         let prod = SettingsLoader::new().env_prefix(None).file(&path).profile("production").load().unwrap();
-        assert_eq!(prod.connection.server_url, "https://prod.example");
+        assert_eq!(prod.connection.server_url, "http://prod.example:3000");
         assert_eq!(prod.connection.database, "guildmaster", "profiles inherit default");
         assert_eq!(prod.connection.heartbeat_interval, Duration::from_secs(3));
         let code =
@@ -746,7 +746,11 @@ mod tests {
     fn arb_settings() -> impl Strategy<Value = Settings> {
         (
             (
-                prop::sample::select(vec!["http://127.0.0.1:3000", "https://stdb.example.com", "ws://10.0.0.1:80"]),
+                prop::sample::select(if cfg!(feature = "tls") {
+                    vec!["http://127.0.0.1:3000", "https://stdb.example.com", "ws://10.0.0.1:80"]
+                } else {
+                    vec!["http://127.0.0.1:3000", "http://stdb.example.com:3000", "ws://10.0.0.1:80"]
+                }),
                 "[a-z][a-z0-9_-]{0,20}",
             ),
             (

@@ -22,6 +22,9 @@ use spacelink_connection::{
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
 use spacelink_sync::{RowTypes, SyncActor, SyncConfig, SyncHandle, SyncListeners};
+
+use crate::error::ClientError;
+use crate::supervise::{self, Child, ChildControl, OnShutdown, StopFlag, SupervisionConfig};
 use spacelink_telemetry::{ExportFormat, TelemetryActor, TelemetryError, TelemetryHandle, TelemetrySetup};
 
 use crate::store::FileQueueStore;
@@ -35,17 +38,14 @@ pub struct SpacelinkConfig {
     pub reducers: ReducerConfig,
     /// Keep unanswered reducer calls in this file across app restarts (default: none).
     pub queue_file: Option<PathBuf>,
-    /// Fetch the module's schema at start, so that reducer calls are checked
-    /// against it before sending (default: yes).
-    pub fetch_schema: bool,
     /// State synchronisation.
     pub sync: SyncConfig,
     /// The Rust types of the game's tables: their rows are decoded once, as
     /// they arrive, and shared by the cache and every change (default: none,
     /// every row a dynamic value decoded on first use).
     pub row_types: RowTypes,
-    /// The module's schema, if already known: needed for state synchronisation
-    /// (rows are keyed by their primary keys). [`Spacelink::connect`] fetches it.
+    /// The module's schema, if already known (default: fetched at start,
+    /// bounded and retried, by [`ModuleSchema::fetch_for`]).
     pub schema: Option<Arc<ModuleSchema>>,
     /// Authentication settings.
     pub auth: AuthConfig,
@@ -57,6 +57,8 @@ pub struct SpacelinkConfig {
     pub token_provider: Option<Arc<dyn TokenProvider>>,
     /// Who hears the auth events.
     pub auth_listeners: AuthListeners,
+    /// How each child of the tree is restarted when it stops.
+    pub supervision: SupervisionConfig,
     /// The performance monitor: its settings and who hears its stats and
     /// alerts (default: none). It installs the process's `metrics` recorder,
     /// so one spacelink per process can have it.
@@ -70,7 +72,6 @@ impl SpacelinkConfig {
             connection,
             reducers: ReducerConfig::default(),
             queue_file: None,
-            fetch_schema: true,
             sync: SyncConfig::default(),
             row_types: RowTypes::new(),
             schema: None,
@@ -78,6 +79,7 @@ impl SpacelinkConfig {
             credentials: None,
             token_provider: None,
             auth_listeners: AuthListeners::default(),
+            supervision: SupervisionConfig::default(),
             telemetry: None,
         }
     }
@@ -92,179 +94,194 @@ pub struct Supervisor {
     last_state: ConnectionState,
 }
 
-/// A running spacelink: the supervisor and the handles of its children.
+/// The running tree: the supervisor and the handles of its children.
+///
+/// Built only by [`start_tree`], which both [`crate::ClientBuilder::build`]
+/// and [`crate::ClientBuilder::build_async`] use; a game holds a [`crate::Client`].
 #[derive(Debug, Clone)]
-pub struct Spacelink {
+pub(crate) struct Tree {
     /// The supervisor.
-    pub supervisor: Addr<Supervisor>,
+    pub(crate) supervisor: Addr<Supervisor>,
     /// The connection.
-    pub connection: ConnectionHandle,
+    pub(crate) connection: ConnectionHandle,
     /// The reducer client.
-    pub reducers: ReducerHandle,
+    pub(crate) reducers: ReducerHandle,
     /// Authentication: identity, token, refresh.
-    pub auth: AuthHandle,
-    /// State synchronisation (present when the schema was known at start, as
-    /// with [`Spacelink::connect`]).
-    pub sync: Option<SyncHandle>,
+    pub(crate) auth: AuthHandle,
+    /// State synchronisation (always present: the schema is fetched unless given).
+    pub(crate) sync: SyncHandle,
     /// The performance monitor (present when configured).
-    pub telemetry: Option<TelemetryHandle>,
+    pub(crate) telemetry: Option<TelemetryHandle>,
+    /// The module's schema.
+    pub(crate) schema: Arc<ModuleSchema>,
+    /// Raised by `shutdown`: nothing restarts after it.
+    pub(crate) stop: StopFlag,
+    /// Each child's supervision.
+    pub(crate) controls: Controls,
 }
 
-impl Spacelink {
-    /// Starts the supervisor tree with default settings around `config` and
-    /// connects. Call inside an actix system.
-    ///
-    /// `listeners` hear everything the connection tells (server messages, state
-    /// changes, identities); the supervisor and the reducer client listen too.
-    pub fn start(config: ConnectionConfig, listeners: Listeners) -> Result<Self, ConnectionError> {
-        Self::start_with(SpacelinkConfig::new(config), listeners, ReducerListeners::default())
-    }
-
-    /// Fetches the module's schema, then starts the whole tree (connection,
-    /// reducer client and state synchronisation). Call inside an actix system.
-    pub async fn connect(
-        mut config: SpacelinkConfig,
-        listeners: Listeners,
-        reducer_listeners: ReducerListeners,
-        sync_listeners: SyncListeners,
-    ) -> Result<Self, ConnectionError> {
-        config.connection.validate()?;
-        if config.schema.is_none() {
-            // Bounded (timeout, size, type limits) and retried on the connection's backoff.
-            let schema = ModuleSchema::fetch_for(&config.connection).await?;
-            config.schema = Some(Arc::new(schema));
+impl Controls {
+    pub(crate) fn of(&self, child: Child) -> Option<&Arc<ChildControl>> {
+        match child {
+            Child::Connection => self.connection.as_ref(),
+            Child::Sync => self.sync.as_ref(),
+            Child::Reducers => self.reducers.as_ref(),
+            Child::Auth => self.auth.as_ref(),
         }
-        config.fetch_schema = false;
-        Self::start_all(config, listeners, reducer_listeners, sync_listeners)
     }
+}
 
-    /// Starts the supervisor tree: the reducer client, then the connection wired to it.
-    pub fn start_with(
-        config: SpacelinkConfig,
-        listeners: Listeners,
-        reducer_listeners: ReducerListeners,
-    ) -> Result<Self, ConnectionError> {
-        Self::start_all(config, listeners, reducer_listeners, SyncListeners::default())
+/// The supervision of each child (absent only if the tree failed to start).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Controls {
+    pub(crate) connection: Option<Arc<ChildControl>>,
+    pub(crate) sync: Option<Arc<ChildControl>>,
+    pub(crate) reducers: Option<Arc<ChildControl>>,
+    pub(crate) auth: Option<Arc<ChildControl>>,
+}
+
+/// Who hears the tree's children besides the client's own event queue.
+#[derive(Debug, Default)]
+pub(crate) struct TreeListeners {
+    pub(crate) connection: Listeners,
+    pub(crate) reducers: ReducerListeners,
+    pub(crate) sync: SyncListeners,
+}
+
+/// Starts the supervisor tree inside the current actix system: fetches the
+/// module's schema unless given (bounded and retried by [`ModuleSchema::fetch_for`]),
+/// then starts auth, the reducer client, state sync and the connection.
+pub(crate) async fn start_tree(mut config: SpacelinkConfig, listeners: TreeListeners) -> Result<Tree, ClientError> {
+    config.connection.validate()?;
+    if config.reducers.max_in_flight >= config.connection.outbound_capacity {
+        // A full socket queue could refuse a call while later ones get through.
+        return Err(ClientError::Config(spacelink_connection::ConfigError {
+            field: "reducers.max_in_flight",
+            reason: format!(
+                "{} must be below the connection's outbound_capacity ({})",
+                config.reducers.max_in_flight, config.connection.outbound_capacity
+            ),
+        }));
     }
+    let schema = match config.schema.take() {
+        Some(schema) => schema,
+        None => Arc::new(ModuleSchema::fetch_for(&config.connection).await?),
+    };
+    start_children(config, schema, listeners)
+}
 
-    /// Starts every child: the reducer and sync actors exist (as addresses)
-    /// before the connection, so that each can be given the other's recipients.
-    fn start_all(
-        mut config: SpacelinkConfig,
-        mut listeners: Listeners,
-        reducer_listeners: ReducerListeners,
-        sync_listeners: SyncListeners,
-    ) -> Result<Self, ConnectionError> {
-        config.connection.validate()?;
-        // Authentication first: the token the connection starts with.
-        let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
-        let primary = config.credentials.clone().unwrap_or_else(|| Arc::new(MemoryStore::default()));
-        let mut store = FallbackStore::new(primary);
-        let auth_token =
-            spacelink_auth::initial_token(&mut store, &key, config.connection.token.take().map(Token::new));
-        config.connection.token = auth_token.as_ref().map(|t| t.expose().to_string());
-        if config.reducers.max_in_flight >= config.connection.outbound_capacity {
-            // A full socket queue could refuse a call while later ones get through.
-            return Err(ConnectionError::Config(spacelink_connection::ConfigError {
-                field: "reducers.max_in_flight",
-                reason: format!(
-                    "{} must be below the connection's outbound_capacity ({})",
-                    config.reducers.max_in_flight, config.connection.outbound_capacity
-                ),
-            }));
-        }
-        let fetch_config = config.connection.clone();
-        // The monitor first, so that its recorder hears the first connection.
-        let telemetry = match config.telemetry {
-            Some(setup) => Some(TelemetryActor::start_global(setup.config, setup.listeners).map_err(|e| {
-                ConnectionError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
-            })?),
-            None => None,
-        };
-        let tree_telemetry = telemetry.clone();
-        let mut outcome = None;
-        let mut sync = None;
-        let mut auth = None;
-        let supervisor = Supervisor::create(|ctx| {
-            let auth_ctx = Context::<AuthActor>::new();
-            let auth_addr = auth_ctx.address();
-            listeners.identities.push(auth_addr.clone().recipient());
-            listeners.resilience.push(auth_addr.clone().recipient());
-            listeners.states.push(auth_addr.clone().recipient());
-            // The reducer actor's address exists before the actor, so that the
-            // connection can be given its recipients and it the connection's.
-            let reducer_ctx = Context::<ReducerActor>::new();
-            let reducer_addr = reducer_ctx.address();
-            listeners.states.push(ctx.address().recipient());
-            listeners.messages.push(reducer_addr.clone().recipient());
-            listeners.states.push(reducer_addr.clone().recipient());
-            listeners.identities.push(reducer_addr.clone().recipient());
-            let sync_ctx = config.schema.as_ref().map(|_| Context::<SyncActor>::new());
-            if let Some(sync_ctx) = &sync_ctx {
-                listeners.messages.push(sync_ctx.address().recipient());
-                listeners.states.push(sync_ctx.address().recipient());
-            }
-            let result = ConnectionActor::start_supervised(config.connection, listeners);
-            let connection = result.as_ref().ok().cloned();
-            if let Some(connection) = &connection {
-                let setup = AuthSetup {
-                    config: config.auth,
-                    key,
-                    store,
-                    provider: config.token_provider,
-                    connection: connection.addr().clone().recipient(),
-                    listeners: config.auth_listeners,
-                };
-                auth = Some(auth_ctx.run(AuthActor::new(setup, auth_token)));
-                let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
-                let actor =
-                    ReducerActor::new(config.reducers, connection.addr().clone().recipient(), reducer_listeners, store);
-                reducer_ctx.run(actor);
-            }
-            sync = match (sync_ctx, &connection, config.schema.clone()) {
-                (Some(sync_ctx), Some(connection), Some(schema)) => {
-                    let actor = SyncActor::with_types(
-                        config.sync,
-                        schema.clone(),
-                        config.row_types,
-                        connection.addr().clone().recipient(),
-                        sync_listeners,
-                    );
-                    let reader = actor.cache().reader();
-                    let addr = sync_ctx.run(actor);
-                    Some(SyncHandle::new(addr, reader, schema))
-                }
-                _ => None,
-            };
-            let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
-            outcome = Some(result.map(|c| (c, reducers.clone())));
-            Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
+/// Starts every child: the reducer and sync actors exist (as addresses)
+/// before the connection, so that each can be given the other's recipients.
+fn start_children(
+    mut config: SpacelinkConfig,
+    schema: Arc<ModuleSchema>,
+    listeners: TreeListeners,
+) -> Result<Tree, ClientError> {
+    let TreeListeners { connection: mut listeners, reducers: reducer_listeners, sync: sync_listeners } = listeners;
+    // Authentication first: the token the connection starts with.
+    let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
+    let primary = config.credentials.clone().unwrap_or_else(|| Arc::new(MemoryStore::default()));
+    let mut store = FallbackStore::new(primary);
+    let auth_token = spacelink_auth::initial_token(&mut store, &key, config.connection.token.take().map(Token::new));
+    config.connection.token = auth_token.as_ref().map(|t| t.expose().to_string());
+    // The monitor first, so that its recorder hears the first connection.
+    let telemetry = match config.telemetry {
+        Some(setup) => Some(TelemetryActor::start_global(setup.config, setup.listeners).map_err(|e| {
+            ClientError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
+        })?),
+        None => None,
+    };
+    let tree_telemetry = telemetry.clone();
+    let mut outcome = None;
+    let mut sync = None;
+    let mut auth = None;
+    let stop = StopFlag::default();
+    let mut controls = Controls::default();
+    let supervisor = Supervisor::create(|ctx| {
+        let auth_ctx = Context::<AuthActor>::new();
+        let auth_addr = auth_ctx.address();
+        listeners.identities.push(auth_addr.clone().recipient());
+        listeners.resilience.push(auth_addr.clone().recipient());
+        listeners.states.push(auth_addr.clone().recipient());
+        // The reducer actor's address exists before the actor, so that the
+        // connection can be given its recipients and it the connection's.
+        let reducer_ctx = Context::<ReducerActor>::new();
+        let reducer_addr = reducer_ctx.address();
+        listeners.states.push(ctx.address().recipient());
+        listeners.messages.push(reducer_addr.clone().recipient());
+        listeners.states.push(reducer_addr.clone().recipient());
+        listeners.identities.push(reducer_addr.clone().recipient());
+        let sync_ctx = Context::<SyncActor>::new();
+        listeners.messages.push(sync_ctx.address().recipient());
+        listeners.states.push(sync_ctx.address().recipient());
+        let supervision = config.supervision.clone();
+        let mut connection_control = None;
+        let result = ConnectionActor::start_in(config.connection, listeners, |ctx, actor| {
+            let policy = supervision.connection.clone();
+            connection_control =
+                Some(supervise::start(ctx, actor, "connection", policy, stop.clone(), OnShutdown::StopsItself));
         });
-        let (connection, reducers, auth) = match (outcome, auth) {
-            (Some(Ok((connection, Some(reducers)))), Some(auth)) => (connection, reducers, AuthHandle::new(auth)),
-            (Some(Err(e)), _) => {
-                supervisor.do_send(StopTree);
-                return Err(e);
-            }
-            _ => return Err(ConnectionError::ActorGone),
-        };
-        if let Some(schema) = &config.schema {
-            reducers.set_schema(schema.clone());
-        } else if config.fetch_schema {
-            let reducers = reducers.clone();
-            actix::spawn(async move {
-                match ModuleSchema::fetch_for(&fetch_config).await {
-                    Ok(schema) => reducers.set_schema(Arc::new(schema)),
-                    Err(e) => tracing::warn!(error = %e, "no schema: reducer calls are not checked against it"),
-                }
-            });
+        let connection = result.as_ref().ok().cloned();
+        if let Some(connection) = &connection {
+            let setup = AuthSetup {
+                config: config.auth,
+                key,
+                store,
+                provider: config.token_provider,
+                connection: connection.token_sink(),
+                listeners: config.auth_listeners,
+            };
+            auth = Some(auth_addr.clone());
+            let actor = AuthActor::new(setup, auth_token);
+            let policy = supervision.auth.clone();
+            controls.auth = Some(supervise::start(auth_ctx, actor, "auth", policy, stop.clone(), OnShutdown::Stopped));
+            let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
+            let actor = ReducerActor::new(config.reducers, connection.sender(), reducer_listeners, store)
+                .with_request_ids(connection.request_ids());
+            let policy = supervision.reducers.clone();
+            controls.reducers =
+                Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
+            let actor = SyncActor::with_types(
+                config.sync,
+                schema.clone(),
+                config.row_types,
+                connection.sender(),
+                sync_listeners,
+            );
+            let reader = actor.cache().reader();
+            let addr = sync_ctx.address();
+            let policy = supervision.sync.clone();
+            controls.sync = Some(supervise::start(sync_ctx, actor, "sync", policy, stop.clone(), OnShutdown::Stopped));
+            sync = Some(SyncHandle::new(addr, reader, schema.clone()));
         }
-        Ok(Self { supervisor, connection, reducers, auth, sync, telemetry })
-    }
+        controls.connection = connection_control;
+        let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
+        outcome = Some(result.map(|c| (c, reducers.clone())));
+        Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
+    });
+    let (connection, reducers, auth, sync) = match (outcome, auth, sync) {
+        (Some(Ok((connection, Some(reducers)))), Some(auth), Some(sync)) => {
+            (connection, reducers, AuthHandle::new(auth), sync)
+        }
+        (Some(Err(e)), _, _) => {
+            stop.raise();
+            supervisor.do_send(StopTree);
+            return Err(e.into());
+        }
+        _ => return Err(ClientError::Connection(ConnectionError::ActorGone)),
+    };
+    reducers.set_schema(schema.clone());
+    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls })
+}
 
+impl Tree {
     /// Writes a snapshot of the performance statistics (the configured window
     /// and every interval kept) to `path`.
-    pub async fn export_stats(&self, path: &std::path::Path, format: ExportFormat) -> Result<(), TelemetryError> {
+    pub(crate) async fn export_stats(
+        &self,
+        path: &std::path::Path,
+        format: ExportFormat,
+    ) -> Result<(), TelemetryError> {
         let telemetry = self
             .telemetry
             .as_ref()
@@ -277,8 +294,10 @@ impl Spacelink {
         std::io::Write::flush(&mut out).map_err(|e| TelemetryError::Export(format!("{}: {e}", path.display())))
     }
 
-    /// Closes the connection and stops the tree.
-    pub fn shutdown(&self) {
+    /// Closes the connection and stops the tree for good: the stop flag goes
+    /// up first, so that no child stopping from now on is restarted.
+    pub(crate) fn shutdown(&self) {
+        self.stop.raise();
         self.supervisor.do_send(StopTree);
     }
 }
@@ -328,7 +347,116 @@ mod tests {
     async fn settings_that_could_reorder_calls_are_refused() {
         let mut config = SpacelinkConfig::new(ConnectionConfig::new("http://127.0.0.1:9", "guildmaster"));
         config.reducers.max_in_flight = config.connection.outbound_capacity;
-        let err = Spacelink::start_with(config, Listeners::default(), ReducerListeners::default()).unwrap_err();
+        let err = start_tree(config, TreeListeners::default()).await.unwrap_err();
         assert!(err.to_string().contains("reducers.max_in_flight"), "{err}");
+    }
+
+    /// A fake state sync behind the same messages as the real one: it hears the
+    /// connection's state changes and tells `RowsChanged` (one row per session).
+    struct FakeSync {
+        listeners: SyncListeners,
+    }
+
+    impl Actor for FakeSync {
+        type Context = Context<Self>;
+    }
+
+    impl Supervised for FakeSync {}
+
+    impl Handler<StateChanged> for FakeSync {
+        type Result = ();
+        fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
+            if msg.to == ConnectionState::Connected {
+                let row = bytes::Bytes::from(msg.generation.to_le_bytes().to_vec());
+                let key = spacelink_sync::RowKey(row.clone());
+                let changes = vec![spacelink_sync::RowChange::Insert { table: "t".into(), key, row: row.into() }];
+                for r in &self.listeners.changes {
+                    r.do_send(spacelink_sync::RowsChanged {
+                        generation: msg.generation,
+                        changes: Arc::new(changes.clone()),
+                        reconciled: false,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{what}: never");
+    }
+
+    #[actix::test]
+    async fn the_tree_wiring_runs_on_a_fake_connection_and_a_fake_sync_behind_the_same_messages() {
+        use spacelink_connection::testing::{ScriptStep, ScriptedConnection};
+
+        use crate::calls::{Reducers, ResultCallbacks};
+        use crate::events::{self, Event, EventSink};
+        use crate::supervise::RestartPolicy;
+
+        let (events, mut queue) = events::queue();
+        let sink = EventSink { events: events.clone() }.start();
+        let stop = StopFlag::default();
+        // The fake sync, supervised as the real one is.
+        let sync_ctx = Context::<FakeSync>::new();
+        let sync_addr = sync_ctx.address();
+        let fake_sync =
+            FakeSync { listeners: SyncListeners { changes: vec![sink.clone().recipient()], ..Default::default() } };
+        let sync =
+            supervise::start(sync_ctx, fake_sync, "sync", RestartPolicy::default(), stop.clone(), OnShutdown::Stopped);
+        // The real reducer client, wired to the fake connection by the same recipients.
+        let reducer_ctx = Context::<ReducerActor>::new();
+        let reducer_addr = reducer_ctx.address();
+        let listeners = Listeners {
+            states: vec![sink.clone().recipient(), sync_addr.clone().recipient(), reducer_addr.clone().recipient()],
+            messages: vec![reducer_addr.clone().recipient()],
+            ..Default::default()
+        };
+        let script =
+            vec![ScriptStep::State(ConnectionState::Connecting), ScriptStep::State(ConnectionState::Connected)];
+        let fake = ScriptedConnection::new(script, listeners, 1);
+        let sent = fake.sent();
+        let fake = fake.start();
+        let actor = ReducerActor::new(ReducerConfig::default(), fake.recipient(), ReducerListeners::default(), None);
+        let policy = RestartPolicy::default();
+        supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself);
+        let reducers = Reducers::new(ReducerHandle::new(reducer_addr), events.clone(), ResultCallbacks::default());
+
+        // What the game hears: the fake connection's states, the fake sync's rows.
+        let mut seen = Vec::new();
+        until("connected and a row", || {
+            queue.drain_into(&mut seen);
+            seen.iter().any(|e| matches!(e, Event::StateChanged { to: ConnectionState::Connected, .. }))
+                && seen.iter().any(|e| matches!(e, Event::Row(r) if r.row[0] == 1))
+        })
+        .await;
+        // A call goes to the fake connection as the same `SendMessage`.
+        let _call = reducers.call_bsatn("anything", bytes::Bytes::new());
+        until("the call on the fake socket", || {
+            sent.lock().is_ok_and(|s| s.iter().any(|m| matches!(m, spacelink_connection::ws::ClientMessage::CallReducer(c) if &*c.reducer == "anything")))
+        })
+        .await;
+        // The fake sync fails, comes back and goes on hearing sessions.
+        sync.kill();
+        until("the fake sync restarted", || sync.restarts() == 1).await;
+        sync_addr.do_send(StateChanged {
+            generation: 2,
+            from: ConnectionState::Reconnecting,
+            to: ConnectionState::Connected,
+            reason: None,
+            retry_in: None,
+        });
+        until("a row of session 2", || {
+            queue.drain_into(&mut seen);
+            seen.iter().any(|e| matches!(e, Event::Row(r) if r.row[0] == 2))
+        })
+        .await;
+        stop.raise();
+        until("the fake sync stopped for good", || !sync_addr.connected()).await;
     }
 }

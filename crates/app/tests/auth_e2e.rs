@@ -22,7 +22,7 @@ use p256::ecdsa::signature::Signer as _;
 use p256::pkcs8::DecodePrivateKey as _;
 use spacelink::auth::{AuthListeners, TokenFuture, TokenRequest};
 use spacelink::credentials::FileCredentialStore;
-use spacelink::{AuthError, AuthEvent, Credentials, Spacelink, SpacelinkConfig, TokenProvider};
+use spacelink::{AuthError, AuthEvent, Credentials, SpacelinkConfig, TokenProvider};
 use spacelink_auth::Token;
 use tokio::sync::mpsc;
 
@@ -160,22 +160,24 @@ async fn auth_a_new_player_keeps_their_identity_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credentials.json");
     let start = || {
-        let (auth_listeners, rx) = tap();
-        let mut c = SpacelinkConfig::new(config());
-        c.fetch_schema = false;
-        c.credentials = Some(Arc::new(FileCredentialStore::new(&file)));
-        c.auth_listeners = auth_listeners;
-        let (listeners, events) = collecting_listeners();
-        (Spacelink::start_with(c, listeners, Default::default()).unwrap(), events, rx)
+        let file = file.clone();
+        async move {
+            let (auth_listeners, rx) = tap();
+            let mut c = SpacelinkConfig::new(config());
+            c.credentials = Some(Arc::new(FileCredentialStore::new(&file)));
+            c.auth_listeners = auth_listeners;
+            let (listeners, events) = collecting_listeners();
+            (common::build(c, listeners, Default::default()).await, events, rx)
+        }
     };
 
     // A new player: no stored token, the server issues an identity.
-    let (app, mut events, mut auth) = start();
+    let (app, mut events, mut auth) = start().await;
     let AuthEvent::Authenticated { identity, new_identity } = next_auth_event(&mut auth, 15).await else {
         panic!("authenticated first")
     };
     assert!(new_identity);
-    let status = app.auth.status().await.unwrap();
+    let status = app.auth().status().await.unwrap();
     assert!(status.is_authenticated);
     assert_eq!(status.identity, Some(identity));
     assert_eq!(status.store, "file");
@@ -191,21 +193,21 @@ async fn auth_a_new_player_keeps_their_identity_across_restarts() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The app restarts: the same identity, from storage.
-    let (app, mut events, mut auth) = start();
+    let (app, mut events, mut auth) = start().await;
     let AuthEvent::Authenticated { identity: again, new_identity } = next_auth_event(&mut auth, 15).await else {
         panic!("authenticated again")
     };
     assert!(!new_identity);
     assert_eq!(again, identity);
     assert_eq!(events.identity().await.identity, identity);
-    assert!(app.auth.is_authenticated().await.unwrap());
+    assert!(app.auth().is_authenticated().await.unwrap());
 
     // Cleared credentials: the next authentication is a new player.
-    app.auth.clear_credentials();
+    app.auth().clear_credentials();
     assert!(matches!(next_auth_event(&mut auth, 5).await, AuthEvent::CredentialsCleared));
-    let fresh = app.auth.authenticate(Credentials::New).await.unwrap();
+    let fresh = app.auth().authenticate(Credentials::New).await.unwrap();
     assert_ne!(fresh, identity);
-    let newer = app.auth.token().await.unwrap().unwrap();
+    let newer = app.auth().token().await.unwrap().unwrap();
     app.shutdown();
     assert_not_logged(&[&token, &newer]);
 }
@@ -222,14 +224,13 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
         Arc::new(MintingProvider { minter: minter.clone(), life: 6, asked: 0.into(), minted: Mutex::default() });
     let (auth_listeners, mut auth) = tap();
     let mut c = SpacelinkConfig::new(config());
-    c.fetch_schema = false;
     c.connection.token = Some(first.expose().to_string());
     c.auth.refresh_margin = Duration::from_secs(3);
     c.auth.min_refresh_delay = Duration::from_millis(500);
     c.token_provider = Some(provider.clone());
     c.auth_listeners = auth_listeners;
     let (listeners, mut events) = collecting_listeners();
-    let app = Spacelink::start_with(c, listeners, Default::default()).unwrap();
+    let app = common::build(c, listeners, Default::default()).await;
     let AuthEvent::Authenticated { identity, new_identity: false } = next_auth_event(&mut auth, 15).await else {
         panic!("authenticated with the minted token")
     };
@@ -244,7 +245,7 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
     // Past the first token's exp, the session is still the same one.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(now_secs() > first_exp, "the first token has expired");
-    let status = app.connection.status().await.unwrap();
+    let status = app.connection().status().await.unwrap();
     assert!(status.state.is_connected());
     assert_eq!(status.generation, first_generation, "no reconnect");
     while let Ok(event) = events_try(&mut events) {
@@ -252,7 +253,7 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
     }
 
     // The next session (the first token has expired) opens with the new token.
-    app.connection.reconnect("test: a new session after the first token expired");
+    app.connection().reconnect("test: a new session after the first token expired");
     let second = events.connected().await;
     assert!(second > first_generation);
     let session = events.identity().await;
@@ -284,35 +285,33 @@ async fn auth_a_rejected_token_is_reported_as_such() {
     let expired = minter.mint(now_secs() - 3600);
     let (auth_listeners, mut auth) = tap();
     let mut c = SpacelinkConfig::new(config());
-    c.fetch_schema = false;
     c.connection.token = Some(expired.expose().to_string());
     c.auth_listeners = auth_listeners;
     let (listeners, _events) = collecting_listeners();
-    let app = Spacelink::start_with(c, listeners, Default::default()).unwrap();
+    let app = common::build(c, listeners, Default::default()).await;
     let event = next_auth_event(&mut auth, 15).await;
     let AuthEvent::AuthenticationFailed { error } = event else { panic!("the expired token is refused: {event:?}") };
     let AuthError::Rejected { status, reason } = &error else { panic!("{error:?}") };
     assert_eq!(*status, 401, "{reason}");
-    assert!(!app.auth.is_authenticated().await.unwrap());
+    assert!(!app.auth().is_authenticated().await.unwrap());
 
     // A token with a forged signature: refused, and `authenticate` says so.
     let good = minter.mint(now_secs() + 600);
     let (head, _) = good.expose().rsplit_once('.').unwrap();
     let forged = Token::new(format!("{head}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 64])));
-    let result = app.auth.authenticate(Credentials::Given(forged.clone())).await;
+    let result = app.auth().authenticate(Credentials::Given(forged.clone())).await;
     assert!(matches!(result, Err(AuthError::Rejected { status: 401, .. })), "{result:?}");
     // A good token is accepted after that.
-    let identity = app.auth.authenticate(Credentials::Given(good.clone())).await.unwrap();
-    assert_eq!(Some(identity), app.auth.identity().await.unwrap());
+    let identity = app.auth().authenticate(Credentials::Given(good.clone())).await.unwrap();
+    assert_eq!(Some(identity), app.auth().identity().await.unwrap());
     app.shutdown();
 
     // No server at all: unreachable, not refused.
     let mut c = SpacelinkConfig::new(spacelink::ConnectionConfig::new("http://127.0.0.1:9", "guildmaster"));
-    c.fetch_schema = false;
     let (auth_listeners, mut auth) = tap();
     c.auth_listeners = auth_listeners;
-    let app = Spacelink::start_with(c, Default::default(), Default::default()).unwrap();
-    let result = app.auth.authenticate(Credentials::New).await;
+    let app = common::build(c, Default::default(), Default::default()).await;
+    let result = app.auth().authenticate(Credentials::New).await;
     assert!(matches!(result, Err(AuthError::Unreachable(_))), "{result:?}");
     assert!(auth.try_recv().is_err(), "a network failure is no authentication failure");
     app.shutdown();

@@ -64,12 +64,12 @@ impl Handler<ResilienceEvent> for ResilienceTap {
 }
 
 /// Starts a spacelink whose resilience events are tapped too.
-fn start_tapped(
+async fn start_tapped(
     config: spacelink::ConnectionConfig,
-) -> (spacelink::Spacelink, Events, mpsc::UnboundedReceiver<(Instant, ResilienceEvent)>) {
+) -> (spacelink::Client, Events, mpsc::UnboundedReceiver<(Instant, ResilienceEvent)>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let tap = ResilienceTap(tx).start();
-    let (app, events) = start_with(config, |listeners| listeners.resilience.push(tap.recipient()));
+    let (app, events) = start_with(config, |listeners| listeners.resilience.push(tap.recipient())).await;
     (app, events, rx)
 }
 
@@ -103,7 +103,7 @@ async fn chaos_server_killed_and_restarted_reconnects_with_the_same_identity() {
     config.heartbeat_interval = Duration::from_millis(500);
     config.dead_peer_timeout = Duration::from_millis(2000);
     let initial_delay = config.retry.initial_delay;
-    let (app, mut events, mut tap) = start_tapped(config);
+    let (app, mut events, mut tap) = start_tapped(config).await;
     events.connected().await;
     let identity = events.identity().await.identity;
 
@@ -138,7 +138,7 @@ async fn chaos_server_killed_and_restarted_reconnects_with_the_same_identity() {
         detect: Some(detected.duration_since(killed)),
         reconnect: Some(reconnect),
         attempts: Some(attempts.len() as u32),
-        breaker_trips: Some(app.connection.status().await.unwrap().breaker_trips),
+        breaker_trips: Some(app.connection().status().await.unwrap().breaker_trips),
         note: reason,
     }
     .report();
@@ -155,7 +155,7 @@ async fn chaos_blackholed_connection_is_detected_within_heartbeat_plus_timeout()
     config.heartbeat_interval = Duration::from_millis(500);
     config.dead_peer_timeout = Duration::from_millis(1500);
     config.connect_timeout = Duration::from_secs(2);
-    let (app, mut events, mut tap) = start_tapped(config);
+    let (app, mut events, mut tap) = start_tapped(config).await;
     events.connected().await;
     let identity = events.identity().await.identity;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -178,7 +178,7 @@ async fn chaos_blackholed_connection_is_detected_within_heartbeat_plus_timeout()
         detect: Some(detect),
         reconnect: Some(healed.elapsed()),
         attempts: Some(attempts.len() as u32),
-        breaker_trips: Some(app.connection.status().await.unwrap().breaker_trips),
+        breaker_trips: Some(app.connection().status().await.unwrap().breaker_trips),
         note: reason,
     }
     .report();
@@ -203,7 +203,7 @@ async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() 
         CircuitBreakerConfig { failure_threshold: 4, open_duration: Duration::from_secs(3), half_open_max_calls: 1 };
     // A session counts as a success (closing the breaker) once it proved itself.
     config.proven_after = Duration::from_millis(300);
-    let (app, mut events, mut tap) = start_tapped(config);
+    let (app, mut events, mut tap) = start_tapped(config).await;
     events.connected().await;
     tokio::time::sleep(Duration::from_secs(1)).await; // Proven: the loss below is failure 1.
 
@@ -247,7 +247,7 @@ async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() 
     let opened = breaker[0].1.as_secs_f64();
     let half_opened = breaker[1].1.as_secs_f64();
     assert!((half_opened - opened - 3.0).abs() < 0.25, "open for {} s", half_opened - opened);
-    let status = app.connection.status().await.unwrap();
+    let status = app.connection().status().await.unwrap();
     assert_eq!(status.breaker, BreakerKind::Closed);
     Row {
         scenario: "server down (backoff + breaker)",
@@ -272,11 +272,11 @@ async fn chaos_500_ms_of_latency_keeps_the_connection_up() {
     let schema = schema().await;
     let mut config = config();
     config.server_url = proxy.url();
-    let (app, mut events, mut tap) = start_tapped(config);
+    let (app, mut events, mut tap) = start_tapped(config).await;
     events.connected().await;
     tokio::time::sleep(Duration::from_secs(8)).await;
 
-    let status = app.connection.status().await.unwrap();
+    let status = app.connection().status().await.unwrap();
     assert!(status.state.is_connected(), "{:?}", status.state);
     let latency = status.latency.unwrap();
     assert!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use spacelink::settings::SettingsLoader;
 use spacelink::watcher::{SettingsEvent, SettingsWatcher};
-use spacelink::Spacelink;
+use spacelink::Client;
 use tokio::sync::mpsc;
 
 struct Tap(mpsc::UnboundedSender<SettingsEvent>);
@@ -64,11 +64,11 @@ fn settings_file(server: &str, db: &str, heartbeat: &str) -> String {
 }
 
 /// Distinct pong times seen while sampling the status for `window`.
-async fn pongs_during(app: &Spacelink, window: Duration) -> usize {
+async fn pongs_during(app: &Client, window: Duration) -> usize {
     let mut seen = HashSet::new();
     let end = tokio::time::Instant::now() + window;
     while tokio::time::Instant::now() < end {
-        if let Some(at) = app.connection.status().await.unwrap().last_heartbeat {
+        if let Some(at) = app.connection().status().await.unwrap().last_heartbeat {
             seen.insert(at);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -89,16 +89,15 @@ async fn config_an_edited_file_changes_the_live_heartbeat_interval() {
     std::fs::write(&path, settings_file(&server, &db, "10s")).unwrap();
     let loader = SettingsLoader::new().env_prefix(None).file(&path);
     let settings = loader.load().unwrap();
-    let mut config = settings.spacelink_config().unwrap();
-    config.fetch_schema = false;
+    let config = settings.spacelink_config().unwrap();
     let (listeners, mut events) = common::collecting_listeners();
-    let app = Spacelink::start_with(config, listeners, Default::default()).unwrap();
+    let app = common::build(config, listeners, Default::default()).await;
     let generation = events.connected().await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let watcher = SettingsWatcher::new(
         loader,
         settings,
-        app.connection.clone(),
+        app.connection().clone(),
         Duration::from_millis(100),
         vec![Tap(tx).start().recipient()],
     )
@@ -113,7 +112,7 @@ async fn config_an_edited_file_changes_the_live_heartbeat_interval() {
     // Every 200 ms now: many pongs in three seconds, on the same session.
     let pongs = pongs_during(&app, Duration::from_secs(3)).await;
     assert!(pongs >= 5, "{pongs} pongs");
-    assert_eq!(app.connection.status().await.unwrap().generation, generation, "no reconnect");
+    assert_eq!(app.connection().status().await.unwrap().generation, generation, "no reconnect");
 
     // Another database cannot be switched to live.
     std::fs::write(&path, settings_file(&server, "another_db", "200ms")).unwrap();
@@ -151,14 +150,13 @@ async fn config_an_edited_file_retunes_the_monitor_and_a_prediction_live() {
     let loader = SettingsLoader::new().env_prefix(None).file(&path);
     let settings = loader.load().unwrap();
     let mut config = settings.spacelink_config().unwrap();
-    config.fetch_schema = false;
     let ticks = Arc::new(AtomicUsize::new(0));
     let setup = config.telemetry.as_mut().expect("monitor = true");
     setup.listeners.stats.push(Ticks(ticks.clone()).start().recipient());
     let (listeners, mut events) = common::collecting_listeners();
-    let app = Spacelink::start_with(config, listeners, Default::default()).unwrap();
+    let app = common::build(config, listeners, Default::default()).await;
     events.connected().await;
-    let telemetry = app.telemetry.clone().expect("the monitor runs");
+    let telemetry = app.telemetry().cloned().expect("the monitor runs");
     let prediction = spacelink::prediction::PredictionActor::start(
         spacelink::prediction::Walk::default(),
         settings.prediction_config().unwrap(),
@@ -170,11 +168,11 @@ async fn config_an_edited_file_retunes_the_monitor_and_a_prediction_live() {
     let watcher = SettingsWatcher::new(
         loader,
         settings,
-        app.connection.clone(),
+        app.connection().clone(),
         Duration::from_millis(100),
         vec![Tap(tx).start().recipient()],
     )
-    .auth(app.auth.clone())
+    .auth(app.auth().clone())
     .telemetry(telemetry.clone())
     .prediction(prediction.reconfigure_recipient())
     .start();

@@ -16,13 +16,13 @@ use spacelink::connection::{ws, Compression};
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_connects_and_receives_identity_and_token() {
-    let (app, mut events) = start(config());
+    let (app, mut events) = start(config()).await;
     let generation = events.connected().await;
     let identity = events.identity().await;
     assert_eq!(identity.generation, generation);
     assert!(!identity.token.expose().is_empty());
     assert!(!format!("{:?}", identity.token).contains(identity.token.expose()), "tokens never show in Debug");
-    let status = app.connection.status().await.unwrap();
+    let status = app.connection().status().await.unwrap();
     assert!(status.state.is_connected());
     assert_eq!(status.identity, Some(identity.identity));
     app.shutdown();
@@ -31,26 +31,26 @@ async fn e2e_connects_and_receives_identity_and_token() {
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_reconnect_with_token_keeps_identity() {
-    let (first, mut events) = start(config());
+    let (first, mut events) = start(config()).await;
     let original = events.identity().await;
     // The same connection, forced to reconnect, presents the token it was given.
-    first.connection.reconnect("test");
+    first.connection().reconnect("test");
     let again = events.identity().await;
     assert!(again.generation > original.generation);
     assert_eq!(again.identity, original.identity);
     // A recovery asked for and awaited ends with a new session.
-    assert!(first.connection.attempt_recovery("test").await.unwrap());
+    assert!(first.connection().attempt_recovery("test").await.unwrap());
     let recovered = events.identity().await;
     assert!(recovered.generation > again.generation);
     assert_eq!(recovered.identity, original.identity);
-    let health = first.connection.health().await.unwrap();
+    let health = first.connection().health().await.unwrap();
     assert!(health.is_healthy, "{health:?}");
     first.shutdown();
 
     // A new connection given the token is the same player.
     let mut config = config();
     config.token = Some(original.token.expose().to_string());
-    let (second, mut events) = start(config);
+    let (second, mut events) = start(config).await;
     let restored = events.identity().await;
     assert_eq!(restored.identity, original.identity);
     second.shutdown();
@@ -60,11 +60,11 @@ async fn e2e_reconnect_with_token_keeps_identity() {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_reducer_calls_see_their_transaction_updates() {
     let schema = schema().await;
-    let (app, mut events) = start(config());
+    let (app, mut events) = start(config()).await;
     events.connected().await;
     let me = events.identity().await.identity;
     // Rows come for subscribed queries only, also to the caller.
-    let query = app.connection.subscribe(&["SELECT * FROM player".to_string()]).await.unwrap();
+    let query = app.connection().subscribe(&["SELECT * FROM player".to_string()]).await.unwrap();
     events.applied(query).await;
 
     let joined = call(&app, &mut events, &schema, "join", r#"["ada", 1]"#).await;
@@ -102,7 +102,7 @@ async fn e2e_reducer_calls_see_their_transaction_updates() {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_failing_reducer_reports_its_message() {
     let schema = schema().await;
-    let (app, mut events) = start(config());
+    let (app, mut events) = start(config()).await;
     events.connected().await;
     let message = "the dragon is asleep ✓ \"quoted\"";
     let args = serde_json::to_string(&[message]).unwrap();
@@ -117,7 +117,7 @@ async fn e2e_failing_reducer_reports_its_message() {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_every_compression_mode_decodes() {
     let schema = schema().await;
-    let (setup, mut events) = start(config());
+    let (setup, mut events) = start(config()).await;
     events.connected().await;
     assert_eq!(outcome(&call(&setup, &mut events, &schema, "clear_spawned", "[2]").await), Ok(()));
     assert_eq!(outcome(&call(&setup, &mut events, &schema, "spawn_entities", "[2, 400]").await), Ok(()));
@@ -127,9 +127,9 @@ async fn e2e_every_compression_mode_decodes() {
     for compression in [Compression::None, Compression::Brotli, Compression::Gzip] {
         let mut config = config();
         config.compression = compression;
-        let (app, mut events) = start(config);
+        let (app, mut events) = start(config).await;
         events.connected().await;
-        let query = app.connection.subscribe(&["SELECT * FROM entity WHERE map_id = 2".to_string()]).await.unwrap();
+        let query = app.connection().subscribe(&["SELECT * FROM entity WHERE map_id = 2".to_string()]).await.unwrap();
         let applied = events.applied(query).await;
         let ws::ServerMessage::SubscribeMultiApplied(a) = &*applied.message else { unreachable!() };
         let rows = inserted_rows(&a.update, "entity");
@@ -218,13 +218,13 @@ struct AllTypes {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_decodes_every_column_type_typed_and_dynamic() {
     let schema = schema().await;
-    let (app, mut events) = start(config());
+    let (app, mut events) = start(config()).await;
     events.connected().await;
     let me = events.identity().await;
     for id in [0, 7] {
         assert_eq!(outcome(&call(&app, &mut events, &schema, "insert_sample", &format!("[{id}]")).await), Ok(()));
     }
-    let query = app.connection.subscribe(&["SELECT * FROM all_types".to_string()]).await.unwrap();
+    let query = app.connection().subscribe(&["SELECT * FROM all_types".to_string()]).await.unwrap();
     let applied = events.applied(query).await;
     let ws::ServerMessage::SubscribeMultiApplied(a) = &*applied.message else { unreachable!() };
     let table = schema.table("all_types").unwrap();
@@ -310,9 +310,9 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_one_off_query_returns_rows() {
     let schema = schema().await;
-    let (app, mut events) = start(config());
+    let (app, mut events) = start(config()).await;
     events.connected().await;
-    let id = app.connection.one_off_query("SELECT * FROM map").await.unwrap();
+    let id = app.connection().one_off_query("SELECT * FROM map").await.unwrap();
     let response = events
         .wait_for(15, "OneOffQueryResponse", |e| match e {
             Event::Message(m) => match &*m.message {
@@ -418,9 +418,9 @@ fn e2e_command_line_subscribe_prints_initial_rows_and_changes() {
 async fn e2e_light_mode_receives_light_updates_of_other_transactions() {
     let mut config = config();
     config.light_mode = true;
-    let (app, mut events) = start(config);
+    let (app, mut events) = start(config).await;
     events.connected().await;
-    let query = app.connection.subscribe(&["SELECT * FROM entity WHERE map_id = 1".to_string()]).await.unwrap();
+    let query = app.connection().subscribe(&["SELECT * FROM entity WHERE map_id = 1".to_string()]).await.unwrap();
     events.applied(query).await;
     // The scheduled NPC tick moves entities: others' transactions come as light updates.
     events

@@ -41,12 +41,12 @@ impl Drop for Frozen {
 async fn e2e_frozen_server_is_declared_dead_within_the_timeout_and_recovered_from() {
     // The default heartbeat and dead-peer timeout: a frozen server is noticed in under 3 s.
     let config = config();
-    let (app, mut events) = start(config);
+    let (app, mut events) = start(config).await;
     events.connected().await;
     let identity = events.identity().await.identity;
     // Let a few heartbeats measure the round trip.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(app.connection.status().await.unwrap().latency.is_some(), "heartbeats measured no round trip");
+    assert!(app.connection().status().await.unwrap().latency.is_some(), "heartbeats measured no round trip");
 
     let frozen = Frozen::new(server_pid());
     let since = Instant::now();

@@ -20,7 +20,7 @@ use spacelink::sync::SyncListeners;
 use spacelink::telemetry::{
     AlertKind, AlertMetric, PerformanceAlert, StatsUpdated, TelemetryConfig, TelemetryListeners, ThresholdRule,
 };
-use spacelink::{ExportFormat, Spacelink, SpacelinkConfig, TelemetrySetup};
+use spacelink::{ExportFormat, SpacelinkConfig, TelemetrySetup};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -106,17 +106,16 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
         listeners: TelemetryListeners { stats: vec![tap.clone().recipient()], alerts: vec![tap.recipient()] },
     });
     let (listeners, mut events) = collecting_listeners();
-    let app =
-        Spacelink::connect(config, listeners, ReducerListeners::default(), SyncListeners::default()).await.unwrap();
+    let app = common::connect(config, listeners, ReducerListeners::default(), SyncListeners::default()).await.unwrap();
     events.connected().await;
     let schema = schema().await;
 
     // A session: a subscription, a committed call and a failed one, heartbeats.
-    let sync = app.sync.clone().unwrap();
+    let sync = app.sync().clone();
     sync.subscribe_to_map(1).await.unwrap();
-    let joined = app.reducers.call_json(&schema, "join", r#"["telemetry", 1]"#).await.unwrap();
+    let joined = app.reducer_client().call_json(&schema, "join", r#"["telemetry", 1]"#).await.unwrap();
     assert_eq!(joined.outcome, Outcome::Committed, "{joined:?}");
-    let failed = app.reducers.call_json(&schema, "always_fail", r#"["on purpose"]"#).await.unwrap();
+    let failed = app.reducer_client().call_json(&schema, "always_fail", r#"["on purpose"]"#).await.unwrap();
     assert!(matches!(failed.outcome, Outcome::Failed(_)), "{failed:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -139,7 +138,7 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
     assert!(value(&text, "spacelink_connection_bytes_sent_total") > 100.0);
     assert_eq!(value(&text, "spacelink_connection_state"), 2.0, "connected");
 
-    let telemetry = app.telemetry.clone().unwrap();
+    let telemetry = app.telemetry().cloned().unwrap();
     let stats = telemetry.stats().await.unwrap();
     assert_eq!(stats.reducer_calls, 2);
     assert_eq!(stats.reducer_success_rate, Some(0.5));
@@ -163,7 +162,7 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
     let kinds: Vec<AlertKind> = alerts.iter().map(|a| a.kind).collect();
     assert_eq!(kinds, vec![AlertKind::Raised, AlertKind::Recovered], "{alerts:#?}");
     assert!(alerts[0].value > 150.0 && alerts[1].value <= 80.0, "{alerts:#?}");
-    assert!(app.connection.status().await.unwrap().state.is_connected());
+    assert!(app.connection().status().await.unwrap().state.is_connected());
 
     // Export.
     let dir = std::env::temp_dir().join(format!("spacelink-telemetry-{}", std::process::id()));

@@ -15,7 +15,7 @@ use common::*;
 use spacelink::connection::hostile::{catalogue, Case, HostileServer};
 use spacelink::reducers::ReducerListeners;
 use spacelink::sync::SyncListeners;
-use spacelink::{ConnectionState, ModuleSchema, RetryPolicy, Spacelink, SpacelinkConfig};
+use spacelink::{Client, ConnectionState, ModuleSchema, RetryPolicy, SpacelinkConfig};
 
 /// The `entity_id`s of map 2's entities, from the server's SQL endpoint.
 async fn ids_from_sql(schema: &ModuleSchema) -> BTreeSet<u64> {
@@ -26,9 +26,9 @@ async fn ids_from_sql(schema: &ModuleSchema) -> BTreeSet<u64> {
 }
 
 /// The `entity_id`s in the cache.
-fn ids_in_cache(schema: &ModuleSchema, app: &Spacelink) -> BTreeSet<u64> {
+fn ids_in_cache(schema: &ModuleSchema, app: &Client) -> BTreeSet<u64> {
     let table = schema.table("entity").unwrap();
-    let rows = app.sync.as_ref().unwrap().cache().rows("entity");
+    let rows = app.sync().cache().rows("entity");
     rows.iter().map(|row| table.row_to_json(&table.decode(row).unwrap())["entity_id"].as_u64().unwrap()).collect()
 }
 
@@ -51,7 +51,7 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
     connection.identity_timeout = Duration::from_secs(1);
     connection.proven_after = Duration::from_millis(500);
     let (listeners, mut events) = collecting_listeners();
-    let app = Spacelink::connect(
+    let app = common::connect(
         SpacelinkConfig::new(connection),
         listeners,
         ReducerListeners::default(),
@@ -59,10 +59,10 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
     )
     .await
     .unwrap();
-    let (writer, _writer_events) = start(config());
+    let (writer, _writer_events) = start(config()).await;
     events.connected().await;
     run_reducer(&writer, &schema, "clear_spawned", "[2]").await;
-    let sync = app.sync.clone().unwrap();
+    let sync = app.sync().clone();
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 2"]).await.unwrap();
     run_reducer(&writer, &schema, "spawn_entities", "[2, 3]").await;
     settle(&schema, &app).await;
@@ -113,20 +113,20 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
         // case starts again from the first backoff step.
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let status = app.connection.status().await.unwrap();
+    let status = app.connection().status().await.unwrap();
     assert_eq!(status.state, ConnectionState::Connected);
     app.shutdown();
     writer.shutdown();
 }
 
 /// Calls a reducer and panics unless it commits.
-async fn run_reducer(app: &Spacelink, schema: &ModuleSchema, reducer: &str, json: &str) {
-    let result = app.reducers.call_json(schema, reducer, json).await.unwrap();
+async fn run_reducer(app: &Client, schema: &ModuleSchema, reducer: &str, json: &str) {
+    let result = app.reducer_client().call_json(schema, reducer, json).await.unwrap();
     assert_eq!(result.outcome, spacelink::reducers::Outcome::Committed, "{reducer} {json}");
 }
 
 /// Waits (up to 20 s) until the cache holds exactly the server's entities of map 2.
-async fn settle(schema: &ModuleSchema, app: &Spacelink) {
+async fn settle(schema: &ModuleSchema, app: &Client) {
     let mut last = (BTreeSet::new(), BTreeSet::new());
     for _ in 0..100 {
         let want = ids_from_sql(schema).await;

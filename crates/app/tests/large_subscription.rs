@@ -12,21 +12,21 @@ use std::time::{Duration, Instant};
 use common::*;
 use spacelink::reducers::ReducerListeners;
 use spacelink::sync::SyncListeners;
-use spacelink::{ConnectionState, ModuleSchema, Spacelink, SpacelinkConfig};
+use spacelink::{Client, ConnectionState, ModuleSchema, SpacelinkConfig};
 
 /// The map the test fills (guildmaster's second map), and how many rows.
 const MAP: u32 = 2;
 const BATCHES: u32 = 3;
 const PER_BATCH: u32 = 100_000;
 
-async fn run(app: &Spacelink, schema: &ModuleSchema, reducer: &str, json: &str) {
-    let result = app.reducers.call_json(schema, reducer, json).await.unwrap();
+async fn run(app: &Client, schema: &ModuleSchema, reducer: &str, json: &str) {
+    let result = app.reducer_client().call_json(schema, reducer, json).await.unwrap();
     assert_eq!(result.outcome, spacelink::reducers::Outcome::Committed, "{reducer} {json}");
 }
 
-async fn connect() -> (Spacelink, Events) {
+async fn connect() -> (Client, Events) {
     let (listeners, events) = collecting_listeners();
-    let app = Spacelink::connect(
+    let app = common::connect(
         SpacelinkConfig::new(config()),
         listeners,
         ReducerListeners::default(),
@@ -55,7 +55,7 @@ async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
     let (reader, mut events) = connect().await;
     let generation = events.connected().await;
     let started = Instant::now();
-    let sync = reader.sync.clone().unwrap();
+    let sync = reader.sync().clone();
     let query = format!("SELECT * FROM entity WHERE map_id = {MAP}");
     let queries = [query.as_str()];
     let subscribed = tokio::time::timeout(Duration::from_secs(120), sync.subscribe(&queries)).await;
@@ -65,7 +65,7 @@ async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
 
     // Watch a few more heartbeats, then check nothing was lost on the way.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let status = reader.connection.status().await.unwrap();
+    let status = reader.connection().status().await.unwrap();
     assert_eq!(status.state, ConnectionState::Connected);
     assert_eq!(status.generation, generation, "the session was never replaced");
     let states = events.states_so_far();

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use common::proxy::FaultProxy;
 use common::*;
 use spacelink::connection::lib::{Identity, Timestamp};
-use spacelink::prediction::{Position, PredictionConfig, PredictionHandle, PredictionListeners, Step, Walk};
+use spacelink::prediction::{Position, PredictionConfig, PredictionHandle, Step, Walk};
 use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
 use spacelink::reducers::{Outcome, ReducerListeners};
 use spacelink::sync::SyncListeners;
-use spacelink::{Spacelink, SpacelinkConfig};
+use spacelink::SpacelinkConfig;
 
 /// `move_player`'s arguments, as the official code generator emits them.
 #[derive(spacetimedb_lib::ser::Serialize, spacetimedb_lib::de::Deserialize)]
@@ -144,7 +144,7 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     let wiring = PredictionWiring::<Walk>::new();
     let mut sync_listeners = SyncListeners::default();
     wiring.listen(&mut sync_listeners);
-    let app = Spacelink::connect(
+    let mut app = common::connect(
         SpacelinkConfig::new(connection),
         Default::default(),
         ReducerListeners::default(),
@@ -152,14 +152,14 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     )
     .await
     .unwrap();
-    let sync = app.sync.clone().unwrap();
+    let sync = app.sync().clone();
     let schema = schema().await;
-    let joined = app.reducers.call_json(&schema, "join", &format!(r#"["{name}", 1]"#)).await.unwrap();
+    let joined = app.reducer_client().call_json(&schema, "join", &format!(r#"["{name}", 1]"#)).await.unwrap();
     assert_eq!(joined.outcome, Outcome::Committed);
-    let identity = app.connection.status().await.unwrap().identity.unwrap();
+    let identity = app.connection().status().await.unwrap().identity.unwrap();
     sync.subscribe(&[&format!("SELECT * FROM player WHERE identity = 0x{}", identity.to_hex())]).await.unwrap();
     // The game refuses steps longer than 8 before sending them.
-    app.reducers.register_typed_validator("move_player", |args: &MovePlayerArgs| {
+    app.reducer_client().register_typed_validator("move_player", |args: &MovePlayerArgs| {
         if args.dx.abs() > 8.0 || args.dy.abs() > 8.0 {
             Err("a step longer than 8".into())
         } else {
@@ -167,7 +167,7 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
         }
     });
     let config = PredictionConfig { snap_threshold: 20.0, ..Default::default() };
-    let me = wiring.start(&app, Walk::default(), config, my_player(identity), PredictionListeners::default()).unwrap();
+    let me = wiring.start(&app, Walk::default(), config, my_player(identity), app.prediction_listeners()).unwrap();
     let start = until(10, "the first server state", || me.shown()).await;
     proxy.set_latency(latency, jitter);
 
@@ -197,6 +197,13 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     let last = first + inputs - 1;
     let shown = settled(&me, last).await;
     let converged_after = walk_started.elapsed();
+    // The game hears the prediction in frame_tick too.
+    let confirmations = app
+        .frame_tick()
+        .iter()
+        .filter(|e| matches!(e, spacelink::Event::Prediction(spacelink::prediction::PredictionEvent::Confirmed { .. })))
+        .count();
+    assert!(confirmations > 0, "the prediction's confirmations reach frame_tick");
     let (server, server_seq) = server_position(identity).await;
     assert_eq!(server_seq, last);
     assert!(distance(shown, server) < 1e-3, "converged on the server's position: {shown:?} vs {server:?}");

@@ -17,7 +17,7 @@ use common::proxy::FaultProxy;
 use common::*;
 use spacelink::reducers::ReducerListeners;
 use spacelink::sync::{RowChange, RowKeys, RowsChanged, SchemaKeys, SubscriptionEvent, SyncListeners};
-use spacelink::{ModuleSchema, Spacelink, SpacelinkConfig, SyncError};
+use spacelink::{Client, ModuleSchema, SpacelinkConfig, SyncError};
 use tokio::sync::mpsc;
 
 /// Forwards the sync actor's events into channels.
@@ -42,7 +42,7 @@ impl Handler<SubscriptionEvent> for Tap {
 }
 
 struct Synced {
-    app: Spacelink,
+    app: Client,
     events: Events,
     changes: mpsc::UnboundedReceiver<RowsChanged>,
     subscriptions: mpsc::UnboundedReceiver<SubscriptionEvent>,
@@ -64,13 +64,13 @@ async fn connect(server_url: Option<String>) -> Synced {
     let sync_listeners = SyncListeners { changes: vec![tap.clone().recipient()], subscriptions: vec![tap.recipient()] };
     let mut config = SpacelinkConfig::new(connection);
     config.sync = guildmaster_sync();
-    let app = Spacelink::connect(config, listeners, ReducerListeners::default(), sync_listeners).await.unwrap();
+    let app = common::connect(config, listeners, ReducerListeners::default(), sync_listeners).await.unwrap();
     Synced { app, events, changes, subscriptions }
 }
 
 /// Calls a reducer through the reducer client with JSON arguments; panics unless it commits.
-async fn run(app: &Spacelink, schema: &ModuleSchema, reducer: &str, json: &str) {
-    let result = app.reducers.call_json(schema, reducer, json).await.unwrap();
+async fn run(app: &Client, schema: &ModuleSchema, reducer: &str, json: &str) {
+    let result = app.reducer_client().call_json(schema, reducer, json).await.unwrap();
     assert_eq!(result.outcome, spacelink::reducers::Outcome::Committed, "{reducer} {json}");
 }
 
@@ -174,7 +174,7 @@ async fn e2e_cache_survives_cuts_and_restarts_under_a_stream_of_writes() {
     let proxy = FaultProxy::start(upstream()).await.unwrap();
     let mut watcher = connect(Some(proxy.url())).await;
     let writer = connect(None).await;
-    let sync = watcher.app.sync.clone().unwrap();
+    let sync = watcher.app.sync().clone();
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1", "SELECT * FROM player"]).await.unwrap();
     // Overlapping on purpose: every row of map 1 is in both sets.
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1 AND hp >= 0"]).await.unwrap();
@@ -261,7 +261,7 @@ async fn e2e_spatial_interest_follows_a_walking_player_and_never_misses_an_entit
         })
         .collect();
 
-    let sync = walker.app.sync.clone().unwrap();
+    let sync = walker.app.sync().clone();
     let (radius, margin) = (8.0f32, 6.0f32);
     sync.follow(2, 5.0, 5.0, radius, margin).await.unwrap();
     while walker.subscriptions.try_recv().is_ok() {}
@@ -312,7 +312,7 @@ async fn e2e_a_bad_query_reports_a_clear_error_and_disturbs_nothing() {
     let schema = Arc::new(schema().await);
     let mut client = connect(None).await;
     client.events.connected().await;
-    let sync = client.app.sync.clone().unwrap();
+    let sync = client.app.sync().clone();
     let good = sync.subscribe(&["SELECT * FROM map"]).await.unwrap();
     assert_eq!(sync.cache().count("map"), 2);
 

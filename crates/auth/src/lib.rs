@@ -33,3 +33,7 @@ pub use messages::*;
 pub use provider::{RefreshReason, TokenFuture, TokenProvider, TokenRequest};
 pub use spacelink_connection::Token;
 pub use store::{CredentialKey, CredentialStore, FallbackStore, MemoryStore, StoreError, Stored};
+
+/// Restarted by the app's supervisor when it stops, the same value (token,
+/// identity, store); `started()` re-arms its timers.
+impl actix::Supervised for AuthActor {}

@@ -146,6 +146,21 @@ impl ConnectionActor {
         Ok(crate::ConnectionHandle::new(addr))
     }
 
+    /// Validates `config` and hands the actor and its context to `run` (a
+    /// supervisor of the caller's, which restarts the actor when it stops, as
+    /// reconnection needs). Call inside an actix system.
+    pub fn start_in(
+        config: ConnectionConfig,
+        listeners: Listeners,
+        run: impl FnOnce(Context<Self>, Self),
+    ) -> Result<crate::ConnectionHandle, ConnectionError> {
+        config.validate()?;
+        let ctx = Context::new();
+        let handle = crate::ConnectionHandle::new(ctx.address());
+        run(ctx, Self::new(config, listeners));
+        Ok(handle)
+    }
+
     fn transition(&mut self, event: ConnectionEvent, reason: Option<String>, retry_in: Option<Duration>) {
         let from = self.state;
         let to = match from.next(event) {

@@ -95,8 +95,18 @@ impl ConnectionConfig {
         if self.database.contains(['/', '?', '#', ' ']) {
             return bad("database", format!("`{}` is not a database name or identity", self.database));
         }
-        if let Err(reason) = websocket_base(&self.server_url) {
-            return bad("server_url", reason);
+        match websocket_base(&self.server_url) {
+            Err(reason) => return bad("server_url", reason),
+            Ok(base) if base.starts_with("wss://") && !cfg!(feature = "tls") => {
+                return bad(
+                    "server_url",
+                    format!(
+                        "`{}` needs TLS, which this build leaves out: enable spacelink's `tls` feature",
+                        self.server_url
+                    ),
+                );
+            }
+            Ok(_) => {}
         }
         if self.token.as_deref().is_some_and(|t| t.trim().is_empty() || t.contains(['\r', '\n'])) {
             return bad("token", "is empty or contains a line break".into());
@@ -259,6 +269,20 @@ mod tests {
         let c = ConnectionConfig::new("http://x", "");
         assert_eq!(c.validate().unwrap_err().field, "database");
         assert!(ConnectionConfig::new("http://x", "db").validate().is_ok());
+    }
+
+    #[test]
+    fn tls_urls_need_the_tls_feature() {
+        for url in ["wss://example.com", "https://example.com"] {
+            let result = ConnectionConfig::new(url, "db").validate();
+            if cfg!(feature = "tls") {
+                assert!(result.is_ok(), "{url}: {result:?}");
+            } else {
+                let err = result.unwrap_err();
+                assert_eq!(err.field, "server_url");
+                assert!(err.reason.contains("`tls` feature"), "{}", err.reason);
+            }
+        }
     }
 
     #[test]

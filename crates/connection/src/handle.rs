@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use actix::Addr;
+use actix::{Addr, Recipient};
 use bytes::Bytes;
 use spacetimedb_client_api_messages::websocket as ws;
 
@@ -12,6 +12,31 @@ use crate::codec::ClientMessage;
 use crate::error::ConnectionError;
 use crate::messages::*;
 
+/// The connection's one id space for request, query and message ids: every
+/// client of a connection (the handle, the reducer client) draws from the same
+/// allocator, so no two requests on it share an id and no answer is matched to
+/// the wrong call. Never hands out 0 (what SpacetimeDB 1.3 puts on failed calls).
+#[derive(Debug, Clone)]
+pub struct RequestIds(Arc<AtomicU32>);
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        Self(Arc::new(AtomicU32::new(1)))
+    }
+}
+
+impl RequestIds {
+    /// A fresh id (wraps around after `u32::MAX`, skipping 0).
+    pub fn next(&self) -> u32 {
+        loop {
+            let id = self.0.fetch_add(1, Ordering::Relaxed);
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+}
+
 /// A cheap, cloneable handle to a running connection.
 ///
 /// Request, query and message ids are allocated here, so a caller knows the id
@@ -19,22 +44,33 @@ use crate::messages::*;
 #[derive(Debug, Clone)]
 pub struct ConnectionHandle {
     addr: Addr<ConnectionActor>,
-    next_id: Arc<AtomicU32>,
+    ids: RequestIds,
 }
 
 impl ConnectionHandle {
     pub(crate) fn new(addr: Addr<ConnectionActor>) -> Self {
-        Self { addr, next_id: Arc::new(AtomicU32::new(1)) }
+        Self { addr, ids: RequestIds::default() }
     }
 
-    /// The actor's address, to wire it to other actors.
-    pub fn addr(&self) -> &Addr<ConnectionActor> {
-        &self.addr
+    /// The connection's id allocator, for every other client that sends
+    /// requests on it (the reducer client): one id space per connection.
+    pub fn request_ids(&self) -> RequestIds {
+        self.ids.clone()
+    }
+
+    /// Where other actors send what goes on the socket (the reducer client, state sync).
+    pub fn sender(&self) -> Recipient<SendMessage> {
+        self.addr.clone().recipient()
+    }
+
+    /// Where the auth actor hands a new token for the next session.
+    pub fn token_sink(&self) -> Recipient<ReplaceToken> {
+        self.addr.clone().recipient()
     }
 
     /// A fresh id for a request, query or one-off query.
     pub fn next_id(&self) -> u32 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.ids.next()
     }
 
     /// Sends `message` and waits for the actor to queue it on the socket.

@@ -60,7 +60,7 @@ pub use breaker::{BreakerKind, BreakerState, CircuitBreaker, CircuitBreakerConfi
 pub use codec::{ClientMessage, Compression, DecodeLimits, ServerMessage};
 pub use config::{ConfigError, ConnectionConfig};
 pub use error::ConnectionError;
-pub use handle::ConnectionHandle;
+pub use handle::{ConnectionHandle, RequestIds};
 pub use health::{NetworkHealth, NetworkStatus};
 pub use messages::*;
 pub use schema::{ModuleSchema, SchemaError, SchemaFetchConfig, TableSchema};

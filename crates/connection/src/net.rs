@@ -155,8 +155,13 @@ pub async fn open(
     let std = tcp.into_std()?;
     let handshake = runtime().spawn(async move {
         let tcp = TcpStream::from_std(std)?;
+        #[cfg(feature = "tls")]
         let (stream, _response) =
             tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), None).await?;
+        // Without TLS compiled in, `ConnectionConfig::validate` refuses wss:// URLs.
+        #[cfg(not(feature = "tls"))]
+        let (stream, _response) =
+            tokio_tungstenite::client_async_with_config(request, MaybeTlsStream::Plain(tcp), Some(ws_config)).await?;
         Ok::<_, tungstenite::Error>(start(stream, outbound_capacity, limits))
     });
     handshake.await.map_err(|e| tungstenite::Error::Io(std::io::Error::other(format!("handshake task: {e}"))))?

@@ -12,7 +12,7 @@ use spacelink_connection::lib::ConnectionId;
 use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::{AlgebraicType, Typespace};
 use spacelink_connection::{
-    ws, ClientMessage, ConnectionState, IdentityReceived, ModuleSchema, SendMessage, ServerMessage,
+    ws, ClientMessage, ConnectionState, IdentityReceived, ModuleSchema, RequestIds, SendMessage, ServerMessage,
     ServerMessageReceived, StateChanged,
 };
 use tokio::sync::oneshot;
@@ -24,11 +24,26 @@ use crate::messages::*;
 use crate::persist::{self, QueueStore};
 
 /// Mailbox capacity for bounded sends: a burst of game inputs.
-const MAILBOX_CAPACITY: usize = 4096;
+pub(crate) const MAILBOX_CAPACITY: usize = 4096;
 /// How soon a changed queue is written to its store.
 const PERSIST_DELAY: Duration = Duration::from_millis(50);
 
-type Waiter = oneshot::Sender<Result<ReducerResult, ReducerError>>;
+/// Who waits for a call's result: an awaiting caller, or a completion to run.
+enum Waiter {
+    Channel(oneshot::Sender<Result<ReducerResult, ReducerError>>),
+    Completion(Completion),
+}
+
+impl Waiter {
+    fn send(self, result: Result<ReducerResult, ReducerError>) {
+        match self {
+            Waiter::Channel(tx) => {
+                let _ = tx.send(result);
+            }
+            Waiter::Completion(done) => done(result),
+        }
+    }
+}
 
 /// The reducer client actor. Wire it to the connection with
 /// [`ReducerActor::new`]'s `connection` recipient, and add its recipients to
@@ -51,6 +66,8 @@ pub struct ReducerActor {
     /// Calls held by an open batch, with their callers.
     batch: Option<Vec<(Call, Waiter)>>,
     persist_scheduled: bool,
+    /// Whether the store was read (once: a restart keeps the queue).
+    restored: bool,
 }
 
 impl std::fmt::Debug for ReducerActor {
@@ -65,6 +82,13 @@ impl std::fmt::Debug for ReducerActor {
 }
 
 impl ReducerActor {
+    /// Draws request ids from the connection's allocator (see
+    /// `ConnectionHandle::request_ids`): one id space for every call on it.
+    pub fn with_request_ids(mut self, ids: RequestIds) -> Self {
+        self.ledger = self.ledger.with_request_ids(ids);
+        self
+    }
+
     /// A reducer client that sends through `connection`.
     pub fn new(
         config: ReducerConfig,
@@ -88,6 +112,7 @@ impl ReducerActor {
             next_callback: 1,
             batch: None,
             persist_scheduled: false,
+            restored: false,
         }
     }
 
@@ -132,7 +157,7 @@ impl ReducerActor {
             Err(full) => {
                 let error = ReducerError::from(full);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(Err(error.clone()));
+                    waiter.send(Err(error.clone()));
                 }
                 return Err(error);
             }
@@ -203,7 +228,7 @@ impl ReducerActor {
         };
         metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
         if let Some(waiter) = self.waiters.remove(&id) {
-            let _ = waiter.send(Err(error.clone()));
+            waiter.send(Err(error.clone()));
         }
         self.tell(ReducerEvent::Failed { call_id: id, reducer, error });
     }
@@ -225,7 +250,7 @@ impl ReducerActor {
                 metrics::counter!("spacelink_reducer_failures_total", "reducer" => reducer).increment(1);
             }
             if let Some(waiter) = self.waiters.remove(&result.call_id) {
-                let _ = waiter.send(Ok(result.clone()));
+                waiter.send(Ok(result.clone()));
             }
             self.tell(ReducerEvent::Completed(result));
             self.pump(ctx);
@@ -274,6 +299,13 @@ impl Actor for ReducerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if self.restored {
+            // A restart: the queue is still here; only the timers were lost.
+            self.pump(ctx);
+            self.schedule_persist(ctx);
+            return;
+        }
+        self.restored = true;
         // Calls saved by an earlier run come back first, in order.
         let Some(store) = &mut self.store else { return };
         let stored = match store.load() {
@@ -298,6 +330,16 @@ impl Actor for ReducerActor {
     }
 }
 
+/// Restarted by its supervisor when it stops, the same value: the queue, the
+/// waiting callers and the callbacks survive; the timers are re-armed in `started()`.
+impl actix::Supervised for ReducerActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // A scheduled save was a timer of the stopped context.
+        self.persist_scheduled = false;
+        tracing::info!(queued = self.ledger.queued(), in_flight = self.ledger.in_flight(), "reducer actor restarting");
+    }
+}
+
 impl Handler<CallReducer> for ReducerActor {
     type Result = ResponseFuture<Result<ReducerResult, ReducerError>>;
 
@@ -308,6 +350,7 @@ impl Handler<CallReducer> for ReducerActor {
             return Box::pin(async move { Err(e) });
         }
         let (tx, rx) = oneshot::channel();
+        let tx = Waiter::Channel(tx);
         match &mut self.batch {
             Some(batch) => batch.push((call, tx)),
             None => {
@@ -318,14 +361,40 @@ impl Handler<CallReducer> for ReducerActor {
     }
 }
 
+impl Handler<SubmitCall> for ReducerActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubmitCall, ctx: &mut Self::Context) {
+        let SubmitCall { mut call, done } = msg;
+        call.notify = true;
+        if let Err(e) = self.validate(&call) {
+            done(Err(e));
+            return;
+        }
+        let waiter = Waiter::Completion(done);
+        match &mut self.batch {
+            Some(batch) => batch.push((call, waiter)),
+            None => {
+                let _ = self.accept(call, Some(waiter), ctx);
+            }
+        }
+    }
+}
+
 impl Handler<FireReducer> for ReducerActor {
     type Result = Result<CallId, ReducerError>;
 
     fn handle(&mut self, msg: FireReducer, ctx: &mut Self::Context) -> Self::Result {
         let mut call = msg.call;
         call.notify = false;
-        self.validate(&call)?;
-        self.accept(call, None, ctx)
+        let reducer = call.reducer.clone();
+        let accepted = self.validate(&call).and_then(|()| self.accept(call, None, ctx));
+        if let Err(e) = &accepted {
+            // `ReducerHandle::fire` does not wait for this answer: say it here.
+            metrics::counter!("spacelink_reducer_fire_refused_total", "reducer" => reducer.clone()).increment(1);
+            tracing::warn!(reducer = %reducer, error = %e, "a fired reducer call was refused");
+        }
+        accepted
     }
 }
 
@@ -346,14 +415,14 @@ impl Handler<ExecuteBatch> for ReducerActor {
             // The batch's own caller awaits each result in order; the original
             // `CallReducer` callers are answered too.
             let (tx, rx) = oneshot::channel();
-            let _ = self.accept(call, Some(tx), ctx);
+            let _ = self.accept(call, Some(Waiter::Channel(tx)), ctx);
             receivers.push((rx, caller));
         }
         Box::pin(async move {
             let mut results = Vec::with_capacity(receivers.len());
             for (rx, caller) in receivers {
                 let result = rx.await.unwrap_or(Err(ReducerError::Cancelled));
-                let _ = caller.send(result.clone());
+                caller.send(result.clone());
                 results.push(result);
             }
             results
@@ -366,7 +435,7 @@ impl Handler<CancelBatch> for ReducerActor {
 
     fn handle(&mut self, _msg: CancelBatch, _ctx: &mut Self::Context) {
         for (_, caller) in self.batch.take().unwrap_or_default() {
-            let _ = caller.send(Err(ReducerError::Cancelled));
+            caller.send(Err(ReducerError::Cancelled));
         }
     }
 }
@@ -412,7 +481,7 @@ impl Handler<ShutdownReducers> for ReducerActor {
     fn handle(&mut self, _msg: ShutdownReducers, ctx: &mut Self::Context) {
         self.persist();
         for (_, waiter) in self.waiters.drain() {
-            let _ = waiter.send(Err(ReducerError::Cancelled));
+            waiter.send(Err(ReducerError::Cancelled));
         }
         ctx.stop();
     }

@@ -8,8 +8,9 @@ use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
 use spacelink_connection::ModuleSchema;
 
 use crate::actor::ReducerActor;
+use crate::actor::MAILBOX_CAPACITY;
 use crate::error::ReducerError;
-use crate::ledger::{Call, CallId, Dedup, ReducerResult};
+use crate::ledger::{Call, Dedup, QueueFull, ReducerResult};
 use crate::messages::*;
 
 /// A cheap, cloneable handle to the reducer client.
@@ -22,11 +23,6 @@ impl ReducerHandle {
     /// Wraps the actor's address.
     pub fn new(addr: Addr<ReducerActor>) -> Self {
         Self { addr }
-    }
-
-    /// The actor's address, to wire it to other actors.
-    pub fn addr(&self) -> &Addr<ReducerActor> {
-        &self.addr
     }
 
     /// Calls `reducer` with BSATN-encoded `args` and waits for its result. Made
@@ -45,7 +41,7 @@ impl ReducerHandle {
     }
 
     /// Calls `reducer` with typed arguments (a type deriving the SATS `Serialize`,
-    /// as generated argument structs do, or a tuple of such values).
+    /// as generated argument structs do).
     pub async fn call_typed<A: Serialize>(&self, reducer: &str, args: &A) -> Result<ReducerResult, ReducerError> {
         let bytes = bsatn::to_vec(args)
             .map_err(|e| ReducerError::Invalid { reducer: reducer.into(), reason: format!("cannot encode: {e}") })?;
@@ -72,10 +68,31 @@ impl ReducerHandle {
     }
 
     /// Calls `reducer` without any answer (`NoSuccessNotify`; SpacetimeDB 1.3
-    /// reports nothing back, not even a failure). Returns once the call is accepted.
-    pub async fn fire(&self, reducer: &str, args: Bytes) -> Result<CallId, ReducerError> {
+    /// reports nothing back, not even a failure). Returns at once, without
+    /// waiting for the actor: `QueueFull` if its mailbox is full, and a call the
+    /// actor then refuses (invalid, queue full) is only logged and counted.
+    pub fn fire(&self, reducer: &str, args: Bytes) -> Result<(), ReducerError> {
         let call = Call { reducer: reducer.into(), args, notify: false, dedup: Dedup::None };
-        self.addr.send(FireReducer { call }).await.map_err(|_| ReducerError::ActorGone)?
+        self.addr.try_send(FireReducer { call }).map_err(|e| match e {
+            actix::dev::SendError::Full(_) => ReducerError::QueueFull(QueueFull { capacity: MAILBOX_CAPACITY }),
+            actix::dev::SendError::Closed(_) => ReducerError::ActorGone,
+        })
+    }
+
+    /// Calls `reducer` and returns at once: `done` runs with the result (on
+    /// the reducer actor's thread: hand it on, never block). A call refused
+    /// before it is queued (the actor's mailbox full, the actor gone, invalid
+    /// arguments) runs `done` with the error too.
+    pub fn submit(&self, call: Call, done: Completion) {
+        if let Err(e) = self.addr.try_send(SubmitCall { call, done }) {
+            let (error, msg) = match e {
+                actix::dev::SendError::Full(msg) => {
+                    (ReducerError::QueueFull(QueueFull { capacity: MAILBOX_CAPACITY }), msg)
+                }
+                actix::dev::SendError::Closed(msg) => (ReducerError::ActorGone, msg),
+            };
+            (msg.done)(Err(error));
+        }
     }
 
     /// Holds the calls that follow until [`execute_batch`](Self::execute_batch).

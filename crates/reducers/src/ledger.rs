@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spacelink_connection::lib::ConnectionId;
-use spacelink_connection::ws;
+use spacelink_connection::{ws, RequestIds};
 
 /// A client-local id for a call, stable across resends.
 pub type CallId = u64;
@@ -145,7 +145,7 @@ pub struct Ledger {
     capacity: usize,
     overflow: OverflowPolicy,
     next_call_id: CallId,
-    next_request_id: u32,
+    request_ids: RequestIds,
     entries: HashMap<CallId, Entry>,
     /// Calls waiting to be sent, in order.
     queue: VecDeque<CallId>,
@@ -160,7 +160,7 @@ impl Ledger {
             capacity: capacity.max(1),
             overflow,
             next_call_id: 1,
-            next_request_id: 1,
+            request_ids: RequestIds::default(),
             entries: HashMap::new(),
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
@@ -393,10 +393,37 @@ impl Ledger {
         self.entries.remove(&id).is_some()
     }
 
+    /// Draws request ids from `ids` (the connection's, so that calls made
+    /// through the connection handle never share an id with the ledger's).
+    pub fn with_request_ids(mut self, ids: RequestIds) -> Self {
+        self.request_ids = ids;
+        self
+    }
+
     fn fresh_request_id(&mut self) -> u32 {
-        // 0 is what SpacetimeDB 1.3 puts on failed calls: never use it.
-        let id = self.next_request_id;
-        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
-        id
+        // Never 0: what SpacetimeDB 1.3 puts on failed calls.
+        self.request_ids.next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_on_the_connections_ids_never_reuses_an_id_the_connection_gave_out() {
+        let ids = RequestIds::default();
+        let mut ledger = Ledger::new(64, OverflowPolicy::RejectNew).with_request_ids(ids.clone());
+        let mut seen = std::collections::HashSet::new();
+        let now = Instant::now();
+        for i in 0..32 {
+            // The connection handle's own calls, interleaved with the ledger's.
+            assert!(seen.insert(ids.next()), "the connection reused an id");
+            let call = Call { reducer: format!("r{i}"), args: Bytes::new(), notify: true, dedup: Dedup::None };
+            ledger.enqueue(call).expect("room");
+            let (_, message) = ledger.next_send(1, now).expect("queued");
+            assert_ne!(message.request_id, 0);
+            assert!(seen.insert(message.request_id), "request id {} used twice", message.request_id);
+        }
     }
 }

@@ -23,6 +23,27 @@ pub struct CallReducer {
     pub call: Call,
 }
 
+/// What runs with a call's result, on the reducer actor's thread: it must
+/// only hand the result on (to a channel, a queue), never block.
+pub type Completion = Box<dyn FnOnce(Result<ReducerResult, ReducerError>) + Send>;
+
+/// Call a reducer; its result goes to `done` (refused calls too): the
+/// caller never waits for the actor.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SubmitCall {
+    /// The call.
+    pub call: Call,
+    /// Runs once with the result.
+    pub done: Completion,
+}
+
+impl fmt::Debug for SubmitCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubmitCall").field("call", &self.call).finish_non_exhaustive()
+    }
+}
+
 /// Call a reducer without any answer (`NoSuccessNotify`: SpacetimeDB 1.3 then
 /// reports nothing back, not even a failure); answers once the call is accepted.
 #[derive(Debug, Message)]

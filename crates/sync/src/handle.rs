@@ -27,11 +27,6 @@ impl SyncHandle {
         Self { addr, cache, schema }
     }
 
-    /// The actor's address, to wire it to other actors.
-    pub fn addr(&self) -> &Addr<SyncActor> {
-        &self.addr
-    }
-
     /// Reads of the cache (no round trip to the actor).
     pub fn cache(&self) -> &CacheReader {
         &self.cache
@@ -161,6 +156,12 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> TableView<T> {
     /// value of the key's type (`u64` for `entity_id`, say).
     pub fn get<K: spacetimedb_key::Key>(&self, key: &K) -> Option<Shared<T>> {
         let row = self.cache.get(&self.table, &RowKey(key.bsatn()))?;
+        self.typed(&row).ok()
+    }
+
+    /// The row the cache keys as `key` (a [`RowKey`], as row changes carry it).
+    pub fn get_by_row_key(&self, key: &RowKey) -> Option<Shared<T>> {
+        let row = self.cache.get(&self.table, key)?;
         self.typed(&row).ok()
     }
 

@@ -31,3 +31,8 @@ pub use error::SyncError;
 pub use handle::{SyncHandle, TableView};
 pub use messages::*;
 pub use row::{Row, RowTypes, Shared};
+
+/// Restarted by the app's supervisor when it stops, the same value: the cache
+/// and the query sets survive (timers of the stopped context do not: a set
+/// waiting for a retry is retried at the next session).
+impl actix::Supervised for SyncActor {}

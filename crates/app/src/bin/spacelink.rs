@@ -16,8 +16,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use spacelink::connection::Compression;
 use spacelink::printer::{AttachConnection, Job, Printer};
-use spacelink::reducers::ReducerListeners;
-use spacelink::{ConnectionConfig, Listeners, ModuleSchema, Spacelink, SpacelinkConfig};
+use spacelink::{Client, ConnectionConfig, Listeners, ModuleSchema};
 
 #[derive(Debug, Parser)]
 #[command(name = "spacelink", version, about = "Talk to a SpacetimeDB database; prints one JSON object per line")]
@@ -143,11 +142,13 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         identities: vec![],
         resilience: vec![printer.clone().recipient()],
     };
-    let mut config = SpacelinkConfig::new(config);
-    config.fetch_schema = false; // Already read: handed to the reducer client below.
-    let app = Spacelink::start_with(config, listeners, ReducerListeners::default())?;
-    app.reducers.set_schema(schema.clone());
-    printer.do_send(AttachConnection { handle: app.connection.clone(), reducers: app.reducers.clone() });
+    let app = Client::builder()
+        .with_connection_config(config)
+        .with_schema(schema.clone())
+        .with_listeners(listeners)
+        .build_async()
+        .await?;
+    printer.do_send(AttachConnection { handle: app.connection().clone(), reducers: app.reducer_client().clone() });
     let code = if one_shot {
         match tokio::time::timeout(Duration::from_secs(args.timeout), done_rx).await {
             Ok(Ok(code)) => code,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use spacelink::connection::ws;
 use spacelink::{
-    ConnectionConfig, IdentityReceived, Listeners, ModuleSchema, ServerMessageReceived, Spacelink, StateChanged,
+    Client, ConnectionConfig, IdentityReceived, Listeners, ModuleSchema, ServerMessageReceived, StateChanged,
 };
 use tokio::sync::mpsc;
 
@@ -187,24 +187,60 @@ impl Events {
     }
 }
 
-/// Starts a spacelink with `config`, collecting all it tells.
-pub fn start(config: ConnectionConfig) -> (Spacelink, Events) {
-    start_with(config, |_| {})
+/// Starts a client with `config`, collecting all the connection tells.
+pub async fn start(config: ConnectionConfig) -> (Client, Events) {
+    start_with(config, |_| {}).await
 }
 
 /// Like [`start`], with more listeners added by `more`.
-pub fn start_with(config: ConnectionConfig, more: impl FnOnce(&mut Listeners)) -> (Spacelink, Events) {
+pub async fn start_with(config: ConnectionConfig, more: impl FnOnce(&mut Listeners)) -> (Client, Events) {
     let (listeners, events) = collecting(more);
-    (Spacelink::start(config, listeners).unwrap(), events)
+    (build(spacelink::SpacelinkConfig::new(config), listeners, Default::default()).await, events)
 }
 
-/// Starts a spacelink with a full configuration and reducer listeners, collecting all the connection tells.
-pub fn start_configured(
+/// Starts a client with a full configuration and reducer listeners, collecting all the connection tells.
+pub async fn start_configured(
     config: spacelink::SpacelinkConfig,
     reducer_listeners: spacelink::reducers::ReducerListeners,
-) -> (Spacelink, Events) {
+) -> (Client, Events) {
     let (listeners, events) = collecting(|_| {});
-    (Spacelink::start_with(config, listeners, reducer_listeners).unwrap(), events)
+    (build(config, listeners, reducer_listeners).await, events)
+}
+
+/// Starts the tree as a game does (`Client::builder()…build_async()`), with the
+/// module's schema read from the real server beforehand (not through any proxy
+/// or fault in `config`) when `config` has none.
+pub async fn build(
+    mut config: spacelink::SpacelinkConfig,
+    listeners: Listeners,
+    reducer_listeners: spacelink::reducers::ReducerListeners,
+) -> Client {
+    if config.schema.is_none() {
+        config.schema = Some(std::sync::Arc::new(schema().await));
+    }
+    Client::builder()
+        .with_config(config)
+        .with_listeners(listeners)
+        .with_reducer_listeners(reducer_listeners)
+        .build_async()
+        .await
+        .unwrap()
+}
+
+/// Starts the tree as a game does, the schema fetched through `config`'s connection unless given.
+pub async fn connect(
+    config: spacelink::SpacelinkConfig,
+    listeners: Listeners,
+    reducer_listeners: spacelink::reducers::ReducerListeners,
+    sync_listeners: spacelink::sync::SyncListeners,
+) -> Result<Client, spacelink::ClientError> {
+    Client::builder()
+        .with_config(config)
+        .with_listeners(listeners)
+        .with_reducer_listeners(reducer_listeners)
+        .with_sync_listeners(sync_listeners)
+        .build_async()
+        .await
 }
 
 /// Listeners that collect all the connection tells.
@@ -233,14 +269,14 @@ pub async fn schema() -> ModuleSchema {
 
 /// Calls `reducer` with JSON `args` and returns its transaction update.
 pub async fn call(
-    app: &Spacelink,
+    app: &Client,
     events: &mut Events,
     schema: &ModuleSchema,
     reducer: &str,
     args: &str,
 ) -> ServerMessageReceived {
     let bytes = schema.encode_reducer_args(reducer, args).unwrap();
-    let id = app.connection.call_reducer(reducer, bytes, ws::CallReducerFlags::FullUpdate).await.unwrap();
+    let id = app.connection().call_reducer(reducer, bytes, ws::CallReducerFlags::FullUpdate).await.unwrap();
     events.transaction(id, reducer).await
 }
 

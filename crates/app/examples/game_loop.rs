@@ -1,0 +1,128 @@
+//! A headless game loop at 60 frames per second on spacelink's game API: the
+//! input (here a scripted walk) moves the player through a reducer, the tables
+//! are read every frame, and the reducer results and row events are handled on
+//! the game's own thread, in `frame_tick`. Nothing here waits for the network.
+//!
+//! ```text
+//! cargo run -p spacelink --example game_loop -- --server http://127.0.0.1:3000 --database guildmaster --frames 300
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::{Client, Event, RowEventKind};
+
+// guildmaster's player row and reducer arguments, as the official code
+// generator would emit them.
+#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone)]
+#[sats(crate = spacetimedb_lib)]
+#[allow(dead_code)]
+struct Player {
+    identity: Identity,
+    player_id: u64,
+    name: String,
+    online: bool,
+    map_id: u32,
+    pos: Vec2,
+    last_input_seq: u32,
+    moves_applied: u32,
+    hp: i32,
+    joined_at: Timestamp,
+}
+
+#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone, Copy)]
+#[sats(crate = spacetimedb_lib)]
+struct Vec2 {
+    x: f32,
+    y: f32,
+}
+
+#[derive(spacetimedb_lib::ser::Serialize)]
+#[sats(crate = spacetimedb_lib)]
+struct JoinArgs {
+    name: String,
+    map_id: u32,
+}
+
+#[derive(spacetimedb_lib::ser::Serialize)]
+#[sats(crate = spacetimedb_lib)]
+struct MovePlayerArgs {
+    seq: u32,
+    dx: f32,
+    dy: f32,
+}
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let server = arg("--server", "http://127.0.0.1:3000");
+    let database = arg("--database", "guildmaster");
+    let frames: u32 = arg("--frames", "300").parse()?;
+    let frame = Duration::from_secs_f64(1.0 / 60.0);
+
+    let mut client = Client::builder()
+        .with_uri(&server)
+        .with_database(&database)
+        .subscribe(&["SELECT * FROM player"])
+        .on_connect(|identity| println!("connected as {}", identity.to_hex()))
+        .on_disconnect(|reason| println!("disconnected: {}", reason.unwrap_or("-")))
+        .build()?;
+
+    // Row callbacks run in frame_tick, here, with typed rows.
+    let players = client.table::<Player>("player");
+    let moves = Arc::new(AtomicU32::new(0));
+    let seen = moves.clone();
+    players.on_update(move |old, new| {
+        if old.pos.x != new.pos.x || old.pos.y != new.pos.y {
+            seen.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    players.on_insert(|p| println!("player {} joined map {}", p.name, p.map_id));
+
+    client.reducers().call("join", &JoinArgs { name: "loop-hero".into(), map_id: 1 }).on_result(
+        |result| match result {
+            Ok(r) => println!("join: {:?} in {:.1} ms", r.outcome, r.round_trip.as_secs_f64() * 1000.0),
+            Err(e) => println!("join failed: {e}"),
+        },
+    );
+
+    let mut me: Option<Identity> = None;
+    let mut seq = 0;
+    let mut failed_calls = 0;
+    for n in 0..frames {
+        let started = Instant::now();
+        // 1. What happened since the last frame.
+        for event in client.frame_tick() {
+            match event {
+                Event::Connected { identity, .. } => me = Some(*identity),
+                Event::ReducerResult { reducer, result: Err(e), .. } => {
+                    failed_calls += 1;
+                    println!("{reducer} failed: {e}");
+                }
+                Event::Row(row) if row.kind == RowEventKind::Delete => println!("a {} row left", row.table),
+                _ => {}
+            }
+        }
+        // 2. Input: a step to the right every tenth frame, once we are in.
+        let mine = me.and_then(|id| players.find("identity", &id));
+        if n % 10 == 0 && mine.is_some() {
+            seq += 1;
+            // The result comes back as an event; nothing waits for it here.
+            let _call = client.reducers().call_sequenced("move_player", &MovePlayerArgs { seq, dx: 0.5, dy: 0.0 }, seq);
+        }
+        // 3. Draw: read the tables straight from the cache.
+        if n % 60 == 0 {
+            let at = mine.map(|p| (p.pos.x, p.pos.y));
+            println!("frame {n}: {} players cached, me at {at:?}", players.count());
+        }
+        std::thread::sleep(frame.saturating_sub(started.elapsed()));
+    }
+    println!("{seq} moves sent, {} seen in row updates, {failed_calls} calls failed", moves.load(Ordering::Relaxed));
+    client.shutdown();
+    Ok(())
+}
