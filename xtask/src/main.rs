@@ -12,6 +12,7 @@ mod chaos;
 mod cmd;
 mod demo;
 mod doctor;
+mod fuzz;
 mod module;
 mod procs;
 mod rustver;
@@ -61,6 +62,9 @@ USAGE: cargo xtask <command> [options]
                            (unless --write-docs).
                            --opt1: both clients in the dev profile at opt-level 1 (a quicker build
                            than release on a small machine; the report says so).
+  fuzz [--minutes N]       The fuzz targets (frames, rows, schema: crates/connection/tests/fuzz.rs) for
+                           N minutes in all (default 3), release build; writes the figures to
+                           docs/RELIABILITY.md. `test` runs them briefly.
   demo                     setup, a server (unless one runs), publish --clear, run the demo.
   help                     This text.
 
@@ -244,6 +248,18 @@ fn run() -> Result<ExitCode> {
             };
             args.finish()?;
             return bench::command(&bench::Options { rounds, quick, write_docs, build });
+        }
+        "fuzz" => {
+            let minutes = match args.value("--minutes")? {
+                Some(n) => n
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| *n > 0.0 && n.is_finite())
+                    .with_context(|| format!("--minutes wants a positive number, not `{n}`"))?,
+                None => 3.0,
+            };
+            args.finish()?;
+            return fuzz::run(minutes);
         }
         "demo" => {
             args.finish()?;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde_json::{Map, Value as Json};
 use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9;
-use spacetimedb_lib::{ConnectionId, Identity, TimeDuration, Timestamp};
+use spacetimedb_lib::{ConnectionId, Identity, Timestamp};
 use spacetimedb_sats::de::serde::{DeserializeWrapper, SeedWrapper};
 use spacetimedb_sats::{
     bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductTypeElement, ProductValue, SumTypeVariant,
@@ -481,7 +481,7 @@ pub fn value_to_json(ty: &AlgebraicType, value: &AlgebraicValue) -> Json {
             }
             if pt.is_time_duration() {
                 if let Some(AlgebraicValue::I64(v)) = pv.elements.first() {
-                    return Json::String(TimeDuration::from_micros(*v).to_string());
+                    return Json::String(time_duration_text(*v));
                 }
             }
             product_to_json(pt, pv)
@@ -552,4 +552,28 @@ fn big_number(digits: String) -> Json {
 
 fn float(v: f64) -> Json {
     serde_json::Number::from_f64(v).map_or_else(|| Json::String(v.to_string()), Json::Number)
+}
+
+/// A `TimeDuration` as SATS prints it (`+1.500000`, `-0.000001`), for every
+/// value: the official `Display` negates the micros, which overflows (a panic
+/// in a debug build) for `i64::MIN`, a value any server can send.
+fn time_duration_text(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "+" };
+    let magnitude = micros.unsigned_abs();
+    format!("{sign}{}.{:06}", magnitude / 1_000_000, magnitude % 1_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_time_duration_prints_as_sats_does() {
+        use spacetimedb_lib::TimeDuration;
+        for micros in [0, 1, -1, 1_500_000, -2_000_001, i64::MAX, i64::MIN + 1] {
+            assert_eq!(time_duration_text(micros), TimeDuration::from_micros(micros).to_string(), "{micros}");
+        }
+        // The official Display overflows on this one (found by tests/fuzz.rs).
+        assert_eq!(time_duration_text(i64::MIN), "-9223372036854.775808");
+    }
 }

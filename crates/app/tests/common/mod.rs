@@ -104,6 +104,12 @@ impl Handler<ServerMessageReceived> for Collector {
 pub struct Events(mpsc::UnboundedReceiver<Event>);
 
 impl Events {
+    /// The next event, if one comes within `within`.
+    #[allow(dead_code)]
+    pub async fn next_within(&mut self, within: Duration) -> Option<Event> {
+        tokio::time::timeout(within, self.0.recv()).await.ok().flatten()
+    }
+
     /// Waits (up to `secs`) for the first event `f` maps to `Some`, skipping the others.
     pub async fn wait_for<T>(&mut self, secs: u64, what: &str, mut f: impl FnMut(&Event) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
