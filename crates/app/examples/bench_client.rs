@@ -32,6 +32,9 @@ use spacelink::sync::{RowChange, RowTypes, RowsChanged, SubscriptionEvent, SyncL
 use spacelink::{Client, ConnectionState, Listeners, StateChanged};
 use tokio::sync::watch;
 
+mod guildmaster;
+use guildmaster::*;
+
 /// What the listeners saw so far.
 #[derive(Debug, Clone, Default)]
 struct Seen {
@@ -46,37 +49,6 @@ struct Seen {
     disconnected_unix_us: Option<u64>,
     /// How many times a subscription was (re)applied.
     applied: u64,
-}
-
-/// guildmaster's `entity` row, as the code generator writes it.
-#[derive(Debug, spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-#[allow(dead_code)]
-struct Entity {
-    entity_id: u64,
-    map_id: u32,
-    kind: EntityKind,
-    pos: Vec2,
-    cell_x: i32,
-    cell_y: i32,
-    hp: i32,
-}
-
-#[derive(Debug, spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-#[allow(dead_code)]
-enum EntityKind {
-    Npc,
-    Spawned,
-    Pickup,
-}
-
-#[derive(Debug, spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-#[allow(dead_code)]
-struct Vec2 {
-    x: f32,
-    y: f32,
 }
 
 /// Listens to the cache, the query sets and the connection state.

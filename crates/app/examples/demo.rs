@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use anyhow::Context as _;
-use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::connection::lib::Identity;
 use spacelink::prediction::{Position, PredictionConfig, PredictionListeners, Step, Walk};
 use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
-use spacelink::sync::{SpatialConfig, SyncConfig, SyncListeners};
+use spacelink::sync::SyncListeners;
 use spacelink::{Client, Listeners, ModuleSchema, StateChanged};
+
+mod guildmaster;
+use guildmaster::*;
 
 /// Prints state changes.
 struct Watch;
@@ -34,39 +37,6 @@ impl Handler<StateChanged> for Watch {
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
-
-// `move_player`'s arguments, as the official code generator would emit them.
-#[derive(spacetimedb_lib::ser::Serialize)]
-#[sats(crate = spacetimedb_lib)]
-struct MovePlayerArgs {
-    seq: u32,
-    dx: f32,
-    dy: f32,
-}
-
-// guildmaster's player row, as the official code generator would emit it.
-#[derive(spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-#[allow(dead_code)]
-struct Player {
-    identity: Identity,
-    player_id: u64,
-    name: String,
-    online: bool,
-    map_id: u32,
-    pos: Vec2,
-    last_input_seq: u32,
-    moves_applied: u32,
-    hp: i32,
-    joined_at: Timestamp,
-}
-
-#[derive(spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-struct Vec2 {
-    x: f32,
-    y: f32,
 }
 
 /// Our player moves by `move_player(seq, dx, dy)`; its row says where it is
@@ -98,17 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let mut sync_listeners = SyncListeners::default();
     prediction.listen(&mut sync_listeners);
     // Interest management in guildmaster's terms: its spatial table and columns.
-    let sync_config = SyncConfig {
-        spatial: Some(SpatialConfig {
-            table: "entity".into(),
-            map_column: "map_id".into(),
-            position_column: "pos".into(),
-            cell_x_column: "cell_x".into(),
-            cell_y_column: "cell_y".into(),
-            cell_size: 10.0,
-        }),
-        ..SyncConfig::default()
-    };
+    let sync_config = guildmaster::sync_config();
     let app = Client::builder()
         .with_uri(&server)
         .with_database(&database)

@@ -11,48 +11,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::connection::lib::Identity;
 use spacelink::{Client, Event, RowEventKind};
 
-// guildmaster's player row and reducer arguments, as the official code
-// generator would emit them.
-#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone)]
-#[sats(crate = spacetimedb_lib)]
-#[allow(dead_code)]
-struct Player {
-    identity: Identity,
-    player_id: u64,
-    name: String,
-    online: bool,
-    map_id: u32,
-    pos: Vec2,
-    last_input_seq: u32,
-    moves_applied: u32,
-    hp: i32,
-    joined_at: Timestamp,
-}
-
-#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone, Copy)]
-#[sats(crate = spacetimedb_lib)]
-struct Vec2 {
-    x: f32,
-    y: f32,
-}
-
-#[derive(spacetimedb_lib::ser::Serialize)]
-#[sats(crate = spacetimedb_lib)]
-struct JoinArgs {
-    name: String,
-    map_id: u32,
-}
-
-#[derive(spacetimedb_lib::ser::Serialize)]
-#[sats(crate = spacetimedb_lib)]
-struct MovePlayerArgs {
-    seq: u32,
-    dx: f32,
-    dy: f32,
-}
+mod guildmaster;
+use guildmaster::*;
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();

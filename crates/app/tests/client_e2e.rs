@@ -8,42 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::guildmaster::*;
 use common::*;
-use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::connection::lib::Identity;
 use spacelink::reducers::Outcome;
 use spacelink::sync::SubscriptionEvent;
 use spacelink::{Client, ConnectionState, Event, RowEventKind};
-
-/// guildmaster's player row, as the official code generator would emit it.
-#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone, PartialEq)]
-#[sats(crate = spacetimedb_lib)]
-struct Player {
-    identity: Identity,
-    player_id: u64,
-    name: String,
-    online: bool,
-    map_id: u32,
-    pos: Vec2,
-    last_input_seq: u32,
-    moves_applied: u32,
-    hp: i32,
-    joined_at: Timestamp,
-}
-
-#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone, PartialEq)]
-#[sats(crate = spacetimedb_lib)]
-struct Vec2 {
-    x: f32,
-    y: f32,
-}
-
-/// `join`'s arguments, as the official code generator would emit them.
-#[derive(spacetimedb_lib::ser::Serialize)]
-#[sats(crate = spacetimedb_lib)]
-struct JoinArgs {
-    name: String,
-    map_id: u32,
-}
 
 /// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
 fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {

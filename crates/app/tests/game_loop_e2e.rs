@@ -12,49 +12,13 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::guildmaster::*;
 use common::proxy::FaultProxy;
 use common::*;
-use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::connection::lib::Identity;
 use spacelink::reducers::Outcome;
 use spacelink::sync::SubscriptionEvent;
 use spacelink::{CallResult, Client, Event, RowEventKind, SpacelinkConfig};
-
-#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone, PartialEq)]
-#[sats(crate = spacetimedb_lib)]
-struct Player {
-    identity: Identity,
-    player_id: u64,
-    name: String,
-    online: bool,
-    map_id: u32,
-    pos: Vec2,
-    last_input_seq: u32,
-    moves_applied: u32,
-    hp: i32,
-    joined_at: Timestamp,
-}
-
-#[derive(spacetimedb_lib::de::Deserialize, Debug, Clone, PartialEq)]
-#[sats(crate = spacetimedb_lib)]
-struct Vec2 {
-    x: f32,
-    y: f32,
-}
-
-#[derive(spacetimedb_lib::ser::Serialize)]
-#[sats(crate = spacetimedb_lib)]
-struct JoinArgs {
-    name: String,
-    map_id: u32,
-}
-
-#[derive(spacetimedb_lib::ser::Serialize)]
-#[sats(crate = spacetimedb_lib)]
-struct MoveArgs {
-    seq: u32,
-    dx: f32,
-    dy: f32,
-}
 
 const FRAMES: u32 = 1200;
 const CUT_AT: u32 = 300;
@@ -143,7 +107,7 @@ fn e2e_the_headless_game_loop_sees_the_right_rows_and_results_through_a_cut_and_
         // Input: a step every tenth frame once joined, online or not.
         if joined && n % 10 == 0 {
             seq += 1;
-            let call = client.reducers().call_sequenced("move_player", &MoveArgs { seq, dx: 0.01, dy: 0.0 }, seq);
+            let call = client.reducers().call_sequenced("move_player", &MovePlayerArgs { seq, dx: 0.01, dy: 0.0 }, seq);
             moves.insert(call.ticket(), seq);
         }
         // Draw: the tables, every frame.

@@ -13,47 +13,15 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::guildmaster::*;
 use common::proxy::FaultProxy;
 use common::*;
-use spacelink::connection::lib::{Identity, Timestamp};
+use spacelink::connection::lib::Identity;
 use spacelink::prediction::{Position, PredictionConfig, PredictionHandle, Step, Walk};
 use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
 use spacelink::reducers::{Outcome, ReducerListeners};
 use spacelink::sync::SyncListeners;
 use spacelink::SpacelinkConfig;
-
-/// `move_player`'s arguments, as the official code generator emits them.
-#[derive(spacetimedb_lib::ser::Serialize, spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-struct MovePlayerArgs {
-    seq: u32,
-    dx: f32,
-    dy: f32,
-}
-
-#[derive(spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-struct Vec2 {
-    x: f32,
-    y: f32,
-}
-
-// guildmaster's player row, as the official code generator would emit it.
-#[derive(spacetimedb_lib::de::Deserialize)]
-#[sats(crate = spacetimedb_lib)]
-#[allow(dead_code)]
-struct Player {
-    identity: Identity,
-    player_id: u64,
-    name: String,
-    online: bool,
-    map_id: u32,
-    pos: Vec2,
-    last_input_seq: u32,
-    moves_applied: u32,
-    hp: i32,
-    joined_at: Timestamp,
-}
 
 fn my_player(me: Identity) -> PredictedEntity<Walk> {
     PredictedEntity {

@@ -14,6 +14,10 @@ use spacelink::{
 };
 use tokio::sync::mpsc;
 
+/// guildmaster's rows, reducer arguments and interest settings (shared with the examples).
+#[path = "../../examples/guildmaster/mod.rs"]
+pub mod guildmaster;
+
 /// The server URL and database that `cargo xtask test` started and published.
 pub fn server() -> (String, String) {
     let url = std::env::var("SPACELINK_SERVER_URL").unwrap_or_else(|_| {
@@ -41,21 +45,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 /// entities, items and players.
 #[allow(dead_code)]
 pub fn guildmaster_sync() -> spacelink::SyncConfig {
-    spacelink::SyncConfig {
-        spatial: Some(spacelink::sync::SpatialConfig {
-            table: "entity".into(),
-            map_column: "map_id".into(),
-            position_column: "pos".into(),
-            cell_x_column: "cell_x".into(),
-            cell_y_column: "cell_y".into(),
-            cell_size: 10.0,
-        }),
-        map_context: Some(spacelink::sync::MapContextConfig {
-            map_column: "map_id".into(),
-            tables: vec!["entity".into(), "item".into(), "player".into()],
-        }),
-        ..spacelink::SyncConfig::default()
-    }
+    guildmaster::sync_config()
 }
 
 pub fn config() -> ConnectionConfig {
