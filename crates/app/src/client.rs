@@ -186,7 +186,7 @@ impl ClientBuilder {
     }
 
     /// The performance monitor (it installs the process's `metrics` recorder:
-    /// one per process). Its alerts arrive as [`Event::Alert`].
+    /// one per process). Its alerts arrive as [`Event::Alert`], its statistics as [`Event::Stats`].
     pub fn with_telemetry(mut self, telemetry: TelemetrySetup) -> Self {
         self.config_mut().telemetry = Some(telemetry);
         self
@@ -369,6 +369,7 @@ impl Start {
         config.auth_listeners.events.push(sink.clone().recipient());
         if let Some(telemetry) = &mut config.telemetry {
             telemetry.listeners.alerts.push(sink.clone().recipient());
+            telemetry.listeners.stats.push(sink.clone().recipient());
         }
         let tree = start_tree(config, listeners).await?;
         for queries in subscriptions {

@@ -25,7 +25,7 @@ use spacelink_connection::{ConnectionState, IdentityReceived, NetworkHealth, Res
 use spacelink_prediction::PredictionEvent;
 use spacelink_reducers::{ReducerError, ReducerEvent, ReducerResult};
 use spacelink_sync::{Row, RowChange, RowKey, RowsChanged, SubscriptionEvent};
-use spacelink_telemetry::PerformanceAlert;
+use spacelink_telemetry::{PerformanceAlert, PerformanceStats, StatsUpdated};
 use tokio::sync::mpsc;
 
 /// The queue depth at which a warning is logged (and again at each multiple).
@@ -82,6 +82,9 @@ pub enum Event {
     Auth(AuthEvent),
     /// A performance alert was raised or recovered (telemetry configured).
     Alert(PerformanceAlert),
+    /// The performance monitor's statistics over its window, once per
+    /// sampling interval (telemetry configured).
+    Stats(Box<PerformanceStats>),
     /// Prediction confirmed, corrected, rolled back or resynced (a prediction
     /// started with [`crate::Client::prediction_listeners`]).
     Prediction(PredictionEvent),
@@ -285,6 +288,13 @@ impl Handler<PredictionEvent> for EventSink {
     }
 }
 
+impl Handler<StatsUpdated> for EventSink {
+    type Result = ();
+    fn handle(&mut self, msg: StatsUpdated, _: &mut Self::Context) {
+        self.events.event(Event::Stats(Box::new(msg.0)));
+    }
+}
+
 impl Handler<PerformanceAlert> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: PerformanceAlert, _: &mut Self::Context) {
@@ -353,6 +363,26 @@ mod tests {
         out.clear();
         rx.drain_into(&mut out);
         assert_eq!(out.len(), 1);
+    }
+
+    #[actix::test]
+    async fn stats_and_alerts_reach_the_game_as_events() {
+        let (tx, mut rx) = queue();
+        let sink = EventSink { events: tx }.start();
+        let stats = PerformanceStats { updates_per_second: 12.0, ..PerformanceStats::default() };
+        sink.send(StatsUpdated(stats.clone())).await.unwrap();
+        let alert = PerformanceAlert {
+            metric: spacelink_telemetry::AlertMetric::LatencyAverage,
+            kind: spacelink_telemetry::AlertKind::Raised,
+            value: 300.0,
+            threshold: 250.0,
+            at_unix_ms: 1,
+            message: "average latency (ms) is 300.000, beyond 250".into(),
+        };
+        sink.send(alert.clone()).await.unwrap();
+        let mut out = Vec::new();
+        rx.drain_into(&mut out);
+        assert!(matches!(&out[..], [Event::Stats(s), Event::Alert(a)] if **s == stats && *a == alert), "{out:?}");
     }
 
     #[test]

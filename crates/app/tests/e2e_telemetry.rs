@@ -106,7 +106,8 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
         listeners: TelemetryListeners { stats: vec![tap.clone().recipient()], alerts: vec![tap.recipient()] },
     });
     let (listeners, mut events) = collecting_listeners();
-    let app = common::connect(config, listeners, ReducerListeners::default(), SyncListeners::default()).await.unwrap();
+    let mut app =
+        common::connect(config, listeners, ReducerListeners::default(), SyncListeners::default()).await.unwrap();
     events.connected().await;
     let schema = schema().await;
 
@@ -163,6 +164,13 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
     assert_eq!(kinds, vec![AlertKind::Raised, AlertKind::Recovered], "{alerts:#?}");
     assert!(alerts[0].value > 150.0 && alerts[1].value <= 80.0, "{alerts:#?}");
     assert!(app.connection().status().await.unwrap().state.is_connected());
+    // The game heard the same through its frame loop: the stats every interval, the one alert and its recovery.
+    let seen = app.frame_tick();
+    let game_alerts: Vec<AlertKind> =
+        seen.iter().filter_map(|e| if let spacelink::Event::Alert(a) = e { Some(a.kind) } else { None }).collect();
+    assert_eq!(game_alerts, [AlertKind::Raised, AlertKind::Recovered]);
+    let game_stats = seen.iter().filter(|e| matches!(e, spacelink::Event::Stats(_))).count();
+    assert!(game_stats >= 20, "200 ms intervals over more than 7 s, as events: {game_stats}");
 
     // Export.
     let dir = std::env::temp_dir().join(format!("spacelink-telemetry-{}", std::process::id()));
