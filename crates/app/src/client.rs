@@ -34,6 +34,7 @@ use crate::error::ClientError;
 use crate::events::{self, Event, EventReceiver, EventSink, RowEventKind};
 use crate::supervise::Child;
 use crate::supervisor::{start_tree, SpacelinkConfig, Tree, TreeListeners};
+use crate::switch::{SwitchError, Switcher};
 
 /// A callback run on the game's thread by [`Client::frame_tick`].
 type Callback = Box<dyn FnMut(&Event) + Send>;
@@ -394,6 +395,7 @@ impl Start {
             callbacks: Vec::new(),
             registrar,
             runtime: None,
+            arbiter: actix::Arbiter::current(),
         })
     }
 }
@@ -437,6 +439,8 @@ pub struct Client {
     callbacks: Vec<Callback>,
     registrar: Registrar,
     runtime: Option<Runtime>,
+    /// Where the actors run (work the game starts from its thread goes there).
+    arbiter: actix::ArbiterHandle,
 }
 
 impl fmt::Debug for Client {
@@ -576,6 +580,26 @@ impl Client {
     /// Writes a snapshot of the performance statistics to `path`.
     pub async fn export_stats(&self, path: &Path, format: ExportFormat) -> Result<(), TelemetryError> {
         self.tree.export_stats(path, format).await
+    }
+
+    /// What switches this client to another server or database (for a
+    /// settings watcher, or a task of the game's): see [`crate::switch`].
+    pub fn switcher(&self) -> Switcher {
+        Switcher::new(self.tree.connection.clone(), self.tree.auth.clone(), self.tree.schema.clone())
+    }
+
+    /// Moves this client to `config`'s server and database (a profile switch,
+    /// see [`crate::switch`]), from any thread: the work runs on the client's
+    /// actors' thread, and the answer can be awaited or polled from the game's
+    /// frame loop ([`Switching::try_result`]). The game's tables, callbacks and
+    /// subscriptions stay; its row events tell how the new database differs.
+    pub fn switch_to(&self, config: ConnectionConfig) -> Switching {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let switcher = self.switcher();
+        let spawned = self.arbiter.spawn(async move {
+            let _ = tx.send(switcher.switch_to(config).await);
+        });
+        Switching { answer: spawned.then_some(rx) }
     }
 
     /// Closes the connection and stops the tree for good; a client built with
@@ -739,5 +763,45 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
     /// Runs `callback` in `frame_tick` for each row deleted from the cache.
     pub fn on_delete(&self, mut callback: impl FnMut(&T) + Send + 'static) {
         self.on(RowEventKind::Delete, move |_, row| callback(row));
+    }
+}
+
+/// A switch under way ([`Client::switch_to`]): await it, or poll it each frame.
+#[derive(Debug)]
+pub struct Switching {
+    answer: Option<tokio::sync::oneshot::Receiver<Result<(), SwitchError>>>,
+}
+
+impl Switching {
+    /// The answer, once there is one (`None` meanwhile, and after it was taken).
+    pub fn try_result(&mut self) -> Option<Result<(), SwitchError>> {
+        let Some(rx) = &mut self.answer else {
+            return None;
+        };
+        match rx.try_recv() {
+            Ok(answer) => {
+                self.answer = None;
+                Some(answer)
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                self.answer = None;
+                Some(Err(SwitchError::ClientGone))
+            }
+        }
+    }
+}
+
+impl std::future::Future for Switching {
+    type Output = Result<(), SwitchError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let Some(rx) = &mut self.answer else {
+            return std::task::Poll::Ready(Err(SwitchError::ClientGone));
+        };
+        std::pin::Pin::new(rx).poll(cx).map(|answer| {
+            self.answer = None;
+            answer.unwrap_or(Err(SwitchError::ClientGone))
+        })
     }
 }

@@ -41,10 +41,11 @@ pub mod settings;
 pub mod store;
 pub mod supervise;
 pub mod supervisor;
+pub mod switch;
 pub mod watcher;
 
 pub use calls::{CallResult, ReducerCall, Reducers};
-pub use client::{Client, ClientBuilder, Table};
+pub use client::{Client, ClientBuilder, Switching, Table};
 pub use error::ClientError;
 pub use events::{Event, RowEvent, RowEventKind};
 pub use spacelink_auth as auth;
@@ -66,3 +67,4 @@ pub use spacelink_telemetry::{
 pub use store::FileQueueStore;
 pub use supervise::{Child, RestartPolicy, SupervisionConfig};
 pub use supervisor::{SpacelinkConfig, Supervisor};
+pub use switch::{SwitchError, Switcher};

@@ -18,6 +18,7 @@ use spacelink_prediction::ReconfigurePrediction;
 use spacelink_telemetry::TelemetryHandle;
 
 use crate::settings::{Settings, SettingsError, SettingsLoader};
+use crate::switch::{SwitchError, Switcher};
 
 /// What the watcher tells.
 #[derive(Debug, Clone, Message)]
@@ -27,25 +28,32 @@ pub enum SettingsEvent {
     Applied(Box<Settings>),
     /// The new settings were refused (invalid, or not changeable live); the old ones stay.
     Refused(SettingsError),
+    /// A profile switch moved the client to another server or database, and
+    /// these settings (the profile's) now run.
+    Switched(Box<Settings>),
 }
 
-/// Switch to another profile at run time: its live settings are applied; if
-/// it names another server or database, the answer says a restart is needed
-/// and gives the settings to restart with.
+/// Switch to another profile at run time: its live settings are applied, and
+/// if it names another server or database, the client moves there in place
+/// (given a [`Switcher`], see [`crate::switch`]); without one, the answer says
+/// a restart is needed and gives the settings to restart with.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<(), SwitchError>")]
+#[rtype(result = "Result<(), ProfileError>")]
 pub struct SwitchProfile(pub String);
 
-/// Why a profile switch did not happen in place.
+/// Why a profile switch did not happen (the running settings stay).
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
-pub enum SwitchError {
-    /// The profile's settings do not load.
+pub enum ProfileError {
+    /// The profile's settings do not load, or a setting of it cannot change live.
     #[error(transparent)]
     Invalid(SettingsError),
     /// The profile needs a new client: start one with these settings.
     #[error("{0}; restart with the new profile's settings")]
     NeedsRestart(SettingsError, Box<Settings>),
+    /// Moving to the profile's server or database failed.
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
 }
 
 /// Polls the settings file and reconfigures the running actors.
@@ -57,6 +65,7 @@ pub struct SettingsWatcher {
     auth: Option<AuthHandle>,
     telemetry: Option<TelemetryHandle>,
     predictions: Vec<Recipient<ReconfigurePrediction>>,
+    switcher: Option<Switcher>,
     poll: Duration,
     stamp: Option<(SystemTime, u64)>,
     listeners: Vec<Recipient<SettingsEvent>>,
@@ -79,6 +88,7 @@ impl SettingsWatcher {
             auth: None,
             telemetry: None,
             predictions: Vec::new(),
+            switcher: None,
             poll,
             stamp,
             listeners,
@@ -101,6 +111,13 @@ impl SettingsWatcher {
     /// (`PredictionHandle::reconfigure_recipient`); call once per prediction.
     pub fn prediction(mut self, prediction: Recipient<ReconfigurePrediction>) -> Self {
         self.predictions.push(prediction);
+        self
+    }
+
+    /// Lets [`SwitchProfile`] move the client to another server or database
+    /// (`Client::switcher`).
+    pub fn switching(mut self, switcher: Switcher) -> Self {
+        self.switcher = Some(switcher);
         self
     }
 
@@ -237,22 +254,49 @@ impl Actor for SettingsWatcher {
 }
 
 impl Handler<SwitchProfile> for SettingsWatcher {
-    type Result = Result<(), SwitchError>;
+    type Result = ResponseActFuture<Self, Result<(), ProfileError>>;
 
     fn handle(&mut self, msg: SwitchProfile, ctx: &mut Self::Context) -> Self::Result {
         let loader = self.loader.clone().profile(msg.0);
-        let new = loader.load().map_err(SwitchError::Invalid)?;
-        let (old_c, new_c) = (
-            self.current.connection_config().map_err(SwitchError::Invalid)?,
-            new.connection_config().map_err(SwitchError::Invalid)?,
-        );
-        if let Err(e) = old_c.check_live_change(&new_c) {
-            let e = SettingsError { field: format!("connection.{}", e.field), reason: e.reason };
-            return Err(SwitchError::NeedsRestart(e, Box::new(new)));
+        let checked = (|| {
+            let new = loader.load().map_err(ProfileError::Invalid)?;
+            let (old_c, new_c) = (
+                self.current.connection_config().map_err(ProfileError::Invalid)?,
+                new.connection_config().map_err(ProfileError::Invalid)?,
+            );
+            let moves = old_c.check_live_change(&new_c).err();
+            Ok((new, new_c, moves))
+        })();
+        let (new, new_c, moves) = match checked {
+            Ok(checked) => checked,
+            Err(e) => return Box::pin(fut::ready(Err(e))),
+        };
+        let Some(moves) = moves else {
+            // Same server and database: only live settings change.
+            self.loader = loader;
+            self.apply(ctx, new);
+            return Box::pin(fut::ready(Ok(())));
+        };
+        let field = SettingsError { field: format!("connection.{}", moves.field), reason: moves.reason };
+        let Some(switcher) = self.switcher.clone() else {
+            return Box::pin(fut::ready(Err(ProfileError::NeedsRestart(field, Box::new(new)))));
+        };
+        // Everything but the connection must still be changeable live.
+        let mut rest = new.clone();
+        rest.connection = self.current.connection.clone();
+        if let Err(e) = plan(&self.current, &rest) {
+            return Box::pin(fut::ready(Err(ProfileError::NeedsRestart(e, Box::new(new)))));
         }
-        self.loader = loader;
-        self.apply(ctx, new);
-        Ok(())
+        tracing::info!(database = %new_c.database, server = %new_c.server_url, "profile switch to another target");
+        Box::pin(async move { switcher.switch_to(new_c).await }.into_actor(self).map(move |result, act, ctx| {
+            result?;
+            act.loader = loader;
+            // The connection runs the new profile's settings now; the rest follows as live changes.
+            act.current.connection = new.connection.clone();
+            act.tell(SettingsEvent::Switched(Box::new(new.clone())));
+            act.apply(ctx, new);
+            Ok(())
+        }))
     }
 }
 

@@ -80,6 +80,8 @@ pub struct AuthActor {
     refresh_failures: u32,
     /// A new token was already asked for because the server refused one.
     recovering_rejection: bool,
+    /// Sessions up to this generation belong to an entry switched away from.
+    stale_up_to: u64,
 }
 
 impl AuthActor {
@@ -100,6 +102,7 @@ impl AuthActor {
             refreshing: false,
             refresh_failures: 0,
             recovering_rejection: false,
+            stale_up_to: 0,
         }
     }
 
@@ -258,6 +261,9 @@ impl Handler<IdentityReceived> for AuthActor {
     type Result = ();
 
     fn handle(&mut self, msg: IdentityReceived, ctx: &mut Self::Context) {
+        if msg.generation <= self.stale_up_to {
+            return; // A session of the entry switched away from.
+        }
         let new_identity = self.token.is_none();
         if new_identity {
             // Anonymous: the server issued a new identity and its token.
@@ -279,7 +285,12 @@ impl Handler<ResilienceEvent> for AuthActor {
     type Result = ();
 
     fn handle(&mut self, msg: ResilienceEvent, ctx: &mut Self::Context) {
-        let ResilienceEvent::HandshakeRefused { status: status @ (401 | 403), reason, .. } = msg else { return };
+        let ResilienceEvent::HandshakeRefused { generation, status: status @ (401 | 403), reason } = msg else {
+            return;
+        };
+        if generation <= self.stale_up_to {
+            return; // An attempt on the entry switched away from.
+        }
         let error = AuthError::Rejected { status, reason };
         self.authenticated = false;
         metrics::counter!("spacelink_auth_rejected_total").increment(1);
@@ -368,6 +379,24 @@ impl Handler<ClearCredentials> for AuthActor {
         self.setup.connection.do_send(ReplaceToken { token: None, reconnect: false });
         tracing::info!(entry = %self.setup.key, "credentials cleared");
         self.tell(AuthEvent::CredentialsCleared);
+    }
+}
+
+impl Handler<SwitchEntry> for AuthActor {
+    type Result = MessageResult<SwitchEntry>;
+
+    fn handle(&mut self, msg: SwitchEntry, ctx: &mut Self::Context) -> Self::Result {
+        let SwitchEntry { key, given, after_generation } = msg;
+        let token = initial_token(&mut self.setup.store, &key, given);
+        tracing::info!(from = %self.setup.key, to = %key, stored = token.is_some(), "credential entry switched");
+        self.setup.key = key;
+        self.stale_up_to = self.stale_up_to.max(after_generation);
+        self.answer(Err(AuthError::Superseded));
+        self.authenticated = false;
+        self.identity = None;
+        self.recovering_rejection = false;
+        self.adopt(ctx, token.clone());
+        MessageResult(token)
     }
 }
 

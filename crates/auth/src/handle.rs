@@ -44,6 +44,17 @@ impl AuthHandle {
         self.addr.send(ReconfigureAuth(config)).await.map_err(|_| AuthError::ActorGone)?
     }
 
+    /// Switches to the credential entry of another server or database (see
+    /// [`SwitchEntry`]) and answers the token to open its first session with.
+    pub async fn switch_entry(
+        &self,
+        key: crate::CredentialKey,
+        given: Option<Token>,
+        after_generation: u64,
+    ) -> Result<Option<Token>, AuthError> {
+        self.addr.send(SwitchEntry { key, given, after_generation }).await.map_err(|_| AuthError::ActorGone)
+    }
+
     /// The whole state.
     pub async fn status(&self) -> Result<AuthStatus, AuthError> {
         self.addr.send(GetAuthStatus).await.map_err(|_| AuthError::ActorGone)

@@ -45,6 +45,22 @@ pub struct ClearCredentials;
 #[rtype(result = "Result<(), crate::AuthError>")]
 pub struct ReconfigureAuth(pub crate::AuthConfig);
 
+/// Use another credential entry (a profile switch to another server or
+/// database): that entry's stored token, or `given`, or none (the server then
+/// issues a new identity, stored under the new entry), becomes current, and is
+/// answered for the connection's next session. Sessions up to `after_generation`
+/// belong to the old entry: an identity they still report is not stored.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Option<Token>")]
+pub struct SwitchEntry {
+    /// The new entry.
+    pub key: crate::CredentialKey,
+    /// A token to use for it (stored), instead of the stored one.
+    pub given: Option<Token>,
+    /// The connection's generation at the switch.
+    pub after_generation: u64,
+}
+
 /// Ask for the current authentication state.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "AuthStatus")]

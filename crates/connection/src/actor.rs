@@ -653,6 +653,39 @@ impl Handler<Reconfigure> for ConnectionActor {
     }
 }
 
+impl Handler<Retarget> for ConnectionActor {
+    type Result = Result<(), crate::ConfigError>;
+
+    fn handle(&mut self, msg: Retarget, ctx: &mut Self::Context) -> Self::Result {
+        let config = msg.config;
+        config.validate()?;
+        let reason = format!("switching to database {} at {}", config.database, config.server_url);
+        tracing::info!(server = %config.server_url, database = %config.database, "connection retargeted");
+        if let Some(session) = self.session.take() {
+            let _ = session.io.outbound.try_send(Message::Close(None));
+            self.transition(ConnectionEvent::SessionLost, Some(reason.clone()), Some(Duration::ZERO));
+        }
+        // What was learnt about the old target does not hold for the new one.
+        self.token = config.token.clone();
+        self.identity = None;
+        self.breaker = CircuitBreaker::new(config.breaker);
+        self.pings = PingTracker::default();
+        self.last_heartbeat = None;
+        self.failed_attempts = 0;
+        self.ever_connected = false;
+        self.shut_down = false;
+        self.config = config;
+        self.finish_recovery(false);
+        // The restart drops every timer, and `started()` arms the heartbeat
+        // at the new interval and connects. (No `cancel_future` here: a
+        // cancellation still pending at the restart would hit the new timer,
+        // which reuses the old one's handle.)
+        self.heartbeat_timer = None;
+        self.restart_after(ctx, Duration::ZERO);
+        Ok(())
+    }
+}
+
 impl Handler<Shutdown> for ConnectionActor {
     type Result = ();
 

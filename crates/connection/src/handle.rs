@@ -154,6 +154,15 @@ impl ConnectionHandle {
             .map_err(ConnectionError::Config)
     }
 
+    /// Moves the connection to another server or database (see [`Retarget`]).
+    pub async fn retarget(&self, config: crate::ConnectionConfig) -> Result<(), ConnectionError> {
+        self.addr
+            .send(Retarget { config })
+            .await
+            .map_err(|_| ConnectionError::ActorGone)?
+            .map_err(ConnectionError::Config)
+    }
+
     /// A snapshot of the connection's state, latency and identity.
     pub async fn status(&self) -> Result<ConnectionStatus, ConnectionError> {
         self.addr.send(GetStatus).await.map_err(|_| ConnectionError::ActorGone)

@@ -68,6 +68,21 @@ pub struct Reconfigure {
     pub config: crate::ConnectionConfig,
 }
 
+/// Point the running connection at another target (a profile switch): the
+/// session closes, and the next one opens to `config`'s server and database
+/// with `config.token`, on a new generation, so that what the old target
+/// sent is dropped as a dead session's. The backoff, the breaker and the
+/// measured round trips start afresh (they described the old target), and a
+/// target that cannot be reached gives up after the retry policy's attempts,
+/// as a first connection does. Any setting may change (it is a new target);
+/// the config is validated first, and an invalid one changes nothing.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<(), crate::ConfigError>")]
+pub struct Retarget {
+    /// The new target and its settings.
+    pub config: crate::ConnectionConfig,
+}
+
 /// Close the session and stay disconnected.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]

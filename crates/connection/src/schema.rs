@@ -284,6 +284,41 @@ impl ModuleSchema {
         self.reducers.get(name)
     }
 
+    /// The first difference between this module and `other` that a running
+    /// client would notice (a table or reducer missing, or with another row
+    /// type, key or parameters), or `None` if rows and calls mean the same in
+    /// both: the check before a client moves to another database.
+    pub fn difference(&self, other: &ModuleSchema) -> Option<String> {
+        let mut tables: Vec<&TableSchema> = self.tables.values().collect();
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
+        for mine in tables {
+            let Some(theirs) = other.tables.get(&mine.name) else {
+                return Some(format!("table `{}` is missing", mine.name));
+            };
+            if mine.row_type != theirs.row_type || mine.columns != theirs.columns {
+                return Some(format!("table `{}` has other columns", mine.name));
+            }
+            if mine.primary_key != theirs.primary_key {
+                return Some(format!("table `{}` has another primary key", mine.name));
+            }
+        }
+        if let Some(extra) = other.tables.keys().filter(|t| !self.tables.contains_key(*t)).min() {
+            return Some(format!("table `{extra}` is new"));
+        }
+        let mut reducers: Vec<&ReducerSchema> = self.reducers.values().collect();
+        reducers.sort_by(|a, b| a.name.cmp(&b.name));
+        for mine in reducers {
+            match other.reducers.get(&mine.name) {
+                None => return Some(format!("reducer `{}` is missing", mine.name)),
+                Some(theirs) if theirs.params != mine.params => {
+                    return Some(format!("reducer `{}` takes other arguments", mine.name))
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
     /// Decodes one row of `table` from its BSATN bytes.
     pub fn decode_row(&self, table: &str, bytes: &[u8]) -> Result<ProductValue, SchemaError> {
         let schema = self.table(table).ok_or_else(|| SchemaError::UnknownTable(table.to_string()))?;
@@ -566,6 +601,30 @@ fn time_duration_text(micros: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_module_differs_by_its_tables_and_reducers() {
+        let json =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/guildmaster-schema.json"))
+                .unwrap();
+        let a = ModuleSchema::from_json(&json).unwrap();
+        assert_eq!(a.difference(&a.clone()), None);
+        let mut b = a.clone();
+        let name = b.tables.keys().min().unwrap().clone();
+        b.tables.remove(&name);
+        assert_eq!(a.difference(&b), Some(format!("table `{name}` is missing")));
+        assert_eq!(b.difference(&a), Some(format!("table `{name}` is new")));
+        let mut c = a.clone();
+        let table = c.tables.values_mut().find(|t| !t.primary_key.is_empty()).unwrap();
+        table.primary_key.clear();
+        let changed = table.name.clone();
+        assert_eq!(a.difference(&c), Some(format!("table `{changed}` has another primary key")));
+        let mut d = a.clone();
+        let reducer = d.reducers.values_mut().find(|r| !r.params.elements.is_empty()).unwrap();
+        reducer.params = ProductType::unit();
+        let changed = reducer.name.clone();
+        assert_eq!(a.difference(&d), Some(format!("reducer `{changed}` takes other arguments")));
+    }
 
     #[test]
     fn every_time_duration_prints_as_sats_does() {

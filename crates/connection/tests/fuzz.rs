@@ -124,13 +124,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let at = any::<usize>();
     prop_oneof![
-        3 => (at.clone(), 0u8..8).prop_map(|(i, bit)| Op::Flip(i, 1 << bit)),
-        2 => (at.clone(), any::<u8>()).prop_map(|(i, b)| Op::Set(i, b)),
-        2 => (at.clone(), prop_oneof![Just(0u32), Just(1), Just(u32::MAX), Just(0x7fff_ffff), any::<u32>()])
+        3 => (at, 0u8..8).prop_map(|(i, bit)| Op::Flip(i, 1 << bit)),
+        2 => (at, any::<u8>()).prop_map(|(i, b)| Op::Set(i, b)),
+        2 => (at, prop_oneof![Just(0u32), Just(1), Just(u32::MAX), Just(0x7fff_ffff), any::<u32>()])
             .prop_map(|(i, v)| Op::Length(i, v)),
-        1 => at.clone().prop_map(Op::Truncate),
-        1 => (at.clone(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, b)| Op::Insert(i, b)),
-        1 => (at.clone(), 1usize..64).prop_map(|(i, n)| Op::Remove(i, n)),
+        1 => at.prop_map(Op::Truncate),
+        1 => (at, proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, b)| Op::Insert(i, b)),
+        1 => (at, 1usize..64).prop_map(|(i, n)| Op::Remove(i, n)),
         1 => (at, 1usize..256).prop_map(|(i, n)| Op::Duplicate(i, n)),
     ]
 }
@@ -185,7 +185,7 @@ fn mutate(seed: &[u8], ops: &[Op]) -> Vec<u8> {
 fn read_frame(frame: &[u8]) {
     let Ok(mut message) = codec::decode_server_message(frame, limits()) else { return };
     codec::decompress_updates(&mut message, limits());
-    for_each_row(&message, |table, row| read_row(table, row));
+    for_each_row(&message, read_row);
 }
 
 /// A row of `table` through the row path: the guard, the dynamic and typed

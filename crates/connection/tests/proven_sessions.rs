@@ -261,3 +261,54 @@ async fn a_session_that_stays_healthy_long_enough_resets_the_backoff() {
     assert!(!lost.reason.unwrap_or_default().contains("before it proved itself"));
     handle.shutdown();
 }
+
+#[actix::test]
+async fn a_retargeted_connection_starts_afresh_on_the_new_server() {
+    let _frozen = Frozen::clock();
+    // The old target accepts and fails until its breaker is open for a minute.
+    let old = HostileServer::start(Case::Frames {
+        frames: vec![Message::Binary(identity_frame().into())],
+        then: After::Close(1011, "accept and fail".into()),
+    })
+    .unwrap();
+    let new = HostileServer::start(Case::Frames {
+        frames: vec![Message::Binary(identity_frame().into())],
+        then: After::Hold,
+    })
+    .unwrap();
+    let (handle, mut rx) = start(config(&old));
+    let mut losses = 0;
+    while losses < 4 {
+        let change = state(&mut rx, ConnectionState::Reconnecting).await;
+        losses += 1;
+        if losses < 4 {
+            advance(change.retry_in.unwrap()).await;
+        }
+    }
+    let before = handle.status().await.unwrap();
+    assert_eq!(before.breaker, BreakerKind::Open, "{before:?}");
+
+    // An invalid target changes nothing.
+    let mut bad = config(&new);
+    bad.database.clear();
+    assert!(handle.retarget(bad).await.is_err());
+    assert_eq!(handle.status().await.unwrap().generation, before.generation);
+
+    // The switch does not wait out the old target's breaker: the new server is tried at once.
+    handle.retarget(config(&new)).await.unwrap();
+    let up = state(&mut rx, ConnectionState::Connected).await;
+    assert!(up.generation > before.generation);
+    next(&mut rx, |s| matches!(s, Seen::Identity).then_some(())).await;
+    advance(Duration::from_secs(10)).await;
+    let proven = next(&mut rx, |s| match s {
+        Seen::Resilience(ResilienceEvent::SessionProven { generation }) => Some(*generation),
+        _ => None,
+    })
+    .await;
+    assert_eq!(proven, up.generation);
+    let after = handle.status().await.unwrap();
+    assert_eq!((after.breaker, after.failed_attempts, after.breaker_trips), (BreakerKind::Closed, 0, 0), "{after:?}");
+    assert_eq!(new.upgrades(), 1);
+    assert_eq!(old.upgrades(), 4, "nothing more went to the old target");
+    handle.shutdown();
+}
