@@ -221,9 +221,9 @@ fn cargo_test(extra_cargo: &[&str], libtest: &[&str]) -> std::process::Command {
     cmd::scrub_cargo_run_env(&mut cargo)
         .current_dir(crate::repo_root())
         .args(["test", "--workspace", "--no-fail-fast"])
-        // The command-line tool is off by default; its tests (and the e2e
-        // tests that run the `spacelink` binary) need it.
-        .args(["--features", "spacelink/cli"])
+        // The command-line tool and TLS are off by default; their tests (the
+        // e2e tests that run the `spacelink` binary, the TLS proxy's) need them.
+        .args(["--features", "spacelink/cli,spacelink/tls"])
         .args(extra_cargo);
     let mut libtest: Vec<&str> = libtest.to_vec();
     if std::io::stdout().is_terminal() {

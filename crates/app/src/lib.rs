@@ -53,7 +53,7 @@ pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentia
 pub use spacelink_connection as connection;
 pub use spacelink_connection::{
     ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus, IdentityReceived,
-    Listeners, ModuleSchema, RetryPolicy, ServerMessageReceived, StateChanged,
+    Listeners, ModuleSchema, RetryPolicy, SchemaError, ServerMessageReceived, StateChanged, TlsConfig, TlsFailure,
 };
 pub use spacelink_prediction as prediction;
 pub use spacelink_reducers as reducers;

@@ -88,6 +88,10 @@ pub struct ConnectionSettings {
     pub dead_peer_timeout: Duration,
     pub outbound_capacity: usize,
     pub max_message_size: usize,
+    /// PEM files of more root certificates to trust for `https://`/`wss://`
+    /// (a private deployment's certificate authority); read when the
+    /// connection's config is made. Default: none.
+    pub extra_root_certificates: Vec<std::path::PathBuf>,
     pub retry: RetrySettings,
     pub breaker: BreakerSettings,
 }
@@ -251,6 +255,7 @@ impl Default for ConnectionSettings {
             dead_peer_timeout: c.dead_peer_timeout,
             outbound_capacity: c.outbound_capacity,
             max_message_size: c.limits.max_message_size,
+            extra_root_certificates: Vec::new(),
             retry: RetrySettings {
                 max_attempts: c.retry.max_attempts,
                 initial_delay: c.retry.initial_delay,
@@ -325,6 +330,12 @@ impl Settings {
         c.dead_peer_timeout = s.dead_peer_timeout;
         c.outbound_capacity = s.outbound_capacity;
         c.limits.max_message_size = s.max_message_size;
+        for path in &s.extra_root_certificates {
+            let pem = std::fs::read_to_string(path).map_err(|e| {
+                SettingsError::new("connection.extra_root_certificates", format!("{}: {e}", path.display()))
+            })?;
+            c.tls.extra_root_certificates.push(pem);
+        }
         c.retry.max_attempts = s.retry.max_attempts;
         c.retry.initial_delay = s.retry.initial_delay;
         c.retry.backoff_multiplier = s.retry.backoff_multiplier;
@@ -342,7 +353,11 @@ impl Settings {
                 return Err(SettingsError::new(format!("connection.{field}"), "must be more than zero"));
             }
         }
-        c.validate().map_err(|e| SettingsError::new(format!("connection.{}", e.field), e.reason))?;
+        c.validate().map_err(|e| {
+            // The settings name the files, not the config's nesting.
+            let field = e.field.strip_prefix("tls.").unwrap_or(e.field);
+            SettingsError::new(format!("connection.{field}"), e.reason)
+        })?;
         Ok(c)
     }
 

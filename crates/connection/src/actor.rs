@@ -280,9 +280,9 @@ impl ConnectionActor {
         let limit = self.config.limits.max_message_size;
         let ws_config = WebSocketConfig::default().max_message_size(Some(limit)).max_frame_size(Some(limit));
         let timeout = self.config.connect_timeout;
-        let (capacity, limits) = (self.config.outbound_capacity, self.config.limits);
+        let (capacity, limits, tls) = (self.config.outbound_capacity, self.config.limits, self.config.tls.clone());
         let handshake =
-            async move { tokio::time::timeout(timeout, net::open(request, ws_config, capacity, limits)).await };
+            async move { tokio::time::timeout(timeout, net::open(request, ws_config, capacity, limits, &tls)).await };
         ctx.spawn(handshake.into_actor(self).map(move |result, act, ctx| {
             if act.generation != generation || act.shut_down {
                 return; // A newer attempt or a shutdown overtook this one.
@@ -759,6 +759,9 @@ fn describe_handshake_error(e: &tungstenite::Error) -> String {
             format!("server refused the WebSocket: HTTP {}{hint}: {body}", response.status())
         }
         tungstenite::Error::Url(e) => format!("bad URL: {e}"),
-        other => format!("cannot connect: {other}"),
+        other => match crate::tls::classify(other) {
+            Some(failure) => format!("TLS: {failure}: {}", crate::schema::error_chain(other)),
+            None => format!("cannot connect: {}", crate::schema::error_chain(other)),
+        },
     }
 }

@@ -61,6 +61,8 @@ pub struct ConnectionConfig {
     pub breaker: CircuitBreakerConfig,
     /// Seed for retry jitter (default: from the clock); set it for reproducible tests.
     pub jitter_seed: Option<u64>,
+    /// TLS for `wss://`/`https://` servers: extra root certificates (default none).
+    pub tls: crate::tls::TlsConfig,
 }
 
 impl ConnectionConfig {
@@ -83,6 +85,7 @@ impl ConnectionConfig {
             retry: RetryPolicy::default(),
             breaker: CircuitBreakerConfig::default(),
             jitter_seed: None,
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 
@@ -152,6 +155,9 @@ impl ConnectionConfig {
         if self.breaker.half_open_max_calls == 0 {
             return bad("breaker.half_open_max_calls", "must be at least 1".into());
         }
+        if let Err(reason) = self.tls.validate() {
+            return bad("tls.extra_root_certificates", reason);
+        }
         Ok(())
     }
 
@@ -159,13 +165,14 @@ impl ConnectionConfig {
     /// restart: the server, the database and what the session was opened with
     /// cannot change live (the error names the field and says so).
     pub fn check_live_change(&self, new: &Self) -> Result<(), ConfigError> {
-        let fixed: [(&'static str, bool); 6] = [
+        let fixed: [(&'static str, bool); 7] = [
             ("server_url", self.server_url.trim_end_matches('/') != new.server_url.trim_end_matches('/')),
             ("database", self.database != new.database),
             ("compression", self.compression != new.compression),
             ("light_mode", self.light_mode != new.light_mode),
             ("outbound_capacity", self.outbound_capacity != new.outbound_capacity),
             ("limits.max_message_size", self.limits.max_message_size != new.limits.max_message_size),
+            ("tls.extra_root_certificates", self.tls != new.tls),
         ];
         match fixed.into_iter().find(|(_, changed)| *changed) {
             Some((field, _)) => Err(ConfigError {

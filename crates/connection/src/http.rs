@@ -14,7 +14,7 @@
 //! [`get`] reads the body as it arrives and stops at a size limit, so a
 //! hostile server cannot make it buffer more.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -35,15 +35,22 @@ pub(crate) enum GetError {
     Failed(String),
     /// The body is larger than the limit (as announced, or as it arrived).
     TooLarge(u64),
+    /// The TLS session could not be set up (what was wrong, and the whole chain).
+    Tls(crate::tls::TlsFailure, String),
 }
 
 /// GETs `url` (with `token` as a bearer token), reading at most `max_size`
 /// bytes of body. No timeout here: the caller bounds the whole exchange.
-pub(crate) async fn get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fetched, GetError> {
+pub(crate) async fn get(
+    url: &str,
+    token: Option<&str>,
+    max_size: usize,
+    tls: &crate::tls::TlsConfig,
+) -> Result<Fetched, GetError> {
     if is_plain(url) {
         plain_get(url, token, max_size).await
     } else {
-        tls_get(url, token, max_size).await
+        tls_get(url, token, max_size, tls).await
     }
 }
 
@@ -51,8 +58,12 @@ fn is_plain(url: &str) -> bool {
     url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
 }
 
-fn failed(url: &str, e: &dyn std::error::Error) -> GetError {
-    GetError::Failed(format!("error sending request for url ({url}): {}", crate::schema::error_chain(e)))
+fn failed(url: &str, e: &(dyn std::error::Error + 'static)) -> GetError {
+    let chain = crate::schema::error_chain(e);
+    match crate::tls::classify(e) {
+        Some(failure) => GetError::Tls(failure, format!("{url}: {chain}")),
+        None => GetError::Failed(format!("error sending request for url ({url}): {chain}")),
+    }
 }
 
 /// Appends `chunk` to `body` unless that passes `max_size`.
@@ -107,9 +118,14 @@ async fn plain_get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fe
     result
 }
 
-async fn tls_get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fetched, GetError> {
+async fn tls_get(
+    url: &str,
+    token: Option<&str>,
+    max_size: usize,
+    tls: &crate::tls::TlsConfig,
+) -> Result<Fetched, GetError> {
     // Taken before any clock of the caller's matters: the first use builds it.
-    let mut request = tls_client().get(url);
+    let mut request = tls_client(tls).map_err(GetError::Failed)?.get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -125,10 +141,20 @@ async fn tls_get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fetc
     Ok(Fetched { status, body })
 }
 
-/// The client for `https://` URLs, with the platform's root certificates.
-fn tls_client() -> &'static reqwest::Client {
-    static TLS: OnceLock<reqwest::Client> = OnceLock::new();
-    TLS.get_or_init(reqwest::Client::new)
+/// The client for `https://` URLs with `tls`'s roots (the platform's plus
+/// the extra ones), one per set of extra roots, shared by the process.
+fn tls_client(tls: &crate::tls::TlsConfig) -> Result<reqwest::Client, String> {
+    static CLIENTS: Mutex<Vec<(Vec<String>, reqwest::Client)>> = Mutex::new(Vec::new());
+    let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, client)) = clients.iter().find(|(extra, _)| *extra == tls.extra_root_certificates) {
+        return Ok(client.clone());
+    }
+    let builder = reqwest::Client::builder();
+    #[cfg(feature = "tls")]
+    let builder = builder.use_preconfigured_tls((*crate::tls::client_config(tls)?).clone());
+    let client = builder.build().map_err(|e| crate::schema::error_chain(&e))?;
+    clients.push((tls.extra_root_certificates.clone(), client.clone()));
+    Ok(client)
 }
 
 #[cfg(test)]
@@ -139,7 +165,9 @@ mod tests {
     fn one_tls_client_per_process_and_none_for_plain_http() {
         assert!(is_plain("http://127.0.0.1:3000/v1/x") && is_plain("HTTP://localhost/y"));
         assert!(!is_plain("https://example.invalid/") && !is_plain("ws://x/"));
-        assert!(std::ptr::eq(tls_client(), tls_client()));
+        let tls = crate::tls::TlsConfig::default();
+        // A reqwest client is a shared pool: the same one comes back.
+        assert_eq!(format!("{:?}", tls_client(&tls).unwrap()), format!("{:?}", tls_client(&tls).unwrap()));
     }
 
     #[tokio::test]
@@ -160,12 +188,12 @@ mod tests {
             }
         });
         let url = format!("http://{addr}/v1/x?version=9");
-        let fetched = get(&url, Some("t0k3n"), 8).await.unwrap();
+        let fetched = get(&url, Some("t0k3n"), 8, &Default::default()).await.unwrap();
         assert_eq!((fetched.status, fetched.body.as_slice()), (200, &b"hello"[..]));
-        assert!(matches!(get(&url, Some("t0k3n"), 8).await, Err(GetError::TooLarge(10))));
+        assert!(matches!(get(&url, Some("t0k3n"), 8, &Default::default()).await, Err(GetError::TooLarge(10))));
         server.await.unwrap();
         // Nothing listens: a failure that may pass, saying where it went.
-        let down = get(&url, None, 8).await.unwrap_err();
+        let down = get(&url, None, 8, &Default::default()).await.unwrap_err();
         assert!(
             matches!(&down, GetError::Failed(m) if m.contains("error sending request") && m.contains(&url)),
             "{down:?}"

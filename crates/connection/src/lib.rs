@@ -52,6 +52,7 @@ pub mod rtt;
 pub mod schema;
 pub mod state;
 pub mod testing;
+pub mod tls;
 mod typespace;
 
 pub use actor::ConnectionActor;
@@ -65,6 +66,7 @@ pub use health::{NetworkHealth, NetworkStatus};
 pub use messages::*;
 pub use schema::{ModuleSchema, SchemaError, SchemaFetchConfig, TableSchema};
 pub use state::{ConnectionEvent, ConnectionState};
+pub use tls::{TlsConfig, TlsFailure};
 
 /// The official message types, re-exported so users need not pin them.
 pub use spacetimedb_client_api_messages::websocket as ws;

@@ -139,7 +139,17 @@ pub async fn open(
     ws_config: WebSocketConfig,
     outbound_capacity: usize,
     limits: DecodeLimits,
+    tls: &crate::tls::TlsConfig,
 ) -> Result<(SessionIo, mpsc::Receiver<Inbound>), tungstenite::Error> {
+    #[cfg(feature = "tls")]
+    let connector = if request.uri().scheme_str() == Some("wss") {
+        let config = crate::tls::client_config(tls).map_err(|e| tungstenite::Error::Io(std::io::Error::other(e)))?;
+        Some(tokio_tungstenite::Connector::Rustls(config))
+    } else {
+        None
+    };
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
     let host = request.uri().host().ok_or(tungstenite::Error::Url(tungstenite::error::UrlError::NoHostName))?;
     let port = request
         .uri()
@@ -157,7 +167,7 @@ pub async fn open(
         let tcp = TcpStream::from_std(std)?;
         #[cfg(feature = "tls")]
         let (stream, _response) =
-            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), None).await?;
+            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), connector).await?;
         // Without TLS compiled in, `ConnectionConfig::validate` refuses wss:// URLs.
         #[cfg(not(feature = "tls"))]
         let (stream, _response) =

@@ -43,6 +43,16 @@ pub enum SchemaError {
         /// Why.
         reason: String,
     },
+    /// The TLS session to the server could not be set up: the certificate is
+    /// not trusted, is for another name, has expired, or the handshake was
+    /// refused. Not retried: it does not pass by itself.
+    #[error("cannot fetch the schema: TLS: {failure}: {chain}")]
+    Tls {
+        /// What was wrong.
+        failure: crate::tls::TlsFailure,
+        /// The URL and the error's whole chain of causes.
+        chain: String,
+    },
     /// The schema JSON is not a v9 module definition.
     #[error("the schema is not a v9 module definition: {0}")]
     Parse(String),
@@ -206,7 +216,7 @@ impl ModuleSchema {
     /// Fetches and reads the schema of `database` from the server at `base_url`
     /// (`http(s)://host:port`), once, within the default [`SchemaFetchConfig`].
     pub async fn fetch(base_url: &str, database: &str, token: Option<&str>) -> Result<Self, SchemaError> {
-        Self::fetch_with(base_url, database, token, &SchemaFetchConfig::default()).await
+        Self::fetch_with(base_url, database, token, &SchemaFetchConfig::default(), &Default::default()).await
     }
 
     /// Fetches the schema for a connection configuration: within its
@@ -221,7 +231,8 @@ impl ModuleSchema {
         let mut jitter = config.jitter_seed.map_or_else(crate::Jitter::from_entropy, crate::Jitter::new);
         let mut retry = 0;
         loop {
-            match Self::fetch_with(&base, &config.database, config.token.as_deref(), &config.schema_fetch).await {
+            let token = config.token.as_deref();
+            match Self::fetch_with(&base, &config.database, token, &config.schema_fetch, &config.tls).await {
                 Err(e) if e.is_transient() && retry < config.retry.max_attempts => {
                     retry += 1;
                     let delay = config.retry.delay(retry, jitter.next_unit());
@@ -241,6 +252,7 @@ impl ModuleSchema {
         database: &str,
         token: Option<&str>,
         limits: &SchemaFetchConfig,
+        tls: &crate::tls::TlsConfig,
     ) -> Result<Self, SchemaError> {
         let url = format!("{}/v1/database/{database}/schema?version=9", base_url.trim_end_matches('/'));
         let fetch_error = |reason: String, transient: bool| {
@@ -250,11 +262,12 @@ impl ModuleSchema {
                 SchemaError::Refused { url: url.clone(), reason }
             }
         };
-        let body = tokio::time::timeout(limits.timeout, crate::http::get(&url, token, limits.max_size))
+        let body = tokio::time::timeout(limits.timeout, crate::http::get(&url, token, limits.max_size, tls))
             .await
             .map_err(|_| fetch_error(format!("no complete answer within {:?}", limits.timeout), true))?;
         let fetched = body.map_err(|e| match e {
             crate::http::GetError::Failed(reason) => fetch_error(reason, true),
+            crate::http::GetError::Tls(failure, chain) => SchemaError::Tls { failure, chain },
             crate::http::GetError::TooLarge(size) => {
                 fetch_error(format!("the schema is {size} bytes or more, over the limit of {}", limits.max_size), false)
             }

@@ -36,6 +36,10 @@ struct Args {
     /// Ask for light transaction updates.
     #[arg(long)]
     light: bool,
+    /// A PEM file of root certificates to trust besides the platform's (a
+    /// private deployment's certificate authority); may be repeated.
+    #[arg(long = "extra-root-certificate", value_name = "PEM")]
+    extra_root_certificates: Vec<std::path::PathBuf>,
     /// How long `call` and `sql` wait for their answer, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -120,6 +124,11 @@ async fn run(args: Args) -> anyhow::Result<u8> {
     config.token = args.token.clone();
     config.compression = args.compression;
     config.light_mode = args.light;
+    for path in &args.extra_root_certificates {
+        let pem =
+            std::fs::read_to_string(path).with_context(|| format!("--extra-root-certificate {}", path.display()))?;
+        config.tls.extra_root_certificates.push(pem);
+    }
     config.validate()?;
     // Bounded and retried on the connection's backoff (a server down at start is waited for).
     let schema = ModuleSchema::fetch_for(&config).await.context("reading the module's schema")?;
