@@ -32,6 +32,7 @@ use spacelink_telemetry::{ExportFormat, TelemetryError, TelemetryHandle, Telemet
 use crate::calls::{Reducers, ResultCallbacks, Waiting};
 use crate::error::ClientError;
 use crate::events::{self, Event, EventReceiver, EventSink, RowEventKind};
+use crate::prediction_link::{PredictedEntity, PredictionStart, RowsHub};
 use crate::supervise::Child;
 use crate::supervisor::{start_tree, SpacelinkConfig, Tree, TreeListeners};
 use crate::switch::{SwitchError, Switcher};
@@ -361,6 +362,8 @@ impl Start {
         let Start { mut config, mut listeners, subscriptions, registrar } = self;
         let (sender, receiver) = events::queue();
         let sink = EventSink { events: sender.clone() }.start();
+        let rows_hub = RowsHub::default().start();
+        listeners.sync.changes.push(rows_hub.clone().recipient());
         listeners.connection.states.push(sink.clone().recipient());
         listeners.connection.identities.push(sink.clone().recipient());
         listeners.connection.resilience.push(sink.clone().recipient());
@@ -396,6 +399,8 @@ impl Start {
             registrar,
             runtime: None,
             arbiter: actix::Arbiter::current(),
+            runtime_thread: std::thread::current().id(),
+            rows_hub,
         })
     }
 }
@@ -441,6 +446,10 @@ pub struct Client {
     runtime: Option<Runtime>,
     /// Where the actors run (work the game starts from its thread goes there).
     arbiter: actix::ArbiterHandle,
+    /// The thread of that arbiter.
+    runtime_thread: std::thread::ThreadId,
+    /// Hands row changes to the links of predictions started later.
+    rows_hub: Addr<RowsHub>,
 }
 
 impl fmt::Debug for Client {
@@ -561,18 +570,18 @@ impl Client {
 
     /// How many times the tree restarted `child` since it started.
     pub fn restarts(&self, child: Child) -> u32 {
-        self.tree.controls.of(child).map_or(0, |c| c.restarts())
+        self.tree.controls.of(child).iter().map(|c| c.restarts()).sum()
     }
 
     /// Whether the tree gave `child` up (it kept stopping, past its [`crate::RestartPolicy`]).
     pub fn given_up(&self, child: Child) -> bool {
-        self.tree.controls.of(child).is_some_and(|c| c.given_up())
+        self.tree.controls.of(child).iter().any(|c| c.given_up())
     }
 
     /// Stops `child` as a failure would; its restart policy brings it back
     /// (for tests and chaos drills).
     pub fn fail_child(&self, child: Child) {
-        if let Some(control) = self.tree.controls.of(child) {
+        for control in self.tree.controls.of(child) {
             control.kill();
         }
     }
@@ -580,6 +589,59 @@ impl Client {
     /// Writes a snapshot of the performance statistics to `path`.
     pub async fn export_stats(&self, path: &Path, format: ExportFormat) -> Result<(), TelemetryError> {
         self.tree.export_stats(path, format).await
+    }
+
+    /// Starts client-side prediction of one entity, under the tree's
+    /// supervision ([`crate::Child::Prediction`], restarted by
+    /// [`crate::SupervisionConfig::prediction`], stopped by `shutdown`): its
+    /// server state comes from the sync cache and its row changes, each input
+    /// goes out as a sequenced call of `entity.reducer`, a refused call rolls
+    /// the input back, and its events reach [`frame_tick`](Self::frame_tick).
+    /// Works from the game's thread for a [`ClientBuilder::build`] client and
+    /// inside the actix system for a [`ClientBuilder::build_async`] one.
+    ///
+    /// ```no_run
+    /// # use spacelink::prediction::{PredictionConfig, Step, Walk};
+    /// # fn run(client: &spacelink::Client, me: spacelink::prediction_link::PredictedEntity<Walk>)
+    /// #     -> Result<(), spacelink::prediction::PredictionError> {
+    /// let me = client.predict(Walk::default(), PredictionConfig::default(), me)?;
+    /// me.predict(Step { dx: 1.0, dy: 0.0 }); // every frame
+    /// let _draw_here = me.shown();
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn predict<M>(
+        &self,
+        model: M,
+        config: spacelink_prediction::PredictionConfig,
+        entity: PredictedEntity<M>,
+    ) -> Result<spacelink_prediction::PredictionHandle<M>, spacelink_prediction::PredictionError>
+    where
+        M: spacelink_prediction::PredictionModel + Unpin + Send + 'static,
+    {
+        let start = PredictionStart {
+            model,
+            config,
+            entity,
+            listeners: self.prediction_listeners(),
+            reducers: self.tree.reducers.clone(),
+            sync: self.tree.sync.clone(),
+            hub: self.rows_hub.clone(),
+            policy: self.tree.prediction_policy.clone(),
+            stop: self.tree.stop.clone(),
+            controls: self.tree.controls.predictions.clone(),
+        };
+        if std::thread::current().id() == self.runtime_thread {
+            return start.run();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if !self.arbiter.spawn_fn(move || {
+            let _ = tx.send(start.run());
+        }) {
+            return Err(spacelink_prediction::PredictionError::ActorGone);
+        }
+        // Only actor starts: microseconds, not the network.
+        rx.recv().unwrap_or(Err(spacelink_prediction::PredictionError::ActorGone))
     }
 
     /// What switches this client to another server or database (for a

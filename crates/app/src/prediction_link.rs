@@ -130,6 +130,81 @@ impl<M: PredictionModel + Unpin + 'static> Handler<PredictedInput<M::Input>> for
     }
 }
 
+/// Fans the sync actor's row changes out to listeners added while the client
+/// runs (the links of predictions started by [`Client::predict`]): one hop per
+/// transaction, the changes shared, not copied.
+#[derive(Debug, Default)]
+pub(crate) struct RowsHub {
+    listeners: Vec<Recipient<RowsChanged>>,
+}
+
+/// Adds a listener to the hub.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct ListenToRows(pub(crate) Recipient<RowsChanged>);
+
+impl Actor for RowsHub {
+    type Context = Context<Self>;
+}
+
+impl Handler<ListenToRows> for RowsHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListenToRows, _ctx: &mut Self::Context) {
+        self.listeners.push(msg.0);
+    }
+}
+
+impl Handler<RowsChanged> for RowsHub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RowsChanged, _ctx: &mut Self::Context) {
+        // A listener that has stopped for good is dropped.
+        self.listeners.retain(|r| r.connected());
+        for r in &self.listeners {
+            r.do_send(msg.clone());
+        }
+    }
+}
+
+/// What [`Client::predict`] hands to the actors' thread.
+pub(crate) struct PredictionStart<M: PredictionModel + Unpin + 'static> {
+    pub(crate) model: M,
+    pub(crate) config: PredictionConfig,
+    pub(crate) entity: PredictedEntity<M>,
+    pub(crate) listeners: PredictionListeners,
+    pub(crate) reducers: ReducerHandle,
+    pub(crate) sync: spacelink_sync::SyncHandle,
+    pub(crate) hub: Addr<RowsHub>,
+    pub(crate) policy: crate::supervise::RestartPolicy,
+    pub(crate) stop: crate::supervise::StopFlag,
+    pub(crate) controls: Arc<std::sync::Mutex<Vec<Arc<crate::supervise::ChildControl>>>>,
+}
+
+impl<M: PredictionModel + Unpin + 'static> PredictionStart<M> {
+    /// Starts the prediction under the tree's supervision, and its link (on
+    /// the actors' thread).
+    pub(crate) fn run(self) -> Result<PredictionHandle<M>, PredictionError> {
+        let PredictionStart { model, config, entity, listeners, reducers, sync, hub, policy, stop, controls } = self;
+        let link = Context::<PredictionLink<M>>::new();
+        let ctx = Context::<PredictionActor<M>>::new();
+        let (actor, prediction) =
+            PredictionActor::build_in(&ctx, model, config, link.address().recipient(), listeners)?;
+        // Listen first, then read what is cached: a state told twice is harmless, one missed is not.
+        hub.do_send(ListenToRows(link.address().recipient()));
+        for row in sync.cache().rows(&entity.table) {
+            if let Some((state, seq)) = (entity.read_row)(&row) {
+                prediction.server_state(0, state, seq);
+            }
+        }
+        let on_shutdown = crate::supervise::OnShutdown::Stopped;
+        let control = crate::supervise::start(ctx, actor, "prediction", policy, stop, on_shutdown);
+        controls.lock().unwrap_or_else(|e| e.into_inner()).push(control);
+        link.run(PredictionLink { prediction: prediction.clone(), reducers, entity });
+        Ok(prediction)
+    }
+}
+
 /// Wires a prediction into a spacelink: make it before
 /// [`crate::ClientBuilder::build`] (hand its listeners to [`crate::ClientBuilder::with_sync_listeners`]) (its link must listen to the sync actor), start it after.
 pub struct PredictionWiring<M: PredictionModel + Unpin + 'static> {

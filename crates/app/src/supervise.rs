@@ -65,6 +65,10 @@ pub struct SupervisionConfig {
     pub reducers: RestartPolicy,
     /// Authentication (default: [`RestartPolicy::default`]).
     pub auth: RestartPolicy,
+    /// The performance monitor (default: [`RestartPolicy::default`]).
+    pub telemetry: RestartPolicy,
+    /// Each prediction started with `Client::predict` (default: [`RestartPolicy::default`]).
+    pub prediction: RestartPolicy,
 }
 
 impl Default for SupervisionConfig {
@@ -74,6 +78,8 @@ impl Default for SupervisionConfig {
             sync: RestartPolicy::default(),
             reducers: RestartPolicy::default(),
             auth: RestartPolicy::default(),
+            telemetry: RestartPolicy::default(),
+            prediction: RestartPolicy::default(),
         }
     }
 }
@@ -90,6 +96,11 @@ pub enum Child {
     Reducers,
     /// The auth actor.
     Auth,
+    /// The performance monitor.
+    Telemetry,
+    /// The predictions started with `Client::predict` (all of them: their
+    /// restarts add up, `fail_child` stops each).
+    Prediction,
 }
 
 /// Raised once by `shutdown`: no child restarts after it, and the children

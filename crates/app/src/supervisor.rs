@@ -118,16 +118,24 @@ pub(crate) struct Tree {
     pub(crate) stop: StopFlag,
     /// Each child's supervision.
     pub(crate) controls: Controls,
+    /// How the predictions the game starts are restarted.
+    pub(crate) prediction_policy: crate::supervise::RestartPolicy,
 }
 
 impl Controls {
-    pub(crate) fn of(&self, child: Child) -> Option<&Arc<ChildControl>> {
-        match child {
+    /// The supervision of `child` (every prediction's, for [`Child::Prediction`]).
+    pub(crate) fn of(&self, child: Child) -> Vec<Arc<ChildControl>> {
+        let one = match child {
             Child::Connection => self.connection.as_ref(),
             Child::Sync => self.sync.as_ref(),
             Child::Reducers => self.reducers.as_ref(),
             Child::Auth => self.auth.as_ref(),
-        }
+            Child::Telemetry => self.telemetry.as_ref(),
+            Child::Prediction => {
+                return self.predictions.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            }
+        };
+        one.into_iter().cloned().collect()
     }
 }
 
@@ -138,6 +146,9 @@ pub(crate) struct Controls {
     pub(crate) sync: Option<Arc<ChildControl>>,
     pub(crate) reducers: Option<Arc<ChildControl>>,
     pub(crate) auth: Option<Arc<ChildControl>>,
+    pub(crate) telemetry: Option<Arc<ChildControl>>,
+    /// Added to as the game starts predictions.
+    pub(crate) predictions: Arc<std::sync::Mutex<Vec<Arc<ChildControl>>>>,
 }
 
 /// Who hears the tree's children besides the client's own event queue.
@@ -185,18 +196,26 @@ fn start_children(
     let auth_token = spacelink_auth::initial_token(&mut store, &key, config.connection.token.take().map(Token::new));
     config.connection.token = auth_token.as_ref().map(|t| t.expose().to_string());
     // The monitor first, so that its recorder hears the first connection.
+    let stop = StopFlag::default();
+    let mut controls = Controls::default();
+    let prediction_policy = config.supervision.prediction.clone();
     let telemetry = match config.telemetry {
-        Some(setup) => Some(TelemetryActor::start_global(setup.config, setup.listeners).map_err(|e| {
-            ClientError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
-        })?),
+        Some(setup) => {
+            let policy = config.supervision.telemetry.clone();
+            let started = TelemetryActor::start_global_in(setup.config, setup.listeners, |ctx, actor| {
+                let on_shutdown = OnShutdown::StopsItself;
+                controls.telemetry = Some(supervise::start(ctx, actor, "telemetry", policy, stop.clone(), on_shutdown));
+            });
+            Some(started.map_err(|e| {
+                ClientError::Config(spacelink_connection::ConfigError { field: "telemetry", reason: e.to_string() })
+            })?)
+        }
         None => None,
     };
     let tree_telemetry = telemetry.clone();
     let mut outcome = None;
     let mut sync = None;
     let mut auth = None;
-    let stop = StopFlag::default();
-    let mut controls = Controls::default();
     let supervisor = Supervisor::create(|ctx| {
         let auth_ctx = Context::<AuthActor>::new();
         let auth_addr = auth_ctx.address();
@@ -271,7 +290,7 @@ fn start_children(
         _ => return Err(ClientError::Connection(ConnectionError::ActorGone)),
     };
     reducers.set_schema(schema.clone());
-    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls })
+    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls, prediction_policy })
 }
 
 impl Tree {

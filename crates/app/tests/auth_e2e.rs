@@ -235,6 +235,14 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
         panic!("authenticated with the minted token")
     };
     let first_generation = events.connected().await;
+    // The auth actor fails and is restarted before the refresh is due: the
+    // refresh timer it re-arms must still fire.
+    app.fail_child(spacelink::Child::Auth);
+    let restarted = tokio::time::Instant::now() + Duration::from_secs(3);
+    while app.restarts(spacelink::Child::Auth) == 0 {
+        assert!(tokio::time::Instant::now() < restarted, "the auth actor restarted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Refreshed ahead of exp, with no reconnect: the one event the game sees.
     let AuthEvent::TokenRefreshed { identity: refreshed, expires_at } = next_auth_event(&mut auth, 10).await else {

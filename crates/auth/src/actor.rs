@@ -106,6 +106,16 @@ impl AuthActor {
         }
     }
 
+    /// Before a restart: a restart drops every timer and reuses their
+    /// handles, so the old handles are forgotten, not cancelled (cancelling
+    /// one could stop the timer `started()` arms next under the same handle).
+    pub(crate) fn forget_timers(&mut self, _ctx: &mut Context<Self>) {
+        self.refresh_timer = None;
+        self.store_timer = None;
+        // A refresh in flight was dropped with the context's futures.
+        self.refreshing = false;
+    }
+
     fn tell(&self, event: AuthEvent) {
         for r in &self.setup.listeners.events {
             r.do_send(event.clone());

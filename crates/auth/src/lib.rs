@@ -36,4 +36,8 @@ pub use store::{CredentialKey, CredentialStore, FallbackStore, MemoryStore, Stor
 
 /// Restarted by the app's supervisor when it stops, the same value (token,
 /// identity, store); `started()` re-arms its timers.
-impl actix::Supervised for AuthActor {}
+impl actix::Supervised for AuthActor {
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        self.forget_timers(ctx);
+    }
+}

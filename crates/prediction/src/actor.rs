@@ -84,6 +84,21 @@ where
         Ok(PredictionHandle::new(ctx.run(actor), view))
     }
 
+    /// Builds the actor for `ctx` (made beforehand) without running it, and its
+    /// handle: the caller runs it, under a supervisor of its own (the actor is
+    /// [`Supervised`]: a restart keeps the history, the view and the mailbox).
+    pub fn build_in(
+        ctx: &Context<Self>,
+        model: M,
+        config: PredictionConfig,
+        outbox: Recipient<PredictedInput<M::Input>>,
+        listeners: PredictionListeners,
+    ) -> Result<(Self, PredictionHandle<M>), PredictionError> {
+        let actor = Self::new(model, config, outbox, listeners)?;
+        let handle = PredictionHandle::new(ctx.address(), actor.view.clone());
+        Ok((actor, handle))
+    }
+
     fn new(
         model: M,
         config: PredictionConfig,
@@ -184,6 +199,18 @@ where
         // Inputs arrive once a frame; the mailbox is sized for bursts of them.
         ctx.set_mailbox_capacity(self.predictor.config().max_prediction_history.max(16));
         self.arm_frame_timer(ctx);
+    }
+}
+
+impl<M> Supervised for PredictionActor<M>
+where
+    M: PredictionModel + Unpin + 'static,
+{
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // A restart drops every timer and reuses their handles: forget ours
+        // rather than cancel a handle that may name the new timer.
+        self.frame_timer = None;
+        tracing::info!(generation = self.generation, "prediction actor restarting");
     }
 }
 

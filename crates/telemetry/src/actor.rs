@@ -65,6 +65,34 @@ impl TelemetryActor {
         config: TelemetryConfig,
         listeners: TelemetryListeners,
     ) -> Result<(TelemetryHandle, TelemetryRecorder), TelemetryError> {
+        let prometheus_addr = config.prometheus;
+        let (actor, recorder, prometheus) = Self::build(config, listeners)?;
+        let addr = actor.start();
+        Ok((TelemetryHandle::new(addr, prometheus, prometheus_addr), recorder))
+    }
+
+    /// Like [`start_global`](Self::start_global), but hands the actor and its
+    /// context to `run` (a supervisor of the caller's; the actor is
+    /// [`Supervised`]: a restart keeps its windows and open alerts).
+    pub fn start_global_in(
+        config: TelemetryConfig,
+        listeners: TelemetryListeners,
+        run: impl FnOnce(Context<Self>, Self),
+    ) -> Result<TelemetryHandle, TelemetryError> {
+        let prometheus_addr = config.prometheus;
+        let (actor, recorder, prometheus) = Self::build(config, listeners)?;
+        metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::RecorderInstalled)?;
+        let ctx = Context::new();
+        let handle = TelemetryHandle::new(ctx.address(), prometheus, prometheus_addr);
+        run(ctx, actor);
+        Ok(handle)
+    }
+
+    /// The actor, its recorder and the Prometheus handle, not yet running.
+    fn build(
+        config: TelemetryConfig,
+        listeners: TelemetryListeners,
+    ) -> Result<(Self, TelemetryRecorder, Option<PrometheusHandle>), TelemetryError> {
         config.validate()?;
         let monitor = AlertMonitor::new(&config.rules)?;
         let (exporter, prometheus) = match config.prometheus {
@@ -98,8 +126,7 @@ impl TelemetryActor {
             anchor: (start, SystemTime::now()),
             tick: None,
         };
-        let addr = actor.start();
-        Ok((TelemetryHandle::new(addr, prometheus, config.prometheus), recorder))
+        Ok((actor, recorder, prometheus))
     }
 
     fn unix_ms(&self, at: Instant) -> u64 {
@@ -163,6 +190,15 @@ impl Actor for TelemetryActor {
         ctx.set_mailbox_capacity(64);
         self.opened = now();
         self.arm(ctx);
+    }
+}
+
+impl Supervised for TelemetryActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // A restart drops every timer and reuses their handles: forget the
+        // tick rather than cancel a handle that may name the new one.
+        self.tick = None;
+        tracing::info!("telemetry actor restarting");
     }
 }
 
