@@ -185,18 +185,34 @@ where
     A: Actor<Context = Context<A>> + Supervised,
 {
     let control = Arc::new(ChildControl::default());
+    start_with(ctx, actor, child, policy, stop, on_shutdown, control.clone());
+    control
+}
+
+/// Like [`start`], with its control made beforehand (for a child started on
+/// another arbiter, whose control the tree needs at once).
+pub(crate) fn start_with<A>(
+    ctx: Context<A>,
+    actor: A,
+    child: &'static str,
+    policy: RestartPolicy,
+    stop: StopFlag,
+    on_shutdown: OnShutdown,
+    control: Arc<ChildControl>,
+) where
+    A: Actor<Context = Context<A>> + Supervised,
+{
     actix::spawn(Supervise {
         fut: ctx.into_future(actor),
         child,
         policy,
         stop,
         on_shutdown,
-        control: control.clone(),
+        control,
         restarts: VecDeque::new(),
         delay: None,
         stopping: false,
     });
-    control
 }
 
 /// The supervising future of one child.

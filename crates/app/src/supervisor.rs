@@ -21,7 +21,7 @@ use spacelink_connection::{
     StateChanged,
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
-use spacelink_sync::{RowTypes, SyncActor, SyncConfig, SyncHandle, SyncListeners};
+use spacelink_sync::{RowTypes, SyncActor, SyncConfig, SyncHandle, SyncListeners, SyncMailbox};
 
 use crate::error::ClientError;
 use crate::supervise::{self, Child, ChildControl, OnShutdown, StopFlag, SupervisionConfig};
@@ -91,6 +91,8 @@ pub struct Supervisor {
     connection: Option<ConnectionHandle>,
     reducers: Option<ReducerHandle>,
     telemetry: Option<TelemetryHandle>,
+    /// The thread state sync runs on, stopped with the tree.
+    sync_thread: Option<actix::ArbiterHandle>,
     last_state: ConnectionState,
 }
 
@@ -216,6 +218,7 @@ fn start_children(
     let mut outcome = None;
     let mut sync = None;
     let mut auth = None;
+    let sync_arbiter = Arbiter::new().handle();
     let supervisor = Supervisor::create(|ctx| {
         let auth_ctx = Context::<AuthActor>::new();
         let auth_addr = auth_ctx.address();
@@ -230,9 +233,12 @@ fn start_children(
         listeners.messages.push(reducer_addr.clone().recipient());
         listeners.states.push(reducer_addr.clone().recipient());
         listeners.identities.push(reducer_addr.clone().recipient());
-        let sync_ctx = Context::<SyncActor>::new();
-        listeners.messages.push(sync_ctx.address().recipient());
-        listeners.states.push(sync_ctx.address().recipient());
+        // State sync runs on a thread of its own: applying a large
+        // transaction never holds up the heartbeats, and it uses the other core.
+        let sync_mailbox = SyncMailbox::new();
+        let sync_addr = sync_mailbox.address();
+        listeners.messages.push(sync_addr.clone().recipient());
+        listeners.states.push(sync_addr.clone().recipient());
         let supervision = config.supervision.clone();
         let mut connection_control = None;
         let result = ConnectionActor::start_in(config.connection, listeners, |ctx, actor| {
@@ -268,15 +274,28 @@ fn start_children(
                 sync_listeners,
             );
             let reader = actor.cache().reader();
-            let addr = sync_ctx.address();
             let policy = supervision.sync.clone();
-            controls.sync = Some(supervise::start(sync_ctx, actor, "sync", policy, stop.clone(), OnShutdown::Stopped));
-            sync = Some(SyncHandle::new(addr, reader, schema.clone()));
+            let control = Arc::new(ChildControl::default());
+            let (child_control, child_stop) = (control.clone(), stop.clone());
+            let started = sync_mailbox.run_on(&sync_arbiter, move |ctx| {
+                supervise::start_with(ctx, actor, "sync", policy, child_stop, OnShutdown::Stopped, child_control);
+            });
+            if !started {
+                tracing::error!("the sync actor's thread did not start");
+            }
+            controls.sync = Some(control);
+            sync = Some(SyncHandle::new(sync_addr, reader, schema.clone()));
         }
         controls.connection = connection_control;
         let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
         outcome = Some(result.map(|c| (c, reducers.clone())));
-        Supervisor { connection, reducers, telemetry: tree_telemetry, last_state: ConnectionState::Disconnected }
+        Supervisor {
+            connection,
+            reducers,
+            telemetry: tree_telemetry,
+            sync_thread: Some(sync_arbiter),
+            last_state: ConnectionState::Disconnected,
+        }
     });
     let (connection, reducers, auth, sync) = match (outcome, auth, sync) {
         (Some(Ok((connection, Some(reducers)))), Some(auth), Some(sync)) => {
@@ -353,6 +372,13 @@ impl Handler<StopTree> for Supervisor {
         }
         if let Some(telemetry) = &self.telemetry {
             telemetry.shutdown();
+        }
+        if let Some(thread) = self.sync_thread.take() {
+            // The sync actor is stopped by its supervisor (the stop flag is up);
+            // its thread ends once that has run.
+            thread.spawn(async move {
+                actix::Arbiter::current().stop();
+            });
         }
         ctx.stop();
     }

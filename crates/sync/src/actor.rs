@@ -534,6 +534,14 @@ impl SyncMailbox {
         }
         self.addr
     }
+
+    /// Hands this mailbox's context to `run` on `arbiter`'s thread, where a
+    /// supervisor of the caller's runs the actor in it. False if the arbiter
+    /// has stopped.
+    pub fn run_on(self, arbiter: &actix::ArbiterHandle, run: impl FnOnce(Context<SyncActor>) + Send + 'static) -> bool {
+        let rx = self.rx;
+        arbiter.spawn_fn(move || run(Context::with_receiver(rx)))
+    }
 }
 
 impl Actor for SyncActor {
