@@ -1,5 +1,14 @@
 //! The `spacelink` command's actor: does the one job it was asked (subscribe,
 //! call, query) on each session, and prints what it hears as JSON lines.
+//!
+//! `subscribe` runs on the sync actor: the client subscribes the queries as one
+//! query set (kept across reconnects) and the printer prints the sync actor's
+//! merged [`RowsChanged`]: each row once however many queries hold it, an
+//! update as one `update`, and after a reconnect only the real differences the
+//! reconciliation found. Those changes are printed in the order the sync actor
+//! applied them, whatever their session: they are the cache's own history (the
+//! sync actor already drops what a dead session delivers), so the printed
+//! stream always sums to the cache.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -10,6 +19,7 @@ use spacelink_connection::{
     ConnectionHandle, ModuleSchema, ResilienceEvent, ServerMessage, ServerMessageReceived, StateChanged,
 };
 use spacelink_reducers::{Outcome, ReducerHandle};
+use spacelink_sync::{RowsChanged, SubscriptionEvent};
 use tokio::sync::oneshot;
 
 use crate::render;
@@ -51,8 +61,10 @@ pub struct Printer {
     called: bool,
     /// The one-off query's message id.
     pending_query: Option<Vec<u8>>,
-    /// Set once a call or query is answered: the exit code.
-    done: Option<oneshot::Sender<i32>>,
+    /// Set once the job ends: the exit code and why.
+    done: Option<oneshot::Sender<Exit>>,
+    /// Whether the subscription's rows arrived once (later changes are transactions).
+    applied: bool,
     /// The newest session seen; older sessions' messages are dropped.
     generation: u64,
 }
@@ -64,8 +76,10 @@ impl std::fmt::Debug for Printer {
 }
 
 impl Printer {
-    /// A printer for `job`, writing to `out`; `done` gets the exit code when a one-shot job ends.
-    pub fn new(schema: Arc<ModuleSchema>, job: Job, out: Box<dyn Write + Send>, done: oneshot::Sender<i32>) -> Self {
+    /// A printer for `job`, writing to `out`; `done` hears the exit code and
+    /// its reason when the job ends (a one-shot job answered, a subscription
+    /// refused for good, the connection failed).
+    pub fn new(schema: Arc<ModuleSchema>, job: Job, out: Box<dyn Write + Send>, done: oneshot::Sender<Exit>) -> Self {
         Self {
             schema,
             job,
@@ -75,6 +89,7 @@ impl Printer {
             called: false,
             pending_query: None,
             done: Some(done),
+            applied: false,
             generation: 0,
         }
     }
@@ -86,8 +101,12 @@ impl Printer {
     }
 
     fn finish(&mut self, code: i32) {
+        self.finish_because(code, String::new());
+    }
+
+    fn finish_because(&mut self, code: i32, reason: String) {
         if let Some(done) = self.done.take() {
-            let _ = done.send(code);
+            let _ = done.send(Exit { code, reason });
         }
     }
 
@@ -116,7 +135,8 @@ impl Printer {
         }
         let work = async move {
             match job {
-                Job::Subscribe(queries) => handle.subscribe(&queries).await.map(|_| None),
+                // Subscribed (and resubscribed after reconnects) by the sync actor.
+                Job::Subscribe(_) => Ok(None),
                 Job::Sql(sql) => handle.one_off_query(&sql).await.map(Some),
                 Job::Call { .. } => Ok(None),
             }
@@ -132,8 +152,31 @@ impl Printer {
     }
 }
 
+/// How the command ends: its exit code and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The process's exit code.
+    pub code: i32,
+    /// Why (empty for a one-shot job that was answered).
+    pub reason: String,
+}
+
 impl Actor for Printer {
     type Context = Context<Self>;
+}
+
+/// Stop printing (the command is about to print its last line): the printer
+/// stops, and what is still sent to it is dropped.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct StopPrinting;
+
+impl Handler<StopPrinting> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, _msg: StopPrinting, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
 }
 
 impl Handler<AttachConnection> for Printer {
@@ -154,7 +197,8 @@ impl Handler<StateChanged> for Printer {
         if msg.to.is_connected() {
             self.start_job(ctx);
         } else if msg.to == spacelink_connection::ConnectionState::Failed {
-            self.finish(3);
+            let reason = msg.reason.as_deref().unwrap_or("no reason given");
+            self.finish_because(3, format!("the connection failed: {reason}"));
         }
     }
 }
@@ -179,11 +223,13 @@ impl Handler<ServerMessageReceived> for Printer {
         }
         let message = &*msg.message;
         match (&self.job, message) {
-            (Job::Call { .. }, ServerMessage::IdentityToken(_)) | (Job::Subscribe(_), _) => {
+            (Job::Call { .. } | Job::Subscribe(_), ServerMessage::IdentityToken(_)) => {
                 for event in render::message_events(&self.schema, message) {
                     self.print(&event);
                 }
             }
+            // Which reducer ran and how it ended; its rows come merged from the sync actor.
+            (Job::Subscribe(_), ServerMessage::TransactionUpdate(tx)) => self.print(&render::reducer_event(tx)),
             (Job::Sql(_), ServerMessage::OneOffQueryResponse(response))
                 if self.pending_query.as_deref() == Some(&response.message_id[..]) =>
             {
@@ -198,6 +244,41 @@ impl Handler<ServerMessageReceived> for Printer {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl Handler<RowsChanged> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, msg: RowsChanged, _ctx: &mut Self::Context) {
+        for event in render::row_change_events(&self.schema, &msg, !self.applied) {
+            self.print(&event);
+        }
+    }
+}
+
+impl Handler<SubscriptionEvent> for Printer {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscriptionEvent, _ctx: &mut Self::Context) {
+        match msg {
+            SubscriptionEvent::Applied { id } => {
+                let first = !std::mem::replace(&mut self.applied, true);
+                let event = if first { "subscribed" } else { "resubscribed" };
+                self.print(&json!({ "event": event, "subscription": id.0, "generation": self.generation }));
+            }
+            SubscriptionEvent::Failed { id, error, retrying } => {
+                self.print(&json!({
+                    "event": "subscription_error", "subscription": id.0, "error": error, "retrying": retrying,
+                }));
+                if !retrying {
+                    self.finish_because(1, format!("the server refused the subscription: {error}"));
+                }
+            }
+            SubscriptionEvent::Removed { id } => {
+                self.print(&json!({ "event": "unsubscribed", "subscription": id.0 }));
+            }
         }
     }
 }

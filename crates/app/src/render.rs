@@ -10,6 +10,7 @@ use spacelink_connection::codec::{self, DatabaseUpdate, DecodeLimits};
 use spacelink_connection::sats::{AlgebraicValue, ProductValue};
 use spacelink_connection::{ws, ModuleSchema, ResilienceEvent, ServerMessage, StateChanged};
 use spacelink_reducers::{Outcome, ReducerResult};
+use spacelink_sync::{Row, RowChange, RowsChanged};
 
 /// Renders a state change.
 pub fn state_event(change: &StateChanged) -> Json {
@@ -202,6 +203,48 @@ pub fn update_events(schema: &ModuleSchema, update: &DatabaseUpdate, phase: &str
         }
     }
     events
+}
+
+/// The sync actor's merged changes as events: each real change once
+/// (`insert`, `update` with `old` and `new`, `delete`), with the table and the
+/// row as SATS-JSON. `phase` says where the change comes from: `initial` (a
+/// query set's first rows), `tx` (a transaction) or `reconciled` (the
+/// difference a reconnect found between the cache and the server's state).
+pub fn row_change_events(schema: &ModuleSchema, changed: &RowsChanged, initial: bool) -> Vec<Json> {
+    let phase = if changed.reconciled {
+        "reconciled"
+    } else if initial {
+        "initial"
+    } else {
+        "tx"
+    };
+    changed
+        .changes
+        .iter()
+        .map(|change| match change {
+            RowChange::Insert { table, row, .. } => json!({
+                "event": "insert", "phase": phase, "table": &**table, "row": cached_row_json(schema, table, row),
+            }),
+            RowChange::Update { table, old, new, .. } => json!({
+                "event": "update", "phase": phase, "table": &**table,
+                "old": cached_row_json(schema, table, old), "new": cached_row_json(schema, table, new),
+            }),
+            RowChange::Delete { table, row, .. } => json!({
+                "event": "delete", "phase": phase, "table": &**table, "row": cached_row_json(schema, table, row),
+            }),
+        })
+        .collect()
+}
+
+/// A cached row as SATS-JSON (decoded at most once, by the cache), or why it did not decode.
+fn cached_row_json(schema: &ModuleSchema, table: &str, row: &Row) -> Json {
+    match (schema.table(table), row.value()) {
+        (Some(t), Some(value)) => t.row_to_json(value),
+        _ => json!({
+            "undecoded_bytes": row.bytes().len(),
+            "error": row.decode_error().unwrap_or("the table is not in the module's schema"),
+        }),
+    }
 }
 
 fn row_json(schema: &ModuleSchema, table: &str, bytes: &[u8]) -> Json {

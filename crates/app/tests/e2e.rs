@@ -398,9 +398,10 @@ fn e2e_command_line_subscribe_prints_initial_rows_and_changes() {
             return line;
         }
     };
-    next("subscribed", &|l| l["event"] == "subscribed");
+    // The initial rows, then the query set applied.
     let meadow = next("map row", &|l| l["event"] == "insert" && l["table"] == "map" && l["row"]["map_id"] == 1);
     assert_eq!((meadow["phase"].as_str(), meadow["row"]["name"].as_str()), (Some("initial"), Some("meadow")));
+    next("subscribed", &|l| l["event"] == "subscribed");
 
     // Another client's change reaches the subscriber.
     let (code, _) = cli(&["call", "join", r#"["watched", 1]"#]);

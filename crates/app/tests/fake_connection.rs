@@ -11,10 +11,13 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use serde_json::{json, Value as Json};
-use spacelink::connection::codec::{self, DatabaseUpdate};
+use spacelink::connection::codec::DatabaseUpdate;
 use spacelink::connection::testing::{ScriptStep, ScriptedConnection};
 use spacelink::connection::{ws, Compression, ConnectionState, SendMessage, ServerMessage};
 use spacelink::printer::{Job, Printer};
+use spacelink::sync::{
+    ClientCache, RowChange, RowTypes, RowsChanged, SchemaKeys, SubscriptionEvent, SubscriptionId, TableDelta,
+};
 use spacelink::{Listeners, ModuleSchema, ServerMessageReceived};
 use spacetimedb_client_api_messages::energy::EnergyQuanta;
 use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9Builder;
@@ -181,12 +184,36 @@ fn reducer_event(request_id: u32, status: &str, error: Option<&str>) -> Json {
     })
 }
 
+/// The merged changes the sync actor would tell for `deltas`: computed by the
+/// sync crate's own cache (ref-counted, updates paired by primary key).
+struct Merged {
+    cache: ClientCache,
+}
+
+impl Merged {
+    fn new(schema: &Arc<ModuleSchema>) -> Self {
+        let keys = Arc::new(SchemaKeys::new(schema.clone()));
+        Self { cache: ClientCache::with_parts(keys, RowTypes::new().bind(schema), None) }
+    }
+
+    /// One transaction seen by `queries` overlapping queries (each sees every row).
+    fn apply(&mut self, deletes: &[MapRow], inserts: &[MapRow], queries: usize) -> Arc<Vec<RowChange>> {
+        let bytes = |rows: &[MapRow]| -> Vec<bytes::Bytes> {
+            (0..queries).flat_map(|_| rows.iter().map(|r| bsatn::to_vec(r).unwrap().into())).collect()
+        };
+        let delta = TableDelta { table: "map".into(), deletes: bytes(deletes), inserts: bytes(inserts) };
+        Arc::new(self.cache.apply(&[delta]))
+    }
+}
+
 #[actix::test]
-async fn printer_prints_a_scripted_subscription_session() {
+async fn printer_prints_a_scripted_subscription_session_from_the_merged_cache() {
     let out = SharedBuffer::default();
     let (done, _done) = tokio::sync::oneshot::channel();
-    let job = Job::Subscribe(vec!["SELECT * FROM map".to_string()]);
-    let printer = Printer::new(Arc::new(map_schema()), job, Box::new(out.clone()), done).start();
+    let job = Job::Subscribe(vec!["SELECT * FROM map".to_string(), "SELECT * FROM map WHERE map_id < 5".to_string()]);
+    let schema = Arc::new(map_schema());
+    let printer = Printer::new(schema.clone(), job, Box::new(out.clone()), done).start();
+    let mut merged = Merged::new(&schema);
 
     let meadow = map(1, "Meadow", 64.0, 32.0);
     let caves = map(2, "Caves", 16.5, 16.5);
@@ -194,6 +221,8 @@ async fn printer_prints_a_scripted_subscription_session() {
     let meadow_wider = map(1, "Meadow", 96.0, 32.0);
     let harbor = map(4, "Harbor", 48.25, 40.0);
 
+    // The session: states, who we are, and the reducers that ran (their rows
+    // reach the printer through the sync actor, not from the raw messages).
     let script = vec![
         ScriptStep::State(ConnectionState::Connecting),
         ScriptStep::State(ConnectionState::Connected),
@@ -207,7 +236,6 @@ async fn printer_prints_a_scripted_subscription_session() {
             }),
             Compression::Brotli,
         ),
-        // An update of Meadow (delete and insert of key 1), a new Harbor, Caves deleted.
         step(
             transaction(
                 ws::UpdateStatus::Committed(map_update(
@@ -222,14 +250,18 @@ async fn printer_prints_a_scripted_subscription_session() {
         step(transaction(ws::UpdateStatus::Failed("boom".into()), 8), Compression::None),
     ];
     let fake = ScriptedConnection::new(script, listeners(&printer), 2);
-    let sent = fake.sent();
     let fake = fake.start();
     assert!(played(&fake).await, "the script ends connected, so the fake takes messages");
-    assert_eq!(sent.lock().unwrap().iter().map(codec::client_message_kind).collect::<Vec<_>>(), ["Unsubscribe"]);
 
-    // A message of generation 1, older than the session (2) the printer has seen, is
-    // dropped. The printer handles its mailbox in order, so once this is handled,
-    // so is everything the fake told it.
+    // What the sync actor tells for the same session: the initial rows (seen
+    // by both overlapping queries), the set applied, then the transaction.
+    let initial = merged.apply(&[], &[meadow.clone(), caves.clone(), tower.clone()], 2);
+    printer.send(RowsChanged { generation: 2, changes: initial, reconciled: false }).await.unwrap();
+    printer.send(SubscriptionEvent::Applied { id: SubscriptionId(1) }).await.unwrap();
+    let tx = merged.apply(&[meadow.clone(), caves.clone()], &[meadow_wider.clone(), harbor.clone()], 2);
+    printer.send(RowsChanged { generation: 2, changes: tx, reconciled: false }).await.unwrap();
+
+    // A message of generation 1, older than the session (2) the printer has seen, is dropped.
     let stale = transaction(ws::UpdateStatus::Committed(map_update(&[], &[map(9, "Stale", 1.0, 1.0)], false)), 1);
     printer.send(received(1, stale)).await.unwrap();
 
@@ -239,46 +271,72 @@ async fn printer_prints_a_scripted_subscription_session() {
         json!({ "event": "state", "generation": 2, "from": "connecting", "to": "connected",
                 "reason": null, "retry_in_ms": null }),
         json!({ "event": "identity", "identity": "ab".repeat(32), "connection_id": "cd".repeat(16) }),
-        json!({ "event": "subscribed", "query_id": 5, "server_micros": 250 }),
+        reducer_event(7, "committed", None),
+        reducer_event(8, "failed", Some("boom")),
+        // Each row once, although both queries hold it.
         json!({ "event": "insert", "phase": "initial", "table": "map", "row": map_json(&meadow) }),
         json!({ "event": "insert", "phase": "initial", "table": "map", "row": map_json(&caves) }),
         json!({ "event": "insert", "phase": "initial", "table": "map", "row": map_json(&tower) }),
-        reducer_event(7, "committed", None),
+        json!({ "event": "subscribed", "subscription": 1, "generation": 2 }),
+        // An update is one update; a delete seen by both queries is one delete.
         json!({ "event": "update", "phase": "tx", "table": "map",
                 "old": map_json(&meadow), "new": map_json(&meadow_wider) }),
         json!({ "event": "insert", "phase": "tx", "table": "map", "row": map_json(&harbor) }),
         json!({ "event": "delete", "phase": "tx", "table": "map", "row": map_json(&caves) }),
-        reducer_event(8, "failed", Some("boom")),
     ];
-    let events = out.events();
-    for (i, (got, want)) in events.iter().zip(&expected).enumerate() {
-        assert_eq!(got, want, "event {i}");
-    }
-    assert_eq!(events.len(), expected.len(), "{events:#?}");
+    let mut events = out.events();
+    // The cache orders a transaction's changes by its own rules: compare the
+    // row changes of each phase as sets, the rest in order.
+    let key = |e: &Json| e.to_string();
+    let (mut got_rows, got_rest): (Vec<Json>, Vec<Json>) =
+        events.drain(..).partition(|e| e["table"] == "map");
+    let (mut want_rows, want_rest): (Vec<Json>, Vec<Json>) =
+        expected.iter().cloned().partition(|e| e["table"] == "map");
+    assert_eq!(got_rest, want_rest);
+    got_rows.sort_by_key(key);
+    want_rows.sort_by_key(key);
+    assert_eq!(got_rows, want_rows);
     assert!(!out.text().contains("secret-token"), "the token is never printed");
 
+    // After a reconnect, only what really changed prints, as `reconciled`.
+    let lines = out.events().len();
+    printer.send(SubscriptionEvent::Applied { id: SubscriptionId(1) }).await.unwrap();
+    let mut fresh = Merged::new(&schema);
+    fresh.apply(&[], &[meadow_wider.clone(), tower.clone()], 1);
+    let changes = merged.cache.reconcile_from(&fresh.cache);
+    printer.send(RowsChanged { generation: 3, changes: Arc::new(changes), reconciled: true }).await.unwrap();
+    assert_eq!(
+        out.events()[lines..],
+        [
+            json!({ "event": "resubscribed", "subscription": 1, "generation": 2 }),
+            json!({ "event": "delete", "phase": "reconciled", "table": "map", "row": map_json(&harbor) }),
+        ]
+    );
+
     // A whole session of generation 1 playing after session 2 is ignored too.
+    let lines = out.events().len();
     let old_session = vec![
         step(identity_token([0x11; 32], "old-token"), Compression::None),
-        step(
-            transaction(ws::UpdateStatus::Committed(map_update(&[], &[map(10, "Ghost", 2.0, 2.0)], true)), 3),
-            Compression::Brotli,
-        ),
         step(transaction(ws::UpdateStatus::Failed("old failure".into()), 4), Compression::Gzip),
     ];
     let old = ScriptedConnection::new(old_session, listeners(&printer), 1).start();
     assert!(!played(&old).await, "a fake whose script sets no state stays disconnected");
     printer.send(received(0, identity_token([0x22; 32], "older-token"))).await.unwrap();
-    assert_eq!(out.events().len(), expected.len(), "{:#?}", out.events());
+    assert_eq!(out.events().len(), lines, "{:#?}", out.events());
+}
 
-    // Messages of the current session still go through.
-    let unsubscribed = ws::ServerMessage::UnsubscribeMultiApplied(ws::UnsubscribeMultiApplied {
-        request_id: 2,
-        total_host_execution_duration_micros: 10,
-        query_id: ws::QueryId::new(5),
-        update: map_update(&[], &[], false),
-    });
-    printer.send(received(2, unsubscribed)).await.unwrap();
-    assert_eq!(out.events().last(), Some(&json!({ "event": "unsubscribed", "query_id": 5 })));
-    assert_eq!(out.events().len(), expected.len() + 1);
+#[actix::test]
+async fn printer_ends_a_subscription_the_server_refuses_for_good() {
+    let out = SharedBuffer::default();
+    let (done, done_rx) = tokio::sync::oneshot::channel();
+    let job = Job::Subscribe(vec!["SELECT * FROM nowhere".to_string()]);
+    let printer = Printer::new(Arc::new(map_schema()), job, Box::new(out.clone()), done).start();
+    let failed = |retrying| SubscriptionEvent::Failed { id: SubscriptionId(1), error: "no such table".into(), retrying };
+    printer.send(failed(true)).await.unwrap();
+    printer.send(failed(false)).await.unwrap();
+    let exit = done_rx.await.unwrap();
+    assert_eq!(exit.code, 1);
+    assert!(exit.reason.contains("no such table"), "{exit:?}");
+    assert_eq!(out.events().len(), 2);
+    assert_eq!(out.events()[0]["retrying"], true);
 }

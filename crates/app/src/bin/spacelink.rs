@@ -15,7 +15,8 @@ use actix::Actor as _;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use spacelink::connection::Compression;
-use spacelink::printer::{AttachConnection, Job, Printer};
+use spacelink::printer::{AttachConnection, Exit, Job, Printer, StopPrinting};
+use spacelink::sync::SyncListeners;
 use spacelink::{Client, ConnectionConfig, Listeners, ModuleSchema};
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,14 @@ struct Args {
     /// How long `call` and `sql` wait for their answer, in seconds.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    /// Attempts before a first connection (and the schema fetch) gives up; once
+    /// connected, a lost session is retried without limit.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Read the module's schema from this file (the JSON of
+    /// `GET /v1/database/<db>/schema?version=9`) instead of fetching it.
+    #[arg(long)]
+    schema_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -50,6 +59,14 @@ struct Args {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Subscribe to queries; print the initial rows and every insert, update and delete until stopped.
+    ///
+    /// Runs on the client's merged cache: a row that several queries hold
+    /// prints once, an update prints as one `update` (`old`, `new`), and after
+    /// a reconnect only what really changed prints (phase `reconciled`). Drops
+    /// and server restarts are ridden out; the command ends on Ctrl-C or
+    /// SIGTERM (exit 0), when the server refuses the queries for good (1), or
+    /// when the connection fails (3). Its last line is
+    /// `{"event":"exit","code":…,"reason":…}`.
     Subscribe {
         /// SQL queries, e.g. "SELECT * FROM player".
         #[arg(required = true)]
@@ -129,11 +146,24 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             std::fs::read_to_string(path).with_context(|| format!("--extra-root-certificate {}", path.display()))?;
         config.tls.extra_root_certificates.push(pem);
     }
+    if let Some(attempts) = args.max_attempts {
+        config.retry.max_attempts = attempts;
+    }
     config.validate()?;
-    // Bounded and retried on the connection's backoff (a server down at start is waited for).
-    let schema = ModuleSchema::fetch_for(&config).await.context("reading the module's schema")?;
+    let schema = match &args.schema_file {
+        Some(path) => {
+            let json = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            ModuleSchema::from_json(&json).with_context(|| format!("reading the schema in {}", path.display()))?
+        }
+        // Bounded and retried on the connection's backoff (a server down at start is waited for).
+        None => ModuleSchema::fetch_for(&config).await.context("reading the module's schema")?,
+    };
+    let mut subscription = None;
     let (job, one_shot) = match args.command {
-        Command::Subscribe { queries } => (Job::Subscribe(queries), false),
+        Command::Subscribe { queries } => {
+            subscription = Some(queries.clone());
+            (Job::Subscribe(queries), false)
+        }
         Command::Call { reducer, args } => {
             // Check the arguments before connecting: a bad call is never sent.
             schema.encode_reducer_args(&reducer, &args)?;
@@ -151,16 +181,21 @@ async fn run(args: Args) -> anyhow::Result<u8> {
         identities: vec![],
         resilience: vec![printer.clone().recipient()],
     };
-    let app = Client::builder()
-        .with_connection_config(config)
-        .with_schema(schema.clone())
-        .with_listeners(listeners)
-        .build_async()
-        .await?;
+    let mut builder =
+        Client::builder().with_connection_config(config).with_schema(schema.clone()).with_listeners(listeners);
+    if let Some(queries) = &subscription {
+        // One query set on the sync actor, kept across reconnects.
+        builder = builder.subscribe(queries).with_sync_listeners(SyncListeners {
+            changes: vec![printer.clone().recipient()],
+            subscriptions: vec![printer.clone().recipient()],
+        });
+    }
+    let mut app = builder.build_async().await?;
     printer.do_send(AttachConnection { handle: app.connection().clone(), reducers: app.reducer_client().clone() });
+    let mut exit = None;
     let code = if one_shot {
         match tokio::time::timeout(Duration::from_secs(args.timeout), done_rx).await {
-            Ok(Ok(code)) => code,
+            Ok(Ok(exit)) => exit.code,
             Ok(Err(_)) => 2,
             Err(_) => {
                 println!(
@@ -171,13 +206,44 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             }
         }
     } else {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => 0,
-            code = done_rx => code.unwrap_or(2),
-        }
+        exit = Some(subscribe_until_stopped(&mut app, done_rx).await?);
+        0
     };
+    // Nothing prints after the last line.
+    let _ = printer.send(StopPrinting).await;
     app.shutdown();
     // Give the close frame a moment to leave.
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let code = match exit {
+        Some(exit) => {
+            println!("{}", serde_json::json!({ "event": "exit", "code": exit.code, "reason": exit.reason }));
+            exit.code
+        }
+        None => code,
+    };
     Ok(u8::try_from(code).unwrap_or(2))
+}
+
+/// Runs a subscription until Ctrl-C or SIGTERM (exit 0) or until the printer
+/// says it ended (the queries refused, the connection failed).
+async fn subscribe_until_stopped(app: &mut Client, done: tokio::sync::oneshot::Receiver<Exit>) -> anyhow::Result<Exit> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    // The client queues its events for a game's frame loop; this command has
+    // none, so drain the queue (the printer already printed what matters).
+    let mut drain = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(Exit { code: 0, reason: "interrupted (SIGINT)".into() }),
+            _ = terminate.recv() => return Ok(Exit { code: 0, reason: "terminated (SIGTERM)".into() }),
+            exit = &mut done => {
+                return Ok(exit.unwrap_or(Exit { code: 2, reason: "the printer stopped".into() }));
+            }
+            _ = drain.tick() => {
+                app.frame_tick();
+            }
+        }
+    }
 }
