@@ -78,7 +78,7 @@ async fn e2e_reducer_calls_see_their_transaction_updates() {
     let player = schema.table("player").unwrap();
     let row = player.row_to_json(&player.decode(&players[0]).unwrap());
     assert_eq!(row["name"], "ada");
-    assert_eq!(row["identity"], me.to_hex().to_string());
+    assert_eq!(row["identity"]["__identity__"], format!("0x{}", me.to_hex()));
     assert_eq!(row["pos"]["x"], 50.0);
 
     // The server validates steps: one too long is clamped to max_step (1.0).
@@ -285,24 +285,45 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
         inserted_rows(&a.update, "all_types").iter().map(|r| table.row_to_json(&table.decode(r).unwrap())).collect();
     dynamic.sort_by_key(|r| r["id"].as_u64());
     let (min, max) = (&dynamic[0], &dynamic[1]);
+    // SATS-JSON, as the server's HTTP API writes typed values.
     assert_eq!(min["a_i128"].to_string(), i128::MIN.to_string());
-    assert_eq!(max["a_u256"].to_string(), u256::MAX.to_string());
-    assert_eq!(max["a_i256"].to_string(), i256::MAX.to_string());
-    assert_eq!(min["an_opt_i32"], serde_json::Value::Null);
-    assert_eq!(max["an_opt_string"], "some");
-    assert_eq!(min["a_color"], "Red");
+    assert_eq!(max["a_u256"], format!("{:#x}", u256::MAX));
+    assert_eq!(max["a_i256"], format!("{:#x}", i256::MAX));
+    assert_eq!(min["a_i256"], format!("-{:#x}", i256::MIN.unsigned_abs()));
+    assert_eq!(min["an_opt_i32"], serde_json::json!({ "none": {} }));
+    assert_eq!(max["an_opt_string"], serde_json::json!({ "some": "some" }));
+    assert_eq!(min["a_color"], serde_json::json!({ "Red": {} }));
     assert_eq!(max["a_shape"]["Rect"]["y"], 2.0);
-    assert_eq!(max["a_nested"]["shape"]["Circle"], 0.5);
-    assert_eq!(max["an_identity"], me.identity.to_hex().to_string());
-    assert_eq!(max["a_connection_id"], me.connection_id.to_hex().to_string());
-    assert_eq!(max["a_timestamp"], "2023-11-14T22:13:20+00:00");
-    assert_eq!(max["a_duration"], "+1.500000");
-    assert_eq!(max["a_schedule"]["Time"], "2023-11-14T22:13:20+00:00");
-    assert_eq!(max["a_bytes"], serde_json::json!([0, 1, 254, 255]));
+    assert_eq!(max["a_nested"]["shape"]["some"]["Circle"], 0.5);
+    assert_eq!(max["an_identity"]["__identity__"], format!("0x{}", me.identity.to_hex()));
+    assert_eq!(max["a_connection_id"]["__connection_id__"].to_string(), me.connection_id.to_u128().to_string());
+    assert_eq!(max["a_timestamp"]["__timestamp_micros_since_unix_epoch__"], 1_700_000_000_000_000u64);
+    assert_eq!(max["a_duration"]["__time_duration_micros__"], 1_500_000);
+    assert_eq!(max["a_schedule"]["Time"]["__timestamp_micros_since_unix_epoch__"], 1_700_000_000_000_000u64);
+    assert_eq!(max["a_bytes"], "0001feff");
+    // What is printed reads back as the same row (so `call` takes it for such a type).
+    let row_type = spacelink::connection::sats::AlgebraicType::Product(table.row_type.clone());
+    for (printed, bytes) in dynamic.iter().zip({
+        let mut rows = inserted_rows(&a.update, "all_types");
+        rows.sort_by_key(|r| table.row_to_json(&table.decode(r).unwrap())["id"].as_u64());
+        rows
+    }) {
+        let back = spacelink::connection::sats_json::from_json(&row_type, printed).unwrap();
+        assert_eq!(spacelink::connection::sats::bsatn::to_vec(&back).unwrap(), bytes.to_vec(), "{printed}");
+    }
 
-    // And the server's SQL endpoint, an independent oracle, agrees on what is there.
+    // And the server's SQL endpoint, an independent oracle, agrees on what is
+    // there: its untyped rows (products as arrays, sums as [tag, payload]) read
+    // as the same values.
     let oracle = sql("SELECT * FROM all_types").await;
-    assert_eq!(oracle[0]["rows"].as_array().unwrap().len(), 2, "{oracle}");
+    let rows = oracle[0]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{oracle}");
+    for row in rows {
+        let value = spacelink::connection::sats_json::from_json(&row_type, row).unwrap();
+        let id = value.as_product().unwrap().elements[0].clone();
+        let ours = dynamic.iter().find(|d| serde_json::json!(d["id"]) == serde_json::json!(id.as_u32().unwrap())).unwrap();
+        assert_eq!(&spacelink::connection::sats_json::to_json(&row_type, &value), ours, "{row}");
+    }
     app.shutdown();
 }
 

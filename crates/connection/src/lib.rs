@@ -49,6 +49,7 @@ pub mod messages;
 pub mod metric_names;
 pub mod net;
 pub mod rtt;
+pub mod sats_json;
 pub mod schema;
 pub mod state;
 pub mod testing;

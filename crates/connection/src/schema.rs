@@ -10,13 +10,11 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use serde_json::{Map, Value as Json};
+use serde_json::Value as Json;
 use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9;
-use spacetimedb_lib::{ConnectionId, Identity, Timestamp};
-use spacetimedb_sats::de::serde::{DeserializeWrapper, SeedWrapper};
+use spacetimedb_sats::de::serde::DeserializeWrapper;
 use spacetimedb_sats::{
-    bsatn, AlgebraicType, AlgebraicValue, ArrayValue, ProductType, ProductTypeElement, ProductValue, SumTypeVariant,
-    Typespace, WithTypespace,
+    bsatn, AlgebraicType, AlgebraicValue, ProductType, ProductTypeElement, ProductValue, SumTypeVariant, Typespace,
 };
 
 use crate::codec::CodecError;
@@ -86,6 +84,21 @@ pub enum SchemaError {
         reducer: String,
         /// Its parameters, as `name: type` pairs.
         params: String,
+        /// What did not fit.
+        reason: String,
+    },
+    /// A one-off query on a table whose rows have no bytes (a unit struct):
+    /// SpacetimeDB 1.3 divides by the row size answering it, and panics.
+    #[error("table `{table}` has zero-width rows (no bytes per row): SpacetimeDB 1.3 cannot answer a query on it (its server panics dividing by the row size), so it is not sent")]
+    ZeroWidthTable {
+        /// The table.
+        table: String,
+    },
+    /// A JSON value does not fit its type (see [`sats_json`](crate::sats_json)).
+    #[error("at {at}: {reason}")]
+    BadJson {
+        /// Where in the value, e.g. `a_nested.tags[2]`.
+        at: String,
         /// What did not fit.
         reason: String,
     },
@@ -332,6 +345,35 @@ impl ModuleSchema {
         None
     }
 
+    /// The zero-width tables (see [`TableSchema::is_zero_width`]) that `sql`
+    /// names after `FROM` or `JOIN`, in order.
+    pub fn zero_width_tables_in(&self, sql: &str) -> Vec<String> {
+        let tokens: Vec<&str> = sql
+            .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';'))
+            .filter(|t| !t.is_empty())
+            .collect();
+        let mut found = Vec::new();
+        for pair in tokens.windows(2) {
+            if !(pair[0].eq_ignore_ascii_case("from") || pair[0].eq_ignore_ascii_case("join")) {
+                continue;
+            }
+            let name = pair[1].trim_matches(|c| matches!(c, '"' | '`' | '\''));
+            if self.table(name).is_some_and(TableSchema::is_zero_width) && !found.iter().any(|f| f == name) {
+                found.push(name.to_string());
+            }
+        }
+        found
+    }
+
+    /// Checks a one-off query before it is sent: refuses one on a zero-width
+    /// table ([`SchemaError::ZeroWidthTable`]), which the 1.3 server cannot answer.
+    pub fn check_one_off_query(&self, sql: &str) -> Result<(), SchemaError> {
+        match self.zero_width_tables_in(sql).into_iter().next() {
+            Some(table) => Err(SchemaError::ZeroWidthTable { table }),
+            None => Ok(()),
+        }
+    }
+
     /// Decodes one row of `table` from its BSATN bytes.
     pub fn decode_row(&self, table: &str, bytes: &[u8]) -> Result<ProductValue, SchemaError> {
         let schema = self.table(table).ok_or_else(|| SchemaError::UnknownTable(table.to_string()))?;
@@ -340,9 +382,9 @@ impl ModuleSchema {
 
     /// Encodes a reducer's arguments given as a JSON array (positional) or object (by name).
     ///
-    /// Values use SATS-JSON, as the server's HTTP `call` endpoint does: an
-    /// `Option` is `{"some": v}` or `{"none": []}`, an enum `{"Variant": payload}`,
-    /// an identity a hex string.
+    /// Values are SATS-JSON ([`sats_json`](crate::sats_json)), as the server's
+    /// HTTP `call` endpoint reads them, and as `sql` and `subscribe` print
+    /// them: a row printed for a type is accepted back as an argument of that type.
     pub fn encode_reducer_args(&self, reducer: &str, json: &str) -> Result<Bytes, SchemaError> {
         let schema = self.reducer(reducer).ok_or_else(|| SchemaError::UnknownReducer(reducer.to_string()))?;
         let bad = |reason: String| SchemaError::BadArguments {
@@ -350,12 +392,8 @@ impl ModuleSchema {
             params: describe_params(&schema.params),
             reason,
         };
-        let empty = Typespace::new(Vec::new());
-        let seed = SeedWrapper(WithTypespace::new(&empty, &schema.params));
-        let mut de = serde_json::Deserializer::from_str(json);
-        let value: ProductValue =
-            serde::de::DeserializeSeed::deserialize(seed, &mut de).map_err(|e| bad(e.to_string()))?;
-        de.end().map_err(|e| bad(e.to_string()))?;
+        let json: Json = serde_json::from_str(json).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let value = crate::sats_json::product_from_json(&schema.params, &json).map_err(|e| bad(e.to_string()))?;
         let bytes = bsatn::to_vec(&value).map_err(|e| bad(e.to_string()))?;
         Ok(bytes.into())
     }
@@ -381,9 +419,17 @@ impl TableSchema {
         decode_row(bytes)
     }
 
-    /// The row as a JSON object keyed by column name.
+    /// The row as SATS-JSON: an object keyed by column name ([`sats_json`](crate::sats_json)).
     pub fn row_to_json(&self, row: &ProductValue) -> Json {
-        product_to_json(&self.row_type, row)
+        crate::sats_json::product_to_json(&self.row_type, row)
+    }
+
+    /// Whether a row of this table has no bytes at all: its type is a product
+    /// of no columns, or only of such products, nested (an array has a length,
+    /// a sum a tag: neither is zero-width). The 1.3 server cannot size such
+    /// rows: a one-off query on one panics it, and its rows cannot be counted.
+    pub fn is_zero_width(&self) -> bool {
+        self.row_type.elements.iter().all(|e| is_zero_width(&e.algebraic_type))
     }
 
     /// The primary key of `row` as a value (a product when the key has several columns).
@@ -483,6 +529,13 @@ impl Resolver<'_> {
     }
 }
 
+fn is_zero_width(ty: &AlgebraicType) -> bool {
+    match ty {
+        AlgebraicType::Product(p) => p.elements.iter().all(|e| is_zero_width(&e.algebraic_type)),
+        _ => false,
+    }
+}
+
 fn column_names(row: &ProductType) -> Vec<String> {
     row.elements
         .iter()
@@ -503,112 +556,9 @@ fn describe_params(params: &ProductType) -> String {
     parts.join(", ")
 }
 
-/// A value as plain JSON, guided by its (resolved) type:
-/// identities and connection ids as hex strings, timestamps as RFC 3339,
-/// durations as `+secs.micros`, `Option` as `null` or the value, unit enum
-/// variants as their name, other variants as `{"Variant": payload}`,
-/// 128- and 256-bit integers as exact JSON numbers.
+/// A value as SATS-JSON, guided by its (resolved) type: see [`sats_json`](crate::sats_json).
 pub fn value_to_json(ty: &AlgebraicType, value: &AlgebraicValue) -> Json {
-    match (ty, value) {
-        (AlgebraicType::Product(pt), AlgebraicValue::Product(pv)) => {
-            if pt.is_identity() {
-                if let Some(AlgebraicValue::U256(v)) = pv.elements.first() {
-                    return Json::String(Identity::from_u256(**v).to_hex().to_string());
-                }
-            }
-            if pt.is_connection_id() {
-                if let Some(AlgebraicValue::U128(v)) = pv.elements.first() {
-                    return Json::String(ConnectionId::from_u128(v.0).to_hex().to_string());
-                }
-            }
-            if pt.is_timestamp() {
-                if let Some(AlgebraicValue::I64(v)) = pv.elements.first() {
-                    let ts = Timestamp::from_micros_since_unix_epoch(*v);
-                    return Json::String(ts.to_rfc3339().unwrap_or_else(|_| format!("{v}us")));
-                }
-            }
-            if pt.is_time_duration() {
-                if let Some(AlgebraicValue::I64(v)) = pv.elements.first() {
-                    return Json::String(time_duration_text(*v));
-                }
-            }
-            product_to_json(pt, pv)
-        }
-        (AlgebraicType::Sum(st), AlgebraicValue::Sum(sv)) => {
-            let Some(variant) = st.variants.get(sv.tag as usize) else {
-                return Json::Null;
-            };
-            if let Some(inner) = st.as_option() {
-                return if variant.name.as_deref() == Some("some") {
-                    value_to_json(inner, &sv.value)
-                } else {
-                    Json::Null
-                };
-            }
-            let name = variant.name.as_deref().map_or_else(|| sv.tag.to_string(), str::to_string);
-            if variant.algebraic_type.is_unit() {
-                return Json::String(name);
-            }
-            let mut map = Map::new();
-            map.insert(name, value_to_json(&variant.algebraic_type, &sv.value));
-            Json::Object(map)
-        }
-        (AlgebraicType::Array(at), AlgebraicValue::Array(av)) => array_to_json(&at.elem_ty, av),
-        (_, AlgebraicValue::Bool(v)) => Json::Bool(*v),
-        (_, AlgebraicValue::I8(v)) => (*v).into(),
-        (_, AlgebraicValue::U8(v)) => (*v).into(),
-        (_, AlgebraicValue::I16(v)) => (*v).into(),
-        (_, AlgebraicValue::U16(v)) => (*v).into(),
-        (_, AlgebraicValue::I32(v)) => (*v).into(),
-        (_, AlgebraicValue::U32(v)) => (*v).into(),
-        (_, AlgebraicValue::I64(v)) => (*v).into(),
-        (_, AlgebraicValue::U64(v)) => (*v).into(),
-        (_, AlgebraicValue::I128(v)) => big_number({
-            let n = v.0;
-            n.to_string()
-        }),
-        (_, AlgebraicValue::U128(v)) => big_number({
-            let n = v.0;
-            n.to_string()
-        }),
-        (_, AlgebraicValue::I256(v)) => big_number(v.to_string()),
-        (_, AlgebraicValue::U256(v)) => big_number(v.to_string()),
-        (_, AlgebraicValue::F32(v)) => float(f64::from(v.into_inner())),
-        (_, AlgebraicValue::F64(v)) => float(v.into_inner()),
-        (_, AlgebraicValue::String(s)) => Json::String(s.to_string()),
-        // A value that does not match its type cannot come out of `decode`.
-        _ => Json::Null,
-    }
-}
-
-fn product_to_json(ty: &ProductType, value: &ProductValue) -> Json {
-    let mut map = Map::new();
-    for (i, (elem, v)) in ty.elements.iter().zip(value.elements.iter()).enumerate() {
-        let name = elem.name.as_deref().map_or_else(|| format!("col{i}"), str::to_string);
-        map.insert(name, value_to_json(&elem.algebraic_type, v));
-    }
-    Json::Object(map)
-}
-
-fn array_to_json(elem: &AlgebraicType, array: &ArrayValue) -> Json {
-    Json::Array(array.iter_cloned().map(|v| value_to_json(elem, &v)).collect())
-}
-
-fn big_number(digits: String) -> Json {
-    serde_json::from_str(&digits).unwrap_or(Json::String(digits))
-}
-
-fn float(v: f64) -> Json {
-    serde_json::Number::from_f64(v).map_or_else(|| Json::String(v.to_string()), Json::Number)
-}
-
-/// A `TimeDuration` as SATS prints it (`+1.500000`, `-0.000001`), for every
-/// value: the official `Display` negates the micros, which overflows (a panic
-/// in a debug build) for `i64::MIN`, a value any server can send.
-fn time_duration_text(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "+" };
-    let magnitude = micros.unsigned_abs();
-    format!("{sign}{}.{:06}", magnitude / 1_000_000, magnitude % 1_000_000)
+    crate::sats_json::to_json(ty, value)
 }
 
 #[cfg(test)]
@@ -640,12 +590,52 @@ mod tests {
     }
 
     #[test]
-    fn every_time_duration_prints_as_sats_does() {
-        use spacetimedb_lib::TimeDuration;
-        for micros in [0, 1, -1, 1_500_000, -2_000_001, i64::MAX, i64::MIN + 1] {
-            assert_eq!(time_duration_text(micros), TimeDuration::from_micros(micros).to_string(), "{micros}");
+    fn every_time_duration_prints_without_overflow() {
+        // The official Display overflows on i64::MIN (found by tests/fuzz.rs);
+        // SATS-JSON prints the micros themselves.
+        let ty = AlgebraicType::time_duration();
+        let value = AlgebraicValue::product([AlgebraicValue::I64(i64::MIN)]);
+        assert_eq!(value_to_json(&ty, &value).to_string(), r#"{"__time_duration_micros__":-9223372036854775808}"#);
+    }
+
+    /// A module with zero-width tables (a unit struct, nested unit structs)
+    /// and look-alikes that are not (an array of units, an enum, a column).
+    fn zero_width_fixture() -> ModuleSchema {
+        use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9Builder;
+        let mut module = RawModuleDefV9Builder::new();
+        let unit = || AlgebraicType::product(Vec::<ProductTypeElement>::new().into_boxed_slice());
+        let tables: [(&str, ProductType); 5] = [
+            ("marker", ProductType::unit()),
+            ("nested_marker", [("inner", unit()), ("more", AlgebraicType::product([("deeper", unit())]))].into_iter().collect()),
+            ("units", [("all", AlgebraicType::array(unit()))].into_iter().collect()),
+            ("choice", [("which", AlgebraicType::simple_enum(["A", "B"].into_iter()))].into_iter().collect()),
+            ("map", [("map_id", AlgebraicType::U32)].into_iter().collect()),
+        ];
+        for (name, row) in tables {
+            module.build_table_with_new_type(name, row, true);
         }
-        // The official Display overflows on this one (found by tests/fuzz.rs).
-        assert_eq!(time_duration_text(i64::MIN), "-9223372036854.775808");
+        ModuleSchema::from_raw(module.finish()).unwrap()
+    }
+
+    #[test]
+    fn zero_width_tables_are_told_from_the_schema() {
+        let schema = zero_width_fixture();
+        let zero: Vec<bool> =
+            ["marker", "nested_marker", "units", "choice", "map"].iter().map(|t| schema.table(t).unwrap().is_zero_width()).collect();
+        assert_eq!(zero, [true, true, false, false, false]);
+    }
+
+    #[test]
+    fn a_query_on_a_zero_width_table_is_refused_before_it_is_sent() {
+        let schema = zero_width_fixture();
+        for sql in ["SELECT * FROM marker", "select * from \"marker\";", "SELECT m.* FROM map m JOIN nested_marker n"] {
+            let err = schema.check_one_off_query(sql).unwrap_err();
+            assert!(matches!(err, SchemaError::ZeroWidthTable { .. }), "{sql}: {err}");
+            assert!(err.to_string().contains("zero-width"), "{err}");
+        }
+        for sql in ["SELECT * FROM map", "SELECT * FROM units", "SELECT * FROM choice", "SELECT 1"] {
+            assert!(schema.check_one_off_query(sql).is_ok(), "{sql}");
+        }
+        assert_eq!(schema.zero_width_tables_in("SELECT marker.* FROM marker JOIN nested_marker"), ["marker", "nested_marker"]);
     }
 }
