@@ -269,3 +269,29 @@ async fn e2e_subscribe_exits_with_the_reason_when_the_connection_fails() {
     assert!(reason.contains("the connection failed") && reason.contains("gave up after"), "{reason}");
     assert!(lines.iter().any(|l| l["event"] == "state" && l["to"] == "failed"), "{lines:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_what_sql_prints_call_accepts() {
+    let (url, _) = server();
+    let (code, lines) = cli(&url, &["sql", "SELECT * FROM map WHERE map_id = 1"]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    let map = lines.iter().find(|l| l["event"] == "rows").unwrap()["rows"][0].clone();
+    let (code, lines) = cli(&url, &["sql", "SELECT * FROM config"]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    let config = lines.iter().find(|l| l["event"] == "rows").unwrap()["rows"][0].clone();
+
+    // Columns as printed, passed as arguments of the same types (String, u32, f32).
+    let player = token().await;
+    let name = map["name"].clone();
+    let join = serde_json::json!({ "name": format!("{}-{}", name.as_str().unwrap(), unique("cli")), "map_id": map["map_id"] });
+    let (code, lines) = cli(&url, &["--token", &player, "call", "join", &join.to_string()]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    let step = serde_json::json!([1, config["max_step"], config["max_step"]]);
+    let (code, lines) = cli(&url, &["--token", &player, "call", "move_player", &step.to_string()]).await;
+    assert_eq!(code, 0, "{lines:?}");
+    // A printed string arrives intact: the reducer fails with it as its message.
+    let (code, lines) = cli(&url, &["call", "always_fail", &serde_json::json!([name]).to_string()]).await;
+    let outcome = lines.iter().find(|l| l["event"] == "reducer").unwrap();
+    assert_eq!((code, &outcome["error"]), (1, &name), "{lines:?}");
+}

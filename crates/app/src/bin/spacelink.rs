@@ -20,7 +20,18 @@ use spacelink::sync::SyncListeners;
 use spacelink::{Client, ConnectionConfig, Listeners, ModuleSchema};
 
 #[derive(Debug, Parser)]
-#[command(name = "spacelink", version, about = "Talk to a SpacetimeDB database; prints one JSON object per line")]
+#[command(
+    name = "spacelink",
+    version,
+    about = "Talk to a SpacetimeDB database; prints one JSON object per line",
+    long_about = "Talk to a SpacetimeDB database; prints one JSON object per line.\n\n\
+        Values are SATS-JSON, as the server's HTTP API writes typed values: rows as objects by column name; \
+        u128/i128 as exact numbers, u256/i256 as \"0x…\" strings; bytes as hex strings; enums as \
+        {\"Variant\": payload} (a plain variant {\"Red\": {}}); Option as {\"some\": v} or {\"none\": {}}; \
+        Identity as {\"__identity__\": \"0x…\"}, Timestamp as {\"__timestamp_micros_since_unix_epoch__\": n}, \
+        TimeDuration as {\"__time_duration_micros__\": n}; floats in their shortest form, and the non-finite \
+        ones as the strings \"NaN\", \"inf\", \"-inf\". What `sql` and `subscribe` print, `call` accepts."
+)]
 struct Args {
     /// The server's base URL.
     #[arg(long, env = "SPACELINK_SERVER_URL", default_value = "http://127.0.0.1:3000")]
@@ -73,6 +84,11 @@ enum Command {
         queries: Vec<String>,
     },
     /// Call a reducer; print whether it committed or failed, and how long it took.
+    ///
+    /// The arguments are SATS-JSON, as `sql` and `subscribe` print values: a
+    /// row or column printed by them is accepted here for a parameter of that
+    /// type (also the server's own `/sql` spellings: products as arrays, sums
+    /// as `[tag, payload]`).
     Call {
         /// The reducer's name.
         reducer: String,
@@ -81,6 +97,10 @@ enum Command {
         args: String,
     },
     /// Run a one-off SQL query and print the rows.
+    ///
+    /// Rows print as SATS-JSON objects by column name (`call` accepts them
+    /// back). A query on a zero-width table (rows of no bytes) is refused
+    /// before it is sent: the 1.3 server cannot answer it.
     Sql {
         /// The query.
         query: String,
@@ -161,6 +181,16 @@ async fn run(args: Args) -> anyhow::Result<u8> {
     let mut subscription = None;
     let (job, one_shot) = match args.command {
         Command::Subscribe { queries } => {
+            for table in queries.iter().flat_map(|q| schema.zero_width_tables_in(q)) {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "event": "warning", "table": table,
+                        "warning": "the table's rows have no bytes (zero-width): their number cannot be counted, \
+                                    and a one-off query on it is refused",
+                    })
+                );
+            }
             subscription = Some(queries.clone());
             (Job::Subscribe(queries), false)
         }
@@ -169,7 +199,11 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             schema.encode_reducer_args(&reducer, &args)?;
             (Job::Call { reducer, args }, true)
         }
-        Command::Sql { query } => (Job::Sql(query), true),
+        Command::Sql { query } => {
+            // A query the server cannot answer (a zero-width table) is never sent.
+            schema.check_one_off_query(&query)?;
+            (Job::Sql(query), true)
+        }
         Command::Config(_) => anyhow::bail!("config commands run without a connection"),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
