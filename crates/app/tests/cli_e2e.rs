@@ -140,7 +140,8 @@ fn unique(prefix: &str) -> String {
 
 /// Whether `line` is a row change of `table` about a row named `name` (before or after).
 fn about(line: &Json, table: &str, name: &str) -> bool {
-    line["table"] == table && (line["row"]["name"] == name || line["new"]["name"] == name || line["old"]["name"] == name)
+    line["table"] == table
+        && (line["row"]["name"] == name || line["new"]["name"] == name || line["old"]["name"] == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,9 +160,7 @@ async fn e2e_subscribe_with_overlapping_queries_prints_an_insert_once_and_an_upd
     // The same identity joins again under another name: an update of its row.
     let (code, lines) = cli(&url, &["--token", &player, "call", "join", &format!(r#"["{second}", 1]"#)]).await;
     assert_eq!(code, 0, "{lines:?}");
-    let renamed = sub
-        .next(30, "the rename", |l| l["event"] == "update" && l["new"]["name"] == second.as_str())
-        .await;
+    let renamed = sub.next(30, "the rename", |l| l["event"] == "update" && l["new"]["name"] == second.as_str()).await;
     assert_eq!(renamed["old"]["name"], first.as_str(), "{renamed}");
     // A later change as a barrier: everything about the player printed before it.
     let (code, _) = cli(&url, &["call", "join", &format!(r#"["{marker}", 1]"#)]).await;
@@ -169,13 +168,19 @@ async fn e2e_subscribe_with_overlapping_queries_prints_an_insert_once_and_an_upd
     sub.next(30, "the marker's insert", |l| l["event"] == "insert" && about(l, "player", &marker)).await;
     let (code, seen) = sub.stop().await;
 
-    let ours: Vec<&Json> =
-        seen.iter().filter(|l| about(l, "player", &first) || about(l, "player", &second)).collect();
+    let ours: Vec<&Json> = seen.iter().filter(|l| about(l, "player", &first) || about(l, "player", &second)).collect();
     let count = |event: &str| ours.iter().filter(|l| l["event"] == event).count();
     // Both queries hold the row: still one insert, every change one update, never a delete.
     assert_eq!((count("insert"), count("delete")), (1, 0), "{ours:#?}");
-    assert_eq!(ours.iter().filter(|l| l["event"] == "update" && l["new"]["name"] == second.as_str()
-        && l["old"]["name"] == first.as_str()).count(), 1, "{ours:#?}");
+    assert_eq!(
+        ours.iter()
+            .filter(|l| l["event"] == "update"
+                && l["new"]["name"] == second.as_str()
+                && l["old"]["name"] == first.as_str())
+            .count(),
+        1,
+        "{ours:#?}"
+    );
     assert_eq!(code, 0);
     let last = seen.last().unwrap();
     assert_eq!((last["event"].as_str(), last["code"].as_i64()), (Some("exit"), Some(0)), "{last}");
@@ -284,7 +289,8 @@ async fn e2e_what_sql_prints_call_accepts() {
     // Columns as printed, passed as arguments of the same types (String, u32, f32).
     let player = token().await;
     let name = map["name"].clone();
-    let join = serde_json::json!({ "name": format!("{}-{}", name.as_str().unwrap(), unique("cli")), "map_id": map["map_id"] });
+    let join =
+        serde_json::json!({ "name": format!("{}-{}", name.as_str().unwrap(), unique("cli")), "map_id": map["map_id"] });
     let (code, lines) = cli(&url, &["--token", &player, "call", "join", &join.to_string()]).await;
     assert_eq!(code, 0, "{lines:?}");
     let step = serde_json::json!([1, config["max_step"], config["max_step"]]);

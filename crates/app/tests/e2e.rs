@@ -321,7 +321,8 @@ async fn e2e_decodes_every_column_type_typed_and_dynamic() {
     for row in rows {
         let value = spacelink::connection::sats_json::from_json(&row_type, row).unwrap();
         let id = value.as_product().unwrap().elements[0].clone();
-        let ours = dynamic.iter().find(|d| serde_json::json!(d["id"]) == serde_json::json!(id.as_u32().unwrap())).unwrap();
+        let ours =
+            dynamic.iter().find(|d| serde_json::json!(d["id"]) == serde_json::json!(id.as_u32().unwrap())).unwrap();
         assert_eq!(&spacelink::connection::sats_json::to_json(&row_type, &value), ours, "{row}");
     }
     app.shutdown();

@@ -288,8 +288,7 @@ async fn printer_prints_a_scripted_subscription_session_from_the_merged_cache() 
     // The cache orders a transaction's changes by its own rules: compare the
     // row changes of each phase as sets, the rest in order.
     let key = |e: &Json| e.to_string();
-    let (mut got_rows, got_rest): (Vec<Json>, Vec<Json>) =
-        events.drain(..).partition(|e| e["table"] == "map");
+    let (mut got_rows, got_rest): (Vec<Json>, Vec<Json>) = events.drain(..).partition(|e| e["table"] == "map");
     let (mut want_rows, want_rest): (Vec<Json>, Vec<Json>) =
         expected.iter().cloned().partition(|e| e["table"] == "map");
     assert_eq!(got_rest, want_rest);
@@ -331,7 +330,8 @@ async fn printer_ends_a_subscription_the_server_refuses_for_good() {
     let (done, done_rx) = tokio::sync::oneshot::channel();
     let job = Job::Subscribe(vec!["SELECT * FROM nowhere".to_string()]);
     let printer = Printer::new(Arc::new(map_schema()), job, Box::new(out.clone()), done).start();
-    let failed = |retrying| SubscriptionEvent::Failed { id: SubscriptionId(1), error: "no such table".into(), retrying };
+    let failed =
+        |retrying| SubscriptionEvent::Failed { id: SubscriptionId(1), error: "no such table".into(), retrying };
     printer.send(failed(true)).await.unwrap();
     printer.send(failed(false)).await.unwrap();
     let exit = done_rx.await.unwrap();

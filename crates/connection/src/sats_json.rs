@@ -282,7 +282,8 @@ fn sum_from(ty: &SumType, json: &Json) -> Fit<SumValue> {
         let found = ty.variants.iter().position(|v| v.name.as_deref() == Some(name));
         let found = found.or_else(|| name.parse::<usize>().ok().filter(|tag| *tag < ty.variants.len()));
         let names: Vec<&str> = ty.variants.iter().filter_map(|v| v.name.as_deref()).collect();
-        let tag = found.ok_or_else(|| Misfit::new(format!("no variant `{name}` (the variants: {})", names.join(", "))))?;
+        let tag =
+            found.ok_or_else(|| Misfit::new(format!("no variant `{name}` (the variants: {})", names.join(", "))))?;
         u8::try_from(tag).map_err(|_| Misfit::new("more than 256 variants"))
     };
     let with_payload = |tag: u8, payload: &Json| -> Fit<SumValue> {
@@ -297,7 +298,8 @@ fn sum_from(ty: &SumType, json: &Json) -> Fit<SumValue> {
             with_payload(variant_by_name(name)?, payload)
         }
         Json::Array(items) if items.len() == 2 => {
-            let tag = items[0].as_u64().and_then(|t| u8::try_from(t).ok()).filter(|t| usize::from(*t) < ty.variants.len());
+            let tag =
+                items[0].as_u64().and_then(|t| u8::try_from(t).ok()).filter(|t| usize::from(*t) < ty.variants.len());
             let tag = tag.ok_or_else(|| Misfit::new(format!("`{}` is not a variant's tag", items[0])))?;
             with_payload(tag, &items[1])
         }
@@ -434,7 +436,11 @@ where
             let lower = lower.strip_prefix('+').unwrap_or(&lower);
             match lower {
                 "nan" | "inf" | "-inf" | "infinity" | "-infinity" => lower.to_string(),
-                _ => return Err(Misfit::new(format!("`{s}` is not a number; the non-finite ones are \"NaN\", \"inf\", \"-inf\""))),
+                _ => {
+                    return Err(Misfit::new(format!(
+                        "`{s}` is not a number; the non-finite ones are \"NaN\", \"inf\", \"-inf\""
+                    )))
+                }
             }
         }
         _ => return expected("a number", json),
@@ -490,10 +496,8 @@ mod tests {
 
     #[test]
     fn a_misfit_says_where() {
-        let ty = AlgebraicType::product([
-            ("id", AlgebraicType::U32),
-            ("tags", AlgebraicType::array(AlgebraicType::String)),
-        ]);
+        let ty =
+            AlgebraicType::product([("id", AlgebraicType::U32), ("tags", AlgebraicType::array(AlgebraicType::String))]);
         let err = from_json(&ty, &serde_json::json!({ "id": 1, "tags": ["a", 2] })).unwrap_err();
         assert!(err.to_string().contains("tags[1]"), "{err}");
         let err = from_json(&ty, &serde_json::json!({ "id": 300000000000u64, "tags": [] })).unwrap_err();
@@ -586,9 +590,9 @@ mod tests {
             AlgebraicType::I32 => any::<i32>().prop_map(V::I32).boxed(),
             AlgebraicType::I64 => any::<i64>().prop_map(V::I64).boxed(),
             AlgebraicType::I128 => any::<i128>().prop_map(|v| V::I128(v.into())).boxed(),
-            AlgebraicType::I256 => any::<(i128, i128)>()
-                .prop_map(|(hi, lo)| V::I256(Box::new(i256::from_words(hi, lo))))
-                .boxed(),
+            AlgebraicType::I256 => {
+                any::<(i128, i128)>().prop_map(|(hi, lo)| V::I256(Box::new(i256::from_words(hi, lo)))).boxed()
+            }
             AlgebraicType::F32 => finite_or_nan_f32().prop_map(|v| V::F32(v.into())).boxed(),
             AlgebraicType::F64 => finite_or_nan_f64().prop_map(|v| V::F64(v.into())).boxed(),
             AlgebraicType::Bool => any::<bool>().prop_map(V::Bool).boxed(),

@@ -606,7 +606,10 @@ mod tests {
         let unit = || AlgebraicType::product(Vec::<ProductTypeElement>::new().into_boxed_slice());
         let tables: [(&str, ProductType); 5] = [
             ("marker", ProductType::unit()),
-            ("nested_marker", [("inner", unit()), ("more", AlgebraicType::product([("deeper", unit())]))].into_iter().collect()),
+            (
+                "nested_marker",
+                [("inner", unit()), ("more", AlgebraicType::product([("deeper", unit())]))].into_iter().collect(),
+            ),
             ("units", [("all", AlgebraicType::array(unit()))].into_iter().collect()),
             ("choice", [("which", AlgebraicType::simple_enum(["A", "B"].into_iter()))].into_iter().collect()),
             ("map", [("map_id", AlgebraicType::U32)].into_iter().collect()),
@@ -620,8 +623,10 @@ mod tests {
     #[test]
     fn zero_width_tables_are_told_from_the_schema() {
         let schema = zero_width_fixture();
-        let zero: Vec<bool> =
-            ["marker", "nested_marker", "units", "choice", "map"].iter().map(|t| schema.table(t).unwrap().is_zero_width()).collect();
+        let zero: Vec<bool> = ["marker", "nested_marker", "units", "choice", "map"]
+            .iter()
+            .map(|t| schema.table(t).unwrap().is_zero_width())
+            .collect();
         assert_eq!(zero, [true, true, false, false, false]);
     }
 
@@ -636,6 +641,9 @@ mod tests {
         for sql in ["SELECT * FROM map", "SELECT * FROM units", "SELECT * FROM choice", "SELECT 1"] {
             assert!(schema.check_one_off_query(sql).is_ok(), "{sql}");
         }
-        assert_eq!(schema.zero_width_tables_in("SELECT marker.* FROM marker JOIN nested_marker"), ["marker", "nested_marker"]);
+        assert_eq!(
+            schema.zero_width_tables_in("SELECT marker.* FROM marker JOIN nested_marker"),
+            ["marker", "nested_marker"]
+        );
     }
 }
