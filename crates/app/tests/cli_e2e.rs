@@ -5,7 +5,8 @@
 //! A test binary of its own: one scenario restarts the server, which would
 //! disturb the other end-to-end tests running in parallel (cargo runs test
 //! binaries one after another; inside this one, `serial()` orders them).
-#![allow(clippy::unwrap_used)]
+// `serial()` is held across awaits on purpose: it orders the scenarios of this binary.
+#![allow(clippy::unwrap_used, clippy::await_holding_lock)]
 
 mod common;
 
