@@ -113,6 +113,10 @@ impl ConnectionHandle {
     }
 
     /// Runs a one-off query; returns the message id its response will carry.
+    ///
+    /// The query is not checked against the schema here: a query of a
+    /// zero-width table makes a 1.3 server panic, so check it first with
+    /// [`crate::ModuleSchema::check_one_off_query`] (the `spacelink` command does).
     pub async fn one_off_query(&self, sql: &str) -> Result<Vec<u8>, ConnectionError> {
         let message_id = self.next_id().to_le_bytes().to_vec();
         let message = ws::ClientMessage::OneOffQuery(ws::OneOffQuery {

@@ -346,18 +346,28 @@ impl ModuleSchema {
     }
 
     /// The zero-width tables (see [`TableSchema::is_zero_width`]) that `sql`
-    /// names after `FROM` or `JOIN`, in order.
+    /// names in its `FROM` and `JOIN` clauses (a comma list too), in order.
     pub fn zero_width_tables_in(&self, sql: &str) -> Vec<String> {
-        let tokens: Vec<&str> = sql
-            .split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';'))
-            .filter(|t| !t.is_empty())
-            .collect();
+        // Where a table list ends: the clauses that may follow it.
+        const ENDS: [&str; 8] = ["where", "on", "group", "order", "limit", "having", "union", "offset"];
+        let tokens =
+            sql.split(|c: char| c.is_whitespace() || matches!(c, ',' | '(' | ')' | ';')).filter(|t| !t.is_empty());
         let mut found = Vec::new();
-        for pair in tokens.windows(2) {
-            if !(pair[0].eq_ignore_ascii_case("from") || pair[0].eq_ignore_ascii_case("join")) {
+        let mut in_tables = false;
+        for token in tokens {
+            if token.eq_ignore_ascii_case("from") || token.eq_ignore_ascii_case("join") {
+                in_tables = true;
                 continue;
             }
-            let name = pair[1].trim_matches(|c| matches!(c, '"' | '`' | '\''));
+            if ENDS.iter().any(|end| token.eq_ignore_ascii_case(end)) {
+                in_tables = false;
+                continue;
+            }
+            if !in_tables {
+                continue;
+            }
+            // Aliases and `AS` are read as names too: none of them names a zero-width table.
+            let name = token.trim_matches(|c| matches!(c, '"' | '`' | '\''));
             if self.table(name).is_some_and(TableSchema::is_zero_width) && !found.iter().any(|f| f == name) {
                 found.push(name.to_string());
             }
@@ -633,12 +643,24 @@ mod tests {
     #[test]
     fn a_query_on_a_zero_width_table_is_refused_before_it_is_sent() {
         let schema = zero_width_fixture();
-        for sql in ["SELECT * FROM marker", "select * from \"marker\";", "SELECT m.* FROM map m JOIN nested_marker n"] {
+        for sql in [
+            "SELECT * FROM marker",
+            "select * from \"marker\";",
+            "SELECT m.* FROM map m JOIN nested_marker n",
+            "SELECT * FROM map, marker",
+            "SELECT * FROM map AS m, units u, nested_marker WHERE m.id = 1",
+        ] {
             let err = schema.check_one_off_query(sql).unwrap_err();
             assert!(matches!(err, SchemaError::ZeroWidthTable { .. }), "{sql}: {err}");
             assert!(err.to_string().contains("zero-width"), "{err}");
         }
-        for sql in ["SELECT * FROM map", "SELECT * FROM units", "SELECT * FROM choice", "SELECT 1"] {
+        for sql in [
+            "SELECT * FROM map",
+            "SELECT * FROM units",
+            "SELECT * FROM choice",
+            "SELECT 1",
+            "SELECT * FROM map WHERE marker = 1",
+        ] {
             assert!(schema.check_one_off_query(sql).is_ok(), "{sql}");
         }
         assert_eq!(
