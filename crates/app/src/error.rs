@@ -23,6 +23,9 @@ pub enum ClientError {
     /// State synchronisation failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Typed bindings cannot be generated for the module (see [`crate::codegen`]).
+    #[error("cannot generate bindings: {0}")]
+    Codegen(String),
     /// The background thread that runs the actors could not start or ended.
     #[error("the spacelink runtime thread: {0}")]
     Runtime(String),

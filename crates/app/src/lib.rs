@@ -29,6 +29,7 @@
 
 pub mod calls;
 pub mod client;
+pub mod codegen;
 pub mod credentials;
 pub mod error;
 pub mod events;
@@ -43,6 +44,19 @@ pub mod supervise;
 pub mod supervisor;
 pub mod switch;
 pub mod watcher;
+
+/// What the code `spacelink generate` writes uses, so that it needs no
+/// dependency but `spacelink`: the SATS derives' crate path (`#[sats(crate =
+/// spacelink::__codegen::lib)]`), the special SATS types, and the client API.
+/// Not for hand-written code; its contents follow the generator.
+#[doc(hidden)]
+pub mod __codegen {
+    pub use crate::{Client, ReducerCall, Table};
+    pub use spacelink_connection::lib;
+    pub use spacelink_connection::lib::{ConnectionId, Identity, ScheduleAt, TimeDuration, Timestamp};
+    pub use spacelink_connection::sats::{bsatn, i256, u256};
+    pub use spacelink_sync::{RowTypes, Shared};
+}
 
 pub use calls::{CallResult, ReducerCall, Reducers};
 pub use client::{Client, ClientBuilder, Switching, Table};
