@@ -94,7 +94,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 use spacelink_connection::lib::db::raw_def::v9::{RawConstraintDataV9, RawModuleDefV9, TableType};
-use spacelink_connection::sats::de::serde::DeserializeWrapper;
 use spacelink_connection::sats::{AlgebraicType, ProductType, SumType};
 use spacelink_connection::ModuleSchema;
 
@@ -130,10 +129,12 @@ fn codegen(reason: String) -> ClientError {
 /// definition, checked as [`ModuleSchema`] checks it (every type reference
 /// present, no recursive or over-deep type).
 pub fn parse_schema(json: &str) -> Result<RawModuleDefV9, ClientError> {
-    let DeserializeWrapper(raw) = serde_json::from_str::<DeserializeWrapper<RawModuleDefV9>>(json)
-        .map_err(|e| ClientError::Schema(spacelink_connection::SchemaError::Parse(e.to_string())))?;
-    ModuleSchema::from_raw(raw.clone())?;
-    Ok(raw)
+    Ok(ModuleSchema::from_json(json)?.raw().clone())
+}
+
+/// The bindings of a schema read or fetched as a [`ModuleSchema`] (`ModuleSchema::fetch_for`).
+pub fn generate_for(schema: &ModuleSchema, options: &GenerateOptions) -> Result<String, ClientError> {
+    generate(schema.raw(), options)
 }
 
 /// [`parse_schema`] then [`generate`].
@@ -617,6 +618,7 @@ fn table_handle(out: &mut String, t: &TableGen) {
         out,
         "
 /// The table `{name}` (rows: [`{row}`]), read from the client's cache: `client.db().{accessor}()`.
+#[derive(Debug)]
 pub struct {handle} {{
     table: __sl::Table<{row}>,
 }}
@@ -714,6 +716,7 @@ fn entry_points(out: &mut String, tables: &[TableGen], reducers: &[ReducerGen]) 
     out.push_str(
         "
 /// The module's tables: `client.db()`.
+#[derive(Debug)]
 pub struct RemoteTables<'a> {
     client: &'a __sl::Client,
 }
@@ -746,6 +749,7 @@ impl RemoteTables<'_> {",
 
 /// The module's reducers: `client.module_reducers()`. Each call returns at once
 /// with a handle to its result (`.await`, `try_result`, `on_result`).
+#[derive(Debug)]
 pub struct RemoteReducers<'a> {
     client: &'a __sl::Client,
 }

@@ -183,6 +183,8 @@ pub struct ReducerSchema {
 pub struct ModuleSchema {
     tables: HashMap<String, TableSchema>,
     reducers: HashMap<String, ReducerSchema>,
+    /// The definition as read, for what needs its type names (the bindings generator).
+    raw: std::sync::Arc<RawModuleDefV9>,
 }
 
 impl ModuleSchema {
@@ -195,6 +197,7 @@ impl ModuleSchema {
 
     /// Builds a schema from a v9 module definition.
     pub fn from_raw(raw: RawModuleDefV9) -> Result<Self, SchemaError> {
+        let kept = std::sync::Arc::new(raw.clone());
         let ts = &raw.typespace;
         let mut budget = MAX_TYPE_NODES;
         let mut tables = HashMap::new();
@@ -223,7 +226,13 @@ impl ModuleSchema {
             let lifecycle = reducer.lifecycle.is_some();
             reducers.insert(name.clone(), ReducerSchema { name, params, lifecycle });
         }
-        Ok(Self { tables, reducers })
+        Ok(Self { tables, reducers, raw: kept })
+    }
+
+    /// The v9 module definition as read (named types, constraints, lifecycle
+    /// reducers): what the bindings generator works from.
+    pub fn raw(&self) -> &RawModuleDefV9 {
+        &self.raw
     }
 
     /// Fetches and reads the schema of `database` from the server at `base_url`

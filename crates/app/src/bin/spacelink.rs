@@ -5,6 +5,8 @@
 //! spacelink --server … --database guildmaster call join '["ada", 1]'
 //! spacelink --server … --database guildmaster sql "SELECT * FROM map"
 //! spacelink config check spacelink.toml [--profile production]
+//! spacelink --server … --database guildmaster generate --out src/bindings.rs --sequenced move_player=seq
+//! spacelink generate --schema schema.json --out src/bindings/
 //! ```
 
 use std::process::ExitCode;
@@ -108,6 +110,23 @@ enum Command {
     /// Work with settings files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write typed Rust bindings for the module's tables and reducers (they need only the `spacelink` crate).
+    Generate {
+        /// Read the schema from this file (the JSON of `GET /v1/database/<db>/schema?version=9`)
+        /// instead of fetching it from --server/--database.
+        #[arg(long)]
+        schema: Option<std::path::PathBuf>,
+        /// Where to write: a `.rs` file, or a directory (then `<dir>/mod.rs`).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// A sequenced reducer and its `u32` sequence parameter, `reducer=param`
+        /// (repeatable): its method calls `call_sequenced` with that parameter.
+        #[arg(long = "sequenced", value_name = "REDUCER=PARAM")]
+        sequenced: Vec<String>,
+        /// Leave the output as generated, without running `rustfmt` on it.
+        #[arg(long)]
+        no_rustfmt: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,6 +164,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::Generate { schema, out, sequenced, no_rustfmt } = &args.command {
+        return match generate(&args, schema.as_deref(), out, sequenced, *no_rustfmt) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("spacelink generate: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let system = actix::System::new();
     match system.block_on(run(args)) {
         Ok(code) => ExitCode::from(code),
@@ -153,6 +181,68 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `spacelink generate`: the schema from a file or the server, the bindings to `out`.
+fn generate(
+    args: &Args,
+    schema_file: Option<&std::path::Path>,
+    out: &std::path::Path,
+    sequenced: &[String],
+    no_rustfmt: bool,
+) -> anyhow::Result<()> {
+    let mut options = spacelink::codegen::GenerateOptions::default();
+    for pair in sequenced {
+        options.add_sequenced(pair)?;
+    }
+    let (schema, from) = match schema_file {
+        Some(file) => {
+            let json = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            (
+                ModuleSchema::from_json(&json).with_context(|| format!("reading {}", file.display()))?,
+                file.display().to_string(),
+            )
+        }
+        None => {
+            let database = args.database.clone().context("--schema FILE, or --database (or SPACELINK_DATABASE)")?;
+            let mut config = ConnectionConfig::new(&args.server, &database);
+            config.token = args.token.clone();
+            config.validate()?;
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let schema = runtime.block_on(ModuleSchema::fetch_for(&config)).context("fetching the module's schema")?;
+            (schema, format!("{} database {database}", args.server))
+        }
+    };
+    let mut source = spacelink::codegen::generate_for(&schema, &options)?;
+    if !no_rustfmt {
+        match spacelink::codegen::rustfmt(&source, None) {
+            Ok(formatted) => source = formatted,
+            Err(e) => eprintln!("spacelink generate: left unformatted ({e})"),
+        }
+    }
+    let path = if out.is_dir() || out.extension().is_none() {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        out.join("mod.rs")
+    } else {
+        out.to_path_buf()
+    };
+    std::fs::write(&path, &source).with_context(|| format!("writing {}", path.display()))?;
+    let raw = schema.raw();
+    let tables = raw.tables.len();
+    let reducers = raw.reducers.iter().filter(|r| r.lifecycle.is_none()).count();
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "generated",
+            "file": path.display().to_string(),
+            "from": from,
+            "tables": tables,
+            "reducers": reducers,
+            "types": raw.types.len(),
+            "bytes": source.len(),
+        })
+    );
+    Ok(())
 }
 
 async fn run(args: Args) -> anyhow::Result<u8> {
@@ -204,7 +294,7 @@ async fn run(args: Args) -> anyhow::Result<u8> {
             schema.check_one_off_query(&query)?;
             (Job::Sql(query), true)
         }
-        Command::Config(_) => anyhow::bail!("config commands run without a connection"),
+        Command::Config(_) | Command::Generate { .. } => anyhow::bail!("this command runs without a connection"),
     };
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let schema = Arc::new(schema);

@@ -272,6 +272,7 @@ pub struct Vec2 {
 }
 
 /// The table `all_types` (rows: [`AllTypes`]), read from the client's cache: `client.db().all_types()`.
+#[derive(Debug)]
 pub struct AllTypesTableHandle {
     table: __sl::Table<AllTypes>,
 }
@@ -317,6 +318,7 @@ impl AllTypesTableHandle {
 }
 
 /// The table `auto_inc` (rows: [`AutoInc`]), read from the client's cache: `client.db().auto_inc()`.
+#[derive(Debug)]
 pub struct AutoIncTableHandle {
     table: __sl::Table<AutoInc>,
 }
@@ -362,6 +364,7 @@ impl AutoIncTableHandle {
 }
 
 /// The table `no_key` (rows: [`NoKey`]), read from the client's cache: `client.db().no_key()`.
+#[derive(Debug)]
 pub struct NoKeyTableHandle {
     table: __sl::Table<NoKey>,
 }
@@ -397,6 +400,7 @@ impl NoKeyTableHandle {
 }
 
 /// The table `pk_bool` (rows: [`PkBool`]), read from the client's cache: `client.db().pk_bool()`.
+#[derive(Debug)]
 pub struct PkBoolTableHandle {
     table: __sl::Table<PkBool>,
 }
@@ -447,6 +451,7 @@ impl PkBoolTableHandle {
 }
 
 /// The table `pk_connection_id` (rows: [`PkConnectionId`]), read from the client's cache: `client.db().pk_connection_id()`.
+#[derive(Debug)]
 pub struct PkConnectionIdTableHandle {
     table: __sl::Table<PkConnectionId>,
 }
@@ -497,6 +502,7 @@ impl PkConnectionIdTableHandle {
 }
 
 /// The table `pk_i8` (rows: [`PkI8`]), read from the client's cache: `client.db().pk_i8()`.
+#[derive(Debug)]
 pub struct PkI8TableHandle {
     table: __sl::Table<PkI8>,
 }
@@ -547,6 +553,7 @@ impl PkI8TableHandle {
 }
 
 /// The table `pk_identity` (rows: [`PkIdentity`]), read from the client's cache: `client.db().pk_identity()`.
+#[derive(Debug)]
 pub struct PkIdentityTableHandle {
     table: __sl::Table<PkIdentity>,
 }
@@ -597,6 +604,7 @@ impl PkIdentityTableHandle {
 }
 
 /// The table `pk_simple_enum` (rows: [`PkSimpleEnum`]), read from the client's cache: `client.db().pk_simple_enum()`.
+#[derive(Debug)]
 pub struct PkSimpleEnumTableHandle {
     table: __sl::Table<PkSimpleEnum>,
 }
@@ -647,6 +655,7 @@ impl PkSimpleEnumTableHandle {
 }
 
 /// The table `pk_string` (rows: [`PkString`]), read from the client's cache: `client.db().pk_string()`.
+#[derive(Debug)]
 pub struct PkStringTableHandle {
     table: __sl::Table<PkString>,
 }
@@ -697,6 +706,7 @@ impl PkStringTableHandle {
 }
 
 /// The table `pk_u256` (rows: [`PkU256`]), read from the client's cache: `client.db().pk_u256()`.
+#[derive(Debug)]
 pub struct PkU256TableHandle {
     table: __sl::Table<PkU256>,
 }
@@ -747,6 +757,7 @@ impl PkU256TableHandle {
 }
 
 /// The table `tick_schedule` (rows: [`TickSchedule`]), read from the client's cache: `client.db().tick_schedule()`.
+#[derive(Debug)]
 pub struct TickScheduleTableHandle {
     table: __sl::Table<TickSchedule>,
 }
@@ -792,6 +803,7 @@ impl TickScheduleTableHandle {
 }
 
 /// The table `unique_only` (rows: [`UniqueOnly`]), read from the client's cache: `client.db().unique_only()`.
+#[derive(Debug)]
 pub struct UniqueOnlyTableHandle {
     table: __sl::Table<UniqueOnly>,
 }
@@ -885,6 +897,7 @@ pub struct TickArgs {
 }
 
 /// The module's tables: `client.db()`.
+#[derive(Debug)]
 pub struct RemoteTables<'a> {
     client: &'a __sl::Client,
 }
@@ -953,6 +966,7 @@ impl RemoteTables<'_> {
 
 /// The module's reducers: `client.module_reducers()`. Each call returns at once
 /// with a handle to its result (`.await`, `try_result`, `on_result`).
+#[derive(Debug)]
 pub struct RemoteReducers<'a> {
     client: &'a __sl::Client,
 }

@@ -184,6 +184,7 @@ pub struct Vec2 {
 }
 
 /// The table `all_types` (rows: [`AllTypes`]), read from the client's cache: `client.db().all_types()`.
+#[derive(Debug)]
 pub struct AllTypesTableHandle {
     table: __sl::Table<AllTypes>,
 }
@@ -229,6 +230,7 @@ impl AllTypesTableHandle {
 }
 
 /// The table `config` (rows: [`Config`]), read from the client's cache: `client.db().config()`.
+#[derive(Debug)]
 pub struct ConfigTableHandle {
     table: __sl::Table<Config>,
 }
@@ -274,6 +276,7 @@ impl ConfigTableHandle {
 }
 
 /// The table `entity` (rows: [`Entity`]), read from the client's cache: `client.db().entity()`.
+#[derive(Debug)]
 pub struct EntityTableHandle {
     table: __sl::Table<Entity>,
 }
@@ -319,6 +322,7 @@ impl EntityTableHandle {
 }
 
 /// The table `inventory` (rows: [`Inventory`]), read from the client's cache: `client.db().inventory()`.
+#[derive(Debug)]
 pub struct InventoryTableHandle {
     table: __sl::Table<Inventory>,
 }
@@ -364,6 +368,7 @@ impl InventoryTableHandle {
 }
 
 /// The table `item` (rows: [`Item`]), read from the client's cache: `client.db().item()`.
+#[derive(Debug)]
 pub struct ItemTableHandle {
     table: __sl::Table<Item>,
 }
@@ -409,6 +414,7 @@ impl ItemTableHandle {
 }
 
 /// The table `map` (rows: [`Map`]), read from the client's cache: `client.db().map()`.
+#[derive(Debug)]
 pub struct MapTableHandle {
     table: __sl::Table<Map>,
 }
@@ -454,6 +460,7 @@ impl MapTableHandle {
 }
 
 /// The table `npc` (rows: [`Npc`]), read from the client's cache: `client.db().npc()`.
+#[derive(Debug)]
 pub struct NpcTableHandle {
     table: __sl::Table<Npc>,
 }
@@ -499,6 +506,7 @@ impl NpcTableHandle {
 }
 
 /// The table `npc_tick_schedule` (rows: [`NpcTickSchedule`]), read from the client's cache: `client.db().npc_tick_schedule()`.
+#[derive(Debug)]
 pub struct NpcTickScheduleTableHandle {
     table: __sl::Table<NpcTickSchedule>,
 }
@@ -544,6 +552,7 @@ impl NpcTickScheduleTableHandle {
 }
 
 /// The table `player` (rows: [`Player`]), read from the client's cache: `client.db().player()`.
+#[derive(Debug)]
 pub struct PlayerTableHandle {
     table: __sl::Table<Player>,
 }
@@ -676,6 +685,7 @@ pub struct SpawnEntitiesArgs {
 }
 
 /// The module's tables: `client.db()`.
+#[derive(Debug)]
 pub struct RemoteTables<'a> {
     client: &'a __sl::Client,
 }
@@ -729,6 +739,7 @@ impl RemoteTables<'_> {
 
 /// The module's reducers: `client.module_reducers()`. Each call returns at once
 /// with a handle to its result (`.await`, `try_result`, `on_result`).
+#[derive(Debug)]
 pub struct RemoteReducers<'a> {
     client: &'a __sl::Client,
 }

@@ -975,6 +975,7 @@ pub struct VecUnitStruct {
 }
 
 /// The table `large_table` (rows: [`LargeTable`]), read from the client's cache: `client.db().large_table()`.
+#[derive(Debug)]
 pub struct LargeTableTableHandle {
     table: __sl::Table<LargeTable>,
 }
@@ -1010,6 +1011,7 @@ impl LargeTableTableHandle {
 }
 
 /// The table `one_bool` (rows: [`OneBool`]), read from the client's cache: `client.db().one_bool()`.
+#[derive(Debug)]
 pub struct OneBoolTableHandle {
     table: __sl::Table<OneBool>,
 }
@@ -1045,6 +1047,7 @@ impl OneBoolTableHandle {
 }
 
 /// The table `one_byte_struct` (rows: [`OneByteStruct`]), read from the client's cache: `client.db().one_byte_struct()`.
+#[derive(Debug)]
 pub struct OneByteStructTableHandle {
     table: __sl::Table<OneByteStruct>,
 }
@@ -1080,6 +1083,7 @@ impl OneByteStructTableHandle {
 }
 
 /// The table `one_bytes` (rows: [`OneBytes`]), read from the client's cache: `client.db().one_bytes()`.
+#[derive(Debug)]
 pub struct OneBytesTableHandle {
     table: __sl::Table<OneBytes>,
 }
@@ -1115,6 +1119,7 @@ impl OneBytesTableHandle {
 }
 
 /// The table `one_connection_id` (rows: [`OneConnectionId`]), read from the client's cache: `client.db().one_connection_id()`.
+#[derive(Debug)]
 pub struct OneConnectionIdTableHandle {
     table: __sl::Table<OneConnectionId>,
 }
@@ -1150,6 +1155,7 @@ impl OneConnectionIdTableHandle {
 }
 
 /// The table `one_enum_with_payload` (rows: [`OneEnumWithPayload`]), read from the client's cache: `client.db().one_enum_with_payload()`.
+#[derive(Debug)]
 pub struct OneEnumWithPayloadTableHandle {
     table: __sl::Table<OneEnumWithPayload>,
 }
@@ -1185,6 +1191,7 @@ impl OneEnumWithPayloadTableHandle {
 }
 
 /// The table `one_every_primitive_struct` (rows: [`OneEveryPrimitiveStruct`]), read from the client's cache: `client.db().one_every_primitive_struct()`.
+#[derive(Debug)]
 pub struct OneEveryPrimitiveStructTableHandle {
     table: __sl::Table<OneEveryPrimitiveStruct>,
 }
@@ -1220,6 +1227,7 @@ impl OneEveryPrimitiveStructTableHandle {
 }
 
 /// The table `one_every_vec_struct` (rows: [`OneEveryVecStruct`]), read from the client's cache: `client.db().one_every_vec_struct()`.
+#[derive(Debug)]
 pub struct OneEveryVecStructTableHandle {
     table: __sl::Table<OneEveryVecStruct>,
 }
@@ -1255,6 +1263,7 @@ impl OneEveryVecStructTableHandle {
 }
 
 /// The table `one_f32` (rows: [`OneF32`]), read from the client's cache: `client.db().one_f32()`.
+#[derive(Debug)]
 pub struct OneF32TableHandle {
     table: __sl::Table<OneF32>,
 }
@@ -1290,6 +1299,7 @@ impl OneF32TableHandle {
 }
 
 /// The table `one_f64` (rows: [`OneF64`]), read from the client's cache: `client.db().one_f64()`.
+#[derive(Debug)]
 pub struct OneF64TableHandle {
     table: __sl::Table<OneF64>,
 }
@@ -1325,6 +1335,7 @@ impl OneF64TableHandle {
 }
 
 /// The table `one_i128` (rows: [`OneI128`]), read from the client's cache: `client.db().one_i128()`.
+#[derive(Debug)]
 pub struct OneI128TableHandle {
     table: __sl::Table<OneI128>,
 }
@@ -1360,6 +1371,7 @@ impl OneI128TableHandle {
 }
 
 /// The table `one_i16` (rows: [`OneI16`]), read from the client's cache: `client.db().one_i16()`.
+#[derive(Debug)]
 pub struct OneI16TableHandle {
     table: __sl::Table<OneI16>,
 }
@@ -1395,6 +1407,7 @@ impl OneI16TableHandle {
 }
 
 /// The table `one_i256` (rows: [`OneI256`]), read from the client's cache: `client.db().one_i256()`.
+#[derive(Debug)]
 pub struct OneI256TableHandle {
     table: __sl::Table<OneI256>,
 }
@@ -1430,6 +1443,7 @@ impl OneI256TableHandle {
 }
 
 /// The table `one_i32` (rows: [`OneI32`]), read from the client's cache: `client.db().one_i32()`.
+#[derive(Debug)]
 pub struct OneI32TableHandle {
     table: __sl::Table<OneI32>,
 }
@@ -1465,6 +1479,7 @@ impl OneI32TableHandle {
 }
 
 /// The table `one_i64` (rows: [`OneI64`]), read from the client's cache: `client.db().one_i64()`.
+#[derive(Debug)]
 pub struct OneI64TableHandle {
     table: __sl::Table<OneI64>,
 }
@@ -1500,6 +1515,7 @@ impl OneI64TableHandle {
 }
 
 /// The table `one_i8` (rows: [`OneI8`]), read from the client's cache: `client.db().one_i8()`.
+#[derive(Debug)]
 pub struct OneI8TableHandle {
     table: __sl::Table<OneI8>,
 }
@@ -1535,6 +1551,7 @@ impl OneI8TableHandle {
 }
 
 /// The table `one_identity` (rows: [`OneIdentity`]), read from the client's cache: `client.db().one_identity()`.
+#[derive(Debug)]
 pub struct OneIdentityTableHandle {
     table: __sl::Table<OneIdentity>,
 }
@@ -1570,6 +1587,7 @@ impl OneIdentityTableHandle {
 }
 
 /// The table `one_simple_enum` (rows: [`OneSimpleEnum`]), read from the client's cache: `client.db().one_simple_enum()`.
+#[derive(Debug)]
 pub struct OneSimpleEnumTableHandle {
     table: __sl::Table<OneSimpleEnum>,
 }
@@ -1605,6 +1623,7 @@ impl OneSimpleEnumTableHandle {
 }
 
 /// The table `one_string` (rows: [`OneString`]), read from the client's cache: `client.db().one_string()`.
+#[derive(Debug)]
 pub struct OneStringTableHandle {
     table: __sl::Table<OneString>,
 }
@@ -1640,6 +1659,7 @@ impl OneStringTableHandle {
 }
 
 /// The table `one_time_duration` (rows: [`OneTimeDuration`]), read from the client's cache: `client.db().one_time_duration()`.
+#[derive(Debug)]
 pub struct OneTimeDurationTableHandle {
     table: __sl::Table<OneTimeDuration>,
 }
@@ -1675,6 +1695,7 @@ impl OneTimeDurationTableHandle {
 }
 
 /// The table `one_timestamp` (rows: [`OneTimestamp`]), read from the client's cache: `client.db().one_timestamp()`.
+#[derive(Debug)]
 pub struct OneTimestampTableHandle {
     table: __sl::Table<OneTimestamp>,
 }
@@ -1710,6 +1731,7 @@ impl OneTimestampTableHandle {
 }
 
 /// The table `one_u128` (rows: [`OneU128`]), read from the client's cache: `client.db().one_u128()`.
+#[derive(Debug)]
 pub struct OneU128TableHandle {
     table: __sl::Table<OneU128>,
 }
@@ -1745,6 +1767,7 @@ impl OneU128TableHandle {
 }
 
 /// The table `one_u16` (rows: [`OneU16`]), read from the client's cache: `client.db().one_u16()`.
+#[derive(Debug)]
 pub struct OneU16TableHandle {
     table: __sl::Table<OneU16>,
 }
@@ -1780,6 +1803,7 @@ impl OneU16TableHandle {
 }
 
 /// The table `one_u256` (rows: [`OneU256`]), read from the client's cache: `client.db().one_u256()`.
+#[derive(Debug)]
 pub struct OneU256TableHandle {
     table: __sl::Table<OneU256>,
 }
@@ -1815,6 +1839,7 @@ impl OneU256TableHandle {
 }
 
 /// The table `one_u32` (rows: [`OneU32`]), read from the client's cache: `client.db().one_u32()`.
+#[derive(Debug)]
 pub struct OneU32TableHandle {
     table: __sl::Table<OneU32>,
 }
@@ -1850,6 +1875,7 @@ impl OneU32TableHandle {
 }
 
 /// The table `one_u64` (rows: [`OneU64`]), read from the client's cache: `client.db().one_u64()`.
+#[derive(Debug)]
 pub struct OneU64TableHandle {
     table: __sl::Table<OneU64>,
 }
@@ -1885,6 +1911,7 @@ impl OneU64TableHandle {
 }
 
 /// The table `one_u8` (rows: [`OneU8`]), read from the client's cache: `client.db().one_u8()`.
+#[derive(Debug)]
 pub struct OneU8TableHandle {
     table: __sl::Table<OneU8>,
 }
@@ -1920,6 +1947,7 @@ impl OneU8TableHandle {
 }
 
 /// The table `one_unit_struct` (rows: [`OneUnitStruct`]), read from the client's cache: `client.db().one_unit_struct()`.
+#[derive(Debug)]
 pub struct OneUnitStructTableHandle {
     table: __sl::Table<OneUnitStruct>,
 }
@@ -1955,6 +1983,7 @@ impl OneUnitStructTableHandle {
 }
 
 /// The table `option_bool` (rows: [`OptionBool`]), read from the client's cache: `client.db().option_bool()`.
+#[derive(Debug)]
 pub struct OptionBoolTableHandle {
     table: __sl::Table<OptionBool>,
 }
@@ -1990,6 +2019,7 @@ impl OptionBoolTableHandle {
 }
 
 /// The table `option_byte_struct` (rows: [`OptionByteStruct`]), read from the client's cache: `client.db().option_byte_struct()`.
+#[derive(Debug)]
 pub struct OptionByteStructTableHandle {
     table: __sl::Table<OptionByteStruct>,
 }
@@ -2025,6 +2055,7 @@ impl OptionByteStructTableHandle {
 }
 
 /// The table `option_bytes` (rows: [`OptionBytes`]), read from the client's cache: `client.db().option_bytes()`.
+#[derive(Debug)]
 pub struct OptionBytesTableHandle {
     table: __sl::Table<OptionBytes>,
 }
@@ -2060,6 +2091,7 @@ impl OptionBytesTableHandle {
 }
 
 /// The table `option_connection_id` (rows: [`OptionConnectionId`]), read from the client's cache: `client.db().option_connection_id()`.
+#[derive(Debug)]
 pub struct OptionConnectionIdTableHandle {
     table: __sl::Table<OptionConnectionId>,
 }
@@ -2095,6 +2127,7 @@ impl OptionConnectionIdTableHandle {
 }
 
 /// The table `option_enum_with_payload` (rows: [`OptionEnumWithPayload`]), read from the client's cache: `client.db().option_enum_with_payload()`.
+#[derive(Debug)]
 pub struct OptionEnumWithPayloadTableHandle {
     table: __sl::Table<OptionEnumWithPayload>,
 }
@@ -2130,6 +2163,7 @@ impl OptionEnumWithPayloadTableHandle {
 }
 
 /// The table `option_every_primitive_struct` (rows: [`OptionEveryPrimitiveStruct`]), read from the client's cache: `client.db().option_every_primitive_struct()`.
+#[derive(Debug)]
 pub struct OptionEveryPrimitiveStructTableHandle {
     table: __sl::Table<OptionEveryPrimitiveStruct>,
 }
@@ -2165,6 +2199,7 @@ impl OptionEveryPrimitiveStructTableHandle {
 }
 
 /// The table `option_every_vec_struct` (rows: [`OptionEveryVecStruct`]), read from the client's cache: `client.db().option_every_vec_struct()`.
+#[derive(Debug)]
 pub struct OptionEveryVecStructTableHandle {
     table: __sl::Table<OptionEveryVecStruct>,
 }
@@ -2200,6 +2235,7 @@ impl OptionEveryVecStructTableHandle {
 }
 
 /// The table `option_f32` (rows: [`OptionF32`]), read from the client's cache: `client.db().option_f32()`.
+#[derive(Debug)]
 pub struct OptionF32TableHandle {
     table: __sl::Table<OptionF32>,
 }
@@ -2235,6 +2271,7 @@ impl OptionF32TableHandle {
 }
 
 /// The table `option_f64` (rows: [`OptionF64`]), read from the client's cache: `client.db().option_f64()`.
+#[derive(Debug)]
 pub struct OptionF64TableHandle {
     table: __sl::Table<OptionF64>,
 }
@@ -2270,6 +2307,7 @@ impl OptionF64TableHandle {
 }
 
 /// The table `option_i128` (rows: [`OptionI128`]), read from the client's cache: `client.db().option_i128()`.
+#[derive(Debug)]
 pub struct OptionI128TableHandle {
     table: __sl::Table<OptionI128>,
 }
@@ -2305,6 +2343,7 @@ impl OptionI128TableHandle {
 }
 
 /// The table `option_i16` (rows: [`OptionI16`]), read from the client's cache: `client.db().option_i16()`.
+#[derive(Debug)]
 pub struct OptionI16TableHandle {
     table: __sl::Table<OptionI16>,
 }
@@ -2340,6 +2379,7 @@ impl OptionI16TableHandle {
 }
 
 /// The table `option_i256` (rows: [`OptionI256`]), read from the client's cache: `client.db().option_i256()`.
+#[derive(Debug)]
 pub struct OptionI256TableHandle {
     table: __sl::Table<OptionI256>,
 }
@@ -2375,6 +2415,7 @@ impl OptionI256TableHandle {
 }
 
 /// The table `option_i32` (rows: [`OptionI32`]), read from the client's cache: `client.db().option_i32()`.
+#[derive(Debug)]
 pub struct OptionI32TableHandle {
     table: __sl::Table<OptionI32>,
 }
@@ -2410,6 +2451,7 @@ impl OptionI32TableHandle {
 }
 
 /// The table `option_i64` (rows: [`OptionI64`]), read from the client's cache: `client.db().option_i64()`.
+#[derive(Debug)]
 pub struct OptionI64TableHandle {
     table: __sl::Table<OptionI64>,
 }
@@ -2445,6 +2487,7 @@ impl OptionI64TableHandle {
 }
 
 /// The table `option_i8` (rows: [`OptionI8`]), read from the client's cache: `client.db().option_i8()`.
+#[derive(Debug)]
 pub struct OptionI8TableHandle {
     table: __sl::Table<OptionI8>,
 }
@@ -2480,6 +2523,7 @@ impl OptionI8TableHandle {
 }
 
 /// The table `option_identity` (rows: [`OptionIdentity`]), read from the client's cache: `client.db().option_identity()`.
+#[derive(Debug)]
 pub struct OptionIdentityTableHandle {
     table: __sl::Table<OptionIdentity>,
 }
@@ -2515,6 +2559,7 @@ impl OptionIdentityTableHandle {
 }
 
 /// The table `option_simple_enum` (rows: [`OptionSimpleEnum`]), read from the client's cache: `client.db().option_simple_enum()`.
+#[derive(Debug)]
 pub struct OptionSimpleEnumTableHandle {
     table: __sl::Table<OptionSimpleEnum>,
 }
@@ -2550,6 +2595,7 @@ impl OptionSimpleEnumTableHandle {
 }
 
 /// The table `option_string` (rows: [`OptionString`]), read from the client's cache: `client.db().option_string()`.
+#[derive(Debug)]
 pub struct OptionStringTableHandle {
     table: __sl::Table<OptionString>,
 }
@@ -2585,6 +2631,7 @@ impl OptionStringTableHandle {
 }
 
 /// The table `option_time_duration` (rows: [`OptionTimeDuration`]), read from the client's cache: `client.db().option_time_duration()`.
+#[derive(Debug)]
 pub struct OptionTimeDurationTableHandle {
     table: __sl::Table<OptionTimeDuration>,
 }
@@ -2620,6 +2667,7 @@ impl OptionTimeDurationTableHandle {
 }
 
 /// The table `option_timestamp` (rows: [`OptionTimestamp`]), read from the client's cache: `client.db().option_timestamp()`.
+#[derive(Debug)]
 pub struct OptionTimestampTableHandle {
     table: __sl::Table<OptionTimestamp>,
 }
@@ -2655,6 +2703,7 @@ impl OptionTimestampTableHandle {
 }
 
 /// The table `option_u128` (rows: [`OptionU128`]), read from the client's cache: `client.db().option_u128()`.
+#[derive(Debug)]
 pub struct OptionU128TableHandle {
     table: __sl::Table<OptionU128>,
 }
@@ -2690,6 +2739,7 @@ impl OptionU128TableHandle {
 }
 
 /// The table `option_u16` (rows: [`OptionU16`]), read from the client's cache: `client.db().option_u16()`.
+#[derive(Debug)]
 pub struct OptionU16TableHandle {
     table: __sl::Table<OptionU16>,
 }
@@ -2725,6 +2775,7 @@ impl OptionU16TableHandle {
 }
 
 /// The table `option_u256` (rows: [`OptionU256`]), read from the client's cache: `client.db().option_u256()`.
+#[derive(Debug)]
 pub struct OptionU256TableHandle {
     table: __sl::Table<OptionU256>,
 }
@@ -2760,6 +2811,7 @@ impl OptionU256TableHandle {
 }
 
 /// The table `option_u32` (rows: [`OptionU32`]), read from the client's cache: `client.db().option_u32()`.
+#[derive(Debug)]
 pub struct OptionU32TableHandle {
     table: __sl::Table<OptionU32>,
 }
@@ -2795,6 +2847,7 @@ impl OptionU32TableHandle {
 }
 
 /// The table `option_u64` (rows: [`OptionU64`]), read from the client's cache: `client.db().option_u64()`.
+#[derive(Debug)]
 pub struct OptionU64TableHandle {
     table: __sl::Table<OptionU64>,
 }
@@ -2830,6 +2883,7 @@ impl OptionU64TableHandle {
 }
 
 /// The table `option_u8` (rows: [`OptionU8`]), read from the client's cache: `client.db().option_u8()`.
+#[derive(Debug)]
 pub struct OptionU8TableHandle {
     table: __sl::Table<OptionU8>,
 }
@@ -2865,6 +2919,7 @@ impl OptionU8TableHandle {
 }
 
 /// The table `option_unit_struct` (rows: [`OptionUnitStruct`]), read from the client's cache: `client.db().option_unit_struct()`.
+#[derive(Debug)]
 pub struct OptionUnitStructTableHandle {
     table: __sl::Table<OptionUnitStruct>,
 }
@@ -2900,6 +2955,7 @@ impl OptionUnitStructTableHandle {
 }
 
 /// The table `pk_bool` (rows: [`PkBool`]), read from the client's cache: `client.db().pk_bool()`.
+#[derive(Debug)]
 pub struct PkBoolTableHandle {
     table: __sl::Table<PkBool>,
 }
@@ -2945,6 +3001,7 @@ impl PkBoolTableHandle {
 }
 
 /// The table `pk_connection_id` (rows: [`PkConnectionId`]), read from the client's cache: `client.db().pk_connection_id()`.
+#[derive(Debug)]
 pub struct PkConnectionIdTableHandle {
     table: __sl::Table<PkConnectionId>,
 }
@@ -2990,6 +3047,7 @@ impl PkConnectionIdTableHandle {
 }
 
 /// The table `pk_i128` (rows: [`PkI128`]), read from the client's cache: `client.db().pk_i128()`.
+#[derive(Debug)]
 pub struct PkI128TableHandle {
     table: __sl::Table<PkI128>,
 }
@@ -3035,6 +3093,7 @@ impl PkI128TableHandle {
 }
 
 /// The table `pk_i16` (rows: [`PkI16`]), read from the client's cache: `client.db().pk_i16()`.
+#[derive(Debug)]
 pub struct PkI16TableHandle {
     table: __sl::Table<PkI16>,
 }
@@ -3080,6 +3139,7 @@ impl PkI16TableHandle {
 }
 
 /// The table `pk_i256` (rows: [`PkI256`]), read from the client's cache: `client.db().pk_i256()`.
+#[derive(Debug)]
 pub struct PkI256TableHandle {
     table: __sl::Table<PkI256>,
 }
@@ -3125,6 +3185,7 @@ impl PkI256TableHandle {
 }
 
 /// The table `pk_i32` (rows: [`PkI32`]), read from the client's cache: `client.db().pk_i32()`.
+#[derive(Debug)]
 pub struct PkI32TableHandle {
     table: __sl::Table<PkI32>,
 }
@@ -3170,6 +3231,7 @@ impl PkI32TableHandle {
 }
 
 /// The table `pk_i64` (rows: [`PkI64`]), read from the client's cache: `client.db().pk_i64()`.
+#[derive(Debug)]
 pub struct PkI64TableHandle {
     table: __sl::Table<PkI64>,
 }
@@ -3215,6 +3277,7 @@ impl PkI64TableHandle {
 }
 
 /// The table `pk_i8` (rows: [`PkI8`]), read from the client's cache: `client.db().pk_i8()`.
+#[derive(Debug)]
 pub struct PkI8TableHandle {
     table: __sl::Table<PkI8>,
 }
@@ -3260,6 +3323,7 @@ impl PkI8TableHandle {
 }
 
 /// The table `pk_identity` (rows: [`PkIdentity`]), read from the client's cache: `client.db().pk_identity()`.
+#[derive(Debug)]
 pub struct PkIdentityTableHandle {
     table: __sl::Table<PkIdentity>,
 }
@@ -3305,6 +3369,7 @@ impl PkIdentityTableHandle {
 }
 
 /// The table `pk_string` (rows: [`PkString`]), read from the client's cache: `client.db().pk_string()`.
+#[derive(Debug)]
 pub struct PkStringTableHandle {
     table: __sl::Table<PkString>,
 }
@@ -3350,6 +3415,7 @@ impl PkStringTableHandle {
 }
 
 /// The table `pk_u128` (rows: [`PkU128`]), read from the client's cache: `client.db().pk_u128()`.
+#[derive(Debug)]
 pub struct PkU128TableHandle {
     table: __sl::Table<PkU128>,
 }
@@ -3395,6 +3461,7 @@ impl PkU128TableHandle {
 }
 
 /// The table `pk_u16` (rows: [`PkU16`]), read from the client's cache: `client.db().pk_u16()`.
+#[derive(Debug)]
 pub struct PkU16TableHandle {
     table: __sl::Table<PkU16>,
 }
@@ -3440,6 +3507,7 @@ impl PkU16TableHandle {
 }
 
 /// The table `pk_u256` (rows: [`PkU256`]), read from the client's cache: `client.db().pk_u256()`.
+#[derive(Debug)]
 pub struct PkU256TableHandle {
     table: __sl::Table<PkU256>,
 }
@@ -3485,6 +3553,7 @@ impl PkU256TableHandle {
 }
 
 /// The table `pk_u32` (rows: [`PkU32`]), read from the client's cache: `client.db().pk_u32()`.
+#[derive(Debug)]
 pub struct PkU32TableHandle {
     table: __sl::Table<PkU32>,
 }
@@ -3530,6 +3599,7 @@ impl PkU32TableHandle {
 }
 
 /// The table `pk_u64` (rows: [`PkU64`]), read from the client's cache: `client.db().pk_u64()`.
+#[derive(Debug)]
 pub struct PkU64TableHandle {
     table: __sl::Table<PkU64>,
 }
@@ -3575,6 +3645,7 @@ impl PkU64TableHandle {
 }
 
 /// The table `pk_u8` (rows: [`PkU8`]), read from the client's cache: `client.db().pk_u8()`.
+#[derive(Debug)]
 pub struct PkU8TableHandle {
     table: __sl::Table<PkU8>,
 }
@@ -3620,6 +3691,7 @@ impl PkU8TableHandle {
 }
 
 /// The table `unique_bool` (rows: [`UniqueBool`]), read from the client's cache: `client.db().unique_bool()`.
+#[derive(Debug)]
 pub struct UniqueBoolTableHandle {
     table: __sl::Table<UniqueBool>,
 }
@@ -3660,6 +3732,7 @@ impl UniqueBoolTableHandle {
 }
 
 /// The table `unique_connection_id` (rows: [`UniqueConnectionId`]), read from the client's cache: `client.db().unique_connection_id()`.
+#[derive(Debug)]
 pub struct UniqueConnectionIdTableHandle {
     table: __sl::Table<UniqueConnectionId>,
 }
@@ -3700,6 +3773,7 @@ impl UniqueConnectionIdTableHandle {
 }
 
 /// The table `unique_i128` (rows: [`UniqueI128`]), read from the client's cache: `client.db().unique_i128()`.
+#[derive(Debug)]
 pub struct UniqueI128TableHandle {
     table: __sl::Table<UniqueI128>,
 }
@@ -3740,6 +3814,7 @@ impl UniqueI128TableHandle {
 }
 
 /// The table `unique_i16` (rows: [`UniqueI16`]), read from the client's cache: `client.db().unique_i16()`.
+#[derive(Debug)]
 pub struct UniqueI16TableHandle {
     table: __sl::Table<UniqueI16>,
 }
@@ -3780,6 +3855,7 @@ impl UniqueI16TableHandle {
 }
 
 /// The table `unique_i256` (rows: [`UniqueI256`]), read from the client's cache: `client.db().unique_i256()`.
+#[derive(Debug)]
 pub struct UniqueI256TableHandle {
     table: __sl::Table<UniqueI256>,
 }
@@ -3820,6 +3896,7 @@ impl UniqueI256TableHandle {
 }
 
 /// The table `unique_i32` (rows: [`UniqueI32`]), read from the client's cache: `client.db().unique_i32()`.
+#[derive(Debug)]
 pub struct UniqueI32TableHandle {
     table: __sl::Table<UniqueI32>,
 }
@@ -3860,6 +3937,7 @@ impl UniqueI32TableHandle {
 }
 
 /// The table `unique_i64` (rows: [`UniqueI64`]), read from the client's cache: `client.db().unique_i64()`.
+#[derive(Debug)]
 pub struct UniqueI64TableHandle {
     table: __sl::Table<UniqueI64>,
 }
@@ -3900,6 +3978,7 @@ impl UniqueI64TableHandle {
 }
 
 /// The table `unique_i8` (rows: [`UniqueI8`]), read from the client's cache: `client.db().unique_i8()`.
+#[derive(Debug)]
 pub struct UniqueI8TableHandle {
     table: __sl::Table<UniqueI8>,
 }
@@ -3940,6 +4019,7 @@ impl UniqueI8TableHandle {
 }
 
 /// The table `unique_identity` (rows: [`UniqueIdentity`]), read from the client's cache: `client.db().unique_identity()`.
+#[derive(Debug)]
 pub struct UniqueIdentityTableHandle {
     table: __sl::Table<UniqueIdentity>,
 }
@@ -3980,6 +4060,7 @@ impl UniqueIdentityTableHandle {
 }
 
 /// The table `unique_string` (rows: [`UniqueString`]), read from the client's cache: `client.db().unique_string()`.
+#[derive(Debug)]
 pub struct UniqueStringTableHandle {
     table: __sl::Table<UniqueString>,
 }
@@ -4020,6 +4101,7 @@ impl UniqueStringTableHandle {
 }
 
 /// The table `unique_u128` (rows: [`UniqueU128`]), read from the client's cache: `client.db().unique_u128()`.
+#[derive(Debug)]
 pub struct UniqueU128TableHandle {
     table: __sl::Table<UniqueU128>,
 }
@@ -4060,6 +4142,7 @@ impl UniqueU128TableHandle {
 }
 
 /// The table `unique_u16` (rows: [`UniqueU16`]), read from the client's cache: `client.db().unique_u16()`.
+#[derive(Debug)]
 pub struct UniqueU16TableHandle {
     table: __sl::Table<UniqueU16>,
 }
@@ -4100,6 +4183,7 @@ impl UniqueU16TableHandle {
 }
 
 /// The table `unique_u256` (rows: [`UniqueU256`]), read from the client's cache: `client.db().unique_u256()`.
+#[derive(Debug)]
 pub struct UniqueU256TableHandle {
     table: __sl::Table<UniqueU256>,
 }
@@ -4140,6 +4224,7 @@ impl UniqueU256TableHandle {
 }
 
 /// The table `unique_u32` (rows: [`UniqueU32`]), read from the client's cache: `client.db().unique_u32()`.
+#[derive(Debug)]
 pub struct UniqueU32TableHandle {
     table: __sl::Table<UniqueU32>,
 }
@@ -4180,6 +4265,7 @@ impl UniqueU32TableHandle {
 }
 
 /// The table `unique_u64` (rows: [`UniqueU64`]), read from the client's cache: `client.db().unique_u64()`.
+#[derive(Debug)]
 pub struct UniqueU64TableHandle {
     table: __sl::Table<UniqueU64>,
 }
@@ -4220,6 +4306,7 @@ impl UniqueU64TableHandle {
 }
 
 /// The table `unique_u8` (rows: [`UniqueU8`]), read from the client's cache: `client.db().unique_u8()`.
+#[derive(Debug)]
 pub struct UniqueU8TableHandle {
     table: __sl::Table<UniqueU8>,
 }
@@ -4260,6 +4347,7 @@ impl UniqueU8TableHandle {
 }
 
 /// The table `vec_bool` (rows: [`VecBool`]), read from the client's cache: `client.db().vec_bool()`.
+#[derive(Debug)]
 pub struct VecBoolTableHandle {
     table: __sl::Table<VecBool>,
 }
@@ -4295,6 +4383,7 @@ impl VecBoolTableHandle {
 }
 
 /// The table `vec_byte_struct` (rows: [`VecByteStruct`]), read from the client's cache: `client.db().vec_byte_struct()`.
+#[derive(Debug)]
 pub struct VecByteStructTableHandle {
     table: __sl::Table<VecByteStruct>,
 }
@@ -4330,6 +4419,7 @@ impl VecByteStructTableHandle {
 }
 
 /// The table `vec_bytes` (rows: [`VecBytes`]), read from the client's cache: `client.db().vec_bytes()`.
+#[derive(Debug)]
 pub struct VecBytesTableHandle {
     table: __sl::Table<VecBytes>,
 }
@@ -4365,6 +4455,7 @@ impl VecBytesTableHandle {
 }
 
 /// The table `vec_connection_id` (rows: [`VecConnectionId`]), read from the client's cache: `client.db().vec_connection_id()`.
+#[derive(Debug)]
 pub struct VecConnectionIdTableHandle {
     table: __sl::Table<VecConnectionId>,
 }
@@ -4400,6 +4491,7 @@ impl VecConnectionIdTableHandle {
 }
 
 /// The table `vec_enum_with_payload` (rows: [`VecEnumWithPayload`]), read from the client's cache: `client.db().vec_enum_with_payload()`.
+#[derive(Debug)]
 pub struct VecEnumWithPayloadTableHandle {
     table: __sl::Table<VecEnumWithPayload>,
 }
@@ -4435,6 +4527,7 @@ impl VecEnumWithPayloadTableHandle {
 }
 
 /// The table `vec_every_primitive_struct` (rows: [`VecEveryPrimitiveStruct`]), read from the client's cache: `client.db().vec_every_primitive_struct()`.
+#[derive(Debug)]
 pub struct VecEveryPrimitiveStructTableHandle {
     table: __sl::Table<VecEveryPrimitiveStruct>,
 }
@@ -4470,6 +4563,7 @@ impl VecEveryPrimitiveStructTableHandle {
 }
 
 /// The table `vec_every_vec_struct` (rows: [`VecEveryVecStruct`]), read from the client's cache: `client.db().vec_every_vec_struct()`.
+#[derive(Debug)]
 pub struct VecEveryVecStructTableHandle {
     table: __sl::Table<VecEveryVecStruct>,
 }
@@ -4505,6 +4599,7 @@ impl VecEveryVecStructTableHandle {
 }
 
 /// The table `vec_f32` (rows: [`VecF32`]), read from the client's cache: `client.db().vec_f32()`.
+#[derive(Debug)]
 pub struct VecF32TableHandle {
     table: __sl::Table<VecF32>,
 }
@@ -4540,6 +4635,7 @@ impl VecF32TableHandle {
 }
 
 /// The table `vec_f64` (rows: [`VecF64`]), read from the client's cache: `client.db().vec_f64()`.
+#[derive(Debug)]
 pub struct VecF64TableHandle {
     table: __sl::Table<VecF64>,
 }
@@ -4575,6 +4671,7 @@ impl VecF64TableHandle {
 }
 
 /// The table `vec_i128` (rows: [`VecI128`]), read from the client's cache: `client.db().vec_i128()`.
+#[derive(Debug)]
 pub struct VecI128TableHandle {
     table: __sl::Table<VecI128>,
 }
@@ -4610,6 +4707,7 @@ impl VecI128TableHandle {
 }
 
 /// The table `vec_i16` (rows: [`VecI16`]), read from the client's cache: `client.db().vec_i16()`.
+#[derive(Debug)]
 pub struct VecI16TableHandle {
     table: __sl::Table<VecI16>,
 }
@@ -4645,6 +4743,7 @@ impl VecI16TableHandle {
 }
 
 /// The table `vec_i256` (rows: [`VecI256`]), read from the client's cache: `client.db().vec_i256()`.
+#[derive(Debug)]
 pub struct VecI256TableHandle {
     table: __sl::Table<VecI256>,
 }
@@ -4680,6 +4779,7 @@ impl VecI256TableHandle {
 }
 
 /// The table `vec_i32` (rows: [`VecI32`]), read from the client's cache: `client.db().vec_i32()`.
+#[derive(Debug)]
 pub struct VecI32TableHandle {
     table: __sl::Table<VecI32>,
 }
@@ -4715,6 +4815,7 @@ impl VecI32TableHandle {
 }
 
 /// The table `vec_i64` (rows: [`VecI64`]), read from the client's cache: `client.db().vec_i64()`.
+#[derive(Debug)]
 pub struct VecI64TableHandle {
     table: __sl::Table<VecI64>,
 }
@@ -4750,6 +4851,7 @@ impl VecI64TableHandle {
 }
 
 /// The table `vec_i8` (rows: [`VecI8`]), read from the client's cache: `client.db().vec_i8()`.
+#[derive(Debug)]
 pub struct VecI8TableHandle {
     table: __sl::Table<VecI8>,
 }
@@ -4785,6 +4887,7 @@ impl VecI8TableHandle {
 }
 
 /// The table `vec_identity` (rows: [`VecIdentity`]), read from the client's cache: `client.db().vec_identity()`.
+#[derive(Debug)]
 pub struct VecIdentityTableHandle {
     table: __sl::Table<VecIdentity>,
 }
@@ -4820,6 +4923,7 @@ impl VecIdentityTableHandle {
 }
 
 /// The table `vec_simple_enum` (rows: [`VecSimpleEnum`]), read from the client's cache: `client.db().vec_simple_enum()`.
+#[derive(Debug)]
 pub struct VecSimpleEnumTableHandle {
     table: __sl::Table<VecSimpleEnum>,
 }
@@ -4855,6 +4959,7 @@ impl VecSimpleEnumTableHandle {
 }
 
 /// The table `vec_string` (rows: [`VecString`]), read from the client's cache: `client.db().vec_string()`.
+#[derive(Debug)]
 pub struct VecStringTableHandle {
     table: __sl::Table<VecString>,
 }
@@ -4890,6 +4995,7 @@ impl VecStringTableHandle {
 }
 
 /// The table `vec_time_duration` (rows: [`VecTimeDuration`]), read from the client's cache: `client.db().vec_time_duration()`.
+#[derive(Debug)]
 pub struct VecTimeDurationTableHandle {
     table: __sl::Table<VecTimeDuration>,
 }
@@ -4925,6 +5031,7 @@ impl VecTimeDurationTableHandle {
 }
 
 /// The table `vec_timestamp` (rows: [`VecTimestamp`]), read from the client's cache: `client.db().vec_timestamp()`.
+#[derive(Debug)]
 pub struct VecTimestampTableHandle {
     table: __sl::Table<VecTimestamp>,
 }
@@ -4960,6 +5067,7 @@ impl VecTimestampTableHandle {
 }
 
 /// The table `vec_u128` (rows: [`VecU128`]), read from the client's cache: `client.db().vec_u128()`.
+#[derive(Debug)]
 pub struct VecU128TableHandle {
     table: __sl::Table<VecU128>,
 }
@@ -4995,6 +5103,7 @@ impl VecU128TableHandle {
 }
 
 /// The table `vec_u16` (rows: [`VecU16`]), read from the client's cache: `client.db().vec_u16()`.
+#[derive(Debug)]
 pub struct VecU16TableHandle {
     table: __sl::Table<VecU16>,
 }
@@ -5030,6 +5139,7 @@ impl VecU16TableHandle {
 }
 
 /// The table `vec_u256` (rows: [`VecU256`]), read from the client's cache: `client.db().vec_u256()`.
+#[derive(Debug)]
 pub struct VecU256TableHandle {
     table: __sl::Table<VecU256>,
 }
@@ -5065,6 +5175,7 @@ impl VecU256TableHandle {
 }
 
 /// The table `vec_u32` (rows: [`VecU32`]), read from the client's cache: `client.db().vec_u32()`.
+#[derive(Debug)]
 pub struct VecU32TableHandle {
     table: __sl::Table<VecU32>,
 }
@@ -5100,6 +5211,7 @@ impl VecU32TableHandle {
 }
 
 /// The table `vec_u64` (rows: [`VecU64`]), read from the client's cache: `client.db().vec_u64()`.
+#[derive(Debug)]
 pub struct VecU64TableHandle {
     table: __sl::Table<VecU64>,
 }
@@ -5135,6 +5247,7 @@ impl VecU64TableHandle {
 }
 
 /// The table `vec_u8` (rows: [`VecU8`]), read from the client's cache: `client.db().vec_u8()`.
+#[derive(Debug)]
 pub struct VecU8TableHandle {
     table: __sl::Table<VecU8>,
 }
@@ -5170,6 +5283,7 @@ impl VecU8TableHandle {
 }
 
 /// The table `vec_unit_struct` (rows: [`VecUnitStruct`]), read from the client's cache: `client.db().vec_unit_struct()`.
+#[derive(Debug)]
 pub struct VecUnitStructTableHandle {
     table: __sl::Table<VecUnitStruct>,
 }
@@ -6066,6 +6180,7 @@ pub struct InsertVecUnitStructArgs {
 pub struct NoOpSucceedsArgs {}
 
 /// The module's tables: `client.db()`.
+#[derive(Debug)]
 pub struct RemoteTables<'a> {
     client: &'a __sl::Client,
 }
@@ -6652,6 +6767,7 @@ impl RemoteTables<'_> {
 
 /// The module's reducers: `client.module_reducers()`. Each call returns at once
 /// with a handle to its result (`.await`, `try_result`, `on_result`).
+#[derive(Debug)]
 pub struct RemoteReducers<'a> {
     client: &'a __sl::Client,
 }
