@@ -454,3 +454,24 @@ async fn e2e_light_mode_receives_light_updates_of_other_transactions() {
         .await;
     app.shutdown();
 }
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_command_line_generates_the_checked_in_bindings_from_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bindings.rs");
+    let (code, lines) = cli(&["generate", "--out", out.to_str().unwrap(), "--sequenced", "move_player=seq"]);
+    assert_eq!(code, 0, "{lines:?}");
+    assert_eq!((lines[0]["event"].as_str(), lines[0]["tables"].as_u64()), (Some("generated"), Some(9)), "{lines:?}");
+    // rustfmt ran with the project's settings (found from the working directory).
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), include_str!("bindings/guildmaster.rs"));
+
+    // A directory gets `mod.rs`; a bad --sequenced is refused, nothing written.
+    let (code, _) = cli(&["generate", "--out", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(dir.path().join("mod.rs").is_file());
+    let refused = dir.path().join("refused.rs");
+    let (code, _) = cli(&["generate", "--out", refused.to_str().unwrap(), "--sequenced", "move_player=dx"]);
+    assert_eq!(code, 2);
+    assert!(!refused.exists());
+}

@@ -1,0 +1,119 @@
+//! End-to-end: the bindings `spacelink generate` wrote for guildmaster
+//! (`tests/bindings/guildmaster.rs`, checked by `tests/bindings.rs`) against
+//! the real server: rows decoded once into the generated types, tables
+//! iterated and searched by key and by unique column, reducers called through
+//! the generated methods (one sequenced) and their results awaited.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+#[path = "bindings/guildmaster.rs"]
+mod bindings;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bindings::ModuleClient as _;
+use common::*;
+use spacelink::reducers::Outcome;
+use spacelink::sync::SubscriptionEvent;
+use spacelink::{Client, Event};
+
+/// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
+fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let events = client.frame_tick().to_vec();
+        if done(client, &events) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(16));
+    }
+}
+
+/// Awaits a generated reducer method's call, as a game inside async code would.
+fn await_call(call: spacelink::ReducerCall) -> spacelink::CallResult {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async { tokio::time::timeout(Duration::from_secs(15), call).await.expect("a result within 15 s") })
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
+    let (url, db) = server();
+
+    // The checked-in bindings are what the live module generates.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let live = runtime.block_on(spacelink::ModuleSchema::fetch(&url, &db, None)).unwrap();
+    let mut options = spacelink::codegen::GenerateOptions::default();
+    options.add_sequenced("move_player=seq").unwrap();
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rustfmt.toml");
+    let fresh = spacelink::codegen::rustfmt(&spacelink::codegen::generate_for(&live, &options).unwrap(), Some(&config));
+    assert_eq!(
+        fresh.unwrap(),
+        include_str!("bindings/guildmaster.rs"),
+        "the live module's bindings differ from tests/bindings/guildmaster.rs: capture its schema again \
+         (crates/connection/tests/corpus/guildmaster-schema.json), then UPDATE_BINDINGS=1 cargo test -p spacelink --test bindings"
+    );
+
+    let connected = Arc::new(Mutex::new(None));
+    let seen = connected.clone();
+    let mut client = Client::builder()
+        .with_uri(url)
+        .with_database(db)
+        .with_row_types(bindings::row_types())
+        .subscribe(&["SELECT * FROM player", "SELECT * FROM map"])
+        .on_connect(move |identity| *seen.lock().unwrap() = Some(identity))
+        .build()
+        .unwrap();
+    let updates = Arc::new(AtomicUsize::new(0));
+    let count = updates.clone();
+    client.db().player().on_update(move |old, new| {
+        if new.last_input_seq > old.last_input_seq {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let mut applied = false;
+    tick_until(&mut client, 15, "the initial subscription applied", |_, events| {
+        applied |= events.iter().any(|e| matches!(e, Event::Subscription(SubscriptionEvent::Applied { .. })));
+        applied && connected.lock().unwrap().is_some()
+    });
+    let identity = connected.lock().unwrap().unwrap();
+
+    // A table iterated and found by its primary key, from the cache.
+    let maps: Vec<bindings::Map> = client.db().map().iter().map(|m| (*m).clone()).collect();
+    assert!(!maps.is_empty(), "guildmaster's init creates its maps");
+    assert_eq!(client.db().map().count(), maps.len());
+    let first = &maps[0];
+    assert_eq!(client.db().map().find_by_map_id(&first.map_id).as_deref(), Some(first));
+
+    // A generated reducer method returns at once; its result is awaited.
+    let name = format!("gen-{}", std::process::id());
+    let joined = await_call(client.module_reducers().join(name.clone(), first.map_id)).unwrap();
+    assert_eq!(joined.outcome, Outcome::Committed);
+    tick_until(&mut client, 15, "our player in the cache", |c, _| {
+        c.db().player().find_by_identity(&identity).is_some()
+    });
+    let me = client.db().player().find_by_identity(&identity).unwrap();
+    assert_eq!((me.name.as_str(), me.map_id, me.last_input_seq), (name.as_str(), first.map_id, 0));
+    // By a unique column that is not the key, and by iteration.
+    assert_eq!(client.db().player().find_by_player_id(&me.player_id).as_deref(), Some(&*me));
+    assert!(client.db().player().iter().any(|p| p.identity == identity));
+
+    // The sequenced reducer: its `seq` parameter is the call's sequence number.
+    let moved = await_call(client.module_reducers().move_player(1, 1.0, 0.0)).unwrap();
+    assert_eq!(moved.outcome, Outcome::Committed);
+    tick_until(&mut client, 15, "the move's update", |c, _| {
+        updates.load(Ordering::Relaxed) == 1
+            && c.db().player().find_by_identity(&identity).is_some_and(|p| p.last_input_seq == 1)
+    });
+    let after = client.db().player().find_by_identity(&identity).unwrap();
+    assert!(after.pos.x > me.pos.x, "moved right: {:?} -> {:?}", me.pos, after.pos);
+
+    // A failing reducer's result comes back through the generated method too.
+    let failed = await_call(client.module_reducers().always_fail("from generated bindings".into())).unwrap();
+    assert!(matches!(failed.outcome, Outcome::Failed(ref m) if m.contains("from generated bindings")), "{failed:?}");
+    client.shutdown();
+}
