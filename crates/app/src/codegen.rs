@@ -143,7 +143,11 @@ pub fn generate_from_json(json: &str, options: &GenerateOptions) -> Result<Strin
 }
 
 /// The Rust source of the bindings of `module`.
+///
+/// The definition is first checked as [`ModuleSchema::from_raw`] checks it
+/// (no missing, recursive or over-large type), so generation is bounded.
 pub fn generate(module: &RawModuleDefV9, options: &GenerateOptions) -> Result<String, ClientError> {
+    ModuleSchema::from_raw(module.clone())?;
     Generator::new(module, options)?.run()
 }
 
@@ -299,6 +303,8 @@ struct ReducerGen {
     params: Vec<Field>,
     /// The Rust name of the sequence parameter, for a sequenced reducer.
     seq: Option<String>,
+    /// Whether every parameter is `Copy`.
+    copy: bool,
 }
 
 struct Generator<'a> {
@@ -308,11 +314,14 @@ struct Generator<'a> {
     names: HashMap<u32, String>,
     /// Every top-level Rust name given out, to refuse two that meet.
     taken: BTreeMap<String, String>,
+    /// Whether each named type is `Copy`, once worked out.
+    copy: std::cell::RefCell<HashMap<u32, bool>>,
 }
 
 impl<'a> Generator<'a> {
     fn new(module: &'a RawModuleDefV9, options: &'a GenerateOptions) -> Result<Self, ClientError> {
-        let mut this = Self { module, options, names: HashMap::new(), taken: BTreeMap::new() };
+        let mut this =
+            Self { module, options, names: HashMap::new(), taken: BTreeMap::new(), copy: Default::default() };
         for fixed in FIXED_NAMES {
             this.taken.insert((*fixed).to_string(), "the generated code".to_string());
         }
@@ -384,6 +393,39 @@ impl<'a> Generator<'a> {
             AlgebraicType::F64 => "f64".into(),
             AlgebraicType::String => "String".into(),
         })
+    }
+
+    /// Whether the Rust type for `ty` is `Copy` (then the generated type derives it too).
+    fn is_copy(&self, ty: &AlgebraicType, depth: usize) -> bool {
+        if depth > spacelink_connection::schema::MAX_TYPE_DEPTH {
+            return false;
+        }
+        match ty {
+            AlgebraicType::String | AlgebraicType::Array(_) => false,
+            AlgebraicType::Ref(r) => {
+                if let Some(known) = self.copy.borrow().get(&r.0) {
+                    return *known;
+                }
+                let copy = match self.module.typespace.types.get(r.0 as usize) {
+                    Some(AlgebraicType::Product(p)) if !p.is_special() => {
+                        p.elements.iter().all(|e| self.is_copy(&e.algebraic_type, depth + 1))
+                    }
+                    Some(AlgebraicType::Sum(s)) if !s.is_special() => {
+                        s.variants.iter().all(|v| self.is_copy(&v.algebraic_type, depth + 1))
+                    }
+                    Some(other) => self.is_copy(other, depth + 1),
+                    None => false,
+                };
+                self.copy.borrow_mut().insert(r.0, copy);
+                copy
+            }
+            AlgebraicType::Product(p) => p.is_special() || p.elements.is_empty(),
+            AlgebraicType::Sum(s) => match s.as_option() {
+                Some(inner) => self.is_copy(inner, depth + 1),
+                None => ty.is_schedule_at() || s.variants.iter().all(|v| self.is_copy(&v.algebraic_type, depth + 1)),
+            },
+            _ => true,
+        }
     }
 
     /// The fields of a product: snake_case, unnamed ones `field_<i>` (or `arg<i>`).
@@ -470,7 +512,8 @@ impl<'a> Generator<'a> {
             };
             let args = format!("{}Args", unraw(&pascal(&name)));
             self.take(&args, format!("the arguments of reducer `{name}`"))?;
-            reducers.push(ReducerGen { method: snake(&name), args, params, seq, name });
+            let copy = reducer.params.elements.iter().all(|e| self.is_copy(&e.algebraic_type, 0));
+            reducers.push(ReducerGen { method: snake(&name), args, params, seq, copy, name });
         }
         for name in self.options.sequenced.keys() {
             if !reducers.iter().any(|r| &r.name == name) {
@@ -545,7 +588,11 @@ impl<'a> Generator<'a> {
 
     fn product(&self, out: &mut String, rust: &str, p: &ProductType, what: &str) -> Result<(), ClientError> {
         let fields = self.fields(p, "field_", what)?;
-        out.push_str("#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]\n");
+        let copy = if p.elements.iter().all(|e| self.is_copy(&e.algebraic_type, 0)) { "Copy, " } else { "" };
+        let _ = writeln!(
+            out,
+            "#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, {copy}Debug, PartialEq)]"
+        );
         out.push_str("#[sats(crate = __sl::lib)]\n");
         if fields.is_empty() {
             let _ = writeln!(out, "pub struct {rust} {{}}");
@@ -580,7 +627,12 @@ impl<'a> Generator<'a> {
         if variants.is_empty() {
             return Err(codegen(format!("{what}: a sum type without variants has no values")));
         }
-        let extra = if all_unit { "Copy, Eq, Hash, " } else { "" };
+        let copy = s.variants.iter().all(|v| self.is_copy(&v.algebraic_type, 0));
+        let extra = match (all_unit, copy) {
+            (true, _) => "Copy, Eq, Hash, ",
+            (false, true) => "Copy, ",
+            (false, false) => "",
+        };
         let _ = writeln!(
             out,
             "#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, {extra}Debug, PartialEq)]"
@@ -696,10 +748,11 @@ fn args_struct(out: &mut String, r: &ReducerGen) {
         out,
         "
 /// The arguments of reducer `{name}`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, {copy}Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 ",
-        name = r.name
+        name = r.name,
+        copy = if r.copy { "Copy, " } else { "" },
     );
     if r.params.is_empty() {
         let _ = writeln!(out, "pub struct {} {{}}", r.args);
@@ -911,6 +964,12 @@ mod tests {
         assert!(out.contains("    pub maybe: Option<i32>,"), "{out}");
         assert!(out.contains("pub enum UnitKind {\n    Red,\n    Green,\n}"), "{out}");
         assert!(out.contains("Clone, Copy, Eq, Hash, Debug, PartialEq"), "{out}");
+        // `Thing` holds a String: not Copy; the arguments of `move_thing` are.
+        assert!(out.contains("Clone, Debug, PartialEq)]\n#[sats(crate = __sl::lib)]\npub struct Thing {"), "{out}");
+        assert!(
+            out.contains("Clone, Copy, Debug, PartialEq)]\n#[sats(crate = __sl::lib)]\npub struct MoveThingArgs {"),
+            "{out}"
+        );
         assert!(out.contains("pub fn find_by_id(&self, id: &u64)"), "{out}");
         assert!(out.contains("pub fn find_by_type(&self, r#type: &String)"), "{out}");
         assert!(out.contains("pub fn on_update("), "{out}");
@@ -974,6 +1033,30 @@ mod tests {
         let mut m = module();
         m.tables[0].product_type_ref = AlgebraicTypeRef(99);
         assert!(generate(&m, &GenerateOptions::default()).is_err());
+    }
+
+    #[test]
+    fn a_recursive_or_exploding_typespace_is_refused_not_walked() {
+        // A type that contains itself.
+        let mut b = RawModuleDefV9Builder::new();
+        let r = b.add_algebraic_type([], "loop", AlgebraicType::U8, true);
+        let me = product(&[("next", AlgebraicType::option(AlgebraicType::Ref(r)))]);
+        let mut m = {
+            b.build_table("loop", r).finish();
+            b.finish()
+        };
+        m.typespace.types[0] = me;
+        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(ClientError::Schema(_))));
+
+        // Each type twice the next: 2^40 nodes once inlined.
+        let mut b = RawModuleDefV9Builder::new();
+        let mut next = b.add_algebraic_type([], "t40", AlgebraicType::U8, true);
+        for i in (0..40).rev() {
+            let ty = product(&[("a", AlgebraicType::Ref(next)), ("b", AlgebraicType::Ref(next))]);
+            next = b.add_algebraic_type([], format!("t{i}"), ty, true);
+        }
+        b.build_table("top", next).finish();
+        assert!(matches!(generate(&b.finish(), &GenerateOptions::default()), Err(ClientError::Schema(_))));
     }
 
     #[test]

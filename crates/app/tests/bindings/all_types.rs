@@ -62,7 +62,7 @@ pub struct AutoInc {
 }
 
 /// The module's type `ByteStruct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct ByteStruct {
     pub b: u8,
@@ -162,7 +162,7 @@ pub struct Nested {
 }
 
 /// A row of `no_key`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct NoKey {
     pub point: Vec2,
@@ -242,7 +242,7 @@ pub enum SimpleEnum {
 }
 
 /// A row of `tick_schedule`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct TickSchedule {
     pub scheduled_id: u64,
@@ -259,12 +259,12 @@ pub struct UniqueOnly {
 }
 
 /// The module's type `UnitStruct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UnitStruct {}
 
 /// The module's type `Vec2`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct Vec2 {
     pub x: f32,
@@ -876,7 +876,7 @@ pub struct KeywordArgsArgs {
 }
 
 /// The arguments of reducer `move_sequenced`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct MoveSequencedArgs {
     pub seq: u32,
@@ -885,12 +885,12 @@ pub struct MoveSequencedArgs {
 }
 
 /// The arguments of reducer `no_args`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct NoArgsArgs {}
 
 /// The arguments of reducer `tick`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct TickArgs {
     pub arg: TickSchedule,

@@ -62,7 +62,7 @@ pub enum Color {
 }
 
 /// A row of `config`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct Config {
     pub id: u32,
@@ -71,7 +71,7 @@ pub struct Config {
 }
 
 /// A row of `entity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct Entity {
     pub entity_id: u64,
@@ -93,7 +93,7 @@ pub enum EntityKind {
 }
 
 /// A row of `inventory`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct Inventory {
     pub slot_id: u64,
@@ -143,7 +143,7 @@ pub struct Npc {
 }
 
 /// A row of `npc_tick_schedule`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct NpcTickSchedule {
     pub scheduled_id: u64,
@@ -167,7 +167,7 @@ pub struct Player {
 }
 
 /// The module's type `Shape`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub enum Shape {
     Circle(f32),
@@ -176,7 +176,7 @@ pub enum Shape {
 }
 
 /// The module's type `Vec2`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct Vec2 {
     pub x: f32,
@@ -610,14 +610,14 @@ pub struct AlwaysFailArgs {
 }
 
 /// The arguments of reducer `attack`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct AttackArgs {
     pub target_entity_id: u64,
 }
 
 /// The arguments of reducer `bump_spawned`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct BumpSpawnedArgs {
     pub map_id: u32,
@@ -625,14 +625,14 @@ pub struct BumpSpawnedArgs {
 }
 
 /// The arguments of reducer `clear_spawned`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct ClearSpawnedArgs {
     pub map_id: u32,
 }
 
 /// The arguments of reducer `insert_sample`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertSampleArgs {
     pub id: u32,
@@ -647,7 +647,7 @@ pub struct JoinArgs {
 }
 
 /// The arguments of reducer `move_player`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct MovePlayerArgs {
     pub seq: u32,
@@ -656,28 +656,28 @@ pub struct MovePlayerArgs {
 }
 
 /// The arguments of reducer `npc_tick`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct NpcTickArgs {
     pub arg: NpcTickSchedule,
 }
 
 /// The arguments of reducer `pick_up`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PickUpArgs {
     pub item_id: u64,
 }
 
 /// The arguments of reducer `set_npc_tick`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct SetNpcTickArgs {
     pub interval_ms: u64,
 }
 
 /// The arguments of reducer `spawn_entities`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct SpawnEntitiesArgs {
     pub map_id: u32,

@@ -6,7 +6,7 @@
 use spacelink::__codegen as __sl;
 
 /// The module's type `ByteStruct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct ByteStruct {
     pub b: u8,
@@ -130,14 +130,14 @@ pub struct LargeTable {
 }
 
 /// A row of `one_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneBool {
     pub n: bool,
 }
 
 /// A row of `one_byte_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneByteStruct {
     pub n: ByteStruct,
@@ -151,7 +151,7 @@ pub struct OneBytes {
 }
 
 /// A row of `one_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneConnectionId {
     pub n: __sl::ConnectionId,
@@ -179,70 +179,70 @@ pub struct OneEveryVecStruct {
 }
 
 /// A row of `one_f32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneF32 {
     pub n: f32,
 }
 
 /// A row of `one_f64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneF64 {
     pub n: f64,
 }
 
 /// A row of `one_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneI128 {
     pub n: i128,
 }
 
 /// A row of `one_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneI16 {
     pub n: i16,
 }
 
 /// A row of `one_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneI256 {
     pub n: __sl::i256,
 }
 
 /// A row of `one_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneI32 {
     pub n: i32,
 }
 
 /// A row of `one_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneI64 {
     pub n: i64,
 }
 
 /// A row of `one_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneI8 {
     pub n: i8,
 }
 
 /// A row of `one_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneIdentity {
     pub n: __sl::Identity,
 }
 
 /// A row of `one_simple_enum`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneSimpleEnum {
     pub n: SimpleEnum,
@@ -256,77 +256,77 @@ pub struct OneString {
 }
 
 /// A row of `one_time_duration`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneTimeDuration {
     pub n: __sl::TimeDuration,
 }
 
 /// A row of `one_timestamp`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneTimestamp {
     pub n: __sl::Timestamp,
 }
 
 /// A row of `one_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneU128 {
     pub n: u128,
 }
 
 /// A row of `one_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneU16 {
     pub n: u16,
 }
 
 /// A row of `one_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneU256 {
     pub n: __sl::u256,
 }
 
 /// A row of `one_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneU32 {
     pub n: u32,
 }
 
 /// A row of `one_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneU64 {
     pub n: u64,
 }
 
 /// A row of `one_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneU8 {
     pub n: u8,
 }
 
 /// A row of `one_unit_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OneUnitStruct {
     pub n: UnitStruct,
 }
 
 /// A row of `option_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionBool {
     pub n: Option<bool>,
 }
 
 /// A row of `option_byte_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionByteStruct {
     pub n: Option<ByteStruct>,
@@ -340,7 +340,7 @@ pub struct OptionBytes {
 }
 
 /// A row of `option_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionConnectionId {
     pub n: Option<__sl::ConnectionId>,
@@ -368,70 +368,70 @@ pub struct OptionEveryVecStruct {
 }
 
 /// A row of `option_f32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionF32 {
     pub n: Option<f32>,
 }
 
 /// A row of `option_f64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionF64 {
     pub n: Option<f64>,
 }
 
 /// A row of `option_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionI128 {
     pub n: Option<i128>,
 }
 
 /// A row of `option_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionI16 {
     pub n: Option<i16>,
 }
 
 /// A row of `option_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionI256 {
     pub n: Option<__sl::i256>,
 }
 
 /// A row of `option_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionI32 {
     pub n: Option<i32>,
 }
 
 /// A row of `option_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionI64 {
     pub n: Option<i64>,
 }
 
 /// A row of `option_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionI8 {
     pub n: Option<i8>,
 }
 
 /// A row of `option_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionIdentity {
     pub n: Option<__sl::Identity>,
 }
 
 /// A row of `option_simple_enum`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionSimpleEnum {
     pub n: Option<SimpleEnum>,
@@ -445,70 +445,70 @@ pub struct OptionString {
 }
 
 /// A row of `option_time_duration`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionTimeDuration {
     pub n: Option<__sl::TimeDuration>,
 }
 
 /// A row of `option_timestamp`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionTimestamp {
     pub n: Option<__sl::Timestamp>,
 }
 
 /// A row of `option_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionU128 {
     pub n: Option<u128>,
 }
 
 /// A row of `option_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionU16 {
     pub n: Option<u16>,
 }
 
 /// A row of `option_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionU256 {
     pub n: Option<__sl::u256>,
 }
 
 /// A row of `option_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionU32 {
     pub n: Option<u32>,
 }
 
 /// A row of `option_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionU64 {
     pub n: Option<u64>,
 }
 
 /// A row of `option_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionU8 {
     pub n: Option<u8>,
 }
 
 /// A row of `option_unit_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct OptionUnitStruct {
     pub n: Option<UnitStruct>,
 }
 
 /// A row of `pk_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkBool {
     pub n: bool,
@@ -516,7 +516,7 @@ pub struct PkBool {
 }
 
 /// A row of `pk_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkConnectionId {
     pub n: __sl::ConnectionId,
@@ -524,7 +524,7 @@ pub struct PkConnectionId {
 }
 
 /// A row of `pk_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkI128 {
     pub n: i128,
@@ -532,7 +532,7 @@ pub struct PkI128 {
 }
 
 /// A row of `pk_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkI16 {
     pub n: i16,
@@ -540,7 +540,7 @@ pub struct PkI16 {
 }
 
 /// A row of `pk_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkI256 {
     pub n: __sl::i256,
@@ -548,7 +548,7 @@ pub struct PkI256 {
 }
 
 /// A row of `pk_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkI32 {
     pub n: i32,
@@ -556,7 +556,7 @@ pub struct PkI32 {
 }
 
 /// A row of `pk_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkI64 {
     pub n: i64,
@@ -564,7 +564,7 @@ pub struct PkI64 {
 }
 
 /// A row of `pk_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkI8 {
     pub n: i8,
@@ -572,7 +572,7 @@ pub struct PkI8 {
 }
 
 /// A row of `pk_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkIdentity {
     pub n: __sl::Identity,
@@ -588,7 +588,7 @@ pub struct PkString {
 }
 
 /// A row of `pk_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkU128 {
     pub n: u128,
@@ -596,7 +596,7 @@ pub struct PkU128 {
 }
 
 /// A row of `pk_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkU16 {
     pub n: u16,
@@ -604,7 +604,7 @@ pub struct PkU16 {
 }
 
 /// A row of `pk_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkU256 {
     pub n: __sl::u256,
@@ -612,7 +612,7 @@ pub struct PkU256 {
 }
 
 /// A row of `pk_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkU32 {
     pub n: u32,
@@ -620,7 +620,7 @@ pub struct PkU32 {
 }
 
 /// A row of `pk_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkU64 {
     pub n: u64,
@@ -628,7 +628,7 @@ pub struct PkU64 {
 }
 
 /// A row of `pk_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct PkU8 {
     pub n: u8,
@@ -645,7 +645,7 @@ pub enum SimpleEnum {
 }
 
 /// A row of `unique_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueBool {
     pub n: bool,
@@ -653,7 +653,7 @@ pub struct UniqueBool {
 }
 
 /// A row of `unique_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueConnectionId {
     pub n: __sl::ConnectionId,
@@ -661,7 +661,7 @@ pub struct UniqueConnectionId {
 }
 
 /// A row of `unique_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueI128 {
     pub n: i128,
@@ -669,7 +669,7 @@ pub struct UniqueI128 {
 }
 
 /// A row of `unique_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueI16 {
     pub n: i16,
@@ -677,7 +677,7 @@ pub struct UniqueI16 {
 }
 
 /// A row of `unique_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueI256 {
     pub n: __sl::i256,
@@ -685,7 +685,7 @@ pub struct UniqueI256 {
 }
 
 /// A row of `unique_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueI32 {
     pub n: i32,
@@ -693,7 +693,7 @@ pub struct UniqueI32 {
 }
 
 /// A row of `unique_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueI64 {
     pub n: i64,
@@ -701,7 +701,7 @@ pub struct UniqueI64 {
 }
 
 /// A row of `unique_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueI8 {
     pub n: i8,
@@ -709,7 +709,7 @@ pub struct UniqueI8 {
 }
 
 /// A row of `unique_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueIdentity {
     pub n: __sl::Identity,
@@ -725,7 +725,7 @@ pub struct UniqueString {
 }
 
 /// A row of `unique_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueU128 {
     pub n: u128,
@@ -733,7 +733,7 @@ pub struct UniqueU128 {
 }
 
 /// A row of `unique_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueU16 {
     pub n: u16,
@@ -741,7 +741,7 @@ pub struct UniqueU16 {
 }
 
 /// A row of `unique_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueU256 {
     pub n: __sl::u256,
@@ -749,7 +749,7 @@ pub struct UniqueU256 {
 }
 
 /// A row of `unique_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueU32 {
     pub n: u32,
@@ -757,7 +757,7 @@ pub struct UniqueU32 {
 }
 
 /// A row of `unique_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueU64 {
     pub n: u64,
@@ -765,7 +765,7 @@ pub struct UniqueU64 {
 }
 
 /// A row of `unique_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UniqueU8 {
     pub n: u8,
@@ -773,12 +773,12 @@ pub struct UniqueU8 {
 }
 
 /// The module's type `UnitStruct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct UnitStruct {}
 
 /// The module's type `Vec2`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct Vec2 {
     pub x: f32,
@@ -5352,14 +5352,14 @@ pub struct InsertLargeTableArgs {
 }
 
 /// The arguments of reducer `insert_one_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneBoolArgs {
     pub n: bool,
 }
 
 /// The arguments of reducer `insert_one_byte_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneByteStructArgs {
     pub n: ByteStruct,
@@ -5373,7 +5373,7 @@ pub struct InsertOneBytesArgs {
 }
 
 /// The arguments of reducer `insert_one_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneConnectionIdArgs {
     pub n: __sl::ConnectionId,
@@ -5401,70 +5401,70 @@ pub struct InsertOneEveryVecStructArgs {
 }
 
 /// The arguments of reducer `insert_one_f32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneF32Args {
     pub n: f32,
 }
 
 /// The arguments of reducer `insert_one_f64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneF64Args {
     pub n: f64,
 }
 
 /// The arguments of reducer `insert_one_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneI128Args {
     pub n: i128,
 }
 
 /// The arguments of reducer `insert_one_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneI16Args {
     pub n: i16,
 }
 
 /// The arguments of reducer `insert_one_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneI256Args {
     pub n: __sl::i256,
 }
 
 /// The arguments of reducer `insert_one_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneI32Args {
     pub n: i32,
 }
 
 /// The arguments of reducer `insert_one_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneI64Args {
     pub n: i64,
 }
 
 /// The arguments of reducer `insert_one_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneI8Args {
     pub n: i8,
 }
 
 /// The arguments of reducer `insert_one_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneIdentityArgs {
     pub n: __sl::Identity,
 }
 
 /// The arguments of reducer `insert_one_simple_enum`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneSimpleEnumArgs {
     pub n: SimpleEnum,
@@ -5478,77 +5478,77 @@ pub struct InsertOneStringArgs {
 }
 
 /// The arguments of reducer `insert_one_time_duration`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneTimeDurationArgs {
     pub n: __sl::TimeDuration,
 }
 
 /// The arguments of reducer `insert_one_timestamp`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneTimestampArgs {
     pub n: __sl::Timestamp,
 }
 
 /// The arguments of reducer `insert_one_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneU128Args {
     pub n: u128,
 }
 
 /// The arguments of reducer `insert_one_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneU16Args {
     pub n: u16,
 }
 
 /// The arguments of reducer `insert_one_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneU256Args {
     pub n: __sl::u256,
 }
 
 /// The arguments of reducer `insert_one_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneU32Args {
     pub n: u32,
 }
 
 /// The arguments of reducer `insert_one_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneU64Args {
     pub n: u64,
 }
 
 /// The arguments of reducer `insert_one_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneU8Args {
     pub n: u8,
 }
 
 /// The arguments of reducer `insert_one_unit_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOneUnitStructArgs {
     pub n: UnitStruct,
 }
 
 /// The arguments of reducer `insert_option_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionBoolArgs {
     pub n: Option<bool>,
 }
 
 /// The arguments of reducer `insert_option_byte_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionByteStructArgs {
     pub n: Option<ByteStruct>,
@@ -5562,7 +5562,7 @@ pub struct InsertOptionBytesArgs {
 }
 
 /// The arguments of reducer `insert_option_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionConnectionIdArgs {
     pub n: Option<__sl::ConnectionId>,
@@ -5590,70 +5590,70 @@ pub struct InsertOptionEveryVecStructArgs {
 }
 
 /// The arguments of reducer `insert_option_f32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionF32Args {
     pub n: Option<f32>,
 }
 
 /// The arguments of reducer `insert_option_f64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionF64Args {
     pub n: Option<f64>,
 }
 
 /// The arguments of reducer `insert_option_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionI128Args {
     pub n: Option<i128>,
 }
 
 /// The arguments of reducer `insert_option_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionI16Args {
     pub n: Option<i16>,
 }
 
 /// The arguments of reducer `insert_option_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionI256Args {
     pub n: Option<__sl::i256>,
 }
 
 /// The arguments of reducer `insert_option_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionI32Args {
     pub n: Option<i32>,
 }
 
 /// The arguments of reducer `insert_option_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionI64Args {
     pub n: Option<i64>,
 }
 
 /// The arguments of reducer `insert_option_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionI8Args {
     pub n: Option<i8>,
 }
 
 /// The arguments of reducer `insert_option_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionIdentityArgs {
     pub n: Option<__sl::Identity>,
 }
 
 /// The arguments of reducer `insert_option_simple_enum`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionSimpleEnumArgs {
     pub n: Option<SimpleEnum>,
@@ -5667,70 +5667,70 @@ pub struct InsertOptionStringArgs {
 }
 
 /// The arguments of reducer `insert_option_time_duration`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionTimeDurationArgs {
     pub n: Option<__sl::TimeDuration>,
 }
 
 /// The arguments of reducer `insert_option_timestamp`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionTimestampArgs {
     pub n: Option<__sl::Timestamp>,
 }
 
 /// The arguments of reducer `insert_option_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionU128Args {
     pub n: Option<u128>,
 }
 
 /// The arguments of reducer `insert_option_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionU16Args {
     pub n: Option<u16>,
 }
 
 /// The arguments of reducer `insert_option_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionU256Args {
     pub n: Option<__sl::u256>,
 }
 
 /// The arguments of reducer `insert_option_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionU32Args {
     pub n: Option<u32>,
 }
 
 /// The arguments of reducer `insert_option_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionU64Args {
     pub n: Option<u64>,
 }
 
 /// The arguments of reducer `insert_option_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionU8Args {
     pub n: Option<u8>,
 }
 
 /// The arguments of reducer `insert_option_unit_struct`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertOptionUnitStructArgs {
     pub n: Option<UnitStruct>,
 }
 
 /// The arguments of reducer `insert_pk_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkBoolArgs {
     pub n: bool,
@@ -5738,7 +5738,7 @@ pub struct InsertPkBoolArgs {
 }
 
 /// The arguments of reducer `insert_pk_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkConnectionIdArgs {
     pub n: __sl::ConnectionId,
@@ -5746,7 +5746,7 @@ pub struct InsertPkConnectionIdArgs {
 }
 
 /// The arguments of reducer `insert_pk_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkI128Args {
     pub n: i128,
@@ -5754,7 +5754,7 @@ pub struct InsertPkI128Args {
 }
 
 /// The arguments of reducer `insert_pk_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkI16Args {
     pub n: i16,
@@ -5762,7 +5762,7 @@ pub struct InsertPkI16Args {
 }
 
 /// The arguments of reducer `insert_pk_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkI256Args {
     pub n: __sl::i256,
@@ -5770,7 +5770,7 @@ pub struct InsertPkI256Args {
 }
 
 /// The arguments of reducer `insert_pk_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkI32Args {
     pub n: i32,
@@ -5778,7 +5778,7 @@ pub struct InsertPkI32Args {
 }
 
 /// The arguments of reducer `insert_pk_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkI64Args {
     pub n: i64,
@@ -5786,7 +5786,7 @@ pub struct InsertPkI64Args {
 }
 
 /// The arguments of reducer `insert_pk_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkI8Args {
     pub n: i8,
@@ -5794,7 +5794,7 @@ pub struct InsertPkI8Args {
 }
 
 /// The arguments of reducer `insert_pk_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkIdentityArgs {
     pub n: __sl::Identity,
@@ -5810,7 +5810,7 @@ pub struct InsertPkStringArgs {
 }
 
 /// The arguments of reducer `insert_pk_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkU128Args {
     pub n: u128,
@@ -5818,7 +5818,7 @@ pub struct InsertPkU128Args {
 }
 
 /// The arguments of reducer `insert_pk_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkU16Args {
     pub n: u16,
@@ -5826,7 +5826,7 @@ pub struct InsertPkU16Args {
 }
 
 /// The arguments of reducer `insert_pk_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkU256Args {
     pub n: __sl::u256,
@@ -5834,7 +5834,7 @@ pub struct InsertPkU256Args {
 }
 
 /// The arguments of reducer `insert_pk_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkU32Args {
     pub n: u32,
@@ -5842,7 +5842,7 @@ pub struct InsertPkU32Args {
 }
 
 /// The arguments of reducer `insert_pk_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkU64Args {
     pub n: u64,
@@ -5850,7 +5850,7 @@ pub struct InsertPkU64Args {
 }
 
 /// The arguments of reducer `insert_pk_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertPkU8Args {
     pub n: u8,
@@ -5858,7 +5858,7 @@ pub struct InsertPkU8Args {
 }
 
 /// The arguments of reducer `insert_unique_bool`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueBoolArgs {
     pub n: bool,
@@ -5866,7 +5866,7 @@ pub struct InsertUniqueBoolArgs {
 }
 
 /// The arguments of reducer `insert_unique_connection_id`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueConnectionIdArgs {
     pub n: __sl::ConnectionId,
@@ -5874,7 +5874,7 @@ pub struct InsertUniqueConnectionIdArgs {
 }
 
 /// The arguments of reducer `insert_unique_i128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueI128Args {
     pub n: i128,
@@ -5882,7 +5882,7 @@ pub struct InsertUniqueI128Args {
 }
 
 /// The arguments of reducer `insert_unique_i16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueI16Args {
     pub n: i16,
@@ -5890,7 +5890,7 @@ pub struct InsertUniqueI16Args {
 }
 
 /// The arguments of reducer `insert_unique_i256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueI256Args {
     pub n: __sl::i256,
@@ -5898,7 +5898,7 @@ pub struct InsertUniqueI256Args {
 }
 
 /// The arguments of reducer `insert_unique_i32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueI32Args {
     pub n: i32,
@@ -5906,7 +5906,7 @@ pub struct InsertUniqueI32Args {
 }
 
 /// The arguments of reducer `insert_unique_i64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueI64Args {
     pub n: i64,
@@ -5914,7 +5914,7 @@ pub struct InsertUniqueI64Args {
 }
 
 /// The arguments of reducer `insert_unique_i8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueI8Args {
     pub n: i8,
@@ -5922,7 +5922,7 @@ pub struct InsertUniqueI8Args {
 }
 
 /// The arguments of reducer `insert_unique_identity`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueIdentityArgs {
     pub n: __sl::Identity,
@@ -5938,7 +5938,7 @@ pub struct InsertUniqueStringArgs {
 }
 
 /// The arguments of reducer `insert_unique_u128`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueU128Args {
     pub n: u128,
@@ -5946,7 +5946,7 @@ pub struct InsertUniqueU128Args {
 }
 
 /// The arguments of reducer `insert_unique_u16`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueU16Args {
     pub n: u16,
@@ -5954,7 +5954,7 @@ pub struct InsertUniqueU16Args {
 }
 
 /// The arguments of reducer `insert_unique_u256`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueU256Args {
     pub n: __sl::u256,
@@ -5962,7 +5962,7 @@ pub struct InsertUniqueU256Args {
 }
 
 /// The arguments of reducer `insert_unique_u32`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueU32Args {
     pub n: u32,
@@ -5970,7 +5970,7 @@ pub struct InsertUniqueU32Args {
 }
 
 /// The arguments of reducer `insert_unique_u64`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueU64Args {
     pub n: u64,
@@ -5978,7 +5978,7 @@ pub struct InsertUniqueU64Args {
 }
 
 /// The arguments of reducer `insert_unique_u8`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct InsertUniqueU8Args {
     pub n: u8,
@@ -6175,7 +6175,7 @@ pub struct InsertVecUnitStructArgs {
 }
 
 /// The arguments of reducer `no_op_succeeds`.
-#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[sats(crate = __sl::lib)]
 pub struct NoOpSucceedsArgs {}
 
