@@ -29,13 +29,13 @@
 //! two names that meet in Rust, a sequenced parameter that is not a `u32`) is a
 //! [`ClientError::Codegen`], never a panic.
 //!
-//! What generated code looks like, for a table `score` keyed by `id`:
+//! What generated code looks like (abridged), for a table `score` keyed by `id`:
 //!
 //! ```
 //! use spacelink::__codegen as __sl;
 //!
 //! /// A row of `score`.
-//! #[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Debug, PartialEq)]
+//! #[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
 //! #[sats(crate = __sl::lib)]
 //! pub struct Score {
 //!     pub id: u64,
@@ -43,25 +43,36 @@
 //!     pub points: Option<i32>,
 //! }
 //!
-//! /// The table `score` (rows: [`Score`]), read from the client's cache.
+//! /// The table `score` (rows: [`Score`]), read from the client's cache: `client.db().score()`.
+//! #[derive(Debug)]
 //! pub struct ScoreTableHandle {
 //!     table: __sl::Table<Score>,
 //! }
 //!
 //! impl ScoreTableHandle {
-//!     /// The row whose `id` is `id`.
+//!     /// Every cached row (decoded once, shared).
+//!     pub fn iter(&self) -> impl Iterator<Item = __sl::Shared<Score>> + '_ {
+//!         self.table.iter()
+//!     }
+//!
+//!     /// The cached row whose `id` is `id`.
 //!     pub fn find_by_id(&self, id: &u64) -> Option<__sl::Shared<Score>> {
 //!         self.table.find("id", id)
 //!     }
-//!     /// How many rows are cached.
-//!     pub fn count(&self) -> usize {
-//!         self.table.count()
-//!     }
 //! }
 //!
-//! /// Registers every table's row type, so rows are decoded once into it.
+//! /// Every table's row type, for `ClientBuilder::with_row_types`.
 //! pub fn row_types() -> __sl::RowTypes {
 //!     __sl::RowTypes::new().register::<Score>("score")
+//! }
+//!
+//! // With a server, a game reads the table from the cache every frame
+//! // (the generated `client.db().score()` builds the handle so):
+//! # #[allow(dead_code)]
+//! fn best(client: &spacelink::Client) -> Option<i32> {
+//!     let scores = ScoreTableHandle { table: client.table::<Score>("score") };
+//!     let _seventh = scores.find_by_id(&7);
+//!     scores.iter().filter_map(|s| s.points).max()
 //! }
 //!
 //! // A row as the server sends it decodes into the generated type, and back.
@@ -70,24 +81,11 @@
 //! let back: Score = __sl::bsatn::from_slice(&bytes).unwrap();
 //! assert_eq!(back, row);
 //! assert!(row_types().is_registered("score"));
-//! ```
 //!
-//! With a server (`no_run`), the generated entry points read:
-//!
-//! ```no_run
-//! # mod bindings { pub struct Player; pub trait ModuleClient {} }
-//! # fn main() -> Result<(), spacelink::ClientError> {
-//! let client = spacelink::Client::builder()
-//!     .with_uri("http://127.0.0.1:3000")
-//!     .with_database("guildmaster")
-//!     // .with_row_types(bindings::row_types())
-//!     .build()?;
-//! // use bindings::ModuleClient as _;
-//! // for player in client.db().player().iter() { .. }
-//! // client.module_reducers().join("ada".into(), 1).on_result(|r| println!("{r:?}"));
-//! # drop(client);
-//! # Ok(())
-//! # }
+//! // And the generator writes such a handle from the module's schema.
+//! let json = include_str!("../tests/bindings/all_types-schema.json");
+//! let source = spacelink::codegen::generate_from_json(json, &Default::default()).unwrap();
+//! assert!(source.contains("pub fn find_by_id(&self, id: &u32) -> Option<__sl::Shared<AllTypes>>"));
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
