@@ -96,12 +96,7 @@ fn shared_types(b: &mut RawModuleDefV9Builder) -> Shared {
         b.add_algebraic_type([], "SimpleEnum", AlgebraicType::simple_enum(["Zero", "One", "Two"].into_iter()), true);
     let unit_struct = b.add_algebraic_type([], "UnitStruct", AlgebraicType::unit(), true);
     let byte_struct = b.add_algebraic_type([], "ByteStruct", product(vec![("b", AlgebraicType::U8)]), true);
-    let every_primitive_struct = b.add_algebraic_type(
-        [],
-        "EveryPrimitiveStruct",
-        product(primitives()),
-        true,
-    );
+    let every_primitive_struct = b.add_algebraic_type([], "EveryPrimitiveStruct", product(primitives()), true);
     let every_vec_struct = b.add_algebraic_type(
         [],
         "EveryVecStruct",
