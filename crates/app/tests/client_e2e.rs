@@ -15,19 +15,6 @@ use spacelink::reducers::Outcome;
 use spacelink::sync::SubscriptionEvent;
 use spacelink::{Client, ConnectionState, Event, RowEventKind};
 
-/// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
-fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let events = client.frame_tick().to_vec();
-        if done(client, &events) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(16));
-    }
-}
-
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_a_game_thread_builds_a_client_ticks_and_sees_its_rows_through_typed_callbacks() {

@@ -12,26 +12,13 @@ mod bindings;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bindings::ModuleClient as _;
 use common::*;
 use spacelink::reducers::Outcome;
 use spacelink::sync::SubscriptionEvent;
 use spacelink::{Client, Event};
-
-/// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
-fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let events = client.frame_tick().to_vec();
-        if done(client, &events) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(16));
-    }
-}
 
 /// Awaits a generated reducer method's call, as a game inside async code would.
 fn await_call(call: spacelink::ReducerCall) -> spacelink::CallResult {

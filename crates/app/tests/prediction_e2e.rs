@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::guildmaster::*;
@@ -18,24 +17,10 @@ use common::proxy::FaultProxy;
 use common::*;
 use spacelink::connection::lib::Identity;
 use spacelink::prediction::{Position, PredictionConfig, PredictionHandle, Step, Walk};
-use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
+use spacelink::prediction_link::PredictionWiring;
 use spacelink::reducers::{Outcome, ReducerListeners};
 use spacelink::sync::SyncListeners;
 use spacelink::SpacelinkConfig;
-
-fn my_player(me: Identity) -> PredictedEntity<Walk> {
-    PredictedEntity {
-        table: "player".into(),
-        reducer: "move_player".into(),
-        read_row: Arc::new(move |row| {
-            let p: Player = spacetimedb_lib::bsatn::from_slice(row).ok()?;
-            (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
-        }),
-        encode_input: Arc::new(|seq, step: &Step| {
-            spacetimedb_lib::bsatn::to_vec(&MovePlayerArgs { seq, dx: step.dx, dy: step.dy }).unwrap().into()
-        }),
-    }
-}
 
 /// The player's position and last processed input, from the server's SQL endpoint.
 async fn server_position(identity: Identity) -> (Position, u32) {

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::Command;
 use std::sync::mpsc as std_mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use common::guildmaster::*;
@@ -28,19 +28,6 @@ fn publish_second_database(database: &str) {
         .output()
         .unwrap();
     assert!(out.status.success(), "publishing {database}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
-fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let events = client.frame_tick().to_vec();
-        if done(client, &events) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(16));
-    }
 }
 
 /// Ticks until the next `Connected`, returning its identity.

@@ -10,43 +10,13 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::guildmaster::*;
-use common::server;
-use spacelink::connection::lib::Identity;
-use spacelink::prediction::{Position, PredictionConfig, PredictionEvent, Step, Walk};
-use spacelink::prediction_link::PredictedEntity;
+use common::{my_player, server, tick_until};
+use spacelink::prediction::{PredictionConfig, PredictionEvent, Step, Walk};
 use spacelink::telemetry::{TelemetryConfig, TelemetryListeners};
 use spacelink::{Child, Client, ConnectionConfig, Event, SpacelinkConfig, TelemetrySetup};
-
-fn my_player(me: Identity) -> PredictedEntity<Walk> {
-    PredictedEntity {
-        table: "player".into(),
-        reducer: "move_player".into(),
-        read_row: Arc::new(move |row| {
-            let p: Player = spacetimedb_lib::bsatn::from_slice(row).ok()?;
-            (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
-        }),
-        encode_input: Arc::new(|seq, step: &Step| {
-            spacetimedb_lib::bsatn::to_vec(&MovePlayerArgs { seq, dx: step.dx, dy: step.dy }).unwrap().into()
-        }),
-    }
-}
-
-/// Ticks at about 60 fps until `done` says so, or panics after `secs` seconds.
-fn tick_until(client: &mut Client, secs: u64, what: &str, mut done: impl FnMut(&mut Client, &[Event]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let events = client.frame_tick().to_vec();
-        if done(client, &events) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(16));
-    }
-}
 
 fn confirmed(events: &[Event], seq: u32) -> bool {
     events.iter().any(|e| matches!(e, Event::Prediction(PredictionEvent::Confirmed { seq: s, .. }) if *s >= seq))

@@ -320,3 +320,42 @@ pub async fn sql(query: &str) -> serde_json::Value {
 }
 
 pub mod proxy;
+
+/// Ticks a game's client at about 60 fps until `done` says so (given the
+/// frame's events), or panics after `secs` seconds.
+pub fn tick_until(
+    client: &mut Client,
+    secs: u64,
+    what: &str,
+    mut done: impl FnMut(&mut Client, &[spacelink::Event]) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let events = client.frame_tick().to_vec();
+        if done(client, &events) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(16));
+    }
+}
+
+/// Predicting our own guildmaster player: its row in `player`, its inputs
+/// through `move_player` (which drops repeats of a sequence number).
+pub fn my_player(
+    me: spacelink::connection::lib::Identity,
+) -> spacelink::prediction_link::PredictedEntity<spacelink::prediction::Walk> {
+    use spacelink::prediction::{Position, Step};
+    spacelink::prediction_link::PredictedEntity {
+        table: "player".into(),
+        reducer: "move_player".into(),
+        read_row: std::sync::Arc::new(move |row| {
+            let p: guildmaster::Player = spacelink::connection::sats::bsatn::from_slice(row).ok()?;
+            (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
+        }),
+        encode_input: std::sync::Arc::new(|seq, step: &Step| {
+            let args = guildmaster::MovePlayerArgs { seq, dx: step.dx, dy: step.dy };
+            spacelink::connection::sats::bsatn::to_vec(&args).unwrap().into()
+        }),
+    }
+}
