@@ -47,6 +47,34 @@ pub fn check(typespace: &Typespace, ty: &AlgebraicType, bytes: &[u8]) -> Result<
     Ok(())
 }
 
+/// Whether a value of `ty` holds no length at all: fixed-size primitives and
+/// bools, and products and sums of them (within [`MAX_DEPTH`]).
+///
+/// Bytes of such a type cannot make a decoder allocate by what they claim, and
+/// the BSATN decoder refuses a bad sum tag, a bool that is not 0 or 1, and too
+/// few bytes by itself; so for them [`check`] adds nothing to a decode that
+/// also refuses leftover bytes, and a caller may skip it.
+pub fn has_no_lengths(typespace: &Typespace, ty: &AlgebraicType) -> bool {
+    has_no_lengths_at(typespace, ty, 0)
+}
+
+fn has_no_lengths_at(typespace: &Typespace, ty: &AlgebraicType, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match ty {
+        AlgebraicType::Ref(r) => typespace.get(*r).is_some_and(|t| has_no_lengths_at(typespace, t, depth + 1)),
+        AlgebraicType::Sum(sum) => {
+            sum.variants.iter().all(|v| has_no_lengths_at(typespace, &v.algebraic_type, depth + 1))
+        }
+        AlgebraicType::Product(p) => {
+            p.elements.iter().all(|e| has_no_lengths_at(typespace, &e.algebraic_type, depth + 1))
+        }
+        AlgebraicType::Bool => true,
+        other => fixed_size(other).is_some(),
+    }
+}
+
 /// The fewest bytes a value of `ty` can take in BSATN.
 pub fn min_size(typespace: &Typespace, ty: &AlgebraicType) -> usize {
     min_size_at(typespace, ty, 0)
@@ -284,6 +312,23 @@ mod tests {
         let opt = AlgebraicType::option(AlgebraicType::U8);
         assert!(check(&ts(), &opt, &[7]).unwrap_err().problem.contains("sum tag 7"));
         assert!(check(&ts(), &AlgebraicType::String, &[1, 0, 0, 0, 0xff]).is_err());
+    }
+
+    #[test]
+    fn only_types_without_strings_or_arrays_have_no_lengths() {
+        let flat = AlgebraicType::product([
+            AlgebraicType::U64,
+            AlgebraicType::Bool,
+            AlgebraicType::option(AlgebraicType::product([AlgebraicType::F32, AlgebraicType::I128])),
+        ]);
+        assert!(has_no_lengths(&ts(), &flat));
+        assert!(!has_no_lengths(&ts(), &AlgebraicType::product([AlgebraicType::U8, AlgebraicType::String])));
+        assert!(!has_no_lengths(&ts(), &AlgebraicType::option(AlgebraicType::array(AlgebraicType::U8))));
+        assert!(!has_no_lengths(&ts(), &AlgebraicType::Ref(spacelink_sats_ref())));
+    }
+
+    fn spacelink_sats_ref() -> spacetimedb_sats::AlgebraicTypeRef {
+        spacetimedb_sats::AlgebraicTypeRef(0)
     }
 
     #[test]

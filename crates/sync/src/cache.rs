@@ -44,6 +44,15 @@
 //! `spacelink_sync_snapshot_copies_total`). After a reconcile (which publishes
 //! the fresh state whole) the first transaction also copies once.
 //!
+//! A copy is cheap because each table is behind an `Arc`: copies share every
+//! table neither has written since, and a write to a shared table copies that
+//! table first (`Arc::make_mut`, a clone of its map, no rehashing). A table
+//! that a transaction loads whole (its first rows: an initial subscription, a
+//! reconnect's fresh state) is built once, each row hashed and decoded once,
+//! with no catch-up operations: the spare copy shares it, until the next
+//! transaction that writes the table copies it. Right after a load, the cache
+//! holds one map of the table.
+//!
 //! The spatial index (positions of the rows of one table, see
 //! [`SpatialSetup`]) lives in the same snapshots, so a range query reads rows
 //! and positions of one transaction.
@@ -78,6 +87,10 @@ use crate::spatial::{SpatialIndex, SpatialSetup};
 
 /// How long the writer yields for a reader to let go of the spare copy before copying.
 const SPARE_WAIT: Duration = Duration::from_millis(1);
+
+/// The most entries the writer's per-transaction lists keep allocated between
+/// transactions: a large transaction's are freed after it.
+const KEPT_CAPACITY: usize = 4096;
 
 /// Transaction numbers, unique in the process: a reconcile publishes another
 /// cache's data, whose rows carry that cache's numbers.
@@ -291,10 +304,14 @@ struct Cached {
 type Table = FxHashMap<RowKey, Cached>;
 
 /// One published state of the cache.
+///
+/// Each table (and the spatial index) is behind an `Arc`, so two copies can
+/// share a table neither has written since: cloning a `Data` clones pointers,
+/// and a write to a shared table copies that table first (`Arc::make_mut`).
 #[derive(Debug, Clone, Default)]
 struct Data {
-    tables: FxHashMap<Arc<str>, Table>,
-    spatial: SpatialIndex<RowKey>,
+    tables: FxHashMap<Arc<str>, Arc<Table>>,
+    spatial: Arc<SpatialIndex<RowKey>>,
 }
 
 /// What the writer must still do to the spare copy to catch it up: set (or,
@@ -311,7 +328,7 @@ impl Data {
     fn set(&mut self, op: &Op, spatial: Option<&SpatialSetup>) {
         match &op.cached {
             Some((row, count)) => {
-                let table = self.tables.entry(Arc::clone(&op.table)).or_default();
+                let table = Arc::make_mut(self.tables.entry(Arc::clone(&op.table)).or_default());
                 match table.entry(op.key.clone()) {
                     MapEntry::Occupied(mut e) => {
                         let c = e.get_mut();
@@ -325,6 +342,7 @@ impl Data {
             }
             None => {
                 if let Some(table) = self.tables.get_mut(&op.table) {
+                    let table = Arc::make_mut(table);
                     table.remove(&op.key);
                     if table.is_empty() {
                         self.tables.remove(&op.table);
@@ -341,8 +359,24 @@ impl Data {
     fn index(&mut self, op: &Op, spatial: Option<&SpatialSetup>) {
         let Some(setup) = spatial.filter(|s| s.table == op.table) else { return };
         match op.cached.as_ref().and_then(|(row, _)| setup.positions.position(row.bytes())) {
-            Some((map, x, y)) => self.spatial.upsert(op.key.clone(), map, x, y),
-            None => self.spatial.remove(&op.key),
+            Some((map, x, y)) => Arc::make_mut(&mut self.spatial).upsert(op.key.clone(), map, x, y),
+            None => Arc::make_mut(&mut self.spatial).remove(&op.key),
+        }
+    }
+
+    /// Takes `table` as it is in `from` (shared, not copied), and with it the
+    /// spatial index if `table` is the spatial table.
+    fn share(&mut self, table: &Arc<str>, from: &Data, spatial: Option<&SpatialSetup>) {
+        match from.tables.get(table) {
+            Some(rows) => {
+                self.tables.insert(Arc::clone(table), Arc::clone(rows));
+            }
+            None => {
+                self.tables.remove(table);
+            }
+        }
+        if spatial.is_some_and(|s| s.table == *table) {
+            self.spatial = Arc::clone(&from.spatial);
         }
     }
 }
@@ -352,6 +386,9 @@ impl Data {
 struct Writer {
     spare: Option<Arc<Data>>,
     pending: Vec<Op>,
+    /// Tables the last transaction loaded whole: the spare takes them from the
+    /// published copy, shared (see [`ClientCache::apply`]).
+    shared: Vec<Arc<str>>,
     /// The keys a transaction touched in one table, in first-touch order, each
     /// with its row and count right after that first touch.
     order: Vec<(RowKey, Row, u32)>,
@@ -619,7 +656,7 @@ impl ClientCache {
     pub fn with_parts(keys: Arc<dyn RowKeys>, decoders: Decoders, spatial: Option<SpatialSetup>) -> Self {
         let data = Data {
             tables: FxHashMap::default(),
-            spatial: SpatialIndex::new(spatial.as_ref().map_or(10.0, |s| s.cell)),
+            spatial: Arc::new(SpatialIndex::new(spatial.as_ref().map_or(10.0, |s| s.cell))),
         };
         let inner = Inner {
             published: ArcSwap::from_pointee(data),
@@ -644,6 +681,7 @@ impl ClientCache {
     fn writable(&self, writer: &mut Writer, current: &Arc<Data>) -> Data {
         let Some(mut spare) = writer.spare.take() else {
             writer.pending.clear();
+            writer.shared.clear();
             return (**current).clone();
         };
         let started = Instant::now();
@@ -663,11 +701,19 @@ impl ClientCache {
                 for op in writer.pending.drain(..) {
                     data.set(&op, spatial);
                 }
+                for table in writer.shared.drain(..) {
+                    data.share(&table, current, spatial);
+                }
             }
             None => {
                 metrics::counter!("spacelink_sync_snapshot_copies_total").increment(1);
                 writer.pending.clear();
+                writer.shared.clear();
             }
+        }
+        // A large transaction's bookkeeping is not kept for the small ones after it.
+        if writer.pending.capacity() > KEPT_CAPACITY {
+            writer.pending = Vec::new();
         }
         data.unwrap_or_else(|| (**current).clone())
     }
@@ -696,11 +742,29 @@ impl ClientCache {
         let spatial = inner.parts.spatial.as_ref();
         for group in group_by_table(deltas) {
             let codec = inner.parts.decoders.table(&group.table);
-            let table = data.tables.entry(Arc::clone(&group.table)).or_default();
-            if table.is_empty() {
-                // A table's first rows (an initial subscription): grow the map once.
-                table.reserve(group.deltas.iter().map(|d| d.inserts.len()).sum());
+            let was_empty = current.tables.get(&group.table).is_none_or(|t| t.is_empty());
+            if was_empty && group.deltas.iter().all(|d| d.deletes.is_empty()) {
+                // A table's first rows (an initial subscription, a reconnect's
+                // fresh state): loaded whole, and shared with the spare copy.
+                let rows = load(inner, &group, codec, txn, &mut stats, &mut changes);
+                if rows.is_empty() {
+                    data.tables.remove(&group.table);
+                } else {
+                    if spatial.is_some_and(|s| s.table == group.table) {
+                        let index = Arc::make_mut(&mut data.spatial);
+                        let setup = spatial.map(|s| &s.positions);
+                        for (key, cached) in rows.iter() {
+                            if let Some((map, x, y)) = setup.and_then(|p| p.position(cached.row.bytes())) {
+                                index.upsert(key.clone(), map, x, y);
+                            }
+                        }
+                    }
+                    data.tables.insert(Arc::clone(&group.table), Arc::new(rows));
+                }
+                writer.shared.push(Arc::clone(&group.table));
+                continue;
             }
+            let table = Arc::make_mut(data.tables.entry(Arc::clone(&group.table)).or_default());
             let order = &mut writer.order;
             order.clear();
             // Whether a key was touched twice: only then are the states in `order` not final.
@@ -773,6 +837,9 @@ impl ClientCache {
                 changes.extend(change(&group.table, &key, old.map(|c| &c.row), new.as_ref().map(|(r, _)| r)));
                 writer.pending.push(Op { table: Arc::clone(&group.table), key, cached: new, moved });
             }
+            if order.capacity() > KEPT_CAPACITY {
+                *order = Vec::new();
+            }
             if table.is_empty() {
                 data.tables.remove(&group.table);
             }
@@ -836,11 +903,63 @@ impl ClientCache {
         inner.published.store(fresh);
         writer.spare = None;
         writer.pending.clear();
+        writer.shared.clear();
         metrics::counter!("spacelink_sync_reconciles_total").increment(1);
         record_changes(&changes);
         tracing::debug!(changes = changes.len(), "cache reconciled with fresh state");
         changes
     }
+}
+
+/// The rows of a table that was empty before this transaction and has no
+/// deletes in it: each key is hashed once, each row decoded once, and one
+/// [`RowChange::Insert`] per distinct key is pushed to `changes`, in the order
+/// the keys first came (as [`ClientCache::apply`] orders them).
+fn load(
+    inner: &Inner,
+    group: &Group<'_>,
+    codec: Option<&Arc<TableCodec>>,
+    txn: u64,
+    stats: &mut Stats,
+    changes: &mut Vec<RowChange>,
+) -> Table {
+    let mut table = Table::default();
+    let rows: usize = group.deltas.iter().map(|d| d.inserts.len()).sum();
+    table.reserve(rows);
+    changes.reserve(rows);
+    let first = changes.len();
+    // Whether a key came twice with other bytes: its change must carry the last ones.
+    let mut replaced = false;
+    for row in group.inserts() {
+        stats.row(row);
+        let key = inner.parts.keys.key_of(&group.table, row);
+        match table.entry(key) {
+            MapEntry::Occupied(mut entry) => {
+                let cached = entry.get_mut();
+                if cached.row.bytes() != row {
+                    cached.row = decode(codec, row);
+                    replaced = true;
+                }
+                cached.count = cached.count.saturating_add(1);
+            }
+            MapEntry::Vacant(entry) => {
+                let row = decode(codec, row);
+                let key = entry.key().clone();
+                entry.insert(Cached { row: row.clone(), count: 1, touched: txn });
+                changes.push(RowChange::Insert { table: Arc::clone(&group.table), key, row });
+            }
+        }
+    }
+    if replaced {
+        for change in &mut changes[first..] {
+            if let RowChange::Insert { key, row, .. } = change {
+                if let Some(cached) = table.get(key) {
+                    *row = cached.row.clone();
+                }
+            }
+        }
+    }
+    table
 }
 
 /// The cached form of `bytes`, decoded once by its table's codec.

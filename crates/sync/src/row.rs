@@ -14,8 +14,12 @@
 //! `spacelink_sync_row_decode_errors_total{table}` counts it, and the first
 //! failure of each table is logged at warn level.
 //!
-//! Every decode first checks the bytes against the table's row type with the
-//! connection's [`guard`], built once per table, so no length in them is trusted.
+//! Every decode of a row type with lengths in it (strings, arrays) first checks
+//! the bytes against the table's row type with the connection's [`guard`], so
+//! no length in them is trusted. A row type without lengths (fixed-size
+//! columns, bools, options and enums of them) skips that walk: its decoder
+//! refuses a bad tag, a bad bool, a short row and leftover bytes by itself
+//! (`tests/decode_properties.rs` holds the two to the same verdicts).
 
 use std::any::Any;
 use std::fmt;
@@ -291,6 +295,9 @@ pub struct TableCodec {
     ty: AlgebraicType,
     typespace: Typespace,
     typed: Option<Arc<DecodeFn>>,
+    /// Whether the row type has lengths in it (strings, arrays): only then is
+    /// the guard's walk worth its cost (see [`guard::has_no_lengths`]).
+    guarded: bool,
     warned: AtomicBool,
 }
 
@@ -302,23 +309,31 @@ impl fmt::Debug for TableCodec {
 
 impl TableCodec {
     fn new(table: &TableSchema, typed: Option<Arc<DecodeFn>>) -> Self {
-        Self {
-            name: table.name.as_str().into(),
-            ty: AlgebraicType::Product(table.row_type.clone()),
-            typespace: Typespace::new(Vec::new()),
-            typed,
-            warned: AtomicBool::new(false),
-        }
+        let ty = AlgebraicType::Product(table.row_type.clone());
+        let typespace = Typespace::new(Vec::new());
+        let guarded = !guard::has_no_lengths(&typespace, &ty);
+        Self { name: table.name.as_str().into(), ty, typespace, typed, guarded, warned: AtomicBool::new(false) }
     }
 
+    /// The guard's check of `bytes`, for a row type with lengths in it; for
+    /// one without, the decoders' own checks (tags, bools, sizes, leftovers)
+    /// are the whole check.
     fn check(&self, bytes: &[u8]) -> Result<(), String> {
+        if !self.guarded {
+            return Ok(());
+        }
         guard::check(&self.typespace, &self.ty, bytes).map_err(|e| format!("malformed row of {}: {e}", self.name))
     }
 
     fn decode_dynamic(&self, bytes: &[u8]) -> Result<ProductValue, String> {
         let result = self.check(bytes).and_then(|()| {
             let AlgebraicType::Product(row_type) = &self.ty else { return Err("not a product".to_string()) };
-            ProductValue::decode(row_type, &mut &bytes[..]).map_err(|e| format!("row of {}: {e}", self.name))
+            let mut rest = bytes;
+            let value = ProductValue::decode(row_type, &mut rest).map_err(|e| format!("row of {}: {e}", self.name))?;
+            if !rest.is_empty() {
+                return Err(format!("malformed row of {}: {} trailing bytes after the value", self.name, rest.len()));
+            }
+            Ok(value)
         });
         if let Err(e) = &result {
             self.report(e);
