@@ -297,8 +297,20 @@ impl TableDelta {
 struct Cached {
     row: Row,
     count: u32,
+    /// Where the transaction that touches it keeps its before and after (an
+    /// index into the writer's `order`, valid while `touched` is that transaction).
+    slot: u32,
     /// The transaction that last touched it (the writer's bookkeeping).
     touched: u64,
+}
+
+/// A key a transaction touched: its state before the transaction, and its
+/// state now (kept up to date by every later touch in the transaction).
+struct Touched {
+    key: RowKey,
+    before: Option<(Row, u32)>,
+    row: Row,
+    count: u32,
 }
 
 type Table = FxHashMap<RowKey, Cached>;
@@ -336,7 +348,7 @@ impl Data {
                         c.count = *count;
                     }
                     MapEntry::Vacant(e) => {
-                        e.insert(Cached { row: row.clone(), count: *count, touched: 0 });
+                        e.insert(Cached { row: row.clone(), count: *count, slot: 0, touched: 0 });
                     }
                 }
             }
@@ -389,9 +401,8 @@ struct Writer {
     /// Tables the last transaction loaded whole: the spare takes them from the
     /// published copy, shared (see [`ClientCache::apply`]).
     shared: Vec<Arc<str>>,
-    /// The keys a transaction touched in one table, in first-touch order, each
-    /// with its row and count right after that first touch.
-    order: Vec<(RowKey, Row, u32)>,
+    /// The keys a transaction touched in one table, in first-touch order.
+    order: Vec<Touched>,
 }
 
 /// How rows are keyed, decoded and indexed.
@@ -767,8 +778,6 @@ impl ClientCache {
             let table = Arc::make_mut(data.tables.entry(Arc::clone(&group.table)).or_default());
             let order = &mut writer.order;
             order.clear();
-            // Whether a key was touched twice: only then are the states in `order` not final.
-            let mut retouched = false;
             for row in group.deletes() {
                 stats.row(row);
                 let key = inner.parts.keys.key_of(&group.table, row);
@@ -777,13 +786,10 @@ impl ClientCache {
                         if cached.row.bytes() != row {
                             tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
                         }
+                        let before = touch(order, cached, txn);
                         cached.count -= 1;
-                        if cached.touched != txn {
-                            cached.touched = txn;
-                            order.push((key, cached.row.clone(), cached.count));
-                        } else {
-                            retouched = true;
-                        }
+                        let key = before.is_some().then_some(key);
+                        touched(order, cached, before, key);
                     }
                     _ => {
                         stats.ignored += 1;
@@ -797,44 +803,35 @@ impl ClientCache {
                 match table.entry(key) {
                     MapEntry::Occupied(mut entry) => {
                         let cached = entry.get_mut();
+                        let before = touch(order, cached, txn);
                         if cached.row.bytes() != row {
                             cached.row = decode(codec, row);
                         }
                         cached.count = cached.count.saturating_add(1);
-                        if cached.touched != txn {
-                            cached.touched = txn;
-                            let (row, count) = (cached.row.clone(), cached.count);
-                            order.push((entry.key().clone(), row, count));
-                        } else {
-                            retouched = true;
-                        }
+                        let key = if before.is_some() { Some(entry.key().clone()) } else { None };
+                        touched(order, entry.get_mut(), before, key);
                     }
                     MapEntry::Vacant(entry) => {
                         let row = decode(codec, row);
-                        order.push((entry.key().clone(), row.clone(), 1));
-                        entry.insert(Cached { row, count: 1, touched: txn });
+                        let slot = order.len() as u32;
+                        order.push(Touched { key: entry.key().clone(), before: None, row: row.clone(), count: 1 });
+                        entry.insert(Cached { row, count: 1, slot, touched: txn });
                     }
                 }
             }
-            let before = current.tables.get(&group.table);
-            for (key, row, count) in order.drain(..) {
-                let old = before.and_then(|t| t.get(&key));
-                // Touched once (the usual case): the state after that touch is final.
-                let (row, count) = match retouched {
-                    false => (row, count),
-                    true => table.get(&key).map_or((row, 0), |c| (c.row.clone(), c.count)),
-                };
+            for Touched { key, before, row, count } in order.drain(..) {
                 let new = if count > 0 {
                     Some((row, count))
                 } else {
                     table.remove(&key);
                     None
                 };
-                let moved = old.map(|c| c.row.bytes()) != new.as_ref().map(|(r, _)| r.bytes());
-                if old.map(|c| (c.row.bytes(), c.count)) == new.as_ref().map(|(r, c)| (r.bytes(), *c)) {
+                let old = before.as_ref();
+                let moved = old.map(|(r, _)| r.bytes()) != new.as_ref().map(|(r, _)| r.bytes());
+                if old.map(|(r, c)| (r.bytes(), *c)) == new.as_ref().map(|(r, c)| (r.bytes(), *c)) {
                     continue;
                 }
-                changes.extend(change(&group.table, &key, old.map(|c| &c.row), new.as_ref().map(|(r, _)| r)));
+                changes.extend(change(&group.table, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r)));
                 writer.pending.push(Op { table: Arc::clone(&group.table), key, cached: new, moved });
             }
             if order.capacity() > KEPT_CAPACITY {
@@ -945,7 +942,7 @@ fn load(
             MapEntry::Vacant(entry) => {
                 let row = decode(codec, row);
                 let key = entry.key().clone();
-                entry.insert(Cached { row: row.clone(), count: 1, touched: txn });
+                entry.insert(Cached { row: row.clone(), count: 1, slot: 0, touched: txn });
                 changes.push(RowChange::Insert { table: Arc::clone(&group.table), key, row });
             }
         }
@@ -960,6 +957,33 @@ fn load(
         }
     }
     table
+}
+
+/// Before `cached` is changed by transaction `txn`: its state before the
+/// transaction on its first touch, `None` on a later one (that state is in
+/// `order` already).
+fn touch(order: &[Touched], cached: &mut Cached, txn: u64) -> Option<(Row, u32)> {
+    if cached.touched == txn && (cached.slot as usize) < order.len() {
+        return None;
+    }
+    cached.touched = txn;
+    Some((cached.row.clone(), cached.count))
+}
+
+/// After `cached` was changed: records its new state in `order`, as a new
+/// entry (first touch: `before` and `key` given) or over its entry.
+fn touched(order: &mut Vec<Touched>, cached: &mut Cached, before: Option<(Row, u32)>, key: Option<RowKey>) {
+    match (before, key) {
+        (Some(before), Some(key)) => {
+            cached.slot = order.len() as u32;
+            order.push(Touched { key, before: Some(before), row: cached.row.clone(), count: cached.count });
+        }
+        _ => {
+            let entry = &mut order[cached.slot as usize];
+            entry.row = cached.row.clone();
+            entry.count = cached.count;
+        }
+    }
 }
 
 /// The cached form of `bytes`, decoded once by its table's codec.
