@@ -699,6 +699,19 @@ impl Bench {
                     if stream { "reducer round trip under a stream of updates" } else { "reducer round trip, idle" };
                 self.record(&format!("{key}_p50"), &format!("{label}: p50"), Unit::Micros, client, p50);
                 self.record(&format!("{key}_p99"), &format!("{label}: p99"), Unit::Micros, client, p99);
+                // Only spacelink reports it (the official SDK's reducer event has no
+                // execution time); it is the same server running the same reducer.
+                let server: Vec<f64> =
+                    v["server_us"].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default();
+                if !server.is_empty() {
+                    self.record(
+                        &format!("{key}_server_p50"),
+                        &format!("{label}: the server's own execution time, p50 (as it reports it)"),
+                        Unit::Micros,
+                        client,
+                        percentile(&server, 50.0),
+                    );
+                }
                 eprintln!(
                     "    {what}, {} round {}: p50 {:.0} µs, p99 {:.0} µs{}",
                     client.name(),

@@ -290,6 +290,9 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
                 wait_for(&mut seen, deadline, "a first update of the stream", |s| s.updates > 0).await?;
             }
             let mut samples = Vec::with_capacity(args.calls as usize);
+            // What the server says it spent running each call (its TransactionUpdate's
+            // host execution duration): the part of the round trip no client can save.
+            let mut server = Vec::with_capacity(args.calls as usize);
             for seq in 1..=args.calls {
                 let dx = if seq % 2 == 0 { 0.5 } else { -0.5 };
                 let sent = Instant::now();
@@ -299,11 +302,13 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
                     bail!("move_player #{seq}: {:?}", answer.outcome);
                 }
                 samples.push(rtt.as_secs_f64() * 1e6);
+                server.push(answer.server_execution.as_secs_f64() * 1e6);
                 if Instant::now() > deadline {
                     bail!("timed out after {seq} calls");
                 }
             }
             result.insert("rtt_us".into(), json!(samples));
+            result.insert("server_us".into(), json!(server));
             result.insert("updates_seen".into(), json!(seen.borrow().updates));
         }
         "dead-peer" => {

@@ -161,9 +161,13 @@ pub(crate) struct TreeListeners {
     pub(crate) sync: SyncListeners,
 }
 
-/// Starts the supervisor tree inside the current actix system: fetches the
-/// module's schema unless given (bounded and retried by [`ModuleSchema::fetch_for`]),
-/// then starts auth, the reducer client, state sync and the connection.
+/// Starts the supervisor tree inside the current actix system: auth, the
+/// reducer client and the connection at once, and state sync once the module's
+/// schema is known. Unless given, the schema is fetched (bounded and retried by
+/// [`ModuleSchema::fetch_for`]) while the connection makes its handshake, so a
+/// start costs one round trip less than fetching first; what the connection
+/// delivers meanwhile waits in the sync actor's mailbox. If the fetch fails,
+/// the started children are stopped and its error returned.
 pub(crate) async fn start_tree(mut config: SpacelinkConfig, listeners: TreeListeners) -> Result<Tree, ClientError> {
     config.connection.validate()?;
     if config.reducers.max_in_flight >= config.connection.outbound_capacity {
@@ -176,20 +180,48 @@ pub(crate) async fn start_tree(mut config: SpacelinkConfig, listeners: TreeListe
             ),
         }));
     }
-    let schema = match config.schema.take() {
-        Some(schema) => schema,
-        None => Arc::new(ModuleSchema::fetch_for(&config.connection).await?),
+    let given = config.schema.take();
+    // The fetch reads the connection's settings as given (before the stored token is chosen).
+    let fetch_config = given.is_none().then(|| config.connection.clone());
+    let started = start_children(config, listeners)?;
+    let schema = match (given, fetch_config) {
+        (Some(schema), _) => schema,
+        (None, Some(connection)) => match ModuleSchema::fetch_for(&connection).await {
+            Ok(schema) => Arc::new(schema),
+            Err(e) => {
+                started.abandon();
+                return Err(e.into());
+            }
+        },
+        (None, None) => unreachable!("a fetch is configured whenever no schema is given"),
     };
-    start_children(config, schema, listeners)
+    Ok(started.finish(schema))
 }
 
-/// Starts every child: the reducer and sync actors exist (as addresses)
-/// before the connection, so that each can be given the other's recipients.
-fn start_children(
-    mut config: SpacelinkConfig,
-    schema: Arc<ModuleSchema>,
-    listeners: TreeListeners,
-) -> Result<Tree, ClientError> {
+/// The tree with every child started but state sync, which waits for the schema.
+struct Started {
+    tree: Box<dyn FnOnce(Arc<ModuleSchema>) -> Tree>,
+    stop: StopFlag,
+    supervisor: Addr<Supervisor>,
+}
+
+impl Started {
+    /// Starts state sync with `schema` and hands the tree over.
+    fn finish(self, schema: Arc<ModuleSchema>) -> Tree {
+        (self.tree)(schema)
+    }
+
+    /// Stops what was started (the schema could not be had).
+    fn abandon(self) {
+        self.stop.raise();
+        self.supervisor.do_send(StopTree);
+    }
+}
+
+/// Starts every child but state sync: the reducer and sync actors exist (as
+/// addresses) before the connection, so that each can be given the other's
+/// recipients; the sync actor starts on its mailbox in [`Started::finish`].
+fn start_children(mut config: SpacelinkConfig, listeners: TreeListeners) -> Result<Started, ClientError> {
     let TreeListeners { connection: mut listeners, reducers: reducer_listeners, sync: sync_listeners } = listeners;
     // Authentication first: the token the connection starts with.
     let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
@@ -219,6 +251,7 @@ fn start_children(
     let mut sync = None;
     let mut auth = None;
     let sync_arbiter = Arbiter::new().handle();
+    let sync_thread = sync_arbiter.clone();
     let supervisor = Supervisor::create(|ctx| {
         let auth_ctx = Context::<AuthActor>::new();
         let auth_addr = auth_ctx.address();
@@ -266,25 +299,8 @@ fn start_children(
             let policy = supervision.reducers.clone();
             controls.reducers =
                 Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
-            let actor = SyncActor::with_types(
-                config.sync,
-                schema.clone(),
-                config.row_types,
-                connection.sender(),
-                sync_listeners,
-            );
-            let reader = actor.cache().reader();
-            let policy = supervision.sync.clone();
-            let control = Arc::new(ChildControl::default());
-            let (child_control, child_stop) = (control.clone(), stop.clone());
-            let started = sync_mailbox.run_on(&sync_arbiter, move |ctx| {
-                supervise::start_with(ctx, actor, "sync", policy, child_stop, OnShutdown::Stopped, child_control);
-            });
-            if !started {
-                tracing::error!("the sync actor's thread did not start");
-            }
-            controls.sync = Some(control);
-            sync = Some(SyncHandle::new(sync_addr, reader, schema.clone()));
+            let (sync_config, row_types, sender) = (config.sync, config.row_types, connection.sender());
+            sync = Some((sync_mailbox, sync_addr, sync_config, row_types, sender, sync_listeners));
         }
         controls.connection = connection_control;
         let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
@@ -293,7 +309,7 @@ fn start_children(
             connection,
             reducers,
             telemetry: tree_telemetry,
-            sync_thread: Some(sync_arbiter),
+            sync_thread: Some(sync_thread),
             last_state: ConnectionState::Disconnected,
         }
     });
@@ -308,8 +324,27 @@ fn start_children(
         }
         _ => return Err(ClientError::Connection(ConnectionError::ActorGone)),
     };
-    reducers.set_schema(schema.clone());
-    Ok(Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls, prediction_policy })
+    let sync_policy = config.supervision.sync.clone();
+    let (tree_stop, tree_supervisor) = (stop.clone(), supervisor.clone());
+    let tree = move |schema: Arc<ModuleSchema>| {
+        let (sync_mailbox, sync_addr, sync_config, row_types, sender, sync_listeners) = sync;
+        let actor = SyncActor::with_types(sync_config, schema.clone(), row_types, sender, sync_listeners);
+        let reader = actor.cache().reader();
+        let control = Arc::new(ChildControl::default());
+        let (child_control, child_stop) = (control.clone(), stop.clone());
+        let started = sync_mailbox.run_on(&sync_arbiter, move |ctx| {
+            supervise::start_with(ctx, actor, "sync", sync_policy, child_stop, OnShutdown::Stopped, child_control);
+        });
+        if !started {
+            tracing::error!("the sync actor's thread did not start");
+        }
+        let mut controls = controls;
+        controls.sync = Some(control);
+        let sync = SyncHandle::new(sync_addr, reader, schema.clone());
+        reducers.set_schema(schema.clone());
+        Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls, prediction_policy }
+    };
+    Ok(Started { tree: Box::new(tree), stop: tree_stop, supervisor: tree_supervisor })
 }
 
 impl Tree {
