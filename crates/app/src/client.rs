@@ -276,7 +276,8 @@ impl ClientBuilder {
 
     /// Starts the tree on a background thread this client owns (an actix
     /// `System` there) and returns once it runs. Blocks the calling thread
-    /// while the schema is fetched (unless given): call it before the game loop.
+    /// while the schema is fetched (unless given; the connection makes its
+    /// handshake meanwhile): call it before the game loop.
     pub fn build(self) -> Result<Client, ClientError> {
         let start = self.finish()?;
         let (tx, rx) = std::sync::mpsc::channel();
