@@ -98,8 +98,24 @@ static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
 
 /// A row's identity in its table: the BSATN of its primary-key columns where the
 /// table has a primary key, otherwise the row's whole bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, Hash, PartialOrd, Ord)]
 pub struct RowKey(pub Bytes);
+
+impl PartialEq for RowKey {
+    /// Byte equality, with the common key widths (a `u32`, a `u64`) compared
+    /// in a register rather than by a call to `memcmp`: every hash probe of
+    /// the cache ends in one.
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (self.0.as_ref(), other.0.as_ref());
+        match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
+            (Ok(a), Ok(b)) => u64::from_ne_bytes(a) == u64::from_ne_bytes(b),
+            _ => match (<[u8; 4]>::try_from(a), <[u8; 4]>::try_from(b)) {
+                (Ok(a), Ok(b)) => u32::from_ne_bytes(a) == u32::from_ne_bytes(b),
+                _ => a == b,
+            },
+        }
+    }
+}
 
 impl RowKey {
     /// A key holding a copy of `bytes`.
@@ -327,9 +343,9 @@ struct Data {
 }
 
 /// What the writer must still do to the spare copy to catch it up: set (or,
-/// with `None`, remove) the row of `key` in `table`.
+/// with `None`, remove) the row of `key` (in the table of its run, see
+/// `Writer::runs`).
 struct Op {
-    table: Arc<str>,
     key: RowKey,
     cached: Option<(Row, u32)>,
     /// Whether the row (not only its count) changed: the spatial index must move.
@@ -337,42 +353,32 @@ struct Op {
 }
 
 impl Data {
-    fn set(&mut self, op: &Op, spatial: Option<&SpatialSetup>) {
-        match &op.cached {
-            Some((row, count)) => {
-                let table = Arc::make_mut(self.tables.entry(Arc::clone(&op.table)).or_default());
-                match table.entry(op.key.clone()) {
-                    MapEntry::Occupied(mut e) => {
-                        let c = e.get_mut();
-                        c.row = row.clone();
-                        c.count = *count;
-                    }
-                    MapEntry::Vacant(e) => {
-                        e.insert(Cached { row: row.clone(), count: *count, slot: 0, touched: 0 });
-                    }
-                }
+    /// Replays one table's operations, in order (moving their rows in, not copying).
+    fn replay(&mut self, table: &Arc<str>, ops: impl Iterator<Item = Op>, spatial: Option<&SpatialSetup>) {
+        let Data { tables, spatial: index } = self;
+        let setup = spatial.filter(|s| s.table == *table);
+        let rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
+        for op in ops {
+            if let (true, Some(setup)) = (op.moved, setup) {
+                index_row(index, setup, &op);
             }
-            None => {
-                if let Some(table) = self.tables.get_mut(&op.table) {
-                    let table = Arc::make_mut(table);
-                    table.remove(&op.key);
-                    if table.is_empty() {
-                        self.tables.remove(&op.table);
+            match op.cached {
+                Some((row, count)) => match rows.get_mut(&op.key) {
+                    Some(cached) => {
+                        cached.row = row;
+                        cached.count = count;
                     }
+                    None => {
+                        rows.insert(op.key, Cached { row, count, slot: 0, touched: 0 });
+                    }
+                },
+                None => {
+                    rows.remove(&op.key);
                 }
             }
         }
-        if op.moved {
-            self.index(op, spatial);
-        }
-    }
-
-    /// Moves `op`'s row in the spatial index (if it is a row of the spatial table).
-    fn index(&mut self, op: &Op, spatial: Option<&SpatialSetup>) {
-        let Some(setup) = spatial.filter(|s| s.table == op.table) else { return };
-        match op.cached.as_ref().and_then(|(row, _)| setup.positions.position(row.bytes())) {
-            Some((map, x, y)) => Arc::make_mut(&mut self.spatial).upsert(op.key.clone(), map, x, y),
-            None => Arc::make_mut(&mut self.spatial).remove(&op.key),
+        if rows.is_empty() {
+            tables.remove(table);
         }
     }
 
@@ -398,6 +404,8 @@ impl Data {
 struct Writer {
     spare: Option<Arc<Data>>,
     pending: Vec<Op>,
+    /// `pending` in runs, one per table: the table and where its run ends.
+    runs: Vec<(Arc<str>, usize)>,
     /// Tables the last transaction loaded whole: the spare takes them from the
     /// published copy, shared (see [`ClientCache::apply`]).
     shared: Vec<Arc<str>>,
@@ -692,6 +700,7 @@ impl ClientCache {
     fn writable(&self, writer: &mut Writer, current: &Arc<Data>) -> Data {
         let Some(mut spare) = writer.spare.take() else {
             writer.pending.clear();
+            writer.runs.clear();
             writer.shared.clear();
             return (**current).clone();
         };
@@ -709,16 +718,22 @@ impl ClientCache {
         match &mut data {
             Some(data) => {
                 let spatial = self.inner.parts.spatial.as_ref();
-                for op in writer.pending.drain(..) {
-                    data.set(&op, spatial);
+                let Writer { pending, runs, shared, .. } = &mut *writer;
+                let mut ops = pending.drain(..);
+                let mut start = 0;
+                for (table, end) in runs.drain(..) {
+                    data.replay(&table, ops.by_ref().take(end - start), spatial);
+                    start = end;
                 }
-                for table in writer.shared.drain(..) {
+                drop(ops);
+                for table in shared.drain(..) {
                     data.share(&table, current, spatial);
                 }
             }
             None => {
                 metrics::counter!("spacelink_sync_snapshot_copies_total").increment(1);
                 writer.pending.clear();
+                writer.runs.clear();
                 writer.shared.clear();
             }
         }
@@ -832,7 +847,10 @@ impl ClientCache {
                     continue;
                 }
                 changes.extend(change(&group.table, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r)));
-                writer.pending.push(Op { table: Arc::clone(&group.table), key, cached: new, moved });
+                writer.pending.push(Op { key, cached: new, moved });
+            }
+            if writer.runs.last().map_or(0, |(_, end)| *end) < writer.pending.len() {
+                writer.runs.push((Arc::clone(&group.table), writer.pending.len()));
             }
             if order.capacity() > KEPT_CAPACITY {
                 *order = Vec::new();
@@ -841,9 +859,15 @@ impl ClientCache {
                 data.tables.remove(&group.table);
             }
         }
-        for op in &writer.pending {
-            if op.moved {
-                data.index(op, spatial);
+        if let Some(setup) = spatial {
+            let mut start = 0;
+            for (table, end) in &writer.runs {
+                if *table == setup.table {
+                    for op in writer.pending[start..*end].iter().filter(|op| op.moved) {
+                        index_row(&mut data.spatial, setup, op);
+                    }
+                }
+                start = *end;
             }
         }
         let old = inner.published.swap(Arc::new(data));
@@ -900,6 +924,7 @@ impl ClientCache {
         inner.published.store(fresh);
         writer.spare = None;
         writer.pending.clear();
+        writer.runs.clear();
         writer.shared.clear();
         metrics::counter!("spacelink_sync_reconciles_total").increment(1);
         record_changes(&changes);
@@ -983,6 +1008,14 @@ fn touched(order: &mut Vec<Touched>, cached: &mut Cached, before: Option<(Row, u
             entry.row = cached.row.clone();
             entry.count = cached.count;
         }
+    }
+}
+
+/// Moves `op`'s row, a row of `setup`'s table, in the spatial index.
+fn index_row(index: &mut Arc<SpatialIndex<RowKey>>, setup: &SpatialSetup, op: &Op) {
+    match op.cached.as_ref().and_then(|(row, _)| setup.positions.position(row.bytes())) {
+        Some((map, x, y)) => Arc::make_mut(index).upsert(op.key.clone(), map, x, y),
+        None => Arc::make_mut(index).remove(&op.key),
     }
 }
 

@@ -459,6 +459,30 @@ proptest! {
 // ---------------------------------------------------------------------------
 // Property 4, through readers: what readers see is the model, transaction by transaction.
 
+/// The keyed table's rows are placed on map 1 at x = their value (the spatial index's input).
+struct ValueIsX;
+
+impl spacelink_sync::spatial::Positions for ValueIsX {
+    fn position(&self, row: &[u8]) -> Option<(u32, f32, f32)> {
+        Some((1, f32::from(*row.get(4)?), 0.0))
+    }
+}
+
+/// What the spatial index of `view` must hold for `model`: every keyed row,
+/// found around its own position, and nothing else.
+fn check_index(view: &spacelink_sync::CacheView<'_>, model: &Model) -> Result<(), TestCaseError> {
+    let keyed: BTreeSet<Vec<u8>> =
+        model.iter().filter(|((t, _), _)| t == KEYED).map(|(_, (row, _))| row.clone()).collect();
+    prop_assert_eq!(view.indexed(), keyed.len());
+    let all: BTreeSet<Vec<u8>> = view.within(1, 128.0, 0.0, 1000.0).iter().map(|r| r.to_vec()).collect();
+    prop_assert_eq!(&all, &keyed);
+    for row in &keyed {
+        let near: Vec<Vec<u8>> = view.within(1, f32::from(row[4]), 0.0, 0.5).iter().map(|r| r.to_vec()).collect();
+        prop_assert!(near.contains(row), "{:?} is not found at its position", row);
+    }
+    Ok(())
+}
+
 fn view_contents(view: &spacelink_sync::CacheView<'_>) -> Model {
     let mut model = Model::new();
     for table in view.tables() {
@@ -493,14 +517,19 @@ fn step() -> impl Strategy<Value = Step> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (the published reader views equal a simple model after random transaction sequences: inserts, deletes, updates, overlapping subscriptions, reconnect reconciliation; a snapshot never changes once published; a concurrent reader only ever sees whole transactions)
+    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (the published reader views equal a simple model after random transaction sequences: inserts, deletes, updates, overlapping subscriptions, reconnect reconciliation; a snapshot never changes once published; a concurrent reader only ever sees whole transactions; the spatial index in every snapshot holds exactly its rows)
     #[test]
     fn prop_published_reader_views_equal_the_model(
         queries in prop::collection::vec(query(), 1..5),
         initial in prop::collection::btree_set(0usize..8, 0..5),
         steps in prop::collection::vec((step(), any::<bool>()), 1..25),
     ) {
-        let cache = ClientCache::new(TestKeys);
+        let spatial = spacelink_sync::spatial::SpatialSetup {
+            table: KEYED.into(),
+            cell: 10.0,
+            positions: std::sync::Arc::new(ValueIsX),
+        };
+        let cache = ClientCache::with_parts(std::sync::Arc::new(TestKeys), spacelink_sync::row::Decoders::none(), Some(spatial));
         let reader = cache.reader();
         let mut server = Server { live: initial.iter().map(|q| q % queries.len()).collect(), ..Server::default() };
         let mut models = vec![Model::new()];
@@ -547,6 +576,7 @@ proptest! {
             prop_assert_eq!(normalize(&changes), diff(&model_before, &model_after));
             let snapshot = reader.snapshot();
             prop_assert_eq!(&view_contents(&snapshot.view()), &model_after);
+            check_index(&snapshot.view(), &model_after)?;
             prop_assert_eq!(&reader.with_view(view_contents), &model_after);
             for (table, key) in model_after.keys() {
                 let key = RowKey(Bytes::copy_from_slice(key));
@@ -554,6 +584,7 @@ proptest! {
             }
             for (old, model) in &held {
                 prop_assert_eq!(&view_contents(&old.view()), model, "a held snapshot changed");
+                check_index(&old.view(), model)?;
             }
             if *hold {
                 held.push((snapshot, model_after.clone()));
