@@ -98,8 +98,15 @@ static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
 
 /// A row's identity in its table: the BSATN of its primary-key columns where the
 /// table has a primary key, otherwise the row's whole bytes.
-#[derive(Debug, Clone, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
 pub struct RowKey(pub Bytes);
+
+impl std::hash::Hash for RowKey {
+    /// The bytes' hash, as `Bytes` has it (equal keys hash alike: [`PartialEq`] is byte equality).
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PartialEq for RowKey {
     /// Byte equality, with the common key widths (a `u32`, a `u64`) compared
