@@ -44,9 +44,12 @@
 //! `spacelink_sync_snapshot_copies_total`). After a reconcile (which publishes
 //! the fresh state whole) the first transaction also copies once.
 //!
-//! A copy is cheap because each table is behind an `Arc`: copies share every
-//! table neither has written since, and a write to a shared table copies that
-//! table first (`Arc::make_mut`, a clone of its map, no rehashing). A table
+//! A copy is cheap because each table is behind an `Arc`, and a large table is
+//! itself 64 shards behind `Arc`s (the private `table` module):
+//! copies share every table and shard neither has written since, and a write
+//! to a shared one copies that one first (`Arc::make_mut`, a clone of its map,
+//! no rehashing). So a large table that changes in a few places costs its map
+//! about once, and the first write after a load copies a shard, not the table. A table
 //! that a transaction loads whole (its first rows: an initial subscription, a
 //! reconnect's fresh state) is built once, each row hashed and decoded once,
 //! with no catch-up operations: the spare copy shares it, until the next
@@ -336,13 +339,14 @@ struct Touched {
     count: u32,
 }
 
-type Table = FxHashMap<RowKey, Cached>;
+type Table = crate::table::Table<RowKey, Cached>;
 
 /// One published state of the cache.
 ///
-/// Each table (and the spatial index) is behind an `Arc`, so two copies can
-/// share a table neither has written since: cloning a `Data` clones pointers,
-/// and a write to a shared table copies that table first (`Arc::make_mut`).
+/// Each table (and the spatial index) is behind an `Arc`, and a large table's
+/// shards too, so two copies can share what neither has written since:
+/// cloning a `Data` clones pointers, and a write copies the table's list of
+/// shards and the one shard it lands in first (`Arc::make_mut`).
 #[derive(Debug, Clone, Default)]
 struct Data {
     tables: FxHashMap<Arc<str>, Arc<Table>>,

@@ -23,6 +23,7 @@ pub mod handle;
 pub mod messages;
 pub mod row;
 pub mod spatial;
+mod table;
 
 pub use actor::{SchemaKeys, SyncActor, SyncMailbox};
 pub use cache::{CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, Snapshot, TableDelta, WholeRow};

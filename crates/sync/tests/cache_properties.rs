@@ -474,7 +474,7 @@ fn check_index(view: &spacelink_sync::CacheView<'_>, model: &Model) -> Result<()
     let keyed: BTreeSet<Vec<u8>> =
         model.iter().filter(|((t, _), _)| t == KEYED).map(|(_, (row, _))| row.clone()).collect();
     prop_assert_eq!(view.indexed(), keyed.len());
-    let all: BTreeSet<Vec<u8>> = view.within(1, 128.0, 0.0, 1000.0).iter().map(|r| r.to_vec()).collect();
+    let all: BTreeSet<Vec<u8>> = view.within(1, 128.0, 0.0, 130.0).iter().map(|r| r.to_vec()).collect();
     prop_assert_eq!(&all, &keyed);
     for row in &keyed {
         let near: Vec<Vec<u8>> = view.within(1, f32::from(row[4]), 0.0, 0.5).iter().map(|r| r.to_vec()).collect();

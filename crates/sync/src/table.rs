@@ -1,0 +1,289 @@
+//! One cached table: its rows by key, in shards that two copies of the cache share.
+//!
+//! The cache keeps two copies of its data (see [`crate::cache`]), so a table
+//! that both copies held whole would cost its map twice, and the first write
+//! after a load would copy all of it at once (a million entries, on the
+//! thread that applies transactions). A [`Table`] is therefore [`SHARDS`]
+//! maps, each behind an `Arc`: the copies share every shard neither has
+//! written since, and a write copies only the shard it lands in
+//! (`Arc::make_mut`). A large table that changes in a few places (a world of
+//! static objects, a few moving NPCs) then costs its map about once.
+//!
+//! A key's shard is chosen by a hash of its bytes unrelated to the one the
+//! shard's own map uses, so the rows of one shard still spread over all of
+//! its buckets. A lookup that misses never copies a shared shard. A small
+//! table is one shard (copying it whole is cheap); it is split into
+//! [`SHARDS`] once it holds [`SPLIT_AT`] rows, or when a load reserves that many.
+
+use std::collections::hash_map::Entry;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use rustc_hash::{FxHashMap, FxHasher};
+
+/// How many shards a large table has (a power of two).
+pub(crate) const SHARDS: usize = 64;
+const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+/// The size at which a one-shard table is split into [`SHARDS`].
+pub(crate) const SPLIT_AT: usize = 4096;
+
+/// The rows of one table by key, in one shard or [`SHARDS`] shared shards.
+/// Empty, it holds no shard at all (a table with no rows costs nothing).
+#[derive(Debug, Clone)]
+pub(crate) struct Table<K, V> {
+    shards: Vec<Arc<FxHashMap<K, V>>>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Self { shards: Vec::new() }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
+    /// The shard of `key`: the top bits of its hash, multiplied by an odd
+    /// constant so they owe nothing to the bits the shard's map uses.
+    fn shard_of(&self, key: &K) -> usize {
+        if self.shards.len() <= 1 {
+            return 0;
+        }
+        let mut hasher = FxHasher::default();
+        key.hash(&mut hasher);
+        (hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS)) as usize
+    }
+
+    /// The shards, made to take one more row: one for a new table, and a
+    /// single full shard split into [`SHARDS`].
+    fn shards_for_insert(&mut self) -> &mut [Arc<FxHashMap<K, V>>] {
+        match self.shards.len() {
+            0 => self.shards.push(Arc::default()),
+            1 if self.shards[0].len() >= SPLIT_AT => self.split(),
+            _ => {}
+        }
+        &mut self.shards
+    }
+
+    /// From one shard to [`SHARDS`] (each row moved, or copied if the shard is shared).
+    fn split(&mut self) {
+        let Some(single) = self.shards.pop() else { return };
+        let each = single.len() / SHARDS + single.len() / (SHARDS * 8) + 1;
+        let mut maps: Vec<FxHashMap<K, V>> = (0..SHARDS).map(|_| FxHashMap::default()).collect();
+        maps.iter_mut().for_each(|m| m.reserve(each));
+        self.shards = vec![Arc::default(), Arc::default()]; // any length above 1: `shard_of` hashes
+        let rows: Vec<(K, V)> = match Arc::try_unwrap(single) {
+            Ok(map) => map.into_iter().collect(),
+            Err(shared) => shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        for (key, value) in rows {
+            let index = self.shard_of(&key);
+            maps[index].insert(key, value);
+        }
+        self.shards = maps.into_iter().map(Arc::new).collect();
+    }
+
+    /// Room for `additional` more rows: split at once if they would pass [`SPLIT_AT`].
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        if self.shards.len() <= 1 && self.len() + additional >= SPLIT_AT {
+            if self.shards.is_empty() {
+                self.shards.push(Arc::default());
+            }
+            self.split();
+        }
+        let shards = self.shards_for_insert();
+        let each = additional / shards.len() + additional / (shards.len() * 8) + 1;
+        for shard in shards {
+            Arc::make_mut(shard).reserve(each);
+        }
+    }
+
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+        self.shards.get(self.shard_of(key))?.get(key)
+    }
+
+    pub(crate) fn contains_key(&self, key: &K) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The row of `key`, writable; its shard is copied first if shared (not for a miss).
+    pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        let index = self.shard_of(key);
+        let shard = self.shards.get_mut(index)?;
+        if Arc::strong_count(shard) != 1 && !shard.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(shard).get_mut(key)
+    }
+
+    /// The entry of `key`, in its shard (copied first if shared).
+    pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
+        self.shards_for_insert();
+        let index = self.shard_of(&key);
+        Arc::make_mut(&mut self.shards[index]).entry(key)
+    }
+
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
+        self.shards_for_insert();
+        let index = self.shard_of(&key);
+        Arc::make_mut(&mut self.shards[index]).insert(key, value)
+    }
+
+    /// Removes `key`'s row (its shard is copied first if shared, not for a miss).
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+        let index = self.shard_of(key);
+        let shard = self.shards.get_mut(index)?;
+        if Arc::strong_count(shard) != 1 && !shard.contains_key(key) {
+            return None;
+        }
+        Arc::make_mut(shard).remove(key)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len()).sum()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.shards.iter().all(|s| s.is_empty())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.shards.iter().flat_map(|s| s.values())
+    }
+
+    /// How many shards this table and `other` share (the same allocation).
+    #[cfg(test)]
+    pub(crate) fn shared_with(&self, other: &Self) -> usize {
+        self.shards.iter().zip(&other.shards).filter(|(a, b)| Arc::ptr_eq(a, b)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_copies_only_its_shard() {
+        let mut table: Table<u64, u64> = Table::default();
+        assert!(table.is_empty() && table.shards.is_empty(), "an empty table holds no shard");
+        let n = 2 * SPLIT_AT as u64;
+        table.reserve(n as usize);
+        for k in 0..n {
+            table.insert(k, k);
+        }
+        let copy = table.clone();
+        assert_eq!(table.shared_with(&copy), SHARDS);
+        *table.get_mut(&7).unwrap() = 70;
+        assert_eq!(table.shared_with(&copy), SHARDS - 1);
+        // A miss copies nothing.
+        assert!(table.get_mut(&(n + 1)).is_none() && table.remove(&(n + 1)).is_none());
+        assert_eq!(table.shared_with(&copy), SHARDS - 1);
+        assert_eq!((copy.get(&7), table.get(&7)), (Some(&7), Some(&70)));
+        assert_eq!((table.len(), copy.len()), (n as usize, n as usize));
+    }
+
+    #[test]
+    fn a_small_table_is_one_shard_until_it_grows() {
+        let mut table: Table<u64, u64> = Table::default();
+        for k in 0..SPLIT_AT as u64 {
+            table.insert(k, k);
+        }
+        assert_eq!(table.shards.len(), 1);
+        let copy = table.clone();
+        table.insert(u64::MAX, 0);
+        assert_eq!(table.shards.len(), SHARDS, "split on the row past SPLIT_AT");
+        assert_eq!((table.len(), copy.len()), (SPLIT_AT + 1, SPLIT_AT));
+        assert!((0..SPLIT_AT as u64).all(|k| table.get(&k) == Some(&k) && copy.get(&k) == Some(&k)));
+        let mut loaded: Table<u64, u64> = Table::default();
+        loaded.reserve(10 * SPLIT_AT);
+        assert_eq!(loaded.shards.len(), SHARDS, "a large load is split from the start");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u64),
+        Remove(u64),
+        Modify(u64, u64),
+        /// A copy kept to the end (as a snapshot a reader holds): it must not change.
+        Copy,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let key = 0..(3 * SPLIT_AT as u64);
+        prop_oneof![
+            4 => (key.clone(), any::<u64>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            2 => key.clone().prop_map(Op::Remove),
+            2 => (key, any::<u64>()).prop_map(|(k, v)| Op::Modify(k, v)),
+            1 => Just(Op::Copy),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(100))]
+
+        // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (a sharded table equals a plain map after random inserts, removes and updates across its split, and every copy taken along the way keeps its rows)
+        #[test]
+        fn a_sharded_table_is_a_map_and_its_copies_never_change(
+            bulk in 0..(2 * SPLIT_AT as u64),
+            reserve in proptest::prelude::any::<bool>(),
+            ops in proptest::collection::vec(op(), 0..3000),
+        ) {
+            let mut table: Table<u64, u64> = Table::default();
+            let mut model = std::collections::BTreeMap::new();
+            if reserve {
+                table.reserve(bulk as usize);
+            }
+            for k in 0..bulk {
+                table.insert(k, k);
+                model.insert(k, k);
+            }
+            let mut copies = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        proptest::prop_assert_eq!(table.insert(k, v), model.insert(k, v));
+                    }
+                    Op::Remove(k) => {
+                        proptest::prop_assert_eq!(table.remove(&k), model.remove(&k));
+                    }
+                    Op::Modify(k, v) => match (table.get_mut(&k), model.get_mut(&k)) {
+                        (Some(a), Some(b)) => {
+                            *a = v;
+                            *b = v;
+                        }
+                        (None, None) => {}
+                        (a, b) => proptest::prop_assert!(false, "get_mut: {:?} vs {:?}", a, b),
+                    },
+                    // A few copies are enough to hold shards from every stage.
+                    Op::Copy if copies.len() < 6 => copies.push((table.clone(), model.clone())),
+                    Op::Copy => {}
+                }
+            }
+            let contents = |t: &Table<u64, u64>| t.iter().map(|(k, v)| (*k, *v)).collect::<std::collections::BTreeMap<_, _>>();
+            proptest::prop_assert_eq!(&contents(&table), &model);
+            proptest::prop_assert_eq!(table.len(), model.len());
+            proptest::prop_assert_eq!(table.is_empty(), model.is_empty());
+            for (copy, then) in &copies {
+                proptest::prop_assert_eq!(&contents(copy), then, "a copy changed");
+                for (k, v) in then {
+                    proptest::prop_assert_eq!(copy.get(k), Some(v));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keys_spread_over_the_shards() {
+        let mut table: Table<u64, ()> = Table::default();
+        for k in 0..64_000u64 {
+            table.insert(k, ());
+        }
+        let sizes: Vec<usize> = table.shards.iter().map(|s| s.len()).collect();
+        assert!(sizes.iter().all(|&n| n > 700 && n < 1300), "{sizes:?}");
+        assert_eq!(table.iter().count(), 64_000);
+        assert_eq!(table.values().count(), 64_000);
+    }
+}
