@@ -199,9 +199,9 @@ pub const TARGETS: &[Target] = &[
         what: "RSS with 100k rows cached",
         bound: 0.7,
         why_missed: "a cached row costs its decoded value with its bytes (one 88-byte allocation), its BSATN in the \
-                     received frame (29 bytes) and a 64-byte map entry in each copy of the double buffer (the \
-                     second copy is made at the first write after the load: here the NPC tick); 0.7 needs one copy \
-                     of the map and smaller entries",
+                     received frame (29 bytes), its map entry (64 bytes) and, while the callbacks run (when RSS is \
+                     read), its change (88 bytes): about 270 bytes a row, where 0.7 leaves about 200 beside the \
+                     process itself",
     },
     Target {
         figure: "rtt_idle_p50",
