@@ -270,7 +270,8 @@ fn start_children(mut config: SpacelinkConfig, listeners: TreeListeners) -> Resu
         // transaction never holds up the heartbeats, and it uses the other core.
         let sync_mailbox = SyncMailbox::new();
         let sync_addr = sync_mailbox.address();
-        listeners.messages.push(sync_addr.clone().recipient());
+        // Only what carries rows: a reducer call's empty update does not wake its thread.
+        listeners.row_messages.push(sync_addr.clone().recipient());
         listeners.states.push(sync_addr.clone().recipient());
         let supervision = config.supervision.clone();
         let mut connection_control = None;

@@ -523,6 +523,11 @@ impl ConnectionActor {
         for r in &self.listeners.messages {
             r.do_send(event.clone());
         }
+        if codec::carries_rows(&event.message) {
+            for r in &self.listeners.row_messages {
+                r.do_send(event.clone());
+            }
+        }
     }
 }
 

@@ -153,6 +153,28 @@ fn server_message_type() -> &'static (Typespace, AlgebraicType, Typespace, Algeb
     })
 }
 
+/// Whether `message` carries rows or a subscription's outcome: a subscription
+/// applied, removed or refused, or a transaction that changed at least one
+/// table. A reducer call's own `TransactionUpdate` with no table in it (the
+/// caller subscribed to nothing it touched), a failed transaction, an identity
+/// or a one-off query's answer do not.
+pub fn carries_rows(message: &ServerMessage) -> bool {
+    match message {
+        ws::ServerMessage::InitialSubscription(_)
+        | ws::ServerMessage::SubscribeApplied(_)
+        | ws::ServerMessage::UnsubscribeApplied(_)
+        | ws::ServerMessage::SubscriptionError(_)
+        | ws::ServerMessage::SubscribeMultiApplied(_)
+        | ws::ServerMessage::UnsubscribeMultiApplied(_) => true,
+        ws::ServerMessage::TransactionUpdate(tx) => match &tx.status {
+            ws::UpdateStatus::Committed(update) => !update.tables.is_empty(),
+            _ => false,
+        },
+        ws::ServerMessage::TransactionUpdateLight(tx) => !tx.update.tables.is_empty(),
+        ws::ServerMessage::IdentityToken(_) | ws::ServerMessage::OneOffQueryResponse(_) => false,
+    }
+}
+
 /// The name of a server message's variant, for logs and `Debug`.
 pub fn server_message_kind(message: &ServerMessage) -> &'static str {
     match message {
@@ -337,6 +359,52 @@ mod tests {
             Ok(m) => panic!("decoded a {}", server_message_kind(&m)),
             Err(e) => e,
         }
+    }
+
+    fn transaction(status: ws::UpdateStatus<ws::BsatnFormat>) -> ServerMessage {
+        use spacetimedb_lib::{ConnectionId, Identity, TimeDuration, Timestamp};
+        ws::ServerMessage::TransactionUpdate(ws::TransactionUpdate {
+            status,
+            timestamp: Timestamp::from_micros_since_unix_epoch(0),
+            caller_identity: Identity::from_byte_array([1; 32]),
+            caller_connection_id: ConnectionId::from_u128(1),
+            reducer_call: ws::ReducerCallInfo {
+                reducer_name: "move_player".into(),
+                reducer_id: 1,
+                args: Box::new([]),
+                request_id: 7,
+            },
+            energy_quanta_used: spacetimedb_client_api_messages::energy::EnergyQuanta::new(0),
+            total_host_execution_duration: TimeDuration::from_micros(20),
+        })
+    }
+
+    #[test]
+    fn only_messages_with_rows_or_subscription_outcomes_carry_rows() {
+        let empty = ws::DatabaseUpdate { tables: Vec::new() };
+        let one = ws::DatabaseUpdate {
+            tables: vec![ws::TableUpdate {
+                table_id: 4096u32.into(),
+                table_name: "map".into(),
+                num_rows: 0,
+                updates: Vec::new().into(),
+            }],
+        };
+        assert!(
+            !carries_rows(&transaction(ws::UpdateStatus::Committed(empty))),
+            "a call that touched nothing subscribed"
+        );
+        assert!(carries_rows(&transaction(ws::UpdateStatus::Committed(one))));
+        assert!(!carries_rows(&transaction(ws::UpdateStatus::Failed("no".into()))));
+        assert!(!carries_rows(&transaction(ws::UpdateStatus::OutOfEnergy)));
+        let error = ws::ServerMessage::SubscriptionError(ws::SubscriptionError {
+            total_host_execution_duration_micros: 0,
+            request_id: None,
+            query_id: Some(3),
+            table_id: None,
+            error: "refused".into(),
+        });
+        assert!(carries_rows(&error), "a refused subscription concerns the cache");
     }
 
     #[test]

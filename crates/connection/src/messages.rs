@@ -270,6 +270,10 @@ impl fmt::Display for Token {
 pub struct Listeners {
     /// Receive every decoded server message.
     pub messages: Vec<Recipient<ServerMessageReceived>>,
+    /// Receive only the messages that carry rows or a subscription's outcome
+    /// ([`codec::carries_rows`](crate::codec::carries_rows)): a cache's listener,
+    /// not woken by every reducer call's empty `TransactionUpdate`.
+    pub row_messages: Vec<Recipient<ServerMessageReceived>>,
     /// Receive every state change.
     pub states: Vec<Recipient<StateChanged>>,
     /// Receive the identity and token of each session.

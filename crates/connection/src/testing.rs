@@ -102,6 +102,11 @@ impl Actor for ScriptedConnection {
                     for r in &self.listeners.messages {
                         r.do_send(event.clone());
                     }
+                    if codec::carries_rows(&event.message) {
+                        for r in &self.listeners.row_messages {
+                            r.do_send(event.clone());
+                        }
+                    }
                 }
             }
         }

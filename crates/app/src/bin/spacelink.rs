@@ -302,8 +302,8 @@ async fn run(args: Args) -> anyhow::Result<u8> {
     let listeners = Listeners {
         messages: vec![printer.clone().recipient()],
         states: vec![printer.clone().recipient()],
-        identities: vec![],
         resilience: vec![printer.clone().recipient()],
+        ..Default::default()
     };
     let mut builder =
         Client::builder().with_connection_config(config).with_schema(schema.clone()).with_listeners(listeners);
