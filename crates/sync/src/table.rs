@@ -24,19 +24,21 @@ use rustc_hash::{FxHashMap, FxHasher};
 /// How many shards a large table has (a power of two).
 pub(crate) const SHARDS: usize = 64;
 const SHARD_BITS: u32 = SHARDS.trailing_zeros();
-/// The size at which a one-shard table is split into [`SHARDS`].
-pub(crate) const SPLIT_AT: usize = 4096;
+/// The size at which a one-shard table is split into [`SHARDS`]: below it,
+/// copying a table whole costs less than a shard's lookup on every row.
+pub(crate) const SPLIT_AT: usize = 32 * 1024;
 
 /// The rows of one table by key, in one shard or [`SHARDS`] shared shards.
 /// Empty, it holds no shard at all (a table with no rows costs nothing).
 #[derive(Debug, Clone)]
 pub(crate) struct Table<K, V> {
     shards: Vec<Arc<FxHashMap<K, V>>>,
+    split_at: usize,
 }
 
 impl<K, V> Default for Table<K, V> {
     fn default() -> Self {
-        Self { shards: Vec::new() }
+        Self { shards: Vec::new(), split_at: SPLIT_AT }
     }
 }
 
@@ -57,7 +59,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     fn shards_for_insert(&mut self) -> &mut [Arc<FxHashMap<K, V>>] {
         match self.shards.len() {
             0 => self.shards.push(Arc::default()),
-            1 if self.shards[0].len() >= SPLIT_AT => self.split(),
+            1 if self.shards[0].len() >= self.split_at => self.split(),
             _ => {}
         }
         &mut self.shards
@@ -83,7 +85,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
 
     /// Room for `additional` more rows: split at once if they would pass [`SPLIT_AT`].
     pub(crate) fn reserve(&mut self, additional: usize) {
-        if self.shards.len() <= 1 && self.len() + additional >= SPLIT_AT {
+        if self.shards.len() <= 1 && self.len() + additional >= self.split_at {
             if self.shards.is_empty() {
                 self.shards.push(Arc::default());
             }
@@ -164,9 +166,18 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
 mod tests {
     use super::*;
 
+    /// The tests split small tables, to go through splits quickly.
+    const SPLIT_AT: usize = 512;
+
+    impl<K, V> Table<K, V> {
+        fn small() -> Self {
+            Self { shards: Vec::new(), split_at: SPLIT_AT }
+        }
+    }
+
     #[test]
     fn a_write_copies_only_its_shard() {
-        let mut table: Table<u64, u64> = Table::default();
+        let mut table: Table<u64, u64> = Table::small();
         assert!(table.is_empty() && table.shards.is_empty(), "an empty table holds no shard");
         let n = 2 * SPLIT_AT as u64;
         table.reserve(n as usize);
@@ -186,7 +197,7 @@ mod tests {
 
     #[test]
     fn a_small_table_is_one_shard_until_it_grows() {
-        let mut table: Table<u64, u64> = Table::default();
+        let mut table: Table<u64, u64> = Table::small();
         for k in 0..SPLIT_AT as u64 {
             table.insert(k, k);
         }
@@ -196,7 +207,7 @@ mod tests {
         assert_eq!(table.shards.len(), SHARDS, "split on the row past SPLIT_AT");
         assert_eq!((table.len(), copy.len()), (SPLIT_AT + 1, SPLIT_AT));
         assert!((0..SPLIT_AT as u64).all(|k| table.get(&k) == Some(&k) && copy.get(&k) == Some(&k)));
-        let mut loaded: Table<u64, u64> = Table::default();
+        let mut loaded: Table<u64, u64> = Table::small();
         loaded.reserve(10 * SPLIT_AT);
         assert_eq!(loaded.shards.len(), SHARDS, "a large load is split from the start");
     }
@@ -231,7 +242,7 @@ mod tests {
             reserve in proptest::prelude::any::<bool>(),
             ops in proptest::collection::vec(op(), 0..3000),
         ) {
-            let mut table: Table<u64, u64> = Table::default();
+            let mut table: Table<u64, u64> = Table::small();
             let mut model = std::collections::BTreeMap::new();
             if reserve {
                 table.reserve(bulk as usize);
@@ -277,7 +288,7 @@ mod tests {
 
     #[test]
     fn keys_spread_over_the_shards() {
-        let mut table: Table<u64, ()> = Table::default();
+        let mut table: Table<u64, ()> = Table::small();
         for k in 0..64_000u64 {
             table.insert(k, ());
         }
