@@ -222,7 +222,9 @@ pub const TARGETS: &[Target] = &[
         what: "connect + subscribe 10k rows",
         bound: 1.0,
         why_missed: "spacelink fetches the module's schema over HTTP (the official SDK compiles its bindings in); \
-                     the fetch overlaps the WebSocket handshake, and what is left is within the runs' spread",
+                     the fetch overlaps the WebSocket handshake, and what is left (a few ms, within the runs' \
+                     spread) is the start: reading the schema (JSON, types, a decoder and a key reader per table) \
+                     and starting the sync and network threads",
     },
     Target {
         figure: "load_1000000_peak",
