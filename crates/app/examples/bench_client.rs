@@ -238,7 +238,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         .with_sync_listeners(sync_listeners)
         .build_async()
         .await?;
-    let sync = app.sync().clone();
+    let sync = app.sync().expect("the schema is known").clone();
 
     if let Some(query) = &args.query {
         if args.scenario == "first-row" {

@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         .with_sync_listeners(sync_listeners)
         .build_async()
         .await?;
-    let sync = app.sync().clone();
+    let sync = app.sync().expect("the schema is known").clone();
 
     let joined = app.reducer_client().call_json(&schema, "join", r#"["demo-hero", 1]"#).await?;
     println!("join: {:?} in {:.1} ms", joined.outcome, joined.round_trip.as_secs_f64() * 1000.0);

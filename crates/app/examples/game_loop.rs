@@ -1,7 +1,9 @@
 //! A headless game loop at 60 frames per second on spacelink's game API: the
+//! client is built without waiting (the server may still be starting), the
 //! input (here a scripted walk) moves the player through a reducer, the tables
-//! are read every frame, and the reducer results and row events are handled on
-//! the game's own thread, in `frame_tick`. Nothing here waits for the network.
+//! and the status are read every frame, and the reducer results and row events
+//! are handled on the game's own thread, in `frame_tick`. A failed reducer is an
+//! `Err`. Nothing here waits for the network.
 //!
 //! ```text
 //! cargo run -p spacelink --example game_loop -- --server http://127.0.0.1:3000 --database guildmaster --frames 300
@@ -32,27 +34,36 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_uri(&server)
         .with_database(&database)
         .subscribe(&["SELECT * FROM player"])
-        .on_connect(|identity| println!("connected as {}", identity.to_hex()))
-        .on_disconnect(|reason| println!("disconnected: {}", reason.unwrap_or("-")))
-        .build()?;
+        .on_connect(|identity, _token| println!("connected as {}", identity.to_hex()))
+        .on_disconnect(|d| {
+            let why = if d.requested { "asked for" } else { "lost" };
+            println!("disconnected ({why}): {}", d.reason.as_deref().unwrap_or("-"));
+        })
+        .build()?; // returns at once
 
     // Row callbacks run in frame_tick, here, with typed rows.
     let players = client.table::<Player>("player");
     let moves = Arc::new(AtomicU32::new(0));
     let seen = moves.clone();
-    players.on_update(move |old, new| {
+    players.on_update(move |_ctx, old, new| {
         if old.pos.x != new.pos.x || old.pos.y != new.pos.y {
             seen.fetch_add(1, Ordering::Relaxed);
         }
     });
-    players.on_insert(|p| println!("player {} joined map {}", p.name, p.map_id));
+    // A row event says what caused it; this callback is removed after the first.
+    let joined = players.on_insert(|ctx, p| {
+        let by = ctx.cause().reducer().map_or("a subscription", |r| &*r.reducer);
+        println!("player {} joined map {} (by {by})", p.name, p.map_id);
+    });
 
-    client.reducers().call("join", &JoinArgs { name: "loop-hero".into(), map_id: 1 }).on_result(
-        |result| match result {
-            Ok(r) => println!("join: {:?} in {:.1} ms", r.outcome, r.round_trip.as_secs_f64() * 1000.0),
+    client.reducers().call("join", &JoinArgs { name: "loop-hero".into(), map_id: 1 }).on_result(move |result| {
+        match result {
+            // Committed: its row is in the cache already.
+            Ok(r) => println!("join: committed in {:.1} ms", r.round_trip.as_secs_f64() * 1000.0),
+            // Refused by the module (ReducerError::Failed) or never answered.
             Err(e) => println!("join failed: {e}"),
-        },
-    );
+        }
+    });
 
     let mut me: Option<Identity> = None;
     let mut seq = 0;
@@ -71,6 +82,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 _ => {}
             }
         }
+        if n == 120 {
+            client.remove_callback(joined);
+        }
         // 2. Input: a step to the right every tenth frame, once we are in.
         let mine = me.and_then(|id| players.find("identity", &id));
         if n % 10 == 0 && mine.is_some() {
@@ -81,7 +95,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // 3. Draw: read the tables straight from the cache.
         if n % 60 == 0 {
             let at = mine.map(|p| (p.pos.x, p.pos.y));
-            println!("frame {n}: {} players cached, me at {at:?}", players.count());
+            let status = client.status(); // no await, no round trip
+            println!("frame {n}: {:?}, {} players cached, me at {at:?}", status.state, players.count());
         }
         std::thread::sleep(frame.saturating_sub(started.elapsed()));
     }

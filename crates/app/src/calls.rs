@@ -6,18 +6,22 @@
 //! Nothing here waits for the reducer actor: the call is handed to its mailbox
 //! (`try_send`, so a full mailbox is an immediate `QueueFull` result) with a
 //! completion that queues the result for the game.
+//!
+//! A reducer that ran and failed is an error ([`ReducerError::Failed`],
+//! [`ReducerError::OutOfEnergy`]): `?` and `Err(..)` arms see it; `Ok` means
+//! committed.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use spacelink_connection::sats::{bsatn, ser::Serialize};
-use spacelink_reducers::{Call, Completion, Dedup, ReducerError, ReducerHandle, ReducerResult};
+use spacelink_reducers::{Call, Completion, Dedup, Outcome, ReducerError, ReducerHandle, ReducerResult};
 use tokio::sync::oneshot;
 
 use crate::events::{Event, EventSender};
@@ -62,9 +66,11 @@ impl Waiting {
 
     /// Runs the callbacks whose result came but whose event was not among
     /// this tick's (drained before they were registered, or still queued):
-    /// each callback runs exactly once, its later event finds none.
-    pub(crate) fn sweep_ready(&mut self) {
-        let ready: Vec<u64> = self.0.iter_mut().filter(|(_, (rx, _))| !rx.is_empty()).map(|(t, _)| *t).collect();
+    /// each callback runs exactly once, its later event finds none. A result
+    /// in `held` (waiting for its transaction's rows) waits with it.
+    pub(crate) fn sweep_ready(&mut self, held: &[u64]) {
+        let ready: Vec<u64> =
+            self.0.iter_mut().filter(|(t, (rx, _))| !rx.is_empty() && !held.contains(t)).map(|(t, _)| *t).collect();
         for ticket in ready {
             if let Some((mut rx, callback)) = self.0.remove(&ticket) {
                 let result = rx.try_recv().unwrap_or(Err(ReducerError::Cancelled));
@@ -81,6 +87,8 @@ pub struct Reducers {
     events: EventSender,
     callbacks: ResultCallbacks,
     next_ticket: Arc<AtomicU64>,
+    /// Calls not answered yet (the status's `calls_pending`).
+    pending: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Reducers {
@@ -90,8 +98,13 @@ impl fmt::Debug for Reducers {
 }
 
 impl Reducers {
-    pub(crate) fn new(handle: ReducerHandle, events: EventSender, callbacks: ResultCallbacks) -> Self {
-        Self { handle, events, callbacks, next_ticket: Arc::new(AtomicU64::new(1)) }
+    pub(crate) fn new(
+        handle: ReducerHandle,
+        events: EventSender,
+        callbacks: ResultCallbacks,
+        pending: Arc<AtomicUsize>,
+    ) -> Self {
+        Self { handle, events, callbacks, next_ticket: Arc::new(AtomicU64::new(1)), pending }
     }
 
     /// Calls `reducer` with typed arguments (a type deriving the SATS
@@ -129,7 +142,11 @@ impl Reducers {
         let (tx, rx) = oneshot::channel();
         let events = self.events.clone();
         let name: Arc<str> = Arc::from(reducer);
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::Relaxed);
         let done: Completion = Box::new(move |result: CallResult| {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            let result = failure_as_error(result);
             let _ = tx.send(result.clone());
             events.event(Event::ReducerResult { ticket, reducer: name, result });
         });
@@ -138,6 +155,17 @@ impl Reducers {
             Err(e) => done(Err(e)),
         }
         ReducerCall { ticket, rx: Some(rx), callbacks: self.callbacks.clone() }
+    }
+}
+
+/// A reducer that ran and failed is an error, so that no game mistakes it for a success.
+fn failure_as_error(result: CallResult) -> CallResult {
+    match result {
+        Ok(ReducerResult { outcome: Outcome::Failed(message), reducer, .. }) => {
+            Err(ReducerError::Failed { reducer, message })
+        }
+        Ok(ReducerResult { outcome: Outcome::OutOfEnergy, reducer, .. }) => Err(ReducerError::OutOfEnergy { reducer }),
+        other => other,
     }
 }
 
@@ -233,7 +261,7 @@ mod tests {
         waiting.adopt(&callbacks);
         let _ = tx.send(Err(ReducerError::Cancelled));
         waiting.dispatch(1, &Err(ReducerError::Cancelled));
-        waiting.sweep_ready();
+        waiting.sweep_ready(&[]);
         assert_eq!(runs.load(Ordering::Relaxed), 1);
 
         // Registered after its event went by: the sweep of the next tick runs it,
@@ -242,7 +270,7 @@ mod tests {
         let _ = tx.send(Err(ReducerError::Cancelled));
         callbacks.0.lock().expect("lock").push((2, rx, counting(&runs)));
         waiting.adopt(&callbacks);
-        waiting.sweep_ready();
+        waiting.sweep_ready(&[]);
         waiting.dispatch(2, &Err(ReducerError::Cancelled));
         assert_eq!(runs.load(Ordering::Relaxed), 2);
 
@@ -250,7 +278,7 @@ mod tests {
         let (_tx, rx) = oneshot::channel();
         callbacks.0.lock().expect("lock").push((3, rx, counting(&runs)));
         waiting.adopt(&callbacks);
-        waiting.sweep_ready();
+        waiting.sweep_ready(&[]);
         assert_eq!(runs.load(Ordering::Relaxed), 2);
         assert_eq!(waiting.0.len(), 1);
     }

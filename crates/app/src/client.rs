@@ -1,67 +1,55 @@
 //! The one way in: [`Client::builder`], and the frame loop's [`Client::frame_tick`].
 //!
 //! The builder gathers the subsystem configs, the initial subscriptions and the
-//! callbacks; [`ClientBuilder::build`] starts the supervisor tree on a
-//! background thread it owns (an actix `System` there), and
-//! [`ClientBuilder::build_async`] starts it inside the caller's actix system
-//! (or, called from plain tokio, on that background thread as well). Both go
-//! through the same tree start (`supervisor::start_tree`).
+//! callbacks. [`ClientBuilder::build`] returns at once: it starts the supervisor
+//! tree on a background thread it owns (an actix `System` there), which connects,
+//! authenticates and fetches (or, when the schema was given, checks) the
+//! module's schema while the game's frames go on; the game learns how that went
+//! from events and [`Client::status`]. [`ClientBuilder::build_async`] starts the
+//! tree inside the caller's actix system (or, from plain tokio, on that
+//! background thread) and resolves once the schema is known. Both go through the
+//! same two stages (`supervisor::start_children`, then `SyncStart::run`).
 //!
 //! On the game's thread, [`Client::frame_tick`] drains the events that arrived
 //! since the last tick (see [`crate::events`] for the queue's policy), runs the
 //! registered callbacks there, in order, and returns the events for games that
 //! prefer polling. It never waits for the network: tables are read from the
-//! cache's reader directly, and reducer calls return at once.
+//! cache's reader directly, and reducer calls and subscriptions return at once.
+//! A reducer's result is delivered after the row events of its transaction, so
+//! a result callback sees its rows in the cache (the official SDK's order).
 
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use spacelink_auth::{AuthConfig, AuthHandle, CredentialStore, TokenProvider};
 use spacelink_connection::layout::RowLayout;
 use spacelink_connection::lib::Identity;
 use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
-use spacelink_connection::{Compression, ConnectionConfig, ConnectionHandle, ConnectionState, Listeners, ModuleSchema};
+use spacelink_connection::{Compression, ConnectionConfig, ConnectionHandle, Listeners, ModuleSchema, Token};
 use spacelink_reducers::{ReducerConfig, ReducerHandle, ReducerListeners};
-use spacelink_sync::{Shared, SyncConfig, SyncHandle, SyncListeners, TableView};
+use spacelink_sync::{
+    Cause, ReducerCause, Shared, Subscribe, SubscriptionId, SyncConfig, SyncHandle, SyncListeners, TableView,
+    Unsubscribe,
+};
 use spacelink_telemetry::{ExportFormat, TelemetryError, TelemetryHandle, TelemetrySetup};
 
+use crate::callbacks::{CallbackId, Callbacks, Registrar};
 use crate::calls::{Reducers, ResultCallbacks, Waiting};
 use crate::error::ClientError;
-use crate::events::{self, Event, EventReceiver, EventSink, RowEventKind};
+use crate::events::{
+    self, Disconnect, Event, EventReceiver, EventSender, EventSink, RowEvent, RowEventKind, SchemaEvent,
+};
+use crate::order::ResultOrder;
 use crate::prediction_link::{PredictedEntity, PredictionStart, RowsHub};
+use crate::status::{SchemaStatus, Status, StatusCell, SubscriptionState};
 use crate::supervise::Child;
-use crate::supervisor::{start_tree, SpacelinkConfig, Tree, TreeListeners};
+use crate::supervisor::{start_children, validate, Ready, SpacelinkConfig, SyncStart, Tree, TreeListeners};
 use crate::switch::{SwitchError, Switcher};
-
-/// A callback run on the game's thread by [`Client::frame_tick`].
-type Callback = Box<dyn FnMut(&Event) + Send>;
-
-/// Callbacks registered since the last tick; the tick adopts them before
-/// dispatching, so a callback registered on the game's thread hears every
-/// event the next tick drains, and one registered inside a callback does not
-/// deadlock.
-#[derive(Clone, Default)]
-struct Registrar(Arc<Mutex<Vec<Callback>>>);
-
-impl Registrar {
-    fn add(&self, callback: Callback) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(callback);
-    }
-
-    fn take_into(&self, out: &mut Vec<Callback>) {
-        out.append(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-}
-
-impl fmt::Debug for Registrar {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registrar").finish_non_exhaustive()
-    }
-}
 
 /// Builds a [`Client`]: `Client::builder().with_uri(..).with_database(..).build()`.
 #[must_use = "a builder does nothing until built"]
@@ -234,19 +222,21 @@ impl ClientBuilder {
 
     /// Runs `callback` on the game's thread, in `frame_tick`, for every event.
     pub fn on_event(self, callback: impl FnMut(&Event) + Send + 'static) -> Self {
-        self.registrar.add(Box::new(callback));
+        self.registrar.any(Box::new(callback));
         self
     }
 
-    /// Runs `callback` in `frame_tick` each time a session is up and the server told who we are.
-    pub fn on_connect(self, callback: impl FnMut(Identity) + Send + 'static) -> Self {
-        self.registrar.add(on_connect(callback));
+    /// Runs `callback(identity, token)` in `frame_tick` each time a session is
+    /// up and the server told who we are (the token's `Debug` never shows it).
+    pub fn on_connect(self, callback: impl FnMut(Identity, &Token) + Send + 'static) -> Self {
+        self.registrar.any(on_connect(callback));
         self
     }
 
-    /// Runs `callback` in `frame_tick` each time a session ends (a change away from `Connected`).
-    pub fn on_disconnect(self, callback: impl FnMut(Option<&str>) + Send + 'static) -> Self {
-        self.registrar.add(on_disconnect(callback));
+    /// Runs `callback` in `frame_tick` each time a session ends, saying whether
+    /// the game asked for it ([`Client::shutdown`]) or it was lost, and why.
+    pub fn on_disconnect(self, callback: impl FnMut(&Disconnect) + Send + 'static) -> Self {
+        self.registrar.any(on_disconnect(callback));
         self
     }
 
@@ -270,34 +260,44 @@ impl ClientBuilder {
         if config.connection.database.is_empty() {
             return Err(config_error("database", "no database: call with_database"));
         }
-        config.connection.validate()?;
+        validate(&config)?;
         Ok(Start { config, listeners: self.listeners, subscriptions: self.subscriptions, registrar: self.registrar })
     }
 
-    /// Starts the tree on a background thread this client owns (an actix
-    /// `System` there) and returns once it runs. Blocks the calling thread
-    /// while the schema is fetched (unless given; the connection makes its
-    /// handshake meanwhile): call it before the game loop.
+    /// Starts the client and returns at once, before anything is connected:
+    /// the tree runs on a background thread this client owns (an actix
+    /// `System` there), where it connects, authenticates and fetches the
+    /// module's schema (or, given one, checks it against the server's), retried
+    /// while the server is unreachable. The game's frames go on meanwhile:
+    /// [`Client::status`] and the events of [`Client::frame_tick`] tell how it
+    /// goes ([`Event::Schema`], [`Event::Connected`]); tables read empty until
+    /// the schema is known. Only a configuration that cannot work is an error here.
     pub fn build(self) -> Result<Client, ClientError> {
         let start = self.finish()?;
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = spawn_runtime(start, move |started| {
             let _ = tx.send(started);
         })?;
+        // Only actors start before this answer (and the stored token is read): no network.
         let started =
             rx.recv().map_err(|_| ClientError::Runtime("the runtime thread ended before the tree started".into()))?;
         started.map(|(client, system)| client.owning(system, thread))
     }
 
-    /// Starts the tree in the current actix system; called outside one (from
-    /// plain tokio, say), it starts it on a background thread as [`build`](Self::build) does.
+    /// Starts the tree in the current actix system and resolves once the
+    /// module's schema is known (fetched, bounded and retried, unless given):
+    /// a refused fetch is an error and stops what was started. Called outside
+    /// an actix system (from plain tokio, say), it starts the tree on a
+    /// background thread as [`build`](Self::build) does, and waits the same way.
     pub async fn build_async(self) -> Result<Client, ClientError> {
         let start = self.finish()?;
         if System::try_current().is_some() {
-            return start.run().await;
+            let (client, schema_stage) = start.run()?;
+            schema_stage.wait().await?;
+            return Ok(client);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = spawn_runtime(start, move |started| {
+        let thread = spawn_runtime_waiting(start, move |started| {
             let _ = tx.send(started);
         })?;
         let started =
@@ -310,34 +310,55 @@ fn config_error(field: &'static str, reason: &str) -> ClientError {
     ClientError::Config(spacelink_connection::ConfigError { field, reason: reason.into() })
 }
 
-fn on_connect(mut callback: impl FnMut(Identity) + Send + 'static) -> Callback {
+fn on_connect(mut callback: impl FnMut(Identity, &Token) + Send + 'static) -> crate::callbacks::AnyCallback {
     Box::new(move |event| {
-        if let Event::Connected { identity, .. } = event {
-            callback(*identity);
+        if let Event::Connected { identity, token, .. } = event {
+            callback(*identity, token);
         }
     })
 }
 
-fn on_disconnect(mut callback: impl FnMut(Option<&str>) + Send + 'static) -> Callback {
+fn on_disconnect(mut callback: impl FnMut(&Disconnect) + Send + 'static) -> crate::callbacks::AnyCallback {
     Box::new(move |event| {
-        if let Event::StateChanged { from: ConnectionState::Connected, to, reason } = event {
-            if *to != ConnectionState::Connected {
-                callback(reason.as_deref());
-            }
+        if let Event::Disconnected(disconnect) = event {
+            callback(disconnect);
         }
     })
 }
 
-/// Runs the tree on a thread of its own; `report` hears how the start went.
+type Report = Box<dyn FnOnce(Result<(Client, System), ClientError>) + Send>;
+
+/// Runs the tree on a thread of its own; `report` hears as soon as the
+/// children run (the schema stage goes on there in the background).
 fn spawn_runtime(
     start: Start,
     report: impl FnOnce(Result<(Client, System), ClientError>) + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, ClientError> {
+    spawn_runtime_with(start, false, Box::new(report))
+}
+
+/// Like [`spawn_runtime`], reporting only once the schema stage is done.
+fn spawn_runtime_waiting(
+    start: Start,
+    report: impl FnOnce(Result<(Client, System), ClientError>) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, ClientError> {
+    spawn_runtime_with(start, true, Box::new(report))
+}
+
+fn spawn_runtime_with(start: Start, wait: bool, report: Report) -> Result<std::thread::JoinHandle<()>, ClientError> {
     std::thread::Builder::new()
         .name("spacelink".into())
         .spawn(move || {
             let system = System::new();
-            let started = system.block_on(start.run());
+            let started = system.block_on(async move {
+                let (client, schema_stage) = start.run()?;
+                if wait {
+                    schema_stage.wait().await?;
+                } else {
+                    actix::spawn(schema_stage.in_background());
+                }
+                Ok(client)
+            });
             let ok = started.is_ok();
             report(started.map(|client| (client, System::current())));
             if ok {
@@ -358,11 +379,14 @@ struct Start {
 }
 
 impl Start {
-    /// Inside an actix system: the event sink, the tree, the initial subscriptions.
-    async fn run(self) -> Result<Client, ClientError> {
+    /// Inside an actix system: the event sink, the tree's children, the initial
+    /// subscriptions (waiting in the sync actor's mailbox); then the schema stage.
+    fn run(self) -> Result<(Client, SchemaStage), ClientError> {
         let Start { mut config, mut listeners, subscriptions, registrar } = self;
         let (sender, receiver) = events::queue();
-        let sink = EventSink { events: sender.clone() }.start();
+        let status = StatusCell::default();
+        let requested = Arc::new(AtomicBool::new(false));
+        let sink = EventSink { events: sender.clone(), status: status.clone(), requested: requested.clone() }.start();
         let rows_hub = RowsHub::default().start();
         listeners.sync.changes.push(rows_hub.clone().recipient());
         listeners.connection.states.push(sink.clone().recipient());
@@ -376,33 +400,130 @@ impl Start {
             telemetry.listeners.alerts.push(sink.clone().recipient());
             telemetry.listeners.stats.push(sink.clone().recipient());
         }
-        let tree = start_tree(config, listeners).await?;
-        for queries in subscriptions {
-            let sync = tree.sync.clone();
-            // Its outcome reaches the game as a subscription event.
-            actix::spawn(async move {
-                let queries: Vec<&str> = queries.iter().map(String::as_str).collect();
-                if let Err(e) = sync.subscribe(&queries).await {
-                    tracing::warn!(error = %e, "an initial subscription failed");
-                }
-            });
-        }
+        let given = config.schema.take();
+        // The fetch reads the connection's settings as given (before the stored token is chosen).
+        let fetch_config = config.connection.clone();
+        let (tree, sync) = start_children(config, listeners)?;
         let result_callbacks = ResultCallbacks::default();
-        Ok(Client {
+        let client = Client {
             sink,
-            reducers: Reducers::new(tree.reducers.clone(), sender, result_callbacks.clone()),
+            reducers: Reducers::new(
+                tree.reducers.clone(),
+                sender.clone(),
+                result_callbacks.clone(),
+                status.calls_pending.clone(),
+            ),
             result_callbacks,
-            waiting: Waiting::default(),
+            tick: Mutex::new(Tick::default()),
             tree,
             events: receiver,
-            frame: Vec::new(),
-            callbacks: Vec::new(),
             registrar,
             runtime: None,
             arbiter: actix::Arbiter::current(),
             runtime_thread: std::thread::current().id(),
             rows_hub,
-        })
+            status: status.clone(),
+            requested,
+            initial: Vec::new(),
+        };
+        let mut initial = Vec::with_capacity(subscriptions.len());
+        for queries in subscriptions {
+            initial.push(client.subscribe(&queries));
+        }
+        let stage =
+            SchemaStage { given, config: fetch_config, sync, status, events: sender, stop: client.tree.stop.clone() };
+        let mut client = client;
+        client.initial = initial;
+        Ok((client, stage))
+    }
+}
+
+/// The second stage of a start: the module's schema, then state sync.
+struct SchemaStage {
+    given: Option<Arc<ModuleSchema>>,
+    config: ConnectionConfig,
+    sync: SyncStart,
+    status: StatusCell,
+    events: EventSender,
+    stop: crate::supervise::StopFlag,
+}
+
+impl SchemaStage {
+    fn ready(status: &StatusCell, events: &EventSender) {
+        status.update(|s| s.schema = SchemaStatus::Ready);
+        events.event(Event::Schema(SchemaEvent::Ready));
+    }
+
+    /// For a caller that waits: the schema as given, or fetched (bounded and
+    /// retried, then an error that stops the tree).
+    async fn wait(self) -> Result<(), ClientError> {
+        let schema = match self.given {
+            Some(schema) => schema,
+            None => match ModuleSchema::fetch_for(&self.config).await {
+                Ok(schema) => Arc::new(schema),
+                Err(e) => {
+                    self.sync.abandon();
+                    return Err(e.into());
+                }
+            },
+        };
+        self.sync.run(schema);
+        Self::ready(&self.status, &self.events);
+        Ok(())
+    }
+
+    /// In the background: a given schema starts sync at once and is then
+    /// checked against the server's (a difference is [`SchemaEvent::Mismatch`]);
+    /// else the schema is fetched, retried on the connection's backoff (capped)
+    /// until it comes or the client shuts down, each failure told.
+    async fn in_background(self) {
+        let SchemaStage { given, config, sync, status, events, stop } = self;
+        let checking = given.clone();
+        let mut pending = Some(sync);
+        if let Some(schema) = given {
+            if let Some(sync) = pending.take() {
+                sync.run(schema);
+            }
+            Self::ready(&status, &events);
+        }
+        let Ok(base) = config.http_base() else { return };
+        let mut jitter = config
+            .jitter_seed
+            .map_or_else(spacelink_connection::Jitter::from_entropy, spacelink_connection::Jitter::new);
+        let mut attempts = 0u32;
+        while !stop.is_raised() {
+            let token = config.token.as_deref();
+            match ModuleSchema::fetch_with(&base, &config.database, token, &config.schema_fetch, &config.tls).await {
+                Ok(server) => {
+                    match (&checking, pending.take()) {
+                        (Some(mine), _) => {
+                            if let Some(difference) = mine.difference(&server) {
+                                tracing::warn!(%difference, "the server's module differs from the given schema");
+                                status.update(|s| s.schema = SchemaStatus::Mismatch { difference: difference.clone() });
+                                events.event(Event::Schema(SchemaEvent::Mismatch { difference }));
+                            }
+                        }
+                        (None, Some(sync)) => {
+                            sync.run(Arc::new(server));
+                            Self::ready(&status, &events);
+                        }
+                        (None, None) => {}
+                    }
+                    return;
+                }
+                Err(e) => {
+                    attempts += 1;
+                    let error = e.to_string();
+                    tracing::warn!(%error, attempts, "schema fetch failed; retrying");
+                    if checking.is_none() {
+                        status.update(|s| s.schema = SchemaStatus::Retrying { attempts, error: error.clone() });
+                    }
+                    let retry_in = config.retry.delay(attempts.min(16), jitter.next_unit());
+                    events.event(Event::Schema(SchemaEvent::FetchFailed { error, attempts, retry_in }));
+                    tokio::time::sleep(retry_in).await;
+                }
+            }
+        }
     }
 }
 
@@ -413,7 +534,25 @@ struct Runtime {
     _thread: std::thread::JoinHandle<()>,
 }
 
-/// A running spacelink, held by the game.
+/// What only the game's thread touches, in `frame_tick` (behind a `Mutex` so
+/// that a `Client` is `Sync`: `frame_tick` takes `&mut self` and never locks).
+#[derive(Default)]
+struct Tick {
+    frame: Vec<Event>,
+    scratch: Vec<Event>,
+    callbacks: Callbacks,
+    waiting: Waiting,
+    order: ResultOrder,
+}
+
+impl fmt::Debug for Tick {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tick").field("callbacks", &self.callbacks).field("order", &self.order).finish()
+    }
+}
+
+/// A running spacelink, held by the game. `Send + Sync`: an engine may keep
+/// it in a resource and read its status or tables from any system.
 ///
 /// ```no_run
 /// # fn main() -> Result<(), spacelink::ClientError> {
@@ -421,12 +560,13 @@ struct Runtime {
 ///     .with_uri("http://127.0.0.1:3000")
 ///     .with_database("guildmaster")
 ///     .subscribe(&["SELECT * FROM player"])
-///     .on_connect(|identity| println!("connected as {identity}"))
-///     .build()?;
+///     .on_connect(|identity, _token| println!("connected as {identity}"))
+///     .build()?; // returns at once
 /// loop {
 ///     for event in client.frame_tick() {
 ///         println!("{event:?}");
 ///     }
+///     let _connected = client.status().is_active();
 ///     // ... update and draw the frame ...
 /// #   break;
 /// }
@@ -440,9 +580,7 @@ pub struct Client {
     events: EventReceiver,
     reducers: Reducers,
     result_callbacks: ResultCallbacks,
-    waiting: Waiting,
-    frame: Vec<Event>,
-    callbacks: Vec<Callback>,
+    tick: Mutex<Tick>,
     registrar: Registrar,
     runtime: Option<Runtime>,
     /// Where the actors run (work the game starts from its thread goes there).
@@ -451,13 +589,22 @@ pub struct Client {
     runtime_thread: std::thread::ThreadId,
     /// Hands row changes to the links of predictions started later.
     rows_hub: Addr<RowsHub>,
+    status: StatusCell,
+    /// Raised by `shutdown`: the disconnect that follows was asked for.
+    requested: Arc<AtomicBool>,
+    /// The builder's subscriptions, in order.
+    initial: Vec<SubscriptionId>,
 }
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Client>();
+};
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("pending_events", &self.events.pending())
-            .field("callbacks", &self.callbacks.len())
             .field("owns_runtime", &self.runtime.is_some())
             .finish_non_exhaustive()
     }
@@ -477,21 +624,29 @@ impl Client {
     /// Drains the events that arrived since the last tick (no more: one
     /// frame's work is bounded), runs the registered callbacks on them in
     /// order, here, and returns them. Never blocks.
+    ///
+    /// A reducer's result ([`Event::ReducerResult`], `on_result`) comes after
+    /// the row events of its transaction, so its callback finds its rows in
+    /// the cache; a transaction's [`Event::Transaction`] comes after its rows too.
     pub fn frame_tick(&mut self) -> &[Event] {
-        self.frame.clear();
-        self.registrar.take_into(&mut self.callbacks);
-        self.waiting.adopt(&self.result_callbacks);
-        self.events.drain_into(&mut self.frame);
-        for event in &self.frame {
+        let ours = self.status.load(0).connection_id;
+        let tick = self.tick.get_mut().unwrap_or_else(|e| e.into_inner());
+        tick.frame.clear();
+        tick.scratch.clear();
+        tick.callbacks.adopt(&self.registrar);
+        tick.waiting.adopt(&self.result_callbacks);
+        self.events.drain_into(&mut tick.scratch);
+        tick.order.sort(tick.scratch.drain(..), ours, Instant::now(), &mut tick.frame);
+        let held = tick.order.held_tickets();
+        let Tick { frame, callbacks, waiting, .. } = tick;
+        for event in frame.iter() {
             if let Event::ReducerResult { ticket, result, .. } = event {
-                self.waiting.dispatch(*ticket, result);
+                waiting.dispatch(*ticket, result);
             }
-            for callback in &mut self.callbacks {
-                callback(event);
-            }
+            callbacks.dispatch(event, &self.registrar);
         }
-        self.waiting.sweep_ready();
-        &self.frame
+        waiting.sweep_ready(&held);
+        &tick.frame
     }
 
     /// How many queue entries wait for the next tick (a transaction's rows are one entry).
@@ -499,31 +654,96 @@ impl Client {
         self.events.pending()
     }
 
-    /// Runs `callback` in `frame_tick` for every event.
-    pub fn on_event(&self, callback: impl FnMut(&Event) + Send + 'static) {
-        self.registrar.add(Box::new(callback));
+    /// Where the client is, read at once from any thread (no `await`, no
+    /// round trip): connection state, identity, token, health, breaker,
+    /// schema, each subscription, calls and events pending.
+    pub fn status(&self) -> Status {
+        self.status.load(self.events.pending())
     }
 
-    /// Runs `callback` in `frame_tick` each time a session is up.
-    pub fn on_connect(&self, callback: impl FnMut(Identity) + Send + 'static) {
-        self.registrar.add(on_connect(callback));
+    /// Our identity, once a server told us (the official SDK's `try_identity`).
+    pub fn try_identity(&self) -> Option<Identity> {
+        self.status.load(0).identity
     }
 
-    /// Runs `callback` in `frame_tick` each time a session ends.
-    pub fn on_disconnect(&self, callback: impl FnMut(Option<&str>) + Send + 'static) {
-        self.registrar.add(on_disconnect(callback));
+    /// Whether a session is up and answered (the official SDK's `is_active`).
+    pub fn is_active(&self) -> bool {
+        self.status.load(0).is_active()
+    }
+
+    /// Subscribes to `queries` and returns the query set's id at once, from
+    /// any thread (before the schema is known or a session is up, the request
+    /// waits). Its outcome comes as [`Event::Subscription`] and in
+    /// [`Client::status`]; the set lives across reconnects until unsubscribed.
+    pub fn subscribe<S: AsRef<str>>(&self, queries: &[S]) -> SubscriptionId {
+        let id = self.tree.subscription_ids.next();
+        self.status.update(|s| {
+            s.subscriptions.insert(id, SubscriptionState::Pending);
+        });
+        let queries = queries.iter().map(|q| q.as_ref().to_string()).collect();
+        self.tree.sync_addr.do_send(Subscribe { queries, fallback: None, id: Some(id) });
+        id
+    }
+
+    /// Drops a query set, at once, from any thread: one still pending never
+    /// reports applied and brings no rows ([`SubscriptionEvent::Cancelled`](spacelink_sync::SubscriptionEvent::Cancelled));
+    /// an applied one's rows leave the cache unless another set holds them.
+    pub fn unsubscribe(&self, id: SubscriptionId) {
+        self.tree.sync_addr.do_send(Unsubscribe { id });
+    }
+
+    /// The ids of the builder's subscriptions ([`ClientBuilder::subscribe`]), in order.
+    pub fn initial_subscriptions(&self) -> &[SubscriptionId] {
+        &self.initial
+    }
+
+    /// Runs `callback` in `frame_tick` for every event; remove it with [`remove_callback`](Self::remove_callback).
+    pub fn on_event(&self, callback: impl FnMut(&Event) + Send + 'static) -> CallbackId {
+        self.registrar.any(Box::new(callback))
+    }
+
+    /// Runs `callback(identity, token)` in `frame_tick` each time a session is up.
+    pub fn on_connect(&self, callback: impl FnMut(Identity, &Token) + Send + 'static) -> CallbackId {
+        self.registrar.any(on_connect(callback))
+    }
+
+    /// Runs `callback` in `frame_tick` each time a session ends (asked for, or lost and why).
+    pub fn on_disconnect(&self, callback: impl FnMut(&Disconnect) + Send + 'static) -> CallbackId {
+        self.registrar.any(on_disconnect(callback))
+    }
+
+    /// Runs `callback` in `frame_tick` for each transaction of reducer
+    /// `reducer` seen by this client (ours or another client's; after its row
+    /// events): the official SDK's `on_<reducer>`.
+    pub fn on_reducer(&self, reducer: &str, mut callback: impl FnMut(&ReducerCause) + Send + 'static) -> CallbackId {
+        let reducer: Arc<str> = Arc::from(reducer);
+        self.registrar.any(Box::new(move |event| {
+            if let Event::Transaction(cause) = event {
+                if cause.reducer == reducer {
+                    callback(cause);
+                }
+            }
+        }))
+    }
+
+    /// Removes a callback registered with any `on_*` of the client or of a
+    /// table, from any thread (a callback included): it hears nothing from
+    /// the next event on.
+    pub fn remove_callback(&self, id: CallbackId) {
+        self.registrar.remove(id);
     }
 
     /// A typed handle to table `name`, for a row type deriving the SATS
-    /// `Deserialize` (as generated row types do).
+    /// `Deserialize` (as generated row types do). Cheap, `Clone`; it reads
+    /// empty until the schema is known.
     pub fn table<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(&self, name: &str) -> Table<T> {
         Table {
-            view: self.tree.sync.table::<T>(name),
-            sync: self.tree.sync.clone(),
-            schema: self.tree.schema.clone(),
+            ready: self.tree.ready.clone(),
+            view: Arc::new(OnceLock::new()),
             name: Arc::from(name),
             registrar: self.registrar.clone(),
-            layout: Arc::new(std::sync::OnceLock::new()),
+            reducers: self.reducers.clone(),
+            layout: Arc::new(OnceLock::new()),
             _row: PhantomData,
         }
     }
@@ -554,9 +774,10 @@ impl Client {
         &self.tree.auth
     }
 
-    /// State synchronisation: subscriptions, interest, the cache.
-    pub fn sync(&self) -> &SyncHandle {
-        &self.tree.sync
+    /// State synchronisation (subscriptions, interest, the cache), once the
+    /// schema is known (`None` before: see [`Status::schema`]).
+    pub fn sync(&self) -> Option<&SyncHandle> {
+        self.tree.ready.get().map(|r| &r.sync)
     }
 
     /// The performance monitor, when configured.
@@ -564,9 +785,9 @@ impl Client {
         self.tree.telemetry.as_ref()
     }
 
-    /// The module's schema.
-    pub fn schema(&self) -> &Arc<ModuleSchema> {
-        &self.tree.schema
+    /// The module's schema, once known.
+    pub fn schema(&self) -> Option<&Arc<ModuleSchema>> {
+        self.tree.ready.get().map(|r| &r.schema)
     }
 
     /// How many times the tree restarted `child` since it started.
@@ -626,7 +847,7 @@ impl Client {
             entity,
             listeners: self.prediction_listeners(),
             reducers: self.tree.reducers.clone(),
-            sync: self.tree.sync.clone(),
+            sync: self.sync().cloned(),
             hub: self.rows_hub.clone(),
             policy: self.tree.prediction_policy.clone(),
             stop: self.tree.stop.clone(),
@@ -648,7 +869,7 @@ impl Client {
     /// What switches this client to another server or database (for a
     /// settings watcher, or a task of the game's): see [`crate::switch`].
     pub fn switcher(&self) -> Switcher {
-        Switcher::new(self.tree.connection.clone(), self.tree.auth.clone(), self.tree.schema.clone())
+        Switcher::new(self.tree.connection.clone(), self.tree.auth.clone(), self.tree.ready.clone())
     }
 
     /// Moves this client to `config`'s server and database (a profile switch,
@@ -668,6 +889,8 @@ impl Client {
     /// Closes the connection and stops the tree for good; a client built with
     /// [`ClientBuilder::build`] also ends its runtime thread soon after. Never blocks.
     pub fn shutdown(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.status.update(|s| s.shut_down = true);
         self.tree.shutdown();
         if let Some(runtime) = &self.runtime {
             // Give the children a moment to close the session cleanly.
@@ -708,13 +931,13 @@ impl<T> std::ops::Deref for Typed<'_, T> {
 /// counted and warned about.
 fn typed<'r, T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
     row: &'r spacelink_sync::Row,
-    schema: &ModuleSchema,
+    schema: Option<&ModuleSchema>,
     name: &str,
 ) -> Option<Typed<'r, T>> {
     if let Some(v) = row.get::<T>() {
         return Some(Typed::Shared(v));
     }
-    match schema.table(name)?.decode_as::<T>(row.bytes()) {
+    match schema?.table(name)?.decode_as::<T>(row.bytes()) {
         Ok(v) => Some(Typed::Owned(v)),
         Err(e) => {
             metrics::counter!("spacelink_client_row_decode_errors_total").increment(1);
@@ -724,19 +947,57 @@ fn typed<'r, T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
     }
 }
 
+/// What a row callback is told besides the row: why it changed, and what it
+/// needs to act (the official SDK's `EventContext`).
+#[derive(Debug)]
+pub struct RowContext<'a> {
+    /// The row event (its table, key, whether it came from a reconciliation).
+    pub event: &'a RowEvent,
+    /// The game's reducer calls: a callback may call one at once.
+    pub reducers: &'a Reducers,
+}
+
+impl RowContext<'_> {
+    /// What caused the change: a reducer (which, who called it, when), a
+    /// subscription applied, the reconciliation after a reconnect.
+    pub fn cause(&self) -> &Cause {
+        &self.event.cause
+    }
+
+    /// Whether this change is the reconciliation of a reconnect.
+    pub fn reconciled(&self) -> bool {
+        self.event.reconciled
+    }
+}
+
 /// A typed handle to one table of the cache: reads straight from the cache's
-/// reader (no round trip), callbacks run by [`Client::frame_tick`].
+/// reader (no round trip), callbacks run by [`Client::frame_tick`]. Cheap to
+/// clone; it reads empty until the module's schema is known.
 ///
 /// Generated bindings wrap it, one per table.
 pub struct Table<T> {
-    view: TableView<T>,
-    sync: SyncHandle,
-    schema: Arc<ModuleSchema>,
+    ready: Arc<OnceLock<Ready>>,
+    view: Arc<OnceLock<TableView<T>>>,
     name: Arc<str>,
     registrar: Registrar,
+    reducers: Reducers,
     /// Where each column lies in a row's bytes, built on the first `find` by a column.
-    layout: Arc<std::sync::OnceLock<RowLayout>>,
+    layout: Arc<OnceLock<RowLayout>>,
     _row: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Table<T> {
+    fn clone(&self) -> Self {
+        Self {
+            ready: self.ready.clone(),
+            view: self.view.clone(),
+            name: self.name.clone(),
+            registrar: self.registrar.clone(),
+            reducers: self.reducers.clone(),
+            layout: self.layout.clone(),
+            _row: PhantomData,
+        }
+    }
 }
 
 impl<T> fmt::Debug for Table<T> {
@@ -751,21 +1012,30 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
         &self.name
     }
 
+    /// The view of the cache, once the schema is known.
+    fn view(&self) -> Option<&TableView<T>> {
+        if let Some(view) = self.view.get() {
+            return Some(view);
+        }
+        let ready = self.ready.get()?;
+        Some(self.view.get_or_init(|| ready.sync.table::<T>(&self.name)))
+    }
+
     /// Every cached row: for the table's registered type (see
     /// [`ClientBuilder::with_row_types`]) the cache's own decoded rows, shared,
     /// else each decoded now.
-    pub fn iter(&self) -> impl Iterator<Item = Shared<T>> {
-        self.view.iter()
+    pub fn iter(&self) -> impl Iterator<Item = Shared<T>> + '_ {
+        self.view().into_iter().flat_map(|view| view.iter())
     }
 
     /// How many rows are cached.
     pub fn count(&self) -> usize {
-        self.view.count()
+        self.view().map_or(0, TableView::count)
     }
 
     /// The row whose primary key is `key` (a value of the key's type).
     pub fn find_by_key<K: Serialize>(&self, key: &K) -> Option<Shared<T>> {
-        self.view.get(key)
+        self.view()?.get(key)
     }
 
     /// The first cached row whose column `column` equals `value` (the
@@ -774,58 +1044,72 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
     /// without decoding it, and only the match is decoded. `None` for an
     /// unknown column.
     pub fn find<K: Serialize>(&self, column: &str, value: &K) -> Option<Shared<T>> {
-        let table = self.schema.table(&self.name)?;
+        let ready = self.ready.get()?;
+        let view = self.view()?;
+        let table = ready.schema.table(&self.name)?;
         let index = table.columns.iter().position(|c| c == column)?;
         if table.primary_key.as_slice() == [index] {
-            return self.view.get(value);
+            return view.get(value);
         }
         let wanted = bsatn::to_vec(value).ok()?;
         let layout = self.layout.get_or_init(|| RowLayout::new(&table.row_type));
-        let key = self.sync.cache().with_view(|view| {
+        let key = ready.sync.cache().with_view(|cache| {
             let mut found = None;
-            view.for_each_row(&self.name, |key, row| {
+            cache.for_each_row(&self.name, |key, row| {
                 if found.is_none() && layout.column(row.bytes(), index).is_some_and(|r| row.bytes()[r] == wanted[..]) {
                     found = Some(key.clone());
                 }
             });
             found
         })?;
-        self.view.get_by_row_key(&key)
+        view.get_by_row_key(&key)
     }
 
-    fn on(&self, kind: RowEventKind, mut callback: impl FnMut(Option<&T>, &T) + Send + 'static) {
+    fn on(
+        &self,
+        kind: RowEventKind,
+        mut callback: impl FnMut(&RowContext<'_>, Option<&T>, &T) + Send + 'static,
+    ) -> CallbackId {
         let name = self.name.clone();
-        let schema = self.schema.clone();
-        self.registrar.add(Box::new(move |event| {
-            let Event::Row(row) = event else { return };
-            if row.kind != kind || row.table != name {
-                return;
-            }
-            // The registered type: the cache's decoded row, shared. Another
-            // type: decoded here, once per callback.
-            let Some(new) = typed::<T>(&row.row, &schema, &name) else { return };
-            let old = row.old.as_ref().and_then(|r| typed::<T>(r, &schema, &name));
-            callback(old.as_deref(), &new);
-        }));
+        let ready = self.ready.clone();
+        let reducers = self.reducers.clone();
+        self.registrar.row(
+            self.name.clone(),
+            kind,
+            Box::new(move |row| {
+                // The registered type: the cache's decoded row, shared. Another
+                // type: decoded here, once per callback.
+                let schema = ready.get().map(|r| &*r.schema);
+                let Some(new) = typed::<T>(&row.row, schema, &name) else { return };
+                let old = row.old.as_ref().and_then(|r| typed::<T>(r, schema, &name));
+                callback(&RowContext { event: row, reducers: &reducers }, old.as_deref(), &new);
+            }),
+        )
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted into the cache.
-    pub fn on_insert(&self, mut callback: impl FnMut(&T) + Send + 'static) {
-        self.on(RowEventKind::Insert, move |_, row| callback(row));
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted into the
+    /// cache; `ctx` says why. Remove it with [`Client::remove_callback`].
+    pub fn on_insert(&self, mut callback: impl FnMut(&RowContext<'_>, &T) + Send + 'static) -> CallbackId {
+        self.on(RowEventKind::Insert, move |ctx, _, row| callback(ctx, row))
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated in the cache.
-    pub fn on_update(&self, mut callback: impl FnMut(&T, &T) + Send + 'static) {
-        self.on(RowEventKind::Update, move |old, new| {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated in the cache.
+    pub fn on_update(&self, mut callback: impl FnMut(&RowContext<'_>, &T, &T) + Send + 'static) -> CallbackId {
+        self.on(RowEventKind::Update, move |ctx, old, new| {
             if let Some(old) = old {
-                callback(old, new);
+                callback(ctx, old, new);
             }
-        });
+        })
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted from the cache.
-    pub fn on_delete(&self, mut callback: impl FnMut(&T) + Send + 'static) {
-        self.on(RowEventKind::Delete, move |_, row| callback(row));
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted from the cache.
+    pub fn on_delete(&self, mut callback: impl FnMut(&RowContext<'_>, &T) + Send + 'static) -> CallbackId {
+        self.on(RowEventKind::Delete, move |ctx, _, row| callback(ctx, row))
+    }
+
+    /// Removes a callback of this table (or any other: ids are the client's).
+    pub fn remove_callback(&self, id: CallbackId) {
+        self.registrar.remove(id);
     }
 }
 

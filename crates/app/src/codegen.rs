@@ -707,13 +707,13 @@ impl {handle} {{
     let _ = write!(
         out,
         "
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&{row}) + Send + 'static) {{
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &{row}) + Send + 'static) -> __sl::CallbackId {{
         self.table.on_insert(callback)
     }}
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&{row}) + Send + 'static) {{
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &{row}) + Send + 'static) -> __sl::CallbackId {{
         self.table.on_delete(callback)
     }}
 "
@@ -722,8 +722,8 @@ impl {handle} {{
         let _ = write!(
             out,
             "
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&{row}, &{row}) + Send + 'static) {{
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(&self, callback: impl FnMut(&__sl::RowContext<'_>, &{row}, &{row}) + Send + 'static) -> __sl::CallbackId {{
         self.table.on_update(callback)
     }}
 "

@@ -15,18 +15,21 @@
 //! `frame_tick` drains only what was queued when it began, so one frame's work
 //! is bounded even while the actors keep sending.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix::prelude::*;
 use spacelink_auth::AuthEvent;
 use spacelink_connection::lib::{ConnectionId, Identity};
-use spacelink_connection::{ConnectionState, IdentityReceived, NetworkHealth, ResilienceEvent, StateChanged};
+use spacelink_connection::{ConnectionState, IdentityReceived, NetworkHealth, ResilienceEvent, StateChanged, Token};
 use spacelink_prediction::PredictionEvent;
 use spacelink_reducers::{ReducerError, ReducerEvent, ReducerResult};
-use spacelink_sync::{Row, RowChange, RowKey, RowsChanged, SubscriptionEvent};
+use spacelink_sync::{Cause, ReducerCause, Row, RowChange, RowKey, RowsChanged, SubscriptionEvent};
 use spacelink_telemetry::{PerformanceAlert, PerformanceStats, StatsUpdated};
 use tokio::sync::mpsc;
+
+use crate::status::{StatusCell, SubscriptionState};
 
 /// The queue depth at which a warning is logged (and again at each multiple).
 pub const HIGH_WATER: usize = 65_536;
@@ -46,7 +49,18 @@ pub enum Event {
         identity: Identity,
         /// This session's connection id.
         connection_id: ConnectionId,
+        /// The token to present next time (to keep; its `Debug` never shows it).
+        token: Token,
     },
+    /// A session ended (`on_disconnect`): asked for, or lost (and why).
+    Disconnected(Disconnect),
+    /// The module's schema is known, or could not be had yet, or differs
+    /// from the one the game gave.
+    Schema(SchemaEvent),
+    /// A reducer's transaction reached the cache (ours or another client's),
+    /// after its row events: which reducer, who called it, with what, when
+    /// (`Client::on_reducer`, the official SDK's `on_<reducer>`).
+    Transaction(Arc<ReducerCause>),
     /// The connection's state changed (`on_disconnect` is a change away from `Connected`).
     StateChanged {
         /// Before.
@@ -90,6 +104,40 @@ pub enum Event {
     Prediction(PredictionEvent),
 }
 
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// Whether the game asked for it ([`crate::Client::shutdown`]).
+    pub requested: bool,
+    /// Why, when there is something to say (for a lost session, the error).
+    pub reason: Option<String>,
+    /// The state the connection went to (`Reconnecting`: it is coming back by itself).
+    pub to: ConnectionState,
+}
+
+/// What became of the module's schema at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaEvent {
+    /// Known: state sync runs, tables read the cache.
+    Ready,
+    /// A fetch failed; another follows after `retry_in`.
+    FetchFailed {
+        /// Why.
+        error: String,
+        /// Failed attempts so far.
+        attempts: u32,
+        /// When the next attempt goes.
+        retry_in: Duration,
+    },
+    /// The schema the game gave (say, its generated bindings') is not the
+    /// server's module: rows may not decode. Update the bindings.
+    Mismatch {
+        /// The first difference found.
+        difference: String,
+    },
+}
+
 /// What happened to a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RowEventKind {
@@ -118,6 +166,9 @@ pub struct RowEvent {
     pub old: Option<Row>,
     /// Whether this is the reconciliation of a reconnect.
     pub reconciled: bool,
+    /// What caused it: a reducer (which, who called it, when), a
+    /// subscription applied or removed, the reconciliation after a reconnect.
+    pub cause: Cause,
 }
 
 /// What travels on the queue: row changes stay one shared entry per transaction.
@@ -127,7 +178,8 @@ pub(crate) enum Queued {
     Event(Event),
 }
 
-/// Converts the sync actor's changes into the game's row events, in order.
+/// Converts the sync actor's changes into the game's row events, in order,
+/// followed by the transaction's [`Event::Transaction`] if a reducer caused it.
 ///
 /// The one place where sync's `RowChange` meets the game's events.
 pub(crate) fn row_events(msg: &RowsChanged, out: &mut Vec<Event>) {
@@ -144,8 +196,12 @@ pub(crate) fn row_events(msg: &RowsChanged, out: &mut Vec<Event>) {
             row: row.clone(),
             old,
             reconciled: msg.reconciled,
+            cause: msg.cause.clone(),
         })
     }));
+    if let Cause::Reducer(cause) = &msg.cause {
+        out.push(Event::Transaction(cause.clone()));
+    }
 }
 
 /// The actors' end of the queue: cloneable, never blocks.
@@ -210,10 +266,14 @@ impl EventReceiver {
     }
 }
 
-/// The actor that hears the tree on the client's behalf and queues what it hears.
+/// The actor that hears the tree on the client's behalf, queues what it
+/// hears and keeps the client's [`crate::Status`] current.
 #[derive(Debug)]
 pub(crate) struct EventSink {
     pub(crate) events: EventSender,
+    pub(crate) status: StatusCell,
+    /// Raised by `Client::shutdown`: a session that ends after it was asked to.
+    pub(crate) requested: Arc<AtomicBool>,
 }
 
 impl Actor for EventSink {
@@ -223,6 +283,17 @@ impl Actor for EventSink {
 impl Handler<StateChanged> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
+        self.status.update(|s| {
+            s.state = msg.to;
+            s.generation = s.generation.max(msg.generation);
+        });
+        if msg.from == ConnectionState::Connected && msg.to != ConnectionState::Connected {
+            self.events.event(Event::Disconnected(Disconnect {
+                requested: self.requested.load(Ordering::SeqCst),
+                reason: msg.reason.clone(),
+                to: msg.to,
+            }));
+        }
         self.events.event(Event::StateChanged { from: msg.from, to: msg.to, reason: msg.reason });
     }
 }
@@ -230,10 +301,16 @@ impl Handler<StateChanged> for EventSink {
 impl Handler<IdentityReceived> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: IdentityReceived, _: &mut Self::Context) {
+        self.status.update(|s| {
+            s.identity = Some(msg.identity);
+            s.connection_id = Some(msg.connection_id);
+            s.token = Some(msg.token.clone());
+        });
         self.events.event(Event::Connected {
             generation: msg.generation,
             identity: msg.identity,
             connection_id: msg.connection_id,
+            token: msg.token,
         });
     }
 }
@@ -241,8 +318,13 @@ impl Handler<IdentityReceived> for EventSink {
 impl Handler<ResilienceEvent> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: ResilienceEvent, _: &mut Self::Context) {
-        if let ResilienceEvent::HealthChanged(health) = msg {
-            self.events.event(Event::HealthChanged(health));
+        match msg {
+            ResilienceEvent::HealthChanged(health) => {
+                self.status.update(|s| s.health = Some(health.clone()));
+                self.events.event(Event::HealthChanged(health));
+            }
+            ResilienceEvent::BreakerChanged { to, .. } => self.status.update(|s| s.breaker = to),
+            _ => {}
         }
     }
 }
@@ -250,7 +332,9 @@ impl Handler<ResilienceEvent> for EventSink {
 impl Handler<RowsChanged> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: RowsChanged, _: &mut Self::Context) {
-        if !msg.changes.is_empty() {
+        // A reducer's transaction that changed nothing here still goes: its
+        // caller's result waits for it (see `Client::frame_tick`).
+        if !msg.changes.is_empty() || matches!(msg.cause, Cause::Reducer(_)) {
             self.events.push(Queued::Rows(msg));
         }
     }
@@ -259,6 +343,21 @@ impl Handler<RowsChanged> for EventSink {
 impl Handler<SubscriptionEvent> for EventSink {
     type Result = ();
     fn handle(&mut self, msg: SubscriptionEvent, _: &mut Self::Context) {
+        self.status.update(|s| match &msg {
+            SubscriptionEvent::Applied { id } => {
+                s.subscriptions.insert(*id, SubscriptionState::Applied);
+            }
+            SubscriptionEvent::Failed { id, error, retrying } => {
+                let state = SubscriptionState::Failed { error: error.clone(), retrying: *retrying };
+                s.subscriptions.insert(*id, state);
+            }
+            SubscriptionEvent::Removed { id } => {
+                s.subscriptions.remove(id);
+            }
+            SubscriptionEvent::Cancelled { id } => {
+                s.subscriptions.insert(*id, SubscriptionState::Cancelled);
+            }
+        });
         self.events.event(Event::Subscription(msg));
     }
 }
@@ -317,7 +416,12 @@ mod tests {
             key: key(b"k"),
             row: Row::from(i.to_le_bytes().to_vec()),
         });
-        RowsChanged { generation, changes: Arc::new(changes.collect()), reconciled: false }
+        RowsChanged {
+            generation,
+            changes: Arc::new(changes.collect()),
+            reconciled: false,
+            cause: Cause::UnknownTransaction,
+        }
     }
 
     #[test]
@@ -368,7 +472,7 @@ mod tests {
     #[actix::test]
     async fn stats_and_alerts_reach_the_game_as_events() {
         let (tx, mut rx) = queue();
-        let sink = EventSink { events: tx }.start();
+        let sink = EventSink { events: tx, status: StatusCell::default(), requested: Arc::default() }.start();
         let stats = PerformanceStats { updates_per_second: 12.0, ..PerformanceStats::default() };
         sink.send(StatsUpdated(stats.clone())).await.unwrap();
         let alert = PerformanceAlert {
@@ -398,7 +502,7 @@ mod tests {
             },
             RowChange::Delete { table: table.clone(), key: key(b"k"), row: Row::from(&b"b"[..]) },
         ];
-        let msg = RowsChanged { generation: 1, changes: Arc::new(changes), reconciled: true };
+        let msg = RowsChanged { generation: 1, changes: Arc::new(changes), reconciled: true, cause: Cause::Reconciled };
         let mut out = Vec::new();
         row_events(&msg, &mut out);
         let kinds: Vec<_> = out

@@ -12,8 +12,8 @@
 //! let mut client = spacelink::Client::builder()
 //!     .with_uri("http://127.0.0.1:3000")
 //!     .with_database("guildmaster")
-//!     .on_connect(|identity| println!("connected as {identity}"))
-//!     .build()?;
+//!     .on_connect(|identity, _token| println!("connected as {identity}"))
+//!     .build()?; // returns at once: connecting goes on in the background
 //! for _frame in 0..600 {
 //!     for event in client.frame_tick() {
 //!         if let spacelink::Event::StateChanged { to, .. } = event {
@@ -27,18 +27,21 @@
 //! # }
 //! ```
 
+pub mod callbacks;
 pub mod calls;
 pub mod client;
 pub mod codegen;
 pub mod credentials;
 pub mod error;
 pub mod events;
+mod order;
 pub mod prediction_link;
 #[cfg(feature = "cli")]
 pub mod printer;
 #[cfg(feature = "cli")]
 pub mod render;
 pub mod settings;
+pub mod status;
 pub mod store;
 pub mod supervise;
 pub mod supervisor;
@@ -51,17 +54,18 @@ pub mod watcher;
 /// Not for hand-written code; its contents follow the generator.
 #[doc(hidden)]
 pub mod __codegen {
-    pub use crate::{Client, ReducerCall, Table};
+    pub use crate::{CallbackId, Client, ReducerCall, RowContext, Table};
     pub use spacelink_connection::lib;
     pub use spacelink_connection::lib::{ConnectionId, Identity, ScheduleAt, TimeDuration, Timestamp};
     pub use spacelink_connection::sats::{bsatn, i256, u256};
     pub use spacelink_sync::{RowTypes, Shared};
 }
 
+pub use callbacks::CallbackId;
 pub use calls::{CallResult, ReducerCall, Reducers};
-pub use client::{Client, ClientBuilder, Switching, Table};
+pub use client::{Client, ClientBuilder, RowContext, Switching, Table};
 pub use error::ClientError;
-pub use events::{Event, RowEvent, RowEventKind};
+pub use events::{Disconnect, Event, RowEvent, RowEventKind, SchemaEvent};
 pub use spacelink_auth as auth;
 pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentials, TokenProvider};
 pub use spacelink_connection as connection;
@@ -78,6 +82,7 @@ pub use spacelink_telemetry as telemetry;
 pub use spacelink_telemetry::{
     ExportFormat, PerformanceAlert, PerformanceStats, TelemetryConfig, TelemetryError, TelemetryHandle, TelemetrySetup,
 };
+pub use status::{SchemaStatus, Status, SubscriptionState};
 pub use store::FileQueueStore;
 pub use supervise::{Child, RestartPolicy, SupervisionConfig};
 pub use supervisor::{SpacelinkConfig, Supervisor};

@@ -174,7 +174,8 @@ pub(crate) struct PredictionStart<M: PredictionModel + Unpin + 'static> {
     pub(crate) entity: PredictedEntity<M>,
     pub(crate) listeners: PredictionListeners,
     pub(crate) reducers: ReducerHandle,
-    pub(crate) sync: spacelink_sync::SyncHandle,
+    /// State sync, once the schema is known (before, nothing is cached).
+    pub(crate) sync: Option<spacelink_sync::SyncHandle>,
     pub(crate) hub: Addr<RowsHub>,
     pub(crate) policy: crate::supervise::RestartPolicy,
     pub(crate) stop: crate::supervise::StopFlag,
@@ -192,7 +193,7 @@ impl<M: PredictionModel + Unpin + 'static> PredictionStart<M> {
             PredictionActor::build_in(&ctx, model, config, link.address().recipient(), listeners)?;
         // Listen first, then read what is cached: a state told twice is harmless, one missed is not.
         hub.do_send(ListenToRows(link.address().recipient()));
-        for row in sync.cache().rows(&entity.table) {
+        for row in sync.iter().flat_map(|sync| sync.cache().rows(&entity.table)) {
             if let Some((state, seq)) = (entity.read_row)(&row) {
                 prediction.server_state(0, state, seq);
             }
@@ -247,7 +248,7 @@ impl<M: PredictionModel + Unpin + 'static> PredictionWiring<M> {
         listeners: PredictionListeners,
     ) -> Result<PredictionHandle<M>, PredictionError> {
         let prediction = PredictionActor::start(model, config, self.ctx.address().recipient(), listeners)?;
-        for row in app.sync().cache().rows(&entity.table) {
+        for row in app.sync().iter().flat_map(|sync| sync.cache().rows(&entity.table)) {
             if let Some((state, seq)) = (entity.read_row)(&row) {
                 prediction.server_state(0, state, seq);
             }

@@ -276,7 +276,7 @@ impl Handler<SubscriptionEvent> for Printer {
                     self.finish_because(1, format!("the server refused the subscription: {error}"));
                 }
             }
-            SubscriptionEvent::Removed { id } => {
+            SubscriptionEvent::Removed { id } | SubscriptionEvent::Cancelled { id } => {
                 self.print(&json!({ "event": "unsubscribed", "subscription": id.0 }));
             }
         }

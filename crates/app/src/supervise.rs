@@ -122,7 +122,7 @@ impl StopFlag {
         }
     }
 
-    fn is_raised(&self) -> bool {
+    pub(crate) fn is_raised(&self) -> bool {
         self.0.raised.load(Ordering::SeqCst)
     }
 

@@ -1,12 +1,14 @@
-//! The root of the supervisor tree.
+//! The root of the supervisor tree, and the tree's start in two stages.
 //!
-//! Today it has one child, the connection actor, which runs under an actix
-//! `Supervisor`: when the connection fails it stops, and its restart (after the
-//! retry policy's delay) is the reconnection. The auth actor starts
-//! before the connection and hands it a token (stored, given or none); the
-//! sync and reducer actors start after it and listen to it. Every child is wired with the
-//! `Recipient`s it is given here, never with another crate's `Addr`, so a test
-//! can start any child as a fake.
+//! [`start_children`] starts, at once and without the network, every child
+//! but state sync: telemetry (when configured), the connection (under its
+//! `Supervise`: its restart is the reconnection), auth (the stored or given
+//! token first) and the reducer client, and the sync actor's mailbox, which
+//! takes what the connection delivers and the game's subscriptions before the
+//! actor runs. [`SyncStart::run`] starts state sync on that mailbox once the
+//! module's schema is known. Every address exists before its actor, so each
+//! child is wired with the `Recipient`s it is given here, never with another
+//! crate's `Addr`, and a test can start any child as a fake.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,11 +19,10 @@ use spacelink_auth::{
     MemoryStore, Token, TokenProvider,
 };
 use spacelink_connection::{
-    ConnectionActor, ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, Listeners, ModuleSchema,
-    StateChanged,
+    ConnectionActor, ConnectionConfig, ConnectionHandle, ConnectionState, Listeners, ModuleSchema, StateChanged,
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
-use spacelink_sync::{RowTypes, SyncActor, SyncConfig, SyncHandle, SyncListeners, SyncMailbox};
+use spacelink_sync::{RowTypes, SubscriptionIds, SyncActor, SyncConfig, SyncHandle, SyncListeners, SyncMailbox};
 
 use crate::error::ClientError;
 use crate::supervise::{self, Child, ChildControl, OnShutdown, StopFlag, SupervisionConfig};
@@ -96,10 +97,21 @@ pub struct Supervisor {
     last_state: ConnectionState,
 }
 
+/// What starts once the module's schema is known: state sync, and with it
+/// the cache the game's tables read.
+#[derive(Debug, Clone)]
+pub(crate) struct Ready {
+    /// State synchronisation.
+    pub(crate) sync: SyncHandle,
+    /// The module's schema.
+    pub(crate) schema: Arc<ModuleSchema>,
+}
+
 /// The running tree: the supervisor and the handles of its children.
 ///
-/// Built only by [`start_tree`], which both [`crate::ClientBuilder::build`]
-/// and [`crate::ClientBuilder::build_async`] use; a game holds a [`crate::Client`].
+/// Built in two stages ([`start_children`], then [`SyncStart::run`] once the
+/// schema is known); a client's `SchemaStage` runs the second when the schema comes. A
+/// game holds a [`crate::Client`].
 #[derive(Debug, Clone)]
 pub(crate) struct Tree {
     /// The supervisor.
@@ -110,12 +122,14 @@ pub(crate) struct Tree {
     pub(crate) reducers: ReducerHandle,
     /// Authentication: identity, token, refresh.
     pub(crate) auth: AuthHandle,
-    /// State synchronisation (always present: the schema is fetched unless given).
-    pub(crate) sync: SyncHandle,
+    /// State sync and the schema, once the schema is known.
+    pub(crate) ready: Arc<std::sync::OnceLock<Ready>>,
+    /// The sync actor's address: its mailbox takes requests before it runs.
+    pub(crate) sync_addr: Addr<SyncActor>,
+    /// Where query set ids come from (shared with the sync actor).
+    pub(crate) subscription_ids: SubscriptionIds,
     /// The performance monitor (present when configured).
     pub(crate) telemetry: Option<TelemetryHandle>,
-    /// The module's schema.
-    pub(crate) schema: Arc<ModuleSchema>,
     /// Raised by `shutdown`: nothing restarts after it.
     pub(crate) stop: StopFlag,
     /// Each child's supervision.
@@ -129,7 +143,7 @@ impl Controls {
     pub(crate) fn of(&self, child: Child) -> Vec<Arc<ChildControl>> {
         let one = match child {
             Child::Connection => self.connection.as_ref(),
-            Child::Sync => self.sync.as_ref(),
+            Child::Sync => self.sync_slot.get(),
             Child::Reducers => self.reducers.as_ref(),
             Child::Auth => self.auth.as_ref(),
             Child::Telemetry => self.telemetry.as_ref(),
@@ -145,7 +159,8 @@ impl Controls {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Controls {
     pub(crate) connection: Option<Arc<ChildControl>>,
-    pub(crate) sync: Option<Arc<ChildControl>>,
+    /// Set once state sync starts (when the schema is known).
+    pub(crate) sync_slot: Arc<std::sync::OnceLock<Arc<ChildControl>>>,
     pub(crate) reducers: Option<Arc<ChildControl>>,
     pub(crate) auth: Option<Arc<ChildControl>>,
     pub(crate) telemetry: Option<Arc<ChildControl>>,
@@ -161,14 +176,8 @@ pub(crate) struct TreeListeners {
     pub(crate) sync: SyncListeners,
 }
 
-/// Starts the supervisor tree inside the current actix system: auth, the
-/// reducer client and the connection at once, and state sync once the module's
-/// schema is known. Unless given, the schema is fetched (bounded and retried by
-/// [`ModuleSchema::fetch_for`]) while the connection makes its handshake, so a
-/// start costs one round trip less than fetching first; what the connection
-/// delivers meanwhile waits in the sync actor's mailbox. If the fetch fails,
-/// the started children are stopped and its error returned.
-pub(crate) async fn start_tree(mut config: SpacelinkConfig, listeners: TreeListeners) -> Result<Tree, ClientError> {
+/// Checks the settings once, before anything starts.
+pub(crate) fn validate(config: &SpacelinkConfig) -> Result<(), ClientError> {
     config.connection.validate()?;
     if config.reducers.max_in_flight >= config.connection.outbound_capacity {
         // A full socket queue could refuse a call while later ones get through.
@@ -180,48 +189,47 @@ pub(crate) async fn start_tree(mut config: SpacelinkConfig, listeners: TreeListe
             ),
         }));
     }
-    let given = config.schema.take();
-    // The fetch reads the connection's settings as given (before the stored token is chosen).
-    let fetch_config = given.is_none().then(|| config.connection.clone());
-    let started = start_children(config, listeners)?;
-    let schema = match (given, fetch_config) {
-        (Some(schema), _) => schema,
-        (None, Some(connection)) => match ModuleSchema::fetch_for(&connection).await {
-            Ok(schema) => Arc::new(schema),
-            Err(e) => {
-                started.abandon();
-                return Err(e.into());
-            }
-        },
-        (None, None) => unreachable!("a fetch is configured whenever no schema is given"),
-    };
-    Ok(started.finish(schema))
+    Ok(())
 }
 
-/// The tree with every child started but state sync, which waits for the schema.
-struct Started {
-    tree: Box<dyn FnOnce(Arc<ModuleSchema>) -> Tree>,
+/// The second stage: state sync, started once the schema is known.
+pub(crate) struct SyncStart {
+    run: Box<dyn FnOnce(Arc<ModuleSchema>) -> Ready>,
+    ready: Arc<std::sync::OnceLock<Ready>>,
     stop: StopFlag,
     supervisor: Addr<Supervisor>,
 }
 
-impl Started {
-    /// Starts state sync with `schema` and hands the tree over.
-    fn finish(self, schema: Arc<ModuleSchema>) -> Tree {
-        (self.tree)(schema)
+impl std::fmt::Debug for SyncStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncStart").finish_non_exhaustive()
+    }
+}
+
+impl SyncStart {
+    /// Starts state sync with `schema`; the tree's tables read its cache from now on.
+    pub(crate) fn run(self, schema: Arc<ModuleSchema>) {
+        let ready = (self.run)(schema);
+        let _ = self.ready.set(ready);
     }
 
     /// Stops what was started (the schema could not be had).
-    fn abandon(self) {
+    pub(crate) fn abandon(self) {
         self.stop.raise();
         self.supervisor.do_send(StopTree);
     }
 }
 
-/// Starts every child but state sync: the reducer and sync actors exist (as
-/// addresses) before the connection, so that each can be given the other's
-/// recipients; the sync actor starts on its mailbox in [`Started::finish`].
-fn start_children(mut config: SpacelinkConfig, listeners: TreeListeners) -> Result<Started, ClientError> {
+/// The first stage: every child but state sync, at once (no network: actors
+/// and the stored token). The reducer and sync actors exist (as addresses)
+/// before the connection, so that each can be given the other's recipients;
+/// the sync actor starts on its mailbox in [`SyncStart::run`], and what reaches
+/// its mailbox meanwhile (the connection's messages, the game's subscriptions) waits there.
+pub(crate) fn start_children(
+    mut config: SpacelinkConfig,
+    listeners: TreeListeners,
+) -> Result<(Tree, SyncStart), ClientError> {
+    validate(&config)?;
     let TreeListeners { connection: mut listeners, reducers: reducer_listeners, sync: sync_listeners } = listeners;
     // Authentication first: the token the connection starts with.
     let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
@@ -246,90 +254,96 @@ fn start_children(mut config: SpacelinkConfig, listeners: TreeListeners) -> Resu
         }
         None => None,
     };
-    let tree_telemetry = telemetry.clone();
-    let mut outcome = None;
-    let mut sync = None;
-    let mut auth = None;
+    // Every address exists before its actor runs, so that each child can be
+    // given the others' recipients: the supervisor's, auth's, the reducer
+    // actor's and the sync actor's mailbox (state sync runs on a thread of its
+    // own: applying a large transaction never holds up the heartbeats, and it
+    // uses the other core).
     let sync_arbiter = Arbiter::new().handle();
-    let sync_thread = sync_arbiter.clone();
-    let supervisor = Supervisor::create(|ctx| {
-        let auth_ctx = Context::<AuthActor>::new();
-        let auth_addr = auth_ctx.address();
-        listeners.identities.push(auth_addr.clone().recipient());
-        listeners.resilience.push(auth_addr.clone().recipient());
-        listeners.states.push(auth_addr.clone().recipient());
-        // The reducer actor's address exists before the actor, so that the
-        // connection can be given its recipients and it the connection's.
-        let reducer_ctx = Context::<ReducerActor>::new();
-        let reducer_addr = reducer_ctx.address();
-        listeners.states.push(ctx.address().recipient());
-        listeners.messages.push(reducer_addr.clone().recipient());
-        listeners.states.push(reducer_addr.clone().recipient());
-        listeners.identities.push(reducer_addr.clone().recipient());
-        // State sync runs on a thread of its own: applying a large
-        // transaction never holds up the heartbeats, and it uses the other core.
-        let sync_mailbox = SyncMailbox::new();
-        let sync_addr = sync_mailbox.address();
-        // Only what carries rows: a reducer call's empty update does not wake its thread.
-        listeners.row_messages.push(sync_addr.clone().recipient());
-        listeners.states.push(sync_addr.clone().recipient());
-        let supervision = config.supervision.clone();
-        let mut connection_control = None;
-        let result = ConnectionActor::start_in(config.connection, listeners, |ctx, actor| {
-            let policy = supervision.connection.clone();
-            connection_control =
-                Some(supervise::start(ctx, actor, "connection", policy, stop.clone(), OnShutdown::StopsItself));
-        });
-        let connection = result.as_ref().ok().cloned();
-        if let Some(connection) = &connection {
-            let setup = AuthSetup {
-                config: config.auth,
-                key,
-                store,
-                provider: config.token_provider,
-                connection: connection.token_sink(),
-                listeners: config.auth_listeners,
-            };
-            auth = Some(auth_addr.clone());
-            let actor = AuthActor::new(setup, auth_token);
-            let policy = supervision.auth.clone();
-            controls.auth = Some(supervise::start(auth_ctx, actor, "auth", policy, stop.clone(), OnShutdown::Stopped));
-            let store = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
-            let actor = ReducerActor::new(config.reducers, connection.sender(), reducer_listeners, store)
-                .with_request_ids(connection.request_ids());
-            let policy = supervision.reducers.clone();
-            controls.reducers =
-                Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
-            let (sync_config, row_types, sender) = (config.sync, config.row_types, connection.sender());
-            sync = Some((sync_mailbox, sync_addr, sync_config, row_types, sender, sync_listeners));
-        }
-        controls.connection = connection_control;
-        let reducers = connection.as_ref().map(|_| ReducerHandle::new(reducer_addr));
-        outcome = Some(result.map(|c| (c, reducers.clone())));
-        Supervisor {
-            connection,
-            reducers,
-            telemetry: tree_telemetry,
-            sync_thread: Some(sync_thread),
-            last_state: ConnectionState::Disconnected,
-        }
+    let supervisor_ctx = Context::<Supervisor>::new();
+    let supervisor = supervisor_ctx.address();
+    let auth_ctx = Context::<AuthActor>::new();
+    let auth_addr = auth_ctx.address();
+    let reducer_ctx = Context::<ReducerActor>::new();
+    let reducer_addr = reducer_ctx.address();
+    let sync_mailbox = SyncMailbox::new();
+    let sync_addr = sync_mailbox.address();
+    listeners.identities.push(auth_addr.clone().recipient());
+    listeners.resilience.push(auth_addr.clone().recipient());
+    listeners.states.push(auth_addr.clone().recipient());
+    listeners.states.push(supervisor.clone().recipient());
+    listeners.messages.push(reducer_addr.clone().recipient());
+    listeners.states.push(reducer_addr.clone().recipient());
+    listeners.identities.push(reducer_addr.clone().recipient());
+    // Only what carries rows: a reducer call's empty update does not wake its thread.
+    listeners.row_messages.push(sync_addr.clone().recipient());
+    listeners.states.push(sync_addr.clone().recipient());
+    let supervision = config.supervision.clone();
+    let mut connection_control = None;
+    let started = ConnectionActor::start_in(config.connection, listeners, |ctx, actor| {
+        let policy = supervision.connection.clone();
+        connection_control =
+            Some(supervise::start(ctx, actor, "connection", policy, stop.clone(), OnShutdown::StopsItself));
     });
-    let (connection, reducers, auth, sync) = match (outcome, auth, sync) {
-        (Some(Ok((connection, Some(reducers)))), Some(auth), Some(sync)) => {
-            (connection, reducers, AuthHandle::new(auth), sync)
-        }
-        (Some(Err(e)), _, _) => {
+    let root = |connection: Option<ConnectionHandle>, reducers: Option<ReducerHandle>| Supervisor {
+        connection,
+        reducers,
+        telemetry: telemetry.clone(),
+        sync_thread: Some(sync_arbiter.clone()),
+        last_state: ConnectionState::Disconnected,
+    };
+    let connection = match started {
+        Ok(connection) => connection,
+        Err(e) => {
+            // Stop what did start (the monitor, the sync thread).
             stop.raise();
-            supervisor.do_send(StopTree);
+            supervisor_ctx.run(root(None, None)).do_send(StopTree);
             return Err(e.into());
         }
-        _ => return Err(ClientError::Connection(ConnectionError::ActorGone)),
     };
+    controls.connection = connection_control;
+    let setup = AuthSetup {
+        config: config.auth,
+        key,
+        store,
+        provider: config.token_provider,
+        connection: connection.token_sink(),
+        listeners: config.auth_listeners,
+    };
+    let policy = supervision.auth.clone();
+    let actor = AuthActor::new(setup, auth_token);
+    controls.auth = Some(supervise::start(auth_ctx, actor, "auth", policy, stop.clone(), OnShutdown::Stopped));
+    let auth = AuthHandle::new(auth_addr);
+    let queue = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
+    let actor = ReducerActor::new(config.reducers, connection.sender(), reducer_listeners, queue)
+        .with_request_ids(connection.request_ids());
+    let policy = supervision.reducers.clone();
+    controls.reducers =
+        Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
+    let reducers = ReducerHandle::new(reducer_addr);
+    supervisor_ctx.run(root(Some(connection.clone()), Some(reducers.clone())));
+    let (sync_config, row_types, sender) = (config.sync, config.row_types, connection.sender());
     let sync_policy = config.supervision.sync.clone();
     let (tree_stop, tree_supervisor) = (stop.clone(), supervisor.clone());
-    let tree = move |schema: Arc<ModuleSchema>| {
-        let (sync_mailbox, sync_addr, sync_config, row_types, sender, sync_listeners) = sync;
-        let actor = SyncActor::with_types(sync_config, schema.clone(), row_types, sender, sync_listeners);
+    let ready = Arc::new(std::sync::OnceLock::new());
+    let subscription_ids = SubscriptionIds::default();
+    let tree = Tree {
+        supervisor,
+        connection,
+        reducers: reducers.clone(),
+        auth,
+        ready: ready.clone(),
+        sync_addr: sync_addr.clone(),
+        subscription_ids: subscription_ids.clone(),
+        telemetry,
+        stop: stop.clone(),
+        controls: controls.clone(),
+        prediction_policy,
+    };
+    let sync_controls = controls.sync_slot.clone();
+    let run = move |schema: Arc<ModuleSchema>| {
+        let actor = SyncActor::with_types(sync_config, schema.clone(), row_types, sender, sync_listeners)
+            .with_subscription_ids(subscription_ids);
         let reader = actor.cache().reader();
         let control = Arc::new(ChildControl::default());
         let (child_control, child_stop) = (control.clone(), stop.clone());
@@ -339,13 +353,13 @@ fn start_children(mut config: SpacelinkConfig, listeners: TreeListeners) -> Resu
         if !started {
             tracing::error!("the sync actor's thread did not start");
         }
-        let mut controls = controls;
-        controls.sync = Some(control);
+        let _ = sync_controls.set(control);
         let sync = SyncHandle::new(sync_addr, reader, schema.clone());
         reducers.set_schema(schema.clone());
-        Tree { supervisor, connection, reducers, auth, sync, telemetry, schema, stop, controls, prediction_policy }
+        Ready { sync, schema }
     };
-    Ok(Started { tree: Box::new(tree), stop: tree_stop, supervisor: tree_supervisor })
+    let start = SyncStart { run: Box::new(run), ready, stop: tree_stop, supervisor: tree_supervisor };
+    Ok((tree, start))
 }
 
 impl Tree {
@@ -428,7 +442,7 @@ mod tests {
     async fn settings_that_could_reorder_calls_are_refused() {
         let mut config = SpacelinkConfig::new(ConnectionConfig::new("http://127.0.0.1:9", "guildmaster"));
         config.reducers.max_in_flight = config.connection.outbound_capacity;
-        let err = start_tree(config, TreeListeners::default()).await.unwrap_err();
+        let err = start_children(config, TreeListeners::default()).unwrap_err();
         assert!(err.to_string().contains("reducers.max_in_flight"), "{err}");
     }
 
@@ -456,6 +470,7 @@ mod tests {
                         generation: msg.generation,
                         changes: Arc::new(changes.clone()),
                         reconciled: false,
+                        cause: spacelink_sync::Cause::UnknownTransaction,
                     });
                 }
             }
@@ -481,7 +496,7 @@ mod tests {
         use crate::supervise::RestartPolicy;
 
         let (events, mut queue) = events::queue();
-        let sink = EventSink { events: events.clone() }.start();
+        let sink = EventSink { events: events.clone(), status: Default::default(), requested: Arc::default() }.start();
         let stop = StopFlag::default();
         // The fake sync, supervised as the real one is.
         let sync_ctx = Context::<FakeSync>::new();
@@ -506,7 +521,8 @@ mod tests {
         let actor = ReducerActor::new(ReducerConfig::default(), fake.recipient(), ReducerListeners::default(), None);
         let policy = RestartPolicy::default();
         supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself);
-        let reducers = Reducers::new(ReducerHandle::new(reducer_addr), events.clone(), ResultCallbacks::default());
+        let reducers =
+            Reducers::new(ReducerHandle::new(reducer_addr), events.clone(), ResultCallbacks::default(), Arc::default());
 
         // What the game hears: the fake connection's states, the fake sync's rows.
         let mut seen = Vec::new();

@@ -47,6 +47,10 @@ pub enum SwitchError {
     /// An actor of the client has stopped.
     #[error("the client is shutting down")]
     ClientGone,
+    /// The client does not know its own module's schema yet (it is still
+    /// being fetched): nothing to compare the new target with.
+    #[error("the client's own schema is not known yet: switch once it is (Event::Schema)")]
+    NotStarted,
 }
 
 /// Switches a running client's target; cheap to clone (from `Client::switcher`).
@@ -54,12 +58,17 @@ pub enum SwitchError {
 pub struct Switcher {
     connection: ConnectionHandle,
     auth: AuthHandle,
-    schema: Arc<ModuleSchema>,
+    /// The running module's schema, once known.
+    ready: Arc<std::sync::OnceLock<crate::supervisor::Ready>>,
 }
 
 impl Switcher {
-    pub(crate) fn new(connection: ConnectionHandle, auth: AuthHandle, schema: Arc<ModuleSchema>) -> Self {
-        Self { connection, auth, schema }
+    pub(crate) fn new(
+        connection: ConnectionHandle,
+        auth: AuthHandle,
+        ready: Arc<std::sync::OnceLock<crate::supervisor::Ready>>,
+    ) -> Self {
+        Self { connection, auth, ready }
     }
 
     /// Points the client at `config`'s server and database (see the module
@@ -69,8 +78,9 @@ impl Switcher {
     /// [`crate::Client::switch_to`] arranges, or the caller's.
     pub async fn switch_to(&self, mut config: ConnectionConfig) -> Result<(), SwitchError> {
         config.validate()?;
+        let mine = self.ready.get().map(|r| r.schema.clone()).ok_or(SwitchError::NotStarted)?;
         let schema = ModuleSchema::fetch_for(&config).await.map_err(|e| SwitchError::Schema(e.to_string()))?;
-        if let Some(difference) = self.schema.difference(&schema) {
+        if let Some(difference) = mine.difference(&schema) {
             return Err(SwitchError::OtherModule { database: config.database.clone(), difference });
         }
         let generation = self.connection.status().await.map_err(|_| SwitchError::ClientGone)?.generation;

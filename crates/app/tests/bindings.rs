@@ -381,10 +381,10 @@ fn the_generated_api_reads_like_the_official_one(client: &spacelink::Client) {
     let _ = row.map(|r| r.a_string.clone());
     let _ = client.db().pk_identity().find_by_key(&spacelink::connection::lib::Identity::ZERO);
     let _ = client.db().pk_string().find_by_label(&"x".to_string());
-    client.db().no_key().on_insert(|row| {
+    client.db().no_key().on_insert(|_ctx, row| {
         let _ = row.point.x;
     });
-    client.db().all_types().on_update(|old, new| {
+    client.db().all_types().on_update(|_ctx, old, new| {
         let _ = (old.id, new.id);
     });
     let _call: spacelink::ReducerCall = client.module_reducers().move_sequenced(7, 1.0, 0.0);

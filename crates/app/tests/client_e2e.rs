@@ -25,7 +25,7 @@ fn e2e_a_game_thread_builds_a_client_ticks_and_sees_its_rows_through_typed_callb
         .with_uri(url)
         .with_database(db)
         .subscribe(&["SELECT * FROM player"])
-        .on_connect(move |identity| *seen.lock().unwrap() = Some(identity))
+        .on_connect(move |identity, _token| *seen.lock().unwrap() = Some(identity))
         .build()
         .unwrap();
     let players = client.table::<Player>("player");
@@ -33,7 +33,7 @@ fn e2e_a_game_thread_builds_a_client_ticks_and_sees_its_rows_through_typed_callb
     let count = inserted.clone();
     let name = format!("api-{}", std::process::id());
     let wanted = name.clone();
-    players.on_insert(move |p| {
+    players.on_insert(move |_ctx, p| {
         if p.name == wanted {
             count.fetch_add(1, Ordering::Relaxed);
         }
@@ -81,7 +81,7 @@ fn e2e_a_game_thread_builds_a_client_ticks_and_sees_its_rows_through_typed_callb
     assert_eq!(players.find("name", &name).as_ref(), Some(&mine), "found by another column");
     assert!(players.find("no_such_column", &name).is_none());
     assert!(players.iter().any(|p| p.identity == identity));
-    assert_eq!(players.count(), client.sync().cache().count("player"));
+    assert_eq!(players.count(), client.sync().expect("the schema is known").cache().count("player"));
     assert_eq!(inserted.load(Ordering::Relaxed), 1, "one insert event for one new row");
     client.shutdown();
 }

@@ -112,7 +112,7 @@ async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() 
     let schema = schema().await;
 
     // A session: a subscription, a committed call and a failed one, heartbeats.
-    let sync = app.sync().clone();
+    let sync = app.sync().expect("the schema is known").clone();
     sync.subscribe_to_map(1).await.unwrap();
     let joined = app.reducer_client().call_json(&schema, "join", r#"["telemetry", 1]"#).await.unwrap();
     assert_eq!(joined.outcome, Outcome::Committed, "{joined:?}");

@@ -256,10 +256,26 @@ async fn printer_prints_a_scripted_subscription_session_from_the_merged_cache() 
     // What the sync actor tells for the same session: the initial rows (seen
     // by both overlapping queries), the set applied, then the transaction.
     let initial = merged.apply(&[], &[meadow.clone(), caves.clone(), tower.clone()], 2);
-    printer.send(RowsChanged { generation: 2, changes: initial, reconciled: false }).await.unwrap();
+    printer
+        .send(RowsChanged {
+            generation: 2,
+            changes: initial,
+            reconciled: false,
+            cause: spacelink::sync::Cause::UnknownTransaction,
+        })
+        .await
+        .unwrap();
     printer.send(SubscriptionEvent::Applied { id: SubscriptionId(1) }).await.unwrap();
     let tx = merged.apply(&[meadow.clone(), caves.clone()], &[meadow_wider.clone(), harbor.clone()], 2);
-    printer.send(RowsChanged { generation: 2, changes: tx, reconciled: false }).await.unwrap();
+    printer
+        .send(RowsChanged {
+            generation: 2,
+            changes: tx,
+            reconciled: false,
+            cause: spacelink::sync::Cause::UnknownTransaction,
+        })
+        .await
+        .unwrap();
 
     // A message of generation 1, older than the session (2) the printer has seen, is dropped.
     let stale = transaction(ws::UpdateStatus::Committed(map_update(&[], &[map(9, "Stale", 1.0, 1.0)], false)), 1);
@@ -303,7 +319,15 @@ async fn printer_prints_a_scripted_subscription_session_from_the_merged_cache() 
     let mut fresh = Merged::new(&schema);
     fresh.apply(&[], &[meadow_wider.clone(), tower.clone()], 1);
     let changes = merged.cache.reconcile_from(&fresh.cache);
-    printer.send(RowsChanged { generation: 3, changes: Arc::new(changes), reconciled: true }).await.unwrap();
+    printer
+        .send(RowsChanged {
+            generation: 3,
+            changes: Arc::new(changes),
+            reconciled: true,
+            cause: spacelink::sync::Cause::Reconciled,
+        })
+        .await
+        .unwrap();
     assert_eq!(
         out.events()[lines..],
         [

@@ -171,6 +171,6 @@ fn e2e_the_headless_game_loop_sees_the_right_rows_and_results_through_a_cut_and_
 
     // No row event for a row that did not change: each map row was inserted once,
     // and neither the cut nor the restart told anything about them again.
-    assert_eq!(map_events, client.sync().cache().count("map"));
+    assert_eq!(map_events, client.sync().expect("the schema is known").cache().count("map"));
     client.shutdown();
 }

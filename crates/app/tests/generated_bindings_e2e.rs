@@ -52,12 +52,12 @@ fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
         .with_database(db)
         .with_row_types(bindings::row_types())
         .subscribe(&["SELECT * FROM player", "SELECT * FROM map"])
-        .on_connect(move |identity| *seen.lock().unwrap() = Some(identity))
+        .on_connect(move |identity, _token| *seen.lock().unwrap() = Some(identity))
         .build()
         .unwrap();
     let updates = Arc::new(AtomicUsize::new(0));
     let count = updates.clone();
-    client.db().player().on_update(move |old, new| {
+    client.db().player().on_update(move |_ctx, old, new| {
         if new.last_input_seq > old.last_input_seq {
             count.fetch_add(1, Ordering::Relaxed);
         }
@@ -99,8 +99,11 @@ fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
     let after = client.db().player().find_by_identity(&identity).unwrap();
     assert!(after.pos.x > me.pos.x, "moved right: {:?} -> {:?}", me.pos, after.pos);
 
-    // A failing reducer's result comes back through the generated method too.
-    let failed = await_call(client.module_reducers().always_fail("from generated bindings".into())).unwrap();
-    assert!(matches!(failed.outcome, Outcome::Failed(ref m) if m.contains("from generated bindings")), "{failed:?}");
+    // A failing reducer's result comes back through the generated method too, as an error.
+    let failed = await_call(client.module_reducers().always_fail("from generated bindings".into())).unwrap_err();
+    assert!(
+        matches!(failed, spacelink::ReducerError::Failed { ref message, .. } if message.contains("from generated bindings")),
+        "{failed:?}"
+    );
     client.shutdown();
 }

@@ -28,7 +28,7 @@ async fn ids_from_sql(schema: &ModuleSchema) -> BTreeSet<u64> {
 /// The `entity_id`s in the cache.
 fn ids_in_cache(schema: &ModuleSchema, app: &Client) -> BTreeSet<u64> {
     let table = schema.table("entity").unwrap();
-    let rows = app.sync().cache().rows("entity");
+    let rows = app.sync().expect("the schema is known").cache().rows("entity");
     rows.iter().map(|row| table.row_to_json(&table.decode(row).unwrap())["entity_id"].as_u64().unwrap()).collect()
 }
 
@@ -62,7 +62,7 @@ async fn e2e_hostile_servers_fail_cleanly_and_the_cache_recovers_from_the_real_o
     let (writer, _writer_events) = start(config()).await;
     events.connected().await;
     run_reducer(&writer, &schema, "clear_spawned", "[2]").await;
-    let sync = app.sync().clone();
+    let sync = app.sync().expect("the schema is known").clone();
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 2"]).await.unwrap();
     run_reducer(&writer, &schema, "spawn_entities", "[2, 3]").await;
     settle(&schema, &app).await;

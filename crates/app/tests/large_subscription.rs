@@ -55,7 +55,7 @@ async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
     let (reader, mut events) = connect().await;
     let generation = events.connected().await;
     let started = Instant::now();
-    let sync = reader.sync().clone();
+    let sync = reader.sync().expect("the schema is known").clone();
     let query = format!("SELECT * FROM entity WHERE map_id = {MAP}");
     let queries = [query.as_str()];
     let subscribed = tokio::time::timeout(Duration::from_secs(120), sync.subscribe(&queries)).await;

@@ -105,7 +105,7 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     )
     .await
     .unwrap();
-    let sync = app.sync().clone();
+    let sync = app.sync().expect("the schema is known").clone();
     let schema = schema().await;
     let joined = app.reducer_client().call_json(&schema, "join", &format!(r#"["{name}", 1]"#)).await.unwrap();
     assert_eq!(joined.outcome, Outcome::Committed);

@@ -40,9 +40,9 @@ async fn e2e_a_start_that_fetches_its_schema_caches_the_first_rows() {
     let mut config = SpacelinkConfig::new(spacelink::ConnectionConfig::new(&url, &db));
     config.sync = guildmaster_sync();
     let app = connect(config, listeners, Default::default(), Default::default()).await.unwrap();
-    let sync = app.sync().clone();
+    let sync = app.sync().expect("the schema is known").clone();
     tokio::time::timeout(Duration::from_secs(20), sync.subscribe(&["SELECT * FROM map"])).await.unwrap().unwrap();
-    let expected = app.schema().table("map").is_some();
+    let expected = app.schema().expect("the schema is known").table("map").is_some();
     assert!(expected, "the fetched schema knows the module's tables");
     assert!(sync.cache().count("map") > 0, "the initial rows are cached");
     app.shutdown();

@@ -64,16 +64,20 @@ async fn e2e_a_failed_sync_actor_comes_back_with_its_cache_and_query_sets() {
         matches!(e, spacelink::Event::Subscription(SubscriptionEvent::Applied { .. }))
     })
     .await;
-    let maps = client.sync().cache().count("map");
+    let maps = client.sync().expect("the schema is known").cache().count("map");
     assert!(maps > 0, "guildmaster has maps");
-    let sets = client.sync().subscriptions().await.unwrap();
+    let sets = client.sync().expect("the schema is known").subscriptions().await.unwrap();
 
     client.fail_child(Child::Sync);
     restarted(&client, Child::Sync, 1).await;
-    assert_eq!(client.sync().cache().count("map"), maps, "the cache survived");
-    assert_eq!(client.sync().subscriptions().await.unwrap(), sets, "the query sets survived, same handle");
-    let id = client.sync().subscribe(&["SELECT * FROM player"]).await.unwrap();
-    let info = client.sync().subscriptions().await.unwrap();
+    assert_eq!(client.sync().expect("the schema is known").cache().count("map"), maps, "the cache survived");
+    assert_eq!(
+        client.sync().expect("the schema is known").subscriptions().await.unwrap(),
+        sets,
+        "the query sets survived, same handle"
+    );
+    let id = client.sync().expect("the schema is known").subscribe(&["SELECT * FROM player"]).await.unwrap();
+    let info = client.sync().expect("the schema is known").subscriptions().await.unwrap();
     assert!(info.iter().any(|s| s.id == id && s.status == SubscriptionStatus::Applied), "{info:?}");
     assert!(!client.given_up(Child::Sync));
     client.shutdown();
@@ -136,7 +140,7 @@ async fn e2e_after_shutdown_nothing_reconnects() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(proxy.accepted(), accepted, "a connection was made after shutdown");
     assert!(client.connection().status().await.is_err(), "the connection actor is gone");
-    assert!(client.sync().subscriptions().await.is_err(), "the sync actor is gone");
+    assert!(client.sync().expect("the schema is known").subscriptions().await.is_err(), "the sync actor is gone");
     assert!(client.reducer_client().status().await.is_err(), "the reducer actor is gone");
     assert_eq!(client.restarts(Child::Connection), 0);
 }

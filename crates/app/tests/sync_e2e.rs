@@ -174,7 +174,7 @@ async fn e2e_cache_survives_cuts_and_restarts_under_a_stream_of_writes() {
     let proxy = FaultProxy::start(upstream()).await.unwrap();
     let mut watcher = connect(Some(proxy.url())).await;
     let writer = connect(None).await;
-    let sync = watcher.app.sync().clone();
+    let sync = watcher.app.sync().expect("the schema is known").clone();
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1", "SELECT * FROM player"]).await.unwrap();
     // Overlapping on purpose: every row of map 1 is in both sets.
     sync.subscribe(&["SELECT * FROM entity WHERE map_id = 1 AND hp >= 0"]).await.unwrap();
@@ -261,7 +261,7 @@ async fn e2e_spatial_interest_follows_a_walking_player_and_never_misses_an_entit
         })
         .collect();
 
-    let sync = walker.app.sync().clone();
+    let sync = walker.app.sync().expect("the schema is known").clone();
     let (radius, margin) = (8.0f32, 6.0f32);
     sync.follow(2, 5.0, 5.0, radius, margin).await.unwrap();
     while walker.subscriptions.try_recv().is_ok() {}
@@ -312,7 +312,7 @@ async fn e2e_a_bad_query_reports_a_clear_error_and_disturbs_nothing() {
     let schema = Arc::new(schema().await);
     let mut client = connect(None).await;
     client.events.connected().await;
-    let sync = client.app.sync().clone();
+    let sync = client.app.sync().expect("the schema is known").clone();
     let good = sync.subscribe(&["SELECT * FROM map"]).await.unwrap();
     assert_eq!(sync.cache().count("map"), 2);
 

@@ -47,6 +47,22 @@ pub enum ReducerError {
         /// The reducer.
         reducer: String,
     },
+    /// The reducer ran and returned this error; nothing was committed. (The
+    /// reducer client itself reports this as a `ReducerResult` whose outcome is
+    /// `Failed`; the game's `spacelink::Reducers` makes it this error.)
+    #[error("`{reducer}` failed on the server: {message}")]
+    Failed {
+        /// The reducer.
+        reducer: String,
+        /// The module's error message.
+        message: String,
+    },
+    /// The module ran out of energy running the reducer; nothing was committed.
+    #[error("`{reducer}` ran out of energy on the server")]
+    OutOfEnergy {
+        /// The reducer.
+        reducer: String,
+    },
     /// The call was cancelled (a cancelled batch, or the client shutting down).
     #[error("the call was cancelled")]
     Cancelled,

@@ -91,6 +91,9 @@ pub struct ReducerResult {
     pub round_trip: Duration,
     /// How many times it was sent.
     pub attempts: u32,
+    /// Whether its transaction carried rows to the cache: its caller's cache
+    /// sees them (and its row events are delivered) before this result.
+    pub carries_rows: bool,
 }
 
 /// A call the ledger gives up on, and why.
@@ -361,6 +364,7 @@ impl Ledger {
             server_execution: Duration::from_micros(tx.total_host_execution_duration.to_micros().max(0) as u64),
             round_trip: now.saturating_duration_since(sent_at),
             attempts: entry.attempts,
+            carries_rows: matches!(&tx.status, ws::UpdateStatus::Committed(u) if !u.tables.is_empty()),
         })
     }
 

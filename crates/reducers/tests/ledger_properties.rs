@@ -301,6 +301,7 @@ fn deliver(
                     server_execution: Duration::from_micros(u64::from(call.planned.micros)),
                     round_trip: now - call.sent_at,
                     attempts: 1,
+                    carries_rows: false,
                 };
                 prop_assert_eq!(result, Some(expected));
                 *resolved.entry(call.id).or_default() += 1;
@@ -717,6 +718,7 @@ impl Harness {
             server_execution: Duration::from_micros(u64::from(micros)),
             round_trip: now - sent_at,
             attempts: call.attempts,
+            carries_rows: false,
         };
         // Another client's identical update first: it must not touch our call.
         let foreign = Answer { caller: ConnectionId::from_u128(0xf0e1), ..answer.clone() };

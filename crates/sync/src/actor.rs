@@ -120,6 +120,9 @@ struct QuerySet {
     waiters: Vec<Waiter>,
     /// Drop it as soon as it is applied (unsubscribed while pending).
     removing: bool,
+    /// Unsubscribed before it applied: its rows never enter the cache, and
+    /// nothing more is told of it (the game heard `Cancelled`).
+    cancelled: bool,
 }
 
 /// A reconnect in progress: the fresh state accumulates here.
@@ -140,7 +143,7 @@ pub struct SyncActor {
     connected: bool,
     sets: BTreeMap<SubscriptionId, QuerySet>,
     by_query: HashMap<u32, SubscriptionId>,
-    next_set: u64,
+    ids: SubscriptionIds,
     next_query_id: u32,
     staging: Option<Staging>,
     map_context: Option<(u32, SubscriptionId)>,
@@ -199,13 +202,21 @@ impl SyncActor {
             connected: false,
             sets: BTreeMap::new(),
             by_query: HashMap::new(),
-            next_set: 1,
+            ids: SubscriptionIds::default(),
             next_query_id: QUERY_ID_BASE,
             staging: None,
             map_context: None,
             area: None,
             moving_to: None,
         }
+    }
+
+    /// Names query sets from `ids`, shared with whoever names sets before
+    /// sending them (see [`Subscribe::id`]).
+    #[must_use]
+    pub fn with_subscription_ids(mut self, ids: SubscriptionIds) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// The cache this actor writes (hand readers `cache().reader()`).
@@ -223,11 +234,13 @@ impl SyncActor {
         }
     }
 
-    fn tell_changes(&mut self, changes: Vec<RowChange>, reconciled: bool) {
-        if changes.is_empty() {
+    /// Tells the changes; a reducer's transaction is told even when it changed
+    /// nothing here, so that its caller learns the cache has seen it.
+    fn tell_changes(&mut self, changes: Vec<RowChange>, reconciled: bool, cause: Cause) {
+        if changes.is_empty() && !matches!(cause, Cause::Reducer(_)) {
             return;
         }
-        let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled };
+        let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled, cause };
         for r in &self.listeners.changes {
             r.do_send(event.clone());
         }
@@ -239,9 +252,9 @@ impl SyncActor {
         queries: Vec<String>,
         fallback: Option<Vec<String>>,
         waiter: Option<Waiter>,
+        id: Option<SubscriptionId>,
     ) -> SubscriptionId {
-        let id = SubscriptionId(self.next_set);
-        self.next_set += 1;
+        let id = id.filter(|id| !self.sets.contains_key(id)).unwrap_or_else(|| self.ids.next());
         let set = QuerySet {
             queries,
             fallback,
@@ -251,6 +264,7 @@ impl SyncActor {
             sent_at: None,
             waiters: waiter.into_iter().collect(),
             removing: false,
+            cancelled: false,
         };
         self.sets.insert(id, set);
         if self.connected {
@@ -287,7 +301,16 @@ impl SyncActor {
                     query_id: ws::QueryId::new(query_id),
                 }));
             }
-            (true, SubscriptionStatus::Pending, _) => set.removing = true,
+            (true, SubscriptionStatus::Pending, _) => {
+                // Cancelled before it applied: it will never report applied
+                // and its rows will not enter the cache.
+                set.removing = true;
+                set.cancelled = true;
+                for waiter in set.waiters.drain(..) {
+                    let _ = waiter.send(Err(SyncError::Dropped));
+                }
+                self.tell(SubscriptionEvent::Cancelled { id });
+            }
             _ => {
                 // Not on the server: gone at once. Its rows (if any, from an
                 // earlier session) leave on the next reconciliation.
@@ -331,7 +354,7 @@ impl SyncActor {
     }
 
     /// Applies a transaction to the cache, or to the staging cache during a reconnect.
-    fn apply(&mut self, deltas: &[TableDelta]) {
+    fn apply(&mut self, deltas: &[TableDelta], cause: Cause) {
         let _span = tracing::trace_span!("sync_apply", tables = deltas.len()).entered();
         match &self.staging {
             Some(staging) => {
@@ -339,7 +362,7 @@ impl SyncActor {
             }
             None => {
                 let changes = self.cache.apply(deltas);
-                self.tell_changes(changes, false);
+                self.tell_changes(changes, false, cause);
             }
         }
     }
@@ -353,16 +376,25 @@ impl SyncActor {
         let Some(staging) = self.staging.take() else { return };
         let changes = self.cache.reconcile_from(&staging.fresh);
         tracing::info!(generation = self.generation, changes = changes.len(), "cache reconciled after reconnect");
-        self.tell_changes(changes, true);
+        self.tell_changes(changes, true, Cause::Reconciled);
     }
 
     fn on_applied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
         let Some(&id) = self.by_query.get(&query_id) else { return };
-        let deltas = self.deltas(update, false);
-        self.apply(&deltas);
         if let Some(staging) = &mut self.staging {
             staging.waiting.remove(&id);
         }
+        if self.sets.get(&id).is_some_and(|s| s.cancelled) {
+            // Cancelled while pending: its rows stay out, and it goes.
+            if let Some(set) = self.sets.get_mut(&id) {
+                set.status = SubscriptionStatus::Applied;
+            }
+            let _ = self.remove_set(id);
+            self.maybe_finish_reconcile();
+            return;
+        }
+        let deltas = self.deltas(update, false);
+        self.apply(&deltas, Cause::SubscriptionApplied);
         let Some(set) = self.sets.get_mut(&id) else { return };
         set.status = SubscriptionStatus::Applied;
         set.failures = 0;
@@ -382,9 +414,12 @@ impl SyncActor {
 
     fn on_unapplied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
         let Some(id) = self.by_query.remove(&query_id) else { return };
+        let cancelled = self.sets.remove(&id).is_some_and(|s| s.cancelled);
+        if cancelled {
+            return; // Its rows never entered the cache; the game heard `Cancelled`.
+        }
         let deltas = self.deltas(update, true);
-        self.apply(&deltas);
-        self.sets.remove(&id);
+        self.apply(&deltas, Cause::SubscriptionRemoved);
         self.tell(SubscriptionEvent::Removed { id });
     }
 
@@ -401,7 +436,8 @@ impl SyncActor {
             self.by_query.remove(&q);
         }
         metrics::counter!("spacelink_sync_subscription_errors_total").increment(1);
-        let retry = if set.failures <= max {
+        let permanent = is_permanent(&message);
+        let retry = if set.failures <= max && !permanent {
             Some(delay * 2u32.saturating_pow(set.failures - 1))
         } else if let Some(fallback) = set.fallback.take() {
             tracing::info!(set = id.0, "subscription falls back to broader queries");
@@ -445,7 +481,7 @@ impl SyncActor {
     ) -> (SubscriptionId, oneshot::Receiver<Result<SubscriptionId, SyncError>>) {
         let (tx, rx) = oneshot::channel();
         let (relay_tx, relay_rx) = oneshot::channel();
-        let id = self.add_set(queries, None, Some(tx));
+        let id = self.add_set(queries, None, Some(tx), None);
         ctx.spawn(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) }.into_actor(self).map(
             move |result, act, _| {
                 if result.is_ok() {
@@ -485,6 +521,66 @@ impl SyncActor {
             }
         }));
     }
+}
+
+/// Whether a subscription error is about the queries themselves (their text,
+/// a table or column that does not exist, the caller's rights), which no retry
+/// can mend, rather than a passing failure of the server. Asked of the
+/// server's message, the only thing a v1 `SubscriptionError` carries: a
+/// message that says nothing known is taken as transient (retried, as before).
+pub fn is_permanent(message: &str) -> bool {
+    const PERMANENT: &[&str] = &[
+        "parse",
+        "syntax",
+        "unsupported",
+        "not supported",
+        "no such",
+        "does not exist",
+        "doesn't exist",
+        "not found",
+        "unknown",
+        "invalid",
+        "not a valid",
+        "not in scope",
+        "does not have",
+        "is required",
+        "empty sql",
+        "duplicate name",
+        "unexpected",
+        "type mismatch",
+        "expected",
+        "private",
+        "not authorized",
+        "unauthorized",
+        "permission",
+        "forbidden",
+    ];
+    let message = message.to_ascii_lowercase();
+    PERMANENT.iter().any(|p| message.contains(p))
+}
+
+/// The cause of a committed transaction, as the server reported it.
+pub fn transaction_cause(tx: &ws::TransactionUpdate<ws::BsatnFormat>) -> Cause {
+    let call = &tx.reducer_call;
+    if call.reducer_name.is_empty() {
+        return Cause::UnknownTransaction;
+    }
+    let status = match &tx.status {
+        ws::UpdateStatus::Committed(_) => ReducerStatus::Committed,
+        ws::UpdateStatus::Failed(message) => ReducerStatus::Failed(message.to_string()),
+        ws::UpdateStatus::OutOfEnergy => ReducerStatus::OutOfEnergy,
+    };
+    Cause::Reducer(Arc::new(ReducerCause {
+        reducer: Arc::from(&*call.reducer_name),
+        args: Bytes::copy_from_slice(&call.args),
+        caller_identity: tx.caller_identity,
+        caller_connection_id: tx.caller_connection_id.none_if_zero(),
+        request_id: call.request_id,
+        status,
+        timestamp: tx.timestamp,
+        energy_quanta_used: tx.energy_quanta_used.quanta,
+        execution: tx.total_host_execution_duration.to_duration_abs(),
+    }))
 }
 
 /// The sync actor's mailbox, made before the actor so that its address can be
@@ -582,8 +678,9 @@ impl Handler<StateChanged> for SyncActor {
             let removed: Vec<SubscriptionId> =
                 self.sets.iter().filter(|(_, s)| s.removing).map(|(id, _)| *id).collect();
             for id in removed {
-                self.sets.remove(&id);
-                self.tell(SubscriptionEvent::Removed { id });
+                if self.sets.remove(&id).is_some_and(|s| !s.cancelled) {
+                    self.tell(SubscriptionEvent::Removed { id });
+                }
             }
             for set in self.sets.values_mut() {
                 if !matches!(set.status, SubscriptionStatus::Failed { .. }) {
@@ -609,12 +706,12 @@ impl Handler<ServerMessageReceived> for SyncActor {
             ServerMessage::TransactionUpdate(tx) => {
                 if let ws::UpdateStatus::Committed(update) = &tx.status {
                     let deltas = self.deltas(update, false);
-                    self.apply(&deltas);
+                    self.apply(&deltas, transaction_cause(tx));
                 }
             }
             ServerMessage::TransactionUpdateLight(tx) => {
                 let deltas = self.deltas(&tx.update, false);
-                self.apply(&deltas);
+                self.apply(&deltas, Cause::UnknownTransaction);
             }
             _ => {}
         }
@@ -626,7 +723,7 @@ impl Handler<Subscribe> for SyncActor {
 
     fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.add_set(msg.queries, msg.fallback, Some(tx));
+        self.add_set(msg.queries, msg.fallback, Some(tx), msg.id);
         Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
     }
 }
@@ -739,5 +836,29 @@ impl Handler<GetSubscriptions> for SyncActor {
                 failures: s.failures,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent;
+
+    #[test]
+    fn errors_about_the_queries_are_permanent_and_others_are_retried() {
+        // Messages of the 1.3 server's SQL parser and type checker.
+        for permanent in [
+            "sql parser error: Expected: an SQL statement, found: SELEC",
+            "`nope` is not a valid table",
+            "`player` does not have a field `nope`",
+            "Unsupported: Non-SELECT queries",
+            "Column projections are not supported in subscriptions; Subscriptions must return a table type",
+            "Empty SQL query",
+            "Unexpected type: (expected) U32 != String (inferred)",
+        ] {
+            assert!(is_permanent(permanent), "{permanent}");
+        }
+        for transient in ["database is restarting", "timed out", "internal error: try again later", ""] {
+            assert!(!is_permanent(transient), "{transient}");
+        }
     }
 }

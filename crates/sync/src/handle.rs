@@ -46,7 +46,7 @@ impl SyncHandle {
     ) -> Result<SubscriptionId, SyncError> {
         let queries = queries.iter().map(|q| q.to_string()).collect();
         let fallback = fallback.map(|f| f.iter().map(|q| q.to_string()).collect());
-        self.addr.send(Subscribe { queries, fallback }).await.map_err(|_| SyncError::ActorGone)?
+        self.addr.send(Subscribe { queries, fallback, id: None }).await.map_err(|_| SyncError::ActorGone)?
     }
 
     /// Drops a query set.

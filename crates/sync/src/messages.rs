@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytes::Bytes;
+use spacelink_connection::lib::{ConnectionId, Identity, Timestamp};
 
 use crate::cache::RowChange;
 use crate::error::SyncError;
@@ -11,6 +13,86 @@ use crate::row::Row;
 /// A live query set, as the game holds it; stays valid across reconnects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriptionId(pub u64);
+
+/// Where query set ids come from: one counter shared by the actor and whoever
+/// names a set before sending it (the app hands an id back to the game at
+/// once, before the actor has seen the request). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SubscriptionIds(Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for SubscriptionIds {
+    fn default() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicU64::new(1)))
+    }
+}
+
+impl SubscriptionIds {
+    /// A new id, never handed out before by this counter.
+    pub fn next(&self) -> SubscriptionId {
+        SubscriptionId(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// What made the cache change: the official SDK's `ctx.event`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Cause {
+    /// A query set's initial rows arrived (`OnSubscriptionApplied`).
+    SubscriptionApplied,
+    /// A query set was dropped and its rows left the cache.
+    SubscriptionRemoved,
+    /// The reconciliation of the cache with the fresh state after a reconnect.
+    Reconciled,
+    /// A reducer's transaction (ours or another client's).
+    Reducer(Arc<ReducerCause>),
+    /// A transaction the server did not attribute to a reducer call.
+    UnknownTransaction,
+}
+
+impl Cause {
+    /// The reducer call, if a reducer caused it.
+    pub fn reducer(&self) -> Option<&ReducerCause> {
+        match self {
+            Cause::Reducer(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// How a reducer's transaction ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReducerStatus {
+    /// It ran and its changes were committed.
+    Committed,
+    /// It ran and returned this error; nothing was committed.
+    Failed(String),
+    /// The module ran out of energy.
+    OutOfEnergy,
+}
+
+/// A reducer call as the server reported it with its transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReducerCause {
+    /// The reducer's name.
+    pub reducer: Arc<str>,
+    /// Its arguments, in BSATN (generated bindings decode them).
+    pub args: Bytes,
+    /// Who called it.
+    pub caller_identity: Identity,
+    /// From which connection (`None` for the scheduler or the server itself).
+    pub caller_connection_id: Option<ConnectionId>,
+    /// The caller's request id (0 for a call the caller did not number).
+    pub request_id: u32,
+    /// How it ended.
+    pub status: ReducerStatus,
+    /// When it ran, by the server's clock.
+    pub timestamp: Timestamp,
+    /// The energy it used, as reported.
+    pub energy_quanta_used: u128,
+    /// How long it ran on the server.
+    pub execution: std::time::Duration,
+}
 
 // ---- Taken by the sync actor ----
 
@@ -22,6 +104,9 @@ pub struct Subscribe {
     pub queries: Vec<String>,
     /// Broader queries to fall back to if these keep failing.
     pub fallback: Option<Vec<String>>,
+    /// The set's id, if the sender already named it (from the actor's
+    /// [`SubscriptionIds`]); else the actor names it.
+    pub id: Option<SubscriptionId>,
 }
 
 /// Drop a query set; its rows leave the cache unless another set holds them.
@@ -143,6 +228,10 @@ pub struct RowsChanged {
     pub changes: Arc<Vec<RowChange>>,
     /// Whether this is the reconciliation of a reconnect (stale cache against fresh state).
     pub reconciled: bool,
+    /// What caused it. A reducer call's transaction that changed nothing in
+    /// the cache is still told (with no changes), so that its caller knows the
+    /// cache has seen it.
+    pub cause: Cause,
 }
 
 /// Something happened to a query set.
@@ -165,6 +254,12 @@ pub enum SubscriptionEvent {
     },
     /// It was dropped.
     Removed {
+        /// The set.
+        id: SubscriptionId,
+    },
+    /// It was dropped before it applied: it never reports applied and its rows
+    /// never reach the cache.
+    Cancelled {
         /// The set.
         id: SubscriptionId,
     },

@@ -296,18 +296,27 @@ impl AllTypesTableHandle {
         self.table.find("id", id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&AllTypes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AllTypes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&AllTypes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AllTypes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&AllTypes, &AllTypes) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AllTypes, &AllTypes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -342,18 +351,27 @@ impl AutoIncTableHandle {
         self.table.find("id", id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&AutoInc) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AutoInc) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&AutoInc) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AutoInc) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&AutoInc, &AutoInc) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AutoInc, &AutoInc) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -383,13 +401,13 @@ impl NoKeyTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&NoKey) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &NoKey) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&NoKey) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &NoKey) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -429,18 +447,21 @@ impl PkBoolTableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkBool) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkBool) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkBool, &PkBool) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkBool, &PkBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -480,18 +501,27 @@ impl PkConnectionIdTableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkConnectionId, &PkConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkConnectionId, &PkConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -531,18 +561,21 @@ impl PkI8TableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI8, &PkI8) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI8, &PkI8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -582,18 +615,27 @@ impl PkIdentityTableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkIdentity, &PkIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkIdentity, &PkIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -633,18 +675,27 @@ impl PkSimpleEnumTableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkSimpleEnum, &PkSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkSimpleEnum, &PkSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -684,18 +735,27 @@ impl PkStringTableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkString, &PkString) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkString, &PkString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -735,18 +795,21 @@ impl PkU256TableHandle {
         self.table.find("label", label)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU256) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU256) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU256, &PkU256) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU256, &PkU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -781,18 +844,27 @@ impl TickScheduleTableHandle {
         self.table.find("scheduled_id", scheduled_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&TickSchedule) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &TickSchedule) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&TickSchedule) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &TickSchedule) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&TickSchedule, &TickSchedule) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &TickSchedule, &TickSchedule) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -832,13 +904,19 @@ impl UniqueOnlyTableHandle {
         self.table.find("owner", owner)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueOnly) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueOnly) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueOnly) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueOnly) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 

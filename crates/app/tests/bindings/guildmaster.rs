@@ -208,18 +208,27 @@ impl AllTypesTableHandle {
         self.table.find("id", id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&AllTypes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AllTypes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&AllTypes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AllTypes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&AllTypes, &AllTypes) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &AllTypes, &AllTypes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -254,18 +263,21 @@ impl ConfigTableHandle {
         self.table.find("id", id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Config) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Config) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Config) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Config) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Config, &Config) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Config, &Config) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -300,18 +312,21 @@ impl EntityTableHandle {
         self.table.find("entity_id", entity_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Entity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Entity) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Entity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Entity) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Entity, &Entity) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Entity, &Entity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -346,18 +361,27 @@ impl InventoryTableHandle {
         self.table.find("slot_id", slot_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Inventory) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Inventory) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Inventory) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Inventory) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Inventory, &Inventory) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Inventory, &Inventory) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -392,18 +416,21 @@ impl ItemTableHandle {
         self.table.find("item_id", item_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Item) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Item) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Item) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Item) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Item, &Item) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Item, &Item) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -438,18 +465,21 @@ impl MapTableHandle {
         self.table.find("map_id", map_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Map) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Map) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Map) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Map) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Map, &Map) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Map, &Map) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -484,18 +514,21 @@ impl NpcTableHandle {
         self.table.find("entity_id", entity_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Npc) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Npc) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Npc) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Npc) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Npc, &Npc) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Npc, &Npc) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -530,18 +563,27 @@ impl NpcTickScheduleTableHandle {
         self.table.find("scheduled_id", scheduled_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&NpcTickSchedule) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &NpcTickSchedule) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&NpcTickSchedule) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &NpcTickSchedule) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&NpcTickSchedule, &NpcTickSchedule) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &NpcTickSchedule, &NpcTickSchedule) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -581,18 +623,21 @@ impl PlayerTableHandle {
         self.table.find("player_id", player_id)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&Player) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Player) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&Player) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &Player) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&Player, &Player) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &Player, &Player) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 

@@ -994,13 +994,19 @@ impl LargeTableTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&LargeTable) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &LargeTable) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&LargeTable) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &LargeTable) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1030,13 +1036,19 @@ impl OneBoolTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1066,13 +1078,19 @@ impl OneByteStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneByteStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneByteStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneByteStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneByteStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1102,13 +1120,19 @@ impl OneBytesTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneBytes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneBytes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneBytes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneBytes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1138,13 +1162,19 @@ impl OneConnectionIdTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1174,13 +1204,19 @@ impl OneEnumWithPayloadTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneEnumWithPayload) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneEnumWithPayload) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneEnumWithPayload) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneEnumWithPayload) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1210,13 +1246,19 @@ impl OneEveryPrimitiveStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneEveryPrimitiveStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneEveryPrimitiveStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneEveryPrimitiveStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneEveryPrimitiveStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1246,13 +1288,19 @@ impl OneEveryVecStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneEveryVecStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneEveryVecStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneEveryVecStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneEveryVecStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1282,13 +1330,13 @@ impl OneF32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneF32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneF32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneF32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneF32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1318,13 +1366,13 @@ impl OneF64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneF64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneF64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneF64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneF64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1354,13 +1402,19 @@ impl OneI128TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1390,13 +1444,13 @@ impl OneI16TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1426,13 +1480,19 @@ impl OneI256TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1462,13 +1522,13 @@ impl OneI32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1498,13 +1558,13 @@ impl OneI64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1534,13 +1594,13 @@ impl OneI8TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1570,13 +1630,19 @@ impl OneIdentityTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1606,13 +1672,19 @@ impl OneSimpleEnumTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1642,13 +1714,19 @@ impl OneStringTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1678,13 +1756,19 @@ impl OneTimeDurationTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneTimeDuration) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneTimeDuration) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneTimeDuration) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneTimeDuration) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1714,13 +1798,19 @@ impl OneTimestampTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneTimestamp) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneTimestamp) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneTimestamp) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneTimestamp) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1750,13 +1840,19 @@ impl OneU128TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1786,13 +1882,13 @@ impl OneU16TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1822,13 +1918,19 @@ impl OneU256TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1858,13 +1960,13 @@ impl OneU32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1894,13 +1996,13 @@ impl OneU64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1930,13 +2032,13 @@ impl OneU8TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &OneU8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -1966,13 +2068,19 @@ impl OneUnitStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OneUnitStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneUnitStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OneUnitStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OneUnitStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2002,13 +2110,19 @@ impl OptionBoolTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2038,13 +2152,19 @@ impl OptionByteStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionByteStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionByteStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionByteStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionByteStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2074,13 +2194,19 @@ impl OptionBytesTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionBytes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionBytes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionBytes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionBytes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2110,13 +2236,19 @@ impl OptionConnectionIdTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2146,13 +2278,19 @@ impl OptionEnumWithPayloadTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionEnumWithPayload) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionEnumWithPayload) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionEnumWithPayload) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionEnumWithPayload) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2182,13 +2320,19 @@ impl OptionEveryPrimitiveStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionEveryPrimitiveStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionEveryPrimitiveStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionEveryPrimitiveStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionEveryPrimitiveStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2218,13 +2362,19 @@ impl OptionEveryVecStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionEveryVecStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionEveryVecStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionEveryVecStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionEveryVecStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2254,13 +2404,19 @@ impl OptionF32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionF32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionF32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionF32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionF32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2290,13 +2446,19 @@ impl OptionF64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionF64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionF64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionF64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionF64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2326,13 +2488,19 @@ impl OptionI128TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2362,13 +2530,19 @@ impl OptionI16TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2398,13 +2572,19 @@ impl OptionI256TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2434,13 +2614,19 @@ impl OptionI32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2470,13 +2656,19 @@ impl OptionI64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2506,13 +2698,19 @@ impl OptionI8TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionI8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2542,13 +2740,19 @@ impl OptionIdentityTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2578,13 +2782,19 @@ impl OptionSimpleEnumTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2614,13 +2824,19 @@ impl OptionStringTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2650,13 +2866,19 @@ impl OptionTimeDurationTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionTimeDuration) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionTimeDuration) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionTimeDuration) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionTimeDuration) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2686,13 +2908,19 @@ impl OptionTimestampTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionTimestamp) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionTimestamp) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionTimestamp) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionTimestamp) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2722,13 +2950,19 @@ impl OptionU128TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2758,13 +2992,19 @@ impl OptionU16TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2794,13 +3034,19 @@ impl OptionU256TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2830,13 +3076,19 @@ impl OptionU32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2866,13 +3118,19 @@ impl OptionU64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2902,13 +3160,19 @@ impl OptionU8TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionU8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2938,13 +3202,19 @@ impl OptionUnitStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&OptionUnitStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionUnitStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&OptionUnitStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &OptionUnitStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -2979,18 +3249,21 @@ impl PkBoolTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkBool) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkBool) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkBool, &PkBool) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkBool, &PkBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3025,18 +3298,27 @@ impl PkConnectionIdTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkConnectionId, &PkConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkConnectionId, &PkConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3071,18 +3353,21 @@ impl PkI128TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI128) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI128) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI128, &PkI128) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI128, &PkI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3117,18 +3402,21 @@ impl PkI16TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI16, &PkI16) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI16, &PkI16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3163,18 +3451,21 @@ impl PkI256TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI256) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI256) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI256, &PkI256) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI256, &PkI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3209,18 +3500,21 @@ impl PkI32TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI32, &PkI32) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI32, &PkI32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3255,18 +3549,21 @@ impl PkI64TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI64, &PkI64) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI64, &PkI64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3301,18 +3598,21 @@ impl PkI8TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkI8, &PkI8) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkI8, &PkI8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3347,18 +3647,27 @@ impl PkIdentityTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkIdentity, &PkIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkIdentity, &PkIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3393,18 +3702,27 @@ impl PkStringTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkString, &PkString) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkString, &PkString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3439,18 +3757,21 @@ impl PkU128TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU128) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU128) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU128, &PkU128) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU128, &PkU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3485,18 +3806,21 @@ impl PkU16TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU16, &PkU16) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU16, &PkU16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3531,18 +3855,21 @@ impl PkU256TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU256) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU256) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU256, &PkU256) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU256, &PkU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3577,18 +3904,21 @@ impl PkU32TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU32, &PkU32) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU32, &PkU32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3623,18 +3953,21 @@ impl PkU64TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU64, &PkU64) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU64, &PkU64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3669,18 +4002,21 @@ impl PkU8TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&PkU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&PkU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &PkU8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
-    /// Runs `callback(old, new)` in `frame_tick` for each row updated (same primary key).
-    pub fn on_update(&self, callback: impl FnMut(&PkU8, &PkU8) + Send + 'static) {
+    /// Runs `callback(ctx, old, new)` in `frame_tick` for each row updated (same primary key).
+    pub fn on_update(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &PkU8, &PkU8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_update(callback)
     }
 
@@ -3715,13 +4051,19 @@ impl UniqueBoolTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -3756,13 +4098,19 @@ impl UniqueConnectionIdTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -3797,13 +4145,19 @@ impl UniqueI128TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -3838,13 +4192,19 @@ impl UniqueI16TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -3879,13 +4239,19 @@ impl UniqueI256TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -3920,13 +4286,19 @@ impl UniqueI32TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -3961,13 +4333,19 @@ impl UniqueI64TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4002,13 +4380,19 @@ impl UniqueI8TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueI8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4043,13 +4427,19 @@ impl UniqueIdentityTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4084,13 +4474,19 @@ impl UniqueStringTableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4125,13 +4521,19 @@ impl UniqueU128TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4166,13 +4568,19 @@ impl UniqueU16TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU16) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4207,13 +4615,19 @@ impl UniqueU256TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4248,13 +4662,19 @@ impl UniqueU32TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU32) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4289,13 +4709,19 @@ impl UniqueU64TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU64) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4330,13 +4756,19 @@ impl UniqueU8TableHandle {
         self.table.find("n", n)
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&UniqueU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&UniqueU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &UniqueU8) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4366,13 +4798,19 @@ impl VecBoolTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecBool) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecBool) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4402,13 +4840,19 @@ impl VecByteStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecByteStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecByteStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecByteStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecByteStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4438,13 +4882,19 @@ impl VecBytesTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecBytes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecBytes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecBytes) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecBytes) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4474,13 +4924,19 @@ impl VecConnectionIdTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecConnectionId) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecConnectionId) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4510,13 +4966,19 @@ impl VecEnumWithPayloadTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecEnumWithPayload) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecEnumWithPayload) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecEnumWithPayload) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecEnumWithPayload) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4546,13 +5008,19 @@ impl VecEveryPrimitiveStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecEveryPrimitiveStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecEveryPrimitiveStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecEveryPrimitiveStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecEveryPrimitiveStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4582,13 +5050,19 @@ impl VecEveryVecStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecEveryVecStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecEveryVecStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecEveryVecStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecEveryVecStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4618,13 +5092,13 @@ impl VecF32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecF32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecF32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecF32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecF32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4654,13 +5128,13 @@ impl VecF64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecF64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecF64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecF64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecF64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4690,13 +5164,19 @@ impl VecI128TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecI128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecI128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4726,13 +5206,13 @@ impl VecI16TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecI16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4762,13 +5242,19 @@ impl VecI256TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecI256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecI256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4798,13 +5284,13 @@ impl VecI32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecI32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4834,13 +5320,13 @@ impl VecI64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecI64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4870,13 +5356,13 @@ impl VecI8TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecI8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecI8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4906,13 +5392,19 @@ impl VecIdentityTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecIdentity) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecIdentity) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4942,13 +5434,19 @@ impl VecSimpleEnumTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecSimpleEnum) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecSimpleEnum) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -4978,13 +5476,19 @@ impl VecStringTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecString) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecString) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5014,13 +5518,19 @@ impl VecTimeDurationTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecTimeDuration) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecTimeDuration) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecTimeDuration) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecTimeDuration) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5050,13 +5560,19 @@ impl VecTimestampTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecTimestamp) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecTimestamp) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecTimestamp) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecTimestamp) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5086,13 +5602,19 @@ impl VecU128TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecU128) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecU128) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5122,13 +5644,13 @@ impl VecU16TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecU16) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU16) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5158,13 +5680,19 @@ impl VecU256TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecU256) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecU256) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5194,13 +5722,13 @@ impl VecU32TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecU32) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU32) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5230,13 +5758,13 @@ impl VecU64TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecU64) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU64) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5266,13 +5794,13 @@ impl VecU8TableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecU8) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(&self, callback: impl FnMut(&__sl::RowContext<'_>, &VecU8) + Send + 'static) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 
@@ -5302,13 +5830,19 @@ impl VecUnitStructTableHandle {
         self.table.count()
     }
 
-    /// Runs `callback` in `frame_tick` for each row inserted.
-    pub fn on_insert(&self, callback: impl FnMut(&VecUnitStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row inserted (`ctx` says why).
+    pub fn on_insert(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecUnitStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_insert(callback)
     }
 
-    /// Runs `callback` in `frame_tick` for each row deleted.
-    pub fn on_delete(&self, callback: impl FnMut(&VecUnitStruct) + Send + 'static) {
+    /// Runs `callback(ctx, row)` in `frame_tick` for each row deleted.
+    pub fn on_delete(
+        &self,
+        callback: impl FnMut(&__sl::RowContext<'_>, &VecUnitStruct) + Send + 'static,
+    ) -> __sl::CallbackId {
         self.table.on_delete(callback)
     }
 

@@ -1,0 +1,250 @@
+//! A game embeds spacelink the way an engine's main loop would, against the
+//! real server: a plain thread with no executor in the game's code builds the
+//! client while the server cannot be reached (the fault proxy refuses), keeps
+//! its frames going, connects once the server can be reached, subscribes from
+//! the frame loop, reads its identity and status without waiting, hears a row's
+//! cause, sees a failed reducer as an error, removes a callback mid-run, and
+//! tells its own shutdown from a lost connection. Also: a reducer's result
+//! always comes after its transaction's rows (its callback reads the new row),
+//! and a subscription cancelled while pending never applies.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::guildmaster::*;
+use common::proxy::FaultProxy;
+use common::*;
+use spacelink::connection::lib::Identity;
+use spacelink::sync::{Cause, SubscriptionEvent};
+use spacelink::{Client, Disconnect, Event, ReducerError, SchemaStatus, SpacelinkConfig, SubscriptionState};
+
+fn frame() {
+    std::thread::sleep(Duration::from_millis(16));
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_a_plain_game_loop_embeds_the_client_from_a_server_that_is_down_to_a_requested_shutdown() {
+    // The proxy runs on a runtime of the test's; the game's loop has none.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
+    proxy.set_refuse(true);
+    let mut connection = config();
+    connection.server_url = proxy.url();
+    let settings = SpacelinkConfig::new(connection);
+
+    // Built while the server cannot be reached: it returns at once.
+    let began = Instant::now();
+    let mut client = Client::builder().with_config(settings).build().unwrap();
+    assert!(began.elapsed() < Duration::from_millis(500), "build took {:?}", began.elapsed());
+    let players = client.table::<Player>("player");
+    assert_eq!(players.count(), 0, "an empty table before the schema is known");
+    assert!(!client.is_active());
+
+    // Frames go on while nothing answers; the schema fetch's failures are told.
+    let mut fetch_failures = 0;
+    for _ in 0..60 {
+        for event in client.frame_tick() {
+            if let Event::Schema(spacelink::SchemaEvent::FetchFailed { .. }) = event {
+                fetch_failures += 1;
+            }
+        }
+        frame();
+    }
+    assert!(fetch_failures >= 1, "the refused schema fetch was told");
+    assert!(matches!(client.status().schema, SchemaStatus::Retrying { .. }), "{:?}", client.status().schema);
+    assert!(client.try_identity().is_none());
+
+    // The server can be reached again: the client connects by itself.
+    proxy.set_refuse(false);
+    let connected: Arc<Mutex<Option<(Identity, bool)>>> = Arc::default();
+    let seen = connected.clone();
+    client.on_connect(move |identity, token| {
+        *seen.lock().unwrap() = Some((identity, !token.expose().is_empty()));
+    });
+    tick_until(&mut client, 30, "connected, with the schema", |c, _| {
+        c.is_active() && c.status().schema == SchemaStatus::Ready
+    });
+    let me = client.try_identity().unwrap();
+    tick_until(&mut client, 5, "on_connect", |_, _| connected.lock().unwrap().is_some());
+    assert_eq!(*connected.lock().unwrap(), Some((me, true)), "on_connect hands the identity and a token");
+    let status = client.status();
+    assert_eq!(status.identity, Some(me));
+    assert!(status.token.is_some() && !format!("{status:?}").contains(status.token.as_ref().unwrap().expose()));
+
+    // Subscribe from the frame loop: the id at once, the outcome as an event and in the status.
+    let id = client.subscribe(&["SELECT * FROM player"]);
+    assert_eq!(client.status().subscriptions.get(&id), Some(&SubscriptionState::Pending));
+    tick_until(&mut client, 10, "the subscription applied", |_, events| {
+        events.iter().any(|e| matches!(e, Event::Subscription(SubscriptionEvent::Applied { id: i }) if *i == id))
+    });
+    assert_eq!(client.status().subscriptions.get(&id), Some(&SubscriptionState::Applied));
+
+    // A row event says what caused it; a callback can be removed.
+    let causes: Arc<Mutex<Vec<(String, Option<Identity>)>>> = Arc::default();
+    let heard = causes.clone();
+    let inserted = players.on_insert(move |ctx, p| {
+        if let Cause::Reducer(r) = ctx.cause() {
+            heard.lock().unwrap().push((r.reducer.to_string(), Some(r.caller_identity)));
+        }
+        assert!(!p.name.is_empty());
+    });
+    let updates = Arc::new(AtomicUsize::new(0));
+    let counted = updates.clone();
+    let updated = players.on_update(move |_, _, _| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    });
+    let name = format!("embedded-{}", std::process::id());
+    let join = Arc::new(Mutex::new(None));
+    let result = join.clone();
+    let reader = players.clone();
+    client.reducers().call("join", &JoinArgs { name: name.clone(), map_id: 1 }).on_result(move |r| {
+        // The result comes after its rows: the new row is already cached.
+        let mine = reader.find("identity", &me).map(|p| p.name.clone());
+        *result.lock().unwrap() = Some((r.is_ok(), mine));
+    });
+    tick_until(&mut client, 10, "the join's result", |_, _| join.lock().unwrap().is_some());
+    assert_eq!(*join.lock().unwrap(), Some((true, Some(name.clone()))), "the result callback sees its row");
+    assert!(
+        causes.lock().unwrap().contains(&("join".to_string(), Some(me))),
+        "the insert names its reducer and caller: {:?}",
+        causes.lock().unwrap()
+    );
+
+    // Removed mid-run: the next update of our row reaches only the kept callback.
+    client.remove_callback(updated);
+    players.remove_callback(inserted);
+    let before = updates.load(Ordering::Relaxed);
+    let moved = Arc::new(AtomicUsize::new(0));
+    let m = moved.clone();
+    client.reducers().call_sequenced("move_player", &MovePlayerArgs { seq: 1, dx: 1.0, dy: 0.0 }, 1).on_result(
+        move |r| {
+            assert!(r.is_ok(), "{r:?}");
+            m.fetch_add(1, Ordering::Relaxed);
+        },
+    );
+    tick_until(&mut client, 10, "the move's result", |_, _| moved.load(Ordering::Relaxed) == 1);
+    assert_eq!(updates.load(Ordering::Relaxed), before, "a removed callback hears nothing");
+
+    // A reducer that ran and failed is an error.
+    let failed = Arc::new(Mutex::new(None));
+    let f = failed.clone();
+    client.reducers().call("always_fail", &"on purpose".to_string()).on_result(move |r| {
+        *f.lock().unwrap() = Some(r.clone());
+    });
+    tick_until(&mut client, 10, "the failure", |_, _| failed.lock().unwrap().is_some());
+    let failure = failed.lock().unwrap().clone().unwrap();
+    assert!(
+        matches!(failure, Err(ReducerError::Failed { ref message, .. }) if message.contains("on purpose")),
+        "{failure:?}"
+    );
+
+    // A lost session and a requested shutdown are told apart.
+    let disconnects: Arc<Mutex<Vec<Disconnect>>> = Arc::default();
+    let d = disconnects.clone();
+    client.on_disconnect(move |disconnect| d.lock().unwrap().push(disconnect.clone()));
+    proxy.cut_all();
+    tick_until(&mut client, 15, "lost, then back", |c, _| !disconnects.lock().unwrap().is_empty() && c.is_active());
+    assert!(!disconnects.lock().unwrap()[0].requested, "{:?}", disconnects.lock().unwrap());
+    client.shutdown();
+    tick_until(&mut client, 5, "the requested disconnect", |_, _| disconnects.lock().unwrap().len() >= 2);
+    assert!(disconnects.lock().unwrap()[1].requested, "{:?}", disconnects.lock().unwrap());
+    assert!(client.status().shut_down);
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_every_result_callback_finds_the_row_its_call_wrote() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = Arc::new(rt.block_on(schema()));
+    let mut settings = SpacelinkConfig::new(config());
+    settings.schema = Some(schema);
+    let mut client = Client::builder()
+        .with_config(settings)
+        .with_row_types(spacelink::sync::RowTypes::new().register::<Player>("player"))
+        .subscribe(&["SELECT * FROM player"])
+        .build()
+        .unwrap();
+    tick_until(&mut client, 15, "connected and subscribed", |c, _| {
+        c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
+    });
+    let me = client.try_identity().unwrap();
+    let players = client.table::<Player>("player");
+    let joined = Arc::new(AtomicUsize::new(0));
+    let j = joined.clone();
+    client.reducers().call("join", &JoinArgs { name: "ordered".into(), map_id: 1 }).on_result(move |r| {
+        assert!(r.is_ok(), "{r:?}");
+        j.fetch_add(1, Ordering::Relaxed);
+    });
+    tick_until(&mut client, 10, "joined", |_, _| joined.load(Ordering::Relaxed) == 1);
+
+    // Sequential calls, each result callback reading the row its call changed.
+    const CALLS: u32 = 200;
+    let mismatches: Arc<Mutex<Vec<(u32, Option<u32>)>>> = Arc::default();
+    let done = Arc::new(AtomicUsize::new(0));
+    for seq in 1..=CALLS {
+        let (players, mismatches, finished) = (players.clone(), mismatches.clone(), done.clone());
+        client.reducers().call_sequenced("move_player", &MovePlayerArgs { seq, dx: 0.0, dy: 0.0 }, seq).on_result(
+            move |r| {
+                assert!(r.is_ok(), "{r:?}");
+                let seen = players.find("identity", &me).map(|p| p.last_input_seq);
+                if seen != Some(seq) {
+                    mismatches.lock().unwrap().push((seq, seen));
+                }
+                finished.fetch_add(1, Ordering::Relaxed);
+            },
+        );
+        let want = seq as usize;
+        tick_until(&mut client, 10, "the call's result", |_, _| done.load(Ordering::Relaxed) == want);
+    }
+    assert_eq!(*mismatches.lock().unwrap(), vec![], "results seen before their rows");
+    client.shutdown();
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_a_subscription_cancelled_while_pending_never_applies_and_brings_no_rows() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = Arc::new(rt.block_on(schema()));
+    let mut settings = SpacelinkConfig::new(config());
+    settings.schema = Some(schema);
+    let mut client = Client::builder().with_config(settings).subscribe(&["SELECT * FROM map"]).build().unwrap();
+    tick_until(&mut client, 15, "connected and subscribed", |c, _| {
+        c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
+    });
+    let rows = Arc::new(AtomicUsize::new(0));
+    let r = rows.clone();
+    client.on_event(move |e| {
+        if let Event::Row(row) = e {
+            if &*row.table == "config" {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let id = client.subscribe(&["SELECT * FROM config"]);
+    client.unsubscribe(id);
+    let mut events = Vec::new();
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        events.extend(client.frame_tick().iter().filter_map(|e| match e {
+            Event::Subscription(s) => Some(s.clone()),
+            _ => None,
+        }));
+        frame();
+    }
+    assert!(
+        events.iter().any(|e| matches!(e, SubscriptionEvent::Cancelled { id: i } if *i == id)),
+        "cancelled: {events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| matches!(e, SubscriptionEvent::Applied { id: i } if *i == id)),
+        "a cancelled set never applies: {events:?}"
+    );
+    assert_eq!(rows.load(Ordering::Relaxed), 0, "no row events for a cancelled set");
+    assert_eq!(client.sync().expect("the schema is known").cache().count("config"), 0);
+    client.shutdown();
+}
