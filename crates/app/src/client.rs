@@ -46,6 +46,7 @@ use crate::events::{
 };
 use crate::order::ResultOrder;
 use crate::prediction_link::{PredictedEntity, PredictionStart, RowsHub};
+use crate::queries::{Ask, QueryCall, QueryDesk};
 use crate::status::{SchemaStatus, Status, StatusCell, SubscriptionState};
 use crate::supervise::Child;
 use crate::supervisor::{start_children, validate, Ready, SpacelinkConfig, SyncStart, Tree, TreeListeners};
@@ -388,6 +389,9 @@ impl Start {
         let requested = Arc::new(AtomicBool::new(false));
         let sink = EventSink { events: sender.clone(), status: status.clone(), requested: requested.clone() }.start();
         let rows_hub = RowsHub::default().start();
+        let queries = Context::<QueryDesk>::new();
+        listeners.connection.messages.push(queries.address().recipient());
+        listeners.connection.states.push(queries.address().recipient());
         listeners.sync.changes.push(rows_hub.clone().recipient());
         listeners.connection.states.push(sink.clone().recipient());
         listeners.connection.identities.push(sink.clone().recipient());
@@ -404,6 +408,7 @@ impl Start {
         // The fetch reads the connection's settings as given (before the stored token is chosen).
         let fetch_config = config.connection.clone();
         let (tree, sync) = start_children(config, listeners)?;
+        let queries = queries.run(QueryDesk::new(tree.connection.clone(), tree.ready.clone()));
         let result_callbacks = ResultCallbacks::default();
         let client = Client {
             sink,
@@ -425,6 +430,7 @@ impl Start {
             status: status.clone(),
             requested,
             initial: Vec::new(),
+            queries,
         };
         let mut initial = Vec::with_capacity(subscriptions.len());
         for queries in subscriptions {
@@ -594,6 +600,8 @@ pub struct Client {
     requested: Arc<AtomicBool>,
     /// The builder's subscriptions, in order.
     initial: Vec<SubscriptionId>,
+    /// Where one-off queries go.
+    queries: Addr<QueryDesk>,
 }
 
 const _: () = {
@@ -690,6 +698,16 @@ impl Client {
     /// an applied one's rows leave the cache unless another set holds them.
     pub fn unsubscribe(&self, id: SubscriptionId) {
         self.tree.sync_addr.do_send(Unsubscribe { id });
+    }
+
+    /// Runs a one-off query (SQL, not kept up to date) and returns at once,
+    /// from any thread; poll the answer each frame or `.await` it. Made while
+    /// no session is up, it fails at once (`ConnectionError::NotConnected`);
+    /// one whose session is lost before the answer fails too.
+    pub fn query(&self, sql: &str) -> QueryCall {
+        let (answer, rx) = tokio::sync::oneshot::channel();
+        self.queries.do_send(Ask { sql: sql.to_string(), answer });
+        QueryCall::pending(rx)
     }
 
     /// The ids of the builder's subscriptions ([`ClientBuilder::subscribe`]), in order.

@@ -23,6 +23,9 @@ pub enum ClientError {
     /// State synchronisation failed.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// A one-off query was refused by the server, or its answer did not come or not decode.
+    #[error("one-off query: {0}")]
+    Query(String),
     /// Typed bindings cannot be generated for the module (see [`crate::codegen`]).
     #[error("cannot generate bindings: {0}")]
     Codegen(String),

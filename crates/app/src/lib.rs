@@ -38,6 +38,7 @@ mod order;
 pub mod prediction_link;
 #[cfg(feature = "cli")]
 pub mod printer;
+pub mod queries;
 #[cfg(feature = "cli")]
 pub mod render;
 pub mod settings;
@@ -66,6 +67,7 @@ pub use calls::{CallResult, ReducerCall, Reducers};
 pub use client::{Client, ClientBuilder, RowContext, Switching, Table};
 pub use error::ClientError;
 pub use events::{Disconnect, Event, RowEvent, RowEventKind, SchemaEvent};
+pub use queries::{QueryCall, QueryRows};
 pub use spacelink_auth as auth;
 pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentials, TokenProvider};
 pub use spacelink_connection as connection;

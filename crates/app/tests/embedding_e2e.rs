@@ -248,3 +248,34 @@ fn e2e_a_subscription_cancelled_while_pending_never_applies_and_brings_no_rows()
     assert_eq!(client.sync().expect("the schema is known").cache().count("config"), 0);
     client.shutdown();
 }
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_a_one_off_query_from_the_game_thread_returns_typed_rows_and_a_refused_one_an_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = Arc::new(rt.block_on(schema()));
+    let mut settings = SpacelinkConfig::new(config());
+    settings.schema = Some(schema);
+    let mut client = Client::builder().with_config(settings).build().unwrap();
+    tick_until(&mut client, 15, "connected", |c, _| c.is_active());
+    let mut query = client.query("SELECT * FROM map");
+    let mut answer = None;
+    tick_until(&mut client, 10, "the query's answer", |_, _| {
+        answer = query.try_result();
+        answer.is_some()
+    });
+    let rows = answer.unwrap().unwrap();
+    let maps: Vec<Map> = rows.rows("map").unwrap();
+    let expected = rt.block_on(sql("SELECT * FROM map"));
+    assert_eq!(maps.len(), expected[0]["rows"].as_array().map_or(0, Vec::len), "{expected}");
+    assert!(!maps.is_empty());
+
+    let mut refused = client.query("SELECT * FROM no_such_table");
+    let mut answer = None;
+    tick_until(&mut client, 10, "the refusal", |_, _| {
+        answer = refused.try_result();
+        answer.is_some()
+    });
+    assert!(matches!(answer, Some(Err(spacelink::ClientError::Query(_)))), "{answer:?}");
+    client.shutdown();
+}
