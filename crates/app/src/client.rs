@@ -307,6 +307,23 @@ impl ClientBuilder {
     }
 }
 
+/// A connection id no other client is likely to have: 128 bits from the
+/// process's randomly seeded hasher, the clock and a counter.
+pub(crate) fn new_connection_id() -> spacelink_connection::lib::ConnectionId {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    let id = (u128::from(half(1)) << 64) | u128::from(half(2));
+    spacelink_connection::lib::ConnectionId::from_u128(id.max(1))
+}
+
 fn config_error(field: &'static str, reason: &str) -> ClientError {
     ClientError::Config(spacelink_connection::ConfigError { field, reason: reason.into() })
 }
@@ -887,7 +904,12 @@ impl Client {
     /// What switches this client to another server or database (for a
     /// settings watcher, or a task of the game's): see [`crate::switch`].
     pub fn switcher(&self) -> Switcher {
-        Switcher::new(self.tree.connection.clone(), self.tree.auth.clone(), self.tree.ready.clone())
+        Switcher::new(
+            self.tree.connection.clone(),
+            self.tree.auth.clone(),
+            self.tree.ready.clone(),
+            self.tree.target.clone(),
+        )
     }
 
     /// Moves this client to `config`'s server and database (a profile switch,

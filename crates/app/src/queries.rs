@@ -134,7 +134,13 @@ pub(crate) struct QueryDesk {
     connection: ConnectionHandle,
     ready: Arc<OnceLock<Ready>>,
     waiting: HashMap<Vec<u8>, Answer>,
+    /// Answers that came before their query's send was confirmed (the
+    /// connection's reply can lag behind a quick server): few, and bounded.
+    early: HashMap<Vec<u8>, Result<QueryRows, ClientError>>,
 }
+
+/// How many early answers are kept for queries not registered yet.
+const EARLY: usize = 64;
 
 impl std::fmt::Debug for QueryDesk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,7 +150,7 @@ impl std::fmt::Debug for QueryDesk {
 
 impl QueryDesk {
     pub(crate) fn new(connection: ConnectionHandle, ready: Arc<OnceLock<Ready>>) -> Self {
-        Self { connection, ready, waiting: HashMap::new() }
+        Self { connection, ready, waiting: HashMap::new(), early: HashMap::new() }
     }
 }
 
@@ -179,7 +185,14 @@ impl Handler<Sent> for QueryDesk {
     type Result = ();
 
     fn handle(&mut self, msg: Sent, _: &mut Self::Context) {
-        self.waiting.insert(msg.message_id, msg.answer);
+        match self.early.remove(&msg.message_id) {
+            Some(result) => {
+                let _ = msg.answer.send(result);
+            }
+            None => {
+                self.waiting.insert(msg.message_id, msg.answer);
+            }
+        }
     }
 }
 
@@ -188,7 +201,6 @@ impl Handler<ServerMessageReceived> for QueryDesk {
 
     fn handle(&mut self, msg: ServerMessageReceived, _: &mut Self::Context) {
         let ServerMessage::OneOffQueryResponse(response) = &*msg.message else { return };
-        let Some(answer) = self.waiting.remove(&response.message_id[..]) else { return };
         let result = match &response.error {
             Some(error) => Err(ClientError::Query(error.to_string())),
             None => Ok(QueryRows {
@@ -201,7 +213,15 @@ impl Handler<ServerMessageReceived> for QueryDesk {
                 execution: response.total_host_execution_duration.to_duration_abs(),
             }),
         };
-        let _ = answer.send(result);
+        match self.waiting.remove(&response.message_id[..]) {
+            Some(answer) => {
+                let _ = answer.send(result);
+            }
+            None if self.early.len() < EARLY => {
+                self.early.insert(response.message_id.to_vec(), result);
+            }
+            None => tracing::debug!("an answer to no query of ours"),
+        }
     }
 }
 
@@ -210,6 +230,7 @@ impl Handler<StateChanged> for QueryDesk {
 
     fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
         if msg.from == ConnectionState::Connected && msg.to != ConnectionState::Connected {
+            self.early.clear();
             for (_, answer) in self.waiting.drain() {
                 let _ = answer.send(Err(ClientError::Query("the session was lost before the answer".into())));
             }

@@ -128,6 +128,8 @@ pub(crate) struct Tree {
     pub(crate) sync_addr: Addr<SyncActor>,
     /// Where query set ids come from (shared with the sync actor).
     pub(crate) subscription_ids: SubscriptionIds,
+    /// The server and database the client points at, and its connection id there.
+    pub(crate) target: Arc<std::sync::Mutex<crate::switch::Target>>,
     /// The performance monitor (present when configured).
     pub(crate) telemetry: Option<TelemetryHandle>,
     /// Raised by `shutdown`: nothing restarts after it.
@@ -230,6 +232,11 @@ pub(crate) fn start_children(
     listeners: TreeListeners,
 ) -> Result<(Tree, SyncStart), ClientError> {
     validate(&config)?;
+    let target = crate::switch::Target {
+        server_url: config.connection.server_url.clone(),
+        database: config.connection.database.clone(),
+        connection_id: *config.connection.connection_id.get_or_insert_with(crate::client::new_connection_id),
+    };
     let TreeListeners { connection: mut listeners, reducers: reducer_listeners, sync: sync_listeners } = listeners;
     // Authentication first: the token the connection starts with.
     let key = CredentialKey::new(&config.connection.server_url, &config.connection.database);
@@ -335,6 +342,7 @@ pub(crate) fn start_children(
         ready: ready.clone(),
         sync_addr: sync_addr.clone(),
         subscription_ids: subscription_ids.clone(),
+        target: Arc::new(std::sync::Mutex::new(target)),
         telemetry,
         stop: stop.clone(),
         controls: controls.clone(),

@@ -60,6 +60,16 @@ pub struct Switcher {
     auth: AuthHandle,
     /// The running module's schema, once known.
     ready: Arc<std::sync::OnceLock<crate::supervisor::Ready>>,
+    /// Where the client points now, with its connection id there.
+    target: Arc<std::sync::Mutex<Target>>,
+}
+
+/// A client's current server and database, and the connection id it presents there.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) server_url: String,
+    pub(crate) database: String,
+    pub(crate) connection_id: spacelink_connection::lib::ConnectionId,
 }
 
 impl Switcher {
@@ -67,8 +77,9 @@ impl Switcher {
         connection: ConnectionHandle,
         auth: AuthHandle,
         ready: Arc<std::sync::OnceLock<crate::supervisor::Ready>>,
+        target: Arc<std::sync::Mutex<Target>>,
     ) -> Self {
-        Self { connection, auth, ready }
+        Self { connection, auth, ready, target }
     }
 
     /// Points the client at `config`'s server and database (see the module
@@ -78,6 +89,16 @@ impl Switcher {
     /// [`crate::Client::switch_to`] arranges, or the caller's.
     pub async fn switch_to(&self, mut config: ConnectionConfig) -> Result<(), SwitchError> {
         config.validate()?;
+        // The same database keeps the client's connection id; another gets its own.
+        let mut target = self.target.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if target.server_url != config.server_url || target.database != config.database {
+            target = Target {
+                server_url: config.server_url.clone(),
+                database: config.database.clone(),
+                connection_id: crate::client::new_connection_id(),
+            };
+        }
+        config.connection_id = Some(target.connection_id);
         let mine = self.ready.get().map(|r| r.schema.clone()).ok_or(SwitchError::NotStarted)?;
         let schema = ModuleSchema::fetch_for(&config).await.map_err(|e| SwitchError::Schema(e.to_string()))?;
         if let Some(difference) = mine.difference(&schema) {
@@ -92,6 +113,8 @@ impl Switcher {
         self.connection.retarget(config).await.map_err(|e| match e {
             spacelink_connection::ConnectionError::Config(e) => SwitchError::Config(e),
             _ => SwitchError::ClientGone,
-        })
+        })?;
+        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
+        Ok(())
     }
 }

@@ -279,3 +279,48 @@ fn e2e_a_one_off_query_from_the_game_thread_returns_typed_rows_and_a_refused_one
     assert!(matches!(answer, Some(Err(spacelink::ClientError::Query(_)))), "{answer:?}");
     client.shutdown();
 }
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_the_module_sees_one_caller_connection_across_a_reconnect() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
+    let schema = Arc::new(rt.block_on(schema()));
+    let mut connection = config();
+    connection.server_url = proxy.url();
+    let mut settings = SpacelinkConfig::new(connection);
+    settings.schema = Some(schema);
+    let mut client = Client::builder().with_config(settings).build().unwrap();
+    tick_until(&mut client, 15, "connected", |c, _| c.is_active());
+    let first = client.status().connection_id.unwrap();
+    // `insert_sample` records its caller's connection id in `all_types`.
+    let base = 900_000 + (std::process::id() % 50_000) * 2;
+    let call = |client: &mut Client, id: u32| {
+        let done = Arc::new(Mutex::new(None));
+        let d = done.clone();
+        client.reducers().call("insert_sample", &InsertSampleArgs { id }).on_result(move |r| {
+            *d.lock().unwrap() = Some(r.is_ok());
+        });
+        tick_until(client, 10, "insert_sample", |_, _| done.lock().unwrap().is_some());
+        assert_eq!(*done.lock().unwrap(), Some(true));
+    };
+    call(&mut client, base);
+    proxy.cut_all();
+    let generation = client.status().generation;
+    tick_until(&mut client, 20, "a new session", |c, _| c.is_active() && c.status().generation > generation);
+    assert_eq!(client.status().connection_id, Some(first), "the server knows us by the same connection id");
+    call(&mut client, base + 1);
+    let rows: Vec<serde_json::Value> = [base, base + 1]
+        .iter()
+        .map(|id| rt.block_on(sql(&format!("SELECT * FROM all_types WHERE id = {id}")))[0]["rows"][0].clone())
+        .collect();
+    let ids: std::collections::BTreeSet<String> = rows.iter().map(|r| connection_id_of(r)).collect();
+    assert_eq!(ids.len(), 1, "one caller connection across the reconnect: {ids:?}");
+    client.shutdown();
+}
+
+/// The `a_connection_id` column of an `all_types` row as the SQL endpoint prints it.
+fn connection_id_of(row: &serde_json::Value) -> String {
+    // Columns in the table's order: id first, a_connection_id is the 27th (index 26).
+    row[26].to_string()
+}

@@ -642,6 +642,8 @@ impl Handler<Reconfigure> for ConnectionActor {
     fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) -> Self::Result {
         let mut config = msg.config;
         config.token = self.config.token.clone();
+        // The same target: the same connection id.
+        config.connection_id = self.config.connection_id;
         config.validate()?;
         self.config.check_live_change(&config)?;
         let heartbeat_changed = config.heartbeat_interval != self.config.heartbeat_interval;

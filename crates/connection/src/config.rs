@@ -63,6 +63,11 @@ pub struct ConnectionConfig {
     pub jitter_seed: Option<u64>,
     /// TLS for `wss://`/`https://` servers: extra root certificates (default none).
     pub tls: crate::tls::TlsConfig,
+    /// The connection id presented on every connect, reconnects included, so
+    /// that the module sees one caller connection across them (default none:
+    /// the server picks a new one per session; `spacelink::Client` sets one
+    /// per client, as the official SDK keeps one per connection object).
+    pub connection_id: Option<spacetimedb_lib::ConnectionId>,
 }
 
 impl ConnectionConfig {
@@ -86,6 +91,7 @@ impl ConnectionConfig {
             breaker: CircuitBreakerConfig::default(),
             jitter_seed: None,
             tls: crate::tls::TlsConfig::default(),
+            connection_id: None,
         }
     }
 
@@ -186,12 +192,17 @@ impl ConnectionConfig {
     /// The `ws(s)://…/v1/database/<db>/subscribe?…` URL this configuration connects to.
     pub fn subscribe_url(&self) -> Result<String, ConfigError> {
         let base = websocket_base(&self.server_url).map_err(|reason| ConfigError { field: "server_url", reason })?;
-        Ok(format!(
+        let mut url = format!(
             "{base}/v1/database/{}/subscribe?compression={}&light={}",
             self.database,
             self.compression.as_query_value(),
             self.light_mode
-        ))
+        );
+        if let Some(id) = self.connection_id.filter(|id| *id != spacetimedb_lib::ConnectionId::ZERO) {
+            url.push_str("&connection_id=");
+            url.push_str(&id.to_hex());
+        }
+        Ok(url)
     }
 
     /// The `http(s)://host:port` base of the server, for its HTTP endpoints.
@@ -220,6 +231,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("limits", &self.limits)
             .field("retry", &self.retry)
             .field("breaker", &self.breaker)
+            .field("connection_id", &self.connection_id)
             .finish_non_exhaustive()
     }
 }
@@ -260,6 +272,13 @@ mod tests {
         assert_eq!(
             c.subscribe_url().unwrap(),
             "ws://127.0.0.1:3000/v1/database/guildmaster/subscribe?compression=Brotli&light=false"
+        );
+        let mut kept = c.clone();
+        kept.connection_id = Some(spacetimedb_lib::ConnectionId::from_u128(0xabc));
+        assert!(
+            kept.subscribe_url().unwrap().ends_with("&connection_id=00000000000000000000000000000abc"),
+            "{}",
+            kept.subscribe_url().unwrap()
         );
         assert_eq!(c.http_base().unwrap(), "http://127.0.0.1:3000");
         let c = ConnectionConfig::new("wss://example.com", "x");
