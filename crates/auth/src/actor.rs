@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
+use spacelink_connection::metric_names as names;
 use spacelink_connection::{ConnectionState, IdentityReceived, ReplaceToken, ResilienceEvent, StateChanged, Token};
 use spacetimedb_lib::Identity;
 use tokio::sync::oneshot;
@@ -124,7 +125,7 @@ impl AuthActor {
 
     fn store(&mut self, token: &Token) {
         if self.setup.store.save(&self.setup.key, token) == Stored::InMemory {
-            metrics::counter!("spacelink_auth_credentials_in_memory_total").increment(1);
+            metrics::counter!(names::AUTH_CREDENTIALS_IN_MEMORY).increment(1);
         }
     }
 
@@ -186,7 +187,7 @@ impl AuthActor {
                     let expires_at = act.claims.as_ref().and_then(|c| c.expires_at);
                     let retry_in =
                         refresh::retry_after(act.refresh_failures, expires_at, SystemTime::now(), &act.setup.config);
-                    metrics::counter!("spacelink_auth_refresh_failures_total").increment(1);
+                    metrics::counter!(names::AUTH_REFRESH_FAILURES).increment(1);
                     tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "token refresh failed");
                     act.tell(AuthEvent::RefreshFailed { error: error.clone(), retry_in });
                     act.answer_refresh(Err(error));
@@ -205,7 +206,7 @@ impl AuthActor {
         self.setup.connection.do_send(ReplaceToken { token: Some(token.clone()), reconnect });
         let (identity, expires_at) = (claims.identity, claims.expires_at);
         self.adopt(ctx, Some(token));
-        metrics::counter!("spacelink_auth_refreshes_total").increment(1);
+        metrics::counter!(names::AUTH_REFRESHES).increment(1);
         tracing::info!(identity = %identity.to_hex(), reconnect, "token refreshed");
         self.tell(AuthEvent::TokenRefreshed { identity, expires_at });
         self.answer_refresh(Ok(()));
@@ -283,7 +284,7 @@ impl Handler<IdentityReceived> for AuthActor {
         self.identity = Some(msg.identity);
         self.recovering_rejection = false;
         if !std::mem::replace(&mut self.authenticated, true) {
-            metrics::counter!("spacelink_auth_authenticated_total").increment(1);
+            metrics::counter!(names::AUTH_AUTHENTICATED).increment(1);
             tracing::info!(identity = %msg.identity.to_hex(), new_identity, "authenticated");
             self.tell(AuthEvent::Authenticated { identity: msg.identity, new_identity });
         }
@@ -303,7 +304,7 @@ impl Handler<ResilienceEvent> for AuthActor {
         }
         let error = AuthError::Rejected { status, reason };
         self.authenticated = false;
-        metrics::counter!("spacelink_auth_rejected_total").increment(1);
+        metrics::counter!(names::AUTH_REJECTED).increment(1);
         tracing::warn!(error = %error, "authentication failed");
         self.tell(AuthEvent::AuthenticationFailed { error: error.clone() });
         self.answer(Err(error));

@@ -29,6 +29,7 @@ use crate::config::ConnectionConfig;
 use crate::error::ConnectionError;
 use crate::health::{NetworkHealth, NetworkStatus, PingTracker};
 use crate::messages::*;
+use crate::metric_names as names;
 use crate::state::{ConnectionEvent, ConnectionState};
 
 /// Mailbox capacity for bounded `send`s: enough for a burst of game inputs.
@@ -174,7 +175,7 @@ impl ConnectionActor {
         if from == to && reason.is_none() {
             return;
         }
-        metrics::gauge!("spacelink_connection_state").set(state_number(to));
+        metrics::gauge!(names::CONNECTION_STATE).set(state_number(to));
         tracing::info!(generation = self.generation, %from, %to, reason = reason.as_deref(), ?retry_in, "connection state");
         let change = StateChanged { generation: self.generation, from, to, reason, retry_in };
         for r in &self.listeners.states {
@@ -201,7 +202,7 @@ impl ConnectionActor {
         let verdict = (health.is_healthy, health.status);
         if self.reported_health != Some(verdict) {
             self.reported_health = Some(verdict);
-            metrics::gauge!("spacelink_connection_healthy").set(if health.is_healthy { 1.0 } else { 0.0 });
+            metrics::gauge!(names::CONNECTION_HEALTHY).set(if health.is_healthy { 1.0 } else { 0.0 });
             self.tell(ResilienceEvent::HealthChanged(health));
         }
     }
@@ -213,13 +214,9 @@ impl ConnectionActor {
         let after = self.breaker.state().kind();
         if before != after {
             tracing::info!(from = %before, to = %after, trips = self.breaker.trips(), "circuit breaker");
-            metrics::gauge!("spacelink_connection_breaker_open").set(if after == BreakerKind::Open {
-                1.0
-            } else {
-                0.0
-            });
+            metrics::gauge!(names::CONNECTION_BREAKER_OPEN).set(if after == BreakerKind::Open { 1.0 } else { 0.0 });
             if after == BreakerKind::Open {
-                metrics::counter!("spacelink_connection_breaker_trips_total").increment(1);
+                metrics::counter!(names::CONNECTION_BREAKER_TRIPS).increment(1);
             }
             let until = match self.breaker.state() {
                 BreakerState::Open { until } => Some(until),
@@ -272,7 +269,7 @@ impl ConnectionActor {
         let generation = self.generation;
         self.transition(ConnectionEvent::AttemptStarted, None, None);
         self.tell(ResilienceEvent::AttemptStarted { generation, attempt: self.failed_attempts + 1 });
-        metrics::counter!("spacelink_connection_attempts_total").increment(1);
+        metrics::counter!(names::CONNECTION_ATTEMPTS).increment(1);
         let request = match self.build_request() {
             Ok(request) => request,
             Err(reason) => return self.attempt_failed(ctx, reason),
@@ -330,14 +327,14 @@ impl ConnectionActor {
         self.session = Some(Session { io, last_received: now(), frames_seen: 0, identified: false, proven: false });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
-        metrics::counter!("spacelink_connection_sessions_total").increment(1);
+        metrics::counter!(names::CONNECTION_SESSIONS).increment(1);
         self.transition(ConnectionEvent::Established, None, None);
         // The upgrade alone proves nothing: the session counts as a success
         // only once its identity arrived and it stayed healthy (`session_proven`).
         let timeout = self.config.identity_timeout;
         ctx.run_later(timeout, move |act, ctx| {
             if act.generation == generation && act.session.as_ref().is_some_and(|s| !s.identified) {
-                metrics::counter!("spacelink_connection_identity_timeouts_total").increment(1);
+                metrics::counter!(names::CONNECTION_IDENTITY_TIMEOUTS).increment(1);
                 act.session_lost(ctx, format!("no IdentityToken within {timeout:?} of the WebSocket upgrade"));
             }
         });
@@ -369,10 +366,10 @@ impl ConnectionActor {
         }
         self.failed_attempts = 0;
         if self.ever_connected {
-            metrics::counter!(crate::metric_names::CONNECTION_RECONNECTS).increment(1);
+            metrics::counter!(names::CONNECTION_RECONNECTS).increment(1);
         }
         self.ever_connected = true;
-        metrics::counter!("spacelink_connection_sessions_proven_total").increment(1);
+        metrics::counter!(names::CONNECTION_SESSIONS_PROVEN).increment(1);
         self.with_breaker(CircuitBreaker::record_success);
         tracing::debug!(generation, "session proven");
         self.tell(ResilienceEvent::SessionProven { generation });
@@ -382,7 +379,7 @@ impl ConnectionActor {
     /// An attempt failed before a session was up: retry later, or give up.
     fn attempt_failed(&mut self, ctx: &mut Context<Self>, reason: String) {
         self.failed_attempts += 1;
-        metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
+        metrics::counter!(names::CONNECTION_FAILED_ATTEMPTS).increment(1);
         let now = now();
         self.with_breaker(|b| b.record_failure(now));
         if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
@@ -405,7 +402,7 @@ impl ConnectionActor {
         let Some(session) = self.session.take() else {
             return;
         };
-        metrics::counter!("spacelink_connection_sessions_lost_total").increment(1);
+        metrics::counter!(names::CONNECTION_SESSIONS_LOST).increment(1);
         let now = now();
         self.with_breaker(|b| b.record_failure(now));
         self.begin_recovery();
@@ -415,7 +412,7 @@ impl ConnectionActor {
             return self.restart_after(ctx, delay);
         }
         self.failed_attempts += 1;
-        metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
+        metrics::counter!(names::CONNECTION_FAILED_ATTEMPTS).increment(1);
         let reason = format!("session lost before it proved itself: {reason}");
         if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
             self.transition(ConnectionEvent::SessionLost, Some(reason.clone()), None);
@@ -457,13 +454,13 @@ impl ConnectionActor {
                 silent.as_millis(),
                 timeout.as_millis()
             );
-            metrics::counter!("spacelink_connection_dead_peer_total").increment(1);
+            metrics::counter!(names::CONNECTION_DEAD_PEER).increment(1);
             return self.session_lost(ctx, reason);
         }
         let now = now();
         let lost = self.pings.expire(now, self.pings.loss_timeout(self.config.heartbeat_interval * 2));
         if lost > 0 {
-            metrics::counter!("spacelink_connection_heartbeats_lost_total").increment(lost as u64);
+            metrics::counter!(names::CONNECTION_HEARTBEATS_LOST).increment(lost as u64);
         }
         if session.io.outbound.capacity() > 0 {
             let id = self.pings.sent(now);
@@ -476,23 +473,23 @@ impl ConnectionActor {
         let Ok(bytes) = <[u8; 8]>::try_from(payload) else { return };
         let Some(rtt) = self.pings.answered(u64::from_be_bytes(bytes), now()) else { return };
         self.last_heartbeat = Some(SystemTime::now());
-        metrics::histogram!("spacelink_connection_rtt_seconds").record(rtt.as_secs_f64());
+        metrics::histogram!(names::CONNECTION_RTT_SECONDS).record(rtt.as_secs_f64());
         if let Some(smoothed) = self.pings.rtt().smoothed() {
-            metrics::gauge!("spacelink_connection_latency_seconds").set(smoothed.as_secs_f64());
+            metrics::gauge!(names::CONNECTION_LATENCY_SECONDS).set(smoothed.as_secs_f64());
         }
     }
 
     fn on_message(&mut self, ctx: &mut Context<Self>, wire_size: usize, message: Result<ServerMessage, CodecError>) {
         let _span = tracing::trace_span!("frame", generation = self.generation, bytes = wire_size).entered();
         let received_at = now();
-        metrics::counter!("spacelink_connection_bytes_received_total").increment(wire_size as u64);
-        metrics::counter!("spacelink_connection_messages_received_total").increment(1);
+        metrics::counter!(names::CONNECTION_BYTES_RECEIVED).increment(wire_size as u64);
+        metrics::counter!(names::CONNECTION_MESSAGES_RECEIVED).increment(1);
         let message = match message {
             Ok(message) => message,
             Err(e) => {
                 // A frame we cannot read may have carried a transaction: the
                 // session can no longer be trusted, so start a fresh one.
-                metrics::counter!("spacelink_connection_decode_errors_total").increment(1);
+                metrics::counter!(names::CONNECTION_DECODE_ERRORS).increment(1);
                 return self.session_lost(ctx, format!("undecodable frame from the server: {e}"));
             }
         };
@@ -554,7 +551,7 @@ impl Actor for ConnectionActor {
 
 impl actix::Supervised for ConnectionActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        metrics::counter!("spacelink_connection_restarts_total").increment(1);
+        metrics::counter!(names::CONNECTION_RESTARTS).increment(1);
         tracing::debug!(generation = self.generation, delay = ?self.pending_delay, "connection actor restarting");
     }
 }
@@ -602,8 +599,8 @@ impl Handler<SendMessage> for ConnectionActor {
             }
             mpsc::error::TrySendError::Closed(_) => ConnectionError::NotConnected { state: self.state },
         })?;
-        metrics::counter!("spacelink_connection_bytes_sent_total").increment(len as u64);
-        metrics::counter!("spacelink_connection_messages_sent_total").increment(1);
+        metrics::counter!(names::CONNECTION_BYTES_SENT).increment(len as u64);
+        metrics::counter!(names::CONNECTION_MESSAGES_SENT).increment(1);
         Ok(())
     }
 }

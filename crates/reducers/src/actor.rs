@@ -168,7 +168,7 @@ impl ReducerActor {
         if let Some(waiter) = waiter {
             self.waiters.insert(id, waiter);
         }
-        metrics::counter!("spacelink_reducer_calls_total", "reducer" => reducer.clone()).increment(1);
+        metrics::counter!(names::REDUCER_CALLS, names::LABEL_REDUCER => reducer.clone()).increment(1);
         self.tell(ReducerEvent::Called { call_id: id, reducer });
         self.pump(ctx);
         self.schedule_persist(ctx);
@@ -221,12 +221,12 @@ impl ReducerActor {
             ReducerError::OutcomeUnknown { reducer } | ReducerError::Dropped { reducer } => reducer.clone(),
             _ => String::new(),
         };
-        metrics::counter!("spacelink_reducer_abandoned_total", "reducer" => reducer.clone()).increment(1);
+        metrics::counter!(names::REDUCER_ABANDONED, names::LABEL_REDUCER => reducer.clone()).increment(1);
         let outcome = match &error {
             ReducerError::Dropped { .. } => names::OUTCOME_DROPPED,
             _ => names::OUTCOME_UNKNOWN,
         };
-        metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!(names::REDUCER_OUTCOMES, names::LABEL_REDUCER => reducer.clone(), names::LABEL_OUTCOME => outcome).increment(1);
         if let Some(waiter) = self.waiters.remove(&id) {
             waiter.send(Err(error.clone()));
         }
@@ -238,16 +238,16 @@ impl ReducerActor {
         let ours = resolved.is_some();
         if let Some(result) = resolved {
             let reducer = result.reducer.clone();
-            metrics::histogram!("spacelink_reducer_round_trip_seconds", "reducer" => reducer.clone())
+            metrics::histogram!(names::REDUCER_ROUND_TRIP_SECONDS, names::LABEL_REDUCER => reducer.clone())
                 .record(result.round_trip.as_secs_f64());
             let outcome = match result.outcome {
                 Outcome::Committed => names::OUTCOME_COMMITTED,
                 Outcome::Failed(_) => names::OUTCOME_FAILED,
                 Outcome::OutOfEnergy => names::OUTCOME_OUT_OF_ENERGY,
             };
-            metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!(names::REDUCER_OUTCOMES, names::LABEL_REDUCER => reducer.clone(), names::LABEL_OUTCOME => outcome).increment(1);
             if result.outcome != Outcome::Committed {
-                metrics::counter!("spacelink_reducer_failures_total", "reducer" => reducer).increment(1);
+                metrics::counter!(names::REDUCER_FAILURES, names::LABEL_REDUCER => reducer).increment(1);
             }
             if let Some(waiter) = self.waiters.remove(&result.call_id) {
                 waiter.send(Ok(result.clone()));
@@ -391,7 +391,7 @@ impl Handler<FireReducer> for ReducerActor {
         let accepted = self.validate(&call).and_then(|()| self.accept(call, None, ctx));
         if let Err(e) = &accepted {
             // `ReducerHandle::fire` does not wait for this answer: say it here.
-            metrics::counter!("spacelink_reducer_fire_refused_total", "reducer" => reducer.clone()).increment(1);
+            metrics::counter!(names::REDUCER_FIRE_REFUSED, names::LABEL_REDUCER => reducer.clone()).increment(1);
             tracing::warn!(reducer = %reducer, error = %e, "a fired reducer call was refused");
         }
         accepted
