@@ -20,6 +20,7 @@ use spacetimedb_lib::{ConnectionId, Identity};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, http, protocol::WebSocketConfig, Message};
 
+use crate::clock::now;
 use crate::net;
 
 use crate::backoff::Jitter;
@@ -716,11 +717,6 @@ impl Handler<AttemptRecovery> for ConnectionActor {
         <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason: msg.reason }, ctx);
         Box::pin(async move { rx.await.unwrap_or(false) })
     }
-}
-
-/// The time now, from tokio's clock: under a paused clock (tests) it is virtual.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 fn state_number(state: ConnectionState) -> f64 {

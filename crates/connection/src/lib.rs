@@ -36,6 +36,7 @@
 pub mod actor;
 pub mod backoff;
 pub mod breaker;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod error;

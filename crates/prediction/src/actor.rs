@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
+use spacelink_connection::clock::now;
 use spacelink_connection::metric_names as names;
 
 use crate::config::PredictionConfig;
@@ -116,10 +117,6 @@ where
         }
     }
 
-    fn now() -> std::time::Instant {
-        tokio::time::Instant::now().into_std()
-    }
-
     /// Copies what to draw into the shared view (in place: no allocation for plain states).
     fn publish(&self) {
         let Ok(mut view) = self.view.lock() else { return };
@@ -133,7 +130,7 @@ where
 
     fn frame(&mut self) {
         let outbox = &self.outbox;
-        self.predictor.advance(Self::now(), |seq, input| {
+        self.predictor.advance(now(), |seq, input| {
             metrics::counter!(names::PREDICTION_INPUTS).increment(1);
             outbox.do_send(PredictedInput { seq, input: *input });
         });
@@ -254,7 +251,7 @@ where
     type Result = ();
 
     fn handle(&mut self, msg: PredictInput<M::Input>, _ctx: &mut Self::Context) {
-        match self.predictor.predict(msg.input, Self::now()) {
+        match self.predictor.predict(msg.input, now()) {
             Ok(Some(seq)) => {
                 metrics::counter!(names::PREDICTION_INPUTS).increment(1);
                 self.outbox.do_send(PredictedInput { seq, input: msg.input });

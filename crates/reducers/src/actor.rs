@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
+use spacelink_connection::clock::now;
 use spacelink_connection::guard;
 use spacelink_connection::lib::ConnectionId;
 use spacelink_connection::metric_names as names;
@@ -535,9 +536,4 @@ impl Handler<ServerMessageReceived> for ReducerActor {
             self.on_transaction(tx, ctx);
         }
     }
-}
-
-/// The time now, from tokio's clock (virtual under a paused clock).
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
