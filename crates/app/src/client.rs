@@ -980,7 +980,7 @@ fn typed<'r, T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
     match schema?.table(name)?.decode_as::<T>(row.bytes()) {
         Ok(v) => Some(Typed::Owned(v)),
         Err(e) => {
-            metrics::counter!("spacelink_client_row_decode_errors_total").increment(1);
+            metrics::counter!(spacelink_connection::metric_names::CLIENT_ROW_DECODE_ERRORS).increment(1);
             tracing::warn!(table = %name, error = %e, "a row does not decode as the registered type");
             None
         }

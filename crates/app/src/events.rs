@@ -35,7 +35,7 @@ use crate::status::{StatusCell, SubscriptionState};
 pub const HIGH_WATER: usize = 65_536;
 
 /// The depth gauge's name.
-pub const EVENTS_PENDING: &str = "spacelink_client_events_pending";
+pub const EVENTS_PENDING: &str = spacelink_connection::metric_names::CLIENT_EVENTS_PENDING;
 
 /// Something the game hears, in the order it happened.
 #[derive(Debug, Clone)]

@@ -243,7 +243,8 @@ where
                 self.restarts.pop_front();
             }
             if self.restarts.len() >= max as usize {
-                metrics::counter!("spacelink_supervisor_given_up_total", "child" => self.child).increment(1);
+                metrics::counter!(crate::connection::metric_names::SUPERVISOR_GIVEN_UP, "child" => self.child)
+                    .increment(1);
                 tracing::error!(
                     child = self.child,
                     restarts = self.restarts.len(),
@@ -263,7 +264,7 @@ where
             return false;
         }
         self.control.restarts.fetch_add(1, Ordering::SeqCst);
-        metrics::counter!("spacelink_supervisor_restarts_total", "child" => self.child).increment(1);
+        metrics::counter!(crate::connection::metric_names::SUPERVISOR_RESTARTS, "child" => self.child).increment(1);
         tracing::info!(child = self.child, "restarted a child of the tree");
         true
     }

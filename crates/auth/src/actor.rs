@@ -5,14 +5,16 @@
 //! (`IdentityReceived`: accepted; `HandshakeRefused` 401/403: refused;
 //! a failed attempt: unreachable), the credential store keeps what the server
 //! accepted, and the token provider's answers go to the connection as
-//! `ReplaceToken`. The decisions live in [`crate::refresh`] and
-//! [`crate::store`].
+//! `ReplaceToken`. The decisions live in [`crate::state`] (the credentials,
+//! the server's verdict, the refresh under way: one [`AuthState`] and its
+//! transitions), [`crate::refresh`] and [`crate::store`].
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
-use spacelink_connection::{ConnectionState, IdentityReceived, ReplaceToken, ResilienceEvent, StateChanged, Token};
+use spacelink_connection::metric_names as names;
+use spacelink_connection::{IdentityReceived, ReplaceToken, ResilienceEvent, StateChanged, Token};
 use spacetimedb_lib::Identity;
 use tokio::sync::oneshot;
 
@@ -20,8 +22,9 @@ use crate::config::AuthConfig;
 use crate::error::AuthError;
 use crate::jwt::TokenClaims;
 use crate::messages::*;
-use crate::provider::{RefreshReason, TokenProvider, TokenRequest};
+use crate::provider::{RefreshReason, TokenProvider};
 use crate::refresh::{self, RefreshPlan};
+use crate::state::{AuthState, Chosen};
 use crate::store::{CredentialKey, FallbackStore, Stored};
 
 /// Mailbox capacity: auth traffic is a few messages per session.
@@ -66,43 +69,24 @@ pub fn initial_token(store: &mut FallbackStore, key: &CredentialKey, given: Opti
 #[derive(Debug)]
 pub struct AuthActor {
     setup: AuthSetup,
-    token: Option<Token>,
-    claims: Option<TokenClaims>,
-    identity: Option<Identity>,
-    authenticated: bool,
-    /// Bumped whenever the credentials change: a provider answer for older ones is dropped.
-    epoch: u64,
+    /// The credentials, the server's verdict, the refresh under way.
+    state: AuthState,
     waiters: Vec<oneshot::Sender<Result<Identity, AuthError>>>,
     refresh_waiters: Vec<oneshot::Sender<Result<(), AuthError>>>,
     refresh_timer: Option<SpawnHandle>,
     store_timer: Option<SpawnHandle>,
-    refreshing: bool,
-    refresh_failures: u32,
-    /// A new token was already asked for because the server refused one.
-    recovering_rejection: bool,
-    /// Sessions up to this generation belong to an entry switched away from.
-    stale_up_to: u64,
 }
 
 impl AuthActor {
     /// The actor, given the token the connection starts with (see [`initial_token`]).
     pub fn new(setup: AuthSetup, token: Option<Token>) -> Self {
-        let claims = token.as_ref().and_then(|t| TokenClaims::read(t.expose()).ok());
         Self {
             setup,
-            identity: claims.as_ref().map(|c| c.identity),
-            token,
-            claims,
-            authenticated: false,
-            epoch: 0,
+            state: AuthState::new(token),
             waiters: Vec::new(),
             refresh_waiters: Vec::new(),
             refresh_timer: None,
             store_timer: None,
-            refreshing: false,
-            refresh_failures: 0,
-            recovering_rejection: false,
-            stale_up_to: 0,
         }
     }
 
@@ -113,7 +97,7 @@ impl AuthActor {
         self.refresh_timer = None;
         self.store_timer = None;
         // A refresh in flight was dropped with the context's futures.
-        self.refreshing = false;
+        self.state.timers_dropped();
     }
 
     fn tell(&self, event: AuthEvent) {
@@ -124,20 +108,13 @@ impl AuthActor {
 
     fn store(&mut self, token: &Token) {
         if self.setup.store.save(&self.setup.key, token) == Stored::InMemory {
-            metrics::counter!("spacelink_auth_credentials_in_memory_total").increment(1);
+            metrics::counter!(names::AUTH_CREDENTIALS_IN_MEMORY).increment(1);
         }
     }
 
     /// Takes a new token (or none) as current and schedules its refresh.
     fn adopt(&mut self, ctx: &mut Context<Self>, token: Option<Token>) {
-        self.epoch += 1;
-        self.claims = token.as_ref().and_then(|t| TokenClaims::read(t.expose()).ok());
-        if let Some(claims) = &self.claims {
-            self.identity = Some(claims.identity);
-        }
-        self.token = token;
-        self.refreshing = false;
-        self.refresh_failures = 0;
+        self.state.adopt(token);
         self.schedule_refresh(ctx);
     }
 
@@ -148,8 +125,8 @@ impl AuthActor {
         if self.setup.provider.is_none() {
             return;
         }
-        let expires_at = self.claims.as_ref().and_then(|c| c.expires_at);
-        if let RefreshPlan::After(wait) = refresh::plan(expires_at, SystemTime::now(), &self.setup.config) {
+        if let RefreshPlan::After(wait) = refresh::plan(self.state.expires_at(), SystemTime::now(), &self.setup.config)
+        {
             tracing::debug!(in_ms = wait.as_millis() as u64, "token refresh scheduled");
             self.refresh_timer = Some(ctx.run_later(wait, |act, ctx| act.refresh(ctx, RefreshReason::Expiring)));
         }
@@ -161,32 +138,25 @@ impl AuthActor {
             self.answer_refresh(Err(AuthError::NoProvider));
             return;
         };
-        if std::mem::replace(&mut self.refreshing, true) {
+        let Some(request) = self.state.refresh_due(reason) else {
             return; // One request at a time; its answer serves everyone.
-        }
-        let request = TokenRequest {
-            identity: self.identity,
-            expires_at: self.claims.as_ref().and_then(|c| c.expires_at),
-            reason,
         };
-        let epoch = self.epoch;
+        let epoch = self.state.epoch();
         tracing::debug!(?reason, "asking the token provider for a new token");
         ctx.spawn(provider.new_token(request).into_actor(self).map(move |result, act, ctx| {
-            if act.epoch != epoch {
+            if act.state.epoch() != epoch {
                 return; // The credentials changed meanwhile.
             }
-            act.refreshing = false;
             let result = result
                 .map_err(AuthError::Provider)
                 .and_then(|token| TokenClaims::read(token.expose()).map(|claims| (token, claims)));
             match result {
                 Ok((token, claims)) => act.refreshed(ctx, token, claims, reason),
                 Err(error) => {
-                    act.refresh_failures += 1;
-                    let expires_at = act.claims.as_ref().and_then(|c| c.expires_at);
-                    let retry_in =
-                        refresh::retry_after(act.refresh_failures, expires_at, SystemTime::now(), &act.setup.config);
-                    metrics::counter!("spacelink_auth_refresh_failures_total").increment(1);
+                    let failures = act.state.refresh_failed();
+                    let expires_at = act.state.expires_at();
+                    let retry_in = refresh::retry_after(failures, expires_at, SystemTime::now(), &act.setup.config);
+                    metrics::counter!(names::AUTH_REFRESH_FAILURES).increment(1);
                     tracing::warn!(error = %error, retry_in_ms = retry_in.as_millis() as u64, "token refresh failed");
                     act.tell(AuthEvent::RefreshFailed { error: error.clone(), retry_in });
                     act.answer_refresh(Err(error));
@@ -197,7 +167,7 @@ impl AuthActor {
     }
 
     fn refreshed(&mut self, ctx: &mut Context<Self>, token: Token, claims: TokenClaims, reason: RefreshReason) {
-        if self.identity.is_some_and(|id| id != claims.identity) {
+        if self.state.identity().is_some_and(|id| id != claims.identity) {
             tracing::warn!(identity = %claims.identity.to_hex(), "the token provider gave a token for another identity");
         }
         let reconnect = reason == RefreshReason::Rejected || self.setup.config.reconnect_on_refresh;
@@ -205,7 +175,7 @@ impl AuthActor {
         self.setup.connection.do_send(ReplaceToken { token: Some(token.clone()), reconnect });
         let (identity, expires_at) = (claims.identity, claims.expires_at);
         self.adopt(ctx, Some(token));
-        metrics::counter!("spacelink_auth_refreshes_total").increment(1);
+        metrics::counter!(names::AUTH_REFRESHES).increment(1);
         tracing::info!(identity = %identity.to_hex(), reconnect, "token refreshed");
         self.tell(AuthEvent::TokenRefreshed { identity, expires_at });
         self.answer_refresh(Ok(()));
@@ -258,7 +228,7 @@ impl Handler<ReconfigureAuth> for AuthActor {
         if store_changed {
             self.arm_store_retry(ctx);
         }
-        if !self.refreshing && self.refresh_failures == 0 {
+        if self.state.replans_on_new_settings() {
             // A retry after a failure keeps its own timer; otherwise plan with the new margins.
             self.schedule_refresh(ctx);
         }
@@ -271,19 +241,17 @@ impl Handler<IdentityReceived> for AuthActor {
     type Result = ();
 
     fn handle(&mut self, msg: IdentityReceived, ctx: &mut Self::Context) {
-        if msg.generation <= self.stale_up_to {
+        let Some(accepted) = self.state.accepted(msg.generation, msg.identity, &msg.token) else {
             return; // A session of the entry switched away from.
-        }
-        let new_identity = self.token.is_none();
-        if new_identity {
+        };
+        if accepted.new_identity {
             // Anonymous: the server issued a new identity and its token.
             self.store(&msg.token);
-            self.adopt(ctx, Some(msg.token.clone()));
+            self.schedule_refresh(ctx);
         }
-        self.identity = Some(msg.identity);
-        self.recovering_rejection = false;
-        if !std::mem::replace(&mut self.authenticated, true) {
-            metrics::counter!("spacelink_auth_authenticated_total").increment(1);
+        if accepted.first {
+            metrics::counter!(names::AUTH_AUTHENTICATED).increment(1);
+            let new_identity = accepted.new_identity;
             tracing::info!(identity = %msg.identity.to_hex(), new_identity, "authenticated");
             self.tell(AuthEvent::Authenticated { identity: msg.identity, new_identity });
         }
@@ -298,17 +266,16 @@ impl Handler<ResilienceEvent> for AuthActor {
         let ResilienceEvent::HandshakeRefused { generation, status: status @ (401 | 403), reason } = msg else {
             return;
         };
-        if generation <= self.stale_up_to {
+        let has_provider = self.setup.provider.is_some();
+        let Some(ask_provider) = self.state.rejected(generation, has_provider) else {
             return; // An attempt on the entry switched away from.
-        }
+        };
         let error = AuthError::Rejected { status, reason };
-        self.authenticated = false;
-        metrics::counter!("spacelink_auth_rejected_total").increment(1);
+        metrics::counter!(names::AUTH_REJECTED).increment(1);
         tracing::warn!(error = %error, "authentication failed");
         self.tell(AuthEvent::AuthenticationFailed { error: error.clone() });
         self.answer(Err(error));
-        if self.setup.provider.is_some() && !std::mem::replace(&mut self.recovering_rejection, true) {
-            self.refreshing = false;
+        if ask_provider {
             self.refresh(ctx, RefreshReason::Rejected);
         }
     }
@@ -319,9 +286,7 @@ impl Handler<StateChanged> for AuthActor {
 
     fn handle(&mut self, msg: StateChanged, _ctx: &mut Self::Context) {
         // An attempt failed without the server saying anything about the token.
-        let attempt_failed = msg.from != ConnectionState::Connected
-            && matches!(msg.to, ConnectionState::Reconnecting | ConnectionState::Failed);
-        if attempt_failed && !self.waiters.is_empty() {
+        if AuthState::unreachable(msg.from, msg.to) && !self.waiters.is_empty() {
             let reason = msg.reason.unwrap_or_else(|| "the connection attempt failed".into());
             self.answer(Err(AuthError::Unreachable(reason)));
         }
@@ -345,17 +310,14 @@ impl Handler<Authenticate> for AuthActor {
                 None
             }
         };
-        if self.authenticated && token.is_some() && token == self.token {
-            let identity = self.identity;
+        if let Chosen::AlreadyAuthenticated(identity) = self.state.choose(token.clone()) {
             return Box::pin(async move { identity.ok_or(AuthError::ActorGone) });
         }
         if let Some(token) = &token {
             self.store(token);
         }
         self.answer(Err(AuthError::Superseded));
-        self.authenticated = false;
-        self.identity = None;
-        self.adopt(ctx, token.clone());
+        self.schedule_refresh(ctx);
         self.setup.connection.do_send(ReplaceToken { token, reconnect: true });
         let (tx, rx) = oneshot::channel();
         self.waiters.push(tx);
@@ -383,9 +345,8 @@ impl Handler<ClearCredentials> for AuthActor {
     fn handle(&mut self, _msg: ClearCredentials, ctx: &mut Self::Context) {
         self.setup.store.delete(&self.setup.key);
         self.answer(Err(AuthError::Superseded));
-        self.authenticated = false;
-        self.identity = None;
-        self.adopt(ctx, None);
+        self.state.clear();
+        self.schedule_refresh(ctx);
         self.setup.connection.do_send(ReplaceToken { token: None, reconnect: false });
         tracing::info!(entry = %self.setup.key, "credentials cleared");
         self.tell(AuthEvent::CredentialsCleared);
@@ -400,12 +361,9 @@ impl Handler<SwitchEntry> for AuthActor {
         let token = initial_token(&mut self.setup.store, &key, given);
         tracing::info!(from = %self.setup.key, to = %key, stored = token.is_some(), "credential entry switched");
         self.setup.key = key;
-        self.stale_up_to = self.stale_up_to.max(after_generation);
         self.answer(Err(AuthError::Superseded));
-        self.authenticated = false;
-        self.identity = None;
-        self.recovering_rejection = false;
-        self.adopt(ctx, token.clone());
+        self.state.switch(token.clone(), after_generation);
+        self.schedule_refresh(ctx);
         MessageResult(token)
     }
 }
@@ -415,10 +373,10 @@ impl Handler<GetAuthStatus> for AuthActor {
 
     fn handle(&mut self, _msg: GetAuthStatus, _ctx: &mut Self::Context) -> Self::Result {
         MessageResult(AuthStatus {
-            identity: self.identity,
-            token: self.token.clone(),
-            expires_at: self.claims.as_ref().and_then(|c| c.expires_at),
-            is_authenticated: self.authenticated,
+            identity: self.state.identity(),
+            token: self.state.token().cloned(),
+            expires_at: self.state.expires_at(),
+            is_authenticated: self.state.is_authenticated(),
             store: self.setup.store.kind(),
             store_pending: self.setup.store.has_pending(),
         })

@@ -6,6 +6,8 @@
 //!   (the app provides the OS keyring and an owner-only file), one entry per
 //!   server and database, falling back to memory when the store fails.
 //! - [`refresh`]: when to ask the game's [`TokenProvider`] for a new token.
+//! - [`state`]: the actor's state as one [`AuthState`]: the credentials, the
+//!   server's verdict on them, the refresh under way, with its transitions.
 //! - [`AuthActor`]: starts before the connection, hands it the token, learns
 //!   from it what the server said (accepted, refused with HTTP 401/403, or
 //!   unreachable), and replaces the token ahead of `exp` without a reconnect
@@ -22,6 +24,7 @@ pub mod jwt;
 pub mod messages;
 pub mod provider;
 pub mod refresh;
+pub mod state;
 pub mod store;
 
 pub use actor::{initial_token, AuthActor, AuthSetup};
@@ -32,6 +35,7 @@ pub use jwt::TokenClaims;
 pub use messages::*;
 pub use provider::{RefreshReason, TokenFuture, TokenProvider, TokenRequest};
 pub use spacelink_connection::Token;
+pub use state::{AuthState, Verdict};
 pub use store::{CredentialKey, CredentialStore, FallbackStore, MemoryStore, StoreError, Stored};
 
 /// Restarted by the app's supervisor when it stops, the same value (token,

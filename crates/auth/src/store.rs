@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use spacelink_connection::metric_names as names;
 use spacelink_connection::Token;
 
 /// One entry per server and database.
@@ -193,7 +194,7 @@ impl FallbackStore {
     }
 
     fn failed(&mut self, what: &str, e: &StoreError) {
-        metrics::counter!("spacelink_auth_store_failures_total").increment(1);
+        metrics::counter!(names::AUTH_STORE_FAILURES).increment(1);
         if !std::mem::replace(&mut self.warned, true) {
             tracing::warn!(
                 store = self.primary.kind(),

@@ -20,15 +20,18 @@ use spacetimedb_lib::{ConnectionId, Identity};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest as _, http, protocol::WebSocketConfig, Message};
 
+use crate::clock::now;
 use crate::net;
 
 use crate::backoff::Jitter;
-use crate::breaker::{BreakerKind, BreakerState, CircuitBreaker, Permit};
+use crate::breaker::{BreakerKind, BreakerState, Permit};
 use crate::codec::{self, CodecError, ServerMessage};
 use crate::config::ConnectionConfig;
 use crate::error::ConnectionError;
 use crate::health::{NetworkHealth, NetworkStatus, PingTracker};
 use crate::messages::*;
+use crate::metric_names as names;
+use crate::policy::{Ended, Next, SessionPolicy};
 use crate::state::{ConnectionEvent, ConnectionState};
 
 /// Mailbox capacity for bounded `send`s: enough for a burst of game inputs.
@@ -44,12 +47,13 @@ pub struct ConnectionActor {
     state: ConnectionState,
     /// Bumped for every attempt; stamps all that a session delivers.
     generation: u64,
-    /// The token to present: the configured one, then the one the server issued.
-    token: Option<String>,
+    /// The token to present: the configured one, then the one the server
+    /// issued (a [`Token`]: this actor's `Debug` cannot print it).
+    token: Option<Token>,
     identity: Option<(Identity, ConnectionId)>,
     session: Option<Session>,
-    failed_attempts: u32,
-    ever_connected: bool,
+    /// Attempts, proven sessions, the breaker and the give-up rule.
+    policy: SessionPolicy,
     /// Set before stopping: how long `started()` waits before the next attempt.
     pending_delay: Option<Duration>,
     shut_down: bool,
@@ -58,8 +62,6 @@ pub struct ConnectionActor {
     last_heartbeat: Option<SystemTime>,
     /// When anything last arrived from the server.
     last_received: Option<SystemTime>,
-    jitter: Jitter,
-    breaker: CircuitBreaker,
     /// The health last reported, to report changes only.
     reported_health: Option<(bool, NetworkStatus)>,
     /// A recovery (automatic or asked for) is under way.
@@ -109,24 +111,20 @@ impl ConnectionActor {
     /// Builds the actor; it connects when started.
     pub fn new(config: ConnectionConfig, listeners: Listeners) -> Self {
         let jitter = config.jitter_seed.map_or_else(Jitter::from_entropy, Jitter::new);
-        let config_breaker = config.breaker;
         Self {
-            token: config.token.clone(),
+            token: config.token.clone().map(Token::new),
+            policy: SessionPolicy::new(config.breaker, jitter),
             config,
             listeners,
             state: ConnectionState::Disconnected,
             generation: 0,
             identity: None,
             session: None,
-            failed_attempts: 0,
-            ever_connected: false,
             pending_delay: None,
             shut_down: false,
             pings: PingTracker::default(),
             last_heartbeat: None,
             last_received: None,
-            jitter,
-            breaker: CircuitBreaker::new(config_breaker),
             reported_health: None,
             recovering: false,
             recovery_waiters: Vec::new(),
@@ -174,7 +172,7 @@ impl ConnectionActor {
         if from == to && reason.is_none() {
             return;
         }
-        metrics::gauge!("spacelink_connection_state").set(state_number(to));
+        metrics::gauge!(names::CONNECTION_STATE).set(state_number(to));
         tracing::info!(generation = self.generation, %from, %to, reason = reason.as_deref(), ?retry_in, "connection state");
         let change = StateChanged { generation: self.generation, from, to, reason, retry_in };
         for r in &self.listeners.states {
@@ -192,7 +190,8 @@ impl ConnectionActor {
 
     /// The link's health now.
     fn health(&self) -> NetworkHealth {
-        NetworkHealth::assess(self.state, &self.pings, self.breaker.consecutive_failures(), self.last_received)
+        let failures = self.policy.breaker().consecutive_failures();
+        NetworkHealth::assess(self.state, &self.pings, failures, self.last_received)
     }
 
     /// Reports the health if its verdict or status changed.
@@ -201,27 +200,23 @@ impl ConnectionActor {
         let verdict = (health.is_healthy, health.status);
         if self.reported_health != Some(verdict) {
             self.reported_health = Some(verdict);
-            metrics::gauge!("spacelink_connection_healthy").set(if health.is_healthy { 1.0 } else { 0.0 });
+            metrics::gauge!(names::CONNECTION_HEALTHY).set(if health.is_healthy { 1.0 } else { 0.0 });
             self.tell(ResilienceEvent::HealthChanged(health));
         }
     }
 
-    /// Runs `f` on the breaker and reports a change of its state.
-    fn with_breaker<T>(&mut self, f: impl FnOnce(&mut CircuitBreaker) -> T) -> T {
-        let before = self.breaker.state().kind();
-        let result = f(&mut self.breaker);
-        let after = self.breaker.state().kind();
+    /// Asks the policy `f` and reports a change of the breaker's state.
+    fn with_policy<T>(&mut self, f: impl FnOnce(&mut SessionPolicy) -> T) -> T {
+        let before = self.policy.breaker().state().kind();
+        let result = f(&mut self.policy);
+        let after = self.policy.breaker().state().kind();
         if before != after {
-            tracing::info!(from = %before, to = %after, trips = self.breaker.trips(), "circuit breaker");
-            metrics::gauge!("spacelink_connection_breaker_open").set(if after == BreakerKind::Open {
-                1.0
-            } else {
-                0.0
-            });
+            tracing::info!(from = %before, to = %after, trips = self.policy.breaker().trips(), "circuit breaker");
+            metrics::gauge!(names::CONNECTION_BREAKER_OPEN).set(if after == BreakerKind::Open { 1.0 } else { 0.0 });
             if after == BreakerKind::Open {
-                metrics::counter!("spacelink_connection_breaker_trips_total").increment(1);
+                metrics::counter!(names::CONNECTION_BREAKER_TRIPS).increment(1);
             }
-            let until = match self.breaker.state() {
+            let until = match self.policy.breaker().state() {
                 BreakerState::Open { until } => Some(until),
                 _ => None,
             };
@@ -264,15 +259,15 @@ impl ConnectionActor {
             return;
         }
         let now = now();
-        if let Permit::WaitUntil(until) = self.with_breaker(|b| b.permit(now)) {
+        if let Permit::WaitUntil(until) = self.with_policy(|p| p.permit(now)) {
             ctx.run_later(until.saturating_duration_since(now), |act, ctx| act.start_attempt(ctx));
             return;
         }
         self.generation += 1;
         let generation = self.generation;
         self.transition(ConnectionEvent::AttemptStarted, None, None);
-        self.tell(ResilienceEvent::AttemptStarted { generation, attempt: self.failed_attempts + 1 });
-        metrics::counter!("spacelink_connection_attempts_total").increment(1);
+        self.tell(ResilienceEvent::AttemptStarted { generation, attempt: self.policy.next_attempt() });
+        metrics::counter!(names::CONNECTION_ATTEMPTS).increment(1);
         let request = match self.build_request() {
             Ok(request) => request,
             Err(reason) => return self.attempt_failed(ctx, reason),
@@ -308,7 +303,7 @@ impl ConnectionActor {
         let headers = request.headers_mut();
         headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static(codec::SUBPROTOCOL));
         if let Some(token) = &self.token {
-            let value = http::HeaderValue::from_str(&format!("Bearer {token}"))
+            let value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
                 .map_err(|_| "the token contains characters that cannot go in a header".to_string())?;
             headers.insert(http::header::AUTHORIZATION, value);
         }
@@ -330,14 +325,14 @@ impl ConnectionActor {
         self.session = Some(Session { io, last_received: now(), frames_seen: 0, identified: false, proven: false });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
-        metrics::counter!("spacelink_connection_sessions_total").increment(1);
+        metrics::counter!(names::CONNECTION_SESSIONS).increment(1);
         self.transition(ConnectionEvent::Established, None, None);
         // The upgrade alone proves nothing: the session counts as a success
         // only once its identity arrived and it stayed healthy (`session_proven`).
         let timeout = self.config.identity_timeout;
         ctx.run_later(timeout, move |act, ctx| {
             if act.generation == generation && act.session.as_ref().is_some_and(|s| !s.identified) {
-                metrics::counter!("spacelink_connection_identity_timeouts_total").increment(1);
+                metrics::counter!(names::CONNECTION_IDENTITY_TIMEOUTS).increment(1);
                 act.session_lost(ctx, format!("no IdentityToken within {timeout:?} of the WebSocket upgrade"));
             }
         });
@@ -367,13 +362,10 @@ impl ConnectionActor {
         if let Some(session) = &mut self.session {
             session.proven = true;
         }
-        self.failed_attempts = 0;
-        if self.ever_connected {
-            metrics::counter!(crate::metric_names::CONNECTION_RECONNECTS).increment(1);
+        if self.with_policy(SessionPolicy::proven) {
+            metrics::counter!(names::CONNECTION_RECONNECTS).increment(1);
         }
-        self.ever_connected = true;
-        metrics::counter!("spacelink_connection_sessions_proven_total").increment(1);
-        self.with_breaker(CircuitBreaker::record_success);
+        metrics::counter!(names::CONNECTION_SESSIONS_PROVEN).increment(1);
         tracing::debug!(generation, "session proven");
         self.tell(ResilienceEvent::SessionProven { generation });
         self.report_health();
@@ -381,62 +373,55 @@ impl ConnectionActor {
 
     /// An attempt failed before a session was up: retry later, or give up.
     fn attempt_failed(&mut self, ctx: &mut Context<Self>, reason: String) {
-        self.failed_attempts += 1;
-        metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
-        let now = now();
-        self.with_breaker(|b| b.record_failure(now));
-        if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
-            let reason = format!("gave up after {} attempts; last error: {reason}", self.failed_attempts);
-            self.transition(ConnectionEvent::GaveUp, Some(reason), None);
-            self.finish_recovery(false);
-            return; // Stay alive and idle: `ForceReconnect` revives us.
+        metrics::counter!(names::CONNECTION_FAILED_ATTEMPTS).increment(1);
+        let (now, retry) = (now(), self.config.retry);
+        match self.with_policy(|p| p.failed(Ended::AttemptFailed, now, &retry)) {
+            Next::GiveUp { attempts } => {
+                let reason = format!("gave up after {attempts} attempts; last error: {reason}");
+                self.transition(ConnectionEvent::GaveUp, Some(reason), None);
+                self.finish_recovery(false);
+                // Stay alive and idle: `ForceReconnect` revives us.
+            }
+            Next::Retry { delay } => {
+                self.transition(ConnectionEvent::AttemptFailed, Some(reason), Some(delay));
+                self.restart_after(ctx, delay);
+            }
         }
-        let delay = self.retry_delay(self.failed_attempts, now);
-        self.transition(ConnectionEvent::AttemptFailed, Some(reason), Some(delay));
-        self.restart_after(ctx, delay);
     }
 
     /// A live session ended: drop it and reconnect through a restart.
     ///
-    /// A session that had not proven itself counts as one more failed attempt:
-    /// the backoff grows and the breaker counts it, and a first connection
-    /// that never proved itself gives up after the retry policy's attempts.
+    /// A session that had not proven itself counts as one more failed attempt
+    /// ([`SessionPolicy::failed`]): the backoff grows and the breaker counts
+    /// it, and a first connection that never proved itself gives up.
     fn session_lost(&mut self, ctx: &mut Context<Self>, reason: String) {
         let Some(session) = self.session.take() else {
             return;
         };
-        metrics::counter!("spacelink_connection_sessions_lost_total").increment(1);
-        let now = now();
-        self.with_breaker(|b| b.record_failure(now));
+        metrics::counter!(names::CONNECTION_SESSIONS_LOST).increment(1);
+        let (ended, reason) = if session.proven {
+            (Ended::ProvenSessionLost, reason)
+        } else {
+            metrics::counter!(names::CONNECTION_FAILED_ATTEMPTS).increment(1);
+            (Ended::UnprovenSessionLost, format!("session lost before it proved itself: {reason}"))
+        };
+        let (now, retry) = (now(), self.config.retry);
+        let next = self.with_policy(|p| p.failed(ended, now, &retry));
         self.begin_recovery();
-        if session.proven {
-            let delay = self.retry_delay(1, now);
-            self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
-            return self.restart_after(ctx, delay);
-        }
-        self.failed_attempts += 1;
-        metrics::counter!("spacelink_connection_failed_attempts_total").increment(1);
-        let reason = format!("session lost before it proved itself: {reason}");
-        if !self.ever_connected && self.failed_attempts > self.config.retry.max_attempts {
-            self.transition(ConnectionEvent::SessionLost, Some(reason.clone()), None);
-            let reason = format!("gave up after {} attempts; last error: {reason}", self.failed_attempts);
-            self.transition(ConnectionEvent::GaveUp, Some(reason), None);
-            self.finish_recovery(false);
-            // Restart idle (drops the dead session's stream): `ForceReconnect` revives us.
-            self.pending_delay = None;
-            return ctx.stop();
-        }
-        let delay = self.retry_delay(self.failed_attempts, now);
-        self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
-        self.restart_after(ctx, delay);
-    }
-
-    /// The backoff delay before retry `retry`, or longer if the breaker is open.
-    fn retry_delay(&mut self, retry: u32, now: Instant) -> Duration {
-        let backoff = self.config.retry.delay(retry, self.jitter.next_unit());
-        match self.breaker.state() {
-            BreakerState::Open { until } => backoff.max(until.saturating_duration_since(now)),
-            _ => backoff,
+        match next {
+            Next::GiveUp { attempts } => {
+                self.transition(ConnectionEvent::SessionLost, Some(reason.clone()), None);
+                let reason = format!("gave up after {attempts} attempts; last error: {reason}");
+                self.transition(ConnectionEvent::GaveUp, Some(reason), None);
+                self.finish_recovery(false);
+                // Restart idle (drops the dead session's stream): `ForceReconnect` revives us.
+                self.pending_delay = None;
+                ctx.stop();
+            }
+            Next::Retry { delay } => {
+                self.transition(ConnectionEvent::SessionLost, Some(reason), Some(delay));
+                self.restart_after(ctx, delay);
+            }
         }
     }
 
@@ -457,13 +442,13 @@ impl ConnectionActor {
                 silent.as_millis(),
                 timeout.as_millis()
             );
-            metrics::counter!("spacelink_connection_dead_peer_total").increment(1);
+            metrics::counter!(names::CONNECTION_DEAD_PEER).increment(1);
             return self.session_lost(ctx, reason);
         }
         let now = now();
         let lost = self.pings.expire(now, self.pings.loss_timeout(self.config.heartbeat_interval * 2));
         if lost > 0 {
-            metrics::counter!("spacelink_connection_heartbeats_lost_total").increment(lost as u64);
+            metrics::counter!(names::CONNECTION_HEARTBEATS_LOST).increment(lost as u64);
         }
         if session.io.outbound.capacity() > 0 {
             let id = self.pings.sent(now);
@@ -476,23 +461,23 @@ impl ConnectionActor {
         let Ok(bytes) = <[u8; 8]>::try_from(payload) else { return };
         let Some(rtt) = self.pings.answered(u64::from_be_bytes(bytes), now()) else { return };
         self.last_heartbeat = Some(SystemTime::now());
-        metrics::histogram!("spacelink_connection_rtt_seconds").record(rtt.as_secs_f64());
+        metrics::histogram!(names::CONNECTION_RTT_SECONDS).record(rtt.as_secs_f64());
         if let Some(smoothed) = self.pings.rtt().smoothed() {
-            metrics::gauge!("spacelink_connection_latency_seconds").set(smoothed.as_secs_f64());
+            metrics::gauge!(names::CONNECTION_LATENCY_SECONDS).set(smoothed.as_secs_f64());
         }
     }
 
     fn on_message(&mut self, ctx: &mut Context<Self>, wire_size: usize, message: Result<ServerMessage, CodecError>) {
         let _span = tracing::trace_span!("frame", generation = self.generation, bytes = wire_size).entered();
         let received_at = now();
-        metrics::counter!("spacelink_connection_bytes_received_total").increment(wire_size as u64);
-        metrics::counter!("spacelink_connection_messages_received_total").increment(1);
+        metrics::counter!(names::CONNECTION_BYTES_RECEIVED).increment(wire_size as u64);
+        metrics::counter!(names::CONNECTION_MESSAGES_RECEIVED).increment(1);
         let message = match message {
             Ok(message) => message,
             Err(e) => {
                 // A frame we cannot read may have carried a transaction: the
                 // session can no longer be trusted, so start a fresh one.
-                metrics::counter!("spacelink_connection_decode_errors_total").increment(1);
+                metrics::counter!(names::CONNECTION_DECODE_ERRORS).increment(1);
                 return self.session_lost(ctx, format!("undecodable frame from the server: {e}"));
             }
         };
@@ -504,7 +489,7 @@ impl ConnectionActor {
         );
         if let ServerMessage::IdentityToken(ws::IdentityToken { identity, token, connection_id }) = &message {
             // Keep a token given meanwhile (`ReplaceToken`); adopt the server's if anonymous.
-            self.token.get_or_insert_with(|| token.to_string());
+            self.token.get_or_insert_with(|| Token::new(token.to_string()));
             self.identity = Some((*identity, *connection_id));
             let event = IdentityReceived {
                 generation: self.generation,
@@ -554,7 +539,7 @@ impl Actor for ConnectionActor {
 
 impl actix::Supervised for ConnectionActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        metrics::counter!("spacelink_connection_restarts_total").increment(1);
+        metrics::counter!(names::CONNECTION_RESTARTS).increment(1);
         tracing::debug!(generation = self.generation, delay = ?self.pending_delay, "connection actor restarting");
     }
 }
@@ -602,8 +587,8 @@ impl Handler<SendMessage> for ConnectionActor {
             }
             mpsc::error::TrySendError::Closed(_) => ConnectionError::NotConnected { state: self.state },
         })?;
-        metrics::counter!("spacelink_connection_bytes_sent_total").increment(len as u64);
-        metrics::counter!("spacelink_connection_messages_sent_total").increment(1);
+        metrics::counter!(names::CONNECTION_BYTES_SENT).increment(len as u64);
+        metrics::counter!(names::CONNECTION_MESSAGES_SENT).increment(1);
         Ok(())
     }
 }
@@ -614,7 +599,7 @@ impl Handler<ForceReconnect> for ConnectionActor {
     fn handle(&mut self, msg: ForceReconnect, ctx: &mut Self::Context) {
         tracing::info!(reason = %msg.reason, "forced reconnect");
         self.shut_down = false;
-        self.failed_attempts = 0;
+        self.policy.restart();
         self.begin_recovery();
         if self.session.take().is_some() {
             self.transition(ConnectionEvent::SessionLost, Some(msg.reason), Some(Duration::ZERO));
@@ -627,7 +612,7 @@ impl Handler<ReplaceToken> for ConnectionActor {
     type Result = ();
 
     fn handle(&mut self, msg: ReplaceToken, ctx: &mut Self::Context) {
-        self.token = msg.token.map(|t| t.expose().to_string());
+        self.token = msg.token;
         tracing::debug!(reconnect = msg.reconnect, anonymous = self.token.is_none(), "token replaced");
         if msg.reconnect {
             let reason = "reconnecting with a new token".to_string();
@@ -673,13 +658,11 @@ impl Handler<Retarget> for ConnectionActor {
             self.transition(ConnectionEvent::SessionLost, Some(reason.clone()), Some(Duration::ZERO));
         }
         // What was learnt about the old target does not hold for the new one.
-        self.token = config.token.clone();
+        self.token = config.token.clone().map(Token::new);
         self.identity = None;
-        self.breaker = CircuitBreaker::new(config.breaker);
+        self.policy.retarget(config.breaker);
         self.pings = PingTracker::default();
         self.last_heartbeat = None;
-        self.failed_attempts = 0;
-        self.ever_connected = false;
         self.shut_down = false;
         self.config = config;
         self.finish_recovery(false);
@@ -719,9 +702,9 @@ impl Handler<GetStatus> for ConnectionActor {
             connection_id: self.identity.map(|(_, c)| c),
             latency: self.pings.rtt().smoothed(),
             last_heartbeat: self.last_heartbeat,
-            failed_attempts: self.failed_attempts,
-            breaker: self.breaker.state().kind(),
-            breaker_trips: self.breaker.trips(),
+            failed_attempts: self.policy.failed_attempts(),
+            breaker: self.policy.breaker().state().kind(),
+            breaker_trips: self.policy.breaker().trips(),
             health: self.health(),
         })
     }
@@ -736,11 +719,6 @@ impl Handler<AttemptRecovery> for ConnectionActor {
         <Self as Handler<ForceReconnect>>::handle(self, ForceReconnect { reason: msg.reason }, ctx);
         Box::pin(async move { rx.await.unwrap_or(false) })
     }
-}
-
-/// The time now, from tokio's clock: under a paused clock (tests) it is virtual.
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 fn state_number(state: ConnectionState) -> f64 {
@@ -770,5 +748,22 @@ fn describe_handshake_error(e: &tungstenite::Error) -> String {
             Some(failure) => format!("TLS: {failure}: {}", crate::schema::error_chain(other)),
             None => format!("cannot connect: {}", crate::schema::error_chain(other)),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let mut config = ConnectionConfig::new("http://127.0.0.1:1", "db");
+        config.token = Some("s3cret-token".into());
+        let mut actor = ConnectionActor::new(config, Listeners::default());
+        let printed = format!("{actor:?}");
+        assert!(!printed.contains("s3cret"), "{printed}");
+        actor.token = Some(Token::new("an0ther-s3cret"));
+        let printed = format!("{actor:?}");
+        assert!(!printed.contains("s3cret") && printed.contains("redacted"), "{printed}");
     }
 }

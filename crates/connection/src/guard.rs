@@ -71,7 +71,7 @@ fn has_no_lengths_at(typespace: &Typespace, ty: &AlgebraicType, depth: usize) ->
             p.elements.iter().all(|e| has_no_lengths_at(typespace, &e.algebraic_type, depth + 1))
         }
         AlgebraicType::Bool => true,
-        other => fixed_size(other).is_some(),
+        other => primitive_width(other).is_some(),
     }
 }
 
@@ -93,11 +93,13 @@ fn min_size_at(typespace: &Typespace, ty: &AlgebraicType, depth: usize) -> usize
             p.elements.iter().map(|e| min_size_at(typespace, &e.algebraic_type, depth + 1)).sum()
         }
         AlgebraicType::Array(_) | AlgebraicType::String => 4,
-        other => fixed_size(other).unwrap_or(0),
+        other => primitive_width(other).unwrap_or(0),
     }
 }
 
-fn fixed_size(ty: &AlgebraicType) -> Option<usize> {
+/// The BSATN width of a primitive (`bool` and the numbers): the one table of
+/// widths, which [`crate::layout`] builds its fixed-width columns on.
+pub(crate) fn primitive_width(ty: &AlgebraicType) -> Option<usize> {
     Some(match ty {
         AlgebraicType::Bool | AlgebraicType::I8 | AlgebraicType::U8 => 1,
         AlgebraicType::I16 | AlgebraicType::U16 => 2,
@@ -174,7 +176,7 @@ impl Walker<'_> {
             AlgebraicType::Array(array) => {
                 let elem = &*array.elem_ty;
                 let len = self.len("an array length")?;
-                if let Some(size) = fixed_size(elem) {
+                if let Some(size) = primitive_width(elem) {
                     let bytes = len
                         .checked_mul(size)
                         .ok_or_else(|| self.error(format!("array of {len} elements overflows")))?;
@@ -201,7 +203,7 @@ impl Walker<'_> {
                 b => Err(self.error(format!("bool byte is {b}, not 0 or 1"))),
             },
             other => {
-                let size = fixed_size(other).unwrap_or(0);
+                let size = primitive_width(other).unwrap_or(0);
                 self.take(size, "a primitive").map(|_| ())
             }
         }

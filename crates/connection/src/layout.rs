@@ -48,20 +48,14 @@ impl Step {
 /// The BSATN width of a value of `ty` if every value has the same width
 /// (primitives, and products of them).
 fn fixed_width(ty: &AlgebraicType) -> Option<usize> {
-    Some(match ty {
-        AlgebraicType::Bool | AlgebraicType::I8 | AlgebraicType::U8 => 1,
-        AlgebraicType::I16 | AlgebraicType::U16 => 2,
-        AlgebraicType::I32 | AlgebraicType::U32 | AlgebraicType::F32 => 4,
-        AlgebraicType::I64 | AlgebraicType::U64 | AlgebraicType::F64 => 8,
-        AlgebraicType::I128 | AlgebraicType::U128 => 16,
-        AlgebraicType::I256 | AlgebraicType::U256 => 32,
+    match ty {
         AlgebraicType::Product(p) => {
-            p.elements.iter().try_fold(0usize, |sum, e| fixed_width(&e.algebraic_type).map(|w| sum + w))?
+            p.elements.iter().try_fold(0usize, |sum, e| fixed_width(&e.algebraic_type).map(|w| sum + w))
         }
         // A sum whose variants are all units is one tag byte.
-        AlgebraicType::Sum(s) if s.variants.iter().all(|v| v.algebraic_type.is_unit()) => 1,
-        _ => return None,
-    })
+        AlgebraicType::Sum(s) if s.variants.iter().all(|v| v.algebraic_type.is_unit()) => Some(1),
+        other => crate::guard::primitive_width(other),
+    }
 }
 
 /// The positions of a table's columns in a row's BSATN (see the module doc).

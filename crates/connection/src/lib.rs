@@ -36,6 +36,7 @@
 pub mod actor;
 pub mod backoff;
 pub mod breaker;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod error;
@@ -48,12 +49,14 @@ pub mod layout;
 pub mod messages;
 pub mod metric_names;
 pub mod net;
+pub mod policy;
 pub mod rtt;
 pub mod sats_json;
 pub mod schema;
 pub mod state;
 pub mod testing;
 pub mod tls;
+pub mod tracker;
 mod typespace;
 
 pub use actor::ConnectionActor;
@@ -65,9 +68,11 @@ pub use error::ConnectionError;
 pub use handle::{ConnectionHandle, RequestIds};
 pub use health::{NetworkHealth, NetworkStatus};
 pub use messages::*;
+pub use policy::SessionPolicy;
 pub use schema::{ModuleSchema, SchemaError, SchemaFetchConfig, TableSchema};
 pub use state::{ConnectionEvent, ConnectionState};
 pub use tls::{TlsConfig, TlsFailure};
+pub use tracker::{SessionChange, SessionTracker};
 
 /// The official message types, re-exported so users need not pin them.
 pub use spacetimedb_client_api_messages::websocket as ws;

@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
+use spacelink_connection::clock::now;
+use spacelink_connection::metric_names as names;
 
 use crate::config::PredictionConfig;
 use crate::error::PredictionError;
@@ -115,10 +117,6 @@ where
         }
     }
 
-    fn now() -> std::time::Instant {
-        tokio::time::Instant::now().into_std()
-    }
-
     /// Copies what to draw into the shared view (in place: no allocation for plain states).
     fn publish(&self) {
         let Ok(mut view) = self.view.lock() else { return };
@@ -127,13 +125,13 @@ where
         copy(&mut view.predicted, self.predictor.predicted());
         view.confirmed_seq = self.predictor.confirmed_seq();
         view.newest_seq = self.predictor.history().back().map_or(view.newest_seq, |e| e.seq);
-        metrics::gauge!("spacelink_prediction_history").set(self.predictor.history().len() as f64);
+        metrics::gauge!(names::PREDICTION_HISTORY).set(self.predictor.history().len() as f64);
     }
 
     fn frame(&mut self) {
         let outbox = &self.outbox;
-        self.predictor.advance(Self::now(), |seq, input| {
-            metrics::counter!("spacelink_prediction_inputs_total").increment(1);
+        self.predictor.advance(now(), |seq, input| {
+            metrics::counter!(names::PREDICTION_INPUTS).increment(1);
             outbox.do_send(PredictedInput { seq, input: *input });
         });
         self.publish();
@@ -146,12 +144,15 @@ where
             }
             ReconcileOutcome::Stale => {}
             ReconcileOutcome::Accurate { .. } => {
-                metrics::counter!("spacelink_prediction_checks_total", "result" => "accurate").increment(1);
+                metrics::counter!(names::PREDICTION_CHECKS).increment(1);
                 self.tell(PredictionEvent::Confirmed { seq: r.seq, count: r.confirmed });
             }
             ReconcileOutcome::Corrected(c) => {
                 if c.error.is_some() {
-                    metrics::counter!("spacelink_prediction_checks_total", "result" => "mispredicted").increment(1);
+                    // A check that failed: one of the checks, and one of the
+                    // mispredictions (the monitor's accuracy is their ratio).
+                    metrics::counter!(names::PREDICTION_CHECKS).increment(1);
+                    metrics::counter!(names::PREDICTION_MISPREDICTIONS).increment(1);
                 }
                 record_correction(c.distance, c.replayed);
                 tracing::debug!(seq = r.seq, correction = c.distance, replayed = c.replayed, "prediction corrected");
@@ -163,13 +164,13 @@ where
                 });
             }
             ReconcileOutcome::Resynced { correction } => {
-                metrics::counter!("spacelink_prediction_resyncs_total").increment(1);
+                metrics::counter!(names::PREDICTION_RESYNCS).increment(1);
                 tracing::info!(seq = r.seq, correction, "input sequence gap: prediction resynchronised");
                 self.tell(PredictionEvent::Resynced { seq: r.seq });
             }
         }
         let stats = self.predictor.stats();
-        metrics::gauge!("spacelink_prediction_accuracy").set(stats.accuracy());
+        metrics::gauge!(names::PREDICTION_ACCURACY).set(stats.accuracy());
     }
 }
 
@@ -181,11 +182,11 @@ fn copy<S: Clone>(to: &mut Option<S>, from: Option<&S>) {
 }
 
 fn record_correction(distance: f32, replayed: u32) {
-    metrics::counter!("spacelink_prediction_reconciliations_total").increment(1);
-    metrics::histogram!("spacelink_prediction_replay_depth").record(f64::from(replayed));
+    metrics::counter!(names::PREDICTION_RECONCILIATIONS).increment(1);
+    metrics::histogram!(names::PREDICTION_REPLAY_DEPTH).record(f64::from(replayed));
     if distance.is_finite() {
         // A correction out of a NaN state (a bad input rolled back) has no size.
-        metrics::histogram!("spacelink_prediction_correction_distance").record(f64::from(distance));
+        metrics::histogram!(names::PREDICTION_CORRECTION_DISTANCE).record(f64::from(distance));
     }
 }
 
@@ -250,15 +251,15 @@ where
     type Result = ();
 
     fn handle(&mut self, msg: PredictInput<M::Input>, _ctx: &mut Self::Context) {
-        match self.predictor.predict(msg.input, Self::now()) {
+        match self.predictor.predict(msg.input, now()) {
             Ok(Some(seq)) => {
-                metrics::counter!("spacelink_prediction_inputs_total").increment(1);
+                metrics::counter!(names::PREDICTION_INPUTS).increment(1);
                 self.outbox.do_send(PredictedInput { seq, input: msg.input });
                 self.publish();
             }
             Ok(None) => {}
             Err(e) => {
-                metrics::counter!("spacelink_prediction_inputs_refused_total").increment(1);
+                metrics::counter!(names::PREDICTION_INPUTS_REFUSED).increment(1);
                 tracing::debug!(error = %e, "input not predicted");
             }
         }
@@ -290,7 +291,7 @@ where
 
     fn handle(&mut self, msg: InputRejected, _ctx: &mut Self::Context) {
         if let Rejection::RolledBack(c) = self.predictor.reject(msg.seq) {
-            metrics::counter!("spacelink_prediction_rejections_total").increment(1);
+            metrics::counter!(names::PREDICTION_REJECTIONS).increment(1);
             record_correction(c.distance, c.replayed);
             tracing::debug!(seq = msg.seq, reason = %msg.reason, correction = c.distance, "input rejected; rolled back");
             self.tell(PredictionEvent::Rejected { seq: msg.seq, reason: msg.reason });

@@ -4,16 +4,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
+use spacelink_connection::clock::now;
 use spacelink_connection::guard;
 use spacelink_connection::lib::ConnectionId;
 use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::{AlgebraicType, Typespace};
 use spacelink_connection::{
-    ws, ClientMessage, ConnectionState, IdentityReceived, ModuleSchema, RequestIds, SendMessage, ServerMessage,
-    ServerMessageReceived, StateChanged,
+    ws, ClientMessage, IdentityReceived, ModuleSchema, RequestIds, SendMessage, ServerMessage, ServerMessageReceived,
+    SessionChange, SessionTracker, StateChanged,
 };
 use tokio::sync::oneshot;
 
@@ -54,9 +55,8 @@ pub struct ReducerActor {
     connection: Recipient<SendMessage>,
     listeners: ReducerListeners,
     store: Option<Box<dyn QueueStore>>,
-    /// The current session, once connected.
-    generation: u64,
-    connected: bool,
+    /// The current session, as the connection's state changes tell it.
+    session: SessionTracker,
     connection_id: Option<ConnectionId>,
     waiters: HashMap<CallId, Waiter>,
     validators: HashMap<String, Vec<Validator>>,
@@ -73,8 +73,8 @@ pub struct ReducerActor {
 impl std::fmt::Debug for ReducerActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReducerActor")
-            .field("generation", &self.generation)
-            .field("connected", &self.connected)
+            .field("generation", &self.session.generation())
+            .field("connected", &self.session.is_connected())
             .field("queued", &self.ledger.queued())
             .field("in_flight", &self.ledger.in_flight())
             .finish_non_exhaustive()
@@ -102,8 +102,7 @@ impl ReducerActor {
             connection,
             listeners,
             store,
-            generation: 0,
-            connected: false,
+            session: SessionTracker::default(),
             connection_id: None,
             waiters: HashMap::new(),
             validators: HashMap::new(),
@@ -168,7 +167,7 @@ impl ReducerActor {
         if let Some(waiter) = waiter {
             self.waiters.insert(id, waiter);
         }
-        metrics::counter!("spacelink_reducer_calls_total", "reducer" => reducer.clone()).increment(1);
+        metrics::counter!(names::REDUCER_CALLS, names::LABEL_REDUCER => reducer.clone()).increment(1);
         self.tell(ReducerEvent::Called { call_id: id, reducer });
         self.pump(ctx);
         self.schedule_persist(ctx);
@@ -187,23 +186,24 @@ impl ReducerActor {
         if self.ledger.in_limbo() > 0 {
             return;
         }
-        while self.connected && self.ledger.in_flight() < self.config.max_in_flight {
-            let Some((id, call)) = self.ledger.next_send(self.generation, now()) else { break };
+        let generation = self.session.generation();
+        while self.session.is_connected() && self.ledger.in_flight() < self.config.max_in_flight {
+            let Some((id, call)) = self.ledger.next_send(generation, now()) else { break };
             let send = self
                 .connection
-                .send(SendMessage { message: ClientMessage::CallReducer(call), generation: Some(self.generation) });
+                .send(SendMessage { message: ClientMessage::CallReducer(call), generation: Some(generation) });
             ctx.spawn(send.into_actor(self).map(move |result, act, ctx| {
                 let sent = matches!(result, Ok(Ok(())));
                 if let Some(abandoned) = act.ledger.confirm(id, sent) {
                     act.abandon(abandoned);
                 }
-                if act.ledger.in_limbo() == 0 && act.connected {
+                if act.ledger.in_limbo() == 0 && act.session.is_connected() {
                     act.pump(ctx);
                 }
                 if !sent {
                     // Not on the socket: the call is back in the queue; the next
                     // session (or a moment's patience) sends it.
-                    if act.connected {
+                    if act.session.is_connected() {
                         ctx.run_later(Duration::from_millis(20), |act, ctx| act.pump(ctx));
                     }
                 }
@@ -221,12 +221,12 @@ impl ReducerActor {
             ReducerError::OutcomeUnknown { reducer } | ReducerError::Dropped { reducer } => reducer.clone(),
             _ => String::new(),
         };
-        metrics::counter!("spacelink_reducer_abandoned_total", "reducer" => reducer.clone()).increment(1);
+        metrics::counter!(names::REDUCER_ABANDONED, names::LABEL_REDUCER => reducer.clone()).increment(1);
         let outcome = match &error {
             ReducerError::Dropped { .. } => names::OUTCOME_DROPPED,
             _ => names::OUTCOME_UNKNOWN,
         };
-        metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
+        metrics::counter!(names::REDUCER_OUTCOMES, names::LABEL_REDUCER => reducer.clone(), names::LABEL_OUTCOME => outcome).increment(1);
         if let Some(waiter) = self.waiters.remove(&id) {
             waiter.send(Err(error.clone()));
         }
@@ -234,20 +234,20 @@ impl ReducerActor {
     }
 
     fn on_transaction(&mut self, tx: &ws::TransactionUpdate<ws::BsatnFormat>, ctx: &mut Context<Self>) {
-        let resolved = self.ledger.resolve(tx, self.connection_id, self.generation, now());
+        let resolved = self.ledger.resolve(tx, self.connection_id, self.session.generation(), now());
         let ours = resolved.is_some();
         if let Some(result) = resolved {
             let reducer = result.reducer.clone();
-            metrics::histogram!("spacelink_reducer_round_trip_seconds", "reducer" => reducer.clone())
+            metrics::histogram!(names::REDUCER_ROUND_TRIP_SECONDS, names::LABEL_REDUCER => reducer.clone())
                 .record(result.round_trip.as_secs_f64());
             let outcome = match result.outcome {
                 Outcome::Committed => names::OUTCOME_COMMITTED,
                 Outcome::Failed(_) => names::OUTCOME_FAILED,
                 Outcome::OutOfEnergy => names::OUTCOME_OUT_OF_ENERGY,
             };
-            metrics::counter!(names::REDUCER_OUTCOMES, "reducer" => reducer.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!(names::REDUCER_OUTCOMES, names::LABEL_REDUCER => reducer.clone(), names::LABEL_OUTCOME => outcome).increment(1);
             if result.outcome != Outcome::Committed {
-                metrics::counter!("spacelink_reducer_failures_total", "reducer" => reducer).increment(1);
+                metrics::counter!(names::REDUCER_FAILURES, names::LABEL_REDUCER => reducer).increment(1);
             }
             if let Some(waiter) = self.waiters.remove(&result.call_id) {
                 waiter.send(Ok(result.clone()));
@@ -391,7 +391,7 @@ impl Handler<FireReducer> for ReducerActor {
         let accepted = self.validate(&call).and_then(|()| self.accept(call, None, ctx));
         if let Err(e) = &accepted {
             // `ReducerHandle::fire` does not wait for this answer: say it here.
-            metrics::counter!("spacelink_reducer_fire_refused_total", "reducer" => reducer.clone()).increment(1);
+            metrics::counter!(names::REDUCER_FIRE_REFUSED, names::LABEL_REDUCER => reducer.clone()).increment(1);
             tracing::warn!(reducer = %reducer, error = %e, "a fired reducer call was refused");
         }
         accepted
@@ -499,17 +499,18 @@ impl Handler<StateChanged> for ReducerActor {
     type Result = ();
 
     fn handle(&mut self, msg: StateChanged, ctx: &mut Self::Context) {
-        if msg.to == ConnectionState::Connected {
-            self.generation = msg.generation;
-            self.connected = true;
-            self.connection_id = None; // The new session's arrives with its IdentityToken.
-            self.pump(ctx);
-        } else if self.connected && msg.generation >= self.generation {
-            self.connected = false;
-            for abandoned in self.ledger.session_lost(self.generation) {
-                self.abandon(abandoned);
+        match self.session.observe(&msg) {
+            SessionChange::Up { .. } => {
+                self.connection_id = None; // The new session's arrives with its IdentityToken.
+                self.pump(ctx);
             }
-            self.schedule_persist(ctx);
+            SessionChange::Lost { generation } => {
+                for abandoned in self.ledger.session_lost(generation) {
+                    self.abandon(abandoned);
+                }
+                self.schedule_persist(ctx);
+            }
+            SessionChange::Unchanged => {}
         }
     }
 }
@@ -518,7 +519,7 @@ impl Handler<IdentityReceived> for ReducerActor {
     type Result = ();
 
     fn handle(&mut self, msg: IdentityReceived, _ctx: &mut Self::Context) {
-        if msg.generation == self.generation {
+        if self.session.is_current(msg.generation) {
             self.connection_id = Some(msg.connection_id);
         }
     }
@@ -528,16 +529,11 @@ impl Handler<ServerMessageReceived> for ReducerActor {
     type Result = ();
 
     fn handle(&mut self, msg: ServerMessageReceived, ctx: &mut Self::Context) {
-        if msg.generation != self.generation {
+        if !self.session.is_current(msg.generation) {
             return; // From a dead session.
         }
         if let ServerMessage::TransactionUpdate(tx) = &*msg.message {
             self.on_transaction(tx, ctx);
         }
     }
-}
-
-/// The time now, from tokio's clock (virtual under a paused clock).
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }

@@ -16,6 +16,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use spacelink_connection::codec::{self, DecodeLimits};
 use spacelink_connection::layout::{KeyExtractor, RowLayout};
+use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::AlgebraicType;
 use spacelink_connection::{
     ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
@@ -399,7 +400,7 @@ impl SyncActor {
         set.status = SubscriptionStatus::Applied;
         set.failures = 0;
         if let Some(sent) = set.sent_at.take() {
-            metrics::histogram!("spacelink_sync_subscription_latency_seconds").record(sent.elapsed().as_secs_f64());
+            metrics::histogram!(names::SYNC_SUBSCRIPTION_LATENCY_SECONDS).record(sent.elapsed().as_secs_f64());
         }
         for waiter in set.waiters.drain(..) {
             let _ = waiter.send(Ok(id));
@@ -435,7 +436,7 @@ impl SyncActor {
         if let Some(q) = set.query_id.take() {
             self.by_query.remove(&q);
         }
-        metrics::counter!("spacelink_sync_subscription_errors_total").increment(1);
+        metrics::counter!(names::SYNC_SUBSCRIPTION_ERRORS).increment(1);
         let permanent = is_permanent(&message);
         let retry = if set.failures <= max && !permanent {
             Some(delay * 2u32.saturating_pow(set.failures - 1))

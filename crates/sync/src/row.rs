@@ -29,6 +29,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use spacelink_connection::guard;
+use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::de::Deserialize;
 use spacelink_connection::sats::{AlgebraicType, ProductValue, Typespace};
 use spacelink_connection::schema::decode_row;
@@ -342,7 +343,7 @@ impl TableCodec {
     }
 
     fn report(&self, error: &str) {
-        metrics::counter!("spacelink_sync_row_decode_errors_total", "table" => self.name.to_string()).increment(1);
+        metrics::counter!(names::SYNC_ROW_DECODE_ERRORS, names::LABEL_TABLE => self.name.to_string()).increment(1);
         if !self.warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(table = %self.name, error, "a row does not decode (reported once per table; counted in spacelink_sync_row_decode_errors_total)");
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use spacelink_connection::clock::now;
 
 use crate::alert::{AlertKind, AlertMonitor};
 use crate::config::TelemetryConfig;
@@ -37,11 +38,6 @@ impl std::fmt::Debug for TelemetryActor {
             .field("intervals", &self.window.intervals().count())
             .finish_non_exhaustive()
     }
-}
-
-/// Tokio's clock (virtual under `tokio::time::pause`).
-fn now() -> Instant {
-    tokio::time::Instant::now().into_std()
 }
 
 impl TelemetryActor {
