@@ -833,3 +833,26 @@ pub fn row_types() -> __sl::RowTypes {
         .register::<NpcTickSchedule>("npc_tick_schedule")
         .register::<Player>("player")
 }
+
+// TEMPORARY (regenerated below)
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
+#[sats(crate = __sl::lib)]
+pub enum Action {
+    PickUp(u64),
+    Attack(u64),
+    Spawn(u32),
+}
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
+#[sats(crate = __sl::lib)]
+pub struct ActionLog {
+    pub log_id: u64,
+    pub owner: __sl::Identity,
+    pub seq: u32,
+    pub action: Action,
+}
+#[derive(__sl::lib::ser::Serialize, __sl::lib::de::Deserialize, Clone, Copy, Debug, PartialEq)]
+#[sats(crate = __sl::lib)]
+pub struct ActArgs {
+    pub seq: u32,
+    pub action: Action,
+}
