@@ -87,7 +87,8 @@ pub fn run(options: &Options) -> Result<ExitCode> {
     if let Ok(exe) = procs::xtask_exe() {
         swarm.arg("--xtask").arg(exe);
     }
-    for (flag, value) in [("--bots", &options.bots), ("--profile", &options.profile), ("--duration", &options.duration)] {
+    for (flag, value) in [("--bots", &options.bots), ("--profile", &options.profile), ("--duration", &options.duration)]
+    {
         if let Some(v) = value {
             swarm.args([flag, v]);
         }

@@ -96,7 +96,12 @@ impl std::fmt::Debug for Bot {
 
 impl Bot {
     /// Starts the bot's client (it connects on its own thread; this returns at once).
-    pub fn start(config: BotConfig, stats: SharedStats, tape: SharedTape, started: Instant) -> Result<Self, spacelink::ClientError> {
+    pub fn start(
+        config: BotConfig,
+        stats: SharedStats,
+        tape: SharedTape,
+        started: Instant,
+    ) -> Result<Self, spacelink::ClientError> {
         let client = Client::builder()
             .with_uri(&config.url)
             .with_database(&config.database)
@@ -171,7 +176,10 @@ impl Bot {
         self.hear(now);
         if self.joined && self.me.is_none() {
             if let Some(identity) = self.identity {
-                self.me = self.client.predict(game::walk(self.config.map_id), prediction_config(), game::my_player(identity)).ok();
+                self.me = self
+                    .client
+                    .predict(game::walk(self.config.map_id), prediction_config(), game::my_player(identity))
+                    .ok();
             }
         }
         if self.identity.is_some() && !self.joined && self.join.is_none() && self.join_after.is_none_or(|t| now >= t) {
@@ -246,7 +254,9 @@ impl Bot {
             match event {
                 Event::Row(_) => rows += 1,
                 Event::Connected { identity, .. } => connected = Some(*identity),
-                Event::StateChanged { from: ConnectionState::Connected, to, .. } if *to != ConnectionState::Connected => {
+                Event::StateChanged { from: ConnectionState::Connected, to, .. }
+                    if *to != ConnectionState::Connected =>
+                {
                     lost = true;
                 }
                 Event::HealthChanged(h) => latency = h.latency,
@@ -339,7 +349,8 @@ impl Bot {
     }
 
     fn reached(&self, here: Position) -> bool {
-        self.goal.is_some_and(|g| matches!(g, Goal::Wander { .. }) && (g.at().x - here.x).hypot(g.at().y - here.y) < 0.5)
+        self.goal
+            .is_some_and(|g| matches!(g, Goal::Wander { .. }) && (g.at().x - here.x).hypot(g.at().y - here.y) < 0.5)
     }
 
     fn wander(&mut self) -> Goal {
@@ -350,7 +361,7 @@ impl Bot {
     }
 
     fn roll(&mut self, one_in: u64) -> bool {
-        self.next_rng() % one_in == 0
+        self.next_rng().is_multiple_of(one_in)
     }
 
     fn next_rng(&mut self) -> u64 {

@@ -34,7 +34,8 @@ impl ServerControl {
 
     fn pid(&self) -> Option<Pid> {
         let dir = self.dir.as_ref()?;
-        let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).ok()?).ok()?;
         Some(Pid::from_raw(i32::try_from(state["pid"].as_u64()?).ok()?))
     }
 
@@ -92,7 +93,14 @@ fn apply_link(proxy: &FaultProxy, link: Link) {
 
 /// Runs the schedule from `started` until its end or until `stop` turns true;
 /// the proxy is clean and the server thawed when it returns.
-pub async fn run(schedule: Schedule, proxy: FaultProxy, server: ServerControl, started: Instant, log: FaultLog, mut stop: watch::Receiver<bool>) {
+pub async fn run(
+    schedule: Schedule,
+    proxy: FaultProxy,
+    server: ServerControl,
+    started: Instant,
+    log: FaultLog,
+    mut stop: watch::Receiver<bool>,
+) {
     let record = |what: String, ok: bool, note: String| {
         lock(&log).push(FaultRecord { t: started.elapsed().as_secs_f64(), what, ok, note });
     };
@@ -138,7 +146,8 @@ pub async fn run(schedule: Schedule, proxy: FaultProxy, server: ServerControl, s
             Fault::ServerRestart => {
                 let server = server.clone();
                 let began = Instant::now();
-                let result = tokio::task::spawn_blocking(move || server.restart()).await.unwrap_or(Err("panicked".into()));
+                let result =
+                    tokio::task::spawn_blocking(move || server.restart()).await.unwrap_or(Err("panicked".into()));
                 let took = format!("back after {:.1} s", began.elapsed().as_secs_f64());
                 match result {
                     Ok(()) => record(fault.to_string(), true, took),

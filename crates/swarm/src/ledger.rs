@@ -184,12 +184,20 @@ mod tests {
         assert_eq!(l.answered(9, Answer::Committed, 3), Some(4));
         assert_eq!(l.answered(9, Answer::Committed, 1), None, "answered once");
         let t = l.totals();
-        assert_eq!((t.sent, t.acknowledged, t.committed, t.refused, t.lost, t.retried, t.pending), (4, 3, 2, 1, 1, 1, 0));
+        assert_eq!(
+            (t.sent, t.acknowledged, t.committed, t.refused, t.lost, t.retried, t.pending),
+            (4, 3, 2, 1, 1, 1, 0)
+        );
     }
 
     #[test]
     fn what_the_server_applied_must_be_the_committed_calls_each_once() {
-        let l = ledger_with(&[Answer::Committed, Answer::Refused("far".into()), Answer::Committed, Answer::Lost("x".into())]);
+        let l = ledger_with(&[
+            Answer::Committed,
+            Answer::Refused("far".into()),
+            Answer::Committed,
+            Answer::Lost("x".into()),
+        ]);
         assert!(l.check(&[1, 3]).ok());
         assert!(l.check(&[1, 3, 4]).ok(), "a lost call may have run");
         assert_eq!(l.check(&[1]).missing, vec![3]);

@@ -44,7 +44,9 @@ impl Profile {
     /// The steady link of the profile (its spikes and cuts are [`Fault`]s on top).
     pub fn link(self) -> Link {
         match self {
-            Profile::Good => Link { latency: Duration::from_millis(2), jitter: Duration::from_millis(1), bandwidth: None },
+            Profile::Good => {
+                Link { latency: Duration::from_millis(2), jitter: Duration::from_millis(1), bandwidth: None }
+            }
             Profile::Mobile | Profile::Bad | Profile::Chaos => Link {
                 latency: Duration::from_millis(60),
                 jitter: Duration::from_millis(30),
@@ -228,7 +230,12 @@ impl Schedule {
             }
             at += rung;
         }
-        phases.push(Phase { name: "calm".into(), profile: Profile::Good, from: Duration::from_secs_f64(at), to: duration });
+        phases.push(Phase {
+            name: "calm".into(),
+            profile: Profile::Good,
+            from: Duration::from_secs_f64(at),
+            to: duration,
+        });
         Schedule { phases, faults }
     }
 
@@ -239,11 +246,7 @@ impl Schedule {
 
     /// The fault on at `t`, if any (the latest one begun whose time is not over).
     pub fn fault_at(&self, t: Duration) -> Option<Fault> {
-        self.faults
-            .iter()
-            .rev()
-            .find(|s| s.at <= t && t < s.at + s.fault.lasts().max(MOMENT))
-            .map(|s| s.fault)
+        self.faults.iter().rev().find(|s| s.at <= t && t < s.at + s.fault.lasts().max(MOMENT)).map(|s| s.fault)
     }
 
     /// The run's length.

@@ -282,7 +282,9 @@ impl Report {
     }
 
     fn latency_table(&self) -> String {
-        let mut h = String::from("<table><tr><th>phase</th><th>calls</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>");
+        let mut h = String::from(
+            "<table><tr><th>phase</th><th>calls</th><th>p50</th><th>p95</th><th>p99</th><th>max</th></tr>",
+        );
         for p in &self.latency {
             let _ = write!(
                 h,
@@ -391,9 +393,12 @@ fn esc(s: &str) -> String {
 /// Band colours of the phases, in order.
 const BANDS: [&str; 5] = ["#f4f4f4", "#eaf2fb", "#fdf0e0", "#fbe3e3", "#f4f4f4"];
 
+/// A plotted line: its name, colour and (time, value) points.
+type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
+
 /// A line chart: `series` over time, the phases as bands, the faults as marks.
 fn chart(
-    series: &[(&str, &str, Vec<(f64, f64)>)],
+    series: &[Series<'_>],
     phases: &[(f64, f64, String)],
     marks: &[(f64, String)],
     unit: &str,
@@ -451,7 +456,11 @@ fn chart(
     for (i, (name, color, points)) in series.iter().enumerate() {
         if !points.is_empty() {
             let path: Vec<String> = points.iter().map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v))).collect();
-            let _ = write!(s, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\" points=\"{}\"/>", path.join(" "));
+            let _ = write!(
+                s,
+                "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.8\" points=\"{}\"/>",
+                path.join(" ")
+            );
         }
         let ly = top + 14.0 + 16.0 * i as f64;
         let _ = write!(

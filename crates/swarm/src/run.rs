@@ -210,7 +210,8 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     let _ = stop_faults.send(true);
     let _ = faults_task.await;
     let _ = mode_tx.send(Mode::Settle);
-    let settle_end = Instant::now() + if was_interrupted { config.settle_within.min(Duration::from_secs(10)) } else { config.settle_within };
+    let settle_end = Instant::now()
+        + if was_interrupted { config.settle_within.min(Duration::from_secs(10)) } else { config.settle_within };
     let oracle_for_tick = oracle.clone();
     let paused_tick = tokio::task::spawn_blocking(move || pause_npc_tick(&oracle_for_tick)).await.ok().flatten();
     // Give the last NPC moves and the bots' last answers a moment.
@@ -282,7 +283,8 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     let html = dir.join("swarm-report.html");
     let json = dir.join("swarm-report.json");
     std::fs::write(&html, report.html()).with_context(|| format!("writing {}", html.display()))?;
-    std::fs::write(&json, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", json.display()))?;
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
     // Let the clients close their sessions.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(Outcome { report, html, json })
@@ -292,8 +294,9 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
 /// returns the interval to restore (`None`: it was not running, or the
 /// server would not say).
 fn pause_npc_tick(oracle: &Oracle) -> Option<u64> {
-    let rows = oracle.sql_json("SELECT npc_tick_ms FROM config").ok()?;
-    let ms = rows.first()?.first()?.as_u64()?;
+    // config: (id, npc_tick_ms, max_step).
+    let rows = oracle.sql_json("SELECT * FROM config").ok()?;
+    let ms = rows.first()?.get(1)?.as_u64()?;
     if ms == 0 {
         return None;
     }

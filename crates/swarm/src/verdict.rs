@@ -205,7 +205,8 @@ fn compare_cache(oracle: &Oracle, schema: &ModuleSchema, bot: &Bot) -> Result<(V
     for query in game::queries(bot.config().map_id, me) {
         let Some(table) = game::table_of(&query) else { continue };
         let mut server: Vec<Vec<u8>> = oracle.rows(schema, table, &query)?;
-        let mut cached: Vec<Vec<u8>> = bot.client().sync().cache().rows(table).iter().map(|r| r.bytes().to_vec()).collect();
+        let mut cached: Vec<Vec<u8>> =
+            bot.client().sync().cache().rows(table).iter().map(|r| r.bytes().to_vec()).collect();
         server.sort_unstable();
         cached.sort_unstable();
         rows += cached.len();
@@ -342,7 +343,14 @@ mod tests {
 
     #[test]
     fn the_last_line_has_one_fixed_form() {
-        let mut v = Verdict { ok: true, caches_equal: 2, actions_acknowledged: 10, moves_expected: 5, moves_applied: 5, ..Verdict::default() };
+        let mut v = Verdict {
+            ok: true,
+            caches_equal: 2,
+            actions_acknowledged: 10,
+            moves_expected: 5,
+            moves_applied: 5,
+            ..Verdict::default()
+        };
         v.bots = vec![BotVerdict::default(), BotVerdict::default()];
         assert!(v.line().starts_with("verdict: ok (2 of 2 caches equal the server's; 10 acknowledged actions"));
         v.ok = false;
@@ -353,7 +361,8 @@ mod tests {
 
     #[test]
     fn a_bot_passes_only_if_every_check_does() {
-        let mut v = BotVerdict { cache_equal: true, moves_expected: 3, moves_applied: Some(3), ..BotVerdict::default() };
+        let mut v =
+            BotVerdict { cache_equal: true, moves_expected: 3, moves_applied: Some(3), ..BotVerdict::default() };
         assert!(v.ok());
         v.moves_applied = Some(4);
         assert!(!v.ok(), "a move ran twice");

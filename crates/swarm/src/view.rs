@@ -171,8 +171,9 @@ fn draw(f: &mut ratatui::Frame<'_>, s: &Snapshot) {
     ]);
     f.render_widget(Paragraph::new(title).block(Block::default().borders(Borders::ALL)), head);
 
-    let header = Row::new(["bot", "map", "state", "latency", "upd/s", "accuracy", "corr", "reconn", "queue", "actions ok/sent"])
-        .style(Style::default().add_modifier(Modifier::BOLD));
+    let header =
+        Row::new(["bot", "map", "state", "latency", "upd/s", "accuracy", "corr", "reconn", "queue", "actions ok/sent"])
+            .style(Style::default().add_modifier(Modifier::BOLD));
     let rows = s.bots.iter().map(|b| {
         Row::new(vec![
             Cell::from(b.name.clone()),
@@ -213,8 +214,21 @@ mod tests {
     #[test]
     fn the_progress_line_says_where_the_run_is() {
         let bots = vec![
-            BotStats { name: "bot-1".into(), state: BotState::Playing, updates_per_s: 40.0, checked: 10, accurate: 9, ..BotStats::default() },
-            BotStats { name: "bot-2".into(), state: BotState::Reconnecting, reconnects: 2, queue: 3, ..BotStats::default() },
+            BotStats {
+                name: "bot-1".into(),
+                state: BotState::Playing,
+                updates_per_s: 40.0,
+                checked: 10,
+                accurate: 9,
+                ..BotStats::default()
+            },
+            BotStats {
+                name: "bot-2".into(),
+                state: BotState::Reconnecting,
+                reconnects: 2,
+                queue: 3,
+                ..BotStats::default()
+            },
         ];
         let s = Snapshot {
             elapsed: Duration::from_secs(12),
@@ -227,7 +241,10 @@ mod tests {
             p50_ms: Some(123.4),
         };
         let line = progress_line(&s);
-        assert!(line.starts_with("[ 12s/60s] running | bad: connections cut | bots 1/2 up | p50 123 ms | 40 rows/s"), "{line}");
+        assert!(
+            line.starts_with("[ 12s/60s] running | bad: connections cut | bots 1/2 up | p50 123 ms | 40 rows/s"),
+            "{line}"
+        );
         assert!(line.contains("accuracy 90.0%") && line.contains("2 reconnects") && line.contains("queue 3"), "{line}");
     }
 }
