@@ -296,7 +296,7 @@ impl Bot {
             }
         }
         drop(s);
-        for (ticket, (answer, round_trip, attempts)) in answers {
+        for (ticket, (answer, attempts)) in answers {
             if Some(ticket) == self.join {
                 self.join = None;
                 if answer == Answer::Committed {
@@ -307,14 +307,7 @@ impl Bot {
                 }
                 continue;
             }
-            if self.ledger.answered(ticket, answer, attempts).is_some() {
-                if let Some(rt) = round_trip {
-                    let mut tape = lock(&self.tape);
-                    let ms = rt.as_secs_f64() * 1000.0;
-                    tape.round_trips.push(ms);
-                    tape.all_round_trips.push((t, ms));
-                }
-            }
+            self.ledger.answered(ticket, answer, attempts);
         }
     }
 
@@ -344,6 +337,17 @@ impl Bot {
                 let seq = self.ledger.next_seq();
                 let call = self.client.reducers().call_sequenced(game::ACT_REDUCER, &ActArgs { seq, action }, seq);
                 self.ledger.sent(call.ticket(), seq);
+                // The latency a player feels: from the call to its answer, waits and resends included.
+                let (tape, started, made) = (self.tape.clone(), self.started, Instant::now());
+                tokio::spawn(async move {
+                    if call.await.is_ok() {
+                        let answered = Instant::now();
+                        let mut tape = lock(&tape);
+                        let ms = answered.duration_since(made).as_secs_f64() * 1000.0;
+                        tape.round_trips.push(ms);
+                        tape.all_round_trips.push((answered.duration_since(started).as_secs_f64(), ms));
+                    }
+                });
             }
         }
     }
@@ -384,8 +388,8 @@ fn prediction_config() -> PredictionConfig {
     PredictionConfig { max_prediction_history: 2048, ..PredictionConfig::default() }
 }
 
-/// A call's result as the ledger files it, with its round trip and sends.
-fn answer_of(result: &Result<spacelink::ReducerResult, ReducerError>) -> (Answer, Option<Duration>, u32) {
+/// A call's result as the ledger files it, with how many times it was sent.
+fn answer_of(result: &Result<spacelink::ReducerResult, ReducerError>) -> (Answer, u32) {
     match result {
         Ok(r) => {
             let answer = match &r.outcome {
@@ -393,9 +397,9 @@ fn answer_of(result: &Result<spacelink::ReducerResult, ReducerError>) -> (Answer
                 Outcome::Failed(reason) => Answer::Refused(reason.clone()),
                 Outcome::OutOfEnergy => Answer::Refused("out of energy".into()),
             };
-            (answer, Some(r.round_trip), r.attempts)
+            (answer, r.attempts)
         }
-        Err(e) => (Answer::Lost(e.to_string()), None, 1),
+        Err(e) => (Answer::Lost(e.to_string()), 1),
     }
 }
 
@@ -431,7 +435,7 @@ mod tests {
     #[test]
     fn results_are_filed_as_the_ledger_wants_them() {
         let lost = answer_of(&Err(ReducerError::Cancelled));
-        assert!(matches!(lost, (Answer::Lost(_), None, 1)));
+        assert!(matches!(lost, (Answer::Lost(_), 1)));
         assert!(unit(u64::MAX) < 1.0 && unit(0) == 0.0);
     }
 }

@@ -214,7 +214,7 @@ impl Report {
         let series = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
             self.timeline.iter().filter_map(|s| f(s).map(|v| (s.t, v))).collect()
         };
-        h.push_str("<h2>Latency of acknowledged calls (round trip through the proxy)</h2>");
+        h.push_str("<h2>Latency of acknowledged actions: from the call to its answer (waits and resends included)</h2>");
         h.push_str(&chart(
             &[
                 ("p50", "#1f77b4", series(&|s| s.p50_ms)),
@@ -390,8 +390,15 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Band colours of the phases, in order.
-const BANDS: [&str; 5] = ["#f4f4f4", "#eaf2fb", "#fdf0e0", "#fbe3e3", "#f4f4f4"];
+/// The band colour of a phase.
+fn band(phase: &str) -> &'static str {
+    match phase {
+        "mobile" => "#eaf2fb",
+        "bad" => "#fdf0e0",
+        "chaos" => "#fbe3e3",
+        _ => "#f4f4f4",
+    }
+}
 
 /// A plotted line: its name, colour and (time, value) points.
 type Series<'a> = (&'a str, &'a str, Vec<(f64, f64)>);
@@ -411,14 +418,14 @@ fn chart(
     let x = |v: f64| left + (v / t_max) * (w - left - right);
     let y = |v: f64| top + (1.0 - v / y_max) * (h - top - bottom);
     let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" font-size=\"11\">");
-    for (i, (from, to, name)) in phases.iter().enumerate() {
+    for (from, to, name) in phases {
         let _ = write!(
             s,
             "<rect x=\"{:.1}\" y=\"{top}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"/><text x=\"{:.1}\" y=\"{:.1}\" fill=\"#777\">{}</text>",
             x(*from),
             (x(*to) - x(*from)).max(0.0),
             h - top - bottom,
-            BANDS[i % BANDS.len()],
+            band(name),
             x(*from) + 3.0,
             top + 11.0,
             esc(name)

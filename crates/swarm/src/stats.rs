@@ -101,9 +101,9 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Events of all bots that the timeline needs between samples.
 #[derive(Debug, Default)]
 pub struct Tape {
-    /// Call round trips since the last sample, in ms.
+    /// Call latencies (from the call to its answer) since the last sample, in ms.
     pub round_trips: Vec<f64>,
-    /// Every call round trip of the run: (seconds since the start, ms).
+    /// Every call latency of the run: (seconds since the start it was answered, ms).
     pub all_round_trips: Vec<(f64, f64)>,
     /// Recoveries: (seconds since the start it recovered, ms it took).
     pub recoveries: Vec<(f64, f64)>,
