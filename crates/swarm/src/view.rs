@@ -70,23 +70,17 @@ pub fn progress_line(s: &Snapshot) -> String {
 /// How often the plain output prints a line.
 pub const PLAIN_EVERY: Duration = Duration::from_secs(3);
 
-/// Where the view goes.
-pub enum View {
-    /// A live view on the terminal's alternate screen.
-    Live(Box<Terminal<CrosstermBackend<Stdout>>>),
-    /// Progress lines on standard output.
-    Plain {
-        /// When the last line was printed.
-        last: Option<Instant>,
-    },
+/// Where the view goes: a live view on the terminal's alternate screen, or
+/// progress lines on standard output.
+pub struct View {
+    live: Option<Box<Terminal<CrosstermBackend<Stdout>>>>,
+    /// When the last progress line was printed.
+    last: Option<Instant>,
 }
 
 impl std::fmt::Debug for View {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            View::Live(_) => "View::Live",
-            View::Plain { .. } => "View::Plain",
-        })
+        f.debug_struct("View").field("live", &self.live.is_some()).finish()
     }
 }
 
@@ -94,44 +88,34 @@ impl View {
     /// The live view if `live` (standard output is a terminal), else progress lines.
     /// The live view leaves the terminal's line discipline alone, so Ctrl-C still interrupts.
     pub fn new(live: bool) -> Self {
-        if live {
-            let mut out = io::stdout();
-            if execute!(out, terminal::EnterAlternateScreen, cursor::Hide).is_ok() {
-                if let Ok(t) = Terminal::new(CrosstermBackend::new(io::stdout())) {
-                    return View::Live(Box::new(t));
+        let mut view = View { live: None, last: None };
+        if live && execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide).is_ok() {
+            match Terminal::new(CrosstermBackend::new(io::stdout())) {
+                Ok(t) => view.live = Some(Box::new(t)),
+                Err(_) => {
+                    let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
                 }
             }
         }
-        View::Plain { last: None }
+        view
     }
 
     /// Shows `s` (a line at most every [`PLAIN_EVERY`] in plain mode).
     pub fn show(&mut self, s: &Snapshot) {
-        match self {
-            View::Live(t) => {
-                let _ = t.draw(|f| draw(f, s));
-            }
-            View::Plain { last } => {
-                if last.is_none_or(|l| l.elapsed() >= PLAIN_EVERY) {
-                    *last = Some(Instant::now());
-                    println!("{}", progress_line(s));
-                    let _ = io::stdout().flush();
-                }
-            }
+        if let Some(t) = &mut self.live {
+            let _ = t.draw(|f| draw(f, s));
+        } else if self.last.is_none_or(|l| l.elapsed() >= PLAIN_EVERY) {
+            self.last = Some(Instant::now());
+            println!("{}", progress_line(s));
+            let _ = io::stdout().flush();
         }
     }
 
-    /// Prints a line (below the live view, which is closed first if open).
-    pub fn say(&mut self, line: &str) {
-        self.close();
-        println!("{line}");
-    }
-
-    /// Leaves the alternate screen, if on it.
+    /// Leaves the alternate screen, if on it (the last frame stays on the screen as text).
     pub fn close(&mut self) {
-        if let View::Live(_) = self {
+        if self.live.take().is_some() {
             let _ = execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show);
-            *self = View::Plain { last: Some(Instant::now()) };
+            self.last = Some(Instant::now());
         }
     }
 }
