@@ -214,7 +214,9 @@ impl Report {
         let series = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
             self.timeline.iter().filter_map(|s| f(s).map(|v| (s.t, v))).collect()
         };
-        h.push_str("<h2>Latency of acknowledged actions: from the call to its answer (waits and resends included)</h2>");
+        h.push_str(
+            "<h2>Latency of acknowledged actions: from the call to its answer (waits and resends included)</h2>",
+        );
         h.push_str(&chart(
             &[
                 ("p50", "#1f77b4", series(&|s| s.p50_ms)),

@@ -319,7 +319,8 @@ pub async fn sql(query: &str) -> serde_json::Value {
     .unwrap()
 }
 
-/// The fault-injecting proxy (crate `spacelink-faultproxy`).
+/// The fault-injecting proxy (crate `spacelink-faultproxy`); not every test binary uses it.
+#[allow(unused_imports)]
 pub use spacelink_faultproxy as proxy;
 
 /// Ticks a game's client at about 60 fps until `done` says so (given the
