@@ -4,6 +4,7 @@
 //! restarted with `xtask server restart`). A frozen server is always thawed,
 //! whatever ends the run.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,10 @@ impl ServerControl {
     /// `xtask server restart --dir DIR` (blocking: run it off the runtime's threads).
     fn restart(&self) -> Result<(), String> {
         let (Some(dir), Some(xtask)) = (&self.dir, &self.xtask) else { return Err("no server control".into()) };
+        // In a process group of its own: a Ctrl-C at the terminal must not
+        // stop it between stopping the server and starting it again.
         let out = Command::new(xtask)
+            .process_group(0)
             .args(["server", "restart", "--dir"])
             .arg(dir)
             .output()
