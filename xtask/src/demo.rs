@@ -1,15 +1,61 @@
-//! `cargo xtask demo`: from a fresh clone to the running demo in one command.
+//! `cargo xtask demo`: from a fresh clone to the swarm demo in one command:
+//! setup, the swarm's build (cargo's own progress shown), a server (unless one
+//! runs), the module published with `--clear`, then the `swarm` binary
+//! (crates/swarm): 20 bots through a fault proxy under the `chaos` schedule
+//! for about a minute, watched live, ending in a report and a verdict. Its
+//! exit code is the demo's.
+//!
+//! Ctrl-C reaches the swarm, which stops its bots and proxy, thaws the server
+//! and still writes the report; xtask waits for it, then stops the server it
+//! started.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use crate::cmd::{self, Step};
 use crate::server::{self, Paths, ServerGuard};
-use crate::{module, setup};
+use crate::{module, procs, setup};
 
-pub fn run() -> Result<()> {
+/// What `cargo xtask demo` passes on to the swarm.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// `--bots N`.
+    pub bots: Option<String>,
+    /// `--profile NAME`.
+    pub profile: Option<String>,
+    /// `--duration D`.
+    pub duration: Option<String>,
+    /// `--plain`: progress lines even on a terminal.
+    pub plain: bool,
+}
+
+/// The swarm binary the build makes.
+fn swarm_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| crate::repo_root().join("target"), PathBuf::from);
+    target.join("debug").join("swarm")
+}
+
+pub fn run(options: &Options) -> Result<ExitCode> {
     setup::run()?;
+
+    // First, the build, with cargo's progress on the terminal: on a fresh
+    // clone this is the long part, and it should not be silent.
+    let step = Step::new("build the swarm (cargo build -p spacelink-swarm)");
+    let mut build = cmd::cargo();
+    cmd::scrub_cargo_run_env(&mut build).current_dir(crate::repo_root()).args([
+        "build",
+        "-p",
+        "spacelink-swarm",
+        "--bin",
+        "swarm",
+    ]);
+    cmd::run_streamed(&mut build, "cargo build", Duration::from_secs(20))?;
+    step.done();
 
     let dir = server::default_dir();
     let paths = Paths::new(&dir)?;
@@ -27,24 +73,38 @@ pub fn run() -> Result<()> {
 
     module::publish(&dir, true, module::DATABASE)?;
 
-    let step = Step::new("run the demo (cargo run -p spacelink --example demo)");
-    let mut demo = cmd::cargo();
-    cmd::scrub_cargo_run_env(&mut demo)
+    // Ctrl-C goes to the whole foreground group: the swarm handles it (and
+    // writes its report); xtask only waits for it, then cleans up.
+    let _ = ctrlc::set_handler(|| eprintln!("\n==> Ctrl-C: waiting for the swarm to finish its report"));
+
+    let step = Step::new("run the swarm");
+    let mut swarm = std::process::Command::new(swarm_binary());
+    swarm
         .current_dir(crate::repo_root())
-        .args(["run", "--quiet", "-p", "spacelink", "--example", "demo", "--"])
-        .args(["--server", &url, "--database", module::DATABASE]);
-    let status = cmd::run_status(&mut demo, "demo", Duration::from_secs(3600)).context("could not run the demo")?;
+        .args(["--server", &url, "--database", module::DATABASE, "--server-dir"])
+        .arg(&paths.dir)
+        .args(["--out", "target/swarm"]);
+    if let Ok(exe) = procs::xtask_exe() {
+        swarm.arg("--xtask").arg(exe);
+    }
+    for (flag, value) in [("--bots", &options.bots), ("--profile", &options.profile), ("--duration", &options.duration)]
+    {
+        if let Some(v) = value {
+            swarm.args([flag, v]);
+        }
+    }
+    if options.plain {
+        swarm.arg("--plain");
+    }
+    let status = cmd::run_status(&mut swarm, "swarm", Duration::from_secs(3600)).context("could not run the swarm")?;
     step.done();
 
     if let Some(guard) = guard {
         guard.stop()?;
     }
-    if !status.success() {
-        bail!(
-            "the demo exited with {status}. Run it again against a server you keep: \
-             `cargo xtask server start`, `cargo xtask module publish --clear`, then \
-             `cargo run -p spacelink --example demo -- --server <url> --database guildmaster`"
-        );
-    }
-    Ok(())
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
 }

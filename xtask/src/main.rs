@@ -65,7 +65,12 @@ USAGE: cargo xtask <command> [options]
   fuzz [--minutes N]       The fuzz targets (frames, rows, schema: crates/connection/tests/fuzz.rs) for
                            N minutes in all (default 3), release build; writes the figures to
                            docs/RELIABILITY.md. `test` runs them briefly.
-  demo                     setup, a server (unless one runs), publish --clear, run the demo.
+  demo [--bots N] [--profile P] [--duration D] [--plain]
+                           setup, build, a server (unless one runs), publish --clear, then the swarm:
+                           N bots (default 20) through a fault proxy under profile P (good, mobile,
+                           bad, chaos: the default) for D (default 60s), watched live; writes
+                           target/swarm/swarm-report.html and .json; the last line is the verdict
+                           and the exit code follows it.
   help                     This text.
 
 D (the server state directory) defaults to <repo>/.spacelink/server; it holds state.json,
@@ -262,8 +267,14 @@ fn run() -> Result<ExitCode> {
             return fuzz::run(minutes);
         }
         "demo" => {
+            let options = demo::Options {
+                bots: args.value("--bots")?,
+                profile: args.value("--profile")?,
+                duration: args.value("--duration")?,
+                plain: args.flag("--plain"),
+            };
             args.finish()?;
-            demo::run()?;
+            return demo::run(&options);
         }
         "__watchdog" => server::watchdog(&args.rest)?,
         other => bail!("unknown command `{other}`: see `cargo xtask help`"),

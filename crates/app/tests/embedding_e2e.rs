@@ -324,3 +324,67 @@ fn connection_id_of(row: &serde_json::Value) -> String {
     // Columns in the table's order: id first, a_connection_id is the 27th (index 26).
     row[26].to_string()
 }
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_a_query_the_server_cannot_parse_fails_at_once_without_retries() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = Arc::new(rt.block_on(schema()));
+    let mut settings = SpacelinkConfig::new(config());
+    settings.schema = Some(schema);
+    let mut client = Client::builder().with_config(settings).build().unwrap();
+    tick_until(&mut client, 15, "connected", |c, _| c.is_active());
+    let began = Instant::now();
+    let id = client.subscribe(&["SELEC * FRM player"]);
+    let mut failures = Vec::new();
+    tick_until(&mut client, 10, "the refusal", |_, events| {
+        failures.extend(events.iter().filter_map(|e| match e {
+            Event::Subscription(SubscriptionEvent::Failed { id: i, retrying, .. }) if *i == id => Some(*retrying),
+            _ => None,
+        }));
+        !failures.is_empty()
+    });
+    assert_eq!(failures, vec![false], "refused once, not retried");
+    assert!(began.elapsed() < Duration::from_secs(1), "within a round trip or so: {:?}", began.elapsed());
+    assert!(matches!(client.status().subscriptions.get(&id), Some(SubscriptionState::Failed { retrying: false, .. })));
+    client.shutdown();
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_another_clients_reducer_call_reaches_this_clients_callback_with_its_cause() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let schema = Arc::new(rt.block_on(schema()));
+    let start = || {
+        let mut settings = SpacelinkConfig::new(config());
+        settings.schema = Some(schema.clone());
+        let mut client = Client::builder().with_config(settings).subscribe(&["SELECT * FROM player"]).build().unwrap();
+        tick_until(&mut client, 15, "connected and subscribed", |c, _| {
+            c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
+        });
+        client
+    };
+    let (mut watcher, mut other) = (start(), start());
+    let them = other.try_identity().unwrap();
+    let seen: Arc<Mutex<Vec<(Identity, Option<spacelink::connection::lib::ConnectionId>, bool)>>> = Arc::default();
+    let s = seen.clone();
+    watcher.on_reducer("join", move |cause| {
+        let args: JoinArgs = spacelink::connection::sats::bsatn::from_slice(&cause.args).unwrap();
+        let stamped = cause.timestamp.to_micros_since_unix_epoch() > 0;
+        s.lock().unwrap().push((cause.caller_identity, cause.caller_connection_id, stamped && args.map_id == 1));
+    });
+    let name = format!("other-{}", std::process::id());
+    let _call = other.reducers().call("join", &JoinArgs { name, map_id: 1 });
+    let mut joined = false;
+    tick_until(&mut watcher, 10, "the other client's join", |_, events| {
+        joined |= events
+            .iter()
+            .any(|e| matches!(e, Event::Row(r) if matches!(&r.cause, Cause::Reducer(c) if c.caller_identity == them)));
+        let _ = other.frame_tick();
+        !seen.lock().unwrap().is_empty()
+    });
+    assert!(joined, "its row event names the other client as the caller");
+    assert_eq!(*seen.lock().unwrap(), vec![(them, other.status().connection_id, true)]);
+    watcher.shutdown();
+    other.shutdown();
+}

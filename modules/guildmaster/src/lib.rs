@@ -17,6 +17,12 @@
 //!   execution) and may correct the requested step (it is clamped to
 //!   `config.max_step` and to the map bounds), so client-side prediction can
 //!   be wrong and has to reconcile with the server.
+//! * [`act`] plays [`pick_up`], [`attack`] and [`spawn_entities`] as
+//!   *sequenced actions*: each carries a client sequence number per player,
+//!   a repeat of an applied number is dropped (so a client may resend it
+//!   after a lost session), and every applied action leaves a row in
+//!   [`ActionLog`], so a test can prove from the server alone that each
+//!   acknowledged action ran exactly once.
 //! * [`spawn_entities`] / [`clear_spawned`] produce bulk inserts and deletes
 //!   (up to 100 000 rows in one transaction) for subscription and
 //!   throughput tests; [`bump_spawned`] updates as many in one transaction.
@@ -243,6 +249,41 @@ pub struct Inventory {
     pub quantity: u32,
 }
 
+/// The sequenced actions of one player (see [`act`]): the highest sequence
+/// number applied and how many were applied.
+#[table(name = action_seq, public)]
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionSeq {
+    #[primary_key]
+    pub owner: Identity,
+    pub last_seq: u32,
+    pub applied: u32,
+}
+
+/// One row per applied [`act`] call: who, which sequence number, what.
+#[table(name = action_log, public)]
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionLog {
+    #[primary_key]
+    #[auto_inc]
+    pub log_id: u64,
+    #[index(btree)]
+    pub owner: Identity,
+    pub seq: u32,
+    pub action: Action,
+}
+
+/// What an [`act`] call does: the same as the reducer of that name.
+#[derive(SpacetimeType, Clone, Debug, PartialEq)]
+pub enum Action {
+    /// [`pick_up`] this item.
+    PickUp(u64),
+    /// [`attack`] this entity.
+    Attack(u64),
+    /// [`spawn_entities`] this many on the player's map.
+    Spawn(u32),
+}
+
 /// Schedule rows of [`npc_tick`]. [`init`] and [`set_npc_tick`] keep at most
 /// one row here, an interval of `config.npc_tick_ms`.
 #[table(name = npc_tick_schedule, public, scheduled(npc_tick))]
@@ -327,6 +368,8 @@ const ATTACK_DAMAGE: i32 = 10;
 const ATTACK_RANGE: f32 = 3.0;
 /// How far a player can [`pick_up`].
 const PICK_UP_RANGE: f32 = 2.0;
+/// Most entities one [`act`] spawn may insert.
+const MAX_ACT_SPAWN: u32 = 10;
 /// Most entities one [`spawn_entities`] call may insert.
 const MAX_SPAWN: u32 = 100_000;
 /// How long a wandering NPC keeps walking to the same target.
@@ -628,6 +671,37 @@ pub fn pick_up(ctx: &ReducerContext, item_id: u64) -> Result<(), String> {
     }
     ctx.db.item().item_id().update(Item { owner: Some(ctx.sender), ..item });
     ctx.db.inventory().insert(Inventory { slot_id: 0, owner: ctx.sender, item_id, quantity: 1 });
+    Ok(())
+}
+
+/// Plays `action` as the caller's sequenced action number `seq`: a `seq` not
+/// greater than the caller's `action_seq.last_seq` (a repeat, or stale) is
+/// dropped and the call succeeds without changing anything; otherwise the
+/// action runs as its own reducer would ([`pick_up`], [`attack`],
+/// [`spawn_entities`] on the player's map, at most 10 at once) and, if it
+/// succeeds, `last_seq` becomes `seq`, `applied` goes up by one and an
+/// [`ActionLog`] row records it. A failing action fails the call and changes
+/// nothing (its number may be used again).
+#[reducer]
+pub fn act(ctx: &ReducerContext, seq: u32, action: Action) -> Result<(), String> {
+    let player = find_player(ctx)?;
+    let done = ctx.db.action_seq().owner().find(ctx.sender);
+    if done.as_ref().is_some_and(|d| seq <= d.last_seq) {
+        return Ok(());
+    }
+    match action.clone() {
+        Action::PickUp(item_id) => pick_up(ctx, item_id)?,
+        Action::Attack(entity_id) => attack(ctx, entity_id)?,
+        Action::Spawn(count) => spawn_entities(ctx, player.map_id, count.min(MAX_ACT_SPAWN))?,
+    }
+    let applied = done.as_ref().map_or(0, |d| d.applied) + 1;
+    let row = ActionSeq { owner: ctx.sender, last_seq: seq, applied };
+    if done.is_some() {
+        ctx.db.action_seq().owner().update(row);
+    } else {
+        ctx.db.action_seq().insert(row);
+    }
+    ctx.db.action_log().insert(ActionLog { log_id: 0, owner: ctx.sender, seq, action });
     Ok(())
 }
 

@@ -319,7 +319,9 @@ pub async fn sql(query: &str) -> serde_json::Value {
     .unwrap()
 }
 
-pub mod proxy;
+/// The fault-injecting proxy (crate `spacelink-faultproxy`); not every test binary uses it.
+#[allow(unused_imports)]
+pub use spacelink_faultproxy as proxy;
 
 /// Ticks a game's client at about 60 fps until `done` says so (given the
 /// frame's events), or panics after `secs` seconds.

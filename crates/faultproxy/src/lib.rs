@@ -1,4 +1,5 @@
-//! A fault-injecting TCP proxy for the end-to-end tests.
+//! A fault-injecting TCP proxy for the end-to-end tests and the swarm demo
+//! (`crates/swarm`). It knows nothing of spacelink: it forwards bytes.
 //!
 //! The kernel on our test machines has no `netem`, so network faults are made
 //! in user space: a [`FaultProxy`] listens on `127.0.0.1`, forwards every
@@ -6,14 +7,19 @@
 //! way it can add latency and jitter, limit the bandwidth, swallow every byte
 //! (a blackhole), refuse new connections, or cut the live ones.
 //!
-//! ```ignore
-//! let proxy = FaultProxy::start("127.0.0.1:3000".parse()?).await?;
-//! let mut config = ConnectionConfig::new(proxy.url(), "guildmaster");
+//! ```no_run
+//! # use std::time::Duration;
+//! # use spacelink_faultproxy::FaultProxy;
+//! # async fn run() -> std::io::Result<()> {
+//! let proxy = FaultProxy::start("127.0.0.1:3000".parse().expect("an address")).await?;
+//! // connect a client to proxy.url() instead of the server itself,
 //! // ... connect, then break the network under the client:
 //! proxy.set_latency(Duration::from_millis(200), Duration::from_millis(50));
 //! proxy.set_blackhole(true);
 //! proxy.cut_all();
 //! proxy.heal();
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Design
@@ -33,9 +39,6 @@
 //! * Cuts and the proxy's stop are broadcast on `tokio::sync::watch` channels;
 //!   a connection task that sees one sets `SO_LINGER` to zero on both of its
 //!   sockets and drops them, so both peers see a reset.
-// Every test binary uses a different part of this module.
-#![allow(dead_code)]
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

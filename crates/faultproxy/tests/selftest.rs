@@ -1,16 +1,13 @@
-//! Self-tests of the fault-injecting proxy of the end-to-end tests, against a
+//! Self-tests of the fault-injecting proxy, against a
 //! local echo server (no SpacetimeDB needed). The timing checks are loose lower
 //! bounds: they prove that a fault is applied, not how fast anything is.
 #![allow(clippy::unwrap_used)]
-
-#[path = "common/proxy.rs"]
-mod proxy;
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use proxy::{FaultProxy, Faults};
+use spacelink_faultproxy::{FaultProxy, Faults};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
