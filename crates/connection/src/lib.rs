@@ -42,18 +42,22 @@ pub mod error;
 pub mod guard;
 pub mod handle;
 pub mod health;
+#[cfg(feature = "testsuite")]
 pub mod hostile;
 pub mod http;
 pub mod layout;
 pub mod messages;
 pub mod metric_names;
 pub mod net;
+pub mod recording;
 pub mod rtt;
 pub mod sats_json;
 pub mod schema;
 pub mod state;
+#[cfg(feature = "testsuite")]
 pub mod testing;
 pub mod tls;
+pub mod upgrade;
 mod typespace;
 
 pub use actor::ConnectionActor;
