@@ -384,11 +384,7 @@ pub struct PersistentStore {
 
 /// Chooses as the module doc says, from the keyring probe's outcome and the
 /// credential file's path (plain logic: the probe and the environment are inputs).
-pub fn choose(
-    service: &str,
-    keyring: Result<KeyringStore, String>,
-    file: Option<PathBuf>,
-) -> PersistentStore {
+pub fn choose(service: &str, keyring: Result<KeyringStore, String>, file: Option<PathBuf>) -> PersistentStore {
     match (keyring, file) {
         (Ok(store), _) => PersistentStore {
             store: Arc::new(store),
@@ -501,7 +497,8 @@ mod tests {
     #[test]
     fn only_a_keyring_that_persists_until_deleted_counts() {
         assert_eq!(persistence_refusal(&CredentialPersistence::UntilDelete), None);
-        for p in [CredentialPersistence::UntilReboot, CredentialPersistence::ProcessOnly, CredentialPersistence::EntryOnly]
+        for p in
+            [CredentialPersistence::UntilReboot, CredentialPersistence::ProcessOnly, CredentialPersistence::EntryOnly]
         {
             assert!(persistence_refusal(&p).is_some());
         }

@@ -176,7 +176,7 @@ mod tests {
         #[cfg(feature = "tls")]
         {
             let tls = crate::tls::TlsConfig::default();
-        // A reqwest client is a shared pool: the same one comes back.
+            // A reqwest client is a shared pool: the same one comes back.
             assert_eq!(format!("{:?}", tls_client(&tls).unwrap()), format!("{:?}", tls_client(&tls).unwrap()));
         }
     }

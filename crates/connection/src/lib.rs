@@ -57,8 +57,8 @@ pub mod state;
 #[cfg(feature = "testsuite")]
 pub mod testing;
 pub mod tls;
-pub mod upgrade;
 mod typespace;
+pub mod upgrade;
 
 pub use actor::ConnectionActor;
 pub use backoff::{Jitter, RetryPolicy};

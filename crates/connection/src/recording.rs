@@ -214,32 +214,44 @@ impl Recorder for Router {
     }
 
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        cached(key, |c| &mut c.counters, || {
-            let theirs = on_global(|g| g.register_counter(key, metadata));
-            match on_target(|t| t.register_counter(key, metadata)) {
-                Some(ours) => Counter::from_arc(Arc::new(Both(ours, theirs))),
-                None => theirs,
-            }
-        })
+        cached(
+            key,
+            |c| &mut c.counters,
+            || {
+                let theirs = on_global(|g| g.register_counter(key, metadata));
+                match on_target(|t| t.register_counter(key, metadata)) {
+                    Some(ours) => Counter::from_arc(Arc::new(Both(ours, theirs))),
+                    None => theirs,
+                }
+            },
+        )
     }
 
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        cached(key, |c| &mut c.gauges, || {
-            let theirs = on_global(|g| g.register_gauge(key, metadata));
-            match on_target(|t| t.register_gauge(key, metadata)) {
-                Some(ours) => Gauge::from_arc(Arc::new(Both(ours, theirs))),
-                None => theirs,
-            }
-        })
+        cached(
+            key,
+            |c| &mut c.gauges,
+            || {
+                let theirs = on_global(|g| g.register_gauge(key, metadata));
+                match on_target(|t| t.register_gauge(key, metadata)) {
+                    Some(ours) => Gauge::from_arc(Arc::new(Both(ours, theirs))),
+                    None => theirs,
+                }
+            },
+        )
     }
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        cached(key, |c| &mut c.histograms, || {
-            let theirs = on_global(|g| g.register_histogram(key, metadata));
-            match on_target(|t| t.register_histogram(key, metadata)) {
-                Some(ours) => Histogram::from_arc(Arc::new(Both(ours, theirs))),
-                None => theirs,
-            }
-        })
+        cached(
+            key,
+            |c| &mut c.histograms,
+            || {
+                let theirs = on_global(|g| g.register_histogram(key, metadata));
+                match on_target(|t| t.register_histogram(key, metadata)) {
+                    Some(ours) => Histogram::from_arc(Arc::new(Both(ours, theirs))),
+                    None => theirs,
+                }
+            },
+        )
     }
 }

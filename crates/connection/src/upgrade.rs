@@ -74,7 +74,9 @@ pub fn verify(response: Response, key: &str, subprotocol: Option<&str>) -> Resul
     let wrong = match (returned, subprotocol) {
         (None, Some(_)) => Some(SubProtocolError::NoSubProtocol),
         (Some(_), None) => Some(SubProtocolError::ServerSentSubProtocolNoneRequested),
-        (Some(r), Some(asked)) if !asked.split(',').any(|a| a.trim() == r) => Some(SubProtocolError::InvalidSubProtocol),
+        (Some(r), Some(asked)) if !asked.split(',').any(|a| a.trim() == r) => {
+            Some(SubProtocolError::InvalidSubProtocol)
+        }
         _ => None,
     };
     match wrong {
@@ -131,7 +133,8 @@ mod tests {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 
     fn request() -> http::Request<()> {
-        let mut request = "ws://127.0.0.1:3000/v1/database/db/subscribe?compression=None".into_client_request().unwrap();
+        let mut request =
+            "ws://127.0.0.1:3000/v1/database/db/subscribe?compression=None".into_client_request().unwrap();
         request.headers_mut().insert(http::header::SEC_WEBSOCKET_PROTOCOL, http::HeaderValue::from_static("v1.bsatn"));
         request.headers_mut().insert(http::header::AUTHORIZATION, http::HeaderValue::from_static("Bearer s3cr3t"));
         request
@@ -187,6 +190,8 @@ mod tests {
             protocol(verify(response(&[good[0], good[2], &accept]), key, None)),
             ProtocolError::MissingUpgradeWebSocketHeader
         ));
-        assert!(matches!(verify(response(&["HTTP/1.1 401 Unauthorized"]), key, None), Err(Error::Http(r)) if r.status() == 401));
+        assert!(
+            matches!(verify(response(&["HTTP/1.1 401 Unauthorized"]), key, None), Err(Error::Http(r)) if r.status() == 401)
+        );
     }
 }
