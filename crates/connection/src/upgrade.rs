@@ -32,6 +32,8 @@ pub fn hide_credentials(request: &mut http::Request<()>) {
 
 /// The request's bytes and its `Sec-WebSocket-Key`. The request must carry
 /// the upgrade headers (`IntoClientRequest` adds them).
+// tungstenite's own error, as its handshake gives it (the actor reads its `Http` response).
+#[allow(clippy::result_large_err)]
 pub fn request_bytes(request: &http::Request<()>) -> Result<(Vec<u8>, String), Error> {
     let path = request.uri().path_and_query().ok_or(Error::Url(UrlError::NoPathOrQuery))?.as_str();
     let key = request
@@ -52,6 +54,8 @@ pub fn request_bytes(request: &http::Request<()>) -> Result<(Vec<u8>, String), E
 }
 
 /// Checks a response head as RFC 6455 (and tungstenite) require.
+// tungstenite's own error, as its handshake gives it (the actor reads its `Http` response).
+#[allow(clippy::result_large_err)]
 pub fn verify(response: Response, key: &str, subprotocol: Option<&str>) -> Result<Response, Error> {
     if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         return Err(Error::Http(response));
