@@ -404,6 +404,7 @@ impl Settings {
             alert_window: t.alert_window,
             rules: t.rules.clone(),
             prometheus: t.prometheus,
+            ..TelemetryConfig::default()
         };
         let named = |e: spacelink_telemetry::TelemetryError| match e {
             spacelink_telemetry::TelemetryError::Config { field, reason } => {
@@ -497,7 +498,9 @@ impl Settings {
         config.credentials = match a.store.as_str() {
             "memory" => None,
             "file" => Some(std::sync::Arc::new(crate::credentials::FileCredentialStore::new(
-                a.credentials_file.clone().unwrap_or_else(crate::credentials::default_credentials_file),
+                a.credentials_file.clone().or_else(crate::credentials::default_credentials_file).ok_or_else(|| {
+                    SettingsError::new("auth.credentials_file", "no user data directory here: name the file")
+                })?,
             ))),
             "keyring" => Some(std::sync::Arc::new(crate::credentials::KeyringStore::default())),
             _ => Some(crate::credentials::default_store(a.credentials_file.clone())),

@@ -251,7 +251,7 @@ pub(crate) fn start_children(
     let telemetry = match config.telemetry {
         Some(setup) => {
             let policy = config.supervision.telemetry.clone();
-            let started = TelemetryActor::start_global_in(setup.config, setup.listeners, |ctx, actor| {
+            let started = TelemetryActor::start_in(setup.config, setup.listeners, |ctx, actor| {
                 let on_shutdown = OnShutdown::StopsItself;
                 controls.telemetry = Some(supervise::start(ctx, actor, "telemetry", policy, stop.clone(), on_shutdown));
             });

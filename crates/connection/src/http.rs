@@ -6,15 +6,13 @@
 //! twice that in a debug build), whatever the URL: building one per call paid
 //! that on every connect, even for `http://`. So:
 //!
-//! - `https://` goes through one `reqwest` client per process, built lazily
-//!   on first use and shared;
+//! - `https://` (the `tls` feature; without it a typed failure) goes through
+//!   one `reqwest` client per process, built lazily on first use and shared;
 //! - `http://` (the usual local or LAN server) is a plain HTTP/1.1 GET on a
 //!   fresh TCP connection (`hyper`): no TLS stack is built at all.
 //!
 //! [`get`] reads the body as it arrives and stops at a size limit, so a
 //! hostile server cannot make it buffer more.
-
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Empty};
@@ -118,6 +116,17 @@ async fn plain_get(url: &str, token: Option<&str>, max_size: usize) -> Result<Fe
     result
 }
 
+#[cfg(not(feature = "tls"))]
+async fn tls_get(
+    url: &str,
+    _token: Option<&str>,
+    _max_size: usize,
+    _tls: &crate::tls::TlsConfig,
+) -> Result<Fetched, GetError> {
+    Err(GetError::Failed(format!("{url}: an https:// server needs spacelink's `tls` feature")))
+}
+
+#[cfg(feature = "tls")]
 async fn tls_get(
     url: &str,
     token: Option<&str>,
@@ -143,15 +152,14 @@ async fn tls_get(
 
 /// The client for `https://` URLs with `tls`'s roots (the platform's plus
 /// the extra ones), one per set of extra roots, shared by the process.
+#[cfg(feature = "tls")]
 fn tls_client(tls: &crate::tls::TlsConfig) -> Result<reqwest::Client, String> {
-    static CLIENTS: Mutex<Vec<(Vec<String>, reqwest::Client)>> = Mutex::new(Vec::new());
+    static CLIENTS: std::sync::Mutex<Vec<(Vec<String>, reqwest::Client)>> = std::sync::Mutex::new(Vec::new());
     let mut clients = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, client)) = clients.iter().find(|(extra, _)| *extra == tls.extra_root_certificates) {
         return Ok(client.clone());
     }
-    let builder = reqwest::Client::builder();
-    #[cfg(feature = "tls")]
-    let builder = builder.use_preconfigured_tls((*crate::tls::client_config(tls)?).clone());
+    let builder = reqwest::Client::builder().use_preconfigured_tls((*crate::tls::client_config(tls)?).clone());
     let client = builder.build().map_err(|e| crate::schema::error_chain(&e))?;
     clients.push((tls.extra_root_certificates.clone(), client.clone()));
     Ok(client)
@@ -165,9 +173,12 @@ mod tests {
     fn one_tls_client_per_process_and_none_for_plain_http() {
         assert!(is_plain("http://127.0.0.1:3000/v1/x") && is_plain("HTTP://localhost/y"));
         assert!(!is_plain("https://example.invalid/") && !is_plain("ws://x/"));
-        let tls = crate::tls::TlsConfig::default();
-        // A reqwest client is a shared pool: the same one comes back.
-        assert_eq!(format!("{:?}", tls_client(&tls).unwrap()), format!("{:?}", tls_client(&tls).unwrap()));
+        #[cfg(feature = "tls")]
+        {
+            let tls = crate::tls::TlsConfig::default();
+            // A reqwest client is a shared pool: the same one comes back.
+            assert_eq!(format!("{:?}", tls_client(&tls).unwrap()), format!("{:?}", tls_client(&tls).unwrap()));
+        }
     }
 
     #[tokio::test]

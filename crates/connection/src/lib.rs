@@ -43,6 +43,7 @@ pub mod error;
 pub mod guard;
 pub mod handle;
 pub mod health;
+#[cfg(feature = "testsuite")]
 pub mod hostile;
 pub mod http;
 pub mod layout;
@@ -50,14 +51,17 @@ pub mod messages;
 pub mod metric_names;
 pub mod net;
 pub mod policy;
+pub mod recording;
 pub mod rtt;
 pub mod sats_json;
 pub mod schema;
 pub mod state;
+#[cfg(feature = "testsuite")]
 pub mod testing;
 pub mod tls;
 pub mod tracker;
 mod typespace;
+pub mod upgrade;
 
 pub use actor::ConnectionActor;
 pub use backoff::{Jitter, RetryPolicy};

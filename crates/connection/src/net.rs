@@ -20,6 +20,8 @@
 //! there, so tests on a paused clock are unaffected); the socket then moves to
 //! the network runtime, where the TLS and WebSocket handshakes run, so that its
 //! readiness is driven by the network thread's reactor, not the busy actix one.
+//! The upgrade request is written by [`crate::upgrade`], which logs no token.
+//! The network thread's `metrics` events go through [`crate::recording`].
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -50,6 +52,7 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("spacelink-net")
+            .on_thread_start(crate::recording::route_this_thread)
             .enable_all()
             .build()
             .unwrap_or_else(|e| panic!("cannot start the network runtime's thread: {e}"))
@@ -144,7 +147,9 @@ pub async fn open(
     #[cfg(feature = "tls")]
     let connector = if request.uri().scheme_str() == Some("wss") {
         let config = crate::tls::client_config(tls).map_err(|e| tungstenite::Error::Io(std::io::Error::other(e)))?;
-        Some(tokio_tungstenite::Connector::Rustls(config))
+        let name = rustls_pki_types::ServerName::try_from(request.uri().host().unwrap_or_default().to_string())
+            .map_err(|_| tungstenite::Error::Tls(tungstenite::error::TlsError::InvalidDnsName))?;
+        Some((tokio_rustls::TlsConnector::from(config), name))
     } else {
         None
     };
@@ -166,12 +171,15 @@ pub async fn open(
     let handshake = runtime().spawn(async move {
         let tcp = TcpStream::from_std(std)?;
         #[cfg(feature = "tls")]
-        let (stream, _response) =
-            tokio_tungstenite::client_async_tls_with_config(request, tcp, Some(ws_config), connector).await?;
+        let tcp = match connector {
+            Some((connector, name)) => MaybeTlsStream::Rustls(connector.connect(name, tcp).await?),
+            None => MaybeTlsStream::Plain(tcp),
+        };
         // Without TLS compiled in, `ConnectionConfig::validate` refuses wss:// URLs.
         #[cfg(not(feature = "tls"))]
-        let (stream, _response) =
-            tokio_tungstenite::client_async_with_config(request, MaybeTlsStream::Plain(tcp), Some(ws_config)).await?;
+        let tcp = MaybeTlsStream::Plain(tcp);
+        // Our upgrade, not tungstenite's: it would log the token (see `upgrade`).
+        let (stream, _response) = crate::upgrade::client(tcp, request, ws_config).await?;
         Ok::<_, tungstenite::Error>(start(stream, outbound_capacity, limits))
     });
     handshake.await.map_err(|e| tungstenite::Error::Io(std::io::Error::other(format!("handshake task: {e}"))))?

@@ -646,6 +646,8 @@ impl Actor for SyncActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        // Its thread's metrics go to the game's recorder and the monitor alike.
+        spacelink_connection::recording::route_this_thread();
     }
 }
 

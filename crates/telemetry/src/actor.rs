@@ -1,12 +1,23 @@
 //! The telemetry actor: closes an interval at each tick, judges the rules,
 //! tells the listeners, answers questions. All logic is in the plain types.
+//!
+//! Where its recorder goes ([`TelemetryActor::start_in`]): by default it
+//! becomes the target of `spacelink_connection::recording`'s router, the
+//! thread-local recorder of spacelink's own threads, which also forwards every
+//! event to the game's global recorder; no global recorder is installed, so a
+//! game's own recorder (installed before or after) keeps working and sees
+//! spacelink's series. With `TelemetryConfig::install_global_recorder` it is
+//! installed as the process's global recorder instead (the game has none and
+//! wants every thread's events), and the router then forwards to it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+#[cfg(feature = "prometheus")]
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use spacelink_connection::clock::now;
+use spacelink_connection::recording;
 
 use crate::alert::{AlertKind, AlertMonitor};
 use crate::config::TelemetryConfig;
@@ -67,17 +78,27 @@ impl TelemetryActor {
         Ok((TelemetryHandle::new(addr, prometheus, prometheus_addr), recorder))
     }
 
-    /// Like [`start_global`](Self::start_global), but hands the actor and its
-    /// context to `run` (a supervisor of the caller's; the actor is
-    /// [`Supervised`]: a restart keeps its windows and open alerts).
-    pub fn start_global_in(
+    /// Starts the monitor, hands the actor and its context to `run` (a
+    /// supervisor of the caller's; the actor is [`Supervised`]: a restart
+    /// keeps its windows and open alerts), and places its recorder as the
+    /// module doc says: the target of spacelink's threads (this one, the
+    /// caller's actix thread, is routed too), or the global recorder if
+    /// `config.install_global_recorder` (then
+    /// [`TelemetryError::RecorderInstalled`] if the process has one).
+    pub fn start_in(
         config: TelemetryConfig,
         listeners: TelemetryListeners,
         run: impl FnOnce(Context<Self>, Self),
     ) -> Result<TelemetryHandle, TelemetryError> {
         let prometheus_addr = config.prometheus;
+        let global = config.install_global_recorder;
         let (actor, recorder, prometheus) = Self::build(config, listeners)?;
-        metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::RecorderInstalled)?;
+        if global {
+            metrics::set_global_recorder(recorder).map_err(|_| TelemetryError::RecorderInstalled)?;
+        } else {
+            recording::set_target(Some(Arc::new(recorder)));
+        }
+        recording::route_this_thread();
         let ctx = Context::new();
         let handle = TelemetryHandle::new(ctx.address(), prometheus, prometheus_addr);
         run(ctx, actor);
@@ -88,9 +109,12 @@ impl TelemetryActor {
     fn build(
         config: TelemetryConfig,
         listeners: TelemetryListeners,
-    ) -> Result<(Self, TelemetryRecorder, Option<PrometheusHandle>), TelemetryError> {
+    ) -> Result<(Self, TelemetryRecorder, Exporter), TelemetryError> {
         config.validate()?;
         let monitor = AlertMonitor::new(&config.rules)?;
+        #[cfg(not(feature = "prometheus"))]
+        let (exporter, prometheus) = (None, None);
+        #[cfg(feature = "prometheus")]
         let (exporter, prometheus) = match config.prometheus {
             Some(addr) => {
                 let (recorder, serve) = PrometheusBuilder::new()
@@ -291,4 +315,8 @@ impl Handler<StopTelemetry> for TelemetryActor {
 }
 
 /// Keeps `PrometheusHandle` out of the public messages.
+#[cfg(feature = "prometheus")]
 pub(crate) type Exporter = Option<PrometheusHandle>;
+/// No exporter without the `prometheus` feature.
+#[cfg(not(feature = "prometheus"))]
+pub(crate) type Exporter = Option<std::convert::Infallible>;

@@ -24,8 +24,14 @@ pub struct TelemetryConfig {
     /// The alert rules (default: [`ThresholdRule::defaults`]).
     pub rules: Vec<ThresholdRule>,
     /// Serve the Prometheus text format on this loopback address
-    /// (`GET /metrics`; default: none).
+    /// (`GET /metrics`; default: none). Needs the `prometheus` feature: without
+    /// it, a typed config error naming `prometheus`.
     pub prometheus: Option<SocketAddr>,
+    /// Install the monitor's recorder as the process's global `metrics`
+    /// recorder, so that it hears every thread (default: no: it hears
+    /// spacelink's own threads and leaves the global recorder to the game; see
+    /// the `actor` module). Fixed at start.
+    pub install_global_recorder: bool,
 }
 
 /// The most intervals kept, whatever the retention.
@@ -41,6 +47,7 @@ impl Default for TelemetryConfig {
             alert_window: Duration::from_secs(5),
             rules: ThresholdRule::defaults(),
             prometheus: None,
+            install_global_recorder: false,
         }
     }
 }
@@ -55,6 +62,12 @@ impl TelemetryConfig {
             return Err(TelemetryError::Config {
                 field: "prometheus",
                 reason: "the endpoint is bound at start: restart to move it".into(),
+            });
+        }
+        if new.install_global_recorder != self.install_global_recorder {
+            return Err(TelemetryError::Config {
+                field: "install_global_recorder",
+                reason: "the recorder is placed at start: restart to change it".into(),
             });
         }
         Ok(())
@@ -80,9 +93,7 @@ impl TelemetryConfig {
             return refuse("window", format!("{:?} exceeds the retention {:?}", self.window, self.retention));
         }
         if let Some(addr) = self.prometheus {
-            if !addr.ip().is_loopback() {
-                return refuse("prometheus", format!("{addr} is not a loopback address"));
-            }
+            check_prometheus(addr, cfg!(feature = "prometheus")).or_else(|reason| refuse("prometheus", reason))?;
         }
         for rule in &self.rules {
             rule.validate()?;
@@ -95,6 +106,20 @@ impl TelemetryConfig {
         let n = self.retention.as_nanos() / self.sampling_interval.as_nanos().max(1);
         (n as usize).clamp(1, MAX_INTERVALS)
     }
+}
+
+/// Whether a Prometheus endpoint can be served at `addr` (a loopback
+/// address, and the exporter `compiled_in`), else why not.
+pub fn check_prometheus(addr: SocketAddr, compiled_in: bool) -> Result<(), String> {
+    if !compiled_in {
+        return Err(format!(
+            "serving {addr} needs the `prometheus` feature (of spacelink, or spacelink-telemetry), which is off"
+        ));
+    }
+    if !addr.ip().is_loopback() {
+        return Err(format!("{addr} is not a loopback address"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -128,5 +153,24 @@ mod tests {
             ..d()
         };
         assert_eq!(tiny.intervals_kept(), MAX_INTERVALS);
+    }
+
+    #[test]
+    fn a_prometheus_address_without_the_feature_is_a_named_error() {
+        let addr = "127.0.0.1:9898".parse().unwrap();
+        let reason = check_prometheus(addr, false).unwrap_err();
+        assert!(reason.contains("`prometheus` feature"), "{reason}");
+        assert!(check_prometheus(addr, true).is_ok());
+        assert!(check_prometheus("10.0.0.1:9898".parse().unwrap(), true).is_err());
+    }
+
+    #[test]
+    fn where_the_recorder_goes_is_fixed_at_start() {
+        let c = TelemetryConfig::default();
+        let global = TelemetryConfig { install_global_recorder: true, ..c.clone() };
+        assert!(matches!(
+            c.check_live_change(&global),
+            Err(TelemetryError::Config { field: "install_global_recorder", .. })
+        ));
     }
 }

@@ -73,7 +73,10 @@ impl TelemetryHandle {
 
     /// The Prometheus text the endpoint serves now, if configured.
     pub fn prometheus_text(&self) -> Option<String> {
-        self.prometheus.as_ref().map(|h| h.render())
+        #[cfg(feature = "prometheus")]
+        return self.prometheus.as_ref().map(|h| h.render());
+        #[cfg(not(feature = "prometheus"))]
+        self.prometheus.map(|never| match never {})
     }
 
     /// Stops the monitor (the recorder stays installed and keeps counting).

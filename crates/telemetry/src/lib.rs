@@ -1,10 +1,12 @@
 //! The performance monitor for spacelink.
 //!
 //! Every crate records through the `metrics` facade under the names in
-//! [`spacelink_connection::metric_names`]. This crate owns the library's only
+//! [`spacelink_connection::metric_names`]. This crate owns the monitor's
 //! recorder, [`TelemetryRecorder`]: it turns the series it knows into windowed
 //! statistics and fans every series out to a Prometheus endpoint if one is
-//! configured.
+//! configured (the `prometheus` feature). It hears spacelink's own threads
+//! through `spacelink_connection::recording`, beside whatever global recorder
+//! the game installed (see the `actor` module).
 //!
 //! * Plain types, time passed in: [`LatencyHistogram`] (log-linear buckets,
 //!   percentiles within 12.5 %), [`StatsWindow`] (a bounded ring of sampling
@@ -20,9 +22,10 @@
 //! (see `benches/record.rs` and docs/BENCHMARKS.md); the actor does the rest
 //! once per interval.
 //!
-//! Architecture invariant: only this crate (and binaries) install a `metrics`
-//! recorder; it reads no files and no environment: the app passes the
-//! configuration and writes the exports.
+//! Architecture invariant: the library installs no global `metrics` recorder
+//! unless the game asks (`TelemetryConfig::install_global_recorder`); this
+//! crate reads no files and no environment: the app passes the configuration
+//! and writes the exports.
 
 pub mod actor;
 pub mod alert;

@@ -1,4 +1,5 @@
-//! Our `metrics::Recorder`: feeds the windows, and fans out to Prometheus.
+//! Our `metrics::Recorder`: feeds the windows, and fans out to Prometheus
+//! (the `prometheus` feature).
 //!
 //! The facade asks the recorder for a handle on *every* `counter!`/`histogram!`
 //! call, so registering must be cheap: the series the windows need (see
@@ -9,18 +10,26 @@
 //! a later event costs one read lock and a lookup by the key's precomputed
 //! hash. Series the windows do not use go to the exporter alone.
 
-use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+#[cfg(feature = "prometheus")]
+use std::sync::RwLock;
 
 use metrics::{
     Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder, SharedString, Unit,
 };
-use metrics_exporter_prometheus::PrometheusRecorder;
-use metrics_util::layers::{Fanout, FanoutBuilder};
-use metrics_util::KeyHasher;
 use spacelink_connection::metric_names as names;
+#[cfg(feature = "prometheus")]
+use spacelink_connection::recording::{Both, KeyMap};
+
+/// The Prometheus exporter's recorder (the `prometheus` feature).
+#[cfg(feature = "prometheus")]
+pub type Exporter = metrics_exporter_prometheus::PrometheusRecorder;
+
+/// No exporter without the `prometheus` feature (a type with no value).
+#[cfg(not(feature = "prometheus"))]
+#[derive(Debug)]
+pub enum Exporter {}
 
 use crate::histogram::{seconds_to_micros, AtomicHistogram};
 use crate::window::{Count, Counts, Sample};
@@ -149,7 +158,7 @@ impl HistogramFn for LatencyHandle {
 }
 
 /// The handles of the windows, built once; a recorder of its own, so that it
-/// can be one of a `Fanout`'s.
+/// can be combined with the exporter's.
 #[derive(Debug, Clone)]
 struct Ours {
     counts: Vec<Counter>,
@@ -213,8 +222,7 @@ impl Recorder for Ours {
     }
 }
 
-type KeyMap<T> = HashMap<Key, T, BuildHasherDefault<KeyHasher>>;
-
+#[cfg(feature = "prometheus")]
 #[derive(Debug, Default)]
 struct Combined {
     counters: KeyMap<Counter>,
@@ -224,14 +232,17 @@ struct Combined {
 
 /// The recorder: our windows, and optionally the Prometheus exporter.
 ///
-/// Install it with `metrics::set_global_recorder` (what
-/// [`TelemetryActor::start_global`](crate::TelemetryActor::start_global)
-/// does), or use it for a scope with `metrics::with_local_recorder`.
+/// [`TelemetryActor::start_in`](crate::TelemetryActor::start_in) makes it
+/// the target of spacelink's threads (`spacelink_connection::recording`), or
+/// installs it globally if the config asks; or use it for a scope with
+/// `metrics::with_local_recorder`.
 pub struct TelemetryRecorder {
     sink: Arc<Sink>,
     ours: Ours,
-    /// Ours and the exporter's, when there is an exporter.
-    fanout: Option<Fanout>,
+    /// The exporter, which hears every series (ours only those the windows use).
+    #[cfg(feature = "prometheus")]
+    exporter: Option<Exporter>,
+    #[cfg(feature = "prometheus")]
     combined: RwLock<Combined>,
 }
 
@@ -239,17 +250,38 @@ impl std::fmt::Debug for TelemetryRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TelemetryRecorder")
             .field("sink", &self.sink)
-            .field("exporter", &self.fanout.is_some())
+            .field("exporter", &self.has_exporter())
             .finish_non_exhaustive()
     }
 }
 
 impl TelemetryRecorder {
     /// A recorder writing into `sink`, and to `exporter` if given.
-    pub fn new(sink: Arc<Sink>, exporter: Option<PrometheusRecorder>) -> Self {
+    pub fn new(sink: Arc<Sink>, exporter: Option<Exporter>) -> Self {
         let ours = Ours::new(&sink);
-        let fanout = exporter.map(|e| FanoutBuilder::default().add_recorder(ours.clone()).add_recorder(e).build());
-        Self { sink, ours, fanout, combined: RwLock::default() }
+        #[cfg(feature = "prometheus")]
+        {
+            Self { sink, ours, exporter, combined: RwLock::default() }
+        }
+        #[cfg(not(feature = "prometheus"))]
+        {
+            let _: Option<Exporter> = exporter;
+            Self { sink, ours }
+        }
+    }
+
+    /// Whether it fans out to an exporter.
+    pub fn has_exporter(&self) -> bool {
+        #[cfg(feature = "prometheus")]
+        return self.exporter.is_some();
+        #[cfg(not(feature = "prometheus"))]
+        false
+    }
+
+    /// The exporter, if any.
+    #[cfg(feature = "prometheus")]
+    fn exporter(&self) -> Option<&Exporter> {
+        self.exporter.as_ref()
     }
 
     /// Where it writes.
@@ -257,6 +289,7 @@ impl TelemetryRecorder {
         &self.sink
     }
 
+    #[cfg(feature = "prometheus")]
     fn cached<T: Clone>(
         &self,
         key: &Key,
@@ -279,51 +312,72 @@ impl TelemetryRecorder {
 
 impl Recorder for TelemetryRecorder {
     fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        if let Some(f) = &self.fanout {
-            f.describe_counter(key, unit, description);
+        #[cfg(feature = "prometheus")]
+        if let Some(e) = self.exporter() {
+            e.describe_counter(key, unit, description);
         }
+        #[cfg(not(feature = "prometheus"))]
+        let _ = (key, unit, description);
     }
 
     fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        if let Some(f) = &self.fanout {
-            f.describe_gauge(key, unit, description);
+        #[cfg(feature = "prometheus")]
+        if let Some(e) = self.exporter() {
+            e.describe_gauge(key, unit, description);
         }
+        #[cfg(not(feature = "prometheus"))]
+        let _ = (key, unit, description);
     }
 
     fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
-        if let Some(f) = &self.fanout {
-            f.describe_histogram(key, unit, description);
+        #[cfg(feature = "prometheus")]
+        if let Some(e) = self.exporter() {
+            e.describe_histogram(key, unit, description);
         }
+        #[cfg(not(feature = "prometheus"))]
+        let _ = (key, unit, description);
     }
 
     fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
-        match &self.fanout {
-            None => self.ours.register_counter(key, metadata),
-            Some(f) => self.cached(key, |c| &c.counters, |c| &mut c.counters, || f.register_counter(key, metadata)),
+        #[cfg(feature = "prometheus")]
+        if let Some(e) = self.exporter() {
+            let both = || {
+                let (ours, theirs) = (self.ours.register_counter(key, metadata), e.register_counter(key, metadata));
+                Counter::from_arc(Arc::new(Both(ours, theirs)))
+            };
+            return self.cached(key, |c| &c.counters, |c| &mut c.counters, both);
         }
+        self.ours.register_counter(key, metadata)
     }
 
     fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
-        match &self.fanout {
-            None => self.ours.register_gauge(key, metadata),
-            Some(f) => self.cached(key, |c| &c.gauges, |c| &mut c.gauges, || f.register_gauge(key, metadata)),
+        #[cfg(feature = "prometheus")]
+        if let Some(e) = self.exporter() {
+            let both = || {
+                let (ours, theirs) = (self.ours.register_gauge(key, metadata), e.register_gauge(key, metadata));
+                Gauge::from_arc(Arc::new(Both(ours, theirs)))
+            };
+            return self.cached(key, |c| &c.gauges, |c| &mut c.gauges, both);
         }
+        self.ours.register_gauge(key, metadata)
     }
 
     fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
-        match &self.fanout {
-            None => self.ours.register_histogram(key, metadata),
-            Some(f) => {
-                self.cached(key, |c| &c.histograms, |c| &mut c.histograms, || f.register_histogram(key, metadata))
-            }
+        #[cfg(feature = "prometheus")]
+        if let Some(e) = self.exporter() {
+            let both = || {
+                let (ours, theirs) = (self.ours.register_histogram(key, metadata), e.register_histogram(key, metadata));
+                Histogram::from_arc(Arc::new(Both(ours, theirs)))
+            };
+            return self.cached(key, |c| &c.histograms, |c| &mut c.histograms, both);
         }
+        self.ours.register_histogram(key, metadata)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use metrics_exporter_prometheus::PrometheusBuilder;
 
     fn record_a_session() {
         metrics::histogram!(names::CONNECTION_RTT_SECONDS).record(0.010);
@@ -372,9 +426,10 @@ mod tests {
         assert_eq!(recorder.sink().take().counts, Counts::default(), "taken once");
     }
 
+    #[cfg(feature = "prometheus")]
     #[test]
     fn with_an_exporter_both_hear_every_event() {
-        let exporter = PrometheusBuilder::new().build_recorder();
+        let exporter = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = exporter.handle();
         let recorder = TelemetryRecorder::new(Arc::default(), Some(exporter));
         metrics::with_local_recorder(&recorder, || {
