@@ -21,9 +21,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use spacelink_auth::{AuthConfig, AuthHandle, CredentialStore, TokenProvider};
-use spacelink_connection::layout::RowLayout;
 use spacelink_connection::lib::Identity;
-use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
+use spacelink_connection::sats::{de::Deserialize, ser::Serialize};
 use spacelink_connection::{Compression, ConnectionConfig, ConnectionHandle, ConnectionState, Listeners, ModuleSchema};
 use spacelink_reducers::{ReducerConfig, ReducerHandle, ReducerListeners};
 use spacelink_sync::{Shared, SyncConfig, SyncHandle, SyncListeners, TableView};
@@ -517,13 +516,13 @@ impl Client {
     /// A typed handle to table `name`, for a row type deriving the SATS
     /// `Deserialize` (as generated row types do).
     pub fn table<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(&self, name: &str) -> Table<T> {
+        // The view shares what was derived of the table when the tree started.
+        let view = self.tree.sync.table::<T>(name);
         Table {
-            view: self.tree.sync.table::<T>(name),
-            sync: self.tree.sync.clone(),
+            name: view.name().clone(),
+            view,
             schema: self.tree.schema.clone(),
-            name: Arc::from(name),
             registrar: self.registrar.clone(),
-            layout: Arc::new(std::sync::OnceLock::new()),
             _row: PhantomData,
         }
     }
@@ -729,14 +728,25 @@ fn typed<'r, T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
 ///
 /// Generated bindings wrap it, one per table.
 pub struct Table<T> {
+    /// The cache's typed reads of the table (its columns, key and layout derived once per client).
     view: TableView<T>,
-    sync: SyncHandle,
     schema: Arc<ModuleSchema>,
     name: Arc<str>,
     registrar: Registrar,
-    /// Where each column lies in a row's bytes, built on the first `find` by a column.
-    layout: Arc<std::sync::OnceLock<RowLayout>>,
     _row: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Table<T> {
+    /// A few reference counts: keep a handle, or make one per frame, alike.
+    fn clone(&self) -> Self {
+        Self {
+            view: self.view.clone(),
+            schema: self.schema.clone(),
+            name: self.name.clone(),
+            registrar: self.registrar.clone(),
+            _row: PhantomData,
+        }
+    }
 }
 
 impl<T> fmt::Debug for Table<T> {
@@ -753,7 +763,8 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
 
     /// Every cached row: for the table's registered type (see
     /// [`ClientBuilder::with_row_types`]) the cache's own decoded rows, shared,
-    /// else each decoded now.
+    /// else each decoded now. The iterator holds one transaction's state of
+    /// the table and walks it: nothing is collected.
     pub fn iter(&self) -> impl Iterator<Item = Shared<T>> {
         self.view.iter()
     }
@@ -768,29 +779,14 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
         self.view.get(key)
     }
 
-    /// The first cached row whose column `column` equals `value` (the
-    /// official SDK's `conn.db.t().col().find(&v)`): the primary key is
-    /// looked up; another column is compared as bytes, read from each row
-    /// without decoding it, and only the match is decoded. `None` for an
-    /// unknown column.
+    /// The cached row whose column `column` equals `value` (the official
+    /// SDK's `conn.db.t().col().find(&v)`): the primary key and every unique
+    /// column are one hash lookup in the cache's indexes; another column is
+    /// compared as bytes, read from each row without decoding it, and the
+    /// first match is returned. Only the row found is decoded (for a type not
+    /// registered). `None` for an unknown column.
     pub fn find<K: Serialize>(&self, column: &str, value: &K) -> Option<Shared<T>> {
-        let table = self.schema.table(&self.name)?;
-        let index = table.columns.iter().position(|c| c == column)?;
-        if table.primary_key.as_slice() == [index] {
-            return self.view.get(value);
-        }
-        let wanted = bsatn::to_vec(value).ok()?;
-        let layout = self.layout.get_or_init(|| RowLayout::new(&table.row_type));
-        let key = self.sync.cache().with_view(|view| {
-            let mut found = None;
-            view.for_each_row(&self.name, |key, row| {
-                if found.is_none() && layout.column(row.bytes(), index).is_some_and(|r| row.bytes()[r] == wanted[..]) {
-                    found = Some(key.clone());
-                }
-            });
-            found
-        })?;
-        self.view.get_by_row_key(&key)
+        self.view.find(column, value)
     }
 
     fn on(&self, kind: RowEventKind, mut callback: impl FnMut(Option<&T>, &T) + Send + 'static) {

@@ -904,12 +904,7 @@ impl ClientCache {
     /// An empty cache made of the same parts as this one (for a reconnect's fresh state).
     pub fn empty_like(&self) -> Self {
         let parts = &self.inner.parts;
-        Self::with_indexes(
-            Arc::clone(&parts.keys),
-            parts.decoders.clone(),
-            parts.spatial.clone(),
-            parts.unique.clone(),
-        )
+        Self::with_indexes(Arc::clone(&parts.keys), parts.decoders.clone(), parts.spatial.clone(), parts.unique.clone())
     }
 
     /// A handle that can only read this cache.
@@ -1530,7 +1525,11 @@ mod tests {
         assert_eq!((found(&cache, 10), found(&cache, 30)), (None, Some(a30.clone())));
         // Two rows trade values in one transaction.
         let (a20, b30) = (keyed(1, 20), keyed(2, 30));
-        cache.apply(&[TableDelta::new("keyed").delete(a30.clone()).delete(b.clone()).insert(a20.clone()).insert(b30.clone())]);
+        cache.apply(&[TableDelta::new("keyed")
+            .delete(a30.clone())
+            .delete(b.clone())
+            .insert(a20.clone())
+            .insert(b30.clone())]);
         assert_eq!((found(&cache, 20), found(&cache, 30)), (Some(a20.clone()), Some(b30.clone())));
         // A later transaction goes to the spare copy, caught up by replay: the same index.
         cache.apply(&[TableDelta::new("plain").insert(row(b"x"))]);

@@ -129,9 +129,11 @@ mod tests {
 
     #[test]
     fn the_schema_s_unique_columns_but_the_key() {
-        let json =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../connection/tests/corpus/guildmaster-schema.json"))
-                .unwrap();
+        let json = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../connection/tests/corpus/guildmaster-schema.json"
+        ))
+        .unwrap();
         let schema = ModuleSchema::from_json(&json).unwrap();
         let unique = UniqueColumns::from_schema(&schema);
         let player = unique.table("player").unwrap();
