@@ -284,16 +284,7 @@ pub fn render_markdown(ctx: &Context, figures: &Figures, notes: &[String], chart
          spacelink, except rates, where above 1 is).\n",
         ctx.command, ctx.date, ctx.commit, ctx.profile, ctx.duration
     );
-    let _ = writeln!(md, "- Machine: {}, {} cores, {} RAM, Linux {}.", ctx.cpu, ctx.cores, ctx.memory, ctx.kernel);
-    let _ = writeln!(md, "- Load during the run: {}.", ctx.load);
-    let _ = writeln!(md, "- Sizes: {}.\n", ctx.sizes);
-    let _ = writeln!(md, "| figure | official | spacelink | ratio |");
-    let _ = writeln!(md, "|---|---|---|---|");
-    for f in &figures.0 {
-        let ratio = f.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
-        let _ =
-            writeln!(md, "| {} | {} | {} | {} |", f.label, f.cell(Client::Official), f.cell(Client::Spacelink), ratio);
-    }
+    machine_and_table(&mut md, ctx, figures, Some(&ctx.sizes));
     if let Some(chart) = chart {
         let _ = writeln!(md, "\n![spacelink and the official SDK, medians with min–max]({chart})");
     }
@@ -307,13 +298,34 @@ pub fn render_markdown(ctx: &Context, figures: &Figures, notes: &[String], chart
         let why = if verdict == "missed" { t.why_missed } else { "" };
         let _ = writeln!(md, "| {} | {bound} | {ratio} | {verdict} | {why} |", t.what);
     }
+    notes_list(&mut md, notes);
+    md
+}
+
+/// The machine, the load, the sizes (if given) and the table of figures.
+fn machine_and_table(md: &mut String, ctx: &Context, figures: &Figures, sizes: Option<&str>) {
+    let _ = writeln!(md, "- Machine: {}, {} cores, {} RAM, Linux {}.", ctx.cpu, ctx.cores, ctx.memory, ctx.kernel);
+    let _ = writeln!(md, "- Load during the run: {}.", ctx.load);
+    if let Some(sizes) = sizes {
+        let _ = writeln!(md, "- Sizes: {sizes}.");
+    }
+    let _ = writeln!(md, "\n| figure | official | spacelink | ratio |");
+    let _ = writeln!(md, "|---|---|---|---|");
+    for f in &figures.0 {
+        let ratio = f.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
+        let _ =
+            writeln!(md, "| {} | {} | {} | {} |", f.label, f.cell(Client::Official), f.cell(Client::Spacelink), ratio);
+    }
+}
+
+/// The run's notes, if any, under their heading.
+fn notes_list(md: &mut String, notes: &[String]) {
     if !notes.is_empty() {
         let _ = writeln!(md, "\n### Notes\n");
         for n in notes {
             let _ = writeln!(md, "- {n}");
         }
     }
-    md
 }
 
 /// The section body between the `game-frame` markers: the figures of the
@@ -336,21 +348,8 @@ pub fn render_frame_markdown(ctx: &Context, figures: &Figures, notes: &[String])
          run's median of 15 repetitions. Cells are `median (min–max, n=runs)`; ratio = spacelink / official.\n",
         ctx.command, ctx.date, ctx.commit, ctx.profile
     );
-    let _ = writeln!(md, "- Machine: {}, {} cores, {} RAM, Linux {}.", ctx.cpu, ctx.cores, ctx.memory, ctx.kernel);
-    let _ = writeln!(md, "- Load during the run: {}.\n", ctx.load);
-    let _ = writeln!(md, "| figure | official | spacelink | ratio |");
-    let _ = writeln!(md, "|---|---|---|---|");
-    for f in &figures.0 {
-        let ratio = f.ratio().map_or_else(|| "-".to_string(), |r| format!("{r:.2}"));
-        let _ =
-            writeln!(md, "| {} | {} | {} | {} |", f.label, f.cell(Client::Official), f.cell(Client::Spacelink), ratio);
-    }
-    if !notes.is_empty() {
-        let _ = writeln!(md, "\n### Notes\n");
-        for n in notes {
-            let _ = writeln!(md, "- {n}");
-        }
-    }
+    machine_and_table(&mut md, ctx, figures, None);
+    notes_list(&mut md, notes);
     md
 }
 
