@@ -50,7 +50,19 @@ pub struct Options {
     pub write_docs: bool,
     /// How the clients are built.
     pub build: Build,
+    /// The scenarios to run (names of [`SCENARIOS`]); empty: all.
+    pub scenarios: Vec<String>,
 }
+
+/// The scenarios, by the names `--scenario` takes, in the order they run.
+pub const SCENARIOS: &[&str] =
+    &["first-row", "rtt", "rtt-stream", "updates", "updates-backlog", "dead-peer", "frame", "load"];
+
+/// The `frame` scenario (both sizes alike with `--quick`): rows cached for
+/// `iter` and `find`, rows per transaction, transactions per run.
+const FRAME_ROWS: u64 = 10_000;
+const FRAME_TX_ROWS: u64 = 1_000;
+const FRAME_TXS: u64 = 5;
 
 /// How both bench clients are built (always both alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -727,6 +739,72 @@ impl Bench {
         }
     }
 
+    /// A game's frame: the time a tick that delivers a transaction of
+    /// [`FRAME_TX_ROWS`] row updates takes on the game's thread, and reads of
+    /// [`FRAME_ROWS`] cached rows (`iter`, `find` by a unique column).
+    fn frame(&mut self) {
+        let what = "game frame";
+        let extra = [
+            ("--query", Self::query(UPDATE_MAP)),
+            ("--expect-rows", (FRAME_ROWS + NPCS_PER_MAP).to_string()),
+            ("--expect-updates", (FRAME_TX_ROWS * FRAME_TXS).to_string()),
+        ];
+        for round in 0..self.rounds {
+            for client in Self::order(round) {
+                let outcome = (|| -> Result<Value> {
+                    let mut run = Run::start(self.bin(client), &self.args("frame", &extra, &[]), &self.log)?;
+                    run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
+                    for _ in 0..FRAME_TXS {
+                        // Apart, so that a tick delivers one transaction.
+                        thread::sleep(Duration::from_millis(200));
+                        self.server.call("bump_spawned", json!([UPDATE_MAP, FRAME_TX_ROWS]))?;
+                    }
+                    run.result(self.sizes.client_timeout + Duration::from_secs(10))
+                })();
+                let v = match outcome {
+                    Ok(v) => v,
+                    Err(e) => {
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                };
+                let numbers = |key: &str| -> Vec<f64> {
+                    v[key].as_array().map(|a| a.iter().filter_map(Value::as_f64).collect()).unwrap_or_default()
+                };
+                let (frames, rows) = (numbers("frame_us"), numbers("frame_rows"));
+                let whole: Vec<f64> =
+                    frames.iter().zip(&rows).filter(|(_, n)| **n == FRAME_TX_ROWS as f64).map(|(t, _)| *t).collect();
+                if whole.len() < frames.len() {
+                    self.notes.push(format!(
+                        "{what}, {}, round {}: {} of {} ticks delivered other than one whole transaction (left out)",
+                        client.name(),
+                        round + 1,
+                        frames.len() - whole.len(),
+                        frames.len()
+                    ));
+                }
+                let s = short_count(FRAME_TX_ROWS);
+                let label = format!("a frame delivering {s} row updates (a row callback each): game-thread time, p50");
+                self.record("frame_tx_p50", &label, Unit::Micros, client, percentile(&whole, 50.0));
+                let n = short_count(FRAME_ROWS);
+                let (iter, find) = (numbers("iter_us"), numbers("find_ns"));
+                let label = format!("`iter` over {n} cached rows, per call");
+                self.record("frame_iter", &label, Unit::Micros, client, report::median(&iter));
+                let label = "`find` by a unique column (`entity_id`), per call";
+                self.record("frame_find", label, Unit::Nanos, client, report::median(&find));
+                eprintln!(
+                    "    {what}, {} round {}: frame {:.0} µs (of {} ticks), iter {:.0} µs, find {:.0} ns",
+                    client.name(),
+                    round + 1,
+                    percentile(&whole, 50.0).unwrap_or(0.0),
+                    whole.len(),
+                    report::median(&iter).unwrap_or(0.0),
+                    report::median(&find).unwrap_or(0.0)
+                );
+            }
+        }
+    }
+
     /// Connect to the first row of a small table.
     fn first_row(&mut self) {
         let extra = [("--query", "SELECT * FROM map".to_string()), ("--table", "map".to_string())];
@@ -909,15 +987,33 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let load = LoadSampler::start();
 
     let step = Step::new(format!("scenarios, {rounds} round(s), clients alternating"));
+    let wants = |name: &str| opts.scenarios.is_empty() || opts.scenarios.iter().any(|s| s == name);
     bench.spawn(UPDATE_MAP, sizes.update_rows)?;
-    bench.first_row();
-    bench.rtt(false);
-    bench.rtt(true);
-    bench.updates(false);
-    bench.updates(true);
-    bench.dead_peer();
+    if wants("first-row") {
+        bench.first_row();
+    }
+    if wants("rtt") {
+        bench.rtt(false);
+    }
+    if wants("rtt-stream") {
+        bench.rtt(true);
+    }
+    if wants("updates") {
+        bench.updates(false);
+    }
+    if wants("updates-backlog") {
+        bench.updates(true);
+    }
+    if wants("dead-peer") {
+        bench.dead_peer();
+    }
+    if wants("frame") {
+        // After the scenarios that count the update map's rows.
+        bench.spawn(UPDATE_MAP, FRAME_ROWS.saturating_sub(sizes.update_rows))?;
+        bench.frame();
+    }
     let mut spawned = 0;
-    for &n in &sizes.loads {
+    for &n in sizes.loads.iter().filter(|_| wants("load")) {
         bench.spawn(LOAD_MAP, n - spawned)?;
         spawned = n;
         // A million rows take long (and may fail): fewer rounds.
@@ -932,13 +1028,14 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     let (cpu, cores, memory, kernel) = machine();
     let command = format!(
-        "cargo xtask bench{}{} --rounds {rounds}",
+        "cargo xtask bench{}{} --rounds {rounds}{}",
         if opts.quick { " --quick" } else { "" },
         match (opts.quick, opts.build) {
             (_, Build::Opt1) => " --opt1",
             (true, Build::Release) => " --release",
             _ => "",
-        }
+        },
+        opts.scenarios.iter().map(|s| format!(" --scenario {s}")).collect::<String>()
     );
     let ctx = report::Context {
         date: cmd::rfc3339_utc(cmd::unix_now()),
@@ -954,15 +1051,28 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         sizes: sizes.describe(),
     };
     let chart = "bench/client-vs-official.svg";
-    let markdown = report::render_markdown(&ctx, &bench.figures, &bench.notes, Some(chart));
+    // A run rewrites only the sections of what it ran: the frame's figures
+    // have their own section, so `--scenario frame` keeps the others'.
+    let (frame, others) = bench.figures.split("frame_");
+    let (frame_notes, notes): (Vec<String>, Vec<String>) =
+        bench.notes.iter().cloned().partition(|n| n.starts_with("game frame"));
     if opts.write_docs {
         let docs = crate::repo_root().join("docs");
-        fs::create_dir_all(docs.join("bench"))?;
-        fs::write(docs.join(chart), report::render_svg(&bench.figures))?;
         let path = docs.join("BENCHMARKS.md");
-        let doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        fs::write(&path, report::replace_section(&doc, "client-vs-official", &markdown))?;
-        eprintln!("    wrote {} and {}", path.display(), docs.join(chart).display());
+        let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+        if SCENARIOS.iter().any(|s| *s != "frame" && wants(s)) {
+            fs::create_dir_all(docs.join("bench"))?;
+            fs::write(docs.join(chart), report::render_svg(&others))?;
+            let markdown = report::render_markdown(&ctx, &others, &notes, Some(chart));
+            doc = report::replace_section(&doc, "client-vs-official", &markdown);
+            eprintln!("    wrote {}", docs.join(chart).display());
+        }
+        if wants("frame") {
+            doc =
+                report::replace_section(&doc, "game-frame", &report::render_frame_markdown(&ctx, &frame, &frame_notes));
+        }
+        fs::write(&path, doc)?;
+        eprintln!("    wrote {}", path.display());
     }
     Ok(Outcome { figures: bench.figures, notes: bench.notes, errors: bench.errors })
 }

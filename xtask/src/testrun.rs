@@ -307,7 +307,13 @@ pub fn run() -> Result<ExitCode> {
     // small sizes), so the bench cannot rot. Its figures are printed, never judged:
     // only runs that fail (a client error, a wrong count) are problems.
     let step = Step::new("phase 4/4: bench smoke (cargo xtask bench --quick --rounds 1)");
-    let smoke = crate::bench::Options { rounds: 1, quick: true, write_docs: false, build: crate::bench::Build::Debug };
+    let smoke = crate::bench::Options {
+        rounds: 1,
+        quick: true,
+        write_docs: false,
+        build: crate::bench::Build::Debug,
+        scenarios: Vec::new(),
+    };
     let smoke_ok = match crate::bench::run(&smoke) {
         Ok(outcome) => {
             crate::bench::print_table(&outcome.figures);

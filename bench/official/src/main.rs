@@ -8,6 +8,15 @@
 //! worker, applying on the SDK's thread); rows are counted in `on_insert` /
 //! `on_update` callbacks. CPU time is `getrusage(RUSAGE_SELF)` from just before
 //! connecting; memory is VmRSS and VmHWM of /proc/self/status.
+//!
+//! The `frame` scenario is a game's loop on the main thread, as the SDK allows
+//! it: no `run_threaded`, but `DbConnection::frame_tick()` every millisecond,
+//! which applies what arrived to the cache and runs the callbacks on the
+//! calling thread (so its time is all the SDK costs the game's thread for a
+//! transaction); an `on_update` callback on `entity`. Once the rows are cached
+//! it times `iter` over them and an `entity_id().find` of each (`iter_us`,
+//! `find_ns`), says `ready`, then times every `frame_tick` that delivers row
+//! updates (`frame_us`, with `frame_rows` the rows each delivered).
 
 mod module_bindings;
 
@@ -321,6 +330,79 @@ fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// How many times `iter` and the `find`s are timed (the driver takes the median).
+const READ_REPEATS: usize = 15;
+
+/// The `frame` scenario: a game's loop on this (the main) thread.
+fn run_frame(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let deadline = Instant::now() + args.timeout;
+    let query = args.query.clone().context("frame needs --query")?;
+    let conn = DbConnection::builder()
+        .with_uri(args.server.as_str())
+        .with_module_name(args.database.as_str())
+        .build()
+        .context("connecting")?;
+    let updates = Arc::new(AtomicU64::new(0));
+    let counted = updates.clone();
+    conn.db.entity().on_update(move |_, _, new| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        std::hint::black_box(new.hp);
+    });
+    conn.subscription_builder().subscribe([query.as_str()]);
+    let tick = Duration::from_millis(1);
+    while conn.db.entity().count() < args.expect_rows {
+        conn.frame_tick().context("frame_tick")?;
+        if Instant::now() > deadline {
+            bail!("{} of {} rows cached in time", conn.db.entity().count(), args.expect_rows);
+        }
+        std::thread::sleep(tick);
+    }
+    conn.frame_tick().context("frame_tick")?;
+
+    // Reads, from the cache, on the game's thread.
+    let ids: Vec<u64> = conn.db.entity().iter().map(|e| e.entity_id).collect();
+    let (mut iter_us, mut find_ns) = (Vec::new(), Vec::new());
+    for _ in 0..READ_REPEATS {
+        let at = Instant::now();
+        let hp: i64 = conn.db.entity().iter().map(|e| i64::from(e.hp)).sum();
+        iter_us.push(at.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(hp);
+        let at = Instant::now();
+        let found = ids.iter().filter(|id| conn.db.entity().entity_id().find(id).is_some()).count();
+        find_ns.push(at.elapsed().as_secs_f64() * 1e9 / ids.len().max(1) as f64);
+        if found != ids.len() {
+            bail!("found {found} of {} rows by entity_id", ids.len());
+        }
+    }
+    result.insert("rows".into(), json!(ids.len()));
+    result.insert("iter_us".into(), json!(iter_us));
+    result.insert("find_ns".into(), json!(find_ns));
+    emit(json!({ "event": "ready", "unix_us": unix_us() }));
+
+    // Frames: the cost on this thread of each tick that delivers rows.
+    let (mut frame_us, mut frame_rows) = (Vec::new(), Vec::new());
+    while updates.load(Ordering::Relaxed) < args.expect_updates {
+        let before = updates.load(Ordering::Relaxed);
+        let at = Instant::now();
+        conn.frame_tick().context("frame_tick")?;
+        let spent = at.elapsed();
+        let rows = updates.load(Ordering::Relaxed) - before;
+        if rows > 0 {
+            frame_us.push(spent.as_secs_f64() * 1e6);
+            frame_rows.push(rows);
+        }
+        if Instant::now() > deadline {
+            bail!("{} of {} updates in time", updates.load(Ordering::Relaxed), args.expect_updates);
+        }
+        std::thread::sleep(tick);
+    }
+    result.insert("updates".into(), json!(updates.load(Ordering::Relaxed)));
+    result.insert("frame_us".into(), json!(frame_us));
+    result.insert("frame_rows".into(), json!(frame_rows));
+    let _ = conn.disconnect();
+    Ok(())
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -330,7 +412,7 @@ fn main() {
         }
     };
     let mut result = serde_json::Map::new();
-    let outcome = run(&args, &mut result);
+    let outcome = if args.scenario == "frame" { run_frame(&args, &mut result) } else { run(&args, &mut result) };
     result.insert("event".into(), json!("result"));
     result.insert("client".into(), json!("official"));
     result.insert("scenario".into(), json!(args.scenario));

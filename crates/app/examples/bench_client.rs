@@ -9,8 +9,15 @@
 //! - `{"event":"disconnected"|"recovered", "unix_us": …}` in `dead-peer`;
 //! - last, `{"event":"result", "client":"spacelink", "ok":…, …}`.
 //!
+//! The `frame` scenario is a game's loop on the main thread (`build()`, the
+//! schema from the generated bindings, `frame_tick()` every millisecond, a
+//! row callback on `entity`): once the rows are cached it times `iter` over
+//! them and a `find_by_entity_id` of each (`iter_us`, `find_ns`), says
+//! `ready`, then times every `frame_tick` that delivers row updates
+//! (`frame_us`, with `frame_rows` the rows each delivered).
+//!
 //! ```text
-//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer
+//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame
 //!              [--query SQL] [--table T] [--expect-rows N] [--expect-updates N]
 //!              [--calls N] [--wait-update] [--timeout-s S]
 //! ```
@@ -30,6 +37,8 @@ use serde_json::{json, Value};
 use spacelink::reducers::Outcome;
 use spacelink::sync::{RowChange, RowTypes, RowsChanged, SubscriptionEvent, SyncListeners};
 use spacelink::{Client, ConnectionState, Listeners, StateChanged};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 mod guildmaster;
@@ -345,6 +354,82 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     Ok(())
 }
 
+/// How many times `iter` and the `find`s are timed (the driver takes the median).
+const READ_REPEATS: usize = 15;
+
+/// The `frame` scenario: a game's loop on this (the main) thread.
+fn run_frame(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let deadline = Instant::now() + args.timeout;
+    let query = args.query.clone().context("frame needs --query")?;
+    let mut client = Client::builder()
+        .with_uri(&args.server)
+        .with_database(&args.database)
+        // What the generated bindings embed: no schema fetched at start.
+        .with_schema(schema())
+        .with_row_types(row_types())
+        .subscribe(&[query.as_str()])
+        .build()?;
+    let updates = Arc::new(AtomicU64::new(0));
+    let counted = updates.clone();
+    client.db().entity().on_update(move |_, new| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        std::hint::black_box(new.hp);
+    });
+    let tick = Duration::from_millis(1);
+    while (client.db().entity().count() as u64) < args.expect_rows {
+        client.frame_tick();
+        if Instant::now() > deadline {
+            bail!("{} of {} rows cached in time", client.db().entity().count(), args.expect_rows);
+        }
+        std::thread::sleep(tick);
+    }
+    client.frame_tick();
+
+    // Reads, from the cache, on the game's thread.
+    let entities = client.db().entity();
+    let ids: Vec<u64> = entities.iter().map(|e| e.entity_id).collect();
+    let (mut iter_us, mut find_ns) = (Vec::new(), Vec::new());
+    for _ in 0..READ_REPEATS {
+        let at = Instant::now();
+        let hp: i64 = entities.iter().map(|e| i64::from(e.hp)).sum();
+        iter_us.push(at.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(hp);
+        let at = Instant::now();
+        let found = ids.iter().filter(|id| entities.find_by_entity_id(id).is_some()).count();
+        find_ns.push(at.elapsed().as_secs_f64() * 1e9 / ids.len().max(1) as f64);
+        if found != ids.len() {
+            bail!("found {found} of {} rows by entity_id", ids.len());
+        }
+    }
+    result.insert("rows".into(), json!(ids.len()));
+    result.insert("iter_us".into(), json!(iter_us));
+    result.insert("find_ns".into(), json!(find_ns));
+    emit(json!({ "event": "ready", "unix_us": unix_us() }));
+
+    // Frames: the cost on this thread of each tick that delivers rows.
+    let (mut frame_us, mut frame_rows) = (Vec::new(), Vec::new());
+    while updates.load(Ordering::Relaxed) < args.expect_updates {
+        let before = updates.load(Ordering::Relaxed);
+        let at = Instant::now();
+        client.frame_tick();
+        let spent = at.elapsed();
+        let rows = updates.load(Ordering::Relaxed) - before;
+        if rows > 0 {
+            frame_us.push(spent.as_secs_f64() * 1e6);
+            frame_rows.push(rows);
+        }
+        if Instant::now() > deadline {
+            bail!("{} of {} updates in time", updates.load(Ordering::Relaxed), args.expect_updates);
+        }
+        std::thread::sleep(tick);
+    }
+    result.insert("updates".into(), json!(updates.load(Ordering::Relaxed)));
+    result.insert("frame_us".into(), json!(frame_us));
+    result.insert("frame_rows".into(), json!(frame_rows));
+    client.shutdown();
+    Ok(())
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -354,7 +439,11 @@ fn main() {
         }
     };
     let mut result = serde_json::Map::new();
-    let outcome = actix::System::new().block_on(run(&args, &mut result));
+    let outcome = if args.scenario == "frame" {
+        run_frame(&args, &mut result)
+    } else {
+        actix::System::new().block_on(run(&args, &mut result))
+    };
     result.insert("event".into(), json!("result"));
     result.insert("client".into(), json!("spacelink"));
     result.insert("scenario".into(), json!(args.scenario));

@@ -27,9 +27,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use spacelink_auth::{AuthConfig, AuthHandle, CredentialStore, TokenProvider};
-use spacelink_connection::layout::RowLayout;
 use spacelink_connection::lib::Identity;
-use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
+use spacelink_connection::sats::{de::Deserialize, ser::Serialize};
 use spacelink_connection::{Compression, ConnectionConfig, ConnectionHandle, Listeners, ModuleSchema, Token};
 use spacelink_reducers::{ReducerConfig, ReducerHandle, ReducerListeners};
 use spacelink_sync::{
@@ -778,7 +777,6 @@ impl Client {
             name: Arc::from(name),
             registrar: self.registrar.clone(),
             reducers: self.reducers.clone(),
-            layout: Arc::new(OnceLock::new()),
             _row: PhantomData,
         }
     }
@@ -1017,16 +1015,17 @@ impl RowContext<'_> {
 /// Generated bindings wrap it, one per table.
 pub struct Table<T> {
     ready: Arc<OnceLock<Ready>>,
+    /// The cache's typed reads of the table (its columns, key and layout
+    /// derived once per client), once the schema is known.
     view: Arc<OnceLock<TableView<T>>>,
     name: Arc<str>,
     registrar: Registrar,
     reducers: Reducers,
-    /// Where each column lies in a row's bytes, built on the first `find` by a column.
-    layout: Arc<OnceLock<RowLayout>>,
     _row: PhantomData<fn() -> T>,
 }
 
 impl<T> Clone for Table<T> {
+    /// A few reference counts: keep a handle, or make one per frame, alike.
     fn clone(&self) -> Self {
         Self {
             ready: self.ready.clone(),
@@ -1034,7 +1033,6 @@ impl<T> Clone for Table<T> {
             name: self.name.clone(),
             registrar: self.registrar.clone(),
             reducers: self.reducers.clone(),
-            layout: self.layout.clone(),
             _row: PhantomData,
         }
     }
@@ -1063,7 +1061,8 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
 
     /// Every cached row: for the table's registered type (see
     /// [`ClientBuilder::with_row_types`]) the cache's own decoded rows, shared,
-    /// else each decoded now.
+    /// else each decoded now. The iterator holds one transaction's state of
+    /// the table and walks it: nothing is collected.
     pub fn iter(&self) -> impl Iterator<Item = Shared<T>> + '_ {
         self.view().into_iter().flat_map(|view| view.iter())
     }
@@ -1078,31 +1077,14 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> Table<T> {
         self.view()?.get(key)
     }
 
-    /// The first cached row whose column `column` equals `value` (the
-    /// official SDK's `conn.db.t().col().find(&v)`): the primary key is
-    /// looked up; another column is compared as bytes, read from each row
-    /// without decoding it, and only the match is decoded. `None` for an
-    /// unknown column.
+    /// The cached row whose column `column` equals `value` (the official
+    /// SDK's `conn.db.t().col().find(&v)`): the primary key and every unique
+    /// column are one hash lookup in the cache's indexes; another column is
+    /// compared as bytes, read from each row without decoding it, and the
+    /// first match is returned. Only the row found is decoded (for a type not
+    /// registered). `None` for an unknown column.
     pub fn find<K: Serialize>(&self, column: &str, value: &K) -> Option<Shared<T>> {
-        let ready = self.ready.get()?;
-        let view = self.view()?;
-        let table = ready.schema.table(&self.name)?;
-        let index = table.columns.iter().position(|c| c == column)?;
-        if table.primary_key.as_slice() == [index] {
-            return view.get(value);
-        }
-        let wanted = bsatn::to_vec(value).ok()?;
-        let layout = self.layout.get_or_init(|| RowLayout::new(&table.row_type));
-        let key = ready.sync.cache().with_view(|cache| {
-            let mut found = None;
-            cache.for_each_row(&self.name, |key, row| {
-                if found.is_none() && layout.column(row.bytes(), index).is_some_and(|r| row.bytes()[r] == wanted[..]) {
-                    found = Some(key.clone());
-                }
-            });
-            found
-        })?;
-        view.get_by_row_key(&key)
+        self.view()?.find(column, value)
     }
 
     fn on(

@@ -10,8 +10,9 @@
 //!   enum for a sum, with unit and payload variants), named as the official
 //!   generator names them (the table's row type is its product type's name:
 //!   `Player` for `player`), deriving the SATS `Serialize` and `Deserialize`;
-//! - per table, a handle (`PlayerTableHandle`) with `iter`, `count`,
-//!   `find_by_<column>` for the primary key and each unique column,
+//! - per table, a handle (`PlayerTableHandle`, `Clone`, a few reference
+//!   counts) with `iter`, `count`, `find_by_<column>` for the primary key and
+//!   each unique column (a hash lookup: the cache indexes them),
 //!   `on_insert`, `on_delete`, and `on_update` when the table has a primary key;
 //! - per reducer (lifecycle reducers excepted), an argument struct
 //!   (`JoinArgs`) and a method that returns a [`crate::ReducerCall`] at once;
@@ -19,8 +20,12 @@
 //!   sequence parameter to `call_sequenced`, so it is resent after a lost
 //!   session and still runs at most once;
 //! - the entry points: the trait `ModuleClient` on [`crate::Client`]
-//!   (`client.db().player().iter()`, `client.module_reducers().join(..)`) and
-//!   `row_types()` for [`crate::ClientBuilder::with_row_types`].
+//!   (`client.db().player().iter()`, `client.module_reducers().join(..)`),
+//!   `row_types()` for [`crate::ClientBuilder::with_row_types`], and the
+//!   module's definition itself, `SCHEMA_JSON` (tables, reducers and type
+//!   names sorted by name), read once by `schema()` for
+//!   [`crate::ClientBuilder::with_schema`]: a game built with the bindings
+//!   fetches no schema at start.
 //!
 //! The output is deterministic (everything sorted by name) and laid out as
 //! rustfmt lays it out. Names: snake_case tables and reducers become PascalCase
@@ -146,7 +151,39 @@ pub fn generate_from_json(json: &str, options: &GenerateOptions) -> Result<Strin
 /// (no missing, recursive or over-large type), so generation is bounded.
 pub fn generate(module: &RawModuleDefV9, options: &GenerateOptions) -> Result<String, ClientError> {
     ModuleSchema::from_raw(module.clone())?;
-    Generator::new(module, options)?.run()
+    let mut out = Generator::new(module, options)?.run()?;
+    embed_schema(&mut out, module)?;
+    Ok(out)
+}
+
+/// Appends the module's definition as a `SCHEMA_JSON` constant and `schema()`,
+/// which reads it once. The definition is embedded with its tables, reducers
+/// and type names sorted by name (what they mean does not depend on their
+/// order), so the file stays a function of the schema's content.
+fn embed_schema(out: &mut String, module: &RawModuleDefV9) -> Result<(), ClientError> {
+    let mut sorted = module.clone();
+    sorted.tables.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted.reducers.sort_by(|a, b| a.name.cmp(&b.name));
+    sorted.types.sort_by(|a, b| (&a.name.scope, &a.name.name).cmp(&(&b.name.scope, &b.name.name)));
+    let json = ModuleSchema::from_raw(sorted)?.to_json();
+    // The fewest `#`s that no `"` of the text is followed by.
+    let hashes = (0..).map(|n| "#".repeat(n)).find(|h| !json.contains(&format!("\"{h}"))).unwrap_or_default();
+    let _ = write!(
+        out,
+        "
+/// The module's definition (v9, as `GET /v1/database/<db>/schema?version=9`
+/// returns it), embedded by `spacelink generate`.
+pub const SCHEMA_JSON: &str = r{hashes}\"{json}\"{hashes};
+
+/// The module's schema, read from [`SCHEMA_JSON`] once: give it to
+/// `ClientBuilder::with_schema` and the client fetches no schema at start.
+pub fn schema() -> std::sync::Arc<__sl::ModuleSchema> {{
+    static SCHEMA: std::sync::OnceLock<std::sync::Arc<__sl::ModuleSchema>> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| __sl::embedded_schema(SCHEMA_JSON)).clone()
+}}
+"
+    );
+    Ok(())
 }
 
 /// `source` laid out by `rustfmt` (edition 2021), with the settings file
@@ -186,6 +223,8 @@ const FIXED_NAMES: &[&str] = &[
     "RemoteReducers",
     "ModuleClient",
     "row_types",
+    "schema",
+    "SCHEMA_JSON",
     "__sl",
     // The prelude's, which the generated code names unqualified.
     "Option",
@@ -668,7 +707,8 @@ fn table_handle(out: &mut String, t: &TableGen) {
         out,
         "
 /// The table `{name}` (rows: [`{row}`]), read from the client's cache: `client.db().{accessor}()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct {handle} {{
     table: __sl::Table<{row}>,
 }}
@@ -693,7 +733,7 @@ impl {handle} {{
         let _ = write!(
             out,
             "
-    /// The cached row whose `{module}` is `{param}`.
+    /// The cached row whose `{module}` is `{param}` (one hash lookup).
     pub fn find_by_{col}(&self, {param}: &{ty}) -> Option<__sl::Shared<{row}>> {{
         self.table.find(\"{module}\", {param})
     }}
@@ -976,6 +1016,28 @@ mod tests {
         assert!(!out.contains("InitArgs"), "{out}");
         assert!(out.contains("pub fn move_thing(&self, seq: u32, self_: i8) -> __sl::ReducerCall {"), "{out}");
         assert!(out.contains("call(\"move_thing\", &MoveThingArgs { seq, self_ })"), "{out}");
+    }
+
+    #[test]
+    fn the_file_embeds_the_module_s_definition_and_reads_it_once() {
+        let out = generate(&module(), &GenerateOptions::default()).unwrap();
+        assert!(out.contains("#[derive(Clone, Debug)]\npub struct ThingTableHandle {"), "{out}");
+        assert!(out.contains("pub fn schema() -> std::sync::Arc<__sl::ModuleSchema> {"), "{out}");
+        let start = out.find("pub const SCHEMA_JSON: &str = r").unwrap();
+        let line = out[start..].lines().next().unwrap();
+        let (hashes, rest) = line["pub const SCHEMA_JSON: &str = r".len()..].split_once('"').unwrap();
+        let json = rest.strip_suffix(&format!("\"{hashes};")).unwrap();
+        let embedded = ModuleSchema::from_json(json).unwrap();
+        let original = ModuleSchema::from_raw(module()).unwrap();
+        assert_eq!(embedded.difference(&original), None);
+        assert_eq!(embedded.table("thing").unwrap().unique, vec![1], "the declared unique constraint");
+        // A `"#` in the definition gets more hashes around it.
+        let mut odd = module();
+        odd.reducers[0].name = "say\"#hi".into();
+        let json = ModuleSchema::from_raw(odd).unwrap().to_json();
+        let mut text = String::new();
+        embed_schema(&mut text, ModuleSchema::from_json(&json).unwrap().raw()).unwrap();
+        assert!(text.contains("r##\"{"), "{text}");
     }
 
     #[test]

@@ -59,7 +59,21 @@ pub mod __codegen {
     pub use spacelink_connection::lib;
     pub use spacelink_connection::lib::{ConnectionId, Identity, ScheduleAt, TimeDuration, Timestamp};
     pub use spacelink_connection::sats::{bsatn, i256, u256};
+    pub use spacelink_connection::ModuleSchema;
     pub use spacelink_sync::{RowTypes, Shared};
+
+    /// The schema a generated file embeds (its `SCHEMA_JSON`), read.
+    ///
+    /// # Panics
+    ///
+    /// If the text is not a v9 module definition: `spacelink generate` wrote
+    /// one, so only a hand-edited file fails (the bindings' tests read every one).
+    pub fn embedded_schema(json: &str) -> std::sync::Arc<ModuleSchema> {
+        match ModuleSchema::from_json(json) {
+            Ok(schema) => std::sync::Arc::new(schema),
+            Err(e) => panic!("the schema embedded by `spacelink generate` does not read back: {e}"),
+        }
+    }
 }
 
 pub use callbacks::CallbackId;

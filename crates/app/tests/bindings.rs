@@ -354,6 +354,25 @@ fn bindings_are_up_to_date() {
 }
 
 #[test]
+fn each_file_embeds_its_schema_and_reads_it_once() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../connection/tests/corpus/guildmaster-schema.json");
+    let read = |path: &Path| spacelink::ModuleSchema::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let embedded = [
+        (guildmaster::schema(), read(&corpus)),
+        (all_types::schema(), read(&dir().join("all_types-schema.json"))),
+        (wide::schema(), read(&dir().join("wide-schema.json"))),
+    ];
+    for (schema, source) in &embedded {
+        assert_eq!(schema.difference(source), None);
+        assert_eq!(schema.tables().count(), source.tables().count());
+    }
+    assert!(std::sync::Arc::ptr_eq(&guildmaster::schema(), &guildmaster::schema()), "parsed once");
+    let player = guildmaster::schema().table("player").unwrap().clone();
+    assert_eq!(player.unique, vec![0, 1], "identity (the key) and player_id");
+    assert!(guildmaster::SCHEMA_JSON.starts_with('{') && !guildmaster::SCHEMA_JSON.contains('\n'));
+}
+
+#[test]
 fn the_wide_fixture_is_as_wide_as_sdk_test() {
     let module = wide_module();
     assert!(module.tables.len() >= 100, "{} tables", module.tables.len());

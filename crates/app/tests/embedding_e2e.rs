@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::guildmaster::*;
 use common::proxy::FaultProxy;
+use common::schema;
 use common::*;
 use spacelink::connection::lib::Identity;
 use spacelink::sync::{Cause, SubscriptionEvent};

@@ -2,7 +2,8 @@
 //! (`tests/bindings/guildmaster.rs`, checked by `tests/bindings.rs`) against
 //! the real server: rows decoded once into the generated types, tables
 //! iterated and searched by key and by unique column, reducers called through
-//! the generated methods (one sequenced) and their results awaited.
+//! the generated methods (one sequenced) and their results awaited; and a
+//! client started with the schema the bindings embed, which fetches none.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,6 +27,26 @@ fn await_call(call: spacelink::ReducerCall) -> spacelink::CallResult {
     runtime.block_on(async { tokio::time::timeout(Duration::from_secs(15), call).await.expect("a result within 15 s") })
 }
 
+/// `builder` with the bindings' row types, subscribed to players and maps,
+/// built and ticked until the subscription is applied; and our identity.
+fn start(builder: spacelink::ClientBuilder) -> (Client, spacelink::connection::lib::Identity) {
+    let connected = Arc::new(Mutex::new(None));
+    let seen = connected.clone();
+    let mut client = builder
+        .with_row_types(bindings::row_types())
+        .subscribe(&["SELECT * FROM player", "SELECT * FROM map"])
+        .on_connect(move |identity, _token| *seen.lock().unwrap() = Some(identity))
+        .build()
+        .unwrap();
+    let mut applied = false;
+    tick_until(&mut client, 15, "the initial subscription applied", |_, events| {
+        applied |= events.iter().any(|e| matches!(e, Event::Subscription(SubscriptionEvent::Applied { .. })));
+        applied && connected.lock().unwrap().is_some()
+    });
+    let identity = connected.lock().unwrap().unwrap();
+    (client, identity)
+}
+
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
@@ -46,16 +67,7 @@ fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
          (crates/connection/tests/corpus/guildmaster-schema.json), then UPDATE_BINDINGS=1 cargo test -p spacelink --test bindings"
     );
 
-    let connected = Arc::new(Mutex::new(None));
-    let seen = connected.clone();
-    let mut client = Client::builder()
-        .with_uri(url)
-        .with_database(db)
-        .with_row_types(bindings::row_types())
-        .subscribe(&["SELECT * FROM player", "SELECT * FROM map"])
-        .on_connect(move |identity, _token| *seen.lock().unwrap() = Some(identity))
-        .build()
-        .unwrap();
+    let (mut client, identity) = start(Client::builder().with_uri(url).with_database(db));
     let updates = Arc::new(AtomicUsize::new(0));
     let count = updates.clone();
     client.db().player().on_update(move |_ctx, old, new| {
@@ -63,13 +75,6 @@ fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
             count.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let mut applied = false;
-    tick_until(&mut client, 15, "the initial subscription applied", |_, events| {
-        applied |= events.iter().any(|e| matches!(e, Event::Subscription(SubscriptionEvent::Applied { .. })));
-        applied && connected.lock().unwrap().is_some()
-    });
-    let identity = connected.lock().unwrap().unwrap();
-
     // A table iterated and found by its primary key, from the cache.
     let maps: Vec<bindings::Map> = client.db().map().iter().map(|m| (*m).clone()).collect();
     assert!(!maps.is_empty(), "guildmaster's init creates its maps");
@@ -106,5 +111,37 @@ fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
         matches!(failed, spacelink::ReducerError::Failed { ref message, .. } if message.contains("from generated bindings")),
         "{failed:?}"
     );
+    client.shutdown();
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_a_client_with_the_embedded_schema_fetches_none_and_finds_by_its_unique_index() {
+    let (_, db) = server();
+    // Every request goes through a server that counts schema requests, and forwards.
+    let front =
+        spacelink::connection::hostile::HostileServer::start(spacelink::connection::hostile::Case::Forward(upstream()))
+            .unwrap();
+    let schema = bindings::schema();
+    assert!(Arc::ptr_eq(&schema, &bindings::schema()), "read once");
+    let (mut client, identity) = start(Client::builder().with_uri(front.url()).with_database(db).with_schema(schema));
+    let map = client.db().map().iter().next().expect("guildmaster's maps").map_id;
+    let name = format!("embedded-{}", std::process::id());
+    assert_eq!(await_call(client.module_reducers().join(name.clone(), map)).unwrap().outcome, Outcome::Committed);
+    tick_until(&mut client, 15, "our player in the cache", |c, _| {
+        c.db().player().find_by_identity(&identity).is_some()
+    });
+
+    // A handle kept and cloned reads the same cache.
+    let players = client.db().player();
+    let kept = players.clone();
+    let me = players.find_by_identity(&identity).unwrap();
+    assert_eq!(me.name, name);
+    // `player_id` is unique and not the key: the cache's index answers.
+    assert!(client.sync().expect("the schema is known").cache().with_view(|v| v.is_indexed("player", 1)));
+    assert_eq!(kept.find_by_player_id(&me.player_id).as_deref(), Some(&*me));
+    assert!(kept.find_by_player_id(&u64::MAX).is_none());
+    assert_eq!(players.iter().count(), players.count());
+    assert_eq!(front.schema_requests(), 0, "the embedded schema was used: no fetch");
     client.shutdown();
 }

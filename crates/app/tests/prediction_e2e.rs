@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use common::guildmaster::*;
 use common::proxy::FaultProxy;
 use common::*;
+// Not the bindings' `schema()` (the module's embedded schema): the server's, fetched.
+use common::schema;
 use spacelink::connection::lib::Identity;
 use spacelink::prediction::{Position, PredictionConfig, PredictionHandle, Step, Walk};
 use spacelink::prediction_link::PredictionWiring;

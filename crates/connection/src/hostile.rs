@@ -171,7 +171,7 @@ impl HostileServer {
         self.shared.upgrades.load(Ordering::SeqCst)
     }
 
-    /// Schema requests received so far.
+    /// Schema requests received so far (forwarded ones too).
     pub fn schema_requests(&self) -> usize {
         self.shared.schema_requests.load(Ordering::SeqCst)
     }
@@ -213,15 +213,19 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 async fn serve(mut stream: TcpStream, shared: Arc<Shared>) {
     let Some(head) = read_head(&mut stream).await else { return };
     let case = shared.case.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let path = text.split_whitespace().nth(1).unwrap_or("");
     if let Case::Forward(upstream) = case {
+        // Counted as well: a test can tell a client that fetched no schema.
+        if path.contains("/schema") {
+            shared.schema_requests.fetch_add(1, Ordering::SeqCst);
+        }
         let Ok(mut up) = TcpStream::connect(upstream).await else { return };
         if up.write_all(&head).await.is_ok() {
             let _ = tokio::io::copy_bidirectional(&mut stream, &mut up).await;
         }
         return;
     }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    let path = text.split_whitespace().nth(1).unwrap_or("");
     if path.contains("/schema") {
         shared.schema_requests.fetch_add(1, Ordering::SeqCst);
         let schema = shared.schema.lock().unwrap_or_else(PoisonError::into_inner).clone();

@@ -11,8 +11,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use serde_json::Value as Json;
-use spacetimedb_lib::db::raw_def::v9::RawModuleDefV9;
+use spacetimedb_lib::db::raw_def::v9::{RawConstraintDataV9, RawModuleDefV9};
 use spacetimedb_sats::de::serde::DeserializeWrapper;
+use spacetimedb_sats::ser::serde::SerializeWrapper;
 use spacetimedb_sats::{
     bsatn, AlgebraicType, AlgebraicValue, ProductType, ProductTypeElement, ProductValue, SumTypeVariant, Typespace,
 };
@@ -165,6 +166,9 @@ pub struct TableSchema {
     pub primary_key: Vec<usize>,
     /// Column names in order (`col<N>` for an unnamed column).
     pub columns: Vec<String>,
+    /// The columns with a single-column unique constraint, ascending (a
+    /// single-column primary key is one too, as the module declares it).
+    pub unique: Vec<usize>,
 }
 
 /// One reducer: its name and parameters (references resolved).
@@ -188,7 +192,9 @@ pub struct ModuleSchema {
 }
 
 impl ModuleSchema {
-    /// Reads the JSON that `GET /v1/database/<name>/schema?version=9` returns.
+    /// Reads the JSON that `GET /v1/database/<name>/schema?version=9` returns
+    /// (or [`to_json`](Self::to_json) wrote: generated bindings embed it, so a
+    /// game built with them needs no fetch at start).
     pub fn from_json(json: &str) -> Result<Self, SchemaError> {
         let DeserializeWrapper(raw) = serde_json::from_str::<DeserializeWrapper<RawModuleDefV9>>(json)
             .map_err(|e| SchemaError::Parse(e.to_string()))?;
@@ -212,7 +218,18 @@ impl ModuleSchema {
             })?;
             let columns = column_names(&row_type);
             let primary_key = table.primary_key.iter().map(|c| c.idx()).collect();
-            tables.insert(name.clone(), TableSchema { name, row_type, primary_key, columns });
+            let mut unique: Vec<usize> = table
+                .constraints
+                .iter()
+                .filter_map(|c| match &c.data {
+                    RawConstraintDataV9::Unique(u) if u.columns.len() == 1 => u.columns.iter().next().map(|c| c.idx()),
+                    _ => None,
+                })
+                .filter(|&c| c < row_type.elements.len())
+                .collect();
+            unique.sort_unstable();
+            unique.dedup();
+            tables.insert(name.clone(), TableSchema { name, row_type, primary_key, columns, unique });
         }
         let mut reducers = HashMap::new();
         for reducer in raw.reducers {
@@ -227,6 +244,13 @@ impl ModuleSchema {
             reducers.insert(name.clone(), ReducerSchema { name, params, lifecycle });
         }
         Ok(Self { tables, reducers, raw: kept })
+    }
+
+    /// The v9 module definition as compact JSON, as the server writes it:
+    /// [`from_json`](Self::from_json) reads it back to an equal schema.
+    pub fn to_json(&self) -> String {
+        // A v9 definition is plain data: its serialisation cannot fail.
+        serde_json::to_string(&SerializeWrapper::new(&*self.raw)).unwrap_or_default()
     }
 
     /// The v9 module definition as read (named types, constraints, lifecycle
@@ -606,6 +630,24 @@ mod tests {
         reducer.params = ProductType::unit();
         let changed = reducer.name.clone();
         assert_eq!(a.difference(&d), Some(format!("reducer `{changed}` takes other arguments")));
+    }
+
+    #[test]
+    fn the_json_it_writes_reads_back_with_its_unique_columns() {
+        let json =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/guildmaster-schema.json"))
+                .unwrap();
+        let a = ModuleSchema::from_json(&json).unwrap();
+        let text = a.to_json();
+        assert!(!text.contains('\n'), "compact");
+        let b = ModuleSchema::from_json(&text).unwrap();
+        assert_eq!(a.difference(&b), None);
+        assert_eq!(b.to_json(), text, "a fixed point");
+        let player = b.table("player").unwrap();
+        let column = |name: &str| player.columns.iter().position(|c| c == name).unwrap();
+        // `identity` is the key, `player_id` unique too; both are unique constraints.
+        assert_eq!(player.unique, vec![column("identity"), column("player_id")]);
+        assert_eq!(b.table("map").unwrap().unique, vec![0]);
     }
 
     #[test]

@@ -192,7 +192,8 @@ impl SyncActor {
             }
             Some(SpatialSetup { table: c.table.as_str().into(), cell: c.cell_size, positions: Arc::new(positions?) })
         });
-        let cache = ClientCache::with_parts(keys.clone(), types.bind(&schema), spatial);
+        let unique = crate::unique::UniqueColumns::from_schema(&schema);
+        let cache = ClientCache::with_indexes(keys.clone(), types.bind(&schema), spatial, unique);
         Self {
             config,
             cache,

@@ -60,6 +60,15 @@
 //! [`SpatialSetup`]) lives in the same snapshots, so a range query reads rows
 //! and positions of one transaction.
 //!
+//! So do the unique indexes (see [`crate::unique`]): per unique column of a
+//! table, the column's BSATN (a slice of the row's bytes) to the row's key,
+//! sharded and shared between the copies like the rows. A load builds them
+//! with its table; a transaction, and the spare copy's replay, move the
+//! entries of the rows whose value changed (an entry is removed only while it
+//! still names its row: another may have taken the value in the same
+//! transaction), so an update that leaves the column alone touches no index.
+//! [`CacheView::find_unique`] is one hash lookup.
+//!
 //! Server state wins: a delete of a row that is not cached is ignored (and logged
 //! at debug level); nothing here panics on what the server sends.
 //!
@@ -74,6 +83,7 @@
 //! (a reader held the spare copy: it was copied instead) and, from
 //! [`crate::row`], `spacelink_sync_row_decode_errors_total{table}`.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry as MapEntry;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,6 +97,7 @@ use spacelink_connection::codec::{self, QueryUpdate};
 
 use crate::row::{Decoders, Row, TableCodec};
 use crate::spatial::{SpatialIndex, SpatialSetup};
+use crate::unique::{TableUnique, UniqueColumns};
 
 /// How long the writer yields for a reader to let go of the spare copy before copying.
 const SPARE_WAIT: Duration = Duration::from_millis(1);
@@ -135,6 +146,14 @@ impl RowKey {
 
     /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Borrow<[u8]> for RowKey {
+    /// Its bytes: a map keyed by `RowKey`s is searched with a byte slice
+    /// (they hash alike, as `Bytes` hashes its slice).
+    fn borrow(&self) -> &[u8] {
         &self.0
     }
 }
@@ -341,6 +360,61 @@ struct Touched {
 
 type Table = crate::table::Table<RowKey, Cached>;
 
+/// One unique index of a table: a column's BSATN (a slice of the row's bytes)
+/// to the key of the row that holds it. Sharded and shared like a [`Table`].
+type Index = crate::table::Table<RowKey, RowKey>;
+
+/// A table's unique indexes, the `i`-th for its [`TableUnique`]'s `i`-th column.
+type Indexes = Vec<Index>;
+
+/// Moves `key`'s entries in a table's unique indexes from `old`'s column
+/// values to `new`'s. An index whose value did not change is not touched (so
+/// a shared shard is not copied); an entry is removed only while it still
+/// names `key` (another row may have taken the value in the same transaction).
+fn reindex(indexes: &mut Arc<Indexes>, unique: &TableUnique, key: &RowKey, old: Option<&Row>, new: Option<&Row>) {
+    for i in 0..unique.len() {
+        let before = old.and_then(|row| unique.value(row.bytes(), i));
+        let after = new.and_then(|row| unique.value(row.bytes(), i));
+        if before == after {
+            continue;
+        }
+        let Some(index) = Arc::make_mut(indexes).get_mut(i) else { return };
+        if let Some(before) = before {
+            if index.get(&before[..]) == Some(key) {
+                index.remove(&before[..]);
+            }
+        }
+        if let Some(after) = after {
+            index.insert(RowKey(after), key.clone());
+        }
+    }
+}
+
+/// The unique indexes of a table loaded whole, built from its rows.
+fn index_all(rows: &Table, unique: &TableUnique) -> Indexes {
+    let mut indexes: Indexes = vec![Index::default(); unique.len()];
+    for index in &mut indexes {
+        index.reserve(rows.len());
+    }
+    for (key, cached) in rows.iter() {
+        for (i, index) in indexes.iter_mut().enumerate() {
+            if let Some(value) = unique.value(cached.row.bytes(), i) {
+                index.insert(RowKey(value), key.clone());
+            }
+        }
+    }
+    indexes
+}
+
+/// The indexes of `table` in `map`, made (empty) on first use.
+fn indexes_of<'m>(
+    map: &'m mut FxHashMap<Arc<str>, Arc<Indexes>>,
+    table: &Arc<str>,
+    unique: &TableUnique,
+) -> &'m mut Arc<Indexes> {
+    map.entry(Arc::clone(table)).or_insert_with(|| Arc::new(vec![Index::default(); unique.len()]))
+}
+
 /// One published state of the cache.
 ///
 /// Each table (and the spatial index) is behind an `Arc`, and a large table's
@@ -350,6 +424,8 @@ type Table = crate::table::Table<RowKey, Cached>;
 #[derive(Debug, Clone, Default)]
 struct Data {
     tables: FxHashMap<Arc<str>, Arc<Table>>,
+    /// The unique indexes of the tables that have some (see [`crate::unique`]).
+    unique: FxHashMap<Arc<str>, Arc<Indexes>>,
     spatial: Arc<SpatialIndex<RowKey>>,
 }
 
@@ -365,13 +441,24 @@ struct Op {
 
 impl Data {
     /// Replays one table's operations, in order (moving their rows in, not copying).
-    fn replay(&mut self, table: &Arc<str>, ops: impl Iterator<Item = Op>, spatial: Option<&SpatialSetup>) {
-        let Data { tables, spatial: index } = self;
+    fn replay(
+        &mut self,
+        table: &Arc<str>,
+        ops: impl Iterator<Item = Op>,
+        spatial: Option<&SpatialSetup>,
+        unique: Option<&TableUnique>,
+    ) {
+        let Data { tables, unique: uniques, spatial: index } = self;
         let setup = spatial.filter(|s| s.table == *table);
         let rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
+        let mut indexes = unique.map(|u| (u, indexes_of(uniques, table, u)));
         for op in ops {
             if let (true, Some(setup)) = (op.moved, setup) {
                 index_row(index, setup, &op);
+            }
+            if let (true, Some((unique, indexes))) = (op.moved, indexes.as_mut()) {
+                let old = rows.get(&op.key).map(|c| &c.row);
+                reindex(indexes, unique, &op.key, old, op.cached.as_ref().map(|(row, _)| row));
             }
             match op.cached {
                 Some((row, count)) => match rows.get_mut(&op.key) {
@@ -390,6 +477,7 @@ impl Data {
         }
         if rows.is_empty() {
             tables.remove(table);
+            uniques.remove(table);
         }
     }
 
@@ -402,6 +490,14 @@ impl Data {
             }
             None => {
                 self.tables.remove(table);
+            }
+        }
+        match from.unique.get(table) {
+            Some(indexes) => {
+                self.unique.insert(Arc::clone(table), Arc::clone(indexes));
+            }
+            None => {
+                self.unique.remove(table);
             }
         }
         if spatial.is_some_and(|s| s.table == *table) {
@@ -429,6 +525,7 @@ struct Parts {
     keys: Arc<dyn RowKeys>,
     decoders: Decoders,
     spatial: Option<SpatialSetup>,
+    unique: UniqueColumns,
 }
 
 struct Inner {
@@ -440,7 +537,7 @@ struct Inner {
 impl Inner {
     fn with_view<R>(&self, f: impl FnOnce(&CacheView<'_>) -> R) -> R {
         let data = self.published.load();
-        f(&CacheView { data: &data, spatial: self.parts.spatial.as_ref() })
+        f(&CacheView { data: &data, spatial: self.parts.spatial.as_ref(), unique: &self.parts.unique })
     }
 
     fn snapshot(self: &Arc<Self>) -> Snapshot {
@@ -499,6 +596,7 @@ fn debug_tables(inner: &Inner, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::R
 pub struct CacheView<'a> {
     data: &'a Data,
     spatial: Option<&'a SpatialSetup>,
+    unique: &'a UniqueColumns,
 }
 
 impl fmt::Debug for CacheView<'_> {
@@ -510,6 +608,11 @@ impl fmt::Debug for CacheView<'_> {
 impl CacheView<'_> {
     /// The cached row of `table` with `key`.
     pub fn get(&self, table: &str, key: &RowKey) -> Option<Row> {
+        self.data.tables.get(table)?.get(key).map(|c| c.row.clone())
+    }
+
+    /// The cached row of `table` whose key's bytes are `key` (no [`RowKey`] to build).
+    pub fn get_by_bytes(&self, table: &str, key: &[u8]) -> Option<Row> {
         self.data.tables.get(table)?.get(key).map(|c| c.row.clone())
     }
 
@@ -549,6 +652,40 @@ impl CacheView<'_> {
     /// How many distinct rows `table` has.
     pub fn count(&self, table: &str) -> usize {
         self.data.tables.get(table).map_or(0, |t| t.len())
+    }
+
+    /// Whether `column` of `table` has a unique index (see [`crate::unique`]).
+    pub fn is_indexed(&self, table: &str, column: usize) -> bool {
+        self.unique.table(table).is_some_and(|u| u.index_of(column).is_some())
+    }
+
+    /// The key of the row of `table` whose indexed unique `column` holds
+    /// `value` (its BSATN): one hash lookup. `None` if no row holds it, or the
+    /// column has no index ([`is_indexed`](Self::is_indexed)).
+    pub fn unique_key(&self, table: &str, column: usize, value: &[u8]) -> Option<RowKey> {
+        let index = self.unique.table(table)?.index_of(column)?;
+        self.data.unique.get(table)?.get(index)?.get(value).cloned()
+    }
+
+    /// The row of `table` whose indexed unique `column` holds `value` (its BSATN).
+    pub fn find_unique(&self, table: &str, column: usize, value: &[u8]) -> Option<Row> {
+        let index = self.unique.table(table)?.index_of(column)?;
+        let key = self.data.unique.get(table)?.get(index)?.get(value)?;
+        self.get(table, key)
+    }
+
+    /// Every entry of the unique index of `column` of `table`: a value (its
+    /// BSATN) and the key of the row holding it, in no particular order (for
+    /// tests and tools: [`find_unique`](Self::find_unique) is the lookup).
+    pub fn unique_entries(&self, table: &str, column: usize) -> Vec<(Bytes, RowKey)> {
+        let Some(index) = self.unique.table(table).and_then(|u| u.index_of(column)) else { return Vec::new() };
+        let entries = self.data.unique.get(table).and_then(|ix| ix.get(index));
+        entries.map(|ix| ix.iter().map(|(v, k)| (v.0.clone(), k.clone())).collect()).unwrap_or_default()
+    }
+
+    /// The rows of `table`, iterated from this state without copying the table.
+    pub fn table_rows(&self, table: &str) -> TableRows {
+        TableRows::new(self.data.tables.get(table))
     }
 
     /// The tables that have at least one row, sorted by name.
@@ -602,9 +739,53 @@ impl fmt::Debug for Snapshot {
 impl Snapshot {
     /// The snapshot's reads.
     pub fn view(&self) -> CacheView<'_> {
-        CacheView { data: &self.data, spatial: self.inner.parts.spatial.as_ref() }
+        let parts = &self.inner.parts;
+        CacheView { data: &self.data, spatial: parts.spatial.as_ref(), unique: &parts.unique }
     }
 }
+
+/// A borrow of a table's rows, kept with the `Arc` of the table it borrows.
+#[derive(yoke::Yokeable)]
+struct RowsIter<'a>(crate::table::Values<'a, RowKey, Cached>);
+
+/// The rows of one table in one published state, in no particular order
+/// ([`CacheReader::table_rows`]): it holds that state's table (an `Arc`, so
+/// the writer is never waited for: it writes another copy) and walks its
+/// maps, copying nothing but each row's `Arc` as it is handed out.
+pub struct TableRows {
+    rows: Option<yoke::Yoke<RowsIter<'static>, Arc<Table>>>,
+    left: usize,
+}
+
+impl TableRows {
+    fn new(table: Option<&Arc<Table>>) -> Self {
+        let left = table.map_or(0, |t| t.len());
+        let rows = table.map(|t| yoke::Yoke::attach_to_cart(Arc::clone(t), |t: &Table| RowsIter(t.values())));
+        Self { rows, left }
+    }
+}
+
+impl fmt::Debug for TableRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TableRows").field("left", &self.left).finish_non_exhaustive()
+    }
+}
+
+impl Iterator for TableRows {
+    type Item = Row;
+
+    fn next(&mut self) -> Option<Row> {
+        let row = self.rows.as_mut()?.with_mut_return(|rows| rows.0.next().map(|c| c.row.clone()));
+        self.left = self.left.saturating_sub(usize::from(row.is_some()));
+        row
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for TableRows {}
 
 /// The reads, on both [`ClientCache`] and [`CacheReader`]. Each loads the
 /// published snapshot once (lock-free).
@@ -643,6 +824,18 @@ macro_rules! reads {
         /// The key the cache gives `row` of `table` (by its [`RowKeys`]).
         pub fn key_of(&self, table: &str, row: &[u8]) -> RowKey {
             self.inner.parts.keys.key(table, row)
+        }
+
+        /// The row of `table` whose indexed unique `column` holds `value` (its
+        /// BSATN): one hash lookup (see [`CacheView::find_unique`]).
+        pub fn find_unique(&self, table: &str, column: usize, value: &[u8]) -> Option<Row> {
+            self.inner.with_view(|v| v.find_unique(table, column, value))
+        }
+
+        /// The rows of `table` in the current state, iterated without copying
+        /// the table (the iterator keeps that state's table alive).
+        pub fn table_rows(&self, table: &str) -> TableRows {
+            self.inner.with_view(|v| v.table_rows(table))
         }
 
         /// The cached rows of the spatial table within `radius` of `(x, y)` on `map`.
@@ -684,13 +877,25 @@ impl ClientCache {
     /// An empty cache whose rows are keyed by `keys`, decoded by `decoders`,
     /// and, for `spatial`'s table, indexed by position.
     pub fn with_parts(keys: Arc<dyn RowKeys>, decoders: Decoders, spatial: Option<SpatialSetup>) -> Self {
+        Self::with_indexes(keys, decoders, spatial, UniqueColumns::none())
+    }
+
+    /// An empty cache as [`with_parts`](Self::with_parts) makes it, that also
+    /// indexes the `unique` columns of its tables (see [`crate::unique`]).
+    pub fn with_indexes(
+        keys: Arc<dyn RowKeys>,
+        decoders: Decoders,
+        spatial: Option<SpatialSetup>,
+        unique: UniqueColumns,
+    ) -> Self {
         let data = Data {
             tables: FxHashMap::default(),
+            unique: FxHashMap::default(),
             spatial: Arc::new(SpatialIndex::new(spatial.as_ref().map_or(10.0, |s| s.cell))),
         };
         let inner = Inner {
             published: ArcSwap::from_pointee(data),
-            parts: Parts { keys, decoders, spatial },
+            parts: Parts { keys, decoders, spatial, unique },
             writer: Mutex::new(Writer::default()),
         };
         Self { inner: Arc::new(inner) }
@@ -699,7 +904,7 @@ impl ClientCache {
     /// An empty cache made of the same parts as this one (for a reconnect's fresh state).
     pub fn empty_like(&self) -> Self {
         let parts = &self.inner.parts;
-        Self::with_parts(Arc::clone(&parts.keys), parts.decoders.clone(), parts.spatial.clone())
+        Self::with_indexes(Arc::clone(&parts.keys), parts.decoders.clone(), parts.spatial.clone(), parts.unique.clone())
     }
 
     /// A handle that can only read this cache.
@@ -733,7 +938,8 @@ impl ClientCache {
                 let mut ops = pending.drain(..);
                 let mut start = 0;
                 for (table, end) in runs.drain(..) {
-                    data.replay(&table, ops.by_ref().take(end - start), spatial);
+                    let unique = self.inner.parts.unique.table(&table).map(|u| &**u);
+                    data.replay(&table, ops.by_ref().take(end - start), spatial, unique);
                     start = end;
                 }
                 drop(ops);
@@ -784,6 +990,10 @@ impl ClientCache {
                 // A table's first rows (an initial subscription, a reconnect's
                 // fresh state): loaded whole, and shared with the spare copy.
                 let rows = load(inner, &group, codec, txn, &mut stats, &mut changes);
+                match inner.parts.unique.table(&group.table).filter(|_| !rows.is_empty()) {
+                    Some(unique) => data.unique.insert(Arc::clone(&group.table), Arc::new(index_all(&rows, unique))),
+                    None => data.unique.remove(&group.table),
+                };
                 if rows.is_empty() {
                     data.tables.remove(&group.table);
                 } else {
@@ -802,6 +1012,8 @@ impl ClientCache {
                 continue;
             }
             let table = Arc::make_mut(data.tables.entry(Arc::clone(&group.table)).or_default());
+            let unique = inner.parts.unique.table(&group.table);
+            let mut indexes = unique.map(|u| indexes_of(&mut data.unique, &group.table, u));
             let order = &mut writer.order;
             order.clear();
             for row in group.deletes() {
@@ -857,6 +1069,9 @@ impl ClientCache {
                 if old.map(|(r, c)| (r.bytes(), *c)) == new.as_ref().map(|(r, c)| (r.bytes(), *c)) {
                     continue;
                 }
+                if let (true, Some(unique), Some(indexes)) = (moved, unique, indexes.as_mut()) {
+                    reindex(indexes, unique, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r));
+                }
                 changes.extend(change(&group.table, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r)));
                 writer.pending.push(Op { key, cached: new, moved });
             }
@@ -868,6 +1083,7 @@ impl ClientCache {
             }
             if table.is_empty() {
                 data.tables.remove(&group.table);
+                data.unique.remove(&group.table);
             }
         }
         if let Some(setup) = spatial {
@@ -1281,6 +1497,93 @@ mod tests {
         assert_eq!(reader.get("t1", &reader.key_of("t1", &a)), Some(a.clone().into()));
         assert!(reader.contains("t2", &RowKey(b)));
         assert!(format!("{reader:?}").contains("t1"));
+    }
+
+    /// A cache whose `keyed` table (rows `[id: u32, value: u8]`) indexes its unique `value`.
+    fn indexed() -> ClientCache {
+        use spacelink_connection::sats::AlgebraicType;
+        let row_type = [("id", AlgebraicType::U32), ("value", AlgebraicType::U8)].into_iter().collect();
+        let unique = UniqueColumns::none().with_table("keyed", TableUnique::new(&row_type, &[1]));
+        ClientCache::with_indexes(Arc::new(TestKeys), Decoders::none(), None, unique)
+    }
+
+    fn found(cache: &ClientCache, value: u8) -> Option<Bytes> {
+        cache.find_unique("keyed", 1, &[value]).map(|row| row.bytes().clone())
+    }
+
+    #[test]
+    fn the_unique_index_follows_loads_updates_swaps_deletes_and_reconciles() {
+        let cache = indexed();
+        let (a, b) = (keyed(1, 10), keyed(2, 20));
+        cache.apply(&[TableDelta::new("keyed").insert(a.clone()).insert(b.clone())]);
+        assert_eq!((found(&cache, 10), found(&cache, 20), found(&cache, 30)), (Some(a.clone()), Some(b.clone()), None));
+        assert!(cache.with_view(|v| v.is_indexed("keyed", 1) && !v.is_indexed("keyed", 0) && !v.is_indexed("x", 1)));
+
+        // An update moves the row's entry.
+        let a30 = keyed(1, 30);
+        cache.apply(&[TableDelta::new("keyed").delete(a.clone()).insert(a30.clone())]);
+        assert_eq!((found(&cache, 10), found(&cache, 30)), (None, Some(a30.clone())));
+        // Two rows trade values in one transaction.
+        let (a20, b30) = (keyed(1, 20), keyed(2, 30));
+        cache.apply(&[TableDelta::new("keyed")
+            .delete(a30.clone())
+            .delete(b.clone())
+            .insert(a20.clone())
+            .insert(b30.clone())]);
+        assert_eq!((found(&cache, 20), found(&cache, 30)), (Some(a20.clone()), Some(b30.clone())));
+        // A later transaction goes to the spare copy, caught up by replay: the same index.
+        cache.apply(&[TableDelta::new("plain").insert(row(b"x"))]);
+        assert_eq!((found(&cache, 20), found(&cache, 30)), (Some(a20.clone()), Some(b30.clone())));
+        cache.apply(&[TableDelta::new("keyed").delete(b30.clone())]);
+        assert_eq!((found(&cache, 20), found(&cache, 30)), (Some(a20.clone()), None));
+        assert_eq!(cache.with_view(|v| v.unique_entries("keyed", 1).len()), 1);
+
+        // A reconnect's fresh state: the index is the fresh state's.
+        let c = keyed(3, 40);
+        cache.reconcile(&[TableDelta::new("keyed").insert(c.clone())]);
+        assert_eq!((found(&cache, 20), found(&cache, 40)), (None, Some(c.clone())));
+        cache.apply(&[TableDelta::new("keyed").delete(c)]);
+        assert!(cache.with_view(|v| v.unique_entries("keyed", 1).is_empty() && v.data.unique.is_empty()));
+        // A short row has no value: it is cached, not indexed.
+        cache.apply(&[TableDelta::new("keyed").insert(row(&[9, 0, 0, 0]))]);
+        assert_eq!(cache.count("keyed"), 1);
+        assert!(cache.with_view(|v| v.unique_entries("keyed", 1).is_empty()));
+    }
+
+    #[test]
+    fn the_first_write_after_a_large_load_copies_one_shard_of_the_index() {
+        use spacelink_connection::sats::AlgebraicType;
+        let row_type = [("id", AlgebraicType::U32), ("tag", AlgebraicType::U32)].into_iter().collect();
+        let unique = UniqueColumns::none().with_table("keyed", TableUnique::new(&row_type, &[1]));
+        let cache = ClientCache::with_indexes(Arc::new(TestKeys), Decoders::none(), None, unique);
+        let n = crate::table::SPLIT_AT as u32 + 1000;
+        let rows = |id: u32, tag: u32| Bytes::from([id.to_le_bytes(), tag.to_le_bytes()].concat());
+        let mut load = TableDelta::new("keyed");
+        load.inserts = (0..n).map(|i| rows(i, i + 1_000_000)).collect();
+        cache.apply(&[load]);
+        let loaded = cache.inner.published.load_full();
+        cache.apply(&[TableDelta::new("keyed").delete(rows(7, 1_000_007)).insert(rows(7, 7))]);
+        let written = cache.inner.published.load_full();
+        let (before, after) = (&loaded.unique["keyed"][0], &written.unique["keyed"][0]);
+        assert!(after.shared_with(before) >= crate::table::SHARDS - 2, "{}", after.shared_with(before));
+        assert_eq!(cache.find_unique("keyed", 1, &7u32.to_le_bytes()).map(|r| r.bytes().clone()), Some(rows(7, 7)));
+        assert!(cache.find_unique("keyed", 1, &1_000_007u32.to_le_bytes()).is_none());
+        assert_eq!(cache.with_view(|v| v.unique_entries("keyed", 1).len()), n as usize);
+    }
+
+    #[test]
+    fn table_rows_walk_one_state_without_copying_it() {
+        let cache = ClientCache::new(WholeRow);
+        cache.apply(&[TableDelta::new("t").insert(row(b"a")).insert(row(b"b"))]);
+        let rows = cache.table_rows("t");
+        assert_eq!(rows.len(), 2);
+        // A transaction after the iterator was made does not change what it walks.
+        cache.apply(&[TableDelta::new("t").insert(row(b"c"))]);
+        let mut seen: Vec<Bytes> = rows.map(|r| r.bytes().clone()).collect();
+        seen.sort();
+        assert_eq!(seen, vec![row(b"a"), row(b"b")]);
+        assert_eq!(cache.table_rows("t").count(), 3);
+        assert_eq!(cache.table_rows("none").next(), None);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The sync actor's front door, and typed reads of the cache.
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use actix::Addr;
-use spacelink_connection::sats::de::Deserialize;
-use spacelink_connection::ModuleSchema;
+use rustc_hash::FxHashMap;
+use spacelink_connection::layout::RowLayout;
+use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
+use spacelink_connection::{ModuleSchema, TableSchema};
 
 use crate::actor::SyncActor;
 use crate::cache::{CacheReader, RowKey};
@@ -19,12 +22,14 @@ pub struct SyncHandle {
     addr: Addr<SyncActor>,
     cache: CacheReader,
     schema: Arc<ModuleSchema>,
+    /// What [`TableView`]s need of each table, derived once.
+    tables: Arc<FxHashMap<Arc<str>, Arc<TableInfo>>>,
 }
 
 impl SyncHandle {
     /// Wraps the actor's address and a reader of its cache.
     pub fn new(addr: Addr<SyncActor>, cache: CacheReader, schema: Arc<ModuleSchema>) -> Self {
-        Self { addr, cache, schema }
+        Self { addr, cache, tables: table_infos(&schema), schema }
     }
 
     /// Reads of the cache (no round trip to the actor).
@@ -98,76 +103,182 @@ impl SyncHandle {
     /// ([`RowTypes`](crate::RowTypes), given to the actor) and its rows are
     /// decoded once, as they arrive, and shared; for a type not registered
     /// each read decodes the rows it returns.
+    ///
+    /// Cheap: what a view needs of its table (its columns, key and row
+    /// layout) is derived once per table when this handle is made, and a view
+    /// shares it.
     pub fn table<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(&self, table: &str) -> TableView<T> {
-        TableView {
-            cache: self.cache.clone(),
-            schema: self.schema.clone(),
-            table: table.to_string(),
-            _row: PhantomData,
-        }
+        let info = match self.tables.get(table) {
+            Some(info) => Arc::clone(info),
+            None => Arc::new(TableInfo::unknown(table)),
+        };
+        TableView { cache: self.cache.clone(), schema: self.schema.clone(), info, _row: PhantomData }
     }
 }
 
+/// What a typed view needs of its table, derived once from the schema.
+#[derive(Debug)]
+struct TableInfo {
+    name: Arc<str>,
+    /// Column names in order (empty for a table the schema does not have).
+    columns: Vec<String>,
+    /// The column of a single-column primary key.
+    key: Option<usize>,
+    /// Where the columns lie in a row's bytes (for a search by a column that has no index).
+    layout: Option<RowLayout>,
+}
+
+impl TableInfo {
+    fn of(table: &TableSchema) -> Self {
+        Self {
+            name: table.name.as_str().into(),
+            columns: table.columns.clone(),
+            key: match table.primary_key.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            },
+            layout: Some(RowLayout::new(&table.row_type)),
+        }
+    }
+
+    fn unknown(name: &str) -> Self {
+        Self { name: name.into(), columns: Vec::new(), key: None, layout: None }
+    }
+}
+
+/// Every table's [`TableInfo`], by name.
+fn table_infos(schema: &ModuleSchema) -> Arc<FxHashMap<Arc<str>, Arc<TableInfo>>> {
+    Arc::new(schema.tables().map(|t| (Arc::from(t.name.as_str()), Arc::new(TableInfo::of(t)))).collect())
+}
+
 /// Typed reads of one cached table (each read sees one transaction's state).
-#[derive(Debug, Clone)]
+/// Cloning it is a few reference counts.
+#[derive(Debug)]
 pub struct TableView<T> {
     cache: CacheReader,
     schema: Arc<ModuleSchema>,
-    table: String,
+    info: Arc<TableInfo>,
     _row: PhantomData<fn() -> T>,
 }
 
+impl<T> Clone for TableView<T> {
+    fn clone(&self) -> Self {
+        Self { cache: self.cache.clone(), schema: self.schema.clone(), info: self.info.clone(), _row: PhantomData }
+    }
+}
+
+/// `row` as a `T`: the shared decoded row when `T` is the table's registered
+/// type, else decoded now.
+fn typed<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
+    row: &Row,
+    schema: &ModuleSchema,
+    table: &Arc<str>,
+) -> Result<Shared<T>, SyncError> {
+    if let Some(shared) = row.shared::<T>() {
+        return Ok(shared);
+    }
+    let decode_error = |error: String| {
+        metrics::counter!("spacelink_sync_row_decode_errors_total", "table" => table.to_string()).increment(1);
+        SyncError::Decode { table: table.to_string(), error }
+    };
+    if let Some(error) = row.decode_error() {
+        return Err(decode_error(error.to_string()));
+    }
+    let schema_table = schema.table(table).ok_or_else(|| SyncError::NoTable(table.to_string()))?;
+    let value = schema_table.decode_as::<T>(row.bytes()).map_err(|e| decode_error(e.to_string()))?;
+    Ok(Shared::decoded(row.bytes().clone(), value))
+}
+
+/// `value`'s BSATN, given to `f` from a buffer kept by the thread (no
+/// allocation per call once it has grown); `None` if it does not encode.
+fn with_bsatn<K: Serialize + ?Sized, R>(value: &K, f: impl FnOnce(&[u8]) -> Option<R>) -> Option<R> {
+    thread_local! {
+        static BUFFER: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+    }
+    // Taken, not borrowed: a call inside `f` gets a buffer of its own.
+    let mut buffer = BUFFER.take();
+    buffer.clear();
+    let out = bsatn::to_writer(&mut buffer, value).ok().and_then(|()| f(&buffer));
+    BUFFER.set(buffer);
+    out
+}
+
 impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> TableView<T> {
-    /// The row as a `T`: the shared decoded row when `T` is the table's
-    /// registered type, else decoded now.
+    /// The table's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.info.name
+    }
+
     fn typed(&self, row: &Row) -> Result<Shared<T>, SyncError> {
-        if let Some(shared) = row.shared::<T>() {
-            return Ok(shared);
-        }
-        let decode_error = |error: String| {
-            metrics::counter!("spacelink_sync_row_decode_errors_total", "table" => self.table.clone()).increment(1);
-            SyncError::Decode { table: self.table.clone(), error }
-        };
-        if let Some(error) = row.decode_error() {
-            return Err(decode_error(error.to_string()));
-        }
-        let table = self.schema.table(&self.table).ok_or_else(|| SyncError::NoTable(self.table.clone()))?;
-        let value = table.decode_as::<T>(row.bytes()).map_err(|e| decode_error(e.to_string()))?;
-        Ok(Shared::decoded(row.bytes().clone(), value))
+        typed(row, &self.schema, &self.info.name)
     }
 
     /// Every cached row, or the first that does not decode as `T`.
     pub fn try_rows(&self) -> Result<Vec<Shared<T>>, SyncError> {
-        self.cache.rows(&self.table).iter().map(|row| self.typed(row)).collect()
+        self.cache.table_rows(&self.info.name).map(|row| self.typed(&row)).collect()
     }
 
     /// Every cached row that decodes as `T` (one that does not is counted in
     /// `spacelink_sync_row_decode_errors_total` and left out: see [`try_rows`](Self::try_rows)).
     pub fn rows(&self) -> Vec<Shared<T>> {
-        self.cache.rows(&self.table).iter().filter_map(|row| self.typed(row).ok()).collect()
+        self.iter().collect()
     }
 
-    /// The rows of [`rows`](Self::rows), as an iterator.
+    /// The rows of [`rows`](Self::rows), as an iterator over the state of one
+    /// transaction, which it holds: nothing is collected, each row is handed
+    /// out as it is reached (the registered type's shared value, or decoded then).
     pub fn iter(&self) -> impl Iterator<Item = Shared<T>> {
-        self.rows().into_iter()
+        let (schema, name) = (self.schema.clone(), self.info.name.clone());
+        self.cache.table_rows(&self.info.name).filter_map(move |row| typed(&row, &schema, &name).ok())
     }
 
     /// The row with this primary key (the design's `GetEntity`), given as a
     /// value of the key's type (`u64` for `entity_id`, say).
-    pub fn get<K: spacetimedb_key::Key>(&self, key: &K) -> Option<Shared<T>> {
-        let row = self.cache.get(&self.table, &RowKey(key.bsatn()))?;
+    pub fn get<K: Serialize + ?Sized>(&self, key: &K) -> Option<Shared<T>> {
+        let row = with_bsatn(key, |key| self.cache.with_view(|view| view.get_by_bytes(&self.info.name, key)))?;
         self.typed(&row).ok()
     }
 
     /// The row the cache keys as `key` (a [`RowKey`], as row changes carry it).
     pub fn get_by_row_key(&self, key: &RowKey) -> Option<Shared<T>> {
-        let row = self.cache.get(&self.table, key)?;
+        let row = self.cache.get(&self.info.name, key)?;
+        self.typed(&row).ok()
+    }
+
+    /// The row whose column `column` holds `value` (the official SDK's
+    /// `conn.db.t().col().find(&v)`): the primary key and every unique column
+    /// are one hash lookup (the cache indexes them, see [`crate::unique`]);
+    /// another column is compared as bytes, read from each row without
+    /// decoding it, and the first match is returned. Only the row found is
+    /// decoded (for a type not registered). `None` for an unknown column.
+    pub fn find<K: Serialize + ?Sized>(&self, column: &str, value: &K) -> Option<Shared<T>> {
+        let index = self.info.columns.iter().position(|c| c == column)?;
+        let name = &self.info.name;
+        let row = with_bsatn(value, |wanted| {
+            self.cache.with_view(|view| {
+                if self.info.key == Some(index) {
+                    return view.get_by_bytes(name, wanted);
+                }
+                if view.is_indexed(name, index) {
+                    return view.find_unique(name, index, wanted);
+                }
+                let layout = self.info.layout.as_ref()?;
+                let mut found = None;
+                view.for_each_row(name, |_, row| {
+                    let bytes = row.bytes();
+                    if found.is_none() && layout.column(bytes, index).is_some_and(|r| bytes[r] == *wanted) {
+                        found = Some(row.clone());
+                    }
+                });
+                found
+            })
+        })?;
         self.typed(&row).ok()
     }
 
     /// How many rows are cached.
     pub fn count(&self) -> usize {
-        self.cache.count(&self.table)
+        self.cache.count(&self.info.name)
     }
 }
 

@@ -7,7 +7,8 @@
 //! snapshots that readers ([`CacheReader`]) read without ever waiting), map and
 //! spatial interest management as the game configures it ([`SpatialConfig`],
 //! [`MapContextConfig`]: a grid index inside the snapshots and an area of
-//! interest that follows a point with hysteresis), and the reconciliation of
+//! interest that follows a point with hysteresis), unique columns indexed in
+//! the same snapshots ([`UniqueColumns`]), and the reconciliation of
 //! the cache with fresh state after a reconnect, so that unchanged rows fire
 //! nothing.
 //!
@@ -24,14 +25,18 @@ pub mod messages;
 pub mod row;
 pub mod spatial;
 mod table;
+pub mod unique;
 
 pub use actor::{SchemaKeys, SyncActor, SyncMailbox};
-pub use cache::{CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, Snapshot, TableDelta, WholeRow};
+pub use cache::{
+    CacheReader, CacheView, ClientCache, RowChange, RowKey, RowKeys, Snapshot, TableDelta, TableRows, WholeRow,
+};
 pub use config::{MapContextConfig, SpatialConfig, SyncConfig};
 pub use error::SyncError;
 pub use handle::{SyncHandle, TableView};
 pub use messages::*;
 pub use row::{Row, RowTypes, Shared};
+pub use unique::{TableUnique, UniqueColumns};
 
 /// Restarted by the app's supervisor when it stops, the same value: the cache
 /// and the query sets survive (timers of the stopped context do not: a set

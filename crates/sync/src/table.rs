@@ -15,6 +15,7 @@
 //! table is one shard (copying it whole is cheap); it is split into
 //! [`SHARDS`] once it holds [`SPLIT_AT`] rows, or when a load reserves that many.
 
+use std::borrow::Borrow;
 use std::collections::hash_map::Entry;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -45,7 +46,7 @@ impl<K, V> Default for Table<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     /// The shard of `key`: the top bits of its hash, multiplied by an odd
     /// constant so they owe nothing to the bits the shard's map uses.
-    fn shard_of(&self, key: &K) -> usize {
+    fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
         if self.shards.len() <= 1 {
             return 0;
         }
@@ -98,11 +99,19 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
         }
     }
 
-    pub(crate) fn get(&self, key: &K) -> Option<&V> {
+    /// The row of `key` (or of anything `K` borrows as, hashing alike: a
+    /// key's bytes).
+    pub(crate) fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
         self.shards.get(self.shard_of(key))?.get(key)
     }
 
-    pub(crate) fn contains_key(&self, key: &K) -> bool {
+    pub(crate) fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
         self.get(key).is_some()
     }
 
@@ -130,7 +139,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     }
 
     /// Removes `key`'s row (its shard is copied first if shared, not for a miss).
-    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
+    pub(crate) fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
         let index = self.shard_of(key);
         let shard = self.shards.get_mut(index)?;
         if Arc::strong_count(shard) != 1 && !shard.contains_key(key) {
@@ -151,14 +163,36 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
         self.shards.iter().flat_map(|s| s.iter())
     }
 
-    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.shards.iter().flat_map(|s| s.values())
+    pub(crate) fn values(&self) -> Values<'_, K, V> {
+        Values { shards: self.shards.iter(), current: None }
     }
 
     /// How many shards this table and `other` share (the same allocation).
     #[cfg(test)]
     pub(crate) fn shared_with(&self, other: &Self) -> usize {
         self.shards.iter().zip(&other.shards).filter(|(a, b)| Arc::ptr_eq(a, b)).count()
+    }
+}
+
+/// The values of a [`Table`], shard after shard: a plain struct of borrows
+/// (covariant in `'a`), so that an iterator over a shared table can keep the
+/// table's `Arc` with it (see `cache::TableRows`).
+#[derive(Debug)]
+pub(crate) struct Values<'a, K, V> {
+    shards: std::slice::Iter<'a, Arc<FxHashMap<K, V>>>,
+    current: Option<std::collections::hash_map::Values<'a, K, V>>,
+}
+
+impl<'a, K, V> Iterator for Values<'a, K, V> {
+    type Item = &'a V;
+
+    fn next(&mut self) -> Option<&'a V> {
+        loop {
+            if let Some(value) = self.current.as_mut().and_then(Iterator::next) {
+                return Some(value);
+            }
+            self.current = Some(self.shards.next()?.values());
+        }
     }
 }
 

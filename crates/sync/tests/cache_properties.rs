@@ -4,7 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use spacelink_sync::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
+use spacelink_connection::sats::AlgebraicType;
+use spacelink_sync::cache::{CacheView, ClientCache, RowChange, RowKey, RowKeys, TableDelta};
+use spacelink_sync::row::Decoders;
+use spacelink_sync::unique::{TableUnique, UniqueColumns};
 
 /// The keyed table: rows are `[id, 0, 0, 0, value]`, keyed by their first 4 bytes.
 const KEYED: &str = "keyed";
@@ -106,6 +109,41 @@ fn assert_cache_is(cache: &ClientCache, model: &Model) -> Result<(), TestCaseErr
 // ---------------------------------------------------------------------------
 // Property 4: a model server with live queries.
 
+/// The keyed table's unique column: `value`, the row's last byte (the row
+/// is a `u32` id, then a `u8` value).
+const VALUE: usize = 1;
+
+/// A cache whose keyed table indexes its unique `value` column.
+fn indexed_cache() -> ClientCache {
+    let row_type = [("id", AlgebraicType::U32), ("value", AlgebraicType::U8)].into_iter().collect();
+    let unique = UniqueColumns::none().with_table(KEYED, TableUnique::new(&row_type, &[VALUE]));
+    ClientCache::with_indexes(std::sync::Arc::new(TestKeys), Decoders::none(), None, unique)
+}
+
+/// The keyed table's unique index equals a scan of its rows: every row's
+/// value leads to its key, by the index's entries and by a lookup, and no
+/// entry is left over.
+fn assert_index_is_a_scan(view: &CacheView<'_>) -> Result<(), TestCaseError> {
+    let mut scanned = BTreeMap::new();
+    view.for_each_row(KEYED, |key, row| {
+        scanned.insert(row.bytes()[4..].to_vec(), key.0.to_vec());
+    });
+    prop_assert_eq!(scanned.len(), view.count(KEYED), "the model server keeps values unique");
+    let indexed: BTreeMap<Vec<u8>, Vec<u8>> =
+        view.unique_entries(KEYED, VALUE).into_iter().map(|(v, k)| (v.to_vec(), k.0.to_vec())).collect();
+    prop_assert_eq!(&indexed, &scanned);
+    for (value, key) in &scanned {
+        let found = view.find_unique(KEYED, VALUE, value).map(|row| key_of(KEYED, row.bytes()));
+        prop_assert_eq!(found.as_ref(), Some(key));
+        let by_key = view.unique_key(KEYED, VALUE, value).map(|k| k.0.to_vec());
+        prop_assert_eq!(by_key.as_ref(), Some(key));
+    }
+    for absent in (0u8..8).filter(|v| !scanned.contains_key(&vec![*v])) {
+        prop_assert!(view.find_unique(KEYED, VALUE, &[absent]).is_none());
+    }
+    Ok(())
+}
+
 /// A live query: the rows of `table` whose last byte, modulo 8, is a bit set in `mask`.
 #[derive(Debug, Clone, Copy)]
 struct Query {
@@ -154,9 +192,11 @@ struct Server {
 impl Server {
     fn apply(&mut self, op: &Op, queries: &[Query]) {
         match *op {
-            Op::Upsert { id, value } => {
+            // The value column is unique: the server refuses a value another row holds.
+            Op::Upsert { id, value } if !self.keyed.iter().any(|(other, row)| *other != id && row[4] == value) => {
                 self.keyed.insert(id, keyed_row(id, value));
             }
+            Op::Upsert { .. } => {}
             Op::Remove { id } => {
                 self.keyed.remove(&id);
             }
@@ -238,14 +278,16 @@ fn query() -> impl Strategy<Value = Query> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (random transaction sequences applied to the cache equal a simple model)
+    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (random transaction sequences applied to the cache equal a simple model, and in every published snapshot, and every snapshot held, the unique index equals a scan of the rows)
     #[test]
     fn prop_transactions_keep_the_cache_equal_to_the_model(
         queries in prop::collection::vec(query(), 1..5),
         initial in prop::collection::btree_set(0usize..8, 0..5),
-        transactions in prop::collection::vec((prop::collection::vec(op(), 1..6), any::<usize>()), 1..25),
+        transactions in prop::collection::vec((prop::collection::vec(op(), 1..6), any::<usize>(), any::<bool>()), 1..25),
     ) {
-        let cache = ClientCache::new(TestKeys);
+        let cache = indexed_cache();
+        // Snapshots kept (as a game keeps one past a frame) with the state they saw.
+        let mut held = Vec::new();
         let mut server = Server::default();
         // The first queries: every row they match arrives as inserts (empty server: nothing).
         let mut start = server.clone();
@@ -253,7 +295,7 @@ proptest! {
         let changes = cache.apply(&server_deltas(&server, &start, &queries, 0));
         prop_assert!(changes.is_empty());
         server = start;
-        for (ops, rotate) in &transactions {
+        for (ops, rotate, hold) in &transactions {
             let before = server.clone();
             for op in ops {
                 server.apply(op, &queries);
@@ -262,6 +304,16 @@ proptest! {
             let changes = cache.apply(&server_deltas(&before, &server, &queries, *rotate));
             prop_assert_eq!(normalize(&changes), diff(&model_before, &model_after));
             assert_cache_is(&cache, &model_after)?;
+            cache.with_view(assert_index_is_a_scan)?;
+            if *hold && held.len() < 4 {
+                held.push((cache.snapshot(), contents(&cache)));
+            }
+        }
+        for (snapshot, then) in &held {
+            let view = snapshot.view();
+            let rows: usize = then.keys().filter(|(t, _)| t == KEYED).count();
+            prop_assert_eq!(view.count(KEYED), rows, "a held snapshot changed");
+            assert_index_is_a_scan(&view)?;
         }
     }
 }

@@ -272,7 +272,8 @@ pub struct Vec2 {
 }
 
 /// The table `all_types` (rows: [`AllTypes`]), read from the client's cache: `client.db().all_types()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct AllTypesTableHandle {
     table: __sl::Table<AllTypes>,
 }
@@ -291,7 +292,7 @@ impl AllTypesTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `id` is `id`.
+    /// The cached row whose `id` is `id` (one hash lookup).
     pub fn find_by_id(&self, id: &u32) -> Option<__sl::Shared<AllTypes>> {
         self.table.find("id", id)
     }
@@ -327,7 +328,8 @@ impl AllTypesTableHandle {
 }
 
 /// The table `auto_inc` (rows: [`AutoInc`]), read from the client's cache: `client.db().auto_inc()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct AutoIncTableHandle {
     table: __sl::Table<AutoInc>,
 }
@@ -346,7 +348,7 @@ impl AutoIncTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `id` is `id`.
+    /// The cached row whose `id` is `id` (one hash lookup).
     pub fn find_by_id(&self, id: &u64) -> Option<__sl::Shared<AutoInc>> {
         self.table.find("id", id)
     }
@@ -382,7 +384,8 @@ impl AutoIncTableHandle {
 }
 
 /// The table `no_key` (rows: [`NoKey`]), read from the client's cache: `client.db().no_key()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct NoKeyTableHandle {
     table: __sl::Table<NoKey>,
 }
@@ -418,7 +421,8 @@ impl NoKeyTableHandle {
 }
 
 /// The table `pk_bool` (rows: [`PkBool`]), read from the client's cache: `client.db().pk_bool()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkBoolTableHandle {
     table: __sl::Table<PkBool>,
 }
@@ -437,12 +441,12 @@ impl PkBoolTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &bool) -> Option<__sl::Shared<PkBool>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkBool>> {
         self.table.find("label", label)
     }
@@ -472,7 +476,8 @@ impl PkBoolTableHandle {
 }
 
 /// The table `pk_connection_id` (rows: [`PkConnectionId`]), read from the client's cache: `client.db().pk_connection_id()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkConnectionIdTableHandle {
     table: __sl::Table<PkConnectionId>,
 }
@@ -491,12 +496,12 @@ impl PkConnectionIdTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &__sl::ConnectionId) -> Option<__sl::Shared<PkConnectionId>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkConnectionId>> {
         self.table.find("label", label)
     }
@@ -532,7 +537,8 @@ impl PkConnectionIdTableHandle {
 }
 
 /// The table `pk_i8` (rows: [`PkI8`]), read from the client's cache: `client.db().pk_i8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI8TableHandle {
     table: __sl::Table<PkI8>,
 }
@@ -551,12 +557,12 @@ impl PkI8TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &i8) -> Option<__sl::Shared<PkI8>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkI8>> {
         self.table.find("label", label)
     }
@@ -586,7 +592,8 @@ impl PkI8TableHandle {
 }
 
 /// The table `pk_identity` (rows: [`PkIdentity`]), read from the client's cache: `client.db().pk_identity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkIdentityTableHandle {
     table: __sl::Table<PkIdentity>,
 }
@@ -605,12 +612,12 @@ impl PkIdentityTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &__sl::Identity) -> Option<__sl::Shared<PkIdentity>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkIdentity>> {
         self.table.find("label", label)
     }
@@ -646,7 +653,8 @@ impl PkIdentityTableHandle {
 }
 
 /// The table `pk_simple_enum` (rows: [`PkSimpleEnum`]), read from the client's cache: `client.db().pk_simple_enum()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkSimpleEnumTableHandle {
     table: __sl::Table<PkSimpleEnum>,
 }
@@ -665,12 +673,12 @@ impl PkSimpleEnumTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &SimpleEnum) -> Option<__sl::Shared<PkSimpleEnum>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkSimpleEnum>> {
         self.table.find("label", label)
     }
@@ -706,7 +714,8 @@ impl PkSimpleEnumTableHandle {
 }
 
 /// The table `pk_string` (rows: [`PkString`]), read from the client's cache: `client.db().pk_string()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkStringTableHandle {
     table: __sl::Table<PkString>,
 }
@@ -725,12 +734,12 @@ impl PkStringTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &String) -> Option<__sl::Shared<PkString>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkString>> {
         self.table.find("label", label)
     }
@@ -766,7 +775,8 @@ impl PkStringTableHandle {
 }
 
 /// The table `pk_u256` (rows: [`PkU256`]), read from the client's cache: `client.db().pk_u256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU256TableHandle {
     table: __sl::Table<PkU256>,
 }
@@ -785,12 +795,12 @@ impl PkU256TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `key` is `key`.
+    /// The cached row whose `key` is `key` (one hash lookup).
     pub fn find_by_key(&self, key: &__sl::u256) -> Option<__sl::Shared<PkU256>> {
         self.table.find("key", key)
     }
 
-    /// The cached row whose `label` is `label`.
+    /// The cached row whose `label` is `label` (one hash lookup).
     pub fn find_by_label(&self, label: &String) -> Option<__sl::Shared<PkU256>> {
         self.table.find("label", label)
     }
@@ -820,7 +830,8 @@ impl PkU256TableHandle {
 }
 
 /// The table `tick_schedule` (rows: [`TickSchedule`]), read from the client's cache: `client.db().tick_schedule()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct TickScheduleTableHandle {
     table: __sl::Table<TickSchedule>,
 }
@@ -839,7 +850,7 @@ impl TickScheduleTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `scheduled_id` is `scheduled_id`.
+    /// The cached row whose `scheduled_id` is `scheduled_id` (one hash lookup).
     pub fn find_by_scheduled_id(&self, scheduled_id: &u64) -> Option<__sl::Shared<TickSchedule>> {
         self.table.find("scheduled_id", scheduled_id)
     }
@@ -875,7 +886,8 @@ impl TickScheduleTableHandle {
 }
 
 /// The table `unique_only` (rows: [`UniqueOnly`]), read from the client's cache: `client.db().unique_only()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueOnlyTableHandle {
     table: __sl::Table<UniqueOnly>,
 }
@@ -894,12 +906,12 @@ impl UniqueOnlyTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `code` is `code`.
+    /// The cached row whose `code` is `code` (one hash lookup).
     pub fn find_by_code(&self, code: &u32) -> Option<__sl::Shared<UniqueOnly>> {
         self.table.find("code", code)
     }
 
-    /// The cached row whose `owner` is `owner`.
+    /// The cached row whose `owner` is `owner` (one hash lookup).
     pub fn find_by_owner(&self, owner: &__sl::Identity) -> Option<__sl::Shared<UniqueOnly>> {
         self.table.find("owner", owner)
     }
@@ -1122,4 +1134,15 @@ pub fn row_types() -> __sl::RowTypes {
         .register::<PkU256>("pk_u256")
         .register::<TickSchedule>("tick_schedule")
         .register::<UniqueOnly>("unique_only")
+}
+
+/// The module's definition (v9, as `GET /v1/database/<db>/schema?version=9`
+/// returns it), embedded by `spacelink generate`.
+pub const SCHEMA_JSON: &str = r#"{"typespace":{"types":[{"Sum":{"variants":[{"name":{"some":"Zero"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"One"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Two"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Product":{"elements":[]}},{"Product":{"elements":[{"name":{"some":"b"},"algebraic_type":{"U8":[]}}]}},{"Product":{"elements":[{"name":{"some":"u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"string"},"algebraic_type":{"String":[]}},{"name":{"some":"identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"u8"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"u16"},"algebraic_type":{"Array":{"U16":[]}}},{"name":{"some":"u32"},"algebraic_type":{"Array":{"U32":[]}}},{"name":{"some":"u64"},"algebraic_type":{"Array":{"U64":[]}}},{"name":{"some":"u128"},"algebraic_type":{"Array":{"U128":[]}}},{"name":{"some":"u256"},"algebraic_type":{"Array":{"U256":[]}}},{"name":{"some":"i8"},"algebraic_type":{"Array":{"I8":[]}}},{"name":{"some":"i16"},"algebraic_type":{"Array":{"I16":[]}}},{"name":{"some":"i32"},"algebraic_type":{"Array":{"I32":[]}}},{"name":{"some":"i64"},"algebraic_type":{"Array":{"I64":[]}}},{"name":{"some":"i128"},"algebraic_type":{"Array":{"I128":[]}}},{"name":{"some":"i256"},"algebraic_type":{"Array":{"I256":[]}}},{"name":{"some":"bool"},"algebraic_type":{"Array":{"Bool":[]}}},{"name":{"some":"f32"},"algebraic_type":{"Array":{"F32":[]}}},{"name":{"some":"f64"},"algebraic_type":{"Array":{"F64":[]}}},{"name":{"some":"string"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"identity"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}}},{"name":{"some":"connection_id"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}}},{"name":{"some":"timestamp"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}},{"name":{"some":"time_duration"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}}]}},{"Product":{"elements":[{"name":{"some":"x"},"algebraic_type":{"F32":[]}},{"name":{"some":"y"},"algebraic_type":{"F32":[]}}]}},{"Sum":{"variants":[{"name":{"some":"u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"string"},"algebraic_type":{"String":[]}},{"name":{"some":"identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"bytes"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"strings"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"simple_enums"},"algebraic_type":{"Array":{"Ref":0}}},{"name":{"some":"point"},"algebraic_type":{"Ref":5}},{"name":{"some":"unit"},"algebraic_type":{"Ref":1}},{"name":{"some":"nothing"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Product":{"elements":[{"name":{"some":"inner"},"algebraic_type":{"Ref":5}},{"name":{"some":"tags"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"payload"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":6}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"id"},"algebraic_type":{"U32":[]}},{"name":{"some":"a_u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"a_u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"a_u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"a_u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"a_u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"a_u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"a_i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"a_i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"a_i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"a_i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"a_i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"a_i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"a_bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"a_f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"a_f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"a_string"},"algebraic_type":{"String":[]}},{"name":{"some":"a_identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"a_connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"a_timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_bytes"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"a_vec_u32"},"algebraic_type":{"Array":{"U32":[]}}},{"name":{"some":"a_vec_vec_i16"},"algebraic_type":{"Array":{"Array":{"I16":[]}}}},{"name":{"some":"a_vec_nested"},"algebraic_type":{"Array":{"Ref":7}}},{"name":{"some":"an_opt_i32"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"an_opt_string"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"String":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"an_opt_vec"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Array":{"U64":[]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"an_opt_opt"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U8":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"an_opt_identity"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"a_simple_enum"},"algebraic_type":{"Ref":0}},{"name":{"some":"an_enum_with_payload"},"algebraic_type":{"Ref":6}},{"name":{"some":"a_unit_struct"},"algebraic_type":{"Ref":1}},{"name":{"some":"a_byte_struct"},"algebraic_type":{"Ref":2}},{"name":{"some":"an_every_primitive_struct"},"algebraic_type":{"Ref":3}},{"name":{"some":"an_every_vec_struct"},"algebraic_type":{"Ref":4}},{"name":{"some":"a_nested"},"algebraic_type":{"Ref":7}},{"name":{"some":"a_schedule_at"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"Interval"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"Time"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}}},{"name":{"some":"type"},"algebraic_type":{"U8":[]}},{"name":{"some":"camelCase"},"algebraic_type":{"I16":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"String":[]}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"U256":[]}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"I8":[]}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"Bool":[]}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"key"},"algebraic_type":{"Ref":0}},{"name":{"some":"label"},"algebraic_type":{"String":[]}},{"name":{"some":"value"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"id"},"algebraic_type":{"U64":[]}},{"name":{"some":"label"},"algebraic_type":{"String":[]}}]}},{"Product":{"elements":[{"name":{"some":"code"},"algebraic_type":{"U32":[]}},{"name":{"some":"owner"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"note"},"algebraic_type":{"String":[]}}]}},{"Product":{"elements":[{"name":{"some":"point"},"algebraic_type":{"Ref":5}},{"name":{"some":"when"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"scheduled_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"scheduled_at"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"Interval"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"Time"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}}}]}}]},"tables":[{"name":"all_types","product_type_ref":8,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"auto_inc","product_type_ref":16,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"none":[]},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"no_key","product_type_ref":18,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_bool","product_type_ref":14,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_connection_id","product_type_ref":10,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i8","product_type_ref":13,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_identity","product_type_ref":9,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_simple_enum","product_type_ref":15,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_string","product_type_ref":11,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u256","product_type_ref":12,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"tick_schedule","product_type_ref":19,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"none":[]},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"some":{"name":{"none":[]},"reducer_name":"tick","scheduled_at_column":1}},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_only","product_type_ref":17,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}},{"name":{"none":[]},"data":{"Unique":{"columns":[1]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}}],"reducers":[{"name":"client_connected","params":{"elements":[]},"lifecycle":{"some":{"OnConnect":[]}}},{"name":"every_type","params":{"elements":[{"name":{"some":"p"},"algebraic_type":{"Ref":3}},{"name":{"some":"v"},"algebraic_type":{"Ref":4}},{"name":{"some":"e"},"algebraic_type":{"Ref":6}},{"name":{"some":"at"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"Interval"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"Time"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}}},{"name":{"some":"bytes"},"algebraic_type":{"Array":{"U8":[]}}}]},"lifecycle":{"none":[]}},{"name":"init","params":{"elements":[]},"lifecycle":{"some":{"Init":[]}}},{"name":"insert_all_types","params":{"elements":[{"name":{"some":"row"},"algebraic_type":{"Ref":8}}]},"lifecycle":{"none":[]}},{"name":"keyword_args","params":{"elements":[{"name":{"some":"type"},"algebraic_type":{"String":[]}},{"name":{"some":"self"},"algebraic_type":{"U8":[]}},{"name":{"some":"match"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":0}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"move_sequenced","params":{"elements":[{"name":{"some":"seq"},"algebraic_type":{"U32":[]}},{"name":{"some":"dx"},"algebraic_type":{"F32":[]}},{"name":{"some":"dy"},"algebraic_type":{"F32":[]}}]},"lifecycle":{"none":[]}},{"name":"no_args","params":{"elements":[]},"lifecycle":{"none":[]}},{"name":"tick","params":{"elements":[{"name":{"some":"arg"},"algebraic_type":{"Ref":19}}]},"lifecycle":{"none":[]}}],"types":[{"name":{"scope":[],"name":"AllTypes"},"ty":8,"custom_ordering":true},{"name":{"scope":[],"name":"AutoInc"},"ty":16,"custom_ordering":true},{"name":{"scope":[],"name":"ByteStruct"},"ty":2,"custom_ordering":true},{"name":{"scope":[],"name":"EnumWithPayload"},"ty":6,"custom_ordering":true},{"name":{"scope":[],"name":"EveryPrimitiveStruct"},"ty":3,"custom_ordering":true},{"name":{"scope":[],"name":"EveryVecStruct"},"ty":4,"custom_ordering":true},{"name":{"scope":[],"name":"Nested"},"ty":7,"custom_ordering":true},{"name":{"scope":[],"name":"NoKey"},"ty":18,"custom_ordering":true},{"name":{"scope":[],"name":"PkBool"},"ty":14,"custom_ordering":true},{"name":{"scope":[],"name":"PkConnectionId"},"ty":10,"custom_ordering":true},{"name":{"scope":[],"name":"PkI8"},"ty":13,"custom_ordering":true},{"name":{"scope":[],"name":"PkIdentity"},"ty":9,"custom_ordering":true},{"name":{"scope":[],"name":"PkSimpleEnum"},"ty":15,"custom_ordering":true},{"name":{"scope":[],"name":"PkString"},"ty":11,"custom_ordering":true},{"name":{"scope":[],"name":"PkU256"},"ty":12,"custom_ordering":true},{"name":{"scope":[],"name":"SimpleEnum"},"ty":0,"custom_ordering":true},{"name":{"scope":[],"name":"TickSchedule"},"ty":19,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueOnly"},"ty":17,"custom_ordering":true},{"name":{"scope":[],"name":"UnitStruct"},"ty":1,"custom_ordering":true},{"name":{"scope":[],"name":"Vec2"},"ty":5,"custom_ordering":true}],"misc_exports":[],"row_level_security":[]}"#;
+
+/// The module's schema, read from [`SCHEMA_JSON`] once: give it to
+/// `ClientBuilder::with_schema` and the client fetches no schema at start.
+pub fn schema() -> std::sync::Arc<__sl::ModuleSchema> {
+    static SCHEMA: std::sync::OnceLock<std::sync::Arc<__sl::ModuleSchema>> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| __sl::embedded_schema(SCHEMA_JSON)).clone()
 }

@@ -212,7 +212,8 @@ pub struct Vec2 {
 }
 
 /// The table `action_log` (rows: [`ActionLog`]), read from the client's cache: `client.db().action_log()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct ActionLogTableHandle {
     table: __sl::Table<ActionLog>,
 }
@@ -231,7 +232,7 @@ impl ActionLogTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `log_id` is `log_id`.
+    /// The cached row whose `log_id` is `log_id` (one hash lookup).
     pub fn find_by_log_id(&self, log_id: &u64) -> Option<__sl::Shared<ActionLog>> {
         self.table.find("log_id", log_id)
     }
@@ -267,7 +268,8 @@ impl ActionLogTableHandle {
 }
 
 /// The table `action_seq` (rows: [`ActionSeq`]), read from the client's cache: `client.db().action_seq()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct ActionSeqTableHandle {
     table: __sl::Table<ActionSeq>,
 }
@@ -286,7 +288,7 @@ impl ActionSeqTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `owner` is `owner`.
+    /// The cached row whose `owner` is `owner` (one hash lookup).
     pub fn find_by_owner(&self, owner: &__sl::Identity) -> Option<__sl::Shared<ActionSeq>> {
         self.table.find("owner", owner)
     }
@@ -322,7 +324,8 @@ impl ActionSeqTableHandle {
 }
 
 /// The table `all_types` (rows: [`AllTypes`]), read from the client's cache: `client.db().all_types()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct AllTypesTableHandle {
     table: __sl::Table<AllTypes>,
 }
@@ -341,7 +344,7 @@ impl AllTypesTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `id` is `id`.
+    /// The cached row whose `id` is `id` (one hash lookup).
     pub fn find_by_id(&self, id: &u32) -> Option<__sl::Shared<AllTypes>> {
         self.table.find("id", id)
     }
@@ -377,7 +380,8 @@ impl AllTypesTableHandle {
 }
 
 /// The table `config` (rows: [`Config`]), read from the client's cache: `client.db().config()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct ConfigTableHandle {
     table: __sl::Table<Config>,
 }
@@ -396,7 +400,7 @@ impl ConfigTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `id` is `id`.
+    /// The cached row whose `id` is `id` (one hash lookup).
     pub fn find_by_id(&self, id: &u32) -> Option<__sl::Shared<Config>> {
         self.table.find("id", id)
     }
@@ -426,7 +430,8 @@ impl ConfigTableHandle {
 }
 
 /// The table `entity` (rows: [`Entity`]), read from the client's cache: `client.db().entity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct EntityTableHandle {
     table: __sl::Table<Entity>,
 }
@@ -445,7 +450,7 @@ impl EntityTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `entity_id` is `entity_id`.
+    /// The cached row whose `entity_id` is `entity_id` (one hash lookup).
     pub fn find_by_entity_id(&self, entity_id: &u64) -> Option<__sl::Shared<Entity>> {
         self.table.find("entity_id", entity_id)
     }
@@ -475,7 +480,8 @@ impl EntityTableHandle {
 }
 
 /// The table `inventory` (rows: [`Inventory`]), read from the client's cache: `client.db().inventory()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct InventoryTableHandle {
     table: __sl::Table<Inventory>,
 }
@@ -494,7 +500,7 @@ impl InventoryTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `slot_id` is `slot_id`.
+    /// The cached row whose `slot_id` is `slot_id` (one hash lookup).
     pub fn find_by_slot_id(&self, slot_id: &u64) -> Option<__sl::Shared<Inventory>> {
         self.table.find("slot_id", slot_id)
     }
@@ -530,7 +536,8 @@ impl InventoryTableHandle {
 }
 
 /// The table `item` (rows: [`Item`]), read from the client's cache: `client.db().item()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct ItemTableHandle {
     table: __sl::Table<Item>,
 }
@@ -549,7 +556,7 @@ impl ItemTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `item_id` is `item_id`.
+    /// The cached row whose `item_id` is `item_id` (one hash lookup).
     pub fn find_by_item_id(&self, item_id: &u64) -> Option<__sl::Shared<Item>> {
         self.table.find("item_id", item_id)
     }
@@ -579,7 +586,8 @@ impl ItemTableHandle {
 }
 
 /// The table `map` (rows: [`Map`]), read from the client's cache: `client.db().map()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct MapTableHandle {
     table: __sl::Table<Map>,
 }
@@ -598,7 +606,7 @@ impl MapTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `map_id` is `map_id`.
+    /// The cached row whose `map_id` is `map_id` (one hash lookup).
     pub fn find_by_map_id(&self, map_id: &u32) -> Option<__sl::Shared<Map>> {
         self.table.find("map_id", map_id)
     }
@@ -628,7 +636,8 @@ impl MapTableHandle {
 }
 
 /// The table `npc` (rows: [`Npc`]), read from the client's cache: `client.db().npc()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct NpcTableHandle {
     table: __sl::Table<Npc>,
 }
@@ -647,7 +656,7 @@ impl NpcTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `entity_id` is `entity_id`.
+    /// The cached row whose `entity_id` is `entity_id` (one hash lookup).
     pub fn find_by_entity_id(&self, entity_id: &u64) -> Option<__sl::Shared<Npc>> {
         self.table.find("entity_id", entity_id)
     }
@@ -677,7 +686,8 @@ impl NpcTableHandle {
 }
 
 /// The table `npc_tick_schedule` (rows: [`NpcTickSchedule`]), read from the client's cache: `client.db().npc_tick_schedule()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct NpcTickScheduleTableHandle {
     table: __sl::Table<NpcTickSchedule>,
 }
@@ -696,7 +706,7 @@ impl NpcTickScheduleTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `scheduled_id` is `scheduled_id`.
+    /// The cached row whose `scheduled_id` is `scheduled_id` (one hash lookup).
     pub fn find_by_scheduled_id(&self, scheduled_id: &u64) -> Option<__sl::Shared<NpcTickSchedule>> {
         self.table.find("scheduled_id", scheduled_id)
     }
@@ -732,7 +742,8 @@ impl NpcTickScheduleTableHandle {
 }
 
 /// The table `player` (rows: [`Player`]), read from the client's cache: `client.db().player()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PlayerTableHandle {
     table: __sl::Table<Player>,
 }
@@ -751,12 +762,12 @@ impl PlayerTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `identity` is `identity`.
+    /// The cached row whose `identity` is `identity` (one hash lookup).
     pub fn find_by_identity(&self, identity: &__sl::Identity) -> Option<__sl::Shared<Player>> {
         self.table.find("identity", identity)
     }
 
-    /// The cached row whose `player_id` is `player_id`.
+    /// The cached row whose `player_id` is `player_id` (one hash lookup).
     pub fn find_by_player_id(&self, player_id: &u64) -> Option<__sl::Shared<Player>> {
         self.table.find("player_id", player_id)
     }
@@ -1040,4 +1051,15 @@ pub fn row_types() -> __sl::RowTypes {
         .register::<Npc>("npc")
         .register::<NpcTickSchedule>("npc_tick_schedule")
         .register::<Player>("player")
+}
+
+/// The module's definition (v9, as `GET /v1/database/<db>/schema?version=9`
+/// returns it), embedded by `spacelink generate`.
+pub const SCHEMA_JSON: &str = r#"{"typespace":{"types":[{"Sum":{"variants":[{"name":{"some":"PickUp"},"algebraic_type":{"U64":[]}},{"name":{"some":"Attack"},"algebraic_type":{"U64":[]}},{"name":{"some":"Spawn"},"algebraic_type":{"U32":[]}}]}},{"Product":{"elements":[{"name":{"some":"log_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"owner"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"seq"},"algebraic_type":{"U32":[]}},{"name":{"some":"action"},"algebraic_type":{"Ref":0}}]}},{"Product":{"elements":[{"name":{"some":"owner"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"last_seq"},"algebraic_type":{"U32":[]}},{"name":{"some":"applied"},"algebraic_type":{"U32":[]}}]}},{"Product":{"elements":[{"name":{"some":"id"},"algebraic_type":{"U32":[]}},{"name":{"some":"a_u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"a_u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"a_u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"a_u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"a_u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"a_u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"a_i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"a_i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"a_i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"a_i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"a_i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"a_i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"a_f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"a_f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"a_bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"a_string"},"algebraic_type":{"String":[]}},{"name":{"some":"a_bytes"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"a_vec"},"algebraic_type":{"Array":{"U32":[]}}},{"name":{"some":"a_vec_string"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"an_opt_i32"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"an_opt_string"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"String":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}},{"name":{"some":"a_color"},"algebraic_type":{"Ref":4}},{"name":{"some":"a_shape"},"algebraic_type":{"Ref":5}},{"name":{"some":"a_nested"},"algebraic_type":{"Ref":7}},{"name":{"some":"an_identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"a_connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"a_timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_schedule"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"Interval"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"Time"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}}}]}},{"Sum":{"variants":[{"name":{"some":"Red"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Green"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Blue"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Sum":{"variants":[{"name":{"some":"Circle"},"algebraic_type":{"F32":[]}},{"name":{"some":"Rect"},"algebraic_type":{"Ref":6}},{"name":{"some":"Empty"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Product":{"elements":[{"name":{"some":"x"},"algebraic_type":{"F32":[]}},{"name":{"some":"y"},"algebraic_type":{"F32":[]}}]}},{"Product":{"elements":[{"name":{"some":"inner"},"algebraic_type":{"Ref":6}},{"name":{"some":"tags"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"shape"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":5}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"id"},"algebraic_type":{"U32":[]}},{"name":{"some":"npc_tick_ms"},"algebraic_type":{"U64":[]}},{"name":{"some":"max_step"},"algebraic_type":{"F32":[]}}]}},{"Product":{"elements":[{"name":{"some":"entity_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}},{"name":{"some":"kind"},"algebraic_type":{"Ref":10}},{"name":{"some":"pos"},"algebraic_type":{"Ref":6}},{"name":{"some":"cell_x"},"algebraic_type":{"I32":[]}},{"name":{"some":"cell_y"},"algebraic_type":{"I32":[]}},{"name":{"some":"hp"},"algebraic_type":{"I32":[]}}]}},{"Sum":{"variants":[{"name":{"some":"Npc"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Spawned"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Pickup"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Product":{"elements":[{"name":{"some":"slot_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"owner"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"item_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"quantity"},"algebraic_type":{"U32":[]}}]}},{"Product":{"elements":[{"name":{"some":"item_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}},{"name":{"some":"pos"},"algebraic_type":{"Ref":6}},{"name":{"some":"name"},"algebraic_type":{"String":[]}},{"name":{"some":"owner"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}},{"name":{"some":"name"},"algebraic_type":{"String":[]}},{"name":{"some":"width"},"algebraic_type":{"F32":[]}},{"name":{"some":"height"},"algebraic_type":{"F32":[]}}]}},{"Product":{"elements":[{"name":{"some":"entity_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"name"},"algebraic_type":{"String":[]}},{"name":{"some":"behaviour"},"algebraic_type":{"Ref":15}},{"name":{"some":"speed"},"algebraic_type":{"F32":[]}}]}},{"Sum":{"variants":[{"name":{"some":"Idle"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Wander"},"algebraic_type":{"F32":[]}},{"name":{"some":"Patrol"},"algebraic_type":{"Array":{"Ref":6}}}]}},{"Product":{"elements":[{"name":{"some":"scheduled_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"scheduled_at"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"Interval"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"Time"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"player_id"},"algebraic_type":{"U64":[]}},{"name":{"some":"name"},"algebraic_type":{"String":[]}},{"name":{"some":"online"},"algebraic_type":{"Bool":[]}},{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}},{"name":{"some":"pos"},"algebraic_type":{"Ref":6}},{"name":{"some":"last_input_seq"},"algebraic_type":{"U32":[]}},{"name":{"some":"moves_applied"},"algebraic_type":{"U32":[]}},{"name":{"some":"hp"},"algebraic_type":{"I32":[]}},{"name":{"some":"joined_at"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}}]},"tables":[{"name":"action_log","product_type_ref":1,"primary_key":[0],"indexes":[{"name":{"some":"action_log_log_id_idx_btree"},"accessor_name":{"some":"log_id"},"algorithm":{"BTree":[0]}},{"name":{"some":"action_log_owner_idx_btree"},"accessor_name":{"some":"owner"},"algorithm":{"BTree":[1]}}],"constraints":[{"name":{"some":"action_log_log_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"some":"action_log_log_id_seq"},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"action_seq","product_type_ref":2,"primary_key":[0],"indexes":[{"name":{"some":"action_seq_owner_idx_btree"},"accessor_name":{"some":"owner"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"action_seq_owner_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"all_types","product_type_ref":3,"primary_key":[0],"indexes":[{"name":{"some":"all_types_id_idx_btree"},"accessor_name":{"some":"id"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"all_types_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"config","product_type_ref":8,"primary_key":[0],"indexes":[{"name":{"some":"config_id_idx_btree"},"accessor_name":{"some":"id"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"config_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"entity","product_type_ref":9,"primary_key":[0],"indexes":[{"name":{"some":"entity_entity_id_idx_btree"},"accessor_name":{"some":"entity_id"},"algorithm":{"BTree":[0]}},{"name":{"some":"entity_map_id_idx_btree"},"accessor_name":{"some":"map_id"},"algorithm":{"BTree":[1]}}],"constraints":[{"name":{"some":"entity_entity_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"some":"entity_entity_id_seq"},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"inventory","product_type_ref":11,"primary_key":[0],"indexes":[{"name":{"some":"inventory_owner_idx_btree"},"accessor_name":{"some":"owner"},"algorithm":{"BTree":[1]}},{"name":{"some":"inventory_slot_id_idx_btree"},"accessor_name":{"some":"slot_id"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"inventory_slot_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"some":"inventory_slot_id_seq"},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"item","product_type_ref":12,"primary_key":[0],"indexes":[{"name":{"some":"item_item_id_idx_btree"},"accessor_name":{"some":"item_id"},"algorithm":{"BTree":[0]}},{"name":{"some":"item_map_id_idx_btree"},"accessor_name":{"some":"map_id"},"algorithm":{"BTree":[1]}}],"constraints":[{"name":{"some":"item_item_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"some":"item_item_id_seq"},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"map","product_type_ref":13,"primary_key":[0],"indexes":[{"name":{"some":"map_map_id_idx_btree"},"accessor_name":{"some":"map_id"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"map_map_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"npc","product_type_ref":14,"primary_key":[0],"indexes":[{"name":{"some":"npc_entity_id_idx_btree"},"accessor_name":{"some":"entity_id"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"npc_entity_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"npc_tick_schedule","product_type_ref":16,"primary_key":[0],"indexes":[{"name":{"some":"npc_tick_schedule_scheduled_id_idx_btree"},"accessor_name":{"some":"scheduled_id"},"algorithm":{"BTree":[0]}}],"constraints":[{"name":{"some":"npc_tick_schedule_scheduled_id_key"},"data":{"Unique":{"columns":[0]}}}],"sequences":[{"name":{"some":"npc_tick_schedule_scheduled_id_seq"},"column":0,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"some":{"name":{"some":"npc_tick_schedule_sched"},"reducer_name":"npc_tick","scheduled_at_column":1}},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"player","product_type_ref":17,"primary_key":[0],"indexes":[{"name":{"some":"player_identity_idx_btree"},"accessor_name":{"some":"identity"},"algorithm":{"BTree":[0]}},{"name":{"some":"player_player_id_idx_btree"},"accessor_name":{"some":"player_id"},"algorithm":{"BTree":[1]}}],"constraints":[{"name":{"some":"player_identity_key"},"data":{"Unique":{"columns":[0]}}},{"name":{"some":"player_player_id_key"},"data":{"Unique":{"columns":[1]}}}],"sequences":[{"name":{"some":"player_player_id_seq"},"column":1,"start":{"none":[]},"min_value":{"none":[]},"max_value":{"none":[]},"increment":1}],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}}],"reducers":[{"name":"act","params":{"elements":[{"name":{"some":"seq"},"algebraic_type":{"U32":[]}},{"name":{"some":"action"},"algebraic_type":{"Ref":0}}]},"lifecycle":{"none":[]}},{"name":"always_fail","params":{"elements":[{"name":{"some":"message"},"algebraic_type":{"String":[]}}]},"lifecycle":{"none":[]}},{"name":"attack","params":{"elements":[{"name":{"some":"target_entity_id"},"algebraic_type":{"U64":[]}}]},"lifecycle":{"none":[]}},{"name":"bump_spawned","params":{"elements":[{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}},{"name":{"some":"limit"},"algebraic_type":{"U32":[]}}]},"lifecycle":{"none":[]}},{"name":"clear_spawned","params":{"elements":[{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}}]},"lifecycle":{"none":[]}},{"name":"client_connected","params":{"elements":[]},"lifecycle":{"some":{"OnConnect":[]}}},{"name":"client_disconnected","params":{"elements":[]},"lifecycle":{"some":{"OnDisconnect":[]}}},{"name":"init","params":{"elements":[]},"lifecycle":{"some":{"Init":[]}}},{"name":"insert_sample","params":{"elements":[{"name":{"some":"id"},"algebraic_type":{"U32":[]}}]},"lifecycle":{"none":[]}},{"name":"join","params":{"elements":[{"name":{"some":"name"},"algebraic_type":{"String":[]}},{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}}]},"lifecycle":{"none":[]}},{"name":"move_player","params":{"elements":[{"name":{"some":"seq"},"algebraic_type":{"U32":[]}},{"name":{"some":"dx"},"algebraic_type":{"F32":[]}},{"name":{"some":"dy"},"algebraic_type":{"F32":[]}}]},"lifecycle":{"none":[]}},{"name":"npc_tick","params":{"elements":[{"name":{"some":"arg"},"algebraic_type":{"Ref":16}}]},"lifecycle":{"none":[]}},{"name":"pick_up","params":{"elements":[{"name":{"some":"item_id"},"algebraic_type":{"U64":[]}}]},"lifecycle":{"none":[]}},{"name":"set_npc_tick","params":{"elements":[{"name":{"some":"interval_ms"},"algebraic_type":{"U64":[]}}]},"lifecycle":{"none":[]}},{"name":"spawn_entities","params":{"elements":[{"name":{"some":"map_id"},"algebraic_type":{"U32":[]}},{"name":{"some":"count"},"algebraic_type":{"U32":[]}}]},"lifecycle":{"none":[]}}],"types":[{"name":{"scope":[],"name":"Action"},"ty":0,"custom_ordering":true},{"name":{"scope":[],"name":"ActionLog"},"ty":1,"custom_ordering":true},{"name":{"scope":[],"name":"ActionSeq"},"ty":2,"custom_ordering":true},{"name":{"scope":[],"name":"AllTypes"},"ty":3,"custom_ordering":true},{"name":{"scope":[],"name":"Behaviour"},"ty":15,"custom_ordering":true},{"name":{"scope":[],"name":"Color"},"ty":4,"custom_ordering":true},{"name":{"scope":[],"name":"Config"},"ty":8,"custom_ordering":true},{"name":{"scope":[],"name":"Entity"},"ty":9,"custom_ordering":true},{"name":{"scope":[],"name":"EntityKind"},"ty":10,"custom_ordering":true},{"name":{"scope":[],"name":"Inventory"},"ty":11,"custom_ordering":true},{"name":{"scope":[],"name":"Item"},"ty":12,"custom_ordering":true},{"name":{"scope":[],"name":"Map"},"ty":13,"custom_ordering":true},{"name":{"scope":[],"name":"Nested"},"ty":7,"custom_ordering":true},{"name":{"scope":[],"name":"Npc"},"ty":14,"custom_ordering":true},{"name":{"scope":[],"name":"NpcTickSchedule"},"ty":16,"custom_ordering":true},{"name":{"scope":[],"name":"Player"},"ty":17,"custom_ordering":true},{"name":{"scope":[],"name":"Shape"},"ty":5,"custom_ordering":true},{"name":{"scope":[],"name":"Vec2"},"ty":6,"custom_ordering":true}],"misc_exports":[],"row_level_security":[]}"#;
+
+/// The module's schema, read from [`SCHEMA_JSON`] once: give it to
+/// `ClientBuilder::with_schema` and the client fetches no schema at start.
+pub fn schema() -> std::sync::Arc<__sl::ModuleSchema> {
+    static SCHEMA: std::sync::OnceLock<std::sync::Arc<__sl::ModuleSchema>> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| __sl::embedded_schema(SCHEMA_JSON)).clone()
 }

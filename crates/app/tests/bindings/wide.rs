@@ -975,7 +975,8 @@ pub struct VecUnitStruct {
 }
 
 /// The table `large_table` (rows: [`LargeTable`]), read from the client's cache: `client.db().large_table()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct LargeTableTableHandle {
     table: __sl::Table<LargeTable>,
 }
@@ -1017,7 +1018,8 @@ impl LargeTableTableHandle {
 }
 
 /// The table `one_bool` (rows: [`OneBool`]), read from the client's cache: `client.db().one_bool()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneBoolTableHandle {
     table: __sl::Table<OneBool>,
 }
@@ -1059,7 +1061,8 @@ impl OneBoolTableHandle {
 }
 
 /// The table `one_byte_struct` (rows: [`OneByteStruct`]), read from the client's cache: `client.db().one_byte_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneByteStructTableHandle {
     table: __sl::Table<OneByteStruct>,
 }
@@ -1101,7 +1104,8 @@ impl OneByteStructTableHandle {
 }
 
 /// The table `one_bytes` (rows: [`OneBytes`]), read from the client's cache: `client.db().one_bytes()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneBytesTableHandle {
     table: __sl::Table<OneBytes>,
 }
@@ -1143,7 +1147,8 @@ impl OneBytesTableHandle {
 }
 
 /// The table `one_connection_id` (rows: [`OneConnectionId`]), read from the client's cache: `client.db().one_connection_id()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneConnectionIdTableHandle {
     table: __sl::Table<OneConnectionId>,
 }
@@ -1185,7 +1190,8 @@ impl OneConnectionIdTableHandle {
 }
 
 /// The table `one_enum_with_payload` (rows: [`OneEnumWithPayload`]), read from the client's cache: `client.db().one_enum_with_payload()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneEnumWithPayloadTableHandle {
     table: __sl::Table<OneEnumWithPayload>,
 }
@@ -1227,7 +1233,8 @@ impl OneEnumWithPayloadTableHandle {
 }
 
 /// The table `one_every_primitive_struct` (rows: [`OneEveryPrimitiveStruct`]), read from the client's cache: `client.db().one_every_primitive_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneEveryPrimitiveStructTableHandle {
     table: __sl::Table<OneEveryPrimitiveStruct>,
 }
@@ -1269,7 +1276,8 @@ impl OneEveryPrimitiveStructTableHandle {
 }
 
 /// The table `one_every_vec_struct` (rows: [`OneEveryVecStruct`]), read from the client's cache: `client.db().one_every_vec_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneEveryVecStructTableHandle {
     table: __sl::Table<OneEveryVecStruct>,
 }
@@ -1311,7 +1319,8 @@ impl OneEveryVecStructTableHandle {
 }
 
 /// The table `one_f32` (rows: [`OneF32`]), read from the client's cache: `client.db().one_f32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneF32TableHandle {
     table: __sl::Table<OneF32>,
 }
@@ -1347,7 +1356,8 @@ impl OneF32TableHandle {
 }
 
 /// The table `one_f64` (rows: [`OneF64`]), read from the client's cache: `client.db().one_f64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneF64TableHandle {
     table: __sl::Table<OneF64>,
 }
@@ -1383,7 +1393,8 @@ impl OneF64TableHandle {
 }
 
 /// The table `one_i128` (rows: [`OneI128`]), read from the client's cache: `client.db().one_i128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneI128TableHandle {
     table: __sl::Table<OneI128>,
 }
@@ -1425,7 +1436,8 @@ impl OneI128TableHandle {
 }
 
 /// The table `one_i16` (rows: [`OneI16`]), read from the client's cache: `client.db().one_i16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneI16TableHandle {
     table: __sl::Table<OneI16>,
 }
@@ -1461,7 +1473,8 @@ impl OneI16TableHandle {
 }
 
 /// The table `one_i256` (rows: [`OneI256`]), read from the client's cache: `client.db().one_i256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneI256TableHandle {
     table: __sl::Table<OneI256>,
 }
@@ -1503,7 +1516,8 @@ impl OneI256TableHandle {
 }
 
 /// The table `one_i32` (rows: [`OneI32`]), read from the client's cache: `client.db().one_i32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneI32TableHandle {
     table: __sl::Table<OneI32>,
 }
@@ -1539,7 +1553,8 @@ impl OneI32TableHandle {
 }
 
 /// The table `one_i64` (rows: [`OneI64`]), read from the client's cache: `client.db().one_i64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneI64TableHandle {
     table: __sl::Table<OneI64>,
 }
@@ -1575,7 +1590,8 @@ impl OneI64TableHandle {
 }
 
 /// The table `one_i8` (rows: [`OneI8`]), read from the client's cache: `client.db().one_i8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneI8TableHandle {
     table: __sl::Table<OneI8>,
 }
@@ -1611,7 +1627,8 @@ impl OneI8TableHandle {
 }
 
 /// The table `one_identity` (rows: [`OneIdentity`]), read from the client's cache: `client.db().one_identity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneIdentityTableHandle {
     table: __sl::Table<OneIdentity>,
 }
@@ -1653,7 +1670,8 @@ impl OneIdentityTableHandle {
 }
 
 /// The table `one_simple_enum` (rows: [`OneSimpleEnum`]), read from the client's cache: `client.db().one_simple_enum()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneSimpleEnumTableHandle {
     table: __sl::Table<OneSimpleEnum>,
 }
@@ -1695,7 +1713,8 @@ impl OneSimpleEnumTableHandle {
 }
 
 /// The table `one_string` (rows: [`OneString`]), read from the client's cache: `client.db().one_string()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneStringTableHandle {
     table: __sl::Table<OneString>,
 }
@@ -1737,7 +1756,8 @@ impl OneStringTableHandle {
 }
 
 /// The table `one_time_duration` (rows: [`OneTimeDuration`]), read from the client's cache: `client.db().one_time_duration()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneTimeDurationTableHandle {
     table: __sl::Table<OneTimeDuration>,
 }
@@ -1779,7 +1799,8 @@ impl OneTimeDurationTableHandle {
 }
 
 /// The table `one_timestamp` (rows: [`OneTimestamp`]), read from the client's cache: `client.db().one_timestamp()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneTimestampTableHandle {
     table: __sl::Table<OneTimestamp>,
 }
@@ -1821,7 +1842,8 @@ impl OneTimestampTableHandle {
 }
 
 /// The table `one_u128` (rows: [`OneU128`]), read from the client's cache: `client.db().one_u128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneU128TableHandle {
     table: __sl::Table<OneU128>,
 }
@@ -1863,7 +1885,8 @@ impl OneU128TableHandle {
 }
 
 /// The table `one_u16` (rows: [`OneU16`]), read from the client's cache: `client.db().one_u16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneU16TableHandle {
     table: __sl::Table<OneU16>,
 }
@@ -1899,7 +1922,8 @@ impl OneU16TableHandle {
 }
 
 /// The table `one_u256` (rows: [`OneU256`]), read from the client's cache: `client.db().one_u256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneU256TableHandle {
     table: __sl::Table<OneU256>,
 }
@@ -1941,7 +1965,8 @@ impl OneU256TableHandle {
 }
 
 /// The table `one_u32` (rows: [`OneU32`]), read from the client's cache: `client.db().one_u32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneU32TableHandle {
     table: __sl::Table<OneU32>,
 }
@@ -1977,7 +2002,8 @@ impl OneU32TableHandle {
 }
 
 /// The table `one_u64` (rows: [`OneU64`]), read from the client's cache: `client.db().one_u64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneU64TableHandle {
     table: __sl::Table<OneU64>,
 }
@@ -2013,7 +2039,8 @@ impl OneU64TableHandle {
 }
 
 /// The table `one_u8` (rows: [`OneU8`]), read from the client's cache: `client.db().one_u8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneU8TableHandle {
     table: __sl::Table<OneU8>,
 }
@@ -2049,7 +2076,8 @@ impl OneU8TableHandle {
 }
 
 /// The table `one_unit_struct` (rows: [`OneUnitStruct`]), read from the client's cache: `client.db().one_unit_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OneUnitStructTableHandle {
     table: __sl::Table<OneUnitStruct>,
 }
@@ -2091,7 +2119,8 @@ impl OneUnitStructTableHandle {
 }
 
 /// The table `option_bool` (rows: [`OptionBool`]), read from the client's cache: `client.db().option_bool()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionBoolTableHandle {
     table: __sl::Table<OptionBool>,
 }
@@ -2133,7 +2162,8 @@ impl OptionBoolTableHandle {
 }
 
 /// The table `option_byte_struct` (rows: [`OptionByteStruct`]), read from the client's cache: `client.db().option_byte_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionByteStructTableHandle {
     table: __sl::Table<OptionByteStruct>,
 }
@@ -2175,7 +2205,8 @@ impl OptionByteStructTableHandle {
 }
 
 /// The table `option_bytes` (rows: [`OptionBytes`]), read from the client's cache: `client.db().option_bytes()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionBytesTableHandle {
     table: __sl::Table<OptionBytes>,
 }
@@ -2217,7 +2248,8 @@ impl OptionBytesTableHandle {
 }
 
 /// The table `option_connection_id` (rows: [`OptionConnectionId`]), read from the client's cache: `client.db().option_connection_id()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionConnectionIdTableHandle {
     table: __sl::Table<OptionConnectionId>,
 }
@@ -2259,7 +2291,8 @@ impl OptionConnectionIdTableHandle {
 }
 
 /// The table `option_enum_with_payload` (rows: [`OptionEnumWithPayload`]), read from the client's cache: `client.db().option_enum_with_payload()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionEnumWithPayloadTableHandle {
     table: __sl::Table<OptionEnumWithPayload>,
 }
@@ -2301,7 +2334,8 @@ impl OptionEnumWithPayloadTableHandle {
 }
 
 /// The table `option_every_primitive_struct` (rows: [`OptionEveryPrimitiveStruct`]), read from the client's cache: `client.db().option_every_primitive_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionEveryPrimitiveStructTableHandle {
     table: __sl::Table<OptionEveryPrimitiveStruct>,
 }
@@ -2343,7 +2377,8 @@ impl OptionEveryPrimitiveStructTableHandle {
 }
 
 /// The table `option_every_vec_struct` (rows: [`OptionEveryVecStruct`]), read from the client's cache: `client.db().option_every_vec_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionEveryVecStructTableHandle {
     table: __sl::Table<OptionEveryVecStruct>,
 }
@@ -2385,7 +2420,8 @@ impl OptionEveryVecStructTableHandle {
 }
 
 /// The table `option_f32` (rows: [`OptionF32`]), read from the client's cache: `client.db().option_f32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionF32TableHandle {
     table: __sl::Table<OptionF32>,
 }
@@ -2427,7 +2463,8 @@ impl OptionF32TableHandle {
 }
 
 /// The table `option_f64` (rows: [`OptionF64`]), read from the client's cache: `client.db().option_f64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionF64TableHandle {
     table: __sl::Table<OptionF64>,
 }
@@ -2469,7 +2506,8 @@ impl OptionF64TableHandle {
 }
 
 /// The table `option_i128` (rows: [`OptionI128`]), read from the client's cache: `client.db().option_i128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionI128TableHandle {
     table: __sl::Table<OptionI128>,
 }
@@ -2511,7 +2549,8 @@ impl OptionI128TableHandle {
 }
 
 /// The table `option_i16` (rows: [`OptionI16`]), read from the client's cache: `client.db().option_i16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionI16TableHandle {
     table: __sl::Table<OptionI16>,
 }
@@ -2553,7 +2592,8 @@ impl OptionI16TableHandle {
 }
 
 /// The table `option_i256` (rows: [`OptionI256`]), read from the client's cache: `client.db().option_i256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionI256TableHandle {
     table: __sl::Table<OptionI256>,
 }
@@ -2595,7 +2635,8 @@ impl OptionI256TableHandle {
 }
 
 /// The table `option_i32` (rows: [`OptionI32`]), read from the client's cache: `client.db().option_i32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionI32TableHandle {
     table: __sl::Table<OptionI32>,
 }
@@ -2637,7 +2678,8 @@ impl OptionI32TableHandle {
 }
 
 /// The table `option_i64` (rows: [`OptionI64`]), read from the client's cache: `client.db().option_i64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionI64TableHandle {
     table: __sl::Table<OptionI64>,
 }
@@ -2679,7 +2721,8 @@ impl OptionI64TableHandle {
 }
 
 /// The table `option_i8` (rows: [`OptionI8`]), read from the client's cache: `client.db().option_i8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionI8TableHandle {
     table: __sl::Table<OptionI8>,
 }
@@ -2721,7 +2764,8 @@ impl OptionI8TableHandle {
 }
 
 /// The table `option_identity` (rows: [`OptionIdentity`]), read from the client's cache: `client.db().option_identity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionIdentityTableHandle {
     table: __sl::Table<OptionIdentity>,
 }
@@ -2763,7 +2807,8 @@ impl OptionIdentityTableHandle {
 }
 
 /// The table `option_simple_enum` (rows: [`OptionSimpleEnum`]), read from the client's cache: `client.db().option_simple_enum()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionSimpleEnumTableHandle {
     table: __sl::Table<OptionSimpleEnum>,
 }
@@ -2805,7 +2850,8 @@ impl OptionSimpleEnumTableHandle {
 }
 
 /// The table `option_string` (rows: [`OptionString`]), read from the client's cache: `client.db().option_string()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionStringTableHandle {
     table: __sl::Table<OptionString>,
 }
@@ -2847,7 +2893,8 @@ impl OptionStringTableHandle {
 }
 
 /// The table `option_time_duration` (rows: [`OptionTimeDuration`]), read from the client's cache: `client.db().option_time_duration()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionTimeDurationTableHandle {
     table: __sl::Table<OptionTimeDuration>,
 }
@@ -2889,7 +2936,8 @@ impl OptionTimeDurationTableHandle {
 }
 
 /// The table `option_timestamp` (rows: [`OptionTimestamp`]), read from the client's cache: `client.db().option_timestamp()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionTimestampTableHandle {
     table: __sl::Table<OptionTimestamp>,
 }
@@ -2931,7 +2979,8 @@ impl OptionTimestampTableHandle {
 }
 
 /// The table `option_u128` (rows: [`OptionU128`]), read from the client's cache: `client.db().option_u128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionU128TableHandle {
     table: __sl::Table<OptionU128>,
 }
@@ -2973,7 +3022,8 @@ impl OptionU128TableHandle {
 }
 
 /// The table `option_u16` (rows: [`OptionU16`]), read from the client's cache: `client.db().option_u16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionU16TableHandle {
     table: __sl::Table<OptionU16>,
 }
@@ -3015,7 +3065,8 @@ impl OptionU16TableHandle {
 }
 
 /// The table `option_u256` (rows: [`OptionU256`]), read from the client's cache: `client.db().option_u256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionU256TableHandle {
     table: __sl::Table<OptionU256>,
 }
@@ -3057,7 +3108,8 @@ impl OptionU256TableHandle {
 }
 
 /// The table `option_u32` (rows: [`OptionU32`]), read from the client's cache: `client.db().option_u32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionU32TableHandle {
     table: __sl::Table<OptionU32>,
 }
@@ -3099,7 +3151,8 @@ impl OptionU32TableHandle {
 }
 
 /// The table `option_u64` (rows: [`OptionU64`]), read from the client's cache: `client.db().option_u64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionU64TableHandle {
     table: __sl::Table<OptionU64>,
 }
@@ -3141,7 +3194,8 @@ impl OptionU64TableHandle {
 }
 
 /// The table `option_u8` (rows: [`OptionU8`]), read from the client's cache: `client.db().option_u8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionU8TableHandle {
     table: __sl::Table<OptionU8>,
 }
@@ -3183,7 +3237,8 @@ impl OptionU8TableHandle {
 }
 
 /// The table `option_unit_struct` (rows: [`OptionUnitStruct`]), read from the client's cache: `client.db().option_unit_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct OptionUnitStructTableHandle {
     table: __sl::Table<OptionUnitStruct>,
 }
@@ -3225,7 +3280,8 @@ impl OptionUnitStructTableHandle {
 }
 
 /// The table `pk_bool` (rows: [`PkBool`]), read from the client's cache: `client.db().pk_bool()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkBoolTableHandle {
     table: __sl::Table<PkBool>,
 }
@@ -3244,7 +3300,7 @@ impl PkBoolTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &bool) -> Option<__sl::Shared<PkBool>> {
         self.table.find("n", n)
     }
@@ -3274,7 +3330,8 @@ impl PkBoolTableHandle {
 }
 
 /// The table `pk_connection_id` (rows: [`PkConnectionId`]), read from the client's cache: `client.db().pk_connection_id()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkConnectionIdTableHandle {
     table: __sl::Table<PkConnectionId>,
 }
@@ -3293,7 +3350,7 @@ impl PkConnectionIdTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::ConnectionId) -> Option<__sl::Shared<PkConnectionId>> {
         self.table.find("n", n)
     }
@@ -3329,7 +3386,8 @@ impl PkConnectionIdTableHandle {
 }
 
 /// The table `pk_i128` (rows: [`PkI128`]), read from the client's cache: `client.db().pk_i128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI128TableHandle {
     table: __sl::Table<PkI128>,
 }
@@ -3348,7 +3406,7 @@ impl PkI128TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i128) -> Option<__sl::Shared<PkI128>> {
         self.table.find("n", n)
     }
@@ -3378,7 +3436,8 @@ impl PkI128TableHandle {
 }
 
 /// The table `pk_i16` (rows: [`PkI16`]), read from the client's cache: `client.db().pk_i16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI16TableHandle {
     table: __sl::Table<PkI16>,
 }
@@ -3397,7 +3456,7 @@ impl PkI16TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i16) -> Option<__sl::Shared<PkI16>> {
         self.table.find("n", n)
     }
@@ -3427,7 +3486,8 @@ impl PkI16TableHandle {
 }
 
 /// The table `pk_i256` (rows: [`PkI256`]), read from the client's cache: `client.db().pk_i256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI256TableHandle {
     table: __sl::Table<PkI256>,
 }
@@ -3446,7 +3506,7 @@ impl PkI256TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::i256) -> Option<__sl::Shared<PkI256>> {
         self.table.find("n", n)
     }
@@ -3476,7 +3536,8 @@ impl PkI256TableHandle {
 }
 
 /// The table `pk_i32` (rows: [`PkI32`]), read from the client's cache: `client.db().pk_i32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI32TableHandle {
     table: __sl::Table<PkI32>,
 }
@@ -3495,7 +3556,7 @@ impl PkI32TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i32) -> Option<__sl::Shared<PkI32>> {
         self.table.find("n", n)
     }
@@ -3525,7 +3586,8 @@ impl PkI32TableHandle {
 }
 
 /// The table `pk_i64` (rows: [`PkI64`]), read from the client's cache: `client.db().pk_i64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI64TableHandle {
     table: __sl::Table<PkI64>,
 }
@@ -3544,7 +3606,7 @@ impl PkI64TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i64) -> Option<__sl::Shared<PkI64>> {
         self.table.find("n", n)
     }
@@ -3574,7 +3636,8 @@ impl PkI64TableHandle {
 }
 
 /// The table `pk_i8` (rows: [`PkI8`]), read from the client's cache: `client.db().pk_i8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkI8TableHandle {
     table: __sl::Table<PkI8>,
 }
@@ -3593,7 +3656,7 @@ impl PkI8TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i8) -> Option<__sl::Shared<PkI8>> {
         self.table.find("n", n)
     }
@@ -3623,7 +3686,8 @@ impl PkI8TableHandle {
 }
 
 /// The table `pk_identity` (rows: [`PkIdentity`]), read from the client's cache: `client.db().pk_identity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkIdentityTableHandle {
     table: __sl::Table<PkIdentity>,
 }
@@ -3642,7 +3706,7 @@ impl PkIdentityTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::Identity) -> Option<__sl::Shared<PkIdentity>> {
         self.table.find("n", n)
     }
@@ -3678,7 +3742,8 @@ impl PkIdentityTableHandle {
 }
 
 /// The table `pk_string` (rows: [`PkString`]), read from the client's cache: `client.db().pk_string()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkStringTableHandle {
     table: __sl::Table<PkString>,
 }
@@ -3697,7 +3762,7 @@ impl PkStringTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &String) -> Option<__sl::Shared<PkString>> {
         self.table.find("n", n)
     }
@@ -3733,7 +3798,8 @@ impl PkStringTableHandle {
 }
 
 /// The table `pk_u128` (rows: [`PkU128`]), read from the client's cache: `client.db().pk_u128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU128TableHandle {
     table: __sl::Table<PkU128>,
 }
@@ -3752,7 +3818,7 @@ impl PkU128TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u128) -> Option<__sl::Shared<PkU128>> {
         self.table.find("n", n)
     }
@@ -3782,7 +3848,8 @@ impl PkU128TableHandle {
 }
 
 /// The table `pk_u16` (rows: [`PkU16`]), read from the client's cache: `client.db().pk_u16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU16TableHandle {
     table: __sl::Table<PkU16>,
 }
@@ -3801,7 +3868,7 @@ impl PkU16TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u16) -> Option<__sl::Shared<PkU16>> {
         self.table.find("n", n)
     }
@@ -3831,7 +3898,8 @@ impl PkU16TableHandle {
 }
 
 /// The table `pk_u256` (rows: [`PkU256`]), read from the client's cache: `client.db().pk_u256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU256TableHandle {
     table: __sl::Table<PkU256>,
 }
@@ -3850,7 +3918,7 @@ impl PkU256TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::u256) -> Option<__sl::Shared<PkU256>> {
         self.table.find("n", n)
     }
@@ -3880,7 +3948,8 @@ impl PkU256TableHandle {
 }
 
 /// The table `pk_u32` (rows: [`PkU32`]), read from the client's cache: `client.db().pk_u32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU32TableHandle {
     table: __sl::Table<PkU32>,
 }
@@ -3899,7 +3968,7 @@ impl PkU32TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u32) -> Option<__sl::Shared<PkU32>> {
         self.table.find("n", n)
     }
@@ -3929,7 +3998,8 @@ impl PkU32TableHandle {
 }
 
 /// The table `pk_u64` (rows: [`PkU64`]), read from the client's cache: `client.db().pk_u64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU64TableHandle {
     table: __sl::Table<PkU64>,
 }
@@ -3948,7 +4018,7 @@ impl PkU64TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u64) -> Option<__sl::Shared<PkU64>> {
         self.table.find("n", n)
     }
@@ -3978,7 +4048,8 @@ impl PkU64TableHandle {
 }
 
 /// The table `pk_u8` (rows: [`PkU8`]), read from the client's cache: `client.db().pk_u8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct PkU8TableHandle {
     table: __sl::Table<PkU8>,
 }
@@ -3997,7 +4068,7 @@ impl PkU8TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u8) -> Option<__sl::Shared<PkU8>> {
         self.table.find("n", n)
     }
@@ -4027,7 +4098,8 @@ impl PkU8TableHandle {
 }
 
 /// The table `unique_bool` (rows: [`UniqueBool`]), read from the client's cache: `client.db().unique_bool()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueBoolTableHandle {
     table: __sl::Table<UniqueBool>,
 }
@@ -4046,7 +4118,7 @@ impl UniqueBoolTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &bool) -> Option<__sl::Shared<UniqueBool>> {
         self.table.find("n", n)
     }
@@ -4074,7 +4146,8 @@ impl UniqueBoolTableHandle {
 }
 
 /// The table `unique_connection_id` (rows: [`UniqueConnectionId`]), read from the client's cache: `client.db().unique_connection_id()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueConnectionIdTableHandle {
     table: __sl::Table<UniqueConnectionId>,
 }
@@ -4093,7 +4166,7 @@ impl UniqueConnectionIdTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::ConnectionId) -> Option<__sl::Shared<UniqueConnectionId>> {
         self.table.find("n", n)
     }
@@ -4121,7 +4194,8 @@ impl UniqueConnectionIdTableHandle {
 }
 
 /// The table `unique_i128` (rows: [`UniqueI128`]), read from the client's cache: `client.db().unique_i128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueI128TableHandle {
     table: __sl::Table<UniqueI128>,
 }
@@ -4140,7 +4214,7 @@ impl UniqueI128TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i128) -> Option<__sl::Shared<UniqueI128>> {
         self.table.find("n", n)
     }
@@ -4168,7 +4242,8 @@ impl UniqueI128TableHandle {
 }
 
 /// The table `unique_i16` (rows: [`UniqueI16`]), read from the client's cache: `client.db().unique_i16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueI16TableHandle {
     table: __sl::Table<UniqueI16>,
 }
@@ -4187,7 +4262,7 @@ impl UniqueI16TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i16) -> Option<__sl::Shared<UniqueI16>> {
         self.table.find("n", n)
     }
@@ -4215,7 +4290,8 @@ impl UniqueI16TableHandle {
 }
 
 /// The table `unique_i256` (rows: [`UniqueI256`]), read from the client's cache: `client.db().unique_i256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueI256TableHandle {
     table: __sl::Table<UniqueI256>,
 }
@@ -4234,7 +4310,7 @@ impl UniqueI256TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::i256) -> Option<__sl::Shared<UniqueI256>> {
         self.table.find("n", n)
     }
@@ -4262,7 +4338,8 @@ impl UniqueI256TableHandle {
 }
 
 /// The table `unique_i32` (rows: [`UniqueI32`]), read from the client's cache: `client.db().unique_i32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueI32TableHandle {
     table: __sl::Table<UniqueI32>,
 }
@@ -4281,7 +4358,7 @@ impl UniqueI32TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i32) -> Option<__sl::Shared<UniqueI32>> {
         self.table.find("n", n)
     }
@@ -4309,7 +4386,8 @@ impl UniqueI32TableHandle {
 }
 
 /// The table `unique_i64` (rows: [`UniqueI64`]), read from the client's cache: `client.db().unique_i64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueI64TableHandle {
     table: __sl::Table<UniqueI64>,
 }
@@ -4328,7 +4406,7 @@ impl UniqueI64TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i64) -> Option<__sl::Shared<UniqueI64>> {
         self.table.find("n", n)
     }
@@ -4356,7 +4434,8 @@ impl UniqueI64TableHandle {
 }
 
 /// The table `unique_i8` (rows: [`UniqueI8`]), read from the client's cache: `client.db().unique_i8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueI8TableHandle {
     table: __sl::Table<UniqueI8>,
 }
@@ -4375,7 +4454,7 @@ impl UniqueI8TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &i8) -> Option<__sl::Shared<UniqueI8>> {
         self.table.find("n", n)
     }
@@ -4403,7 +4482,8 @@ impl UniqueI8TableHandle {
 }
 
 /// The table `unique_identity` (rows: [`UniqueIdentity`]), read from the client's cache: `client.db().unique_identity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueIdentityTableHandle {
     table: __sl::Table<UniqueIdentity>,
 }
@@ -4422,7 +4502,7 @@ impl UniqueIdentityTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::Identity) -> Option<__sl::Shared<UniqueIdentity>> {
         self.table.find("n", n)
     }
@@ -4450,7 +4530,8 @@ impl UniqueIdentityTableHandle {
 }
 
 /// The table `unique_string` (rows: [`UniqueString`]), read from the client's cache: `client.db().unique_string()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueStringTableHandle {
     table: __sl::Table<UniqueString>,
 }
@@ -4469,7 +4550,7 @@ impl UniqueStringTableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &String) -> Option<__sl::Shared<UniqueString>> {
         self.table.find("n", n)
     }
@@ -4497,7 +4578,8 @@ impl UniqueStringTableHandle {
 }
 
 /// The table `unique_u128` (rows: [`UniqueU128`]), read from the client's cache: `client.db().unique_u128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueU128TableHandle {
     table: __sl::Table<UniqueU128>,
 }
@@ -4516,7 +4598,7 @@ impl UniqueU128TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u128) -> Option<__sl::Shared<UniqueU128>> {
         self.table.find("n", n)
     }
@@ -4544,7 +4626,8 @@ impl UniqueU128TableHandle {
 }
 
 /// The table `unique_u16` (rows: [`UniqueU16`]), read from the client's cache: `client.db().unique_u16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueU16TableHandle {
     table: __sl::Table<UniqueU16>,
 }
@@ -4563,7 +4646,7 @@ impl UniqueU16TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u16) -> Option<__sl::Shared<UniqueU16>> {
         self.table.find("n", n)
     }
@@ -4591,7 +4674,8 @@ impl UniqueU16TableHandle {
 }
 
 /// The table `unique_u256` (rows: [`UniqueU256`]), read from the client's cache: `client.db().unique_u256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueU256TableHandle {
     table: __sl::Table<UniqueU256>,
 }
@@ -4610,7 +4694,7 @@ impl UniqueU256TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &__sl::u256) -> Option<__sl::Shared<UniqueU256>> {
         self.table.find("n", n)
     }
@@ -4638,7 +4722,8 @@ impl UniqueU256TableHandle {
 }
 
 /// The table `unique_u32` (rows: [`UniqueU32`]), read from the client's cache: `client.db().unique_u32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueU32TableHandle {
     table: __sl::Table<UniqueU32>,
 }
@@ -4657,7 +4742,7 @@ impl UniqueU32TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u32) -> Option<__sl::Shared<UniqueU32>> {
         self.table.find("n", n)
     }
@@ -4685,7 +4770,8 @@ impl UniqueU32TableHandle {
 }
 
 /// The table `unique_u64` (rows: [`UniqueU64`]), read from the client's cache: `client.db().unique_u64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueU64TableHandle {
     table: __sl::Table<UniqueU64>,
 }
@@ -4704,7 +4790,7 @@ impl UniqueU64TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u64) -> Option<__sl::Shared<UniqueU64>> {
         self.table.find("n", n)
     }
@@ -4732,7 +4818,8 @@ impl UniqueU64TableHandle {
 }
 
 /// The table `unique_u8` (rows: [`UniqueU8`]), read from the client's cache: `client.db().unique_u8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct UniqueU8TableHandle {
     table: __sl::Table<UniqueU8>,
 }
@@ -4751,7 +4838,7 @@ impl UniqueU8TableHandle {
         self.table.count()
     }
 
-    /// The cached row whose `n` is `n`.
+    /// The cached row whose `n` is `n` (one hash lookup).
     pub fn find_by_n(&self, n: &u8) -> Option<__sl::Shared<UniqueU8>> {
         self.table.find("n", n)
     }
@@ -4779,7 +4866,8 @@ impl UniqueU8TableHandle {
 }
 
 /// The table `vec_bool` (rows: [`VecBool`]), read from the client's cache: `client.db().vec_bool()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecBoolTableHandle {
     table: __sl::Table<VecBool>,
 }
@@ -4821,7 +4909,8 @@ impl VecBoolTableHandle {
 }
 
 /// The table `vec_byte_struct` (rows: [`VecByteStruct`]), read from the client's cache: `client.db().vec_byte_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecByteStructTableHandle {
     table: __sl::Table<VecByteStruct>,
 }
@@ -4863,7 +4952,8 @@ impl VecByteStructTableHandle {
 }
 
 /// The table `vec_bytes` (rows: [`VecBytes`]), read from the client's cache: `client.db().vec_bytes()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecBytesTableHandle {
     table: __sl::Table<VecBytes>,
 }
@@ -4905,7 +4995,8 @@ impl VecBytesTableHandle {
 }
 
 /// The table `vec_connection_id` (rows: [`VecConnectionId`]), read from the client's cache: `client.db().vec_connection_id()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecConnectionIdTableHandle {
     table: __sl::Table<VecConnectionId>,
 }
@@ -4947,7 +5038,8 @@ impl VecConnectionIdTableHandle {
 }
 
 /// The table `vec_enum_with_payload` (rows: [`VecEnumWithPayload`]), read from the client's cache: `client.db().vec_enum_with_payload()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecEnumWithPayloadTableHandle {
     table: __sl::Table<VecEnumWithPayload>,
 }
@@ -4989,7 +5081,8 @@ impl VecEnumWithPayloadTableHandle {
 }
 
 /// The table `vec_every_primitive_struct` (rows: [`VecEveryPrimitiveStruct`]), read from the client's cache: `client.db().vec_every_primitive_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecEveryPrimitiveStructTableHandle {
     table: __sl::Table<VecEveryPrimitiveStruct>,
 }
@@ -5031,7 +5124,8 @@ impl VecEveryPrimitiveStructTableHandle {
 }
 
 /// The table `vec_every_vec_struct` (rows: [`VecEveryVecStruct`]), read from the client's cache: `client.db().vec_every_vec_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecEveryVecStructTableHandle {
     table: __sl::Table<VecEveryVecStruct>,
 }
@@ -5073,7 +5167,8 @@ impl VecEveryVecStructTableHandle {
 }
 
 /// The table `vec_f32` (rows: [`VecF32`]), read from the client's cache: `client.db().vec_f32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecF32TableHandle {
     table: __sl::Table<VecF32>,
 }
@@ -5109,7 +5204,8 @@ impl VecF32TableHandle {
 }
 
 /// The table `vec_f64` (rows: [`VecF64`]), read from the client's cache: `client.db().vec_f64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecF64TableHandle {
     table: __sl::Table<VecF64>,
 }
@@ -5145,7 +5241,8 @@ impl VecF64TableHandle {
 }
 
 /// The table `vec_i128` (rows: [`VecI128`]), read from the client's cache: `client.db().vec_i128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecI128TableHandle {
     table: __sl::Table<VecI128>,
 }
@@ -5187,7 +5284,8 @@ impl VecI128TableHandle {
 }
 
 /// The table `vec_i16` (rows: [`VecI16`]), read from the client's cache: `client.db().vec_i16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecI16TableHandle {
     table: __sl::Table<VecI16>,
 }
@@ -5223,7 +5321,8 @@ impl VecI16TableHandle {
 }
 
 /// The table `vec_i256` (rows: [`VecI256`]), read from the client's cache: `client.db().vec_i256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecI256TableHandle {
     table: __sl::Table<VecI256>,
 }
@@ -5265,7 +5364,8 @@ impl VecI256TableHandle {
 }
 
 /// The table `vec_i32` (rows: [`VecI32`]), read from the client's cache: `client.db().vec_i32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecI32TableHandle {
     table: __sl::Table<VecI32>,
 }
@@ -5301,7 +5401,8 @@ impl VecI32TableHandle {
 }
 
 /// The table `vec_i64` (rows: [`VecI64`]), read from the client's cache: `client.db().vec_i64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecI64TableHandle {
     table: __sl::Table<VecI64>,
 }
@@ -5337,7 +5438,8 @@ impl VecI64TableHandle {
 }
 
 /// The table `vec_i8` (rows: [`VecI8`]), read from the client's cache: `client.db().vec_i8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecI8TableHandle {
     table: __sl::Table<VecI8>,
 }
@@ -5373,7 +5475,8 @@ impl VecI8TableHandle {
 }
 
 /// The table `vec_identity` (rows: [`VecIdentity`]), read from the client's cache: `client.db().vec_identity()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecIdentityTableHandle {
     table: __sl::Table<VecIdentity>,
 }
@@ -5415,7 +5518,8 @@ impl VecIdentityTableHandle {
 }
 
 /// The table `vec_simple_enum` (rows: [`VecSimpleEnum`]), read from the client's cache: `client.db().vec_simple_enum()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecSimpleEnumTableHandle {
     table: __sl::Table<VecSimpleEnum>,
 }
@@ -5457,7 +5561,8 @@ impl VecSimpleEnumTableHandle {
 }
 
 /// The table `vec_string` (rows: [`VecString`]), read from the client's cache: `client.db().vec_string()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecStringTableHandle {
     table: __sl::Table<VecString>,
 }
@@ -5499,7 +5604,8 @@ impl VecStringTableHandle {
 }
 
 /// The table `vec_time_duration` (rows: [`VecTimeDuration`]), read from the client's cache: `client.db().vec_time_duration()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecTimeDurationTableHandle {
     table: __sl::Table<VecTimeDuration>,
 }
@@ -5541,7 +5647,8 @@ impl VecTimeDurationTableHandle {
 }
 
 /// The table `vec_timestamp` (rows: [`VecTimestamp`]), read from the client's cache: `client.db().vec_timestamp()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecTimestampTableHandle {
     table: __sl::Table<VecTimestamp>,
 }
@@ -5583,7 +5690,8 @@ impl VecTimestampTableHandle {
 }
 
 /// The table `vec_u128` (rows: [`VecU128`]), read from the client's cache: `client.db().vec_u128()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecU128TableHandle {
     table: __sl::Table<VecU128>,
 }
@@ -5625,7 +5733,8 @@ impl VecU128TableHandle {
 }
 
 /// The table `vec_u16` (rows: [`VecU16`]), read from the client's cache: `client.db().vec_u16()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecU16TableHandle {
     table: __sl::Table<VecU16>,
 }
@@ -5661,7 +5770,8 @@ impl VecU16TableHandle {
 }
 
 /// The table `vec_u256` (rows: [`VecU256`]), read from the client's cache: `client.db().vec_u256()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecU256TableHandle {
     table: __sl::Table<VecU256>,
 }
@@ -5703,7 +5813,8 @@ impl VecU256TableHandle {
 }
 
 /// The table `vec_u32` (rows: [`VecU32`]), read from the client's cache: `client.db().vec_u32()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecU32TableHandle {
     table: __sl::Table<VecU32>,
 }
@@ -5739,7 +5850,8 @@ impl VecU32TableHandle {
 }
 
 /// The table `vec_u64` (rows: [`VecU64`]), read from the client's cache: `client.db().vec_u64()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecU64TableHandle {
     table: __sl::Table<VecU64>,
 }
@@ -5775,7 +5887,8 @@ impl VecU64TableHandle {
 }
 
 /// The table `vec_u8` (rows: [`VecU8`]), read from the client's cache: `client.db().vec_u8()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecU8TableHandle {
     table: __sl::Table<VecU8>,
 }
@@ -5811,7 +5924,8 @@ impl VecU8TableHandle {
 }
 
 /// The table `vec_unit_struct` (rows: [`VecUnitStruct`]), read from the client's cache: `client.db().vec_unit_struct()`.
-#[derive(Debug)]
+/// Cheap to make and to clone.
+#[derive(Clone, Debug)]
 pub struct VecUnitStructTableHandle {
     table: __sl::Table<VecUnitStruct>,
 }
@@ -8079,4 +8193,15 @@ pub fn row_types() -> __sl::RowTypes {
         .register::<VecU64>("vec_u64")
         .register::<VecU8>("vec_u8")
         .register::<VecUnitStruct>("vec_unit_struct")
+}
+
+/// The module's definition (v9, as `GET /v1/database/<db>/schema?version=9`
+/// returns it), embedded by `spacelink generate`.
+pub const SCHEMA_JSON: &str = r#"{"typespace":{"types":[{"Sum":{"variants":[{"name":{"some":"Zero"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"One"},"algebraic_type":{"Product":{"elements":[]}}},{"name":{"some":"Two"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Product":{"elements":[]}},{"Product":{"elements":[{"name":{"some":"b"},"algebraic_type":{"U8":[]}}]}},{"Product":{"elements":[{"name":{"some":"u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"string"},"algebraic_type":{"String":[]}},{"name":{"some":"identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"u8"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"u16"},"algebraic_type":{"Array":{"U16":[]}}},{"name":{"some":"u32"},"algebraic_type":{"Array":{"U32":[]}}},{"name":{"some":"u64"},"algebraic_type":{"Array":{"U64":[]}}},{"name":{"some":"u128"},"algebraic_type":{"Array":{"U128":[]}}},{"name":{"some":"u256"},"algebraic_type":{"Array":{"U256":[]}}},{"name":{"some":"i8"},"algebraic_type":{"Array":{"I8":[]}}},{"name":{"some":"i16"},"algebraic_type":{"Array":{"I16":[]}}},{"name":{"some":"i32"},"algebraic_type":{"Array":{"I32":[]}}},{"name":{"some":"i64"},"algebraic_type":{"Array":{"I64":[]}}},{"name":{"some":"i128"},"algebraic_type":{"Array":{"I128":[]}}},{"name":{"some":"i256"},"algebraic_type":{"Array":{"I256":[]}}},{"name":{"some":"bool"},"algebraic_type":{"Array":{"Bool":[]}}},{"name":{"some":"f32"},"algebraic_type":{"Array":{"F32":[]}}},{"name":{"some":"f64"},"algebraic_type":{"Array":{"F64":[]}}},{"name":{"some":"string"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"identity"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}}},{"name":{"some":"connection_id"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}}},{"name":{"some":"timestamp"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}},{"name":{"some":"time_duration"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}}]}},{"Product":{"elements":[{"name":{"some":"x"},"algebraic_type":{"F32":[]}},{"name":{"some":"y"},"algebraic_type":{"F32":[]}}]}},{"Sum":{"variants":[{"name":{"some":"u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"string"},"algebraic_type":{"String":[]}},{"name":{"some":"identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"bytes"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"strings"},"algebraic_type":{"Array":{"String":[]}}},{"name":{"some":"simple_enums"},"algebraic_type":{"Array":{"Ref":0}}},{"name":{"some":"point"},"algebraic_type":{"Ref":5}},{"name":{"some":"unit"},"algebraic_type":{"Ref":1}},{"name":{"some":"nothing"},"algebraic_type":{"Product":{"elements":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U8":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U8":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U8":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U16":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U16":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U16":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U32":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U64":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U64":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U64":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U128":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U128":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U128":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U256":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U256":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U256":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I8":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I8":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I8":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I16":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I16":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I16":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I32":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I64":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I64":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I64":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I128":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I128":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I128":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I256":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I256":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I256":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Bool":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Bool":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Bool":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"F32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"F32":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"F32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"F64":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"F64":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"F64":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"String":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"String":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"String":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":0}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":0}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":0}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":6}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":6}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":6}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":1}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":1}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":1}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":2}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":2}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":2}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":3}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":3}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":3}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":4}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":4}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":4}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U8":[]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Array":{"U8":[]}}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Bool":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Bool":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"String":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"String":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]}},{"Product":{"elements":[{"name":{"some":"a_u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"a_u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"a_u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"a_u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"a_u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"a_u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"a_i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"a_i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"a_i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"a_i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"a_i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"a_i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"a_bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"a_f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"a_f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"a_string"},"algebraic_type":{"String":[]}},{"name":{"some":"a_identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"a_connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"a_timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_simple_enum"},"algebraic_type":{"Ref":0}},{"name":{"some":"a_enum_with_payload"},"algebraic_type":{"Ref":6}},{"name":{"some":"a_unit_struct"},"algebraic_type":{"Ref":1}},{"name":{"some":"a_byte_struct"},"algebraic_type":{"Ref":2}},{"name":{"some":"a_every_primitive_struct"},"algebraic_type":{"Ref":3}},{"name":{"some":"a_every_vec_struct"},"algebraic_type":{"Ref":4}},{"name":{"some":"a_bytes"},"algebraic_type":{"Array":{"U8":[]}}}]}}]},"tables":[{"name":"large_table","product_type_ref":120,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_bool","product_type_ref":43,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_byte_struct","product_type_ref":76,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_bytes","product_type_ref":85,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_connection_id","product_type_ref":58,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_enum_with_payload","product_type_ref":70,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_every_primitive_struct","product_type_ref":79,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_every_vec_struct","product_type_ref":82,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_f32","product_type_ref":46,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_f64","product_type_ref":49,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_i128","product_type_ref":37,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_i16","product_type_ref":28,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_i256","product_type_ref":40,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_i32","product_type_ref":31,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_i64","product_type_ref":34,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_i8","product_type_ref":25,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_identity","product_type_ref":55,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_simple_enum","product_type_ref":67,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_string","product_type_ref":52,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_time_duration","product_type_ref":64,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_timestamp","product_type_ref":61,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_u128","product_type_ref":19,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_u16","product_type_ref":10,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_u256","product_type_ref":22,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_u32","product_type_ref":13,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_u64","product_type_ref":16,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_u8","product_type_ref":7,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"one_unit_struct","product_type_ref":73,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_bool","product_type_ref":45,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_byte_struct","product_type_ref":78,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_bytes","product_type_ref":87,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_connection_id","product_type_ref":60,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_enum_with_payload","product_type_ref":72,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_every_primitive_struct","product_type_ref":81,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_every_vec_struct","product_type_ref":84,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_f32","product_type_ref":48,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_f64","product_type_ref":51,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_i128","product_type_ref":39,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_i16","product_type_ref":30,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_i256","product_type_ref":42,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_i32","product_type_ref":33,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_i64","product_type_ref":36,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_i8","product_type_ref":27,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_identity","product_type_ref":57,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_simple_enum","product_type_ref":69,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_string","product_type_ref":54,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_time_duration","product_type_ref":66,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_timestamp","product_type_ref":63,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_u128","product_type_ref":21,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_u16","product_type_ref":12,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_u256","product_type_ref":24,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_u32","product_type_ref":15,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_u64","product_type_ref":18,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_u8","product_type_ref":9,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"option_unit_struct","product_type_ref":75,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_bool","product_type_ref":113,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_connection_id","product_type_ref":119,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i128","product_type_ref":109,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i16","product_type_ref":103,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i256","product_type_ref":111,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i32","product_type_ref":105,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i64","product_type_ref":107,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_i8","product_type_ref":101,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_identity","product_type_ref":117,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_string","product_type_ref":115,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u128","product_type_ref":97,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u16","product_type_ref":91,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u256","product_type_ref":99,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u32","product_type_ref":93,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u64","product_type_ref":95,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"pk_u8","product_type_ref":89,"primary_key":[0],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_bool","product_type_ref":112,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_connection_id","product_type_ref":118,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_i128","product_type_ref":108,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_i16","product_type_ref":102,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_i256","product_type_ref":110,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_i32","product_type_ref":104,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_i64","product_type_ref":106,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_i8","product_type_ref":100,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_identity","product_type_ref":116,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_string","product_type_ref":114,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_u128","product_type_ref":96,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_u16","product_type_ref":90,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_u256","product_type_ref":98,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_u32","product_type_ref":92,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_u64","product_type_ref":94,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"unique_u8","product_type_ref":88,"primary_key":[],"indexes":[],"constraints":[{"name":{"none":[]},"data":{"Unique":{"columns":[0]}}}],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_bool","product_type_ref":44,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_byte_struct","product_type_ref":77,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_bytes","product_type_ref":86,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_connection_id","product_type_ref":59,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_enum_with_payload","product_type_ref":71,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_every_primitive_struct","product_type_ref":80,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_every_vec_struct","product_type_ref":83,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_f32","product_type_ref":47,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_f64","product_type_ref":50,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_i128","product_type_ref":38,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_i16","product_type_ref":29,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_i256","product_type_ref":41,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_i32","product_type_ref":32,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_i64","product_type_ref":35,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_i8","product_type_ref":26,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_identity","product_type_ref":56,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_simple_enum","product_type_ref":68,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_string","product_type_ref":53,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_time_duration","product_type_ref":65,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_timestamp","product_type_ref":62,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_u128","product_type_ref":20,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_u16","product_type_ref":11,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_u256","product_type_ref":23,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_u32","product_type_ref":14,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_u64","product_type_ref":17,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_u8","product_type_ref":8,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}},{"name":"vec_unit_struct","product_type_ref":74,"primary_key":[],"indexes":[],"constraints":[],"sequences":[],"schedule":{"none":[]},"table_type":{"User":[]},"table_access":{"Public":[]}}],"reducers":[{"name":"insert_large_table","params":{"elements":[{"name":{"some":"a_u8"},"algebraic_type":{"U8":[]}},{"name":{"some":"a_u16"},"algebraic_type":{"U16":[]}},{"name":{"some":"a_u32"},"algebraic_type":{"U32":[]}},{"name":{"some":"a_u64"},"algebraic_type":{"U64":[]}},{"name":{"some":"a_u128"},"algebraic_type":{"U128":[]}},{"name":{"some":"a_u256"},"algebraic_type":{"U256":[]}},{"name":{"some":"a_i8"},"algebraic_type":{"I8":[]}},{"name":{"some":"a_i16"},"algebraic_type":{"I16":[]}},{"name":{"some":"a_i32"},"algebraic_type":{"I32":[]}},{"name":{"some":"a_i64"},"algebraic_type":{"I64":[]}},{"name":{"some":"a_i128"},"algebraic_type":{"I128":[]}},{"name":{"some":"a_i256"},"algebraic_type":{"I256":[]}},{"name":{"some":"a_bool"},"algebraic_type":{"Bool":[]}},{"name":{"some":"a_f32"},"algebraic_type":{"F32":[]}},{"name":{"some":"a_f64"},"algebraic_type":{"F64":[]}},{"name":{"some":"a_string"},"algebraic_type":{"String":[]}},{"name":{"some":"a_identity"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"a_connection_id"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"a_timestamp"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_time_duration"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"a_simple_enum"},"algebraic_type":{"Ref":0}},{"name":{"some":"a_enum_with_payload"},"algebraic_type":{"Ref":6}},{"name":{"some":"a_unit_struct"},"algebraic_type":{"Ref":1}},{"name":{"some":"a_byte_struct"},"algebraic_type":{"Ref":2}},{"name":{"some":"a_every_primitive_struct"},"algebraic_type":{"Ref":3}},{"name":{"some":"a_every_vec_struct"},"algebraic_type":{"Ref":4}},{"name":{"some":"a_bytes"},"algebraic_type":{"Array":{"U8":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_one_bool","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Bool":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_byte_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":2}}]},"lifecycle":{"none":[]}},{"name":"insert_one_bytes","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U8":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_one_connection_id","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_one_enum_with_payload","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":6}}]},"lifecycle":{"none":[]}},{"name":"insert_one_every_primitive_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":3}}]},"lifecycle":{"none":[]}},{"name":"insert_one_every_vec_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":4}}]},"lifecycle":{"none":[]}},{"name":"insert_one_f32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"F32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_f64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"F64":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_i128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I128":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_i16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I16":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_i256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I256":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_i32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_i64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I64":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_i8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I8":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_identity","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_one_simple_enum","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":0}}]},"lifecycle":{"none":[]}},{"name":"insert_one_string","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"String":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_time_duration","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_one_timestamp","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_one_u128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U128":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_u16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U16":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_u256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U256":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_u32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_u64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U64":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_u8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U8":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_one_unit_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Ref":1}}]},"lifecycle":{"none":[]}},{"name":"insert_option_bool","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Bool":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_byte_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":2}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_bytes","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Array":{"U8":[]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_connection_id","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_enum_with_payload","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":6}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_every_primitive_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":3}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_every_vec_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":4}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_f32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"F32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_f64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"F64":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_i128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I128":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_i16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I16":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_i256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I256":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_i32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_i64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I64":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_i8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"I8":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_identity","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_simple_enum","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":0}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_string","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"String":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_time_duration","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_timestamp","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_u128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U128":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_u16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U16":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_u256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U256":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_u32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U32":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_u64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U64":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_u8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"U8":[]}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_option_unit_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Sum":{"variants":[{"name":{"some":"some"},"algebraic_type":{"Ref":1}},{"name":{"some":"none"},"algebraic_type":{"Product":{"elements":[]}}}]}}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_bool","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Bool":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_connection_id","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_i128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_i16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_i256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_i32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_i64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_i8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_identity","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_string","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"String":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_u128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_u16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_u256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_u32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_u64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_pk_u8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_bool","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Bool":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_connection_id","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_i128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_i16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_i256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_i32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_i64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_i8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"I8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_identity","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_string","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"String":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_u128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U128":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_u16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U16":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_u256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U256":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_u32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U32":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_u64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U64":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_unique_u8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"U8":[]}},{"name":{"some":"data"},"algebraic_type":{"I32":[]}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_bool","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Bool":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_byte_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":2}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_bytes","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Array":{"U8":[]}}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_connection_id","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__connection_id__"},"algebraic_type":{"U128":[]}}]}}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_enum_with_payload","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":6}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_every_primitive_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":3}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_every_vec_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":4}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_f32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"F32":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_f64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"F64":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_i128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I128":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_i16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I16":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_i256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I256":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_i32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I32":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_i64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I64":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_i8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"I8":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_identity","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__identity__"},"algebraic_type":{"U256":[]}}]}}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_simple_enum","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":0}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_string","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"String":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_time_duration","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__time_duration_micros__"},"algebraic_type":{"I64":[]}}]}}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_timestamp","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Product":{"elements":[{"name":{"some":"__timestamp_micros_since_unix_epoch__"},"algebraic_type":{"I64":[]}}]}}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_u128","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U128":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_u16","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U16":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_u256","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U256":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_u32","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U32":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_u64","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U64":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_u8","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"U8":[]}}}]},"lifecycle":{"none":[]}},{"name":"insert_vec_unit_struct","params":{"elements":[{"name":{"some":"n"},"algebraic_type":{"Array":{"Ref":1}}}]},"lifecycle":{"none":[]}},{"name":"no_op_succeeds","params":{"elements":[]},"lifecycle":{"none":[]}}],"types":[{"name":{"scope":[],"name":"ByteStruct"},"ty":2,"custom_ordering":true},{"name":{"scope":[],"name":"EnumWithPayload"},"ty":6,"custom_ordering":true},{"name":{"scope":[],"name":"EveryPrimitiveStruct"},"ty":3,"custom_ordering":true},{"name":{"scope":[],"name":"EveryVecStruct"},"ty":4,"custom_ordering":true},{"name":{"scope":[],"name":"LargeTable"},"ty":120,"custom_ordering":true},{"name":{"scope":[],"name":"OneBool"},"ty":43,"custom_ordering":true},{"name":{"scope":[],"name":"OneByteStruct"},"ty":76,"custom_ordering":true},{"name":{"scope":[],"name":"OneBytes"},"ty":85,"custom_ordering":true},{"name":{"scope":[],"name":"OneConnectionId"},"ty":58,"custom_ordering":true},{"name":{"scope":[],"name":"OneEnumWithPayload"},"ty":70,"custom_ordering":true},{"name":{"scope":[],"name":"OneEveryPrimitiveStruct"},"ty":79,"custom_ordering":true},{"name":{"scope":[],"name":"OneEveryVecStruct"},"ty":82,"custom_ordering":true},{"name":{"scope":[],"name":"OneF32"},"ty":46,"custom_ordering":true},{"name":{"scope":[],"name":"OneF64"},"ty":49,"custom_ordering":true},{"name":{"scope":[],"name":"OneI128"},"ty":37,"custom_ordering":true},{"name":{"scope":[],"name":"OneI16"},"ty":28,"custom_ordering":true},{"name":{"scope":[],"name":"OneI256"},"ty":40,"custom_ordering":true},{"name":{"scope":[],"name":"OneI32"},"ty":31,"custom_ordering":true},{"name":{"scope":[],"name":"OneI64"},"ty":34,"custom_ordering":true},{"name":{"scope":[],"name":"OneI8"},"ty":25,"custom_ordering":true},{"name":{"scope":[],"name":"OneIdentity"},"ty":55,"custom_ordering":true},{"name":{"scope":[],"name":"OneSimpleEnum"},"ty":67,"custom_ordering":true},{"name":{"scope":[],"name":"OneString"},"ty":52,"custom_ordering":true},{"name":{"scope":[],"name":"OneTimeDuration"},"ty":64,"custom_ordering":true},{"name":{"scope":[],"name":"OneTimestamp"},"ty":61,"custom_ordering":true},{"name":{"scope":[],"name":"OneU128"},"ty":19,"custom_ordering":true},{"name":{"scope":[],"name":"OneU16"},"ty":10,"custom_ordering":true},{"name":{"scope":[],"name":"OneU256"},"ty":22,"custom_ordering":true},{"name":{"scope":[],"name":"OneU32"},"ty":13,"custom_ordering":true},{"name":{"scope":[],"name":"OneU64"},"ty":16,"custom_ordering":true},{"name":{"scope":[],"name":"OneU8"},"ty":7,"custom_ordering":true},{"name":{"scope":[],"name":"OneUnitStruct"},"ty":73,"custom_ordering":true},{"name":{"scope":[],"name":"OptionBool"},"ty":45,"custom_ordering":true},{"name":{"scope":[],"name":"OptionByteStruct"},"ty":78,"custom_ordering":true},{"name":{"scope":[],"name":"OptionBytes"},"ty":87,"custom_ordering":true},{"name":{"scope":[],"name":"OptionConnectionId"},"ty":60,"custom_ordering":true},{"name":{"scope":[],"name":"OptionEnumWithPayload"},"ty":72,"custom_ordering":true},{"name":{"scope":[],"name":"OptionEveryPrimitiveStruct"},"ty":81,"custom_ordering":true},{"name":{"scope":[],"name":"OptionEveryVecStruct"},"ty":84,"custom_ordering":true},{"name":{"scope":[],"name":"OptionF32"},"ty":48,"custom_ordering":true},{"name":{"scope":[],"name":"OptionF64"},"ty":51,"custom_ordering":true},{"name":{"scope":[],"name":"OptionI128"},"ty":39,"custom_ordering":true},{"name":{"scope":[],"name":"OptionI16"},"ty":30,"custom_ordering":true},{"name":{"scope":[],"name":"OptionI256"},"ty":42,"custom_ordering":true},{"name":{"scope":[],"name":"OptionI32"},"ty":33,"custom_ordering":true},{"name":{"scope":[],"name":"OptionI64"},"ty":36,"custom_ordering":true},{"name":{"scope":[],"name":"OptionI8"},"ty":27,"custom_ordering":true},{"name":{"scope":[],"name":"OptionIdentity"},"ty":57,"custom_ordering":true},{"name":{"scope":[],"name":"OptionSimpleEnum"},"ty":69,"custom_ordering":true},{"name":{"scope":[],"name":"OptionString"},"ty":54,"custom_ordering":true},{"name":{"scope":[],"name":"OptionTimeDuration"},"ty":66,"custom_ordering":true},{"name":{"scope":[],"name":"OptionTimestamp"},"ty":63,"custom_ordering":true},{"name":{"scope":[],"name":"OptionU128"},"ty":21,"custom_ordering":true},{"name":{"scope":[],"name":"OptionU16"},"ty":12,"custom_ordering":true},{"name":{"scope":[],"name":"OptionU256"},"ty":24,"custom_ordering":true},{"name":{"scope":[],"name":"OptionU32"},"ty":15,"custom_ordering":true},{"name":{"scope":[],"name":"OptionU64"},"ty":18,"custom_ordering":true},{"name":{"scope":[],"name":"OptionU8"},"ty":9,"custom_ordering":true},{"name":{"scope":[],"name":"OptionUnitStruct"},"ty":75,"custom_ordering":true},{"name":{"scope":[],"name":"PkBool"},"ty":113,"custom_ordering":true},{"name":{"scope":[],"name":"PkConnectionId"},"ty":119,"custom_ordering":true},{"name":{"scope":[],"name":"PkI128"},"ty":109,"custom_ordering":true},{"name":{"scope":[],"name":"PkI16"},"ty":103,"custom_ordering":true},{"name":{"scope":[],"name":"PkI256"},"ty":111,"custom_ordering":true},{"name":{"scope":[],"name":"PkI32"},"ty":105,"custom_ordering":true},{"name":{"scope":[],"name":"PkI64"},"ty":107,"custom_ordering":true},{"name":{"scope":[],"name":"PkI8"},"ty":101,"custom_ordering":true},{"name":{"scope":[],"name":"PkIdentity"},"ty":117,"custom_ordering":true},{"name":{"scope":[],"name":"PkString"},"ty":115,"custom_ordering":true},{"name":{"scope":[],"name":"PkU128"},"ty":97,"custom_ordering":true},{"name":{"scope":[],"name":"PkU16"},"ty":91,"custom_ordering":true},{"name":{"scope":[],"name":"PkU256"},"ty":99,"custom_ordering":true},{"name":{"scope":[],"name":"PkU32"},"ty":93,"custom_ordering":true},{"name":{"scope":[],"name":"PkU64"},"ty":95,"custom_ordering":true},{"name":{"scope":[],"name":"PkU8"},"ty":89,"custom_ordering":true},{"name":{"scope":[],"name":"SimpleEnum"},"ty":0,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueBool"},"ty":112,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueConnectionId"},"ty":118,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueI128"},"ty":108,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueI16"},"ty":102,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueI256"},"ty":110,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueI32"},"ty":104,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueI64"},"ty":106,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueI8"},"ty":100,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueIdentity"},"ty":116,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueString"},"ty":114,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueU128"},"ty":96,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueU16"},"ty":90,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueU256"},"ty":98,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueU32"},"ty":92,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueU64"},"ty":94,"custom_ordering":true},{"name":{"scope":[],"name":"UniqueU8"},"ty":88,"custom_ordering":true},{"name":{"scope":[],"name":"UnitStruct"},"ty":1,"custom_ordering":true},{"name":{"scope":[],"name":"Vec2"},"ty":5,"custom_ordering":true},{"name":{"scope":[],"name":"VecBool"},"ty":44,"custom_ordering":true},{"name":{"scope":[],"name":"VecByteStruct"},"ty":77,"custom_ordering":true},{"name":{"scope":[],"name":"VecBytes"},"ty":86,"custom_ordering":true},{"name":{"scope":[],"name":"VecConnectionId"},"ty":59,"custom_ordering":true},{"name":{"scope":[],"name":"VecEnumWithPayload"},"ty":71,"custom_ordering":true},{"name":{"scope":[],"name":"VecEveryPrimitiveStruct"},"ty":80,"custom_ordering":true},{"name":{"scope":[],"name":"VecEveryVecStruct"},"ty":83,"custom_ordering":true},{"name":{"scope":[],"name":"VecF32"},"ty":47,"custom_ordering":true},{"name":{"scope":[],"name":"VecF64"},"ty":50,"custom_ordering":true},{"name":{"scope":[],"name":"VecI128"},"ty":38,"custom_ordering":true},{"name":{"scope":[],"name":"VecI16"},"ty":29,"custom_ordering":true},{"name":{"scope":[],"name":"VecI256"},"ty":41,"custom_ordering":true},{"name":{"scope":[],"name":"VecI32"},"ty":32,"custom_ordering":true},{"name":{"scope":[],"name":"VecI64"},"ty":35,"custom_ordering":true},{"name":{"scope":[],"name":"VecI8"},"ty":26,"custom_ordering":true},{"name":{"scope":[],"name":"VecIdentity"},"ty":56,"custom_ordering":true},{"name":{"scope":[],"name":"VecSimpleEnum"},"ty":68,"custom_ordering":true},{"name":{"scope":[],"name":"VecString"},"ty":53,"custom_ordering":true},{"name":{"scope":[],"name":"VecTimeDuration"},"ty":65,"custom_ordering":true},{"name":{"scope":[],"name":"VecTimestamp"},"ty":62,"custom_ordering":true},{"name":{"scope":[],"name":"VecU128"},"ty":20,"custom_ordering":true},{"name":{"scope":[],"name":"VecU16"},"ty":11,"custom_ordering":true},{"name":{"scope":[],"name":"VecU256"},"ty":23,"custom_ordering":true},{"name":{"scope":[],"name":"VecU32"},"ty":14,"custom_ordering":true},{"name":{"scope":[],"name":"VecU64"},"ty":17,"custom_ordering":true},{"name":{"scope":[],"name":"VecU8"},"ty":8,"custom_ordering":true},{"name":{"scope":[],"name":"VecUnitStruct"},"ty":74,"custom_ordering":true}],"misc_exports":[],"row_level_security":[]}"#;
+
+/// The module's schema, read from [`SCHEMA_JSON`] once: give it to
+/// `ClientBuilder::with_schema` and the client fetches no schema at start.
+pub fn schema() -> std::sync::Arc<__sl::ModuleSchema> {
+    static SCHEMA: std::sync::OnceLock<std::sync::Arc<__sl::ModuleSchema>> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| __sl::embedded_schema(SCHEMA_JSON)).clone()
 }
