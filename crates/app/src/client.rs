@@ -214,7 +214,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Actor listeners of state sync (e.g. a [`crate::prediction_link::PredictionWiring`]).
+    /// Actor listeners of state sync, for games and tools built of actors.
     pub fn with_sync_listeners(mut self, listeners: SyncListeners) -> Self {
         self.listeners.sync = listeners;
         self
@@ -781,7 +781,7 @@ impl Client {
         }
     }
 
-    /// Listeners for a prediction (`PredictionWiring::start`), so that its
+    /// Listeners for a prediction actor the game starts itself, so that its
     /// confirmations and corrections arrive as [`Event::Prediction`] in `frame_tick`.
     pub fn prediction_listeners(&self) -> spacelink_prediction::PredictionListeners {
         spacelink_prediction::PredictionListeners { events: vec![self.sink.clone().recipient()] }

@@ -9,23 +9,17 @@
 //! call the server refuses (the reducer failed, or it was never sent) rolls
 //! the input back. Nothing here names a table or column of a particular game.
 //!
+//! [`crate::Client::predict`] is the one way to start a prediction: it runs
+//! the prediction actor and its link under the tree's supervision, from the
+//! game's thread or inside the actix system.
+//!
 //! ```no_run
-//! # use spacelink::prediction_link::{PredictedEntity, PredictionWiring};
+//! # use spacelink::prediction_link::PredictedEntity;
 //! # use spacelink::prediction::{PredictionConfig, Walk};
-//! # async fn run(entity: PredictedEntity<Walk>) -> Result<(), Box<dyn std::error::Error>> {
-//! let wiring = PredictionWiring::<Walk>::new();
-//! let mut sync_listeners = spacelink::sync::SyncListeners::default();
-//! wiring.listen(&mut sync_listeners);
-//! let client = spacelink::Client::builder()
-//!     .with_uri("http://127.0.0.1:3000")
-//!     .with_database("guildmaster")
-//!     .with_sync_listeners(sync_listeners)
-//!     .build_async()
-//!     .await?;
-//! let listeners = client.prediction_listeners(); // its events reach frame_tick too
-//! let me = wiring.start(&client, Walk::default(), PredictionConfig::default(), entity, listeners)?;
+//! # fn run(client: &spacelink::Client, entity: PredictedEntity<Walk>) -> Result<(), Box<dyn std::error::Error>> {
+//! let me = client.predict(Walk::default(), PredictionConfig::default(), entity)?;
 //! me.predict(spacelink::prediction::Step { dx: 1.0, dy: 0.0 }); // every frame
-//! let _draw_here = me.shown();
+//! let _draw_here = me.shown(); // its corrections reach frame_tick as Event::Prediction
 //! # Ok(())
 //! # }
 //! ```
@@ -40,9 +34,7 @@ use spacelink_prediction::{
     PredictionModel,
 };
 use spacelink_reducers::{Outcome, ReducerError, ReducerHandle};
-use spacelink_sync::{RowChange, RowsChanged, SyncListeners};
-
-use crate::client::Client;
+use spacelink_sync::{RowChange, RowsChanged};
 
 /// Reads the predicted entity's state and the last input sequence the server
 /// processed from a row of its table; `None` for rows of other entities.
@@ -131,7 +123,7 @@ impl<M: PredictionModel + Unpin + 'static> Handler<PredictedInput<M::Input>> for
 }
 
 /// Fans the sync actor's row changes out to listeners added while the client
-/// runs (the links of predictions started by [`Client::predict`]): one hop per
+/// runs (the links of predictions started by [`crate::Client::predict`]): one hop per
 /// transaction, the changes shared, not copied.
 #[derive(Debug, Default)]
 pub(crate) struct RowsHub {
@@ -167,7 +159,7 @@ impl Handler<RowsChanged> for RowsHub {
     }
 }
 
-/// What [`Client::predict`] hands to the actors' thread.
+/// What [`crate::Client::predict`] hands to the actors' thread.
 pub(crate) struct PredictionStart<M: PredictionModel + Unpin + 'static> {
     pub(crate) model: M,
     pub(crate) config: PredictionConfig,
@@ -202,58 +194,6 @@ impl<M: PredictionModel + Unpin + 'static> PredictionStart<M> {
         let control = crate::supervise::start(ctx, actor, "prediction", policy, stop, on_shutdown);
         controls.lock().unwrap_or_else(|e| e.into_inner()).push(control);
         link.run(PredictionLink { prediction: prediction.clone(), reducers, entity });
-        Ok(prediction)
-    }
-}
-
-/// Wires a prediction into a spacelink: make it before
-/// [`crate::ClientBuilder::build`] (hand its listeners to [`crate::ClientBuilder::with_sync_listeners`]) (its link must listen to the sync actor), start it after.
-pub struct PredictionWiring<M: PredictionModel + Unpin + 'static> {
-    ctx: Context<PredictionLink<M>>,
-}
-
-impl<M: PredictionModel + Unpin + 'static> fmt::Debug for PredictionWiring<M> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PredictionWiring").finish_non_exhaustive()
-    }
-}
-
-impl<M: PredictionModel + Unpin + 'static> Default for PredictionWiring<M> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<M: PredictionModel + Unpin + 'static> PredictionWiring<M> {
-    /// The link's address, before the link runs.
-    pub fn new() -> Self {
-        Self { ctx: Context::new() }
-    }
-
-    /// Makes the link hear the sync actor's row changes.
-    pub fn listen(&self, sync: &mut SyncListeners) {
-        sync.changes.push(self.ctx.address().recipient());
-    }
-
-    /// Starts the prediction actor and its link; the entity's row, if already
-    /// cached, is the first server state. Call it inside an actix system (a
-    /// client from [`crate::ClientBuilder::build_async`]): it starts actors on
-    /// the current thread.
-    pub fn start(
-        self,
-        app: &Client,
-        model: M,
-        config: PredictionConfig,
-        entity: PredictedEntity<M>,
-        listeners: PredictionListeners,
-    ) -> Result<PredictionHandle<M>, PredictionError> {
-        let prediction = PredictionActor::start(model, config, self.ctx.address().recipient(), listeners)?;
-        for row in app.sync().iter().flat_map(|sync| sync.cache().rows(&entity.table)) {
-            if let Some((state, seq)) = (entity.read_row)(&row) {
-                prediction.server_state(0, state, seq);
-            }
-        }
-        self.ctx.run(PredictionLink { prediction: prediction.clone(), reducers: app.reducer_client().clone(), entity });
         Ok(prediction)
     }
 }

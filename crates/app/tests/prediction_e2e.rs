@@ -19,7 +19,6 @@ use common::*;
 use common::schema;
 use spacelink::connection::lib::Identity;
 use spacelink::prediction::{Position, PredictionConfig, PredictionHandle, Step, Walk};
-use spacelink::prediction_link::PredictionWiring;
 use spacelink::reducers::{Outcome, ReducerListeners};
 use spacelink::sync::SyncListeners;
 use spacelink::SpacelinkConfig;
@@ -96,14 +95,11 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
     proxy.set_latency(Duration::ZERO, Duration::ZERO);
     let mut connection = config();
     connection.server_url = proxy.url();
-    let wiring = PredictionWiring::<Walk>::new();
-    let mut sync_listeners = SyncListeners::default();
-    wiring.listen(&mut sync_listeners);
     let mut app = common::connect(
         SpacelinkConfig::new(connection),
         Default::default(),
         ReducerListeners::default(),
-        sync_listeners,
+        SyncListeners::default(),
     )
     .await
     .unwrap();
@@ -122,7 +118,7 @@ async fn profile(proxy: &FaultProxy, name: &str, latency: Duration, jitter: Dura
         }
     });
     let config = PredictionConfig { snap_threshold: 20.0, ..Default::default() };
-    let me = wiring.start(&app, Walk::default(), config, my_player(identity), app.prediction_listeners()).unwrap();
+    let me = app.predict(Walk::default(), config, my_player(identity)).unwrap();
     let start = until(10, "the first server state", || me.shown()).await;
     proxy.set_latency(latency, jitter);
 
