@@ -15,7 +15,9 @@
 //!   each unique column (a hash lookup: the cache indexes them),
 //!   `on_insert`, `on_delete`, and `on_update` when the table has a primary key;
 //! - per reducer (lifecycle reducers excepted), an argument struct
-//!   (`JoinArgs`) and a method that returns a [`crate::ReducerCall`] at once;
+//!   (`JoinArgs`), a method that returns a [`crate::ReducerCall`] at once,
+//!   and `on_<reducer>(|cause, args| ..)`, run for each of its transactions
+//!   the client sees, whoever called it (the official SDK's `on_<reducer>`);
 //!   a reducer named in [`GenerateOptions::sequenced`] passes its `u32`
 //!   sequence parameter to `call_sequenced`, so it is resent after a lost
 //!   session and still runs at most once;
@@ -885,6 +887,26 @@ impl RemoteReducers<'_> {",
         let body = format!("        self.client.reducers().{call}");
         let body = if body.len() > 120 { rustfmt_call(&r.name, &r.args, &fields, r.seq.as_deref()) } else { body };
         let _ = write!(out, "\n    /// {doc}\n{signature}\n{body}\n    }}\n");
+        let _ = write!(
+            out,
+            "
+    /// Runs `callback(cause, args)` in `frame_tick` for each `{name}` transaction this
+    /// client sees, whoever called it (the official SDK's `on_{name}`).
+    pub fn on_{method}(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &{args}) + Send + 'static,
+    ) -> __sl::CallbackId {{
+        self.client.on_reducer(\"{name}\", move |cause| {{
+            if let Ok(args) = __sl::bsatn::from_slice::<{args}>(&cause.args) {{
+                callback(cause, &args);
+            }}
+        }})
+    }}
+",
+            name = r.name,
+            method = unraw(&r.method),
+            args = r.args,
+        );
     }
     if reducers.is_empty() {
         out.push('\n');

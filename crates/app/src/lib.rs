@@ -60,7 +60,7 @@ pub mod __codegen {
     pub use spacelink_connection::lib::{ConnectionId, Identity, ScheduleAt, TimeDuration, Timestamp};
     pub use spacelink_connection::sats::{bsatn, i256, u256};
     pub use spacelink_connection::ModuleSchema;
-    pub use spacelink_sync::{RowTypes, Shared};
+    pub use spacelink_sync::{ReducerCause, RowTypes, Shared};
 
     /// The schema a generated file embeds (its `SCHEMA_JSON`), read.
     ///

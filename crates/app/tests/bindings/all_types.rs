@@ -1074,9 +1074,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("every_type", &EveryTypeArgs { p, v, e, at, bytes })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `every_type` transaction this
+    /// client sees, whoever called it (the official SDK's `on_every_type`).
+    pub fn on_every_type(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &EveryTypeArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("every_type", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<EveryTypeArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_all_types`.
     pub fn insert_all_types(&self, row: AllTypes) -> __sl::ReducerCall {
         self.client.reducers().call("insert_all_types", &InsertAllTypesArgs { row })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_all_types` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_all_types`).
+    pub fn on_insert_all_types(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertAllTypesArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_all_types", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertAllTypesArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `keyword_args`.
@@ -1084,9 +1110,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("keyword_args", &KeywordArgsArgs { r#type, self_, r#match })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `keyword_args` transaction this
+    /// client sees, whoever called it (the official SDK's `on_keyword_args`).
+    pub fn on_keyword_args(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &KeywordArgsArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("keyword_args", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<KeywordArgsArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `move_sequenced`, sequenced by `seq`: resent after a lost session, run at most once.
     pub fn move_sequenced(&self, seq: u32, dx: f32, dy: f32) -> __sl::ReducerCall {
         self.client.reducers().call_sequenced("move_sequenced", &MoveSequencedArgs { seq, dx, dy }, seq)
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `move_sequenced` transaction this
+    /// client sees, whoever called it (the official SDK's `on_move_sequenced`).
+    pub fn on_move_sequenced(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &MoveSequencedArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("move_sequenced", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<MoveSequencedArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `no_args`.
@@ -1094,9 +1146,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("no_args", &NoArgsArgs {})
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `no_args` transaction this
+    /// client sees, whoever called it (the official SDK's `on_no_args`).
+    pub fn on_no_args(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &NoArgsArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("no_args", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<NoArgsArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `tick`.
     pub fn tick(&self, arg: TickSchedule) -> __sl::ReducerCall {
         self.client.reducers().call("tick", &TickArgs { arg })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `tick` transaction this
+    /// client sees, whoever called it (the official SDK's `on_tick`).
+    pub fn on_tick(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &TickArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("tick", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<TickArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 }
 

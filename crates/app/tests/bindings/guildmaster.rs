@@ -962,9 +962,32 @@ impl RemoteReducers<'_> {
         self.client.reducers().call_sequenced("act", &ActArgs { seq, action }, seq)
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `act` transaction this
+    /// client sees, whoever called it (the official SDK's `on_act`).
+    pub fn on_act(&self, mut callback: impl FnMut(&__sl::ReducerCause, &ActArgs) + Send + 'static) -> __sl::CallbackId {
+        self.client.on_reducer("act", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<ActArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `always_fail`.
     pub fn always_fail(&self, message: String) -> __sl::ReducerCall {
         self.client.reducers().call("always_fail", &AlwaysFailArgs { message })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `always_fail` transaction this
+    /// client sees, whoever called it (the official SDK's `on_always_fail`).
+    pub fn on_always_fail(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &AlwaysFailArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("always_fail", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<AlwaysFailArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `attack`.
@@ -972,9 +995,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("attack", &AttackArgs { target_entity_id })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `attack` transaction this
+    /// client sees, whoever called it (the official SDK's `on_attack`).
+    pub fn on_attack(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &AttackArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("attack", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<AttackArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `bump_spawned`.
     pub fn bump_spawned(&self, map_id: u32, limit: u32) -> __sl::ReducerCall {
         self.client.reducers().call("bump_spawned", &BumpSpawnedArgs { map_id, limit })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `bump_spawned` transaction this
+    /// client sees, whoever called it (the official SDK's `on_bump_spawned`).
+    pub fn on_bump_spawned(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &BumpSpawnedArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("bump_spawned", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<BumpSpawnedArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `clear_spawned`.
@@ -982,9 +1031,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("clear_spawned", &ClearSpawnedArgs { map_id })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `clear_spawned` transaction this
+    /// client sees, whoever called it (the official SDK's `on_clear_spawned`).
+    pub fn on_clear_spawned(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &ClearSpawnedArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("clear_spawned", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<ClearSpawnedArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_sample`.
     pub fn insert_sample(&self, id: u32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_sample", &InsertSampleArgs { id })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_sample` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_sample`).
+    pub fn on_insert_sample(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertSampleArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_sample", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertSampleArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `join`.
@@ -992,9 +1067,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("join", &JoinArgs { name, map_id })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `join` transaction this
+    /// client sees, whoever called it (the official SDK's `on_join`).
+    pub fn on_join(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &JoinArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("join", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<JoinArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `move_player`, sequenced by `seq`: resent after a lost session, run at most once.
     pub fn move_player(&self, seq: u32, dx: f32, dy: f32) -> __sl::ReducerCall {
         self.client.reducers().call_sequenced("move_player", &MovePlayerArgs { seq, dx, dy }, seq)
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `move_player` transaction this
+    /// client sees, whoever called it (the official SDK's `on_move_player`).
+    pub fn on_move_player(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &MovePlayerArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("move_player", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<MovePlayerArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `npc_tick`.
@@ -1002,9 +1103,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("npc_tick", &NpcTickArgs { arg })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `npc_tick` transaction this
+    /// client sees, whoever called it (the official SDK's `on_npc_tick`).
+    pub fn on_npc_tick(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &NpcTickArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("npc_tick", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<NpcTickArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `pick_up`.
     pub fn pick_up(&self, item_id: u64) -> __sl::ReducerCall {
         self.client.reducers().call("pick_up", &PickUpArgs { item_id })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `pick_up` transaction this
+    /// client sees, whoever called it (the official SDK's `on_pick_up`).
+    pub fn on_pick_up(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &PickUpArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("pick_up", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<PickUpArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `set_npc_tick`.
@@ -1012,9 +1139,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("set_npc_tick", &SetNpcTickArgs { interval_ms })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `set_npc_tick` transaction this
+    /// client sees, whoever called it (the official SDK's `on_set_npc_tick`).
+    pub fn on_set_npc_tick(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &SetNpcTickArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("set_npc_tick", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<SetNpcTickArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `spawn_entities`.
     pub fn spawn_entities(&self, map_id: u32, count: u32) -> __sl::ReducerCall {
         self.client.reducers().call("spawn_entities", &SpawnEntitiesArgs { map_id, count })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `spawn_entities` transaction this
+    /// client sees, whoever called it (the official SDK's `on_spawn_entities`).
+    pub fn on_spawn_entities(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &SpawnEntitiesArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("spawn_entities", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<SpawnEntitiesArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 }
 

@@ -7486,9 +7486,35 @@ impl RemoteReducers<'_> {
         )
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_large_table` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_large_table`).
+    pub fn on_insert_large_table(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertLargeTableArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_large_table", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertLargeTableArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_bool`.
     pub fn insert_one_bool(&self, n: bool) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_bool", &InsertOneBoolArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_bool` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_bool`).
+    pub fn on_insert_one_bool(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneBoolArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_bool", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneBoolArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_byte_struct`.
@@ -7496,9 +7522,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_byte_struct", &InsertOneByteStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_byte_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_byte_struct`).
+    pub fn on_insert_one_byte_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneByteStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_byte_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneByteStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_bytes`.
     pub fn insert_one_bytes(&self, n: Vec<u8>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_bytes", &InsertOneBytesArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_bytes` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_bytes`).
+    pub fn on_insert_one_bytes(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneBytesArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_bytes", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneBytesArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_connection_id`.
@@ -7506,9 +7558,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_connection_id", &InsertOneConnectionIdArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_connection_id` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_connection_id`).
+    pub fn on_insert_one_connection_id(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneConnectionIdArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_connection_id", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneConnectionIdArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_enum_with_payload`.
     pub fn insert_one_enum_with_payload(&self, n: EnumWithPayload) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_enum_with_payload", &InsertOneEnumWithPayloadArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_enum_with_payload` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_enum_with_payload`).
+    pub fn on_insert_one_enum_with_payload(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneEnumWithPayloadArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_enum_with_payload", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneEnumWithPayloadArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_every_primitive_struct`.
@@ -7516,9 +7594,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_every_primitive_struct", &InsertOneEveryPrimitiveStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_every_primitive_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_every_primitive_struct`).
+    pub fn on_insert_one_every_primitive_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneEveryPrimitiveStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_every_primitive_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneEveryPrimitiveStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_every_vec_struct`.
     pub fn insert_one_every_vec_struct(&self, n: EveryVecStruct) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_every_vec_struct", &InsertOneEveryVecStructArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_every_vec_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_every_vec_struct`).
+    pub fn on_insert_one_every_vec_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneEveryVecStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_every_vec_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneEveryVecStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_f32`.
@@ -7526,9 +7630,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_f32", &InsertOneF32Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_f32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_f32`).
+    pub fn on_insert_one_f32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneF32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_f32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneF32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_f64`.
     pub fn insert_one_f64(&self, n: f64) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_f64", &InsertOneF64Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_f64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_f64`).
+    pub fn on_insert_one_f64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneF64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_f64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneF64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_i128`.
@@ -7536,9 +7666,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_i128", &InsertOneI128Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_i128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_i128`).
+    pub fn on_insert_one_i128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneI128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_i128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneI128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_i16`.
     pub fn insert_one_i16(&self, n: i16) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_i16", &InsertOneI16Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_i16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_i16`).
+    pub fn on_insert_one_i16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneI16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_i16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneI16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_i256`.
@@ -7546,9 +7702,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_i256", &InsertOneI256Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_i256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_i256`).
+    pub fn on_insert_one_i256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneI256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_i256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneI256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_i32`.
     pub fn insert_one_i32(&self, n: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_i32", &InsertOneI32Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_i32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_i32`).
+    pub fn on_insert_one_i32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneI32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_i32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneI32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_i64`.
@@ -7556,9 +7738,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_i64", &InsertOneI64Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_i64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_i64`).
+    pub fn on_insert_one_i64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneI64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_i64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneI64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_i8`.
     pub fn insert_one_i8(&self, n: i8) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_i8", &InsertOneI8Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_i8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_i8`).
+    pub fn on_insert_one_i8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneI8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_i8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneI8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_identity`.
@@ -7566,9 +7774,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_identity", &InsertOneIdentityArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_identity` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_identity`).
+    pub fn on_insert_one_identity(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneIdentityArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_identity", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneIdentityArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_simple_enum`.
     pub fn insert_one_simple_enum(&self, n: SimpleEnum) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_simple_enum", &InsertOneSimpleEnumArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_simple_enum` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_simple_enum`).
+    pub fn on_insert_one_simple_enum(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneSimpleEnumArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_simple_enum", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneSimpleEnumArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_string`.
@@ -7576,9 +7810,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_string", &InsertOneStringArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_string` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_string`).
+    pub fn on_insert_one_string(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneStringArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_string", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneStringArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_time_duration`.
     pub fn insert_one_time_duration(&self, n: __sl::TimeDuration) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_time_duration", &InsertOneTimeDurationArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_time_duration` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_time_duration`).
+    pub fn on_insert_one_time_duration(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneTimeDurationArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_time_duration", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneTimeDurationArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_timestamp`.
@@ -7586,9 +7846,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_timestamp", &InsertOneTimestampArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_timestamp` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_timestamp`).
+    pub fn on_insert_one_timestamp(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneTimestampArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_timestamp", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneTimestampArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_u128`.
     pub fn insert_one_u128(&self, n: u128) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_u128", &InsertOneU128Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_u128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_u128`).
+    pub fn on_insert_one_u128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneU128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_u128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneU128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_u16`.
@@ -7596,9 +7882,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_u16", &InsertOneU16Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_u16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_u16`).
+    pub fn on_insert_one_u16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneU16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_u16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneU16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_u256`.
     pub fn insert_one_u256(&self, n: __sl::u256) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_u256", &InsertOneU256Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_u256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_u256`).
+    pub fn on_insert_one_u256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneU256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_u256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneU256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_u32`.
@@ -7606,9 +7918,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_u32", &InsertOneU32Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_u32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_u32`).
+    pub fn on_insert_one_u32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneU32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_u32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneU32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_u64`.
     pub fn insert_one_u64(&self, n: u64) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_u64", &InsertOneU64Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_u64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_u64`).
+    pub fn on_insert_one_u64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneU64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_u64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneU64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_one_u8`.
@@ -7616,9 +7954,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_one_u8", &InsertOneU8Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_u8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_u8`).
+    pub fn on_insert_one_u8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneU8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_u8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneU8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_one_unit_struct`.
     pub fn insert_one_unit_struct(&self, n: UnitStruct) -> __sl::ReducerCall {
         self.client.reducers().call("insert_one_unit_struct", &InsertOneUnitStructArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_one_unit_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_one_unit_struct`).
+    pub fn on_insert_one_unit_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOneUnitStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_one_unit_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOneUnitStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_bool`.
@@ -7626,9 +7990,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_bool", &InsertOptionBoolArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_bool` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_bool`).
+    pub fn on_insert_option_bool(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionBoolArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_bool", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionBoolArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_byte_struct`.
     pub fn insert_option_byte_struct(&self, n: Option<ByteStruct>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_byte_struct", &InsertOptionByteStructArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_byte_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_byte_struct`).
+    pub fn on_insert_option_byte_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionByteStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_byte_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionByteStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_bytes`.
@@ -7636,9 +8026,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_bytes", &InsertOptionBytesArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_bytes` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_bytes`).
+    pub fn on_insert_option_bytes(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionBytesArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_bytes", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionBytesArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_connection_id`.
     pub fn insert_option_connection_id(&self, n: Option<__sl::ConnectionId>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_connection_id", &InsertOptionConnectionIdArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_connection_id` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_connection_id`).
+    pub fn on_insert_option_connection_id(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionConnectionIdArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_connection_id", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionConnectionIdArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_enum_with_payload`.
@@ -7646,9 +8062,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_enum_with_payload", &InsertOptionEnumWithPayloadArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_enum_with_payload` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_enum_with_payload`).
+    pub fn on_insert_option_enum_with_payload(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionEnumWithPayloadArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_enum_with_payload", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionEnumWithPayloadArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_every_primitive_struct`.
     pub fn insert_option_every_primitive_struct(&self, n: Option<EveryPrimitiveStruct>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_every_primitive_struct", &InsertOptionEveryPrimitiveStructArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_every_primitive_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_every_primitive_struct`).
+    pub fn on_insert_option_every_primitive_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionEveryPrimitiveStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_every_primitive_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionEveryPrimitiveStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_every_vec_struct`.
@@ -7656,9 +8098,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_every_vec_struct", &InsertOptionEveryVecStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_every_vec_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_every_vec_struct`).
+    pub fn on_insert_option_every_vec_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionEveryVecStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_every_vec_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionEveryVecStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_f32`.
     pub fn insert_option_f32(&self, n: Option<f32>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_f32", &InsertOptionF32Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_f32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_f32`).
+    pub fn on_insert_option_f32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionF32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_f32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionF32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_f64`.
@@ -7666,9 +8134,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_f64", &InsertOptionF64Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_f64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_f64`).
+    pub fn on_insert_option_f64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionF64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_f64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionF64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_i128`.
     pub fn insert_option_i128(&self, n: Option<i128>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_i128", &InsertOptionI128Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_i128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_i128`).
+    pub fn on_insert_option_i128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionI128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_i128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionI128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_i16`.
@@ -7676,9 +8170,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_i16", &InsertOptionI16Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_i16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_i16`).
+    pub fn on_insert_option_i16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionI16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_i16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionI16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_i256`.
     pub fn insert_option_i256(&self, n: Option<__sl::i256>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_i256", &InsertOptionI256Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_i256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_i256`).
+    pub fn on_insert_option_i256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionI256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_i256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionI256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_i32`.
@@ -7686,9 +8206,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_i32", &InsertOptionI32Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_i32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_i32`).
+    pub fn on_insert_option_i32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionI32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_i32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionI32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_i64`.
     pub fn insert_option_i64(&self, n: Option<i64>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_i64", &InsertOptionI64Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_i64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_i64`).
+    pub fn on_insert_option_i64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionI64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_i64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionI64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_i8`.
@@ -7696,9 +8242,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_i8", &InsertOptionI8Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_i8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_i8`).
+    pub fn on_insert_option_i8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionI8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_i8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionI8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_identity`.
     pub fn insert_option_identity(&self, n: Option<__sl::Identity>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_identity", &InsertOptionIdentityArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_identity` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_identity`).
+    pub fn on_insert_option_identity(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionIdentityArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_identity", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionIdentityArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_simple_enum`.
@@ -7706,9 +8278,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_simple_enum", &InsertOptionSimpleEnumArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_simple_enum` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_simple_enum`).
+    pub fn on_insert_option_simple_enum(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionSimpleEnumArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_simple_enum", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionSimpleEnumArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_string`.
     pub fn insert_option_string(&self, n: Option<String>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_string", &InsertOptionStringArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_string` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_string`).
+    pub fn on_insert_option_string(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionStringArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_string", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionStringArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_time_duration`.
@@ -7716,9 +8314,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_time_duration", &InsertOptionTimeDurationArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_time_duration` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_time_duration`).
+    pub fn on_insert_option_time_duration(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionTimeDurationArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_time_duration", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionTimeDurationArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_timestamp`.
     pub fn insert_option_timestamp(&self, n: Option<__sl::Timestamp>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_timestamp", &InsertOptionTimestampArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_timestamp` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_timestamp`).
+    pub fn on_insert_option_timestamp(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionTimestampArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_timestamp", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionTimestampArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_u128`.
@@ -7726,9 +8350,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_u128", &InsertOptionU128Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_u128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_u128`).
+    pub fn on_insert_option_u128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionU128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_u128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionU128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_u16`.
     pub fn insert_option_u16(&self, n: Option<u16>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_u16", &InsertOptionU16Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_u16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_u16`).
+    pub fn on_insert_option_u16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionU16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_u16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionU16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_u256`.
@@ -7736,9 +8386,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_u256", &InsertOptionU256Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_u256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_u256`).
+    pub fn on_insert_option_u256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionU256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_u256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionU256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_u32`.
     pub fn insert_option_u32(&self, n: Option<u32>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_u32", &InsertOptionU32Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_u32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_u32`).
+    pub fn on_insert_option_u32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionU32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_u32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionU32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_u64`.
@@ -7746,9 +8422,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_u64", &InsertOptionU64Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_u64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_u64`).
+    pub fn on_insert_option_u64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionU64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_u64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionU64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_option_u8`.
     pub fn insert_option_u8(&self, n: Option<u8>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_option_u8", &InsertOptionU8Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_u8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_u8`).
+    pub fn on_insert_option_u8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionU8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_u8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionU8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_option_unit_struct`.
@@ -7756,9 +8458,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_option_unit_struct", &InsertOptionUnitStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_option_unit_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_option_unit_struct`).
+    pub fn on_insert_option_unit_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertOptionUnitStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_option_unit_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertOptionUnitStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_bool`.
     pub fn insert_pk_bool(&self, n: bool, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_bool", &InsertPkBoolArgs { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_bool` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_bool`).
+    pub fn on_insert_pk_bool(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkBoolArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_bool", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkBoolArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_connection_id`.
@@ -7766,9 +8494,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_connection_id", &InsertPkConnectionIdArgs { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_connection_id` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_connection_id`).
+    pub fn on_insert_pk_connection_id(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkConnectionIdArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_connection_id", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkConnectionIdArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_i128`.
     pub fn insert_pk_i128(&self, n: i128, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_i128", &InsertPkI128Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_i128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_i128`).
+    pub fn on_insert_pk_i128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkI128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_i128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkI128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_i16`.
@@ -7776,9 +8530,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_i16", &InsertPkI16Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_i16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_i16`).
+    pub fn on_insert_pk_i16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkI16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_i16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkI16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_i256`.
     pub fn insert_pk_i256(&self, n: __sl::i256, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_i256", &InsertPkI256Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_i256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_i256`).
+    pub fn on_insert_pk_i256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkI256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_i256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkI256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_i32`.
@@ -7786,9 +8566,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_i32", &InsertPkI32Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_i32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_i32`).
+    pub fn on_insert_pk_i32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkI32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_i32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkI32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_i64`.
     pub fn insert_pk_i64(&self, n: i64, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_i64", &InsertPkI64Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_i64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_i64`).
+    pub fn on_insert_pk_i64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkI64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_i64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkI64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_i8`.
@@ -7796,9 +8602,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_i8", &InsertPkI8Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_i8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_i8`).
+    pub fn on_insert_pk_i8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkI8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_i8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkI8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_identity`.
     pub fn insert_pk_identity(&self, n: __sl::Identity, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_identity", &InsertPkIdentityArgs { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_identity` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_identity`).
+    pub fn on_insert_pk_identity(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkIdentityArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_identity", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkIdentityArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_string`.
@@ -7806,9 +8638,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_string", &InsertPkStringArgs { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_string` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_string`).
+    pub fn on_insert_pk_string(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkStringArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_string", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkStringArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_u128`.
     pub fn insert_pk_u128(&self, n: u128, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_u128", &InsertPkU128Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_u128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_u128`).
+    pub fn on_insert_pk_u128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkU128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_u128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkU128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_u16`.
@@ -7816,9 +8674,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_u16", &InsertPkU16Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_u16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_u16`).
+    pub fn on_insert_pk_u16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkU16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_u16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkU16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_u256`.
     pub fn insert_pk_u256(&self, n: __sl::u256, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_u256", &InsertPkU256Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_u256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_u256`).
+    pub fn on_insert_pk_u256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkU256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_u256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkU256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_u32`.
@@ -7826,9 +8710,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_u32", &InsertPkU32Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_u32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_u32`).
+    pub fn on_insert_pk_u32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkU32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_u32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkU32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_pk_u64`.
     pub fn insert_pk_u64(&self, n: u64, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_pk_u64", &InsertPkU64Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_u64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_u64`).
+    pub fn on_insert_pk_u64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkU64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_u64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkU64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_pk_u8`.
@@ -7836,9 +8746,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_pk_u8", &InsertPkU8Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_pk_u8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_pk_u8`).
+    pub fn on_insert_pk_u8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertPkU8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_pk_u8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertPkU8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_bool`.
     pub fn insert_unique_bool(&self, n: bool, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_bool", &InsertUniqueBoolArgs { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_bool` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_bool`).
+    pub fn on_insert_unique_bool(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueBoolArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_bool", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueBoolArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_connection_id`.
@@ -7846,9 +8782,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_connection_id", &InsertUniqueConnectionIdArgs { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_connection_id` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_connection_id`).
+    pub fn on_insert_unique_connection_id(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueConnectionIdArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_connection_id", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueConnectionIdArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_i128`.
     pub fn insert_unique_i128(&self, n: i128, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_i128", &InsertUniqueI128Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_i128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_i128`).
+    pub fn on_insert_unique_i128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueI128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_i128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueI128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_i16`.
@@ -7856,9 +8818,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_i16", &InsertUniqueI16Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_i16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_i16`).
+    pub fn on_insert_unique_i16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueI16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_i16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueI16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_i256`.
     pub fn insert_unique_i256(&self, n: __sl::i256, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_i256", &InsertUniqueI256Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_i256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_i256`).
+    pub fn on_insert_unique_i256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueI256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_i256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueI256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_i32`.
@@ -7866,9 +8854,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_i32", &InsertUniqueI32Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_i32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_i32`).
+    pub fn on_insert_unique_i32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueI32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_i32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueI32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_i64`.
     pub fn insert_unique_i64(&self, n: i64, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_i64", &InsertUniqueI64Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_i64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_i64`).
+    pub fn on_insert_unique_i64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueI64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_i64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueI64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_i8`.
@@ -7876,9 +8890,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_i8", &InsertUniqueI8Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_i8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_i8`).
+    pub fn on_insert_unique_i8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueI8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_i8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueI8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_identity`.
     pub fn insert_unique_identity(&self, n: __sl::Identity, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_identity", &InsertUniqueIdentityArgs { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_identity` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_identity`).
+    pub fn on_insert_unique_identity(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueIdentityArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_identity", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueIdentityArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_string`.
@@ -7886,9 +8926,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_string", &InsertUniqueStringArgs { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_string` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_string`).
+    pub fn on_insert_unique_string(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueStringArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_string", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueStringArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_u128`.
     pub fn insert_unique_u128(&self, n: u128, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_u128", &InsertUniqueU128Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_u128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_u128`).
+    pub fn on_insert_unique_u128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueU128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_u128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueU128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_u16`.
@@ -7896,9 +8962,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_u16", &InsertUniqueU16Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_u16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_u16`).
+    pub fn on_insert_unique_u16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueU16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_u16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueU16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_u256`.
     pub fn insert_unique_u256(&self, n: __sl::u256, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_u256", &InsertUniqueU256Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_u256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_u256`).
+    pub fn on_insert_unique_u256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueU256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_u256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueU256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_u32`.
@@ -7906,9 +8998,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_u32", &InsertUniqueU32Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_u32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_u32`).
+    pub fn on_insert_unique_u32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueU32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_u32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueU32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_unique_u64`.
     pub fn insert_unique_u64(&self, n: u64, data: i32) -> __sl::ReducerCall {
         self.client.reducers().call("insert_unique_u64", &InsertUniqueU64Args { n, data })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_u64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_u64`).
+    pub fn on_insert_unique_u64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueU64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_u64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueU64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_unique_u8`.
@@ -7916,9 +9034,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_unique_u8", &InsertUniqueU8Args { n, data })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_unique_u8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_unique_u8`).
+    pub fn on_insert_unique_u8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertUniqueU8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_unique_u8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertUniqueU8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_bool`.
     pub fn insert_vec_bool(&self, n: Vec<bool>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_bool", &InsertVecBoolArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_bool` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_bool`).
+    pub fn on_insert_vec_bool(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecBoolArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_bool", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecBoolArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_byte_struct`.
@@ -7926,9 +9070,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_byte_struct", &InsertVecByteStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_byte_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_byte_struct`).
+    pub fn on_insert_vec_byte_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecByteStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_byte_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecByteStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_bytes`.
     pub fn insert_vec_bytes(&self, n: Vec<Vec<u8>>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_bytes", &InsertVecBytesArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_bytes` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_bytes`).
+    pub fn on_insert_vec_bytes(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecBytesArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_bytes", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecBytesArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_connection_id`.
@@ -7936,9 +9106,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_connection_id", &InsertVecConnectionIdArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_connection_id` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_connection_id`).
+    pub fn on_insert_vec_connection_id(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecConnectionIdArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_connection_id", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecConnectionIdArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_enum_with_payload`.
     pub fn insert_vec_enum_with_payload(&self, n: Vec<EnumWithPayload>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_enum_with_payload", &InsertVecEnumWithPayloadArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_enum_with_payload` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_enum_with_payload`).
+    pub fn on_insert_vec_enum_with_payload(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecEnumWithPayloadArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_enum_with_payload", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecEnumWithPayloadArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_every_primitive_struct`.
@@ -7946,9 +9142,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_every_primitive_struct", &InsertVecEveryPrimitiveStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_every_primitive_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_every_primitive_struct`).
+    pub fn on_insert_vec_every_primitive_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecEveryPrimitiveStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_every_primitive_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecEveryPrimitiveStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_every_vec_struct`.
     pub fn insert_vec_every_vec_struct(&self, n: Vec<EveryVecStruct>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_every_vec_struct", &InsertVecEveryVecStructArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_every_vec_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_every_vec_struct`).
+    pub fn on_insert_vec_every_vec_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecEveryVecStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_every_vec_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecEveryVecStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_f32`.
@@ -7956,9 +9178,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_f32", &InsertVecF32Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_f32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_f32`).
+    pub fn on_insert_vec_f32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecF32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_f32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecF32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_f64`.
     pub fn insert_vec_f64(&self, n: Vec<f64>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_f64", &InsertVecF64Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_f64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_f64`).
+    pub fn on_insert_vec_f64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecF64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_f64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecF64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_i128`.
@@ -7966,9 +9214,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_i128", &InsertVecI128Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_i128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_i128`).
+    pub fn on_insert_vec_i128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecI128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_i128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecI128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_i16`.
     pub fn insert_vec_i16(&self, n: Vec<i16>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_i16", &InsertVecI16Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_i16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_i16`).
+    pub fn on_insert_vec_i16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecI16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_i16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecI16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_i256`.
@@ -7976,9 +9250,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_i256", &InsertVecI256Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_i256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_i256`).
+    pub fn on_insert_vec_i256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecI256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_i256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecI256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_i32`.
     pub fn insert_vec_i32(&self, n: Vec<i32>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_i32", &InsertVecI32Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_i32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_i32`).
+    pub fn on_insert_vec_i32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecI32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_i32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecI32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_i64`.
@@ -7986,9 +9286,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_i64", &InsertVecI64Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_i64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_i64`).
+    pub fn on_insert_vec_i64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecI64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_i64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecI64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_i8`.
     pub fn insert_vec_i8(&self, n: Vec<i8>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_i8", &InsertVecI8Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_i8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_i8`).
+    pub fn on_insert_vec_i8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecI8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_i8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecI8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_identity`.
@@ -7996,9 +9322,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_identity", &InsertVecIdentityArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_identity` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_identity`).
+    pub fn on_insert_vec_identity(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecIdentityArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_identity", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecIdentityArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_simple_enum`.
     pub fn insert_vec_simple_enum(&self, n: Vec<SimpleEnum>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_simple_enum", &InsertVecSimpleEnumArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_simple_enum` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_simple_enum`).
+    pub fn on_insert_vec_simple_enum(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecSimpleEnumArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_simple_enum", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecSimpleEnumArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_string`.
@@ -8006,9 +9358,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_string", &InsertVecStringArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_string` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_string`).
+    pub fn on_insert_vec_string(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecStringArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_string", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecStringArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_time_duration`.
     pub fn insert_vec_time_duration(&self, n: Vec<__sl::TimeDuration>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_time_duration", &InsertVecTimeDurationArgs { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_time_duration` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_time_duration`).
+    pub fn on_insert_vec_time_duration(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecTimeDurationArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_time_duration", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecTimeDurationArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_timestamp`.
@@ -8016,9 +9394,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_timestamp", &InsertVecTimestampArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_timestamp` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_timestamp`).
+    pub fn on_insert_vec_timestamp(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecTimestampArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_timestamp", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecTimestampArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_u128`.
     pub fn insert_vec_u128(&self, n: Vec<u128>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_u128", &InsertVecU128Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_u128` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_u128`).
+    pub fn on_insert_vec_u128(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecU128Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_u128", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecU128Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_u16`.
@@ -8026,9 +9430,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_u16", &InsertVecU16Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_u16` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_u16`).
+    pub fn on_insert_vec_u16(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecU16Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_u16", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecU16Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_u256`.
     pub fn insert_vec_u256(&self, n: Vec<__sl::u256>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_u256", &InsertVecU256Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_u256` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_u256`).
+    pub fn on_insert_vec_u256(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecU256Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_u256", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecU256Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_u32`.
@@ -8036,9 +9466,35 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_u32", &InsertVecU32Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_u32` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_u32`).
+    pub fn on_insert_vec_u32(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecU32Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_u32", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecU32Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_u64`.
     pub fn insert_vec_u64(&self, n: Vec<u64>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_u64", &InsertVecU64Args { n })
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_u64` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_u64`).
+    pub fn on_insert_vec_u64(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecU64Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_u64", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecU64Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 
     /// Calls `insert_vec_u8`.
@@ -8046,14 +9502,53 @@ impl RemoteReducers<'_> {
         self.client.reducers().call("insert_vec_u8", &InsertVecU8Args { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_u8` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_u8`).
+    pub fn on_insert_vec_u8(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecU8Args) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_u8", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecU8Args>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `insert_vec_unit_struct`.
     pub fn insert_vec_unit_struct(&self, n: Vec<UnitStruct>) -> __sl::ReducerCall {
         self.client.reducers().call("insert_vec_unit_struct", &InsertVecUnitStructArgs { n })
     }
 
+    /// Runs `callback(cause, args)` in `frame_tick` for each `insert_vec_unit_struct` transaction this
+    /// client sees, whoever called it (the official SDK's `on_insert_vec_unit_struct`).
+    pub fn on_insert_vec_unit_struct(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &InsertVecUnitStructArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("insert_vec_unit_struct", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<InsertVecUnitStructArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
+    }
+
     /// Calls `no_op_succeeds`.
     pub fn no_op_succeeds(&self) -> __sl::ReducerCall {
         self.client.reducers().call("no_op_succeeds", &NoOpSucceedsArgs {})
+    }
+
+    /// Runs `callback(cause, args)` in `frame_tick` for each `no_op_succeeds` transaction this
+    /// client sees, whoever called it (the official SDK's `on_no_op_succeeds`).
+    pub fn on_no_op_succeeds(
+        &self,
+        mut callback: impl FnMut(&__sl::ReducerCause, &NoOpSucceedsArgs) + Send + 'static,
+    ) -> __sl::CallbackId {
+        self.client.on_reducer("no_op_succeeds", move |cause| {
+            if let Ok(args) = __sl::bsatn::from_slice::<NoOpSucceedsArgs>(&cause.args) {
+                callback(cause, &args);
+            }
+        })
     }
 }
 
