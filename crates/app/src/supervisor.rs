@@ -223,7 +223,8 @@ impl SyncStart {
 }
 
 /// The first stage: every child but state sync, at once (no network: actors
-/// and the stored token). The reducer and sync actors exist (as addresses)
+/// and the stored token), for a configuration [`validate`] accepted (the
+/// builder checks it once, before any thread starts). The reducer and sync actors exist (as addresses)
 /// before the connection, so that each can be given the other's recipients;
 /// the sync actor starts on its mailbox in [`SyncStart::run`], and what reaches
 /// its mailbox meanwhile (the connection's messages, the game's subscriptions) waits there.
@@ -231,7 +232,6 @@ pub(crate) fn start_children(
     mut config: SpacelinkConfig,
     listeners: TreeListeners,
 ) -> Result<(Tree, SyncStart), ClientError> {
-    validate(&config)?;
     let target = crate::switch::Target {
         server_url: config.connection.server_url.clone(),
         database: config.connection.database.clone(),
@@ -446,11 +446,11 @@ impl Handler<StopTree> for Supervisor {
 mod tests {
     use super::*;
 
-    #[actix::test]
-    async fn settings_that_could_reorder_calls_are_refused() {
+    #[test]
+    fn settings_that_could_reorder_calls_are_refused() {
         let mut config = SpacelinkConfig::new(ConnectionConfig::new("http://127.0.0.1:9", "guildmaster"));
         config.reducers.max_in_flight = config.connection.outbound_capacity;
-        let err = start_children(config, TreeListeners::default()).unwrap_err();
+        let err = validate(&config).unwrap_err();
         assert!(err.to_string().contains("reducers.max_in_flight"), "{err}");
     }
 
