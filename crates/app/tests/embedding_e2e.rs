@@ -17,14 +17,32 @@ use std::time::{Duration, Instant};
 
 use common::guildmaster::*;
 use common::proxy::FaultProxy;
-use common::schema;
 use common::*;
 use spacelink::connection::lib::Identity;
 use spacelink::sync::{Cause, SubscriptionEvent};
-use spacelink::{Client, Disconnect, Event, ReducerError, SchemaStatus, SpacelinkConfig, SubscriptionState};
+use spacelink::{
+    Client, ClientBuilder, Disconnect, Event, ReducerError, SchemaStatus, SpacelinkConfig, SubscriptionState,
+};
 
 fn frame() {
     std::thread::sleep(Duration::from_millis(16));
+}
+
+/// A client of the test server (or of `url`) on the bindings' embedded schema
+/// (no fetch), `more` applied to its builder, ticked until it is connected and
+/// every subscription it made is applied.
+fn started(url: Option<String>, more: impl FnOnce(ClientBuilder) -> ClientBuilder) -> Client {
+    let mut connection = config();
+    if let Some(url) = url {
+        connection.server_url = url;
+    }
+    let mut settings = SpacelinkConfig::new(connection);
+    settings.schema = Some(common::guildmaster::schema());
+    let mut client = more(Client::builder().with_config(settings)).build().unwrap();
+    tick_until(&mut client, 15, "connected and subscribed", |c, _| {
+        c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
+    });
+    client
 }
 
 #[test]
@@ -160,18 +178,9 @@ fn e2e_a_plain_game_loop_embeds_the_client_from_a_server_that_is_down_to_a_reque
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_every_result_callback_finds_the_row_its_call_wrote() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let schema = Arc::new(rt.block_on(schema()));
-    let mut settings = SpacelinkConfig::new(config());
-    settings.schema = Some(schema);
-    let mut client = Client::builder()
-        .with_config(settings)
-        .with_row_types(spacelink::sync::RowTypes::new().register::<Player>("player"))
-        .subscribe(&["SELECT * FROM player"])
-        .build()
-        .unwrap();
-    tick_until(&mut client, 15, "connected and subscribed", |c, _| {
-        c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
+    let mut client = started(None, |b| {
+        b.with_row_types(spacelink::sync::RowTypes::new().register::<Player>("player"))
+            .subscribe(&["SELECT * FROM player"])
     });
     let me = client.try_identity().unwrap();
     let players = client.table::<Player>("player");
@@ -209,14 +218,12 @@ fn e2e_every_result_callback_finds_the_row_its_call_wrote() {
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_a_subscription_cancelled_while_pending_never_applies_and_brings_no_rows() {
+    // A link with 300 ms of latency each way: the set is surely still pending
+    // when the game drops it, however the game's thread is scheduled.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let schema = Arc::new(rt.block_on(schema()));
-    let mut settings = SpacelinkConfig::new(config());
-    settings.schema = Some(schema);
-    let mut client = Client::builder().with_config(settings).subscribe(&["SELECT * FROM map"]).build().unwrap();
-    tick_until(&mut client, 15, "connected and subscribed", |c, _| {
-        c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
-    });
+    let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
+    let mut client = started(Some(proxy.url()), |b| b.subscribe(&["SELECT * FROM map"]));
+    proxy.set_latency(Duration::from_millis(300), Duration::ZERO);
     let rows = Arc::new(AtomicUsize::new(0));
     let r = rows.clone();
     client.on_event(move |e| {
@@ -229,7 +236,7 @@ fn e2e_a_subscription_cancelled_while_pending_never_applies_and_brings_no_rows()
     let id = client.subscribe(&["SELECT * FROM config"]);
     client.unsubscribe(id);
     let mut events = Vec::new();
-    let until = Instant::now() + Duration::from_secs(2);
+    let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         events.extend(client.frame_tick().iter().filter_map(|e| match e {
             Event::Subscription(s) => Some(s.clone()),
@@ -254,11 +261,7 @@ fn e2e_a_subscription_cancelled_while_pending_never_applies_and_brings_no_rows()
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_a_one_off_query_from_the_game_thread_returns_typed_rows_and_a_refused_one_an_error() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let schema = Arc::new(rt.block_on(schema()));
-    let mut settings = SpacelinkConfig::new(config());
-    settings.schema = Some(schema);
-    let mut client = Client::builder().with_config(settings).build().unwrap();
-    tick_until(&mut client, 15, "connected", |c, _| c.is_active());
+    let mut client = started(None, |b| b);
     let mut query = client.query("SELECT * FROM map");
     let mut answer = None;
     tick_until(&mut client, 10, "the query's answer", |_, _| {
@@ -286,13 +289,7 @@ fn e2e_a_one_off_query_from_the_game_thread_returns_typed_rows_and_a_refused_one
 fn e2e_the_module_sees_one_caller_connection_across_a_reconnect() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
-    let schema = Arc::new(rt.block_on(schema()));
-    let mut connection = config();
-    connection.server_url = proxy.url();
-    let mut settings = SpacelinkConfig::new(connection);
-    settings.schema = Some(schema);
-    let mut client = Client::builder().with_config(settings).build().unwrap();
-    tick_until(&mut client, 15, "connected", |c, _| c.is_active());
+    let mut client = started(Some(proxy.url()), |b| b);
     let first = client.status().connection_id.unwrap();
     // `insert_sample` records its caller's connection id in `all_types`.
     let base = 900_000 + (std::process::id() % 50_000) * 2;
@@ -329,12 +326,7 @@ fn connection_id_of(row: &serde_json::Value) -> String {
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_a_query_the_server_cannot_parse_fails_at_once_without_retries() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let schema = Arc::new(rt.block_on(schema()));
-    let mut settings = SpacelinkConfig::new(config());
-    settings.schema = Some(schema);
-    let mut client = Client::builder().with_config(settings).build().unwrap();
-    tick_until(&mut client, 15, "connected", |c, _| c.is_active());
+    let mut client = started(None, |b| b);
     let began = Instant::now();
     let id = client.subscribe(&["SELEC * FRM player"]);
     let mut failures = Vec::new();
@@ -354,17 +346,7 @@ fn e2e_a_query_the_server_cannot_parse_fails_at_once_without_retries() {
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_another_clients_reducer_call_reaches_this_clients_callback_with_its_cause() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let schema = Arc::new(rt.block_on(schema()));
-    let start = || {
-        let mut settings = SpacelinkConfig::new(config());
-        settings.schema = Some(schema.clone());
-        let mut client = Client::builder().with_config(settings).subscribe(&["SELECT * FROM player"]).build().unwrap();
-        tick_until(&mut client, 15, "connected and subscribed", |c, _| {
-            c.is_active() && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
-        });
-        client
-    };
+    let start = || started(None, |b| b.subscribe(&["SELECT * FROM player"]));
     let (mut watcher, mut other) = (start(), start());
     let them = other.try_identity().unwrap();
     let seen: Arc<Mutex<Vec<(Identity, Option<spacelink::connection::lib::ConnectionId>, bool)>>> = Arc::default();
