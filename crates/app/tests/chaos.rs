@@ -279,8 +279,12 @@ async fn chaos_500_ms_of_latency_keeps_the_connection_up() {
     let status = app.connection().status().await.unwrap();
     assert!(status.state.is_connected(), "{:?}", status.state);
     let latency = status.latency.unwrap();
+    // The round trip is uniform in 300-700 ms (mean 500); the smoothed
+    // estimate of a few dozen pings spreads by about 20 ms around it, so a
+    // bound of 450 failed now and then (449.5 ms was seen): 400 still tells the
+    // added round trip from none.
     assert!(
-        latency >= Duration::from_millis(450) && latency <= Duration::from_millis(800),
+        latency >= Duration::from_millis(400) && latency <= Duration::from_millis(800),
         "latency reads {latency:?} through 500 ms of added round trip"
     );
     // Reducer calls still work, just slower.
