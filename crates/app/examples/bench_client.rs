@@ -371,7 +371,7 @@ fn run_frame(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         .build()?;
     let updates = Arc::new(AtomicU64::new(0));
     let counted = updates.clone();
-    client.db().entity().on_update(move |_, new| {
+    client.db().entity().on_update(move |_, _, new| {
         counted.fetch_add(1, Ordering::Relaxed);
         std::hint::black_box(new.hp);
     });
