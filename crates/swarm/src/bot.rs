@@ -393,6 +393,9 @@ fn answer_of(result: &Result<spacelink::ReducerResult, ReducerError>) -> (Answer
             };
             (answer, r.attempts)
         }
+        // The module ran it and refused it (nothing committed): a refusal, not a loss.
+        Err(ReducerError::Failed { message, .. }) => (Answer::Refused(message.clone()), 1),
+        Err(ReducerError::OutOfEnergy { .. }) => (Answer::Refused("out of energy".into()), 1),
         Err(e) => (Answer::Lost(e.to_string()), 1),
     }
 }
@@ -430,6 +433,8 @@ mod tests {
     fn results_are_filed_as_the_ledger_wants_them() {
         let lost = answer_of(&Err(ReducerError::Cancelled));
         assert!(matches!(lost, (Answer::Lost(_), 1)));
+        let refused = answer_of(&Err(ReducerError::Failed { reducer: "act".into(), message: "gone".into() }));
+        assert!(matches!(refused, (Answer::Refused(ref m), 1) if m == "gone"), "ran and refused: not lost");
         assert!(unit(u64::MAX) < 1.0 && unit(0) == 0.0);
     }
 }
