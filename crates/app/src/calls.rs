@@ -117,6 +117,12 @@ impl Reducers {
 
     /// Like [`call`](Self::call), for a reducer that drops repeats of `seq`:
     /// resent after a lost session until answered, and still run at most once.
+    ///
+    /// The answer to a resend is the module's answer to the repeat, so the
+    /// module must answer a repeat as it answered the first run: success if
+    /// `seq` was applied, an error if it was refused or skipped. A module that
+    /// answers every old number with success tells the game that a call whose
+    /// first run failed (on a session lost before its answer came) committed.
     pub fn call_sequenced<A: Serialize>(&self, reducer: &str, args: &A, seq: u32) -> ReducerCall {
         self.submit(reducer, encode(reducer, args), Dedup::Sequenced(seq))
     }

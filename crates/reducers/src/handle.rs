@@ -34,8 +34,10 @@ impl ReducerHandle {
     }
 
     /// Like [`call`](Self::call), for a reducer that drops repeats of `seq`
-    /// (guildmaster's `move_player`): resent after a lost session until answered,
-    /// and still run at most once.
+    /// (a move numbered by the client, say): resent after a lost session until
+    /// answered, and still run at most once. The module must answer a repeat
+    /// as it answered the first run (an error if that was refused), since the
+    /// answer to a resend is all the caller hears.
     pub async fn call_sequenced(&self, reducer: &str, args: Bytes, seq: u32) -> Result<ReducerResult, ReducerError> {
         self.call_with(Call { reducer: reducer.into(), args, notify: true, dedup: Dedup::Sequenced(seq) }).await
     }

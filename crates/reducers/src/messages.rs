@@ -139,6 +139,7 @@ pub struct QueueStatus {
 /// `OnReducerCompleted`, `OnReducerFailed`, and registered callbacks).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
+#[non_exhaustive]
 pub enum ReducerEvent {
     /// One of our calls was accepted.
     Called {

@@ -676,7 +676,10 @@ pub fn pick_up(ctx: &ReducerContext, item_id: u64) -> Result<(), String> {
 
 /// Plays `action` as the caller's sequenced action number `seq`: a `seq` not
 /// greater than the caller's `action_seq.last_seq` (a repeat, or stale) is
-/// dropped and the call succeeds without changing anything; otherwise the
+/// dropped without changing anything, and answered as its first run was: it
+/// succeeds if an [`ActionLog`] row says `seq` was applied, and fails
+/// otherwise (it was refused, or skipped by a later number), so that a client
+/// that resends a call after a lost session hears the truth; otherwise the
 /// action runs as its own reducer would ([`pick_up`], [`attack`],
 /// [`spawn_entities`] on the player's map, at most 10 at once) and, if it
 /// succeeds, `last_seq` becomes `seq`, `applied` goes up by one and an
@@ -687,7 +690,11 @@ pub fn act(ctx: &ReducerContext, seq: u32, action: Action) -> Result<(), String>
     let player = find_player(ctx)?;
     let done = ctx.db.action_seq().owner().find(ctx.sender);
     if done.as_ref().is_some_and(|d| seq <= d.last_seq) {
-        return Ok(());
+        return if ctx.db.action_log().owner().filter(ctx.sender).any(|l| l.seq == seq) {
+            Ok(())
+        } else {
+            Err(format!("action {seq} was not applied (refused before, or skipped by a later number)"))
+        };
     }
     match action.clone() {
         Action::PickUp(item_id) => pick_up(ctx, item_id)?,
