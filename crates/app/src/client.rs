@@ -2,12 +2,12 @@
 //!
 //! The builder gathers the subsystem configs, the initial subscriptions and the
 //! callbacks. [`ClientBuilder::build`] returns at once: it starts the supervisor
-//! tree on a background thread it owns (an actix `System` there), which connects,
+//! tree on a thread of the process's shared actor pool ([`crate::runtime`]), which connects,
 //! authenticates and fetches (or, when the schema was given, checks) the
 //! module's schema while the game's frames go on; the game learns how that went
 //! from events and [`Client::status`]. [`ClientBuilder::build_async`] starts the
 //! tree inside the caller's actix system (or, from plain tokio, on that
-//! background thread) and resolves once the schema is known. Both go through the
+//! pool) and resolves once the schema is known. Both go through the
 //! same two stages (`supervisor::start_children`, then `SyncStart::run`).
 //!
 //! On the game's thread, [`Client::frame_tick`] drains the events that arrived
@@ -23,7 +23,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::prelude::*;
 use spacelink_auth::{AuthConfig, AuthHandle, CredentialStore, TokenProvider};
@@ -265,8 +265,8 @@ impl ClientBuilder {
     }
 
     /// Starts the client and returns at once, before anything is connected:
-    /// the tree runs on a background thread this client owns (an actix
-    /// `System` there), where it connects, authenticates and fetches the
+    /// the tree runs on a thread of the process's shared actor pool (see
+    /// [`crate::runtime`]: a few threads serve every client), where it connects, authenticates and fetches the
     /// module's schema (or, given one, checks it against the server's), retried
     /// while the server is unreachable. The game's frames go on meanwhile:
     /// [`Client::status`] and the events of [`Client::frame_tick`] tell how it
@@ -275,20 +275,18 @@ impl ClientBuilder {
     pub fn build(self) -> Result<Client, ClientError> {
         let start = self.finish()?;
         let (tx, rx) = std::sync::mpsc::channel();
-        let thread = spawn_runtime(start, move |started| {
+        spawn_runtime(start, move |started| {
             let _ = tx.send(started);
         })?;
         // Only actors start before this answer (and the stored token is read): no network.
-        let started =
-            rx.recv().map_err(|_| ClientError::Runtime("the runtime thread ended before the tree started".into()))?;
-        started.map(|(client, system)| client.owning(system, thread))
+        rx.recv().map_err(|_| ClientError::Runtime("the actor thread ended before the tree started".into()))?
     }
 
     /// Starts the tree in the current actix system and resolves once the
     /// module's schema is known (fetched, bounded and retried, unless given):
     /// a refused fetch is an error and stops what was started. Called outside
-    /// an actix system (from plain tokio, say), it starts the tree on a
-    /// background thread as [`build`](Self::build) does, and waits the same way.
+    /// an actix system (from plain tokio, say), it starts the tree on the
+    /// shared actor pool as [`build`](Self::build) does, and waits the same way.
     pub async fn build_async(self) -> Result<Client, ClientError> {
         let start = self.finish()?;
         if System::try_current().is_some() {
@@ -297,12 +295,10 @@ impl ClientBuilder {
             return Ok(client);
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = spawn_runtime_waiting(start, move |started| {
+        spawn_runtime_waiting(start, move |started| {
             let _ = tx.send(started);
         })?;
-        let started =
-            rx.await.map_err(|_| ClientError::Runtime("the runtime thread ended before the tree started".into()))?;
-        started.map(|(client, system)| client.owning(system, thread))
+        rx.await.map_err(|_| ClientError::Runtime("the actor thread ended before the tree started".into()))?
     }
 }
 
@@ -343,31 +339,33 @@ fn on_disconnect(mut callback: impl FnMut(&Disconnect) + Send + 'static) -> crat
     })
 }
 
-type Report = Box<dyn FnOnce(Result<(Client, System), ClientError>) + Send>;
+type Report = Box<dyn FnOnce(Result<Client, ClientError>) + Send>;
 
-/// Runs the tree on a thread of its own; `report` hears as soon as the
-/// children run (the schema stage goes on there in the background).
+/// Runs the tree on a thread of the shared actor pool ([`crate::runtime`]);
+/// `report` hears as soon as the children run (the schema stage goes on
+/// there in the background).
 fn spawn_runtime(
     start: Start,
-    report: impl FnOnce(Result<(Client, System), ClientError>) + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, ClientError> {
+    report: impl FnOnce(Result<Client, ClientError>) + Send + 'static,
+) -> Result<(), ClientError> {
     spawn_runtime_with(start, false, Box::new(report))
 }
 
 /// Like [`spawn_runtime`], reporting only once the schema stage is done.
 fn spawn_runtime_waiting(
     start: Start,
-    report: impl FnOnce(Result<(Client, System), ClientError>) + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, ClientError> {
+    report: impl FnOnce(Result<Client, ClientError>) + Send + 'static,
+) -> Result<(), ClientError> {
     spawn_runtime_with(start, true, Box::new(report))
 }
 
-fn spawn_runtime_with(start: Start, wait: bool, report: Report) -> Result<std::thread::JoinHandle<()>, ClientError> {
-    std::thread::Builder::new()
-        .name("spacelink".into())
-        .spawn(move || {
-            let system = System::new();
-            let started = system.block_on(async move {
+fn spawn_runtime_with(start: Start, wait: bool, report: Report) -> Result<(), ClientError> {
+    let placement = crate::runtime::place()?;
+    let arbiter = placement.arbiter().clone();
+    let spawned = arbiter.spawn_fn(move || {
+        // On the actor thread now: the tree's futures need not be `Send`.
+        actix::spawn(async move {
+            let started = async move {
                 let (client, schema_stage) = start.run()?;
                 if wait {
                     schema_stage.wait().await?;
@@ -375,16 +373,16 @@ fn spawn_runtime_with(start: Start, wait: bool, report: Report) -> Result<std::t
                     actix::spawn(schema_stage.in_background());
                 }
                 Ok(client)
-            });
-            let ok = started.is_ok();
-            report(started.map(|client| (client, System::current())));
-            if ok {
-                if let Err(e) = system.run() {
-                    tracing::warn!(error = %e, "the spacelink runtime ended with an error");
-                }
             }
-        })
-        .map_err(|e| ClientError::Runtime(e.to_string()))
+            .await;
+            report(started.map(|client| client.placed(placement)));
+        });
+    });
+    if spawned {
+        Ok(())
+    } else {
+        Err(ClientError::Runtime("the spacelink actor thread has ended".into()))
+    }
 }
 
 /// What the builder hands to the tree start.
@@ -439,7 +437,7 @@ impl Start {
             tree,
             events: receiver,
             registrar,
-            runtime: None,
+            placement: None,
             arbiter: actix::Arbiter::current(),
             runtime_thread: std::thread::current().id(),
             rows_hub,
@@ -549,13 +547,6 @@ impl SchemaStage {
     }
 }
 
-/// The background thread a client built with [`ClientBuilder::build`] owns.
-#[derive(Debug)]
-struct Runtime {
-    system: System,
-    _thread: std::thread::JoinHandle<()>,
-}
-
 /// What only the game's thread touches, in `frame_tick` (behind a `Mutex` so
 /// that a `Client` is `Sync`: `frame_tick` takes `&mut self` and never locks).
 #[derive(Default)]
@@ -604,7 +595,9 @@ pub struct Client {
     result_callbacks: ResultCallbacks,
     tick: Mutex<Tick>,
     registrar: Registrar,
-    runtime: Option<Runtime>,
+    /// Its place on the shared actor pool (a client built with
+    /// [`ClientBuilder::build`]; `None` inside the game's own actix system).
+    placement: Option<crate::runtime::Placement>,
     /// Where the actors run (work the game starts from its thread goes there).
     arbiter: actix::ArbiterHandle,
     /// The thread of that arbiter.
@@ -629,7 +622,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("pending_events", &self.events.pending())
-            .field("owns_runtime", &self.runtime.is_some())
+            .field("on_shared_threads", &self.placement.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -640,8 +633,8 @@ impl Client {
         ClientBuilder::new()
     }
 
-    fn owning(mut self, system: System, thread: std::thread::JoinHandle<()>) -> Self {
-        self.runtime = Some(Runtime { system, _thread: thread });
+    fn placed(mut self, placement: crate::runtime::Placement) -> Self {
+        self.placement = Some(placement);
         self
     }
 
@@ -925,24 +918,18 @@ impl Client {
     }
 
     /// Closes the connection and stops the tree for good; a client built with
-    /// [`ClientBuilder::build`] also ends its runtime thread soon after. Never blocks.
+    /// [`ClientBuilder::build`] also leaves its place on the shared actor pool
+    /// when dropped. Never blocks.
     pub fn shutdown(&self) {
         self.requested.store(true, Ordering::SeqCst);
         self.status.update(|s| s.shut_down = true);
         self.tree.shutdown();
-        if let Some(runtime) = &self.runtime {
-            // Give the children a moment to close the session cleanly.
-            runtime.system.arbiter().spawn(async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                System::current().stop();
-            });
-        }
     }
 }
 
 impl Drop for Client {
     fn drop(&mut self) {
-        if self.runtime.is_some() {
+        if self.placement.is_some() && !self.requested.load(Ordering::SeqCst) {
             self.shutdown();
         }
     }

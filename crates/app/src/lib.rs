@@ -41,6 +41,7 @@ pub mod printer;
 pub mod queries;
 #[cfg(feature = "cli")]
 pub mod render;
+pub mod runtime;
 pub mod settings;
 pub mod status;
 pub mod store;

@@ -92,8 +92,8 @@ pub struct Supervisor {
     connection: Option<ConnectionHandle>,
     reducers: Option<ReducerHandle>,
     telemetry: Option<TelemetryHandle>,
-    /// The thread state sync runs on, stopped with the tree.
-    sync_thread: Option<actix::ArbiterHandle>,
+    /// The sync actor's place on the shared sync pool, left with the tree.
+    sync_thread: Option<crate::runtime::Placement>,
     last_state: ConnectionState,
 }
 
@@ -263,10 +263,11 @@ pub(crate) fn start_children(
     };
     // Every address exists before its actor runs, so that each child can be
     // given the others' recipients: the supervisor's, auth's, the reducer
-    // actor's and the sync actor's mailbox (state sync runs on a thread of its
-    // own: applying a large transaction never holds up the heartbeats, and it
-    // uses the other core).
-    let sync_arbiter = Arbiter::new().handle();
+    // actor's and the sync actor's mailbox (state sync runs on the shared sync
+    // pool, not with the other actors: applying a large transaction never
+    // holds up the heartbeats, and it uses the other core).
+    let sync_place = crate::runtime::place_sync()?;
+    let sync_arbiter = sync_place.arbiter().clone();
     let supervisor_ctx = Context::<Supervisor>::new();
     let supervisor = supervisor_ctx.address();
     let auth_ctx = Context::<AuthActor>::new();
@@ -296,7 +297,7 @@ pub(crate) fn start_children(
         connection,
         reducers,
         telemetry: telemetry.clone(),
-        sync_thread: Some(sync_arbiter.clone()),
+        sync_thread: Some(sync_place),
         last_state: ConnectionState::Disconnected,
     };
     let connection = match started {
@@ -431,13 +432,9 @@ impl Handler<StopTree> for Supervisor {
         if let Some(telemetry) = &self.telemetry {
             telemetry.shutdown();
         }
-        if let Some(thread) = self.sync_thread.take() {
-            // The sync actor is stopped by its supervisor (the stop flag is up);
-            // its thread ends once that has run.
-            thread.spawn(async move {
-                actix::Arbiter::current().stop();
-            });
-        }
+        // The sync actor is stopped by its supervisor (the stop flag is up);
+        // its thread serves other clients and goes on.
+        drop(self.sync_thread.take());
         ctx.stop();
     }
 }
