@@ -302,21 +302,9 @@ impl ClientBuilder {
     }
 }
 
-/// A connection id no other client is likely to have: 128 bits from the
-/// process's randomly seeded hasher, the clock and a counter.
+/// A connection id no other client is likely to have.
 pub(crate) fn new_connection_id() -> spacelink_connection::lib::ConnectionId {
-    use std::hash::{BuildHasher, Hasher};
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let half = |salt: u64| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(salt);
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-        h.write_u32(std::process::id());
-        h.finish()
-    };
-    let id = (u128::from(half(1)) << 64) | u128::from(half(2));
-    spacelink_connection::lib::ConnectionId::from_u128(id.max(1))
+    spacelink_connection::config::fresh_connection_id()
 }
 
 fn config_error(field: &'static str, reason: &str) -> ClientError {

@@ -374,3 +374,46 @@ fn e2e_another_clients_reducer_call_reaches_this_clients_callback_with_its_cause
     watcher.shutdown();
     other.shutdown();
 }
+
+/// A session lost without a close (a blackhole) may linger on the server;
+/// SpacetimeDB 1.3 keys a client's subscriptions by identity and connection
+/// id, so the next session takes a fresh id: its subscriptions come back with
+/// their rows, and the cache keeps them (no delete for a row the server has).
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_after_a_blackhole_the_cache_keeps_its_rows_and_a_fresh_connection_id_is_used() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
+    let mut client = started(Some(proxy.url()), |b| b.subscribe(&["SELECT * FROM map"]));
+    let maps = client.table::<Map>("map");
+    let before = maps.count();
+    assert!(before > 0, "guildmaster starts with maps");
+    let first = client.status().connection_id.unwrap();
+    let deletes = Arc::new(AtomicUsize::new(0));
+    let d = deletes.clone();
+    client.on_event(move |e| {
+        if let Event::Row(row) = e {
+            if &*row.table == "map" && row.kind == spacelink::RowEventKind::Delete {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let generation = client.status().generation;
+    proxy.set_blackhole(true);
+    tick_until(&mut client, 15, "the dead peer noticed", |c, _| !c.is_active());
+    proxy.set_blackhole(false);
+    tick_until(&mut client, 20, "a new session, subscribed", |c, _| {
+        c.is_active()
+            && c.status().generation > generation
+            && c.status().subscriptions.values().all(|s| *s == SubscriptionState::Applied)
+    });
+    // A moment for anything that would empty the cache to arrive.
+    let settle = Instant::now() + Duration::from_millis(500);
+    tick_until(&mut client, 5, "a settled cache", |_, _| Instant::now() > settle);
+    let server = rt.block_on(sql("SELECT * FROM map"))[0]["rows"].as_array().unwrap().len();
+    assert_eq!(maps.count(), server, "the cache holds what the server has");
+    assert_eq!(maps.count(), before);
+    assert_eq!(deletes.load(Ordering::Relaxed), 0, "no row the server still has was deleted");
+    assert_ne!(client.status().connection_id, Some(first), "the lingering session's id is not reused");
+    client.shutdown();
+}

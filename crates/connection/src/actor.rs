@@ -333,6 +333,7 @@ impl ConnectionActor {
         ctx.run_later(timeout, move |act, ctx| {
             if act.generation == generation && act.session.as_ref().is_some_and(|s| !s.identified) {
                 metrics::counter!(names::CONNECTION_IDENTITY_TIMEOUTS).increment(1);
+                act.forget_connection_id();
                 act.session_lost(ctx, format!("no IdentityToken within {timeout:?} of the WebSocket upgrade"));
             }
         });
@@ -425,6 +426,20 @@ impl ConnectionActor {
         }
     }
 
+    /// The session is lost without a close: the server may hold it a while
+    /// yet, under our identity and connection id, and would answer the next
+    /// session's subscriptions empty (SpacetimeDB 1.3 keys them by both). The
+    /// next session presents a fresh id.
+    fn forget_connection_id(&mut self) {
+        if let Some(id) = &mut self.config.connection_id {
+            let old = std::mem::replace(id, crate::config::fresh_connection_id());
+            tracing::info!(
+                old = %old.to_hex(),
+                "the lost session may linger on the server: the next one takes a fresh connection id"
+            );
+        }
+    }
+
     /// Stops the actor so that the supervisor restarts it; `started()` waits `delay`.
     fn restart_after(&mut self, ctx: &mut Context<Self>, delay: Duration) {
         self.pending_delay = Some(delay);
@@ -443,6 +458,7 @@ impl ConnectionActor {
                 timeout.as_millis()
             );
             metrics::counter!(names::CONNECTION_DEAD_PEER).increment(1);
+            self.forget_connection_id();
             return self.session_lost(ctx, reason);
         }
         let now = now();

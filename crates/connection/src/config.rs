@@ -67,7 +67,31 @@ pub struct ConnectionConfig {
     /// that the module sees one caller connection across them (default none:
     /// the server picks a new one per session; `spacelink::Client` sets one
     /// per client, as the official SDK keeps one per connection object).
+    ///
+    /// Except after a session lost without a close (a dead peer: a blackhole,
+    /// a frozen server): the server may still hold that session, and
+    /// SpacetimeDB 1.3 keys a client's subscriptions by identity and
+    /// connection id, so a second session under the same id would get its
+    /// subscriptions answered empty and lose them when the first is dropped.
+    /// The connection then takes a fresh id ([`fresh_connection_id`]).
     pub connection_id: Option<spacetimedb_lib::ConnectionId>,
+}
+
+/// A connection id no other client is likely to have: 128 bits from the
+/// process's randomly seeded hasher, the clock, the process id and a counter.
+pub fn fresh_connection_id() -> spacetimedb_lib::ConnectionId {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let half = |salt: u64| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(salt);
+        h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+        h.write_u32(std::process::id());
+        h.finish()
+    };
+    let id = (u128::from(half(1)) << 64) | u128::from(half(2));
+    spacetimedb_lib::ConnectionId::from_u128(id.max(1))
 }
 
 impl ConnectionConfig {
