@@ -283,6 +283,7 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
 
     // The connection: three sessions at least (start, after the cut, after the restart), all lost, none asked for.
     let seen = app.world().resource::<Seen>();
+    eprintln!("what the systems saw: {seen:?}");
     assert!(seen.connects >= 3, "{seen:?}");
     assert!(seen.lost >= 2 && seen.requested == 0, "{seen:?}");
     assert!(seen.applied.get("maps").is_some_and(|n| *n >= 1), "{seen:?}");
