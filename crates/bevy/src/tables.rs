@@ -272,3 +272,112 @@ fn mirror<T: RowType>(
 
 /// A boxed registration, run once the client is built.
 pub(crate) type Registration = Box<dyn FnOnce(&Client, &mut World) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use bevy_app::Update;
+    use spacelink::connection::lib::de::Deserialize;
+
+    #[derive(Deserialize, Clone, Debug, PartialEq)]
+    #[sats(crate = spacelink::connection::lib)]
+    struct Thing {
+        id: u32,
+        hp: i32,
+    }
+
+    fn key(id: u32) -> RowKey {
+        RowKey(spacelink::connection::sats::bsatn::to_vec(&id).unwrap().into())
+    }
+
+    fn meta(id: u32) -> RowMeta {
+        RowMeta { key: key(id), cause: Cause::SubscriptionApplied, reconciled: false }
+    }
+
+    /// Messages seen by an `Update` system, per frame.
+    #[derive(Resource, Default)]
+    struct Heard(Vec<String>);
+
+    fn hear(
+        mut heard: ResMut<'_, Heard>,
+        mut i: MessageReader<'_, '_, RowInserted<Thing>>,
+        mut u: MessageReader<'_, '_, RowUpdated<Thing>>,
+        mut d: MessageReader<'_, '_, RowDeleted<Thing>>,
+        rows: Query<'_, '_, Ref<'_, TableRow<Thing>>>,
+    ) {
+        heard.0.extend(i.read().map(|m| format!("+{}", m.row.id)));
+        heard.0.extend(u.read().map(|m| format!("~{}:{}->{}", m.new.id, m.old.hp, m.new.hp)));
+        heard.0.extend(d.read().map(|m| format!("-{}", m.row.id)));
+        // What an `Update` system sees as changed in place (not spawned) this frame.
+        heard.0.extend(rows.iter().filter(|r| r.is_changed() && !r.is_added()).map(|r| format!("*{}", r.row.id)));
+    }
+
+    /// An app with the table mirrored and no client: the test fills the inbox
+    /// as the table's callbacks would in `frame_tick`.
+    fn app() -> App {
+        let mut app = App::new();
+        app.configure_sets(PreUpdate, (SpacelinkSet::Drain, SpacelinkSet::Rows, SpacelinkSet::Mirror).chain())
+            .init_resource::<Heard>()
+            .add_systems(Update, hear)
+            .mirror_table::<Thing>("thing");
+        app
+    }
+
+    fn arrive(app: &mut App, changes: Vec<Change<Thing>>) {
+        app.world().resource::<Inbox<Thing>>().changes.lock().unwrap().extend(changes);
+        app.update();
+    }
+
+    fn mirrored(app: &mut App) -> Vec<(Entity, Thing)> {
+        let mut q = app.world_mut().query::<(Entity, &TableRow<Thing>)>();
+        let mut rows: Vec<_> = q.iter(app.world()).map(|(e, r)| (e, r.row.clone())).collect();
+        rows.sort_by_key(|(_, t)| t.id);
+        rows
+    }
+
+    #[test]
+    fn rows_become_entities_changed_in_place_and_despawned_in_the_same_frame_as_their_messages() {
+        let mut app = app();
+        let (a, b) = (Thing { id: 1, hp: 10 }, Thing { id: 2, hp: 20 });
+        arrive(&mut app, vec![Change::Insert(a.clone(), meta(1)), Change::Insert(b.clone(), meta(2))]);
+        assert_eq!(app.world().resource::<Heard>().0, ["+1", "+2"]);
+        let first = mirrored(&mut app);
+        assert_eq!(first.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), [a.clone(), b.clone()]);
+
+        // An update changes the same entity; the other one is not touched.
+        let hurt = Thing { id: 1, hp: 5 };
+        arrive(&mut app, vec![Change::Update(a.clone(), hurt.clone(), meta(1))]);
+        let second = mirrored(&mut app);
+        assert_eq!(second[0], (first[0].0, hurt.clone()));
+        assert_eq!(second[1], first[1]);
+
+        // A delete despawns it; a frame with nothing changes nothing.
+        arrive(&mut app, vec![Change::Delete(hurt, meta(1))]);
+        assert_eq!(mirrored(&mut app), [first[1].clone()]);
+        arrive(&mut app, vec![]);
+        assert_eq!(mirrored(&mut app), [first[1].clone()]);
+        assert_eq!(app.world().resource::<RowEntities<Thing>>().len(), 1);
+        // Only the updated row's entity was changed in place, in the frame of its message.
+        assert_eq!(app.world().resource::<Heard>().0, ["+1", "+2", "~1:10->5", "*1", "-1"]);
+    }
+
+    #[test]
+    fn several_changes_of_a_row_in_one_frame_leave_its_end_state() {
+        let mut app = app();
+        let a = Thing { id: 7, hp: 1 };
+        let a2 = Thing { id: 7, hp: 2 };
+        // Inserted and updated in one frame: one entity with the update.
+        arrive(&mut app, vec![Change::Insert(a.clone(), meta(7)), Change::Update(a.clone(), a2.clone(), meta(7))]);
+        let rows = mirrored(&mut app);
+        assert_eq!(rows.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), [a2.clone()]);
+        // Deleted and inserted again in one frame (a key that changed hands): still mirrored.
+        arrive(&mut app, vec![Change::Delete(a2.clone(), meta(7)), Change::Insert(a.clone(), meta(7))]);
+        assert_eq!(mirrored(&mut app), [(rows[0].0, a.clone())]);
+        // Inserted and deleted in one frame: nothing.
+        arrive(&mut app, vec![Change::Insert(Thing { id: 8, hp: 0 }, meta(8)), Change::Delete(Thing { id: 8, hp: 0 }, meta(8))]);
+        assert_eq!(mirrored(&mut app).len(), 1);
+        assert!(app.world().resource::<RowEntities<Thing>>().get(&key(8)).is_none());
+    }
+}
