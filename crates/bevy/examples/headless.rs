@@ -113,7 +113,7 @@ fn report(
 ) {
     let corrected = corrections.read().filter(|c| c.is_correction()).count();
     *frames += 1;
-    if *frames % 60 != 0 {
+    if !frames.is_multiple_of(60) {
         return;
     }
     let at = me.iter().next().map(|p| (p.shown.x, p.shown.y));
@@ -139,8 +139,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut app = App::new();
     app.add_plugins(SpacelinkPlugin::new(builder))
         .add_plugins(PredictionPlugin::new(Walk::default(), PredictionConfig::default(), my_player))
-        .mirror_table::<Map>("map")
-        .mirror_table::<Player>("player")
+        .mirror_table::<Map>(guildmaster::MapTableHandle::NAME)
+        .mirror_table::<Player>(guildmaster::PlayerTableHandle::NAME)
         .subscribe_keyed("maps", &["SELECT * FROM map"])
         .subscribe_keyed("players", &["SELECT * FROM player"])
         .init_resource::<Joining>()
@@ -150,7 +150,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for n in 0..frames {
         let started = Instant::now();
         app.update();
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             app.world_mut().run_schedule(FixedUpdate);
         }
         std::thread::sleep(frame.saturating_sub(started.elapsed()));

@@ -104,7 +104,10 @@ pub struct LocalPrediction<M: BevyModel> {
 
 impl<M: BevyModel> std::fmt::Debug for LocalPrediction<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalPrediction").field("started", &self.handle.is_some()).field("entity", &self.entity).finish()
+        f.debug_struct("LocalPrediction")
+            .field("started", &self.handle.is_some())
+            .field("entity", &self.entity)
+            .finish()
     }
 }
 

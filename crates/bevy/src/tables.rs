@@ -371,12 +371,15 @@ mod tests {
         // Inserted and updated in one frame: one entity with the update.
         arrive(&mut app, vec![Change::Insert(a.clone(), meta(7)), Change::Update(a.clone(), a2.clone(), meta(7))]);
         let rows = mirrored(&mut app);
-        assert_eq!(rows.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), [a2.clone()]);
+        assert_eq!(rows.iter().map(|(_, t)| t.clone()).collect::<Vec<_>>(), std::slice::from_ref(&a2));
         // Deleted and inserted again in one frame (a key that changed hands): still mirrored.
         arrive(&mut app, vec![Change::Delete(a2.clone(), meta(7)), Change::Insert(a.clone(), meta(7))]);
         assert_eq!(mirrored(&mut app), [(rows[0].0, a.clone())]);
         // Inserted and deleted in one frame: nothing.
-        arrive(&mut app, vec![Change::Insert(Thing { id: 8, hp: 0 }, meta(8)), Change::Delete(Thing { id: 8, hp: 0 }, meta(8))]);
+        arrive(
+            &mut app,
+            vec![Change::Insert(Thing { id: 8, hp: 0 }, meta(8)), Change::Delete(Thing { id: 8, hp: 0 }, meta(8))],
+        );
         assert_eq!(mirrored(&mut app).len(), 1);
         assert!(app.world().resource::<RowEntities<Thing>>().get(&key(8)).is_none());
     }

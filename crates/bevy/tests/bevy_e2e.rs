@@ -135,7 +135,11 @@ fn input(seen: Res<'_, Seen>, mut held: ResMut<'_, PredictionInput<Walk>>) {
 }
 
 /// Counts the inputs the prediction steps send (the same condition as its step).
-fn count_inputs(mut seen: ResMut<'_, Seen>, local: Res<'_, LocalPrediction<Walk>>, held: Res<'_, PredictionInput<Walk>>) {
+fn count_inputs(
+    mut seen: ResMut<'_, Seen>,
+    local: Res<'_, LocalPrediction<Walk>>,
+    held: Res<'_, PredictionInput<Walk>>,
+) {
     if local.handle().is_some() && held.held.is_some_and(|s| s.dx.is_finite()) {
         seen.inputs += 1;
     }
@@ -165,7 +169,7 @@ fn rows(
 fn frame(app: &mut App, n: u32) {
     let started = Instant::now();
     app.update();
-    if n % 10 == 0 {
+    if n.is_multiple_of(10) {
         app.world_mut().run_schedule(FixedUpdate);
     }
     std::thread::sleep(FRAME.saturating_sub(started.elapsed()));
@@ -210,8 +214,8 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
     let mut app = App::new();
     app.add_plugins(SpacelinkPlugin::new(builder))
         .add_plugins(PredictionPlugin::new(Walk::default(), PredictionConfig::default(), my_player))
-        .mirror_table::<Map>("map")
-        .mirror_table::<Player>("player")
+        .mirror_table::<Map>(guildmaster::MapTableHandle::NAME)
+        .mirror_table::<Player>(guildmaster::PlayerTableHandle::NAME)
         .subscribe_keyed("maps", &["SELECT * FROM map"])
         .subscribe_keyed("players", &["SELECT * FROM player"])
         .init_resource::<Seen>()
@@ -257,9 +261,9 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
     assert_eq!(me.moves_applied, inputs, "each predicted move ran exactly once");
     let local = app.world().resource::<LocalPrediction<Walk>>().entity().expect("the prediction started");
     frames_until(&mut app, 10, "the shown state at the server's", |app| {
-        app.world().get::<Predicted<Walk>>(local).is_some_and(|p| {
-            (p.shown.x - me.pos.x).abs() < 1e-3 && (p.shown.y - me.pos.y).abs() < 1e-3
-        })
+        app.world()
+            .get::<Predicted<Walk>>(local)
+            .is_some_and(|p| (p.shown.x - me.pos.x).abs() < 1e-3 && (p.shown.y - me.pos.y).abs() < 1e-3)
     });
 
     // A refused input (the module refuses a non-finite step): rolled back with one correction at most.
@@ -276,7 +280,11 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
     }
     let seen = app.world().resource::<Seen>();
     assert_eq!(seen.rejected - rejected, 1, "one rejection");
-    assert!(seen.corrections - corrections <= 1, "{} corrections for one refused input", seen.corrections - corrections);
+    assert!(
+        seen.corrections - corrections <= 1,
+        "{} corrections for one refused input",
+        seen.corrections - corrections
+    );
     let shown = app.world().get::<Predicted<Walk>>(local).unwrap().shown;
     assert!((shown.x - me.pos.x).abs() < 1e-3, "rolled back to the server's state: {shown:?} vs {:?}", me.pos);
     assert_eq!(mine(&app).unwrap().last_input_seq, inputs, "the refused input did not move the player");

@@ -24,8 +24,22 @@ fn the_plugin_brings_bevy_ecs_and_app_0_20_and_no_renderer_window_or_reflection(
         assert!(tree.lines().any(|l| l.starts_with(wanted)), "`{wanted}` missing: {tree}");
     }
     let unwanted = [
-        "bevy_render", "bevy_window", "bevy_winit", "winit", "wgpu", "naga", "bevy_asset", "bevy_image",
-        "bevy_reflect", "bevy_gizmos", "bevy_pbr", "bevy_sprite", "bevy_ui", "bevy_audio", "bevy_gilrs", "bevy_a11y",
+        "bevy_render",
+        "bevy_window",
+        "bevy_winit",
+        "winit",
+        "wgpu",
+        "naga",
+        "bevy_asset",
+        "bevy_image",
+        "bevy_reflect",
+        "bevy_gizmos",
+        "bevy_pbr",
+        "bevy_sprite",
+        "bevy_ui",
+        "bevy_audio",
+        "bevy_gilrs",
+        "bevy_a11y",
         "bevy_internal",
     ];
     for crate_name in unwanted {
