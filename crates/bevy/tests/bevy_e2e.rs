@@ -230,10 +230,12 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
 
     let mut restart = None;
     let mut maps_before_cut = Vec::new();
+    let mut players_before_cut = Vec::new();
     for n in 1..FRAMES {
         frame(&mut app, n);
         if n == CUT_AT {
             maps_before_cut = entity_rows::<Map>(&mut app);
+            players_before_cut = entity_rows::<Player>(&mut app);
             proxy.cut_all();
         }
         if n == RESTART_AT {
@@ -311,12 +313,33 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
     assert_eq!(maps_after, maps_before_cut, "the same map entities with the same rows");
     let cached_maps = app.world().resource::<TableHandle<Map>>().count();
     assert_eq!(map_inserts, cached_maps, "each map row inserted once");
+    // No player's entity was respawned by a reconnect: each keeps its entity, and one whose
+    // row did not change is untouched.
+    let players_after: HashMap<u64, (Entity, Player)> =
+        entity_rows::<Player>(&mut app).into_iter().map(|(e, p)| (p.player_id, (e, p))).collect();
+    for (entity, before) in &players_before_cut {
+        let (after_entity, _) = &players_after[&before.player_id];
+        assert_eq!(after_entity, entity, "player {} kept its entity", before.name);
+    }
     let mut mirrored: Vec<Player> = entity_rows::<Player>(&mut app).into_iter().map(|(_, p)| p).collect();
     let mut cached: Vec<Player> = app.world().resource::<TableHandle<Player>>().iter().map(|p| (*p).clone()).collect();
     mirrored.sort_by_key(|p| p.player_id);
     cached.sort_by_key(|p| p.player_id);
     assert_eq!(mirrored, cached, "the player entities are the cache's rows");
     assert_eq!(app.world().resource::<RowEntities<Player>>().len(), cached.len());
+    // And the server's own answer (a one-off query, polled frame by frame) is the same rows.
+    let mut query = app.world().resource::<SpacelinkClient>().query("SELECT * FROM player");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        if let Some(answer) = query.try_result() {
+            break answer.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the server did not answer the query");
+        frame(&mut app, 1);
+    };
+    let mut on_server: Vec<Player> = answer.rows("player").unwrap();
+    on_server.sort_by_key(|p| p.player_id);
+    assert_eq!(mirrored, on_server, "the player entities are the server's rows");
 
     app.world().resource::<SpacelinkClient>().shutdown();
     frames_until(&mut app, 5, "the requested disconnect", |app| app.world().resource::<Seen>().requested == 1);
