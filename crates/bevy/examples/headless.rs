@@ -15,37 +15,18 @@
 
 use std::time::{Duration, Instant};
 
-use bevy_app::{App, FixedUpdate, Update};
+use bevy_app::{FixedUpdate, Update};
 use bevy_ecs::prelude::*;
-use spacelink::connection::lib::Identity;
-use spacelink::prediction::{Position, PredictionConfig, Step, Walk};
-use spacelink::prediction_link::PredictedEntity;
+use spacelink::prediction::{Step, Walk};
 use spacelink_bevy::prelude::*;
 
-#[path = "../../app/examples/guildmaster/mod.rs"]
-mod guildmaster;
-use guildmaster::{JoinArgs, Map, MovePlayerArgs, Player};
+mod shared;
+use shared::game_app;
+use shared::guildmaster::{JoinArgs, Map, Player};
 
 fn arg(name: &str, default: &str) -> String {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
-
-/// Our player on the server: its row in `player`, its inputs through `move_player`.
-fn my_player(me: Identity) -> PredictedEntity<Walk> {
-    PredictedEntity {
-        table: "player".into(),
-        reducer: "move_player".into(),
-        read_row: std::sync::Arc::new(move |row| {
-            let p: Player = spacelink::connection::sats::bsatn::from_slice(row).ok()?;
-            (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
-        }),
-        encode_input: std::sync::Arc::new(|seq, step: &Step| {
-            let args = MovePlayerArgs { seq, dx: step.dx, dy: step.dy };
-            // The arguments are plain numbers: they always encode.
-            spacelink::connection::sats::bsatn::to_vec(&args).unwrap_or_default().into()
-        }),
-    }
 }
 
 /// The join call, once made, and whether it committed.
@@ -130,21 +111,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = arg("--server", "http://127.0.0.1:3000");
     let database = arg("--database", "guildmaster");
     let frames: u32 = arg("--frames", "600").parse()?;
-    let builder = spacelink::Client::builder()
-        .with_uri(&server)
-        .with_database(&database)
-        .with_schema(guildmaster::schema())
-        .with_row_types(guildmaster::row_types());
-
-    let mut app = App::new();
-    app.add_plugins(SpacelinkPlugin::new(builder))
-        .add_plugins(PredictionPlugin::new(Walk::default(), PredictionConfig::default(), my_player))
-        .mirror_table::<Map>(guildmaster::MapTableHandle::NAME)
-        .mirror_table::<Player>(guildmaster::PlayerTableHandle::NAME)
-        .subscribe_keyed("maps", &["SELECT * FROM map"])
-        .subscribe_keyed("players", &["SELECT * FROM player"])
-        .init_resource::<Joining>()
-        .add_systems(Update, (connection, join, players_joining, report));
+    // The plugin, the prediction, `map` and `player` mirrored and subscribed under keys:
+    // see `shared/mod.rs`.
+    let mut app = game_app(spacelink::Client::builder().with_uri(&server).with_database(&database));
+    app.init_resource::<Joining>().add_systems(Update, (connection, join, players_joining, report));
 
     let frame = Duration::from_secs_f64(1.0 / 60.0);
     for n in 0..frames {

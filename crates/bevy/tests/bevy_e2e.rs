@@ -8,9 +8,8 @@
 //! predicted move run once, and one correction at most for a refused input.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../../app/tests/bindings/guildmaster.rs"]
-#[allow(dead_code, unused_imports)]
-mod guildmaster;
+#[path = "../examples/shared/mod.rs"]
+mod shared;
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -18,10 +17,10 @@ use std::time::{Duration, Instant};
 
 use bevy_app::{App, FixedUpdate, Update};
 use bevy_ecs::prelude::*;
-use guildmaster::{JoinArgs, Map, MovePlayerArgs, Player};
+use shared::game_app;
+use shared::guildmaster::{JoinArgs, Map, Player};
 use spacelink::connection::lib::Identity;
-use spacelink::prediction::{Position, PredictionConfig, PredictionEvent, Step, Walk};
-use spacelink::prediction_link::PredictedEntity;
+use spacelink::prediction::{PredictionEvent, Step, Walk};
 use spacelink::reducers::Outcome;
 use spacelink::{Client, ConnectionConfig, SpacelinkConfig};
 use spacelink_bevy::prelude::*;
@@ -36,22 +35,6 @@ const FRAME: Duration = Duration::from_micros(16_667);
 fn server() -> (String, String) {
     let url = std::env::var("SPACELINK_SERVER_URL").expect("SPACELINK_SERVER_URL: run through cargo xtask test");
     (url, std::env::var("SPACELINK_DATABASE").unwrap_or_else(|_| "guildmaster".into()))
-}
-
-/// Our guildmaster player: its row in `player`, its inputs through `move_player`.
-fn my_player(me: Identity) -> PredictedEntity<Walk> {
-    PredictedEntity {
-        table: "player".into(),
-        reducer: "move_player".into(),
-        read_row: std::sync::Arc::new(move |row| {
-            let p: Player = spacelink::connection::sats::bsatn::from_slice(row).ok()?;
-            (p.identity == me).then_some((Position { x: p.pos.x, y: p.pos.y }, p.last_input_seq))
-        }),
-        encode_input: std::sync::Arc::new(|seq, step: &Step| {
-            let args = MovePlayerArgs { seq, dx: step.dx, dy: step.dy };
-            spacelink::connection::sats::bsatn::to_vec(&args).unwrap().into()
-        }),
-    }
 }
 
 /// What the game's systems saw.
@@ -206,19 +189,9 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
     let proxy = rt.block_on(FaultProxy::start(url.trim_start_matches("http://").parse().unwrap())).unwrap();
     let mut connection = ConnectionConfig::new(proxy.url(), db);
     connection.jitter_seed = Some(1);
-    let builder = Client::builder()
-        .with_config(SpacelinkConfig::new(connection))
-        .with_schema(guildmaster::schema())
-        .with_row_types(guildmaster::row_types());
-
-    let mut app = App::new();
-    app.add_plugins(SpacelinkPlugin::new(builder))
-        .add_plugins(PredictionPlugin::new(Walk::default(), PredictionConfig::default(), my_player))
-        .mirror_table::<Map>(guildmaster::MapTableHandle::NAME)
-        .mirror_table::<Player>(guildmaster::PlayerTableHandle::NAME)
-        .subscribe_keyed("maps", &["SELECT * FROM map"])
-        .subscribe_keyed("players", &["SELECT * FROM player"])
-        .init_resource::<Seen>()
+    // The plugin, the prediction, `map` and `player` mirrored, subscribed under the keys `maps` and `players`.
+    let mut app = game_app(Client::builder().with_config(SpacelinkConfig::new(connection)));
+    app.init_resource::<Seen>()
         .add_systems(Update, (sessions, game, input, rows).chain())
         .add_systems(FixedUpdate, count_inputs.before(SpacelinkSet::Predict));
 
