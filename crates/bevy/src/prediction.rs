@@ -10,15 +10,17 @@
 //! (a refused call rolls its input back), and what that does arrives as
 //! [`PredictionChanged`](crate::PredictionChanged) messages. In `PostUpdate`
 //! ([`SpacelinkSet::Present`](crate::SpacelinkSet::Present)) the smoothed state
-//! is written to [`Predicted::shown`] for rendering.
+//! is written to [`Predicted::shown`] for rendering. With a hot-reloaded
+//! settings file, its new `prediction.*` settings reach the prediction.
 
 use std::sync::Arc;
 
 use bevy_app::{App, FixedUpdate, Plugin, PostUpdate, PreUpdate};
 use bevy_ecs::prelude::*;
 use spacelink::connection::lib::Identity;
-use spacelink::prediction::{PredictionConfig, PredictionHandle, PredictionModel};
+use spacelink::prediction::{PredictionConfig, PredictionHandle, PredictionModel, ReconfigurePrediction};
 use spacelink::prediction_link::PredictedEntity;
+use spacelink::watcher::SettingsEvent;
 
 use crate::plugin::{SpacelinkClient, SpacelinkSet};
 
@@ -66,6 +68,7 @@ impl<M: BevyModel> Plugin for PredictionPlugin<M> {
         .insert_resource(PredictionInput::<M> { held: None })
         .configure_sets(FixedUpdate, SpacelinkSet::Predict)
         .add_systems(PreUpdate, start::<M>.after(SpacelinkSet::Drain).before(SpacelinkSet::Rows))
+        .add_systems(PreUpdate, reconfigure::<M>.after(SpacelinkSet::Drain))
         .add_systems(FixedUpdate, step::<M>.in_set(SpacelinkSet::Predict))
         .add_systems(PostUpdate, present::<M>.in_set(SpacelinkSet::Present));
     }
@@ -117,6 +120,11 @@ impl<M: BevyModel> LocalPrediction<M> {
         self.handle.as_ref()
     }
 
+    /// The configuration it runs (or will start) with, hot reload included.
+    pub fn config(&self) -> &PredictionConfig {
+        &self.config
+    }
+
     /// The [`LocalPlayer`] entity, once the prediction started.
     pub fn entity(&self) -> Option<Entity> {
         self.entity
@@ -143,6 +151,27 @@ fn start<M: BevyModel>(
         Err(error) => {
             tracing::error!(%error, "the local prediction did not start");
             local.failed = true;
+        }
+    }
+}
+
+/// Hot reload: the settings file's new `prediction.*` settings (smoothing,
+/// snap threshold, input delay) reach the running prediction.
+fn reconfigure<M: BevyModel>(
+    mut local: ResMut<'_, LocalPrediction<M>>,
+    mut changed: MessageReader<'_, '_, crate::SettingsChanged>,
+) {
+    for c in changed.read() {
+        let SettingsEvent::Applied(settings) = &c.0 else { continue };
+        match settings.prediction_config() {
+            Ok(config) => {
+                if let Some(handle) = &local.handle {
+                    handle.reconfigure_recipient().do_send(ReconfigurePrediction(config.clone()));
+                }
+                // A prediction started later starts with them too.
+                local.config = config;
+            }
+            Err(error) => tracing::warn!(%error, "the new prediction settings are refused"),
         }
     }
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use bevy_app::{App, Update};
 use bevy_ecs::prelude::*;
+use spacelink::prediction::{PredictionConfig, Walk};
+use spacelink::prediction_link::PredictedEntity;
 use spacelink::settings::SettingsLoader;
 use spacelink::watcher::SettingsEvent;
 use spacelink::ConnectionState;
@@ -87,6 +89,16 @@ fn settings_that_do_not_load_leave_no_client_and_say_why() {
 #[derive(Resource, Default)]
 struct Heard(Vec<SettingsEvent>);
 
+/// A predicted entity for a server that is never reached.
+fn nobody(_: spacelink::connection::lib::Identity) -> PredictedEntity<Walk> {
+    PredictedEntity {
+        table: "thing".into(),
+        reducer: "step".into(),
+        read_row: std::sync::Arc::new(|_| None),
+        encode_input: std::sync::Arc::new(|_, _| Default::default()),
+    }
+}
+
 fn hear(mut heard: ResMut<'_, Heard>, mut changed: MessageReader<'_, '_, SettingsChanged>) {
     heard.0.extend(changed.read().map(|c| c.0.clone()));
 }
@@ -100,6 +112,7 @@ fn a_profile_is_read_and_a_hot_reloaded_live_edit_reaches_the_running_client() {
     let loader = SettingsLoader::new().env_prefix(None).file(&path).profile("staging");
     let mut app = App::new();
     app.add_plugins(SpacelinkPlugin::from_settings(loader).hot_reload(Duration::from_millis(50)))
+        .add_plugins(PredictionPlugin::new(Walk::default(), PredictionConfig::default(), nobody))
         .init_resource::<Heard>()
         .add_systems(Update, hear);
     app.update();
@@ -109,7 +122,9 @@ fn a_profile_is_read_and_a_hot_reloaded_live_edit_reaches_the_running_client() {
 
     // A live setting edited in the file (the default profile's, under `staging`'s own).
     std::thread::sleep(Duration::from_millis(1100)); // a new modification time, whatever the file system's resolution
-    std::fs::write(&path, settings_file(&server, "1s").replace("\"3s\"", "\"2s\"")).unwrap();
+    let edited =
+        settings_file(&server, "1s").replace("\"3s\"", "\"2s\"") + "[default.prediction]\nsnap_threshold = 7.5\n";
+    std::fs::write(&path, edited).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while app.world().resource::<Heard>().0.is_empty() {
         assert!(Instant::now() < deadline, "the edit was not applied");
@@ -122,5 +137,7 @@ fn a_profile_is_read_and_a_hot_reloaded_live_edit_reaches_the_running_client() {
         }
         other => panic!("applied, not {other:?}"),
     }
+    // The prediction's settings follow (the one running now, or the one that starts later).
+    assert_eq!(app.world().resource::<LocalPrediction<Walk>>().config().snap_threshold, 7.5);
     app.world().resource::<SpacelinkClient>().shutdown();
 }
