@@ -9,7 +9,8 @@
 //! - [`messages`]: connection, state and health changes, lost or requested
 //!   disconnects, reducer results, keyed subscriptions, prediction changes,
 //!   performance alerts; [`SpacelinkStatus`] is the status as a resource; the
-//!   [`Spacelink`] system parameter calls reducers and subscribes.
+//!   [`Spacelink`] system parameter calls reducers, [`SpacelinkSubscriptions`]
+//!   subscribes under the game's keys.
 //! - [`tables`]: typed row messages per registered table, and rows mirrored
 //!   as entities (a reconnect changes only what really changed).
 //! - [`prediction`]: the local player predicted in `FixedUpdate` from the
@@ -46,7 +47,7 @@ pub mod settings;
 pub mod tables;
 
 pub use messages::*;
-pub use params::Spacelink;
+pub use params::{Spacelink, SpacelinkSubscriptions};
 pub use plugin::{SpacelinkClient, SpacelinkPlugin, SpacelinkSet, SpacelinkStatus, SubscriptionKeys};
 pub use prediction::{LocalPlayer, LocalPrediction, Predicted, PredictionInput, PredictionPlugin};
 pub use settings::{SettingsChanged, SettingsWatching};
@@ -60,6 +61,6 @@ pub mod prelude {
     pub use crate::{
         LocalPlayer, LocalPrediction, Predicted, PredictionInput, PredictionPlugin, RowDeleted, RowEntities,
         RowInserted, RowMeta, RowType, RowUpdated, SettingsChanged, Spacelink, SpacelinkAppExt, SpacelinkClient,
-        SpacelinkPlugin, SpacelinkSet, SpacelinkStatus, TableHandle, TableRow,
+        SpacelinkPlugin, SpacelinkSet, SpacelinkStatus, SpacelinkSubscriptions, TableHandle, TableRow,
     };
 }

@@ -1,13 +1,15 @@
-//! [`Spacelink`]: the client from any system, as a `SystemParam`: reducer
+//! The client from any system, as `SystemParam`s: [`Spacelink`] for reducer
 //! calls (they return at once; the result comes as a
-//! [`ReducerFinished`](crate::ReducerFinished) message), keyed subscriptions,
-//! tables and status. Generated bindings work unchanged through
-//! [`Spacelink::client`] (`client.module_reducers().join(..)`, `client.db().player()`).
+//! [`ReducerFinished`](crate::ReducerFinished) message), tables and status
+//! (read-only, so systems that use it run in parallel), and
+//! [`SpacelinkSubscriptions`] for keyed subscriptions. Generated bindings work
+//! unchanged through [`Spacelink::client`] (`client.module_reducers()`, `client.db()`).
 
 use bevy_ecs::prelude::*;
 use bevy_ecs::system::SystemParam;
 use spacelink::connection::lib::ser::Serialize;
 use spacelink::connection::lib::Identity;
+use spacelink::sync::SubscriptionId;
 use spacelink::{Client, ReducerCall};
 
 use crate::plugin::{SpacelinkClient, SubscriptionKeys};
@@ -16,12 +18,24 @@ use crate::plugin::{SpacelinkClient, SubscriptionKeys};
 #[derive(SystemParam)]
 pub struct Spacelink<'w> {
     client: Option<Res<'w, SpacelinkClient>>,
-    keys: ResMut<'w, SubscriptionKeys>,
 }
 
 impl std::fmt::Debug for Spacelink<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spacelink").field("started", &self.client.is_some()).finish()
+    }
+}
+
+/// Keyed query sets, for a system: subscribe and unsubscribe by the game's key.
+#[derive(SystemParam)]
+pub struct SpacelinkSubscriptions<'w> {
+    client: Option<Res<'w, SpacelinkClient>>,
+    keys: ResMut<'w, SubscriptionKeys>,
+}
+
+impl std::fmt::Debug for SpacelinkSubscriptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpacelinkSubscriptions").field("keys", &*self.keys).finish()
     }
 }
 
@@ -50,6 +64,13 @@ impl Spacelink<'_> {
     /// once: the module drops repeats of a sequence number).
     pub fn call_sequenced<A: Serialize>(&self, reducer: &str, args: &A, seq: u32) -> Option<ReducerCall> {
         self.client().map(|c| c.reducers().call_sequenced(reducer, args, seq))
+    }
+}
+
+impl SpacelinkSubscriptions<'_> {
+    /// The query set the game named `key`, while it lives.
+    pub fn id(&self, key: &str) -> Option<SubscriptionId> {
+        self.keys.id(key)
     }
 
     /// Subscribes to `queries` under the game's `key` (kept across reconnects;

@@ -22,7 +22,7 @@ use shared::guildmaster::{JoinArgs, Map, Player};
 use spacelink::connection::lib::Identity;
 use spacelink::prediction::{PredictionEvent, Step, Walk};
 use spacelink::reducers::Outcome;
-use spacelink::{Client, ConnectionConfig, SpacelinkConfig};
+use spacelink::{Client, ConnectionConfig, ConnectionState, SpacelinkConfig};
 use spacelink_bevy::prelude::*;
 use spacelink_faultproxy::FaultProxy;
 
@@ -44,6 +44,7 @@ struct Seen {
     connects: u32,
     lost: u32,
     requested: u32,
+    reconnecting: u32,
     applied: HashMap<String, u32>,
     unnamed_failures: Vec<String>,
     results: HashMap<u64, Result<Outcome, String>>,
@@ -64,6 +65,7 @@ fn sessions(
     mut seen: ResMut<'_, Seen>,
     mut connected: MessageReader<'_, '_, Connected>,
     mut disconnected: MessageReader<'_, '_, Disconnected>,
+    mut states: MessageReader<'_, '_, ConnectionStateChanged>,
     mut applied: MessageReader<'_, '_, SubscriptionApplied>,
     mut failed: MessageReader<'_, '_, SubscriptionFailed>,
 ) {
@@ -79,6 +81,7 @@ fn sessions(
             seen.requested += 1;
         }
     }
+    seen.reconnecting += states.read().filter(|s| s.to == ConnectionState::Reconnecting).count() as u32;
     for a in applied.read() {
         *seen.applied.entry(a.key.clone()).or_default() += 1;
     }
@@ -269,6 +272,7 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
     eprintln!("what the systems saw: {seen:?}");
     assert!(seen.connects >= 3, "{seen:?}");
     assert!(seen.lost >= 2 && seen.requested == 0, "{seen:?}");
+    assert!(seen.reconnecting >= 2, "the state went to Reconnecting after the cut and the restart: {seen:?}");
     // Each keyed set applied again after the reconnects, under the key the game gave it.
     assert!(seen.applied.get("maps").is_some_and(|n| *n >= 2), "{seen:?}");
     assert!(seen.applied.get("players").is_some_and(|n| *n >= 2), "{seen:?}");

@@ -15,7 +15,7 @@ use spacelink::settings::SettingsLoader;
 use spacelink::watcher::SettingsEvent;
 use spacelink::ConnectionState;
 use spacelink_bevy::prelude::*;
-use spacelink_bevy::{SettingsWatching, SubscriptionKeys};
+use spacelink_bevy::{SettingsWatching, SpacelinkSubscriptions, SubscriptionKeys};
 
 /// A port nothing listens on.
 fn nowhere() -> String {
@@ -46,6 +46,15 @@ fn call_every_frame(spacelink: Spacelink<'_>, mut calls: ResMut<'_, Calls>) {
     }
 }
 
+/// Swaps the keyed sets once: `all` dropped, `some` asked for.
+fn resubscribe(mut subscriptions: SpacelinkSubscriptions<'_>, mut done: Local<'_, bool>) {
+    if !*done {
+        subscriptions.unsubscribe("all");
+        assert!(subscriptions.subscribe("some", &["SELECT * FROM thing WHERE id = 1"]));
+        *done = true;
+    }
+}
+
 #[test]
 fn frames_never_wait_for_a_server_that_is_not_there() {
     let builder = spacelink::Client::builder().with_uri(nowhere()).with_database("nowhere");
@@ -65,8 +74,14 @@ fn frames_never_wait_for_a_server_that_is_not_there() {
     assert_ne!(status.state, ConnectionState::Connected);
     assert!(status.start_error.is_none());
     let keys = app.world().resource::<SubscriptionKeys>();
-    assert!(keys.id("all").is_some(), "the keyed set is asked for at start");
+    let all = keys.id("all").expect("the keyed set is asked for at start");
+    assert_eq!(keys.key(all), Some("all"));
     assert_eq!(app.world().resource::<Calls>().0.len(), 30, "a call per frame, queued while offline");
+    app.add_systems(Update, resubscribe);
+    app.update();
+    let keys = app.world().resource::<SubscriptionKeys>();
+    assert!(keys.id("all").is_none() && keys.key(all).is_none(), "`all` is dropped");
+    assert!(keys.id("some").is_some_and(|id| id != all), "`some` is a new set");
     app.world().resource::<SpacelinkClient>().shutdown();
 }
 
