@@ -4,12 +4,12 @@
 //! [`Client::predict`](spacelink::Client::predict) for the entity the game
 //! describes from its identity, and spawns a [`LocalPlayer`] entity with a
 //! [`Predicted`] component. Each `FixedUpdate` step
-//! ([`SpacelinkSet::Predict`](crate::SpacelinkSet::Predict)) applies the
+//! ([`SpacelinkSet::Predict`]) applies the
 //! input the game holds in [`PredictionInput`] at once and sends it as a
 //! sequenced reducer call; the predicted entity's row changes reconcile it
 //! (a refused call rolls its input back), and what that does arrives as
 //! [`PredictionChanged`](crate::PredictionChanged) messages. In `PostUpdate`
-//! ([`SpacelinkSet::Present`](crate::SpacelinkSet::Present)) the smoothed state
+//! ([`SpacelinkSet::Present`]) the smoothed state
 //! is written to [`Predicted::shown`] for rendering. With a hot-reloaded
 //! settings file, its new `prediction.*` settings reach the prediction.
 
@@ -76,7 +76,7 @@ impl<M: BevyModel> Plugin for PredictionPlugin<M> {
 
 /// The input the local player holds: applied and sent at each `FixedUpdate`
 /// step while `Some` (the game's input systems set it, in `Update` or in
-/// `FixedUpdate` before [`SpacelinkSet::Predict`](crate::SpacelinkSet::Predict)).
+/// `FixedUpdate` before [`SpacelinkSet::Predict`]).
 #[derive(Resource, Debug)]
 pub struct PredictionInput<M: BevyModel> {
     /// The input of the next step(s); `None`: no input, nothing sent.

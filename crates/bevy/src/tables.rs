@@ -3,13 +3,13 @@
 //! [`SpacelinkAppExt::add_table`] registers a row type (a generated one works
 //! unchanged) under its table's name: once the client starts, the table's row
 //! callbacks ([`spacelink::Table::on_insert`], `on_update`, `on_delete`, run in
-//! `frame_tick`) fill an inbox, and [`SpacelinkSet::Rows`](crate::SpacelinkSet::Rows)
+//! `frame_tick`) fill an inbox, and [`SpacelinkSet::Rows`]
 //! turns it into [`RowInserted`], [`RowUpdated`] and [`RowDeleted`] messages,
 //! each with its key, its cause and whether a reconnect's reconciliation made it.
 //!
 //! [`SpacelinkAppExt::mirror_table`] also keeps one entity per row, with a
 //! [`TableRow`] component: spawned on insert, changed in place on update,
-//! despawned on delete ([`SpacelinkSet::Mirror`](crate::SpacelinkSet::Mirror)).
+//! despawned on delete ([`SpacelinkSet::Mirror`]).
 //! The cache keeps its rows across a reconnect and tells only what differs, so
 //! a reconnect touches only the entities whose rows really changed.
 
