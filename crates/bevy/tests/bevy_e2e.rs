@@ -6,6 +6,8 @@
 //! saw is checked: the same rows as the cache, nothing but real changes after
 //! each reconnect (map entities untouched), each reducer result once, every
 //! predicted move run once, and one correction at most for a refused input.
+//! A second app hears a dead (blackholed) server within seconds and is back
+//! with its keyed set once the link heals.
 #![allow(clippy::unwrap_used)]
 
 #[path = "../examples/shared/mod.rs"]
@@ -30,6 +32,12 @@ const FRAMES: u32 = 1200;
 const CUT_AT: u32 = 300;
 const RESTART_AT: u32 = 700;
 const FRAME: Duration = Duration::from_micros(16_667);
+
+/// The tests here disturb the shared server or the link: one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// The server that `cargo xtask test` started and published.
 fn server() -> (String, String) {
@@ -156,7 +164,8 @@ fn frame(app: &mut App, n: u32) {
     let started = Instant::now();
     app.update();
     if n.is_multiple_of(10) {
-        app.world_mut().run_schedule(FixedUpdate);
+        // An app without the prediction may have no `FixedUpdate` systems, hence no schedule.
+        let _ = app.world_mut().try_run_schedule(FixedUpdate);
     }
     std::thread::sleep(FRAME.saturating_sub(started.elapsed()));
 }
@@ -165,7 +174,8 @@ fn frames_until(app: &mut App, secs: u64, what: &str, mut done: impl FnMut(&mut 
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut n = 1;
     while !done(app) {
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s ({:?})", app.world().resource::<Seen>());
+        let seen = (app.world().get_resource::<Seen>(), app.world().get_resource::<Heard>());
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s ({seen:?})");
         frame(app, n);
         n += 1;
     }
@@ -184,6 +194,7 @@ fn entity_rows<T: RowType>(app: &mut App) -> Vec<(Entity, T)> {
 #[test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_and_a_restart() {
+    let _serial = serial();
     let dir = std::env::var("SPACELINK_SERVER_DIR").expect("SPACELINK_SERVER_DIR: run through cargo xtask");
     let xtask = std::env::var("SPACELINK_XTASK_BIN").expect("SPACELINK_XTASK_BIN: run through cargo xtask");
     let (url, db) = server();
@@ -321,4 +332,69 @@ fn e2e_bevy_app_mirrors_rows_predicts_and_sees_only_real_changes_through_a_cut_a
 
     app.world().resource::<SpacelinkClient>().shutdown();
     frames_until(&mut app, 5, "the requested disconnect", |app| app.world().resource::<Seen>().requested == 1);
+}
+
+/// When the plugin's systems heard what, for the blackhole test.
+#[derive(Resource, Default, Debug)]
+struct Heard {
+    connected: Vec<Instant>,
+    lost: Vec<Instant>,
+    applied: u32,
+}
+
+fn hear(
+    mut heard: ResMut<'_, Heard>,
+    mut connected: MessageReader<'_, '_, Connected>,
+    mut disconnected: MessageReader<'_, '_, Disconnected>,
+    mut applied: MessageReader<'_, '_, SubscriptionApplied>,
+) {
+    let now = Instant::now();
+    heard.connected.extend(connected.read().map(|_| now));
+    heard.lost.extend(disconnected.read().filter(|d| d.lost()).map(|_| now));
+    heard.applied += applied.read().count() as u32;
+}
+
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_bevy_app_hears_a_dead_server_within_seconds_and_comes_back() {
+    let _serial = serial();
+    let (url, db) = server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(url.trim_start_matches("http://").parse().unwrap())).unwrap();
+    let mut connection = ConnectionConfig::new(proxy.url(), db);
+    connection.jitter_seed = Some(1);
+    connection.heartbeat_interval = Duration::from_millis(500);
+    connection.dead_peer_timeout = Duration::from_millis(1500);
+    connection.connect_timeout = Duration::from_secs(2);
+    let builder = Client::builder()
+        .with_config(SpacelinkConfig::new(connection))
+        .with_schema(shared::guildmaster::schema())
+        .with_row_types(shared::guildmaster::row_types());
+    let mut app = App::new();
+    app.add_plugins(SpacelinkPlugin::new(builder))
+        .add_table::<Player>(shared::guildmaster::PlayerTableHandle::NAME)
+        .subscribe_keyed("players", &["SELECT * FROM player"])
+        .init_resource::<Heard>()
+        .add_systems(Update, hear);
+    frames_until(&mut app, 15, "the players applied", |app| app.world().resource::<Heard>().applied == 1);
+    for n in 1..=90 {
+        frame(&mut app, n); // 1.5 s of quiet heartbeats
+    }
+
+    // The server goes silent (no close, no reset): heartbeats notice it.
+    proxy.set_blackhole(true);
+    let blackholed = Instant::now();
+    frames_until(&mut app, 10, "the lost session", |app| !app.world().resource::<Heard>().lost.is_empty());
+    let detect = app.world().resource::<Heard>().lost[0].duration_since(blackholed);
+    assert!(detect < Duration::from_millis(500 + 1500 + 700), "a dead server heard after {detect:?}");
+    assert!(!app.world().resource::<SpacelinkStatus>().is_active());
+
+    // Back: a new session, and the keyed set applied again under its key.
+    proxy.heal();
+    frames_until(&mut app, 20, "the second session", |app| app.world().resource::<Heard>().connected.len() >= 2);
+    frames_until(&mut app, 10, "the set applied again", |app| app.world().resource::<Heard>().applied >= 2);
+    let heard = app.world().resource::<Heard>();
+    eprintln!("blackhole: detected after {detect:?}; {heard:?}");
+    assert!(app.world().resource::<SpacelinkStatus>().is_active());
+    app.world().resource::<SpacelinkClient>().shutdown();
 }
