@@ -85,6 +85,7 @@ enum Change<T> {
 /// What the table's callbacks (run in `frame_tick`) hand to the ECS.
 #[derive(Resource)]
 struct Inbox<T: RowType> {
+    table: String,
     changes: Arc<Mutex<Vec<Change<T>>>>,
 }
 
@@ -145,6 +146,8 @@ impl<T: RowType> RowEntities<T> {
 pub trait SpacelinkAppExt {
     /// Carries table `name`'s row changes as typed [`RowInserted`],
     /// [`RowUpdated`] and [`RowDeleted`] messages, and gives a [`TableHandle`].
+    /// A row type carries one table (the messages are typed by it): a second
+    /// table of the same type is refused with a warning.
     fn add_table<T: RowType>(&mut self, name: &str) -> &mut Self;
 
     /// As [`add_table`](Self::add_table), and keeps one entity per row with a [`TableRow<T>`].
@@ -158,11 +161,14 @@ pub trait SpacelinkAppExt {
 
 impl SpacelinkAppExt for App {
     fn add_table<T: RowType>(&mut self, name: &str) -> &mut Self {
-        if self.world().contains_resource::<Inbox<T>>() {
+        if let Some(inbox) = self.world().get_resource::<Inbox<T>>() {
+            if inbox.table != name {
+                tracing::warn!(table = %name, registered = %inbox.table, "a row type carries one table: not registered again");
+            }
             return self;
         }
         let changes: Arc<Mutex<Vec<Change<T>>>> = Arc::default();
-        self.insert_resource(Inbox::<T> { changes: changes.clone() })
+        self.insert_resource(Inbox::<T> { table: name.to_string(), changes: changes.clone() })
             .add_message::<RowInserted<T>>()
             .add_message::<RowUpdated<T>>()
             .add_message::<RowDeleted<T>>()
