@@ -56,13 +56,20 @@ pub struct Options {
 
 /// The scenarios, by the names `--scenario` takes, in the order they run.
 pub const SCENARIOS: &[&str] =
-    &["first-row", "rtt", "rtt-stream", "updates", "updates-backlog", "dead-peer", "frame", "load"];
+    &["first-row", "rtt", "rtt-stream", "updates", "updates-backlog", "dead-peer", "frame", "connections", "load"];
 
 /// The `frame` scenario (both sizes alike with `--quick`): rows cached for
 /// `iter` and `find`, rows per transaction, transactions per run.
 const FRAME_ROWS: u64 = 10_000;
 const FRAME_TX_ROWS: u64 = 1_000;
 const FRAME_TXS: u64 = 5;
+
+/// The `connections` scenario: connections held in one process, and for how
+/// long (seconds); `--quick` holds a few for a moment.
+const CONNECTIONS: u64 = 1_000;
+const CONNECTIONS_HOLD_S: u64 = 120;
+const CONNECTIONS_QUICK: u64 = 20;
+const CONNECTIONS_QUICK_HOLD_S: u64 = 3;
 
 /// How both bench clients are built (always both alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -742,6 +749,64 @@ impl Bench {
     /// A game's frame: the time a tick that delivers a transaction of
     /// [`FRAME_TX_ROWS`] row updates takes on the game's thread, and reads of
     /// [`FRAME_ROWS`] cached rows (`iter`, `find` by a unique column).
+    /// Many connections held in one process: memory and CPU per connection.
+    fn connections(&mut self, connections: u64, hold: u64) {
+        let what = "connections";
+        let extra = [("--connections", connections.to_string()), ("--hold-s", hold.to_string())];
+        // Minutes per run: one round.
+        for client in Self::order(0) {
+            let outcome = (|| -> Result<Value> {
+                let mut run = Run::start(self.bin(client), &self.args("connections", &extra, &[]), &self.log)?;
+                run.wait_event("ready", self.sizes.client_timeout)?.context("not connected in time")?;
+                run.result(Duration::from_secs(hold) + self.sizes.client_timeout)
+            })();
+            let v = match outcome {
+                Ok(v) => v,
+                Err(e) => {
+                    self.failed(what, client, 0, &e);
+                    continue;
+                }
+            };
+            let n = short_count(connections);
+            let number = |key: &str| v[key].as_f64();
+            self.record(
+                "conn_connect",
+                &format!("{n} connections connected and subscribed: time"),
+                Unit::Millis,
+                client,
+                number("connect_ms"),
+            );
+            self.record(
+                "conn_connect_cpu",
+                &format!("{n} connections connected and subscribed: CPU"),
+                Unit::Millis,
+                client,
+                number("connect_cpu_ms"),
+            );
+            self.record("conn_rss", "memory per connection (RSS)", Unit::KiB, client, number("rss_per_client_kib"));
+            self.record(
+                "conn_cpu",
+                "CPU per connection held, per second",
+                Unit::Micros,
+                client,
+                number("cpu_us_per_client_s"),
+            );
+            let threads = v["threads"].as_u64().unwrap_or(0);
+            self.notes.push(format!(
+                "connections, {}: {threads} threads in the process with {n} connections held {hold} s, {} sessions lost",
+                client.name(),
+                v["sessions_lost"].as_u64().unwrap_or(0)
+            ));
+            eprintln!(
+                "    {what}, {}: {n} connected in {:.0} ms, {:.0} KiB and {:.0} µs CPU/s each, {threads} threads",
+                client.name(),
+                number("connect_ms").unwrap_or(0.0),
+                number("rss_per_client_kib").unwrap_or(0.0),
+                number("cpu_us_per_client_s").unwrap_or(0.0),
+            );
+        }
+    }
+
     fn frame(&mut self) {
         let what = "game frame";
         let extra = [
@@ -1012,6 +1077,11 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         bench.spawn(UPDATE_MAP, FRAME_ROWS.saturating_sub(sizes.update_rows))?;
         bench.frame();
     }
+    let (connections, hold) =
+        if opts.quick { (CONNECTIONS_QUICK, CONNECTIONS_QUICK_HOLD_S) } else { (CONNECTIONS, CONNECTIONS_HOLD_S) };
+    if wants("connections") {
+        bench.connections(connections, hold);
+    }
     let mut spawned = 0;
     for &n in sizes.loads.iter().filter(|_| wants("load")) {
         bench.spawn(LOAD_MAP, n - spawned)?;
@@ -1054,13 +1124,15 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     // A run rewrites only the sections of what it ran: the frame's figures
     // have their own section, so `--scenario frame` keeps the others'.
     let (frame, others) = bench.figures.split("frame_");
+    let (conns, others) = others.split("conn_");
     let (frame_notes, notes): (Vec<String>, Vec<String>) =
         bench.notes.iter().cloned().partition(|n| n.starts_with("game frame"));
+    let (conn_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("connections"));
     if opts.write_docs {
         let docs = crate::repo_root().join("docs");
         let path = docs.join("BENCHMARKS.md");
         let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        if SCENARIOS.iter().any(|s| *s != "frame" && wants(s)) {
+        if SCENARIOS.iter().any(|s| *s != "frame" && *s != "connections" && wants(s)) {
             fs::create_dir_all(docs.join("bench"))?;
             fs::write(docs.join(chart), report::render_svg(&others))?;
             let markdown = report::render_markdown(&ctx, &others, &notes, Some(chart));
@@ -1070,6 +1142,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         if wants("frame") {
             doc =
                 report::replace_section(&doc, "game-frame", &report::render_frame_markdown(&ctx, &frame, &frame_notes));
+        }
+        if wants("connections") {
+            let markdown = report::render_connections_markdown(&ctx, &conns, &conn_notes, connections, hold);
+            doc = report::replace_section(&doc, "connections", &markdown);
         }
         fs::write(&path, doc)?;
         eprintln!("    wrote {}", path.display());

@@ -9,6 +9,13 @@
 //! `on_update` callbacks. CPU time is `getrusage(RUSAGE_SELF)` from just before
 //! connecting; memory is VmRSS and VmHWM of /proc/self/status.
 //!
+//! The `connections` scenario holds `--connections N` connections in this one
+//! process, each subscribed to `config` (one row), for `--hold-s S`, in the
+//! SDK's most economical way for many connections: built inside one shared
+//! tokio runtime of two workers (the SDK then uses it instead of starting a
+//! runtime per connection) and driven by `run_async` tasks on it, rather than
+//! a `run_threaded` thread each.
+//!
 //! The `frame` scenario is a game's loop on the main thread, as the SDK allows
 //! it: no `run_threaded`, but `DbConnection::frame_tick()` every millisecond,
 //! which applies what arrived to the cache and runs the callbacks on the
@@ -141,6 +148,8 @@ struct Args {
     calls: u32,
     wait_update: bool,
     timeout: Duration,
+    connections: usize,
+    hold: Duration,
 }
 
 fn parse_args() -> Result<Args> {
@@ -160,6 +169,8 @@ fn parse_args() -> Result<Args> {
         calls: number("--calls", 100)? as u32,
         wait_update: argv.iter().any(|a| a == "--wait-update"),
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
+        connections: number("--connections", 1000)? as usize,
+        hold: Duration::from_secs(number("--hold-s", 60)?),
     })
 }
 
@@ -403,6 +414,62 @@ fn run_frame(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     Ok(())
 }
 
+/// The `connections` scenario: many connections in this process, held.
+fn run_connections(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let deadline = Instant::now() + args.timeout;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let _entered = runtime.enter();
+    let shared = Arc::new(Shared::default());
+    let (rss0, threads0, cpu0, t0) = (status_kib("VmRSS"), status_kib("Threads"), cpu_time(), Instant::now());
+    let mut conns = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let on_disconnect = shared.clone();
+        let on_error = shared.clone();
+        let conn = DbConnection::builder()
+            .with_uri(args.server.as_str())
+            .with_module_name(args.database.as_str())
+            .on_connect_error(move |_, e| on_error.update(|s| s.connect_error = Some(e.to_string())))
+            .on_disconnect(move |_, _| on_disconnect.update(|s| s.disconnects += 1))
+            .build()
+            .context("connecting")?;
+        let applied = shared.clone();
+        let failed = shared.clone();
+        conn.subscription_builder()
+            .on_applied(move |_| applied.update(|s| s.applied += 1))
+            .on_error(move |_, e| failed.update(|s| s.subscription_error = Some(e.to_string())))
+            .subscribe(["SELECT * FROM config"]);
+        let conn = Arc::new(conn);
+        let driven = conn.clone();
+        runtime.spawn(async move {
+            let _ = driven.run_async().await;
+        });
+        conns.push(conn);
+    }
+    let n = conns.len() as u64;
+    shared.wait(deadline, "every subscription applied", |s| s.applied >= n)?;
+    let connect = t0.elapsed();
+    let (cpu1, rss1) = (cpu_time(), status_kib("VmRSS"));
+    emit(json!({ "event": "ready", "unix_us": unix_us() }));
+    let held = Instant::now();
+    std::thread::sleep(args.hold);
+    let (cpu2, rss2, hold) = (cpu_time(), status_kib("VmRSS"), held.elapsed());
+    let lost = shared.get(|s| s.disconnects);
+    let n = n as f64;
+    result.insert("connections".into(), json!(conns.len()));
+    result.insert("connect_ms".into(), json!(connect.as_secs_f64() * 1e3));
+    result.insert("connect_cpu_ms".into(), json!((cpu1 - cpu0).as_secs_f64() * 1e3));
+    result.insert("rss_per_client_kib".into(), json!(rss1.saturating_sub(rss0) as f64 / n));
+    result.insert("rss_growth_kib".into(), json!(rss2 as f64 - rss1 as f64));
+    result.insert("cpu_us_per_client_s".into(), json!((cpu2 - cpu1).as_secs_f64() * 1e6 / hold.as_secs_f64() / n));
+    result.insert("threads".into(), json!(status_kib("Threads")));
+    result.insert("threads_added".into(), json!(status_kib("Threads").saturating_sub(threads0)));
+    result.insert("sessions_lost".into(), json!(lost));
+    if lost > 0 {
+        bail!("{lost} of {} connections were lost while held", conns.len());
+    }
+    Ok(())
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -412,7 +479,11 @@ fn main() {
         }
     };
     let mut result = serde_json::Map::new();
-    let outcome = if args.scenario == "frame" { run_frame(&args, &mut result) } else { run(&args, &mut result) };
+    let outcome = match args.scenario.as_str() {
+        "frame" => run_frame(&args, &mut result),
+        "connections" => run_connections(&args, &mut result),
+        _ => run(&args, &mut result),
+    };
     result.insert("event".into(), json!("result"));
     result.insert("client".into(), json!("official"));
     result.insert("scenario".into(), json!(args.scenario));

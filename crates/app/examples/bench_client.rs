@@ -16,10 +16,16 @@
 //! `ready`, then times every `frame_tick` that delivers row updates
 //! (`frame_us`, with `frame_rows` the rows each delivered).
 //!
+//! The `connections` scenario holds `--connections N` clients in this one
+//! process (`build()`, each with its heartbeats and a one-row subscription to
+//! `config`), ticks each once a second for `--hold-s S`, and reports the CPU
+//! and memory that cost, the threads, and any session lost meanwhile (a false
+//! dead peer).
+//!
 //! ```text
-//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame
+//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame|connections
 //!              [--query SQL] [--table T] [--expect-rows N] [--expect-updates N]
-//!              [--calls N] [--wait-update] [--timeout-s S]
+//!              [--calls N] [--wait-update] [--timeout-s S] [--connections N] [--hold-s S]
 //! ```
 //!
 //! Rows are counted by a listener of the cache's changes (`SyncListeners::changes`),
@@ -173,6 +179,8 @@ struct Args {
     calls: u32,
     wait_update: bool,
     timeout: Duration,
+    connections: usize,
+    hold: Duration,
 }
 
 fn parse_args() -> Result<Args> {
@@ -192,6 +200,8 @@ fn parse_args() -> Result<Args> {
         calls: number("--calls", 100)? as u32,
         wait_update: argv.iter().any(|a| a == "--wait-update"),
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
+        connections: number("--connections", 1000)? as usize,
+        hold: Duration::from_secs(number("--hold-s", 60)?),
     })
 }
 
@@ -430,6 +440,78 @@ fn run_frame(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     Ok(())
 }
 
+/// The threads of this process.
+fn threads() -> u64 {
+    status_kib("Threads")
+}
+
+/// The `connections` scenario: many clients in this process, held.
+fn run_connections(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let deadline = Instant::now() + args.timeout;
+    let (rss0, threads0, cpu0, t0) = (status_kib("VmRSS"), threads(), cpu_time(), Instant::now());
+    let mut clients = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let client = Client::builder()
+            .with_uri(&args.server)
+            .with_database(&args.database)
+            .with_schema(schema())
+            .subscribe(&["SELECT * FROM config"])
+            .build()?;
+        clients.push(client);
+    }
+    let ready = |c: &Client| {
+        let s = c.status();
+        c.is_active()
+            && !s.subscriptions.is_empty()
+            && s.subscriptions.values().all(|s| *s == spacelink::SubscriptionState::Applied)
+    };
+    loop {
+        for client in &mut clients {
+            client.frame_tick();
+        }
+        let up = clients.iter().filter(|c| ready(c)).count();
+        if up == clients.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{up} of {} clients connected and subscribed in time", clients.len());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let connect = t0.elapsed();
+    let (cpu1, rss1) = (cpu_time(), status_kib("VmRSS"));
+    let generations: Vec<u64> = clients.iter().map(|c| c.status().generation).collect();
+    emit(json!({ "event": "ready", "unix_us": unix_us() }));
+    // Held: each client ticked once a second, as a game loop would.
+    let held = Instant::now();
+    while held.elapsed() < args.hold {
+        std::thread::sleep(Duration::from_secs(1).min(args.hold.saturating_sub(held.elapsed())));
+        for client in &mut clients {
+            client.frame_tick();
+        }
+    }
+    let (cpu2, rss2, hold) = (cpu_time(), status_kib("VmRSS"), held.elapsed());
+    let lost = clients.iter().zip(&generations).filter(|(c, g)| c.status().generation != **g || !c.is_active()).count();
+    let n = clients.len() as f64;
+    result.insert("connections".into(), json!(clients.len()));
+    result.insert("connect_ms".into(), json!(connect.as_secs_f64() * 1e3));
+    result.insert("connect_cpu_ms".into(), json!((cpu1 - cpu0).as_secs_f64() * 1e3));
+    result.insert("rss_per_client_kib".into(), json!(rss1.saturating_sub(rss0) as f64 / n));
+    result.insert("rss_growth_kib".into(), json!(rss2 as f64 - rss1 as f64));
+    // CPU held, per client: microseconds of CPU per second of wall time.
+    result.insert("cpu_us_per_client_s".into(), json!((cpu2 - cpu1).as_secs_f64() * 1e6 / hold.as_secs_f64() / n));
+    result.insert("threads".into(), json!(threads()));
+    result.insert("threads_added".into(), json!(threads().saturating_sub(threads0)));
+    result.insert("sessions_lost".into(), json!(lost));
+    for client in &clients {
+        client.shutdown();
+    }
+    if lost > 0 {
+        bail!("{lost} of {} clients lost their session while held (a false dead peer?)", clients.len());
+    }
+    Ok(())
+}
+
 fn main() {
     let args = match parse_args() {
         Ok(args) => args,
@@ -441,6 +523,8 @@ fn main() {
     let mut result = serde_json::Map::new();
     let outcome = if args.scenario == "frame" {
         run_frame(&args, &mut result)
+    } else if args.scenario == "connections" {
+        run_connections(&args, &mut result)
     } else {
         actix::System::new().block_on(run(&args, &mut result))
     };
