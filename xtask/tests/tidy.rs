@@ -138,17 +138,8 @@ fn every_source_file_opens_with_a_module_doc() {
 
 /// Metric names written outside `metric_names.rs`, allowed until their file is
 /// free to change (issue 25).
-const METRIC_NAME_ALLOWED: &[(&str, &str)] = &[
-    ("crates/connection/src/metric_names.rs", "the one place where names are written"),
-    (
-        "crates/sync/src/cache.rs",
-        "issue 25: being changed on another branch (unique indexes); re-point at metric_names",
-    ),
-    (
-        "crates/sync/src/handle.rs",
-        "issue 25: being changed on another branch (unique indexes); re-point at metric_names",
-    ),
-];
+const METRIC_NAME_ALLOWED: &[(&str, &str)] =
+    &[("crates/connection/src/metric_names.rs", "the one place where names are written")];
 
 #[test]
 fn metric_names_are_written_only_in_metric_names() {

@@ -94,6 +94,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use spacelink_connection::codec::{self, QueryUpdate};
+use spacelink_connection::metric_names as names;
 
 use crate::row::{Decoders, Row, TableCodec};
 use crate::spatial::{SpatialIndex, SpatialSetup};
@@ -948,7 +949,7 @@ impl ClientCache {
                 }
             }
             None => {
-                metrics::counter!("spacelink_sync_snapshot_copies_total").increment(1);
+                metrics::counter!(names::SYNC_SNAPSHOT_COPIES).increment(1);
                 writer.pending.clear();
                 writer.runs.clear();
                 writer.shared.clear();
@@ -1100,7 +1101,7 @@ impl ClientCache {
         let old = inner.published.swap(Arc::new(data));
         drop(current);
         writer.spare = Some(old);
-        metrics::counter!("spacelink_sync_transactions_applied_total").increment(1);
+        metrics::counter!(names::SYNC_TRANSACTIONS_APPLIED).increment(1);
         stats.record();
         record_changes(&changes);
         changes
@@ -1153,7 +1154,7 @@ impl ClientCache {
         writer.pending.clear();
         writer.runs.clear();
         writer.shared.clear();
-        metrics::counter!("spacelink_sync_reconciles_total").increment(1);
+        metrics::counter!(names::SYNC_RECONCILES).increment(1);
         record_changes(&changes);
         tracing::debug!(changes = changes.len(), "cache reconciled with fresh state");
         changes
@@ -1312,10 +1313,10 @@ impl Stats {
     }
 
     fn record(&self) {
-        metrics::counter!("spacelink_sync_rows_applied_total").increment(self.rows);
-        metrics::counter!("spacelink_sync_bytes_applied_total").increment(self.bytes);
+        metrics::counter!(names::SYNC_ROWS_APPLIED).increment(self.rows);
+        metrics::counter!(names::SYNC_BYTES_APPLIED).increment(self.bytes);
         if self.ignored > 0 {
-            metrics::counter!("spacelink_sync_deletes_ignored_total").increment(self.ignored);
+            metrics::counter!(names::SYNC_DELETES_IGNORED).increment(self.ignored);
         }
     }
 }
@@ -1331,7 +1332,7 @@ fn record_changes(changes: &[RowChange]) {
     }
     for (kind, n) in [("insert", inserts), ("update", updates), ("delete", deletes)] {
         if n > 0 {
-            metrics::counter!("spacelink_sync_changes_total", "kind" => kind).increment(n);
+            metrics::counter!(names::SYNC_CHANGES, names::LABEL_KIND => kind).increment(n);
         }
     }
 }

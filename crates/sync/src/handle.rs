@@ -7,6 +7,7 @@ use std::sync::Arc;
 use actix::Addr;
 use rustc_hash::FxHashMap;
 use spacelink_connection::layout::RowLayout;
+use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::{bsatn, de::Deserialize, ser::Serialize};
 use spacelink_connection::{ModuleSchema, TableSchema};
 
@@ -178,7 +179,7 @@ fn typed<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
         return Ok(shared);
     }
     let decode_error = |error: String| {
-        metrics::counter!("spacelink_sync_row_decode_errors_total", "table" => table.to_string()).increment(1);
+        metrics::counter!(names::SYNC_ROW_DECODE_ERRORS, names::LABEL_TABLE => table.to_string()).increment(1);
         SyncError::Decode { table: table.to_string(), error }
     };
     if let Some(error) = row.decode_error() {
