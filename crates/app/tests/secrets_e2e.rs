@@ -2,9 +2,10 @@
 //!
 //! One whole session against the real server, through the fault proxy, with
 //! every log line of the process captured at trace level (spans, their fields,
-//! their opening and closing): connect with a short-lived token minted with the
-//! server's own key, subscribe, call a reducer, run a one-off query, have the
-//! token refreshed, lose the connection and reconnect with the refreshed token.
+//! their opening and closing): fetch the schema over HTTP and connect with a
+//! short-lived token minted with the server's own key, subscribe, call a
+//! reducer, run a one-off query, have the token refreshed, lose the connection
+//! and reconnect with the refreshed token.
 //! Along the way every event the game saw, the client's status, its config,
 //! every error provoked and a panic message of a credential are formatted.
 //! Neither a token nor any of its parts (header, payload, signature, the
@@ -126,7 +127,8 @@ async fn secrets_no_token_in_any_log_line_error_debug_output_config_dump_or_pani
     config.auth.min_refresh_delay = Duration::from_millis(500);
     seen.debug(&config);
     let (listeners, mut events) = common::collecting_listeners();
-    let mut app = common::build(config.clone(), listeners, Default::default()).await;
+    // The client fetches the schema itself, presenting the token over HTTP.
+    let mut app = common::connect(config.clone(), listeners, Default::default(), Default::default()).await.unwrap();
     let on_connect = seen.clone();
     app.on_connect(move |identity, token| on_connect.text(&format!("{identity} {token} {token:?}")));
 
