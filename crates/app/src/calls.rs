@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -89,6 +89,9 @@ pub struct Reducers {
     next_ticket: Arc<AtomicU64>,
     /// Calls not answered yet (the status's `calls_pending`).
     pending: Arc<AtomicUsize>,
+    /// Raised by `Client::shutdown`: from then on every call is refused at
+    /// once (`ActorGone`), never sent, even while the tree is still stopping.
+    shut_down: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for Reducers {
@@ -104,7 +107,17 @@ impl Reducers {
         callbacks: ResultCallbacks,
         pending: Arc<AtomicUsize>,
     ) -> Self {
-        Self { handle, events, callbacks, next_ticket: Arc::new(AtomicU64::new(1)), pending }
+        Self { handle, events, callbacks, next_ticket: Arc::new(AtomicU64::new(1)), pending, shut_down: Arc::default() }
+    }
+
+    /// Refuses every call once `flag` is raised (the client's shutdown).
+    pub(crate) fn refusing_after(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.shut_down = flag;
+        self
+    }
+
+    fn refused_after_shutdown(&self) -> Option<ReducerError> {
+        self.shut_down.load(Ordering::SeqCst).then_some(ReducerError::ActorGone)
     }
 
     /// Calls `reducer` with typed arguments (a type deriving the SATS
@@ -133,8 +146,13 @@ impl Reducers {
     }
 
     /// Calls `reducer` without any answer (SpacetimeDB 1.3 then reports
-    /// nothing back, not even a failure). Returns at once.
+    /// nothing back, not even a failure). Returns at once. After
+    /// `Client::shutdown`, this and every other call is refused at once with
+    /// `ReducerError::ActorGone` and never sent.
     pub fn fire<A: Serialize>(&self, reducer: &str, args: &A) -> Result<(), ReducerError> {
+        if let Some(e) = self.refused_after_shutdown() {
+            return Err(e);
+        }
         self.handle.fire(reducer, encode(reducer, args)?)
     }
 
@@ -156,7 +174,7 @@ impl Reducers {
             let _ = tx.send(result.clone());
             events.event(Event::ReducerResult { ticket, reducer: name, result });
         });
-        match args {
+        match self.refused_after_shutdown().map_or(args, Err) {
             Ok(args) => self.handle.submit(Call { reducer: reducer.into(), args, notify: true, dedup }, done),
             Err(e) => done(Err(e)),
         }

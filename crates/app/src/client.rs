@@ -419,7 +419,8 @@ impl Start {
                 sender.clone(),
                 result_callbacks.clone(),
                 status.calls_pending.clone(),
-            ),
+            )
+            .refusing_after(requested.clone()),
             result_callbacks,
             tick: Mutex::new(Tick::default()),
             tree,

@@ -323,12 +323,13 @@ pub(crate) fn start_children(
     controls.auth = Some(supervise::start(auth_ctx, actor, "auth", policy, stop.clone(), OnShutdown::Stopped));
     let auth = AuthHandle::new(auth_addr);
     let queue = config.queue_file.map(|p| Box::new(FileQueueStore::new(p)) as _);
+    let max_args_size = config.reducers.max_args_size;
     let actor = ReducerActor::new(config.reducers, connection.sender(), reducer_listeners, queue)
         .with_request_ids(connection.request_ids());
     let policy = supervision.reducers.clone();
     controls.reducers =
         Some(supervise::start(reducer_ctx, actor, "reducers", policy, stop.clone(), OnShutdown::StopsItself));
-    let reducers = ReducerHandle::new(reducer_addr);
+    let reducers = ReducerHandle::new(reducer_addr).with_max_args_size(max_args_size);
     supervisor_ctx.run(root(Some(connection.clone()), Some(reducers.clone())));
     let (sync_config, row_types, sender) = (config.sync, config.row_types, connection.sender());
     let sync_policy = config.supervision.sync.clone();

@@ -9,125 +9,19 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 use actix::prelude::*;
 use base64::Engine as _;
+use common::tokens::{assert_not_logged, capture_logs, now_secs, Minter, MintingProvider};
 use common::{collecting_listeners, config, Event};
-use p256::ecdsa::signature::Signer as _;
-use p256::pkcs8::DecodePrivateKey as _;
-use spacelink::auth::{AuthListeners, TokenFuture, TokenRequest};
+use spacelink::auth::AuthListeners;
 use spacelink::credentials::FileCredentialStore;
-use spacelink::{AuthError, AuthEvent, Credentials, SpacelinkConfig, TokenProvider};
+use spacelink::{AuthError, AuthEvent, Credentials, SpacelinkConfig};
 use spacelink_auth::Token;
 use tokio::sync::mpsc;
-
-// ---- Every log line of this test binary, at trace level (`log` records too). ----
-
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(|| Capture)
-            .try_init()
-            .unwrap();
-    });
-}
-
-/// No log line so far holds any of `tokens` (nor their signature part alone).
-fn assert_not_logged(tokens: &[&Token]) {
-    let logs = String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned();
-    assert!(logs.lines().count() > 20, "the capture works: {} lines", logs.lines().count());
-    for token in tokens {
-        let signature = token.expose().rsplit('.').next().unwrap();
-        assert!(!logs.contains(signature), "a token appears in the logs");
-    }
-}
-
-// ---- Tokens signed with the test server's own key. ----
-
-/// Mints tokens like the server's own for the identity of a real server token.
-#[derive(Debug)]
-struct Minter {
-    key: p256::ecdsa::SigningKey,
-    claims: serde_json::Map<String, serde_json::Value>,
-}
-
-impl Minter {
-    /// Asks the server for an identity (`POST /v1/identity`) and copies its claims' shape.
-    fn new() -> (Self, Token) {
-        let dir =
-            PathBuf::from(std::env::var("SPACELINK_SERVER_DIR").expect("SPACELINK_SERVER_DIR: the server's state dir"));
-        let pem = std::fs::read_to_string(dir.join("keys/priv.pem")).unwrap();
-        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(&pem).unwrap();
-        let (url, _) = common::server();
-        let body = ureq::post(&format!("{url}/v1/identity")).call().unwrap().into_string().unwrap();
-        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
-        let token = Token::new(body["token"].as_str().unwrap());
-        let payload = token.expose().split('.').nth(1).unwrap();
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
-        let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert!(claims["exp"].is_null(), "a server-issued token never expires: {claims}");
-        (Self { key, claims: claims.as_object().unwrap().clone() }, token)
-    }
-
-    /// A token for the same identity issued now, expiring at `exp` (seconds since the epoch).
-    fn mint(&self, exp: u64) -> Token {
-        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut claims = self.claims.clone();
-        claims.insert("iat".into(), now_secs().saturating_sub(1).into());
-        claims.insert("exp".into(), exp.into());
-        let signing_input = format!(
-            "{}.{}",
-            e.encode(br#"{"typ":"JWT","alg":"ES256"}"#),
-            e.encode(serde_json::Value::from(claims).to_string())
-        );
-        let signature: p256::ecdsa::Signature = self.key.sign(signing_input.as_bytes());
-        Token::new(format!("{signing_input}.{}", e.encode(signature.to_bytes())))
-    }
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// A provider that mints a token living `life` seconds each time it is asked.
-#[derive(Debug)]
-struct MintingProvider {
-    minter: Arc<Minter>,
-    life: u64,
-    asked: AtomicUsize,
-    minted: Mutex<Vec<Token>>,
-}
-
-impl TokenProvider for MintingProvider {
-    fn new_token(&self, _request: TokenRequest) -> TokenFuture {
-        self.asked.fetch_add(1, Ordering::SeqCst);
-        let token = self.minter.mint(now_secs() + self.life);
-        self.minted.lock().unwrap().push(token.clone());
-        Box::pin(async move { Ok(token) })
-    }
-}
 
 // ---- Auth events. ----
 
@@ -220,8 +114,7 @@ async fn auth_an_expiring_token_is_refreshed_before_the_server_refuses_it() {
     let minter = Arc::new(minter);
     let first_exp = now_secs() + 5;
     let first = minter.mint(first_exp);
-    let provider =
-        Arc::new(MintingProvider { minter: minter.clone(), life: 6, asked: 0.into(), minted: Mutex::default() });
+    let provider = Arc::new(MintingProvider::new(minter.clone(), 6));
     let (auth_listeners, mut auth) = tap();
     let mut c = SpacelinkConfig::new(config());
     c.connection.token = Some(first.expose().to_string());

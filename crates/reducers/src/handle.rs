@@ -17,12 +17,22 @@ use crate::messages::*;
 #[derive(Debug, Clone)]
 pub struct ReducerHandle {
     addr: Addr<ReducerActor>,
+    /// The actor's `max_args_size`, when known: [`fire`](Self::fire) refuses a larger call at once.
+    max_args_size: Option<usize>,
 }
 
 impl ReducerHandle {
     /// Wraps the actor's address.
     pub fn new(addr: Addr<ReducerActor>) -> Self {
-        Self { addr }
+        Self { addr, max_args_size: None }
+    }
+
+    /// The actor's `max_args_size` (its [`ReducerConfig`](crate::ReducerConfig)'s),
+    /// so that [`fire`](Self::fire), which does not wait for the actor, refuses
+    /// a larger call with [`ReducerError::TooLarge`] rather than only logging it.
+    pub fn with_max_args_size(mut self, limit: usize) -> Self {
+        self.max_args_size = Some(limit);
+        self
     }
 
     /// Calls `reducer` with BSATN-encoded `args` and waits for its result. Made
@@ -71,9 +81,14 @@ impl ReducerHandle {
 
     /// Calls `reducer` without any answer (`NoSuccessNotify`; SpacetimeDB 1.3
     /// reports nothing back, not even a failure). Returns at once, without
-    /// waiting for the actor: `QueueFull` if its mailbox is full, and a call the
-    /// actor then refuses (invalid, queue full) is only logged and counted.
+    /// waiting for the actor: `TooLarge` if the arguments are over the limit
+    /// given by [`with_max_args_size`](Self::with_max_args_size), `QueueFull` if
+    /// its mailbox is full, and a call the actor then refuses (invalid, queue
+    /// full) is only logged and counted.
     pub fn fire(&self, reducer: &str, args: Bytes) -> Result<(), ReducerError> {
+        if let Some(limit) = self.max_args_size.filter(|&limit| args.len() > limit) {
+            return Err(ReducerError::TooLarge { reducer: reducer.into(), size: args.len(), limit });
+        }
         let call = Call { reducer: reducer.into(), args, notify: false, dedup: Dedup::None };
         self.addr.try_send(FireReducer { call }).map_err(|e| match e {
             actix::dev::SendError::Full(_) => ReducerError::QueueFull(QueueFull { capacity: MAILBOX_CAPACITY }),

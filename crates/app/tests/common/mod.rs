@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 #[path = "../../examples/guildmaster/mod.rs"]
 pub mod guildmaster;
 
+/// Minted tokens and captured logs, for the tests that keep secrets.
+pub mod tokens;
+
 /// The server URL and database that `cargo xtask test` started and published.
 pub fn server() -> (String, String) {
     let url = std::env::var("SPACELINK_SERVER_URL").unwrap_or_else(|_| {
