@@ -681,8 +681,16 @@ impl Client {
     /// any thread (before the schema is known or a session is up, the request
     /// waits). Its outcome comes as [`Event::Subscription`] and in
     /// [`Client::status`]; the set lives across reconnects until unsubscribed.
+    /// After [`shutdown`](Self::shutdown) it is never sent: its state is `Cancelled` at once.
     pub fn subscribe<S: AsRef<str>>(&self, queries: &[S]) -> SubscriptionId {
         let id = self.tree.subscription_ids.next();
+        if self.requested.load(Ordering::SeqCst) {
+            // After `shutdown`: never sent, never applies.
+            self.status.update(|s| {
+                s.subscriptions.insert(id, SubscriptionState::Cancelled);
+            });
+            return id;
+        }
         self.status.update(|s| {
             s.subscriptions.insert(id, SubscriptionState::Pending);
         });
@@ -700,10 +708,16 @@ impl Client {
 
     /// Runs a one-off query (SQL, not kept up to date) and returns at once,
     /// from any thread; poll the answer each frame or `.await` it. Made while
-    /// no session is up, it fails at once (`ConnectionError::NotConnected`);
+    /// no session is up, it fails at once (`ConnectionError::NotConnected`),
+    /// and after [`shutdown`](Self::shutdown) with `ConnectionError::ActorGone`;
     /// one whose session is lost before the answer fails too.
     pub fn query(&self, sql: &str) -> QueryCall {
         let (answer, rx) = tokio::sync::oneshot::channel();
+        if self.requested.load(Ordering::SeqCst) {
+            // After `shutdown`: fails at once, never sent.
+            let _ = answer.send(Err(ClientError::Connection(spacelink_connection::ConnectionError::ActorGone)));
+            return QueryCall::pending(rx);
+        }
         self.queries.do_send(Ask { sql: sql.to_string(), answer });
         QueryCall::pending(rx)
     }

@@ -235,8 +235,12 @@ async fn bad_input_calls_after_shutdown_fail_at_once() {
         .await
         .expect("a query after shutdown fails at once");
     assert!(matches!(result, Err(ClientError::Connection(spacelink::ConnectionError::ActorGone))), "{result:?}");
-    // A subscription after shutdown never applies (nothing panics, nothing waits).
-    let _ = app.subscribe(&["SELECT * FROM map"]);
+    // A query right after `shutdown` fails at once too, and a subscription is
+    // cancelled at once: nothing panics, nothing waits, nothing is sent.
+    let result = tokio::time::timeout(PROMPT, app.query("SELECT * FROM config")).await.expect("at once");
+    assert!(matches!(result, Err(ClientError::Connection(spacelink::ConnectionError::ActorGone))), "{result:?}");
+    let late = app.subscribe(&["SELECT * FROM map"]);
+    assert_eq!(app.status().subscriptions.get(&late), Some(&spacelink::SubscriptionState::Cancelled));
     assert!(app.status().shut_down);
     assert_in_database(id(41)).await;
     let oracle = common::sql(&format!("SELECT id FROM all_types WHERE id = {}", id(42))).await;
