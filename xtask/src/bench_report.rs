@@ -376,8 +376,10 @@ pub fn render_connections_markdown(
          runtime, per connection); it sends no heartbeats of its own. Memory per connection is the RSS after \
          all are connected and subscribed minus before, divided by their number; CPU per connection is the \
          process's CPU time while held, per second of wall time and per connection. A session lost while \
-         held (a false dead peer) fails the run. Cells are `median (min–max, n=runs)`; ratio = spacelink / \
-         official.\n",
+         held (a false dead peer) fails the run. What spacelink's held CPU pays for is its heartbeats: with \
+         the interval at 5 s instead of 500 ms (the bench client's `SPACELINK_BENCH_HEARTBEAT_MS`, an \
+         experiment's knob), a debug build's held CPU per connection fell from 427 to 44 µs/s (300 \
+         connections, 2026-12-07). Cells are `median (min–max, n=runs)`; ratio = spacelink / official.\n",
         ctx.command, ctx.date, ctx.commit, ctx.profile
     );
     machine_and_table(&mut md, ctx, figures, None);

@@ -450,10 +450,17 @@ fn run_connections(args: &Args, result: &mut serde_json::Map<String, Value>) -> 
     let deadline = Instant::now() + args.timeout;
     let (rss0, threads0, cpu0, t0) = (status_kib("VmRSS"), threads(), cpu_time(), Instant::now());
     let mut clients = Vec::with_capacity(args.connections);
+    // `SPACELINK_BENCH_HEARTBEAT_MS` (an experiment's knob, not a flag of
+    // the bench): another heartbeat interval, the dead peer at four of them.
+    let heartbeat = std::env::var("SPACELINK_BENCH_HEARTBEAT_MS").ok().and_then(|v| v.parse::<u64>().ok());
     for _ in 0..args.connections {
+        let mut connection = spacelink::ConnectionConfig::new(&args.server, &args.database);
+        if let Some(ms) = heartbeat {
+            connection.heartbeat_interval = Duration::from_millis(ms);
+            connection.dead_peer_timeout = Duration::from_millis(ms * 4);
+        }
         let client = Client::builder()
-            .with_uri(&args.server)
-            .with_database(&args.database)
+            .with_connection_config(connection)
             .with_schema(schema())
             .subscribe(&["SELECT * FROM config"])
             .build()?;
