@@ -252,20 +252,6 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<SettingsEvent>) -> SettingsEvent 
     tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a settings event").unwrap()
 }
 
-/// Hears the settings watcher.
-struct Tap(mpsc::UnboundedSender<SettingsEvent>);
-
-impl Actor for Tap {
-    type Context = Context<Self>;
-}
-
-impl Handler<SettingsEvent> for Tap {
-    type Result = ();
-    fn handle(&mut self, msg: SettingsEvent, _: &mut Self::Context) {
-        let _ = self.0.send(msg);
-    }
-}
-
 #[actix::test]
 #[ignore = "e2e: needs the test server (cargo xtask test)"]
 async fn bad_input_a_watched_settings_file_turned_to_garbage_is_refused_and_the_running_settings_stay() {
@@ -285,13 +271,13 @@ async fn bad_input_a_watched_settings_file_turned_to_garbage_is_refused_and_the_
     let app = common::build(settings.spacelink_config().unwrap(), listeners, Default::default()).await;
     let generation = events.connected().await;
     acknowledged(&app, id(51)).await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (heard, mut rx) = common::tap::<SettingsEvent>();
     let _watcher = SettingsWatcher::new(
         loader,
         settings,
         app.connection().clone(),
         Duration::from_millis(100),
-        vec![Tap(tx).start().recipient()],
+        vec![heard],
     )
     .start();
 

@@ -16,8 +16,6 @@ use spacelink::watcher::{SettingsEvent, SettingsWatcher};
 use spacelink::Client;
 use tokio::sync::mpsc;
 
-struct Tap(mpsc::UnboundedSender<SettingsEvent>);
-
 /// Counts the monitor's stats-updated events.
 struct Ticks(std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
@@ -42,17 +40,6 @@ impl Actor for Outbox {
 impl Handler<spacelink::prediction::PredictedInput<spacelink::prediction::Step>> for Outbox {
     type Result = ();
     fn handle(&mut self, _: spacelink::prediction::PredictedInput<spacelink::prediction::Step>, _: &mut Self::Context) {
-    }
-}
-
-impl Actor for Tap {
-    type Context = Context<Self>;
-}
-
-impl Handler<SettingsEvent> for Tap {
-    type Result = ();
-    fn handle(&mut self, msg: SettingsEvent, _: &mut Self::Context) {
-        let _ = self.0.send(msg);
     }
 }
 
@@ -93,13 +80,13 @@ async fn config_an_edited_file_changes_the_live_heartbeat_interval() {
     let (listeners, mut events) = common::collecting_listeners();
     let app = common::build(config, listeners, Default::default()).await;
     let generation = events.connected().await;
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (heard, mut rx) = common::tap::<SettingsEvent>();
     let watcher = SettingsWatcher::new(
         loader,
         settings,
         app.connection().clone(),
         Duration::from_millis(100),
-        vec![Tap(tx).start().recipient()],
+        vec![heard],
     )
     .start();
 
@@ -164,13 +151,13 @@ async fn config_an_edited_file_retunes_the_monitor_and_a_prediction_live() {
         Default::default(),
     )
     .unwrap();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (heard, mut rx) = common::tap::<SettingsEvent>();
     let watcher = SettingsWatcher::new(
         loader,
         settings,
         app.connection().clone(),
         Duration::from_millis(100),
-        vec![Tap(tx).start().recipient()],
+        vec![heard],
     )
     .auth(app.auth().clone())
     .telemetry(telemetry.clone())

@@ -364,3 +364,24 @@ pub fn my_player(
         }),
     }
 }
+
+/// Hears one kind of message from an actor and hands each to the test.
+pub struct Tap<M>(mpsc::UnboundedSender<M>);
+
+impl<M: Send + 'static> Actor for Tap<M> {
+    type Context = Context<Self>;
+}
+
+impl<M: Message<Result = ()> + Send + 'static> Handler<M> for Tap<M> {
+    type Result = ();
+    fn handle(&mut self, msg: M, _: &mut Self::Context) {
+        let _ = self.0.send(msg);
+    }
+}
+
+/// A recipient for messages `M` (give it to an actor as a listener) and the
+/// receiving end where the test reads them.
+pub fn tap<M: Message<Result = ()> + Send + 'static>() -> (Recipient<M>, mpsc::UnboundedReceiver<M>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Tap(tx).start().recipient(), rx)
+}
