@@ -272,14 +272,9 @@ async fn bad_input_a_watched_settings_file_turned_to_garbage_is_refused_and_the_
     let generation = events.connected().await;
     acknowledged(&app, id(51)).await;
     let (heard, mut rx) = common::tap::<SettingsEvent>();
-    let _watcher = SettingsWatcher::new(
-        loader,
-        settings,
-        app.connection().clone(),
-        Duration::from_millis(100),
-        vec![heard],
-    )
-    .start();
+    let _watcher =
+        SettingsWatcher::new(loader, settings, app.connection().clone(), Duration::from_millis(100), vec![heard])
+            .start();
 
     // Not TOML at all, then binary garbage, then an empty file: each refused with a typed error.
     let garbage: [(&[u8], &str); 3] = [

@@ -81,14 +81,9 @@ async fn config_an_edited_file_changes_the_live_heartbeat_interval() {
     let app = common::build(config, listeners, Default::default()).await;
     let generation = events.connected().await;
     let (heard, mut rx) = common::tap::<SettingsEvent>();
-    let watcher = SettingsWatcher::new(
-        loader,
-        settings,
-        app.connection().clone(),
-        Duration::from_millis(100),
-        vec![heard],
-    )
-    .start();
+    let watcher =
+        SettingsWatcher::new(loader, settings, app.connection().clone(), Duration::from_millis(100), vec![heard])
+            .start();
 
     // A heartbeat every 10 s: hardly a pong in three seconds.
     assert!(pongs_during(&app, Duration::from_secs(3)).await <= 1);
@@ -152,17 +147,12 @@ async fn config_an_edited_file_retunes_the_monitor_and_a_prediction_live() {
     )
     .unwrap();
     let (heard, mut rx) = common::tap::<SettingsEvent>();
-    let watcher = SettingsWatcher::new(
-        loader,
-        settings,
-        app.connection().clone(),
-        Duration::from_millis(100),
-        vec![heard],
-    )
-    .auth(app.auth().clone())
-    .telemetry(telemetry.clone())
-    .prediction(prediction.reconfigure_recipient())
-    .start();
+    let watcher =
+        SettingsWatcher::new(loader, settings, app.connection().clone(), Duration::from_millis(100), vec![heard])
+            .auth(app.auth().clone())
+            .telemetry(telemetry.clone())
+            .prediction(prediction.reconfigure_recipient())
+            .start();
 
     // Sampling every 2 s: at most two ticks in three seconds.
     ticks.store(0, Ordering::Relaxed);
