@@ -124,7 +124,7 @@ async fn swarm(args: Args) -> anyhow::Result<bool> {
     if args.soak || args.seed.is_some() {
         let seed = args.seed.unwrap_or_else(spacelink_swarm::soak::fresh_seed);
         println!("soak: seed {seed} (replay: --seed {seed} with the same --bots and --duration)");
-        config.soak_seed = Some(seed);
+        config.soak(seed);
     }
     println!(
         "swarm: {} bots, {}, {:.0} s, server {} (database {}){}",

@@ -5,7 +5,8 @@
 //!
 //! What is judged (bounds in the constants below):
 //! * **RSS**: the least-squares slope of the resident set after the warm-up
-//!   (the first [`WARMUP_SHARE`] of the run), in MiB per minute, must stay
+//!   (the first [`WARMUP_SHARE`] of the run) until the faults stop, in MiB
+//!   per minute, must stay
 //!   under [`RSS_BOUND_MIB_PER_MIN`] beyond an allowance for the data the run
 //!   legitimately adds: every committed action is a row that stays in its
 //!   bot's cache (its `action_log` subscription) and an entry in its ledger,
@@ -120,7 +121,9 @@ pub fn judge(samples: &[ResourceSample], calm_start_end_s: f64, end: ResourceSam
     let mut c = ResourceCheck::default();
     let run_s = end.t.max(samples.last().map_or(0.0, |s| s.t));
     c.warmup_s = run_s * WARMUP_SHARE;
-    let after: Vec<&ResourceSample> = samples.iter().chain([&end]).filter(|s| s.t >= c.warmup_s).collect();
+    // The slopes are the run's: the end's reading, taken after the catch-up's
+    // burst, is judged against the baseline instead.
+    let after: Vec<&ResourceSample> = samples.iter().filter(|s| s.t >= c.warmup_s).collect();
     c.samples = after.len();
     let mib = |kib: u64| kib as f64 / 1024.0;
     let per_min =

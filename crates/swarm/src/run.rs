@@ -77,6 +77,18 @@ impl SwarmConfig {
     }
 }
 
+impl SwarmConfig {
+    /// Makes this run a soak on `seed`: [`soak::schedule`]'s faults, the
+    /// resources judged, the soak's gentler pace ([`soak::INPUT_EVERY`],
+    /// [`soak::ACT_EVERY`]) and a longer catch-up ([`soak::SETTLE_WITHIN`]).
+    pub fn soak(&mut self, seed: u64) {
+        self.soak_seed = Some(seed);
+        self.input_every = soak::INPUT_EVERY;
+        self.act_every = soak::ACT_EVERY;
+        self.settle_within = soak::SETTLE_WITHIN;
+    }
+}
+
 /// What a run leaves.
 #[derive(Debug)]
 pub struct Outcome {

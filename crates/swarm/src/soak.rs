@@ -9,11 +9,23 @@
 //! spikes, blackholes and, when the server's process is reachable, server
 //! freezes and kills with restarts; then a calm end (no fault) before the
 //! bots catch up and the verdict is checked.
+//!
+//! A soak is about time, not load: each bot plays at a gentler pace than the
+//! demo's (a move every [`INPUT_EVERY`], an action every [`ACT_EVERY`]), so
+//! that a hundred bots and the server fit a small shared machine without
+//! queues that grow for the whole run.
 
 use std::time::Duration;
 
 use crate::profile::{Fault, Phase, Profile, Schedule, Scheduled};
 use crate::rng::SplitMix64;
+
+/// A soak bot's move period (the demo's: 100 ms).
+pub const INPUT_EVERY: Duration = Duration::from_secs(1);
+/// A soak bot's action period (the demo's: 500 ms).
+pub const ACT_EVERY: Duration = Duration::from_secs(2);
+/// How long the bots get to catch up after the calm end (the demo's: 20 s).
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
 /// The calm start: this share of the run, between [`START_MIN`] and [`START_MAX`].
 const START_SHARE: f64 = 0.12;

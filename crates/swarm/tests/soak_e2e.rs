@@ -26,7 +26,7 @@ fn a_short_soak_under_seeded_random_faults_ends_in_an_ok_verdict_with_flat_resou
     config.database = std::env::var("SPACELINK_DATABASE").unwrap_or_else(|_| "guildmaster".into());
     config.bots = 4;
     config.duration = Duration::from_secs(60);
-    config.soak_seed = Some(SEED);
+    config.soak(SEED);
     config.server = ServerControl { dir: Some(PathBuf::from(dir)), xtask: Some(PathBuf::from(xtask)) };
     config.out_dir = out.path().to_path_buf();
     let (_interrupt, interrupted) = watch::channel(false);
