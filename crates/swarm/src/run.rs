@@ -336,6 +336,14 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     Ok(Outcome { report, html, json })
 }
 
+/// Runs the swarm to its planned end on a runtime of its own (two workers,
+/// no Ctrl-C): what the end-to-end tests do.
+pub fn run_to_end(config: SwarmConfig) -> anyhow::Result<Outcome> {
+    let (_interrupt, interrupted) = watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(config, interrupted))
+}
+
 /// Pauses the NPC tick so that the world holds still for the verdict;
 /// returns the interval to restore (`None`: it was not running, or the
 /// server would not say).

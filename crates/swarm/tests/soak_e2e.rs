@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use spacelink_swarm::faults::ServerControl;
 use spacelink_swarm::run::{self, SwarmConfig};
-use tokio::sync::watch;
 
 /// Its faults: cut, server restart, cut, blackhole, loss burst (see `soak::schedule`).
 const SEED: u64 = 249;
@@ -29,9 +28,7 @@ fn a_short_soak_under_seeded_random_faults_ends_in_an_ok_verdict_with_flat_resou
     config.soak(SEED);
     config.server = ServerControl { dir: Some(PathBuf::from(dir)), xtask: Some(PathBuf::from(xtask)) };
     config.out_dir = out.path().to_path_buf();
-    let (_interrupt, interrupted) = watch::channel(false);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let outcome = runtime.block_on(run::run(config, interrupted)).unwrap();
+    let outcome = run::run_to_end(config).unwrap();
     let line = outcome.report.verdict.line();
     assert!(outcome.report.verdict.ok, "{line}\n{:#?}", outcome.report.verdict.problems);
     assert!(line.starts_with("verdict: ok (4 of 4 caches equal the server's;"), "{line}");
