@@ -983,7 +983,7 @@ fn machine() -> (String, usize, String, String) {
     (cpu, cores, memory, kernel)
 }
 
-fn git_commit() -> String {
+pub fn git_commit() -> String {
     let mut git = Command::new("git");
     git.current_dir(crate::repo_root()).args(["rev-parse", "--short", "HEAD"]);
     cmd::output(&mut git).map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".to_string())

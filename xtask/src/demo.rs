@@ -5,6 +5,8 @@
 //! for about a minute, watched live, ending in a report and a verdict. Its
 //! exit code is the demo's.
 //!
+//! `cargo xtask soak` (soak.rs) runs the same way ([`run_swarm`]), in soak mode.
+//!
 //! Ctrl-C reaches the swarm, which stops its bots and proxy, thaws the server
 //! and still writes the report; xtask waits for it, then stops the server it
 //! started.
@@ -41,6 +43,33 @@ fn swarm_binary() -> PathBuf {
 }
 
 pub fn run(options: &Options) -> Result<ExitCode> {
+    let mut args = Vec::new();
+    for (flag, value) in [("--bots", &options.bots), ("--profile", &options.profile), ("--duration", &options.duration)]
+    {
+        if let Some(v) = value {
+            args.extend([flag.to_string(), v.clone()]);
+        }
+    }
+    if options.plain {
+        args.push("--plain".into());
+    }
+    Ok(exit_code(run_swarm(&args, "target/swarm")?))
+}
+
+/// The swarm's exit code as xtask's.
+pub fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    }
+}
+
+/// Setup, the swarm's build, a server (unless one runs; stopped after if
+/// started here), the module published with `--clear`, then the swarm with
+/// `args` writing its report to `out` (relative to the repository): what
+/// `demo` and `soak` share.
+pub fn run_swarm(args: &[String], out: &str) -> Result<std::process::ExitStatus> {
     setup::run()?;
 
     // First, the build, with cargo's progress on the terminal: on a fresh
@@ -83,18 +112,10 @@ pub fn run(options: &Options) -> Result<ExitCode> {
         .current_dir(crate::repo_root())
         .args(["--server", &url, "--database", module::DATABASE, "--server-dir"])
         .arg(&paths.dir)
-        .args(["--out", "target/swarm"]);
+        .args(["--out", out])
+        .args(args);
     if let Ok(exe) = procs::xtask_exe() {
         swarm.arg("--xtask").arg(exe);
-    }
-    for (flag, value) in [("--bots", &options.bots), ("--profile", &options.profile), ("--duration", &options.duration)]
-    {
-        if let Some(v) = value {
-            swarm.args([flag, v]);
-        }
-    }
-    if options.plain {
-        swarm.arg("--plain");
     }
     let status = cmd::run_status(&mut swarm, "swarm", Duration::from_secs(3600)).context("could not run the swarm")?;
     step.done();
@@ -102,9 +123,5 @@ pub fn run(options: &Options) -> Result<ExitCode> {
     if let Some(guard) = guard {
         guard.stop()?;
     }
-    Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
+    Ok(status)
 }

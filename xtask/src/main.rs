@@ -4,7 +4,8 @@
 //! (testrun.rs), `chaos` (chaos.rs: the resilience scenarios of
 //! crates/app/tests/chaos.rs against a fresh server, printed as a table),
 //! `bench` (bench.rs: spacelink against the official SDK, written to
-//! docs/BENCHMARKS.md) and `demo` (demo.rs).
+//! docs/BENCHMARKS.md), `demo` (demo.rs) and `soak` (soak.rs: the swarm under
+//! seeded random faults, a row of docs/RELIABILITY.md per run).
 
 mod bench;
 mod bench_report;
@@ -18,6 +19,7 @@ mod procs;
 mod rustver;
 mod server;
 mod setup;
+mod soak;
 mod testrun;
 
 use std::path::{Path, PathBuf};
@@ -74,6 +76,14 @@ USAGE: cargo xtask <command> [options]
                            bad, chaos: the default) for D (default 60s), watched live; writes
                            target/swarm/swarm-report.html and .json; the last line is the verdict
                            and the exit code follows it.
+  soak [--minutes N] [--clients C] [--seed S]
+                           The swarm as a soak: C bots (default 100) for N minutes (default 30) under
+                           random faults drawn from seed S (printed first; a fresh one unless given:
+                           pass it again to replay a run): cuts, loss and latency spikes, blackholes,
+                           server freezes, kills and restarts. Verdict: every acknowledged call in the
+                           database once, every cache equal to the server's SQL, the swarm's RSS and
+                           fds flat after a warm-up; exit code follows it. Report in target/soak;
+                           appends a row to the soak table of docs/RELIABILITY.md.
   help                     This text.
 
 D (the server state directory) defaults to <repo>/.spacelink/server; it holds state.json,
@@ -285,6 +295,11 @@ fn run() -> Result<ExitCode> {
             };
             args.finish()?;
             return demo::run(&options);
+        }
+        "soak" => {
+            let options = soak::options(args.value("--minutes")?, args.value("--clients")?, args.value("--seed")?)?;
+            args.finish()?;
+            return soak::run(&options);
         }
         "__watchdog" => server::watchdog(&args.rest)?,
         other => bail!("unknown command `{other}`: see `cargo xtask help`"),

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::game::{self, ActArgs, Goal, JoinArgs};
 use crate::ledger::{Answer, Ledger};
+use crate::rng::{unit, SplitMix64};
 use crate::stats::{lock, BotState, SharedStats, SharedTape};
 
 /// What a bot needs to start.
@@ -83,7 +84,7 @@ pub struct Bot {
     down_since: Option<Instant>,
     rows_since_sample: u64,
     last_sample: Instant,
-    rng: u64,
+    rng: SplitMix64,
     actions: u64,
     prediction: PredictionStats,
 }
@@ -115,9 +116,9 @@ impl Bot {
             s.state = BotState::Connecting;
         }
         let now = Instant::now();
-        let rng = config.seed | 1;
+        let rng = SplitMix64(config.seed | 1);
         Ok(Bot {
-            next_act: now + config.act_every.mul_f64(0.5 + unit(rng)),
+            next_act: now + config.act_every.mul_f64(0.5 + unit(rng.0)),
             config,
             client,
             stats,
@@ -336,10 +337,8 @@ impl Bot {
                 tokio::spawn(async move {
                     if call.await.is_ok() {
                         let answered = Instant::now();
-                        let mut tape = lock(&tape);
                         let ms = answered.duration_since(made).as_secs_f64() * 1000.0;
-                        tape.round_trips.push(ms);
-                        tape.all_round_trips.push((answered.duration_since(started).as_secs_f64(), ms));
+                        lock(&tape).round_trip(answered.duration_since(started).as_secs_f64(), ms);
                     }
                 });
             }
@@ -363,18 +362,8 @@ impl Bot {
     }
 
     fn next_rng(&mut self) -> u64 {
-        // SplitMix64.
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.rng.next_u64()
     }
-}
-
-/// A number in `[0, 1)` from a hash.
-fn unit(h: u64) -> f64 {
-    (h >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Prediction with room for a long outage (a server restart at 10 inputs a second).
@@ -435,6 +424,5 @@ mod tests {
         assert!(matches!(lost, (Answer::Lost(_), 1)));
         let refused = answer_of(&Err(ReducerError::Failed { reducer: "act".into(), message: "gone".into() }));
         assert!(matches!(refused, (Answer::Refused(ref m), 1) if m == "gone"), "ran and refused: not lost");
-        assert!(unit(u64::MAX) < 1.0 && unit(0) == 0.0);
     }
 }

@@ -1,8 +1,9 @@
-//! Carries a [`Schedule`] out: the phases' links and the loss bursts and cuts
-//! on the fault proxy, the restarts and freezes on the server's process
-//! (found through the server directory `cargo xtask server` keeps, and
-//! restarted with `xtask server restart`). A frozen server is always thawed,
-//! whatever ends the run.
+//! Carries a [`Schedule`] out: the phases' links and the loss bursts,
+//! latency spikes, blackholes and cuts on the fault proxy, the restarts and
+//! freezes on the server's process (found through the server directory
+//! `cargo xtask server` keeps, and restarted with `xtask server restart`). A
+//! frozen server is always thawed, and a blackhole ended with its connections
+//! reset, whatever ends the run.
 
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
@@ -95,6 +96,19 @@ fn apply_link(proxy: &FaultProxy, link: Link) {
     proxy.set_bandwidth(link.bandwidth);
 }
 
+/// Delays every byte by `latency ± jitter` for `for_`, then puts `link`
+/// back (unless something else changed the latency meanwhile).
+fn spike(proxy: &FaultProxy, latency: Duration, jitter: Duration, for_: Duration, link: Link) {
+    proxy.set_latency(latency, jitter);
+    let proxy = proxy.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(for_).await;
+        if proxy.faults().latency == latency {
+            apply_link(&proxy, link);
+        }
+    });
+}
+
 /// Runs the schedule from `started` until its end or until `stop` turns true;
 /// the proxy is clean and the server thawed when it returns.
 pub async fn run(
@@ -136,15 +150,20 @@ pub async fn run(
                 record(fault.to_string(), true, format!("{} connections", proxy.live()));
             }
             Fault::LossBurst { for_ } => {
-                proxy.set_latency(BURST_LATENCY, BURST_JITTER);
+                spike(&proxy, BURST_LATENCY, BURST_JITTER, for_, link);
                 record(fault.to_string(), true, String::new());
+            }
+            Fault::LatencySpike { latency, for_ } => {
+                spike(&proxy, latency, latency / 10, for_, link);
+                record(fault.to_string(), true, String::new());
+            }
+            Fault::Blackhole { for_ } => {
+                proxy.set_blackhole(true);
+                record(fault.to_string(), true, format!("{} connections", proxy.live()));
                 let proxy = proxy.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(for_).await;
-                    // Unless something else changed the link meanwhile.
-                    if proxy.faults().latency == BURST_LATENCY {
-                        apply_link(&proxy, link);
-                    }
+                    end_blackhole(&proxy).await;
                 });
             }
             Fault::ServerRestart => {
@@ -172,6 +191,20 @@ pub async fn run(
             },
         }
     }
+    if proxy.faults().blackhole {
+        end_blackhole(&proxy).await;
+    }
     proxy.heal();
     proxy.set_refuse(false);
+}
+
+/// Ends a blackhole the way TCP would: the connections that lived through
+/// it are reset, then new bytes flow again. (Forwarding again on the same
+/// connections would hand the peers a stream with a hole in it, which TCP
+/// never does: it retransmits, or the connection dies.)
+async fn end_blackhole(proxy: &FaultProxy) {
+    proxy.cut_all();
+    // The cut happens when the connection tasks next run.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    proxy.set_blackhole(false);
 }

@@ -13,6 +13,9 @@
 //! * [`game`]: everything that knows guildmaster.
 //! * [`stats`]: live figures and the timeline.
 //! * [`run`]: one run from start to verdict.
+//! * [`soak`]: the soak's schedule, random faults drawn from a seed
+//!   (`cargo xtask soak`); [`resources`]: the process's memory and file
+//!   descriptors over the run, judged; [`rng`]: the seeded generator.
 
 pub mod bot;
 pub mod faults;
@@ -20,7 +23,10 @@ pub mod game;
 pub mod ledger;
 pub mod profile;
 pub mod report;
+pub mod resources;
+pub mod rng;
 pub mod run;
+pub mod soak;
 pub mod stats;
 pub mod verdict;
 pub mod view;

@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! swarm --server http://127.0.0.1:3000 [--bots 20] [--profile chaos] [--duration 60s]
+//! swarm --soak [--seed S] --bots 100 --duration 30m     (what `cargo xtask soak` runs)
 //! ```
+//!
+//! A soak replaces the profile's ladder with random faults drawn from the
+//! seed (printed first, so that a failed soak can be replayed with `--seed`)
+//! and adds the process's memory and file descriptors to the verdict.
 //!
 //! The last line is `verdict: ok (...)` or `verdict: FAILED (...)`, and the
 //! exit code follows it (0 or 1; 2 when the run could not start).
@@ -36,7 +41,7 @@ struct Args {
     /// The worst network profile of the schedule: good, mobile, bad or chaos.
     #[arg(long, default_value = "chaos")]
     profile: Profile,
-    /// How long the schedule runs (`60s`, `2m`, `90`); the catch-up and the verdict follow.
+    /// How long the schedule runs (`60s`, `2m`, `90`; up to a day); the catch-up and the verdict follow.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     duration: Duration,
     /// The server directory of `cargo xtask server` (for restarts and freezes).
@@ -51,6 +56,13 @@ struct Args {
     /// Progress lines even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// A soak: random faults drawn from a seed instead of the profile's
+    /// ladder, and the process's memory and file descriptors judged.
+    #[arg(long)]
+    soak: bool,
+    /// The soak's seed (default: a fresh one, printed first); implies `--soak`.
+    #[arg(long)]
+    seed: Option<u64>,
 }
 
 /// `60s`, `2m`, `1500ms` or plain seconds.
@@ -64,8 +76,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         "m" | "min" => v * 60.0,
         _ => return Err(format!("`{s}`: unknown unit `{unit}` (s, ms or m)")),
     };
-    if !(1.0..=3600.0).contains(&secs) {
-        return Err(format!("`{s}`: between 1 s and 1 hour"));
+    if !(1.0..=86_400.0).contains(&secs) {
+        return Err(format!("`{s}`: between 1 s and a day"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -109,10 +121,15 @@ async fn swarm(args: Args) -> anyhow::Result<bool> {
     config.server = ServerControl { dir: args.server_dir, xtask: args.xtask };
     config.out_dir = args.out;
     config.live = !args.plain && std::io::stdout().is_terminal();
+    if args.soak || args.seed.is_some() {
+        let seed = args.seed.unwrap_or_else(spacelink_swarm::soak::fresh_seed);
+        println!("soak: seed {seed} (replay: --seed {seed} with the same --bots and --duration)");
+        config.soak(seed);
+    }
     println!(
-        "swarm: {} bots, profile {}, {:.0} s, server {} (database {}){}",
+        "swarm: {} bots, {}, {:.0} s, server {} (database {}){}",
         config.bots,
-        config.profile,
+        config.soak_seed.map_or_else(|| format!("profile {}", config.profile), |s| format!("soak (seed {s})")),
         config.duration.as_secs_f64(),
         config.server_url,
         config.database,

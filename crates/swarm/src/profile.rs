@@ -125,6 +125,21 @@ pub enum Fault {
         /// How long the burst lasts.
         for_: Duration,
     },
+    /// Every byte is delayed by `latency` (± a tenth) for `for_`, none lost.
+    LatencySpike {
+        /// The one-way delay during the spike.
+        latency: Duration,
+        /// How long the spike lasts.
+        for_: Duration,
+    },
+    /// Every byte is swallowed, both ways, for `for_`, and nothing is closed
+    /// (a dead path: the client has to notice it on its own); then the
+    /// connections that lived through it are reset, as TCP would end them
+    /// (it never resumes a stream with a hole in it).
+    Blackhole {
+        /// How long the blackhole lasts.
+        for_: Duration,
+    },
     /// Every live connection is reset.
     Cut,
     /// The server is stopped and started again on the same port and data.
@@ -140,7 +155,10 @@ impl Fault {
     /// How long the fault stays on (0 for a moment's fault).
     pub fn lasts(self) -> Duration {
         match self {
-            Fault::LossBurst { for_ } | Fault::ServerFreeze { for_ } => for_,
+            Fault::LossBurst { for_ }
+            | Fault::LatencySpike { for_, .. }
+            | Fault::Blackhole { for_ }
+            | Fault::ServerFreeze { for_ } => for_,
             Fault::Cut | Fault::ServerRestart => Duration::ZERO,
         }
     }
@@ -155,6 +173,10 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fault::LossBurst { for_ } => write!(f, "loss burst ({:.1} s of stalls)", for_.as_secs_f64()),
+            Fault::LatencySpike { latency, for_ } => {
+                write!(f, "latency spike ({} ms for {:.1} s)", latency.as_millis(), for_.as_secs_f64())
+            }
+            Fault::Blackhole { for_ } => write!(f, "blackhole ({:.1} s, then reset)", for_.as_secs_f64()),
             Fault::Cut => f.write_str("connections cut"),
             Fault::ServerRestart => f.write_str("server killed and restarted"),
             Fault::ServerFreeze { for_ } => write!(f, "server frozen ({:.0} s)", for_.as_secs_f64()),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::faults::FaultRecord;
 use crate::ledger::CallTotals;
 use crate::profile::Schedule;
+use crate::resources::ResourceSample;
 use crate::stats::{percentile, BotStats, Sample};
 use crate::verdict::Verdict;
 
@@ -66,8 +67,11 @@ pub struct Moves {
 pub struct Report {
     /// The bots.
     pub bots: usize,
-    /// The profile.
+    /// The profile (`soak` for a soak).
     pub profile: String,
+    /// The soak's seed (replay it with `--soak-seed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Planned length, s.
     pub duration_s: f64,
     /// Actual length, s.
@@ -94,6 +98,9 @@ pub struct Report {
     pub cpu_share: Option<f64>,
     /// Each bot's figures at the end.
     pub per_bot: Vec<BotStats>,
+    /// The swarm process's memory and file descriptors every few seconds
+    /// (their judgement, in a soak, is the verdict's `resources`).
+    pub resources: Vec<ResourceSample>,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -105,6 +112,8 @@ pub struct RunFigures<'a> {
     pub bots: usize,
     /// The profile's name.
     pub profile: String,
+    /// The soak's seed.
+    pub seed: Option<u64>,
     /// The schedule.
     pub schedule: &'a Schedule,
     /// How long it ran, s.
@@ -123,6 +132,8 @@ pub struct RunFigures<'a> {
     pub per_bot: Vec<BotStats>,
     /// CPU share.
     pub cpu_share: Option<f64>,
+    /// The process's readings.
+    pub resources: Vec<ResourceSample>,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -169,6 +180,7 @@ impl Report {
         Report {
             bots: f.bots,
             profile: f.profile,
+            seed: f.seed,
             duration_s: f.schedule.duration().as_secs_f64(),
             ran_s: f.ran_s,
             interrupted: f.interrupted,
@@ -188,6 +200,7 @@ impl Report {
             rows_synced: rows,
             cpu_share: f.cpu_share,
             per_bot: f.per_bot,
+            resources: f.resources,
             verdict: f.verdict,
         }
     }
@@ -268,10 +281,39 @@ impl Report {
             "rows/s",
             &t,
         ));
+        h.push_str(&self.resources_section(&phases));
         h.push_str(&self.calls_table());
         h.push_str(&self.faults_table());
         h.push_str(&self.bots_table());
         h.push_str("<p class=\"note\">The same figures are in the JSON file next to this page.</p></body></html>\n");
+        h
+    }
+
+    /// The process's memory and descriptors over the run, and their judgement.
+    fn resources_section(&self, phases: &[(f64, f64, String)]) -> String {
+        let mut h = String::from("<h2>The swarm process: resident memory (MiB) and open file descriptors</h2>");
+        let rss = self.resources.iter().map(|r| (r.t, r.rss_kib as f64 / 1024.0)).collect();
+        let fds = self.resources.iter().map(|r| (r.t, r.fds as f64)).collect();
+        let t: Vec<f64> = self.resources.iter().map(|r| r.t).collect();
+        h.push_str(&chart(
+            &[("RSS MiB", "#1f77b4", rss), ("fds", "#ff7f0e", fds)],
+            phases,
+            &self.fault_marks(),
+            "",
+            &t,
+        ));
+        if let Some(r) = &self.verdict.resources {
+            let _ = write!(
+                h,
+                "<p>After the warm-up ({:.0} s): {}; RSS {:.1} → {:.1} MiB, at most {} fds{}.</p>",
+                r.warmup_s,
+                esc(&r.summary()),
+                r.rss_after_warmup_mib,
+                r.rss_end_mib,
+                r.fds_max,
+                r.fd_slope_per_min.map(|s| format!(", fd slope {s:+.2}/min")).unwrap_or_default()
+            );
+        }
         h
     }
 
@@ -524,6 +566,7 @@ mod tests {
         Report::new(RunFigures {
             bots: 2,
             profile: "bad".into(),
+            seed: None,
             schedule: &schedule,
             ran_s: 10.0,
             interrupted: false,
@@ -533,6 +576,7 @@ mod tests {
             recoveries: vec![(4.5, 300.0)],
             per_bot: vec![BotStats { name: "bot-1".into(), rows: 10, ..BotStats::default() }],
             cpu_share: Some(0.2),
+            resources: vec![ResourceSample { t: 1.0, rss_kib: 10_240, fds: 12, committed: 0 }],
             verdict: Verdict::default(),
         })
     }
@@ -553,7 +597,7 @@ mod tests {
     fn the_page_is_self_contained_and_escaped() {
         let html = report().html();
         assert!(html.starts_with("<!DOCTYPE html>"));
-        assert!(html.matches("<svg").count() >= 4);
+        assert!(html.matches("<svg").count() >= 5);
         assert!(html.contains("connections cut &lt;&amp;&gt;"));
         assert!(!html.contains("<script"));
         assert!(!html.replace("http://www.w3.org/2000/svg", "").contains("http"), "nothing is fetched");

@@ -19,6 +19,8 @@ use crate::faults::{self, FaultLog, ServerControl};
 use crate::game;
 use crate::profile::{Profile, Schedule};
 use crate::report::{Report, RunFigures};
+use crate::resources::{self, ResourceSample};
+use crate::soak;
 use crate::stats::{lock, percentile, BotStats, SharedStats, SharedTape, Tape, Timeline, Totals};
 use crate::verdict::{self, Oracle, Verdict};
 use crate::view::{Snapshot, View};
@@ -49,6 +51,10 @@ pub struct SwarmConfig {
     pub act_every: Duration,
     /// Longest wait for the bots to catch up after the faults (default 20 s).
     pub settle_within: Duration,
+    /// A soak: random faults drawn from this seed ([`crate::soak`]) instead
+    /// of the profile's ladder, and the process's memory and file
+    /// descriptors judged ([`crate::resources`]). `None`: a demo run.
+    pub soak_seed: Option<u64>,
 }
 
 impl SwarmConfig {
@@ -66,7 +72,20 @@ impl SwarmConfig {
             input_every: Duration::from_millis(100),
             act_every: Duration::from_millis(500),
             settle_within: Duration::from_secs(20),
+            soak_seed: None,
         }
+    }
+}
+
+impl SwarmConfig {
+    /// Makes this run a soak on `seed`: [`soak::schedule`]'s faults, the
+    /// resources judged, the soak's gentler pace ([`soak::INPUT_EVERY`],
+    /// [`soak::ACT_EVERY`]) and a longer catch-up ([`soak::SETTLE_WITHIN`]).
+    pub fn soak(&mut self, seed: u64) {
+        self.soak_seed = Some(seed);
+        self.input_every = soak::INPUT_EVERY;
+        self.act_every = soak::ACT_EVERY;
+        self.settle_within = soak::SETTLE_WITHIN;
     }
 }
 
@@ -119,7 +138,11 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     let db = config.database.clone();
     let oracle = tokio::task::spawn_blocking(move || Oracle::new(&url, &db)).await??;
     let proxy = FaultProxy::start(upstream).await.context("starting the fault proxy")?;
-    let schedule = Schedule::new(config.profile, config.duration, config.server.available());
+    let schedule = match config.soak_seed {
+        Some(seed) => soak::schedule(seed, config.duration, config.server.available()),
+        None => Schedule::new(config.profile, config.duration, config.server.available()),
+    };
+    let profile = if config.soak_seed.is_some() { "soak".to_string() } else { config.profile.to_string() };
     let tape: SharedTape = Arc::new(Mutex::new(Tape::default()));
     let fault_log: FaultLog = Arc::new(Mutex::new(Vec::new()));
     let cpu_start = cpu_seconds();
@@ -173,7 +196,7 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
         view.show(&Snapshot {
             elapsed,
             duration: schedule.duration(),
-            profile: config.profile.to_string(),
+            profile: profile.clone(),
             phase,
             fault: schedule.fault_at(elapsed).map(|f| f.to_string()),
             stage: stage.to_string(),
@@ -190,6 +213,16 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
         percentile(&round_trips, 0.5)
     };
 
+    // The process's own memory and descriptors, a reading every few seconds.
+    let every = (schedule.duration() / 120).clamp(Duration::from_secs(1), Duration::from_secs(5));
+    let mut readings: Vec<ResourceSample> = Vec::new();
+    let mut next_reading = started;
+    let read_resources = |stats: &[SharedStats]| {
+        let (rss_kib, fds) = resources::read_self().unwrap_or_default();
+        let committed = snapshot_bots(stats).iter().map(|b| b.calls.committed).sum();
+        ResourceSample { t: started.elapsed().as_secs_f64(), rss_kib, fds, committed }
+    };
+
     // The schedule.
     let end = started + schedule.duration();
     let mut was_interrupted = *interrupted.borrow();
@@ -202,6 +235,10 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
         if Instant::now() >= next_sample {
             next_sample += Duration::from_secs(1);
             last_p50 = sample(&mut timeline).or(last_p50);
+        }
+        if Instant::now() >= next_reading {
+            next_reading += every;
+            readings.push(read_resources(&stats));
         }
         show(&mut view, "running", last_p50);
     }
@@ -231,6 +268,8 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     }
     last_p50 = sample(&mut timeline).or(last_p50);
     show(&mut view, "checking", last_p50);
+    // The last reading: the faults over, the bots caught up and still connected.
+    let end_reading = read_resources(&stats);
 
     // The verdict, with the bots still connected but quiet.
     let _ = mode_tx.send(Mode::Stop);
@@ -252,6 +291,11 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
         verdict.ok = false;
         verdict.problems.insert(0, format!("only {} of {} bots started", bots.len(), config.bots));
     }
+    if config.soak_seed.is_some() {
+        let calm_start = schedule.phases.first().map_or(0.0, |p| p.to.as_secs_f64());
+        verdict.add_resources(resources::judge(&readings, calm_start, end_reading, config.bots));
+    }
+    readings.push(end_reading);
     if let Some(ms) = paused_tick {
         let o = oracle.clone();
         let _ = tokio::task::spawn_blocking(move || o.call("set_npc_tick", &format!("[{ms}]"))).await;
@@ -266,7 +310,8 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     let tape = std::mem::take(&mut *lock(&tape));
     let report = Report::new(RunFigures {
         bots: config.bots,
-        profile: config.profile.to_string(),
+        profile,
+        seed: config.soak_seed,
         schedule: &schedule,
         ran_s,
         interrupted: was_interrupted,
@@ -276,6 +321,7 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
         recoveries: tape.recoveries,
         per_bot: snapshot_bots(&stats),
         cpu_share,
+        resources: readings,
         verdict,
     });
     std::fs::create_dir_all(&config.out_dir).with_context(|| format!("creating {}", config.out_dir.display()))?;
@@ -288,6 +334,14 @@ pub async fn run(config: SwarmConfig, mut interrupted: watch::Receiver<bool>) ->
     // Let the clients close their sessions.
     tokio::time::sleep(Duration::from_millis(300)).await;
     Ok(Outcome { report, html, json })
+}
+
+/// Runs the swarm to its planned end on a runtime of its own (two workers,
+/// no Ctrl-C): what the end-to-end tests do.
+pub fn run_to_end(config: SwarmConfig) -> anyhow::Result<Outcome> {
+    let (_interrupt, interrupted) = watch::channel(false);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(run(config, interrupted))
 }
 
 /// Pauses the NPC tick so that the world holds still for the verdict;

@@ -103,10 +103,34 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Tape {
     /// Call latencies (from the call to its answer) since the last sample, in ms.
     pub round_trips: Vec<f64>,
-    /// Every call latency of the run: (seconds since the start it was answered, ms).
+    /// The call latencies of the run: (seconds since the start it was
+    /// answered, ms); all of them up to [`ROUND_TRIPS_KEPT`], then a uniform
+    /// sample of that many (a reservoir), so that a long soak's memory stays flat.
     pub all_round_trips: Vec<(f64, f64)>,
+    /// Round trips recorded in all.
+    pub round_trips_seen: u64,
     /// Recoveries: (seconds since the start it recovered, ms it took).
     pub recoveries: Vec<(f64, f64)>,
+}
+
+/// How many round trips the run keeps for the report's per-phase percentiles.
+pub const ROUND_TRIPS_KEPT: usize = 100_000;
+
+impl Tape {
+    /// Records a call answered at `t` (s since the start) after `ms`.
+    pub fn round_trip(&mut self, t: f64, ms: f64) {
+        self.round_trips.push(ms);
+        self.round_trips_seen += 1;
+        if self.all_round_trips.len() < ROUND_TRIPS_KEPT {
+            self.all_round_trips.push((t, ms));
+        } else {
+            // Algorithm R: the n-th replaces a random kept one with probability kept/n.
+            let j = crate::rng::SplitMix64(self.round_trips_seen).next_u64() % self.round_trips_seen;
+            if let Some(slot) = usize::try_from(j).ok().and_then(|j| self.all_round_trips.get_mut(j)) {
+                *slot = (t, ms);
+            }
+        }
+    }
 }
 
 /// The tape, shared by all bots.
@@ -240,6 +264,20 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tape_keeps_a_bounded_sample_of_the_round_trips() {
+        let mut tape = Tape::default();
+        let n = ROUND_TRIPS_KEPT as u64 * 3;
+        for i in 0..n {
+            tape.round_trip(i as f64, 1.0);
+        }
+        assert_eq!(tape.all_round_trips.len(), ROUND_TRIPS_KEPT);
+        assert_eq!(tape.round_trips_seen, n);
+        // A uniform sample: about a third from each third of the run.
+        let late = tape.all_round_trips.iter().filter(|(t, _)| *t >= (2 * n / 3) as f64).count();
+        assert!((late as f64 / ROUND_TRIPS_KEPT as f64 - 1.0 / 3.0).abs() < 0.02, "{late}");
+    }
 
     #[test]
     fn percentiles_are_nearest_rank() {

@@ -17,6 +17,7 @@ use spacelink::ModuleSchema;
 use crate::bot::Bot;
 use crate::game::{self, ActionLog, Player};
 use crate::ledger::LedgerCheck;
+use crate::resources::ResourceCheck;
 
 /// The server's HTTP API, as the oracle.
 #[derive(Debug, Clone)]
@@ -168,6 +169,9 @@ pub struct Verdict {
     pub moves_applied: u64,
     /// How long the check took.
     pub took_ms: f64,
+    /// The process's memory and file descriptors (a soak only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceCheck>,
 }
 
 impl Verdict {
@@ -184,12 +188,27 @@ impl Verdict {
             self.moves_applied,
             self.moves_expected,
         );
+        let figures = match &self.resources {
+            Some(r) => format!("{figures}; {}", r.summary()),
+            None => figures,
+        };
         if self.ok {
             format!("verdict: ok ({figures})")
         } else {
             let why = self.problems.first().map(|p| format!("; {p}")).unwrap_or_default();
             format!("verdict: FAILED ({figures}{why})")
         }
+    }
+}
+
+impl Verdict {
+    /// Adds the judgement of the process's memory and descriptors: a failure fails the verdict.
+    pub fn add_resources(&mut self, check: ResourceCheck) {
+        if !check.ok {
+            self.ok = false;
+            self.problems.extend(check.problems.iter().cloned());
+        }
+        self.resources = Some(check);
     }
 }
 
@@ -363,6 +382,16 @@ mod tests {
         v.problems.push("bot-1: cache differs".into());
         assert!(v.line().starts_with("verdict: FAILED (2 of 2 caches"));
         assert!(v.line().ends_with("; bot-1: cache differs)"));
+    }
+
+    #[test]
+    fn a_soak_adds_its_memory_and_descriptors_to_the_line_and_a_leak_fails_it() {
+        let mut v = Verdict { ok: true, ..Verdict::default() };
+        let check = ResourceCheck { ok: true, fds_baseline: 40, fds_end: 41, ..ResourceCheck::default() };
+        v.add_resources(check.clone());
+        assert!(v.ok && v.line().ends_with("; RSS slope unknown; fds 40 at the start, 41 at the end)"), "{}", v.line());
+        v.add_resources(ResourceCheck { ok: false, problems: vec!["file descriptors grow".into()], ..check });
+        assert!(!v.ok && v.line().ends_with("; file descriptors grow)"), "{}", v.line());
     }
 
     #[test]

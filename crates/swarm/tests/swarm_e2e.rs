@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use spacelink_swarm::profile::Profile;
 use spacelink_swarm::run::{self, SwarmConfig};
-use tokio::sync::watch;
 
 #[test]
 #[ignore = "e2e: needs SPACELINK_SERVER_URL (a server with guildmaster published)"]
@@ -22,9 +21,7 @@ fn a_short_swarm_through_cuts_and_latency_spikes_ends_in_an_ok_verdict() {
     config.duration = Duration::from_secs(12);
     config.out_dir = out.path().to_path_buf();
     config.settle_within = Duration::from_secs(15);
-    let (_interrupt, interrupted) = watch::channel(false);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let outcome = runtime.block_on(run::run(config, interrupted)).unwrap();
+    let outcome = run::run_to_end(config).unwrap();
     let line = outcome.report.verdict.line();
     assert!(outcome.report.verdict.ok, "{line}\n{:#?}", outcome.report.verdict.problems);
     assert!(line.starts_with("verdict: ok ("), "{line}");
