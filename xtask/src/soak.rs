@@ -37,7 +37,7 @@ fault proxy for N minutes under random faults drawn from the seed (connections c
 spikes, blackholes, server freezes, server kills and restarts; crates/swarm/src/soak.rs), then a calm end.\n\
 The verdict: every acknowledged action is in the database exactly once, every move ran once, every client's\n\
 cache equals the server's SQL answer, and the swarm process's memory and file descriptors did not grow\n\
-(crates/swarm/src/resources.rs: the RSS slope after a warm-up of the first 20 %, under 1 MiB/min beyond\n\
+(crates/swarm/src/resources.rs: the RSS slope over the second half of the run, under 1 MiB/min beyond\n\
 1 KiB per committed action, whose row the bot's cache holds; the descriptors back to the calm start's count).\n\
 *calls*: actions and moves sent; *faults*: faults made. One row per run, the newest last; replay a run with\n\
 its seed.\n\n\

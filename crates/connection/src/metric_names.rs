@@ -93,6 +93,9 @@ pub const OUTCOME_UNKNOWN: &str = "unknown";
 pub const OUTCOME_DROPPED: &str = "dropped";
 /// Counter (label `reducer`): fire-and-forget calls refused (queue full, invalid).
 pub const REDUCER_FIRE_REFUSED: &str = "spacelink_reducer_fire_refused_total";
+/// Committed calls sent again after a lost session (`replay_window`), by how
+/// the server answered (labels: reducer, outcome).
+pub const REDUCER_REPLAYS: &str = "spacelink_reducer_replays_total";
 
 /// Counter: transactions (subscription updates) applied to the cache. *(window: updates per second)*
 pub const SYNC_TRANSACTIONS_APPLIED: &str = "spacelink_sync_transactions_applied_total";
@@ -203,6 +206,7 @@ pub const ALL: &[&str] = &[
     REDUCER_ROUND_TRIP_SECONDS,
     REDUCER_QUEUE_DEPTH,
     REDUCER_FIRE_REFUSED,
+    REDUCER_REPLAYS,
     SYNC_TRANSACTIONS_APPLIED,
     SYNC_ROWS_APPLIED,
     SYNC_BYTES_APPLIED,

@@ -97,7 +97,7 @@ impl ReducerActor {
         store: Option<Box<dyn QueueStore>>,
     ) -> Self {
         Self {
-            ledger: Ledger::new(config.queue_capacity, config.overflow),
+            ledger: Ledger::new(config.queue_capacity, config.overflow).with_replay_window(config.replay_window),
             config,
             connection,
             listeners,
@@ -255,6 +255,24 @@ impl ReducerActor {
             self.tell(ReducerEvent::Completed(result));
             self.pump(ctx);
             self.schedule_persist(ctx);
+        }
+        for replay in self.ledger.take_replays() {
+            let outcome = match &replay.outcome {
+                Outcome::Committed => names::OUTCOME_COMMITTED,
+                Outcome::Failed(_) => names::OUTCOME_FAILED,
+                Outcome::OutOfEnergy => names::OUTCOME_OUT_OF_ENERGY,
+            };
+            metrics::counter!(names::REDUCER_REPLAYS, names::LABEL_REDUCER => replay.reducer.clone(), names::LABEL_OUTCOME => outcome).increment(1);
+            if replay.outcome != Outcome::Committed {
+                // Told `Committed` before, lost by the server, refused now.
+                tracing::warn!(
+                    reducer = %replay.reducer,
+                    sequence_number = ?replay.sequence_number,
+                    outcome = ?replay.outcome,
+                    "the server lost a committed call and refused it when it was sent again"
+                );
+            }
+            self.pump(ctx);
         }
         let name = &*tx.reducer_call.reducer_name;
         if self.callbacks.values().any(|(r, _)| r == name) {
@@ -532,6 +550,7 @@ impl Handler<ServerMessageReceived> for ReducerActor {
         if !self.session.is_current(msg.generation) {
             return; // From a dead session.
         }
+        self.ledger.heard(now());
         if let ServerMessage::TransactionUpdate(tx) = &*msg.message {
             self.on_transaction(tx, ctx);
         }

@@ -1,5 +1,7 @@
 //! The reducer client's settings.
 
+use std::time::Duration;
+
 use crate::ledger::OverflowPolicy;
 
 /// Settings of the reducer client, with defaults that suit a game.
@@ -17,6 +19,14 @@ pub struct ReducerConfig {
     /// checks), so that the socket's queue never refuses a call while later
     /// ones get through.
     pub max_in_flight: usize,
+    /// How long a committed call made with a sequence number
+    /// (`call_sequenced`) is kept after the server was last heard, to be sent
+    /// again first if the session is lost (default 2 s; zero keeps nothing).
+    /// SpacetimeDB 1.3 answers a call before its commit log is flushed (every
+    /// 500 ms), so a server killed just after answering can restart without
+    /// the call; the module runs the replay, or answers it as a repeat. The
+    /// game hears each call's result once.
+    pub replay_window: Duration,
 }
 
 impl Default for ReducerConfig {
@@ -26,6 +36,7 @@ impl Default for ReducerConfig {
             queue_capacity: 10_000,
             overflow: OverflowPolicy::RejectNew,
             max_in_flight: 256,
+            replay_window: Duration::from_secs(2),
         }
     }
 }

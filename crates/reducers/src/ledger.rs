@@ -15,6 +15,13 @@
 //!   by request id and caller, or (SpacetimeDB 1.3 sends a failed call's update
 //!   with request id 0) by the oldest in-flight call of the same reducer with
 //!   the same arguments.
+//! * A committed call the module drops repeats of is **kept** for a while
+//!   (`with_replay_window`): SpacetimeDB 1.3 answers a call before its
+//!   transaction is durable (its commit log is flushed every 500 ms), so a
+//!   server killed just after answering can come back without it. When a
+//!   session is lost, the kept calls committed within the window before the
+//!   server was last heard are sent again, first and in order; their answers
+//!   are not given to the game a second time (`take_replays`).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -128,6 +135,32 @@ struct Entry {
     call: Call,
     state: State,
     attempts: u32,
+    /// Sent again after its commit (the window of `with_replay_window`): its
+    /// answer is not the game's.
+    replay: bool,
+}
+
+/// A committed call kept in case the server loses it.
+#[derive(Debug, Clone)]
+struct Kept {
+    id: CallId,
+    call: Call,
+    committed_at: Instant,
+}
+
+/// How the server answered a call sent again after its commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replayed {
+    /// The call.
+    pub call_id: CallId,
+    /// Its reducer.
+    pub reducer: String,
+    /// Its client sequence number.
+    pub sequence_number: Option<u32>,
+    /// `Committed` if the module holds it (a repeat, or the server had lost it
+    /// and ran it again); anything else means the server lost a call it had
+    /// answered `Committed` and its second run was refused.
+    pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +187,14 @@ pub struct Ledger {
     queue: VecDeque<CallId>,
     /// Calls in flight, in the order they were sent.
     in_flight: VecDeque<CallId>,
+    /// How long a committed sequenced call is kept for a replay (zero: never).
+    replay_window: Duration,
+    /// Committed sequenced calls, in commit order.
+    kept: VecDeque<Kept>,
+    /// When the server was last heard from.
+    last_heard: Option<Instant>,
+    /// Answers to replays, for `take_replays`.
+    replayed: Vec<Replayed>,
 }
 
 impl Ledger {
@@ -167,7 +208,44 @@ impl Ledger {
             entries: HashMap::new(),
             queue: VecDeque::new(),
             in_flight: VecDeque::new(),
+            replay_window: Duration::ZERO,
+            kept: VecDeque::new(),
+            last_heard: None,
+            replayed: Vec::new(),
         }
+    }
+
+    /// Keeps each committed call the module drops repeats of (`Dedup::Sequenced`)
+    /// for `window` after it, measured against the last time the server was
+    /// heard (`heard`), and sends it again first when a session is lost: a
+    /// server killed before its commit log was flushed comes back without it,
+    /// and the module runs it again; if it still has it, the module answers the
+    /// repeat. Zero (the default of `new`) keeps nothing.
+    pub fn with_replay_window(mut self, window: Duration) -> Self {
+        self.replay_window = window;
+        self
+    }
+
+    /// The server was heard from at `now`: kept calls committed more than the
+    /// replay window before it are durable by now and forgotten.
+    pub fn heard(&mut self, now: Instant) {
+        if self.last_heard.is_none_or(|t| now > t) {
+            self.last_heard = Some(now);
+        }
+        let Some(heard) = self.last_heard else { return };
+        while self.kept.front().is_some_and(|k| heard.saturating_duration_since(k.committed_at) > self.replay_window) {
+            self.kept.pop_front();
+        }
+    }
+
+    /// Committed calls kept for a replay.
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// The answers to replays since the last call, in order.
+    pub fn take_replays(&mut self) -> Vec<Replayed> {
+        std::mem::take(&mut self.replayed)
     }
 
     /// Calls held (queued and in flight).
@@ -229,7 +307,7 @@ impl Ledger {
         }
         let id = self.next_call_id;
         self.next_call_id += 1;
-        self.entries.insert(id, Entry { call, state: State::Queued, attempts: 0 });
+        self.entries.insert(id, Entry { call, state: State::Queued, attempts: 0, replay: false });
         self.queue.push_back(id);
         Ok((id, dropped))
     }
@@ -352,13 +430,22 @@ impl Ledger {
             ws::UpdateStatus::Failed(message) => Outcome::Failed(message.to_string()),
             ws::UpdateStatus::OutOfEnergy => Outcome::OutOfEnergy,
         };
+        self.heard(now);
+        let sequence_number = match entry.call.dedup {
+            Dedup::Sequenced(seq) => Some(seq),
+            Dedup::None => None,
+        };
+        if outcome == Outcome::Committed && sequence_number.is_some() && !self.replay_window.is_zero() {
+            self.keep(Kept { id, call: entry.call.clone(), committed_at: now });
+        }
+        if entry.replay {
+            self.replayed.push(Replayed { call_id: id, reducer: entry.call.reducer, sequence_number, outcome });
+            return None;
+        }
         Some(ReducerResult {
             call_id: id,
             reducer: entry.call.reducer,
-            sequence_number: match entry.call.dedup {
-                Dedup::Sequenced(seq) => Some(seq),
-                Dedup::None => None,
-            },
+            sequence_number,
             request_id,
             outcome,
             server_execution: Duration::from_micros(tx.total_host_execution_duration.to_micros().max(0) as u64),
@@ -387,7 +474,31 @@ impl Ledger {
                 _ => self.in_flight.push_back(id),
             }
         }
+        self.replay_kept();
         abandoned
+    }
+
+    /// Keeps a committed call for a replay, within the queue's capacity.
+    fn keep(&mut self, kept: Kept) {
+        self.kept.push_back(kept);
+        while self.kept.len() > self.capacity {
+            self.kept.pop_front();
+        }
+    }
+
+    /// Puts the kept calls committed within the window before the server was
+    /// last heard back in the queue, at their places by acceptance order.
+    fn replay_kept(&mut self) {
+        if let Some(heard) = self.last_heard {
+            self.heard(heard);
+        }
+        for kept in std::mem::take(&mut self.kept) {
+            if self.entries.contains_key(&kept.id) {
+                continue;
+            }
+            self.entries.insert(kept.id, Entry { call: kept.call, state: State::Queued, attempts: 0, replay: true });
+            self.requeue(kept.id);
+        }
     }
 
     /// Removes a call wherever it is (a cancelled batch, say). Returns whether it was held.
@@ -429,5 +540,149 @@ mod tests {
             assert_ne!(message.request_id, 0);
             assert!(seen.insert(message.request_id), "request id {} used twice", message.request_id);
         }
+    }
+
+    const OURS: ConnectionId = ConnectionId::from_u128(7);
+
+    fn sequenced(seq: u32) -> Call {
+        Call {
+            reducer: "move".into(),
+            args: Bytes::from(seq.to_le_bytes().to_vec()),
+            notify: true,
+            dedup: Dedup::Sequenced(seq),
+        }
+    }
+
+    fn answer(request_id: u32, args: &Bytes, failure: Option<&str>) -> ws::TransactionUpdate<ws::BsatnFormat> {
+        use spacelink_connection::lib::{Identity, TimeDuration, Timestamp};
+        ws::TransactionUpdate {
+            status: match failure {
+                None => ws::UpdateStatus::Committed(ws::DatabaseUpdate { tables: Vec::new() }),
+                Some(m) => ws::UpdateStatus::Failed(m.into()),
+            },
+            timestamp: Timestamp::from_micros_since_unix_epoch(0),
+            caller_identity: Identity::ONE,
+            caller_connection_id: OURS,
+            reducer_call: ws::ReducerCallInfo {
+                reducer_name: "move".into(),
+                reducer_id: 0,
+                args: Box::from(&args[..]),
+                request_id,
+            },
+            energy_quanta_used: spacetimedb_client_api_messages::energy::EnergyQuanta::new(0),
+            total_host_execution_duration: TimeDuration::from_micros(1),
+        }
+    }
+
+    /// Sends every queued call on `generation` and has the server answer each
+    /// (`failure` for all of them if given); returns the results the game gets.
+    fn send_and_answer(
+        ledger: &mut Ledger,
+        generation: u64,
+        now: Instant,
+        failure: Option<&str>,
+    ) -> Vec<ReducerResult> {
+        let mut sent = Vec::new();
+        while let Some((id, message)) = ledger.next_send(generation, now) {
+            assert_eq!(ledger.confirm(id, true), None);
+            sent.push(message);
+        }
+        sent.iter()
+            .filter_map(|m| ledger.resolve(&answer(m.request_id, &m.args, failure), Some(OURS), generation, now))
+            .collect()
+    }
+
+    #[test]
+    fn committed_sequenced_calls_are_sent_again_after_a_lost_session_and_answered_once() {
+        let t0 = Instant::now();
+        let mut ledger = Ledger::new(64, OverflowPolicy::RejectNew).with_replay_window(Duration::from_secs(2));
+        for seq in 1..=3 {
+            ledger.enqueue(sequenced(seq)).unwrap();
+        }
+        let results = send_and_answer(&mut ledger, 1, t0, None);
+        assert_eq!(results.len(), 3);
+        assert_eq!(ledger.kept(), 3);
+        // A call not yet sent when the session dies, and one that may not be repeated.
+        ledger.enqueue(sequenced(4)).unwrap();
+        let plain = Call { reducer: "say".into(), args: Bytes::new(), notify: true, dedup: Dedup::None };
+        ledger.enqueue(plain).unwrap();
+        ledger.heard(t0 + Duration::from_millis(500));
+        assert!(ledger.session_lost(1).is_empty());
+        // The kept calls go first, in order, then the queue as it was.
+        let mut order = Vec::new();
+        while let Some((_, message)) = ledger.next_send(2, t0 + Duration::from_secs(1)) {
+            order.push(message.args.to_vec());
+        }
+        let expected: Vec<Vec<u8>> =
+            [1u32, 2, 3, 4].iter().map(|s| s.to_le_bytes().to_vec()).chain([Vec::new()]).collect();
+        assert_eq!(order, expected);
+        assert_eq!(ledger.kept(), 0, "the replays hold them now");
+    }
+
+    #[test]
+    fn the_answer_to_a_replay_is_not_given_to_the_game_but_reported_as_a_replay() {
+        let t0 = Instant::now();
+        let mut ledger = Ledger::new(64, OverflowPolicy::RejectNew).with_replay_window(Duration::from_secs(2));
+        ledger.enqueue(sequenced(1)).unwrap();
+        ledger.enqueue(sequenced(2)).unwrap();
+        assert_eq!(send_and_answer(&mut ledger, 1, t0, None).len(), 2);
+        ledger.session_lost(1);
+        // The server lost call 2 and refuses it now; it still had call 1.
+        let (id1, m1) = ledger.next_send(2, t0).unwrap();
+        let (id2, m2) = ledger.next_send(2, t0).unwrap();
+        ledger.confirm(id1, true);
+        ledger.confirm(id2, true);
+        assert_eq!(ledger.resolve(&answer(m1.request_id, &m1.args, None), Some(OURS), 2, t0), None);
+        assert_eq!(ledger.resolve(&answer(m2.request_id, &m2.args, Some("refused")), Some(OURS), 2, t0), None);
+        let replays = ledger.take_replays();
+        assert_eq!(replays.len(), 2);
+        assert_eq!((replays[0].call_id, &replays[0].outcome), (id1, &Outcome::Committed));
+        assert_eq!((replays[1].sequence_number, &replays[1].outcome), (Some(2), &Outcome::Failed("refused".into())));
+        assert!(ledger.is_empty());
+        // The replay of call 1 committed again: it is kept again, for the next loss.
+        assert_eq!(ledger.kept(), 1);
+    }
+
+    #[test]
+    fn only_calls_committed_within_the_window_before_the_server_was_last_heard_are_replayed() {
+        let t0 = Instant::now();
+        let mut ledger = Ledger::new(64, OverflowPolicy::RejectNew).with_replay_window(Duration::from_secs(2));
+        ledger.enqueue(sequenced(1)).unwrap();
+        send_and_answer(&mut ledger, 1, t0, None);
+        ledger.enqueue(sequenced(2)).unwrap();
+        send_and_answer(&mut ledger, 1, t0 + Duration::from_secs(3), None);
+        // Silence (a frozen server) does not age the calls: only hearing it does.
+        ledger.session_lost(1);
+        let (_, message) = ledger.next_send(2, t0 + Duration::from_secs(60)).unwrap();
+        assert_eq!(&message.args[..], &2u32.to_le_bytes());
+        assert!(ledger.next_send(2, t0 + Duration::from_secs(60)).is_none(), "call 1 was durable by then");
+    }
+
+    #[test]
+    fn without_a_window_or_a_sequence_number_nothing_is_kept() {
+        let t0 = Instant::now();
+        let mut off = Ledger::new(64, OverflowPolicy::RejectNew);
+        off.enqueue(sequenced(1)).unwrap();
+        send_and_answer(&mut off, 1, t0, None);
+        assert_eq!(off.kept(), 0);
+        let mut on = Ledger::new(64, OverflowPolicy::RejectNew).with_replay_window(Duration::from_secs(2));
+        on.enqueue(Call { reducer: "say".into(), args: Bytes::new(), notify: true, dedup: Dedup::None }).unwrap();
+        send_and_answer(&mut on, 1, t0, None);
+        on.enqueue(sequenced(2)).unwrap();
+        send_and_answer(&mut on, 1, t0, Some("refused"));
+        assert_eq!(on.kept(), 0, "neither an unsequenced nor a refused call is kept");
+        on.session_lost(1);
+        assert!(on.next_send(2, t0).is_none());
+    }
+
+    #[test]
+    fn kept_calls_stay_within_the_queue_capacity() {
+        let t0 = Instant::now();
+        let mut ledger = Ledger::new(4, OverflowPolicy::RejectNew).with_replay_window(Duration::from_secs(2));
+        for seq in 1..=10 {
+            ledger.enqueue(sequenced(seq)).unwrap();
+            send_and_answer(&mut ledger, 1, t0, None);
+        }
+        assert_eq!(ledger.kept(), 4);
     }
 }
