@@ -55,8 +55,18 @@ pub struct Options {
 }
 
 /// The scenarios, by the names `--scenario` takes, in the order they run.
-pub const SCENARIOS: &[&str] =
-    &["first-row", "rtt", "rtt-stream", "updates", "updates-backlog", "dead-peer", "frame", "connections", "load"];
+pub const SCENARIOS: &[&str] = &[
+    "first-row",
+    "rtt",
+    "rtt-stream",
+    "updates",
+    "updates-backlog",
+    "dead-peer",
+    "frame",
+    "connections",
+    "load",
+    "compression",
+];
 
 /// The `frame` scenario (both sizes alike with `--quick`): rows cached for
 /// `iter` and `find`, rows per transaction, transactions per run.
@@ -70,6 +80,21 @@ const CONNECTIONS: u64 = 1_000;
 const CONNECTIONS_HOLD_S: u64 = 120;
 const CONNECTIONS_QUICK: u64 = 20;
 const CONNECTIONS_QUICK_HOLD_S: u64 = 3;
+
+/// The `compression` scenario: the initial load of this many rows (`--quick`:
+/// the smaller) under each compression the protocol offers, on loopback and
+/// behind the fault proxy's bandwidth caps (a process of its own, so that its
+/// work is not counted as a client's).
+const COMPRESSION_ROWS: u64 = 100_000;
+const COMPRESSION_ROWS_QUICK: u64 = 5_000;
+/// The links of the `compression` scenario: name, key, bytes per second (`None`: loopback, no proxy).
+const LINKS: &[(&str, &str, Option<u64>)] = &[
+    ("loopback", "loopback", None),
+    ("100 Mbit/s", "100mbit", Some(12_500_000)),
+    ("10 Mbit/s", "10mbit", Some(1_250_000)),
+];
+/// What `--compression` takes, as both bench clients name it.
+pub const COMPRESSIONS: &[&str] = &["none", "gzip", "brotli"];
 
 /// How both bench clients are built (always both alike).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,6 +242,50 @@ fn build_foreign(package: &str, build: Build) -> Result<PathBuf> {
     cargo.args(["build", "--locked", "-p", package]).arg("--target-dir").arg(target_dir()).args(build.args());
     cmd::run_streamed(&mut cargo, &format!("cargo build ({package})"), Duration::from_secs(60))?;
     Ok(target_dir().join(build.dir()).join(package))
+}
+
+/// `cargo build` of the fault proxy's own binary, in the workspace.
+fn build_proxy(build: Build) -> Result<PathBuf> {
+    let mut cargo = cmd::cargo();
+    cmd::scrub_cargo_run_env(&mut cargo).current_dir(crate::repo_root());
+    cargo.args(["build", "-p", "spacelink-faultproxy", "--bin", "faultproxy"]).args(build.args());
+    cmd::run_streamed(&mut cargo, "cargo build (fault proxy)", Duration::from_secs(60))?;
+    Ok(target_dir().join(build.dir()).join("faultproxy"))
+}
+
+/// The fault proxy in a process of its own, in front of the server, with a
+/// bandwidth cap; stopped when dropped (its standard input closes).
+struct Proxy {
+    child: Child,
+    url: String,
+}
+
+impl Proxy {
+    fn start(bin: &Path, server: &str, bytes_per_sec: u64) -> Result<Proxy> {
+        let upstream = server.trim_start_matches("http://").trim_end_matches('/');
+        let mut child = Command::new(bin)
+            .args(["--upstream", upstream, "--bandwidth", &bytes_per_sec.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = serde_json::from_str::<Value>(&line)
+            .ok()
+            .and_then(|v| v["url"].as_str().map(str::to_string))
+            .with_context(|| format!("the fault proxy said {line:?}, not its URL"))?;
+        Ok(Proxy { child, url })
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The owner's token, written by `module publish` into DIR/owner.json.
@@ -503,6 +572,63 @@ impl Bench {
 
     fn query(map: u32) -> String {
         format!("SELECT * FROM entity WHERE map_id = {map}")
+    }
+
+    /// The initial load of `n` rows under each compression, on each link of
+    /// [`LINKS`] (the bandwidth-capped ones through the fault proxy `proxy`).
+    fn compression(&mut self, n: u64, proxy: &Path) {
+        let expect = n + NPCS_PER_MAP;
+        let rounds = self.rounds.min(3);
+        let extra = [("--query", Self::query(LOAD_MAP)), ("--expect-rows", expect.to_string())];
+        for &(link, key, cap) in LINKS {
+            let proxy = match cap.map(|bytes| Proxy::start(proxy, &self.server.url, bytes)).transpose() {
+                Ok(proxy) => proxy,
+                Err(e) => {
+                    self.errors.push(format!("compression, {link}: no fault proxy: {e:#}"));
+                    continue;
+                }
+            };
+            let url = proxy.as_ref().map_or_else(|| self.server.url.clone(), |p| p.url.clone());
+            for &compression in COMPRESSIONS {
+                let what = format!("compression, {link}, {compression}");
+                for round in 0..rounds {
+                    for client in Self::order(round) {
+                        let mut args = self.args("load", &extra, &[]);
+                        args[1] = url.clone();
+                        args.extend(["--compression".to_string(), compression.to_string()]);
+                        let run = Run::start(self.bin(client), &args, &self.log)
+                            .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
+                        let v = match run {
+                            Ok(v) if v["rows"].as_u64() == Some(expect) => v,
+                            Ok(v) => {
+                                let e = anyhow::anyhow!("counted {} rows, expected {expect}", v["rows"]);
+                                self.failed(&what, client, round, &e);
+                                continue;
+                            }
+                            Err(e) => {
+                                self.failed(&what, client, round, &e);
+                                continue;
+                            }
+                        };
+                        let s = short_count(n);
+                        self.record(
+                            &format!("comp_{key}_{compression}_ready"),
+                            &format!("{link}, {compression}: {s} rows, connect + subscribe until all cached"),
+                            Unit::Millis,
+                            client,
+                            v["ready_ms"].as_f64(),
+                        );
+                        self.record(
+                            &format!("comp_{key}_{compression}_cpu"),
+                            &format!("{link}, {compression}: {s} rows, client CPU until cached"),
+                            Unit::Millis,
+                            client,
+                            v["cpu_ms"].as_f64(),
+                        );
+                    }
+                }
+            }
+        }
     }
 
     /// Initial load of `n` rows (plus the map's NPCs).
@@ -1016,6 +1142,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     let step = Step::new(format!("build the bench clients ({} builds)", opts.build.name()));
     let spacelink = build_spacelink(opts.build)?;
+    let proxy = build_proxy(opts.build)?;
     let codegen = build_foreign("spacelink-bench-codegen", opts.build)?;
     step.done();
 
@@ -1083,12 +1210,25 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         bench.connections(connections, hold);
     }
     let mut spawned = 0;
+    let compression_rows = if opts.quick { COMPRESSION_ROWS_QUICK } else { COMPRESSION_ROWS };
     for &n in sizes.loads.iter().filter(|_| wants("load")) {
+        if wants("compression") && spawned < compression_rows && n > compression_rows {
+            bench.spawn(LOAD_MAP, compression_rows - spawned)?;
+            spawned = compression_rows;
+            bench.compression(compression_rows, &proxy);
+        }
         bench.spawn(LOAD_MAP, n - spawned)?;
         spawned = n;
         // A million rows take long (and may fail): fewer rounds.
         let rounds = if n >= 1_000_000 { rounds.min(3) } else { rounds };
         bench.load(n, rounds);
+        if wants("compression") && n == compression_rows {
+            bench.compression(compression_rows, &proxy);
+        }
+    }
+    if wants("compression") && spawned < compression_rows {
+        bench.spawn(LOAD_MAP, compression_rows - spawned)?;
+        bench.compression(compression_rows, &proxy);
     }
     step.done();
     let load = load.finish();
@@ -1125,14 +1265,16 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     // have their own section, so `--scenario frame` keeps the others'.
     let (frame, others) = bench.figures.split("frame_");
     let (conns, others) = others.split("conn_");
+    let (comps, others) = others.split("comp_");
     let (frame_notes, notes): (Vec<String>, Vec<String>) =
         bench.notes.iter().cloned().partition(|n| n.starts_with("game frame"));
     let (conn_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("connections"));
+    let (comp_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("compression"));
     if opts.write_docs {
         let docs = crate::repo_root().join("docs");
         let path = docs.join("BENCHMARKS.md");
         let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        if SCENARIOS.iter().any(|s| *s != "frame" && *s != "connections" && wants(s)) {
+        if SCENARIOS.iter().any(|s| !["frame", "connections", "compression"].contains(s) && wants(s)) {
             fs::create_dir_all(docs.join("bench"))?;
             fs::write(docs.join(chart), report::render_svg(&others))?;
             let markdown = report::render_markdown(&ctx, &others, &notes, Some(chart));
@@ -1146,6 +1288,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         if wants("connections") {
             let markdown = report::render_connections_markdown(&ctx, &conns, &conn_notes, connections, hold);
             doc = report::replace_section(&doc, "connections", &markdown);
+        }
+        if wants("compression") {
+            let markdown = report::render_compression_markdown(&ctx, &comps, &comp_notes, compression_rows);
+            doc = report::replace_section(&doc, "compression", &markdown);
         }
         fs::write(&path, doc)?;
         eprintln!("    wrote {}", path.display());

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _, Result};
 use module_bindings::*;
 use serde_json::{json, Value};
-use spacetimedb_sdk::{DbContext, Status, Table, TableWithPrimaryKey};
+use spacetimedb_sdk::{Compression, DbContext, Status, Table, TableWithPrimaryKey};
 
 #[derive(Debug, Clone, Default)]
 struct Seen {
@@ -150,6 +150,8 @@ struct Args {
     timeout: Duration,
     connections: usize,
     hold: Duration,
+    /// `--compression none|gzip|brotli` (default brotli, both clients' default).
+    compression: Compression,
 }
 
 fn parse_args() -> Result<Args> {
@@ -171,6 +173,12 @@ fn parse_args() -> Result<Args> {
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
         connections: number("--connections", 1000)? as usize,
         hold: Duration::from_secs(number("--hold-s", 60)?),
+        compression: match value("--compression").as_deref() {
+            None | Some("brotli") => Compression::Brotli,
+            Some("gzip") => Compression::Gzip,
+            Some("none") => Compression::None,
+            Some(other) => bail!("--compression wants none, gzip or brotli, not {other}"),
+        },
     })
 }
 
@@ -230,6 +238,7 @@ fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
     let conn = DbConnection::builder()
         .with_uri(args.server.as_str())
         .with_module_name(args.database.as_str())
+        .with_compression(args.compression)
         .on_connect(move |_, _, _| on_connect.update(|s| s.connected = true))
         .on_connect_error(move |_, e| on_error.update(|s| s.connect_error = Some(e.to_string())))
         .on_disconnect(move |_, _| {

@@ -42,7 +42,7 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use spacelink::reducers::Outcome;
 use spacelink::sync::{RowChange, RowTypes, RowsChanged, SubscriptionEvent, SyncListeners};
-use spacelink::{Client, ConnectionState, Listeners, StateChanged};
+use spacelink::{Client, Compression, ConnectionState, Listeners, StateChanged};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -181,6 +181,8 @@ struct Args {
     timeout: Duration,
     connections: usize,
     hold: Duration,
+    /// `--compression none|gzip|brotli` (default brotli, both clients' default).
+    compression: Compression,
 }
 
 fn parse_args() -> Result<Args> {
@@ -202,6 +204,12 @@ fn parse_args() -> Result<Args> {
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
         connections: number("--connections", 1000)? as usize,
         hold: Duration::from_secs(number("--hold-s", 60)?),
+        compression: match value("--compression").as_deref() {
+            None | Some("brotli") => Compression::Brotli,
+            Some("gzip") => Compression::Gzip,
+            Some("none") => Compression::None,
+            Some(other) => bail!("--compression wants none, gzip or brotli, not {other}"),
+        },
     })
 }
 
@@ -250,6 +258,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     let app = Client::builder()
         .with_uri(&args.server)
         .with_database(&args.database)
+        .with_compression(args.compression)
         // As a game would (and as the official client's generated bindings do): the
         // entity rows are decoded into their Rust type, once, as they arrive.
         .with_row_types(RowTypes::new().register::<Entity>("entity"))

@@ -87,8 +87,9 @@ pub use spacelink_auth as auth;
 pub use spacelink_auth::{AuthConfig, AuthError, AuthEvent, AuthHandle, Credentials, TokenProvider};
 pub use spacelink_connection as connection;
 pub use spacelink_connection::{
-    ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus, IdentityReceived,
-    Listeners, ModuleSchema, RetryPolicy, SchemaError, ServerMessageReceived, StateChanged, TlsConfig, TlsFailure,
+    Compression, ConnectionConfig, ConnectionError, ConnectionHandle, ConnectionState, ConnectionStatus,
+    IdentityReceived, Listeners, ModuleSchema, RetryPolicy, SchemaError, ServerMessageReceived, StateChanged,
+    TlsConfig, TlsFailure,
 };
 pub use spacelink_prediction as prediction;
 pub use spacelink_reducers as reducers;
