@@ -117,6 +117,9 @@ pub fn run_swarm(args: &[String], out: &str) -> Result<std::process::ExitStatus>
     if let Ok(exe) = procs::xtask_exe() {
         swarm.arg("--xtask").arg(exe);
     }
+    if args.iter().any(|a| a == "--soak") {
+        swarm.env("GLIBC_TUNABLES", soak_tunables(std::env::var("GLIBC_TUNABLES").ok()));
+    }
     let status = cmd::run_status(&mut swarm, "swarm", Duration::from_secs(3600)).context("could not run the swarm")?;
     step.done();
 
@@ -124,4 +127,31 @@ pub fn run_swarm(args: &[String], out: &str) -> Result<std::process::ExitStatus>
         guard.stop()?;
     }
     Ok(status)
+}
+
+/// The allocator settings of a soak's swarm: glibc raises its mmap and trim
+/// thresholds each time a large block is freed, and then keeps the high-water
+/// mark of a burst (a hundred clients reconnecting at once, each staging its
+/// cache) for good: a 30-minute soak's RSS stepped up after blackholes and
+/// stayed flat between them. Fixed thresholds hand freed memory back, so the
+/// RSS the soak judges follows what is in use and its slope tells a leak.
+/// Settings already in the environment are kept (later entries win).
+fn soak_tunables(existing: Option<String>) -> String {
+    const FIXED: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072";
+    match existing.filter(|e| !e.is_empty()) {
+        Some(e) => format!("{FIXED}:{e}"),
+        None => FIXED.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::soak_tunables;
+
+    #[test]
+    fn the_soak_fixes_the_allocator_thresholds_and_keeps_the_callers_settings() {
+        assert_eq!(soak_tunables(None), "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072");
+        assert!(soak_tunables(Some("glibc.malloc.arena_max=2".into())).ends_with(":glibc.malloc.arena_max=2"));
+        assert!(!soak_tunables(Some(String::new())).ends_with(':'));
+    }
 }
