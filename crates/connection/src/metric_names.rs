@@ -93,8 +93,8 @@ pub const OUTCOME_UNKNOWN: &str = "unknown";
 pub const OUTCOME_DROPPED: &str = "dropped";
 /// Counter (label `reducer`): fire-and-forget calls refused (queue full, invalid).
 pub const REDUCER_FIRE_REFUSED: &str = "spacelink_reducer_fire_refused_total";
-/// Committed calls sent again after a lost session (`replay_window`), by how
-/// the server answered (labels: reducer, outcome).
+/// Counter (labels `reducer`, `outcome`): committed calls sent again after a
+/// lost session (`replay_window`), by how the server answered.
 pub const REDUCER_REPLAYS: &str = "spacelink_reducer_replays_total";
 
 /// Counter: transactions (subscription updates) applied to the cache. *(window: updates per second)*
