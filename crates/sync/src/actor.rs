@@ -14,17 +14,18 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use spacelink_connection::codec::{self, DecodeLimits};
 use spacelink_connection::layout::{KeyExtractor, RowLayout};
 use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::AlgebraicType;
 use spacelink_connection::{
-    ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
+    ws, ClientMessage, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, SessionChange, SessionTracker,
+    StateChanged,
 };
 use tokio::sync::oneshot;
 
 use crate::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
 use crate::config::{SpatialConfig, SyncConfig};
+use crate::divergence::{self, Fence, Undecodable};
 use crate::error::SyncError;
 use crate::messages::*;
 use crate::row::{Row, RowTypes};
@@ -140,8 +141,10 @@ pub struct SyncActor {
     cache: ClientCache,
     connection: Recipient<SendMessage>,
     listeners: SyncListeners,
-    generation: u64,
-    connected: bool,
+    /// The connection's session, as its `StateChanged` tell it.
+    session: SessionTracker,
+    /// The server-side queries a resubscription dropped, not yet confirmed gone.
+    fence: Fence,
     sets: BTreeMap<SubscriptionId, QuerySet>,
     by_query: HashMap<u32, SubscriptionId>,
     ids: SubscriptionIds,
@@ -156,8 +159,7 @@ pub struct SyncActor {
 impl std::fmt::Debug for SyncActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncActor")
-            .field("generation", &self.generation)
-            .field("connected", &self.connected)
+            .field("session", &self.session)
             .field("sets", &self.sets.len())
             .finish_non_exhaustive()
     }
@@ -200,8 +202,8 @@ impl SyncActor {
             schema,
             connection,
             listeners,
-            generation: 0,
-            connected: false,
+            session: SessionTracker::default(),
+            fence: Fence::default(),
             sets: BTreeMap::new(),
             by_query: HashMap::new(),
             ids: SubscriptionIds::default(),
@@ -227,7 +229,7 @@ impl SyncActor {
     }
 
     fn send(&self, message: ClientMessage) {
-        self.connection.do_send(SendMessage { message, generation: Some(self.generation) });
+        self.connection.do_send(SendMessage { message, generation: Some(self.session.generation()) });
     }
 
     fn tell(&self, event: SubscriptionEvent) {
@@ -242,7 +244,8 @@ impl SyncActor {
         if changes.is_empty() && !matches!(cause, Cause::Reducer(_)) {
             return;
         }
-        let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled, cause };
+        let event =
+            RowsChanged { generation: self.session.generation(), changes: Arc::new(changes), reconciled, cause };
         for r in &self.listeners.changes {
             r.do_send(event.clone());
         }
@@ -269,7 +272,7 @@ impl SyncActor {
             cancelled: false,
         };
         self.sets.insert(id, set);
-        if self.connected {
+        if self.session.is_connected() {
             self.send_subscribe(id);
         }
         id
@@ -295,7 +298,7 @@ impl SyncActor {
 
     fn remove_set(&mut self, id: SubscriptionId) -> Result<(), SyncError> {
         let set = self.sets.get_mut(&id).ok_or(SyncError::Unknown(id.0))?;
-        match (self.connected, set.status.clone(), set.query_id) {
+        match (self.session.is_connected(), set.status.clone(), set.query_id) {
             (true, SubscriptionStatus::Applied, Some(query_id)) => {
                 set.removing = true;
                 self.send(ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti {
@@ -330,29 +333,71 @@ impl SyncActor {
         Ok(())
     }
 
-    fn deltas(&self, update: &ws::DatabaseUpdate<ws::BsatnFormat>, deletes_only: bool) -> Vec<TableDelta> {
-        let mut deltas = Vec::new();
-        for table in &update.tables {
-            for compressed in &table.updates {
-                match codec::decompress_query_update(compressed, DecodeLimits::default()) {
-                    Ok(query) => {
-                        let mut delta = TableDelta {
-                            table: Arc::from(&*table.table_name),
-                            deletes: codec::rows(&query.deletes).collect(),
-                            inserts: codec::rows(&query.inserts).collect(),
-                        };
-                        if deletes_only {
-                            delta.deletes.append(&mut delta.inserts);
-                        }
-                        deltas.push(delta);
-                    }
-                    Err(e) => {
-                        tracing::warn!(table = %table.table_name, error = %e, "dropped an undecodable query update")
-                    }
+    /// The sets that are to be on the server: not failed, not being dropped.
+    fn live_sets(&self) -> Vec<SubscriptionId> {
+        self.sets
+            .iter()
+            .filter(|(_, s)| !matches!(s.status, SubscriptionStatus::Failed { .. }) && !s.removing)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Takes a committed transaction's rows, or resubscribes if the connection
+    /// could not decode them.
+    fn take_transaction(&mut self, update: &ws::DatabaseUpdate<ws::BsatnFormat>, cause: Cause) {
+        if !self.fence.is_open() {
+            // It may carry rows of the queries a resubscription dropped; the
+            // fresh queries' initial rows, which come after it, hold its effect.
+            return;
+        }
+        match divergence::deltas(update, false) {
+            Ok(deltas) => self.apply(&deltas, cause),
+            Err(undecodable) => self.resubscribe(&undecodable),
+        }
+    }
+
+    /// The cache missed an update: every live set is subscribed again, into a
+    /// staging cache that is reconciled with the cache once all are applied
+    /// (as after a reconnect), so that only real differences fire row events.
+    fn resubscribe(&mut self, why: &Undecodable) {
+        metrics::counter!(names::SYNC_RESUBSCRIPTIONS).increment(1);
+        // First drop every server-side query of this session (the server
+        // answers in order: their confirmations come before the fresh rows).
+        let ids: Vec<SubscriptionId> = self.sets.keys().copied().collect();
+        for id in ids {
+            let Some(set) = self.sets.get_mut(&id) else { continue };
+            let Some(query_id) = set.query_id.take() else { continue };
+            // An applied set being dropped has sent its unsubscribe already.
+            let unsubscribed = set.removing && set.status == SubscriptionStatus::Applied;
+            let (removing, cancelled) = (set.removing, set.cancelled);
+            self.by_query.remove(&query_id);
+            self.fence.retire(query_id);
+            if !unsubscribed {
+                self.send(ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti {
+                    request_id: query_id,
+                    query_id: ws::QueryId::new(query_id),
+                }));
+            }
+            if removing {
+                self.sets.remove(&id);
+                if !cancelled {
+                    self.tell(SubscriptionEvent::Removed { id });
                 }
             }
         }
-        deltas
+        let live = self.live_sets();
+        tracing::warn!(
+            table = %why.table,
+            reason = %why.reason,
+            sets = live.len(),
+            "an update could not be applied: resubscribing the query sets to reconcile the cache"
+        );
+        self.staging = Some(Staging { fresh: self.cache.empty_like(), waiting: live.iter().copied().collect() });
+        for id in live {
+            self.tell(SubscriptionEvent::Resubscribing { id, reason: why.to_string() });
+            self.send_subscribe(id);
+        }
+        self.maybe_finish_reconcile();
     }
 
     /// Applies a transaction to the cache, or to the staging cache during a reconnect.
@@ -371,13 +416,17 @@ impl SyncActor {
 
     /// Finishes a reconnect once every live set is applied again.
     fn maybe_finish_reconcile(&mut self) {
-        let done = self.staging.as_ref().is_some_and(|s| s.waiting.is_empty());
+        let done = self.staging.as_ref().is_some_and(|s| s.waiting.is_empty()) && self.fence.is_open();
         if !done {
             return;
         }
         let Some(staging) = self.staging.take() else { return };
         let changes = self.cache.reconcile_from(&staging.fresh);
-        tracing::info!(generation = self.generation, changes = changes.len(), "cache reconciled after reconnect");
+        tracing::info!(
+            generation = self.session.generation(),
+            changes = changes.len(),
+            "cache reconciled with the fresh state"
+        );
         self.tell_changes(changes, true, Cause::Reconciled);
     }
 
@@ -395,7 +444,10 @@ impl SyncActor {
             self.maybe_finish_reconcile();
             return;
         }
-        let deltas = self.deltas(update, false);
+        let deltas = match divergence::deltas(update, false) {
+            Ok(deltas) => deltas,
+            Err(undecodable) => return self.undecodable_rows(id, &undecodable),
+        };
         self.apply(&deltas, Cause::SubscriptionApplied);
         let Some(set) = self.sets.get_mut(&id) else { return };
         set.status = SubscriptionStatus::Applied;
@@ -414,18 +466,46 @@ impl SyncActor {
         }
     }
 
+    /// A set's initial rows could not be decoded: it counts as a failed
+    /// attempt (past the retries, the set fails), and the server's query is
+    /// dropped with the others by a resubscription.
+    fn undecodable_rows(&mut self, id: SubscriptionId, why: &Undecodable) {
+        let max = self.config.max_retries;
+        if let Some(set) = self.sets.get_mut(&id) {
+            set.failures += 1;
+            if set.failures > max {
+                let error = why.to_string();
+                set.status = SubscriptionStatus::Failed { error: error.clone() };
+                for waiter in set.waiters.drain(..) {
+                    let _ = waiter.send(Err(SyncError::Undecodable(error.clone())));
+                }
+                self.tell(SubscriptionEvent::Failed { id, error, retrying: false });
+            }
+        }
+        self.resubscribe(why);
+    }
+
     fn on_unapplied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
+        if self.fence.confirmed(query_id) {
+            return self.maybe_finish_reconcile(); // A dropped query: its rows were never kept.
+        }
         let Some(id) = self.by_query.remove(&query_id) else { return };
         let cancelled = self.sets.remove(&id).is_some_and(|s| s.cancelled);
         if cancelled {
             return; // Its rows never entered the cache; the game heard `Cancelled`.
         }
-        let deltas = self.deltas(update, true);
-        self.apply(&deltas, Cause::SubscriptionRemoved);
         self.tell(SubscriptionEvent::Removed { id });
+        match divergence::deltas(update, true) {
+            Ok(deltas) => self.apply(&deltas, Cause::SubscriptionRemoved),
+            // Which of its rows to drop is unknown: the others' fresh rows tell.
+            Err(undecodable) => self.resubscribe(&undecodable),
+        }
     }
 
     fn on_error(&mut self, error: &ws::SubscriptionError, ctx: &mut Context<Self>) {
+        if error.query_id.is_some_and(|q| self.fence.confirmed(q)) {
+            return self.maybe_finish_reconcile(); // A dropped query, gone as well.
+        }
         let Some(id) = error.query_id.and_then(|q| self.by_query.get(&q).copied()) else {
             tracing::warn!(error = %error.error, "subscription error for no known query set");
             return;
@@ -452,9 +532,12 @@ impl SyncActor {
         match retry {
             Some(after) => {
                 set.status = SubscriptionStatus::Retrying { error: message.clone() };
-                let generation = self.generation;
+                let generation = self.session.generation();
                 ctx.run_later(after, move |act, _| {
-                    if act.connected && act.generation == generation && act.sets.contains_key(&id) {
+                    // Not if a reconnect or a resubscription has sent it meanwhile.
+                    let waiting =
+                        act.sets.get(&id).is_some_and(|s| matches!(s.status, SubscriptionStatus::Retrying { .. }));
+                    if act.session.is_connected() && act.session.is_current(generation) && waiting {
                         act.send_subscribe(id);
                     }
                 });
@@ -495,6 +578,41 @@ impl SyncActor {
             },
         ));
         (id, relay_rx)
+    }
+
+    /// A session is up: every live set is subscribed again; a cache holding
+    /// rows of an earlier session is reconciled with the fresh state.
+    fn session_up(&mut self) {
+        self.by_query.clear();
+        self.fence.clear();
+        let live = self.live_sets();
+        if self.cache.with_view(|v| v.total_rows()) > 0 {
+            // The cache is stale: collect the fresh state, then reconcile.
+            self.staging = Some(Staging { fresh: self.cache.empty_like(), waiting: live.iter().copied().collect() });
+        }
+        for id in live {
+            self.send_subscribe(id);
+        }
+        self.maybe_finish_reconcile();
+    }
+
+    /// The session is gone, and every server-side query with it.
+    fn session_lost(&mut self) {
+        self.staging = None;
+        self.by_query.clear();
+        self.fence.clear();
+        let removed: Vec<SubscriptionId> = self.sets.iter().filter(|(_, s)| s.removing).map(|(id, _)| *id).collect();
+        for id in removed {
+            if self.sets.remove(&id).is_some_and(|s| !s.cancelled) {
+                self.tell(SubscriptionEvent::Removed { id });
+            }
+        }
+        for set in self.sets.values_mut() {
+            if !matches!(set.status, SubscriptionStatus::Failed { .. }) {
+                set.status = SubscriptionStatus::Offline;
+            }
+            set.query_id = None;
+        }
     }
 
     /// The query of `area` over the configured spatial table.
@@ -656,42 +774,10 @@ impl Handler<StateChanged> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: StateChanged, _ctx: &mut Self::Context) {
-        if msg.to == ConnectionState::Connected {
-            self.generation = msg.generation;
-            self.connected = true;
-            self.by_query.clear();
-            let live: Vec<SubscriptionId> = self
-                .sets
-                .iter()
-                .filter(|(_, s)| !matches!(s.status, SubscriptionStatus::Failed { .. }) && !s.removing)
-                .map(|(id, _)| *id)
-                .collect();
-            if self.cache.with_view(|v| v.total_rows()) > 0 {
-                // The cache is stale: collect the fresh state, then reconcile.
-                self.staging =
-                    Some(Staging { fresh: self.cache.empty_like(), waiting: live.iter().copied().collect() });
-            }
-            for id in live {
-                self.send_subscribe(id);
-            }
-            self.maybe_finish_reconcile();
-        } else if self.connected && msg.generation >= self.generation {
-            self.connected = false;
-            self.staging = None;
-            self.by_query.clear();
-            let removed: Vec<SubscriptionId> =
-                self.sets.iter().filter(|(_, s)| s.removing).map(|(id, _)| *id).collect();
-            for id in removed {
-                if self.sets.remove(&id).is_some_and(|s| !s.cancelled) {
-                    self.tell(SubscriptionEvent::Removed { id });
-                }
-            }
-            for set in self.sets.values_mut() {
-                if !matches!(set.status, SubscriptionStatus::Failed { .. }) {
-                    set.status = SubscriptionStatus::Offline;
-                }
-                set.query_id = None;
-            }
+        match self.session.observe(&msg) {
+            SessionChange::Up { .. } => self.session_up(),
+            SessionChange::Lost { .. } => self.session_lost(),
+            SessionChange::Unchanged => {}
         }
     }
 }
@@ -700,7 +786,7 @@ impl Handler<ServerMessageReceived> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: ServerMessageReceived, ctx: &mut Self::Context) {
-        if msg.generation != self.generation || !self.connected {
+        if !self.session.is_connected() || !self.session.is_current(msg.generation) {
             return; // From a dead session.
         }
         match &*msg.message {
@@ -709,14 +795,10 @@ impl Handler<ServerMessageReceived> for SyncActor {
             ServerMessage::SubscriptionError(e) => self.on_error(e, ctx),
             ServerMessage::TransactionUpdate(tx) => {
                 if let ws::UpdateStatus::Committed(update) = &tx.status {
-                    let deltas = self.deltas(update, false);
-                    self.apply(&deltas, transaction_cause(tx));
+                    self.take_transaction(update, transaction_cause(tx));
                 }
             }
-            ServerMessage::TransactionUpdateLight(tx) => {
-                let deltas = self.deltas(&tx.update, false);
-                self.apply(&deltas, Cause::UnknownTransaction);
-            }
+            ServerMessage::TransactionUpdateLight(tx) => self.take_transaction(&tx.update, Cause::UnknownTransaction),
             _ => {}
         }
     }
