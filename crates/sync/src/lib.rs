@@ -26,6 +26,7 @@ mod divergence;
 pub mod error;
 pub mod handle;
 pub mod messages;
+mod query_sets;
 pub mod row;
 pub mod spatial;
 mod table;
@@ -39,6 +40,7 @@ pub use config::{MapContextConfig, SpatialConfig, SyncConfig};
 pub use error::SyncError;
 pub use handle::{SyncHandle, TableView};
 pub use messages::*;
+pub use query_sets::is_permanent;
 pub use row::{Row, RowTypes, Shared};
 pub use unique::{TableUnique, UniqueColumns};
 
