@@ -1,17 +1,21 @@
 //! The sync actor: query sets in, rows into the cache, changes out.
 //!
-//! It owns the [`ClientCache`] (readers get a read-only handle) and keeps every
-//! query set the game asked for alive across sessions: on a new session it
-//! subscribes them all again into a staging cache and, once every set is
-//! applied, reconciles the stale cache with the fresh state, so that only real
-//! changes fire callbacks.
+//! It owns the [`ClientCache`] (readers get a read-only handle) and only moves
+//! messages: the query sets' decisions are `QuerySets`' (`query_sets.rs`:
+//! subscribe, retry, fall back, cancel, stage, reconcile, resubscribe), which
+//! it carries out step by step; it follows the session through the
+//! connection's [`SessionTracker`], applies the rows the connection decoded
+//! (`divergence.rs`) to the cache or, while the fresh state of a
+//! reconnect or a resubscription is collected, to a staging cache, and tells
+//! what changed. Times are read from the library's clock
+//! ([`clock::now`]) and handed to the plain types.
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
+use spacelink_connection::clock;
 use spacelink_connection::layout::{KeyExtractor, RowLayout};
 use spacelink_connection::sats::AlgebraicType;
 use spacelink_connection::{
@@ -225,7 +229,7 @@ impl SyncActor {
                     let generation = self.session.generation();
                     ctx.run_later(after, move |act, ctx| {
                         if act.session.is_connected() && act.session.is_current(generation) {
-                            let steps = act.sets.retry_due(id, Instant::now());
+                            let steps = act.sets.retry_due(id, clock::now());
                             act.run(steps, ctx);
                         }
                     });
@@ -246,7 +250,7 @@ impl SyncActor {
         id: Option<SubscriptionId>,
         ctx: &mut Context<Self>,
     ) -> SubscriptionId {
-        let (id, steps) = self.sets.add(queries, fallback, waiter, id, Instant::now());
+        let (id, steps) = self.sets.add(queries, fallback, waiter, id, clock::now());
         self.run(steps, ctx);
         id
     }
@@ -259,7 +263,7 @@ impl SyncActor {
 
     /// The cache missed an update: the query sets are resubscribed.
     fn resubscribe(&mut self, why: &Undecodable, ctx: &mut Context<Self>) {
-        let steps = self.sets.resubscribe(why, Instant::now());
+        let steps = self.sets.resubscribe(why, clock::now());
         self.run(steps, ctx);
     }
 
@@ -315,9 +319,9 @@ impl SyncActor {
         let steps = match divergence::deltas(update, false) {
             Ok(deltas) => {
                 self.apply(&deltas, Cause::SubscriptionApplied);
-                self.sets.taken(id, Instant::now())
+                self.sets.taken(id, clock::now())
             }
-            Err(undecodable) => self.sets.undecodable(id, &undecodable, Instant::now()),
+            Err(undecodable) => self.sets.undecodable(id, &undecodable, clock::now()),
         };
         self.run(steps, ctx);
     }
@@ -486,7 +490,7 @@ impl Handler<StateChanged> for SyncActor {
         let steps = match self.session.observe(&msg) {
             SessionChange::Up { .. } => {
                 let stale = self.cache.with_view(|v| v.total_rows()) > 0;
-                self.sets.session_up(stale, Instant::now())
+                self.sets.session_up(stale, clock::now())
             }
             SessionChange::Lost { .. } => self.sets.session_lost(),
             SessionChange::Unchanged => return,

@@ -531,6 +531,9 @@ pub fn is_permanent(message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     fn config() -> SyncConfig {
@@ -560,6 +563,23 @@ mod tests {
 
     fn has(steps: &[Step], f: impl Fn(&Step) -> bool) -> bool {
         steps.iter().any(f)
+    }
+
+    /// Query sets in a live session, and the time.
+    fn live() -> (QuerySets, Instant) {
+        let now = Instant::now();
+        let mut sets = QuerySets::new(&config());
+        sets.session_up(false, now);
+        (sets, now)
+    }
+
+    type Answer = oneshot::Receiver<Result<SubscriptionId, SyncError>>;
+
+    /// A set sent with a waiter: its id, its server-side query id, the waiter's end.
+    fn waited(sets: &mut QuerySets, fallback: Option<Vec<String>>, now: Instant) -> (SubscriptionId, u32, Answer) {
+        let (tx, rx) = oneshot::channel();
+        let (id, steps) = sets.add(vec!["q".into()], fallback, Some(tx), None, now);
+        (id, sent(&steps).0[0], rx)
     }
 
     /// A set added and applied in a live session; its server-side query id.
@@ -595,12 +615,8 @@ mod tests {
 
     #[test]
     fn a_refused_set_is_retried_with_doubling_delays_then_falls_back_then_fails() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
-        let (tx, mut rx) = oneshot::channel();
-        let (id, steps) = sets.add(vec!["q".into()], Some(vec!["broad".into()]), Some(tx), None, now);
-        let mut query = sent(&steps).0[0];
+        let (mut sets, now) = live();
+        let (id, mut query, mut rx) = waited(&mut sets, Some(vec!["broad".into()]), now);
         let mut delays = Vec::new();
         for _ in 0..3 {
             let steps = sets.refused(Some(query), "database is restarting");
@@ -627,12 +643,8 @@ mod tests {
 
     #[test]
     fn a_set_dropped_while_pending_is_cancelled_and_unsubscribed_once_applied() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
-        let (tx, mut rx) = oneshot::channel();
-        let (id, steps) = sets.add(vec!["q".into()], None, Some(tx), None, now);
-        let query = sent(&steps).0[0];
+        let (mut sets, now) = live();
+        let (id, query, mut rx) = waited(&mut sets, None, now);
         let steps = sets.remove(id).unwrap();
         assert!(matches!(told(&steps)[..], [SubscriptionEvent::Cancelled { .. }]));
         assert_eq!(rx.try_recv().unwrap(), Err(SyncError::Dropped));
@@ -647,9 +659,7 @@ mod tests {
 
     #[test]
     fn an_applied_set_is_unsubscribed_and_its_rows_leave() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
+        let (mut sets, now) = live();
         let (id, query) = applied_set(&mut sets, now);
         assert_eq!(sent(&sets.remove(id).unwrap()).1, [query]);
         let (gone, steps) = sets.unapplied(query);
@@ -659,9 +669,7 @@ mod tests {
 
     #[test]
     fn after_a_reconnect_the_cache_is_reconciled_once_every_live_set_is_back() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
+        let (mut sets, now) = live();
         let (a, _) = applied_set(&mut sets, now);
         let (b, _) = applied_set(&mut sets, now);
         let steps = sets.session_lost();
@@ -681,14 +689,50 @@ mod tests {
         assert!(matches!(sets.session_lost()[..], [Step::Unstage]));
     }
 
+    /// The resubscriptions counted and the subscription latencies recorded on this thread.
+    #[derive(Default)]
+    struct Recorded(Arc<AtomicU64>, Arc<Latencies>);
+
+    #[derive(Default)]
+    struct Latencies(Mutex<Vec<f64>>);
+
+    impl metrics::HistogramFn for Latencies {
+        fn record(&self, value: f64) {
+            self.0.lock().unwrap().push(value);
+        }
+    }
+
+    impl metrics::Recorder for Recorded {
+        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+        fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+            if key.name() == names::SYNC_RESUBSCRIPTIONS {
+                metrics::Counter::from_arc(self.0.clone())
+            } else {
+                metrics::Counter::noop()
+            }
+        }
+        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+            if key.name() == names::SYNC_SUBSCRIPTION_LATENCY_SECONDS {
+                metrics::Histogram::from_arc(self.1.clone())
+            } else {
+                metrics::Histogram::noop()
+            }
+        }
+    }
+
     #[test]
     fn an_update_that_cannot_be_applied_resubscribes_behind_a_fence() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
+        let (mut sets, now) = live();
         let (a, qa) = applied_set(&mut sets, now);
         let (b, qb) = applied_set(&mut sets, now);
-        let steps = sets.resubscribe(&why(), now);
+        let counted = Recorded::default();
+        let steps = metrics::with_local_recorder(&counted, || sets.resubscribe(&why(), now));
+        assert_eq!(counted.0.load(Ordering::Relaxed), 1, "counted in {}", names::SYNC_RESUBSCRIPTIONS);
         let (subs, unsubs) = sent(&steps);
         assert_eq!(unsubs, [qa, qb], "the current queries are dropped");
         assert_eq!(subs.len(), 2);
@@ -723,9 +767,7 @@ mod tests {
 
     #[test]
     fn a_resubscription_drops_sets_being_removed_and_waits_for_their_confirmation() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
+        let (mut sets, now) = live();
         let (keep, qkeep) = applied_set(&mut sets, now);
         let (going, qgoing) = applied_set(&mut sets, now);
         sets.remove(going).unwrap();
@@ -751,12 +793,8 @@ mod tests {
 
     #[test]
     fn rows_that_never_decode_fail_the_set_after_its_retries() {
-        let now = Instant::now();
-        let mut sets = QuerySets::new(&config());
-        sets.session_up(false, now);
-        let (tx, mut rx) = oneshot::channel();
-        let (id, steps) = sets.add(vec!["q".into()], None, Some(tx), None, now);
-        let mut query = sent(&steps).0[0];
+        let (mut sets, now) = live();
+        let (id, mut query, mut rx) = waited(&mut sets, None, now);
         for attempt in 1..=3 {
             assert_eq!(sets.applied(query).0, Rows::Take(id));
             let steps = sets.undecodable(id, &why(), now);
@@ -786,7 +824,10 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         let query = sent(&sets.retry_due(id, later)).0[0];
         sets.applied(query);
-        assert!(matches!(told(&sets.taken(id, later))[..], [SubscriptionEvent::Applied { .. }]));
+        let recorded = Recorded::default();
+        let steps = metrics::with_local_recorder(&recorded, || sets.taken(id, later + Duration::from_millis(250)));
+        assert!(matches!(told(&steps)[..], [SubscriptionEvent::Applied { .. }]));
+        assert_eq!(*recorded.1 .0.lock().unwrap(), [0.25], "from the retry's sending, on the given clock");
     }
 
     #[test]
