@@ -410,7 +410,10 @@ async fn e2e_an_update_that_cannot_be_applied_resubscribes_and_the_cache_matches
     let mut ghost = before[1].to_vec();
     ghost[..8].copy_from_slice(&(u64::MAX - 1).to_le_bytes()); // entity_id, the first column
     let ghost = Bytes::from(ghost);
-    let lie = ws::QueryUpdate { deletes: row_list(&[lost.clone()]), inserts: row_list(&[ghost.clone()]) };
+    let lie = ws::QueryUpdate {
+        deletes: row_list(std::slice::from_ref(&lost)),
+        inserts: row_list(std::slice::from_ref(&ghost)),
+    };
     tell(transaction("entity", ws::CompressableQueryUpdate::Uncompressed(lie)));
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!cached().contains(&lost) && cached().contains(&ghost));
