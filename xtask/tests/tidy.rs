@@ -160,8 +160,6 @@ fn metric_names_are_written_only_in_metric_names() {
 const DEFAULT_LIMITS_ALLOWED: &[(&str, &str)] = &[
     ("crates/connection/src/config.rs", "where the configuration's documented default is set: the one place"),
     ("crates/connection/src/testing.rs", "a test fake (`ScriptedConnection`) decoding what tests script"),
-    ("crates/sync/src/actor.rs", "issue 25: sync must decode with the connection's configured limits"),
-    ("crates/app/src/render.rs", "issue 25: the command must render with the connection's configured limits"),
 ];
 
 #[test]

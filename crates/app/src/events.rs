@@ -357,6 +357,8 @@ impl Handler<SubscriptionEvent> for EventSink {
             SubscriptionEvent::Cancelled { id } => {
                 s.subscriptions.insert(*id, SubscriptionState::Cancelled);
             }
+            // Its rows stay in the cache until the reconciliation; `Applied` follows.
+            SubscriptionEvent::Resubscribing { .. } => {}
         });
         self.events.event(Event::Subscription(msg));
     }

@@ -279,6 +279,9 @@ impl Handler<SubscriptionEvent> for Printer {
             SubscriptionEvent::Removed { id } | SubscriptionEvent::Cancelled { id } => {
                 self.print(&json!({ "event": "unsubscribed", "subscription": id.0 }));
             }
+            SubscriptionEvent::Resubscribing { id, reason } => {
+                self.print(&json!({ "event": "resubscribing", "subscription": id.0, "reason": reason }));
+            }
         }
     }
 }

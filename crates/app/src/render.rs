@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{json, Value as Json};
-use spacelink_connection::codec::{self, DatabaseUpdate, DecodeLimits};
+use spacelink_connection::codec::{self, DatabaseUpdate};
 use spacelink_connection::sats::{AlgebraicValue, ProductValue};
 use spacelink_connection::{ws, ModuleSchema, ResilienceEvent, ServerMessage, StateChanged};
 use spacelink_reducers::{Outcome, ReducerResult};
@@ -155,12 +155,12 @@ pub fn update_events(schema: &ModuleSchema, update: &DatabaseUpdate, phase: &str
         let name = table.table_name.to_string();
         let table_schema = schema.table(&name);
         for compressed in &table.updates {
-            let query = match codec::decompress_query_update(compressed, DecodeLimits::default()) {
-                Ok(query) => query,
-                Err(e) => {
-                    events.push(json!({ "event": "error", "table": name, "error": e.to_string() }));
-                    continue;
-                }
+            // The connection decompressed every update it could under its
+            // configured limits; one left compressed did not decode under them.
+            let ws::CompressableQueryUpdate::Uncompressed(query) = compressed else {
+                let error = "the update did not decompress under the connection's decode limits";
+                events.push(json!({ "event": "error", "table": name, "error": error }));
+                continue;
             };
             let decode = |bytes: &[u8]| table_schema.map(|t| t.decode(bytes));
             // Deletes keyed by primary key, so that a matching insert becomes an update.

@@ -298,5 +298,7 @@ fn subscription(world: &mut World, event: &SubscriptionEvent) {
             let id = *id;
             world.resource_mut::<SubscriptionKeys>().by_id.remove(&id);
         }
+        // The cache is being reconciled; `Applied` follows.
+        SubscriptionEvent::Resubscribing { .. } => {}
     }
 }

@@ -117,6 +117,9 @@ pub const SYNC_SUBSCRIPTION_ERRORS: &str = "spacelink_sync_subscription_errors_t
 pub const SYNC_SNAPSHOT_COPIES: &str = "spacelink_sync_snapshot_copies_total";
 /// Counter (label `table`): cached rows that do not decode as their table's type.
 pub const SYNC_ROW_DECODE_ERRORS: &str = "spacelink_sync_row_decode_errors_total";
+/// Counter: updates the cache could not take (not decoded under the
+/// connection's limits), each followed by a resubscription of the query sets.
+pub const SYNC_RESUBSCRIPTIONS: &str = "spacelink_sync_resubscriptions_total";
 /// `kind` label of [`SYNC_CHANGES`]: a row inserted.
 pub const KIND_INSERT: &str = "insert";
 /// `kind` label of [`SYNC_CHANGES`]: a row updated.
@@ -217,6 +220,7 @@ pub const ALL: &[&str] = &[
     SYNC_SUBSCRIPTION_ERRORS,
     SYNC_SNAPSHOT_COPIES,
     SYNC_ROW_DECODE_ERRORS,
+    SYNC_RESUBSCRIPTIONS,
     PREDICTION_CHECKS,
     PREDICTION_MISPREDICTIONS,
     PREDICTION_RECONCILIATIONS,

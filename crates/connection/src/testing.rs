@@ -89,10 +89,12 @@ impl Actor for ScriptedConnection {
                         Ok(frame) => frame,
                         Err(e) => panic!("script message does not encode: {e}"),
                     };
-                    let decoded = match codec::decode_server_message(&frame, DecodeLimits::default()) {
+                    let mut decoded = match codec::decode_server_message(&frame, DecodeLimits::default()) {
                         Ok(decoded) => decoded,
                         Err(e) => panic!("script message does not decode: {e}"),
                     };
+                    // As the session's reader does: listeners get updates decompressed.
+                    codec::decompress_updates(&mut decoded, DecodeLimits::default());
                     let event = ServerMessageReceived {
                         generation: self.generation,
                         received_at: Instant::now(),

@@ -1,41 +1,40 @@
 //! The sync actor: query sets in, rows into the cache, changes out.
 //!
-//! It owns the [`ClientCache`] (readers get a read-only handle) and keeps every
-//! query set the game asked for alive across sessions: on a new session it
-//! subscribes them all again into a staging cache and, once every set is
-//! applied, reconciles the stale cache with the fresh state, so that only real
-//! changes fire callbacks.
-
-use std::collections::{BTreeMap, HashMap, HashSet};
+//! It owns the [`ClientCache`] (readers get a read-only handle) and only moves
+//! messages: the query sets' decisions are `QuerySets`' (`query_sets.rs`:
+//! subscribe, retry, fall back, cancel, stage, reconcile, resubscribe), which
+//! it carries out step by step; it follows the session through the
+//! connection's [`SessionTracker`], applies the rows the connection decoded
+//! (`divergence.rs`) to the cache or, while the fresh state of a
+//! reconnect or a resubscription is collected, to a staging cache, and tells
+//! what changed. Times are read from the library's clock
+//! ([`clock::now`]) and handed to the plain types.
 
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use spacelink_connection::codec::{self, DecodeLimits};
+use spacelink_connection::clock;
 use spacelink_connection::layout::{KeyExtractor, RowLayout};
-use spacelink_connection::metric_names as names;
 use spacelink_connection::sats::AlgebraicType;
 use spacelink_connection::{
-    ws, ClientMessage, ConnectionState, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, StateChanged,
+    ws, ClientMessage, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, SessionChange, SessionTracker,
+    StateChanged,
 };
 use tokio::sync::oneshot;
 
 use crate::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
 use crate::config::{SpatialConfig, SyncConfig};
+use crate::divergence::{self, Undecodable};
 use crate::error::SyncError;
 use crate::messages::*;
+use crate::query_sets::{QuerySets, Rows, Step, Waiter};
 use crate::row::{Row, RowTypes};
 use crate::spatial::{AreaOfInterest, GridColumns, Positions, SpatialSetup};
 
-/// Query ids of this actor start here, apart from any the game allocates itself.
-const QUERY_ID_BASE: u32 = 0x4000_0000;
 /// Mailbox capacity: `MovePoint` may come every frame.
 const MAILBOX_CAPACITY: usize = 1024;
-
-type Waiter = oneshot::Sender<Result<SubscriptionId, SyncError>>;
 
 /// Row keys from the module's schema: the primary key where there is one.
 ///
@@ -109,30 +108,6 @@ impl Positions for ColumnPositions {
     }
 }
 
-#[derive(Debug)]
-struct QuerySet {
-    queries: Vec<String>,
-    fallback: Option<Vec<String>>,
-    status: SubscriptionStatus,
-    failures: u32,
-    /// The server-side id in the current session.
-    query_id: Option<u32>,
-    sent_at: Option<Instant>,
-    waiters: Vec<Waiter>,
-    /// Drop it as soon as it is applied (unsubscribed while pending).
-    removing: bool,
-    /// Unsubscribed before it applied: its rows never enter the cache, and
-    /// nothing more is told of it (the game heard `Cancelled`).
-    cancelled: bool,
-}
-
-/// A reconnect in progress: the fresh state accumulates here.
-#[derive(Debug)]
-struct Staging {
-    fresh: ClientCache,
-    waiting: HashSet<SubscriptionId>,
-}
-
 /// The sync actor.
 pub struct SyncActor {
     config: SyncConfig,
@@ -140,13 +115,12 @@ pub struct SyncActor {
     cache: ClientCache,
     connection: Recipient<SendMessage>,
     listeners: SyncListeners,
-    generation: u64,
-    connected: bool,
-    sets: BTreeMap<SubscriptionId, QuerySet>,
-    by_query: HashMap<u32, SubscriptionId>,
-    ids: SubscriptionIds,
-    next_query_id: u32,
-    staging: Option<Staging>,
+    /// The connection's session, as its `StateChanged` tell it.
+    session: SessionTracker,
+    /// The query sets and every decision about them.
+    sets: QuerySets,
+    /// While a reconnect or a resubscription collects the fresh state: where.
+    fresh: Option<ClientCache>,
     map_context: Option<(u32, SubscriptionId)>,
     area: Option<(AreaOfInterest, SubscriptionId)>,
     /// The latest followed point while the area is moving.
@@ -156,9 +130,9 @@ pub struct SyncActor {
 impl std::fmt::Debug for SyncActor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncActor")
-            .field("generation", &self.generation)
-            .field("connected", &self.connected)
-            .field("sets", &self.sets.len())
+            .field("session", &self.session)
+            .field("sets", &self.sets.infos().len())
+            .field("staging", &self.fresh.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -195,18 +169,14 @@ impl SyncActor {
         let unique = crate::unique::UniqueColumns::from_schema(&schema);
         let cache = ClientCache::with_indexes(keys.clone(), types.bind(&schema), spatial, unique);
         Self {
+            sets: QuerySets::new(&config),
             config,
             cache,
             schema,
             connection,
             listeners,
-            generation: 0,
-            connected: false,
-            sets: BTreeMap::new(),
-            by_query: HashMap::new(),
-            ids: SubscriptionIds::default(),
-            next_query_id: QUERY_ID_BASE,
-            staging: None,
+            session: SessionTracker::default(),
+            fresh: None,
             map_context: None,
             area: None,
             moving_to: None,
@@ -217,7 +187,7 @@ impl SyncActor {
     /// sending them (see [`Subscribe::id`]).
     #[must_use]
     pub fn with_subscription_ids(mut self, ids: SubscriptionIds) -> Self {
-        self.ids = ids;
+        self.sets.set_ids(ids);
         self
     }
 
@@ -227,7 +197,7 @@ impl SyncActor {
     }
 
     fn send(&self, message: ClientMessage) {
-        self.connection.do_send(SendMessage { message, generation: Some(self.generation) });
+        self.connection.do_send(SendMessage { message, generation: Some(self.session.generation()) });
     }
 
     fn tell(&self, event: SubscriptionEvent) {
@@ -242,9 +212,32 @@ impl SyncActor {
         if changes.is_empty() && !matches!(cause, Cause::Reducer(_)) {
             return;
         }
-        let event = RowsChanged { generation: self.generation, changes: Arc::new(changes), reconciled, cause };
+        let event =
+            RowsChanged { generation: self.session.generation(), changes: Arc::new(changes), reconciled, cause };
         for r in &self.listeners.changes {
             r.do_send(event.clone());
+        }
+    }
+
+    /// Carries out what the query sets decided.
+    fn run(&mut self, steps: Vec<Step>, ctx: &mut Context<Self>) {
+        for step in steps {
+            match step {
+                Step::Send(message) => self.send(message),
+                Step::Tell(event) => self.tell(event),
+                Step::RetryAfter { id, after } => {
+                    let generation = self.session.generation();
+                    ctx.run_later(after, move |act, ctx| {
+                        if act.session.is_connected() && act.session.is_current(generation) {
+                            let steps = act.sets.retry_due(id, clock::now());
+                            act.run(steps, ctx);
+                        }
+                    });
+                }
+                Step::Stage => self.fresh = Some(self.cache.empty_like()),
+                Step::Unstage => self.fresh = None,
+                Step::Reconcile => self.reconcile(),
+            }
         }
     }
 
@@ -255,112 +248,50 @@ impl SyncActor {
         fallback: Option<Vec<String>>,
         waiter: Option<Waiter>,
         id: Option<SubscriptionId>,
+        ctx: &mut Context<Self>,
     ) -> SubscriptionId {
-        let id = id.filter(|id| !self.sets.contains_key(id)).unwrap_or_else(|| self.ids.next());
-        let set = QuerySet {
-            queries,
-            fallback,
-            status: SubscriptionStatus::Offline,
-            failures: 0,
-            query_id: None,
-            sent_at: None,
-            waiters: waiter.into_iter().collect(),
-            removing: false,
-            cancelled: false,
-        };
-        self.sets.insert(id, set);
-        if self.connected {
-            self.send_subscribe(id);
-        }
+        let (id, steps) = self.sets.add(queries, fallback, waiter, id, clock::now());
+        self.run(steps, ctx);
         id
     }
 
-    fn send_subscribe(&mut self, id: SubscriptionId) {
-        let query_id = self.next_query_id;
-        self.next_query_id = self.next_query_id.wrapping_add(1).max(QUERY_ID_BASE);
-        let Some(set) = self.sets.get_mut(&id) else { return };
-        if let Some(old) = set.query_id.replace(query_id) {
-            self.by_query.remove(&old);
-        }
-        set.status = SubscriptionStatus::Pending;
-        set.sent_at = Some(Instant::now());
-        let message = ClientMessage::SubscribeMulti(ws::SubscribeMulti {
-            query_strings: set.queries.iter().map(|q| q.as_str().into()).collect(),
-            request_id: query_id,
-            query_id: ws::QueryId::new(query_id),
-        });
-        self.by_query.insert(query_id, id);
-        self.send(message);
-    }
-
-    fn remove_set(&mut self, id: SubscriptionId) -> Result<(), SyncError> {
-        let set = self.sets.get_mut(&id).ok_or(SyncError::Unknown(id.0))?;
-        match (self.connected, set.status.clone(), set.query_id) {
-            (true, SubscriptionStatus::Applied, Some(query_id)) => {
-                set.removing = true;
-                self.send(ClientMessage::UnsubscribeMulti(ws::UnsubscribeMulti {
-                    request_id: query_id,
-                    query_id: ws::QueryId::new(query_id),
-                }));
-            }
-            (true, SubscriptionStatus::Pending, _) => {
-                // Cancelled before it applied: it will never report applied
-                // and its rows will not enter the cache.
-                set.removing = true;
-                set.cancelled = true;
-                for waiter in set.waiters.drain(..) {
-                    let _ = waiter.send(Err(SyncError::Dropped));
-                }
-                self.tell(SubscriptionEvent::Cancelled { id });
-            }
-            _ => {
-                // Not on the server: gone at once. Its rows (if any, from an
-                // earlier session) leave on the next reconciliation.
-                if let Some(set) = self.sets.remove(&id) {
-                    for waiter in set.waiters {
-                        let _ = waiter.send(Err(SyncError::Dropped));
-                    }
-                    if let Some(q) = set.query_id {
-                        self.by_query.remove(&q);
-                    }
-                }
-                self.tell(SubscriptionEvent::Removed { id });
-            }
-        }
+    fn remove_set(&mut self, id: SubscriptionId, ctx: &mut Context<Self>) -> Result<(), SyncError> {
+        let steps = self.sets.remove(id)?;
+        self.run(steps, ctx);
         Ok(())
     }
 
-    fn deltas(&self, update: &ws::DatabaseUpdate<ws::BsatnFormat>, deletes_only: bool) -> Vec<TableDelta> {
-        let mut deltas = Vec::new();
-        for table in &update.tables {
-            for compressed in &table.updates {
-                match codec::decompress_query_update(compressed, DecodeLimits::default()) {
-                    Ok(query) => {
-                        let mut delta = TableDelta {
-                            table: Arc::from(&*table.table_name),
-                            deletes: codec::rows(&query.deletes).collect(),
-                            inserts: codec::rows(&query.inserts).collect(),
-                        };
-                        if deletes_only {
-                            delta.deletes.append(&mut delta.inserts);
-                        }
-                        deltas.push(delta);
-                    }
-                    Err(e) => {
-                        tracing::warn!(table = %table.table_name, error = %e, "dropped an undecodable query update")
-                    }
-                }
-            }
-        }
-        deltas
+    /// The cache missed an update: the query sets are resubscribed.
+    fn resubscribe(&mut self, why: &Undecodable, ctx: &mut Context<Self>) {
+        let steps = self.sets.resubscribe(why, clock::now());
+        self.run(steps, ctx);
     }
 
-    /// Applies a transaction to the cache, or to the staging cache during a reconnect.
+    /// Takes a committed transaction's rows, or resubscribes if the connection
+    /// could not decode them.
+    fn take_transaction(
+        &mut self,
+        update: &ws::DatabaseUpdate<ws::BsatnFormat>,
+        cause: Cause,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.sets.transactions_pass() {
+            // It may carry rows of the queries a resubscription dropped; the
+            // fresh queries' initial rows, which come after it, hold its effect.
+            return;
+        }
+        match divergence::deltas(update, false) {
+            Ok(deltas) => self.apply(&deltas, cause),
+            Err(undecodable) => self.resubscribe(&undecodable, ctx),
+        }
+    }
+
+    /// Applies rows to the cache, or to the staging cache while the fresh state is collected.
     fn apply(&mut self, deltas: &[TableDelta], cause: Cause) {
         let _span = tracing::trace_span!("sync_apply", tables = deltas.len()).entered();
-        match &self.staging {
-            Some(staging) => {
-                staging.fresh.apply(deltas);
+        match &self.fresh {
+            Some(fresh) => {
+                fresh.apply(deltas);
             }
             None => {
                 let changes = self.cache.apply(deltas);
@@ -369,109 +300,45 @@ impl SyncActor {
         }
     }
 
-    /// Finishes a reconnect once every live set is applied again.
-    fn maybe_finish_reconcile(&mut self) {
-        let done = self.staging.as_ref().is_some_and(|s| s.waiting.is_empty());
-        if !done {
-            return;
-        }
-        let Some(staging) = self.staging.take() else { return };
-        let changes = self.cache.reconcile_from(&staging.fresh);
-        tracing::info!(generation = self.generation, changes = changes.len(), "cache reconciled after reconnect");
+    /// Reconciles the cache with the fresh state: only real changes are told.
+    fn reconcile(&mut self) {
+        let Some(fresh) = self.fresh.take() else { return };
+        let changes = self.cache.reconcile_from(&fresh);
+        tracing::info!(
+            generation = self.session.generation(),
+            changes = changes.len(),
+            "cache reconciled with the fresh state"
+        );
         self.tell_changes(changes, true, Cause::Reconciled);
     }
 
-    fn on_applied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
-        let Some(&id) = self.by_query.get(&query_id) else { return };
-        if let Some(staging) = &mut self.staging {
-            staging.waiting.remove(&id);
-        }
-        if self.sets.get(&id).is_some_and(|s| s.cancelled) {
-            // Cancelled while pending: its rows stay out, and it goes.
-            if let Some(set) = self.sets.get_mut(&id) {
-                set.status = SubscriptionStatus::Applied;
+    fn on_applied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>, ctx: &mut Context<Self>) {
+        let (rows, steps) = self.sets.applied(query_id);
+        self.run(steps, ctx);
+        let Rows::Take(id) = rows else { return };
+        let steps = match divergence::deltas(update, false) {
+            Ok(deltas) => {
+                self.apply(&deltas, Cause::SubscriptionApplied);
+                self.sets.taken(id, clock::now())
             }
-            let _ = self.remove_set(id);
-            self.maybe_finish_reconcile();
-            return;
-        }
-        let deltas = self.deltas(update, false);
-        self.apply(&deltas, Cause::SubscriptionApplied);
-        let Some(set) = self.sets.get_mut(&id) else { return };
-        set.status = SubscriptionStatus::Applied;
-        set.failures = 0;
-        if let Some(sent) = set.sent_at.take() {
-            metrics::histogram!(names::SYNC_SUBSCRIPTION_LATENCY_SECONDS).record(sent.elapsed().as_secs_f64());
-        }
-        for waiter in set.waiters.drain(..) {
-            let _ = waiter.send(Ok(id));
-        }
-        let removing = set.removing;
-        self.tell(SubscriptionEvent::Applied { id });
-        self.maybe_finish_reconcile();
-        if removing {
-            let _ = self.remove_set(id);
-        }
+            Err(undecodable) => self.sets.undecodable(id, &undecodable, clock::now()),
+        };
+        self.run(steps, ctx);
     }
 
-    fn on_unapplied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>) {
-        let Some(id) = self.by_query.remove(&query_id) else { return };
-        let cancelled = self.sets.remove(&id).is_some_and(|s| s.cancelled);
-        if cancelled {
-            return; // Its rows never entered the cache; the game heard `Cancelled`.
-        }
-        let deltas = self.deltas(update, true);
-        self.apply(&deltas, Cause::SubscriptionRemoved);
-        self.tell(SubscriptionEvent::Removed { id });
-    }
-
-    fn on_error(&mut self, error: &ws::SubscriptionError, ctx: &mut Context<Self>) {
-        let Some(id) = error.query_id.and_then(|q| self.by_query.get(&q).copied()) else {
-            tracing::warn!(error = %error.error, "subscription error for no known query set");
-            return;
-        };
-        let message = error.error.to_string();
-        let (max, delay) = (self.config.max_retries, self.config.retry_delay);
-        let Some(set) = self.sets.get_mut(&id) else { return };
-        set.failures += 1;
-        if let Some(q) = set.query_id.take() {
-            self.by_query.remove(&q);
-        }
-        metrics::counter!(names::SYNC_SUBSCRIPTION_ERRORS).increment(1);
-        let permanent = is_permanent(&message);
-        let retry = if set.failures <= max && !permanent {
-            Some(delay * 2u32.saturating_pow(set.failures - 1))
-        } else if let Some(fallback) = set.fallback.take() {
-            tracing::info!(set = id.0, "subscription falls back to broader queries");
-            set.queries = fallback;
-            set.failures = 0;
-            Some(delay)
-        } else {
-            None
-        };
-        match retry {
-            Some(after) => {
-                set.status = SubscriptionStatus::Retrying { error: message.clone() };
-                let generation = self.generation;
-                ctx.run_later(after, move |act, _| {
-                    if act.connected && act.generation == generation && act.sets.contains_key(&id) {
-                        act.send_subscribe(id);
-                    }
-                });
-                self.tell(SubscriptionEvent::Failed { id, error: message, retrying: true });
-            }
-            None => {
-                set.status = SubscriptionStatus::Failed { error: message.clone() };
-                for waiter in set.waiters.drain(..) {
-                    let _ = waiter.send(Err(SyncError::Refused(message.clone())));
+    fn on_unapplied(&mut self, query_id: u32, update: &ws::DatabaseUpdate<ws::BsatnFormat>, ctx: &mut Context<Self>) {
+        let (gone, steps) = self.sets.unapplied(query_id);
+        if gone.is_some() {
+            match divergence::deltas(update, true) {
+                Ok(deltas) => self.apply(&deltas, Cause::SubscriptionRemoved),
+                // Which of its rows to drop is unknown: the others' fresh rows tell.
+                Err(undecodable) => {
+                    self.run(steps, ctx);
+                    return self.resubscribe(&undecodable, ctx);
                 }
-                self.tell(SubscriptionEvent::Failed { id, error: message, retrying: false });
             }
         }
-        if let Some(staging) = &mut self.staging {
-            staging.waiting.remove(&id);
-        }
-        self.maybe_finish_reconcile();
+        self.run(steps, ctx);
     }
 
     /// Subscribes `queries`, and once applied drops `previous` (a context change).
@@ -483,12 +350,12 @@ impl SyncActor {
     ) -> (SubscriptionId, oneshot::Receiver<Result<SubscriptionId, SyncError>>) {
         let (tx, rx) = oneshot::channel();
         let (relay_tx, relay_rx) = oneshot::channel();
-        let id = self.add_set(queries, None, Some(tx), None);
+        let id = self.add_set(queries, None, Some(tx), None, ctx);
         ctx.spawn(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) }.into_actor(self).map(
-            move |result, act, _| {
+            move |result, act, ctx| {
                 if result.is_ok() {
                     if let Some(previous) = previous {
-                        let _ = act.remove_set(previous);
+                        let _ = act.remove_set(previous, ctx);
                     }
                 }
                 let _ = relay_tx.send(result);
@@ -523,42 +390,6 @@ impl SyncActor {
             }
         }));
     }
-}
-
-/// Whether a subscription error is about the queries themselves (their text,
-/// a table or column that does not exist, the caller's rights), which no retry
-/// can mend, rather than a passing failure of the server. Asked of the
-/// server's message, the only thing a v1 `SubscriptionError` carries: a
-/// message that says nothing known is taken as transient (retried, as before).
-pub fn is_permanent(message: &str) -> bool {
-    const PERMANENT: &[&str] = &[
-        "parse",
-        "syntax",
-        "unsupported",
-        "not supported",
-        "no such",
-        "does not exist",
-        "doesn't exist",
-        "not found",
-        "unknown",
-        "invalid",
-        "not a valid",
-        "not in scope",
-        "does not have",
-        "is required",
-        "empty sql",
-        "duplicate name",
-        "unexpected",
-        "type mismatch",
-        "expected",
-        "private",
-        "not authorized",
-        "unauthorized",
-        "permission",
-        "forbidden",
-    ];
-    let message = message.to_ascii_lowercase();
-    PERMANENT.iter().any(|p| message.contains(p))
 }
 
 /// The cause of a committed transaction, as the server reported it.
@@ -655,44 +486,16 @@ impl Actor for SyncActor {
 impl Handler<StateChanged> for SyncActor {
     type Result = ();
 
-    fn handle(&mut self, msg: StateChanged, _ctx: &mut Self::Context) {
-        if msg.to == ConnectionState::Connected {
-            self.generation = msg.generation;
-            self.connected = true;
-            self.by_query.clear();
-            let live: Vec<SubscriptionId> = self
-                .sets
-                .iter()
-                .filter(|(_, s)| !matches!(s.status, SubscriptionStatus::Failed { .. }) && !s.removing)
-                .map(|(id, _)| *id)
-                .collect();
-            if self.cache.with_view(|v| v.total_rows()) > 0 {
-                // The cache is stale: collect the fresh state, then reconcile.
-                self.staging =
-                    Some(Staging { fresh: self.cache.empty_like(), waiting: live.iter().copied().collect() });
+    fn handle(&mut self, msg: StateChanged, ctx: &mut Self::Context) {
+        let steps = match self.session.observe(&msg) {
+            SessionChange::Up { .. } => {
+                let stale = self.cache.with_view(|v| v.total_rows()) > 0;
+                self.sets.session_up(stale, clock::now())
             }
-            for id in live {
-                self.send_subscribe(id);
-            }
-            self.maybe_finish_reconcile();
-        } else if self.connected && msg.generation >= self.generation {
-            self.connected = false;
-            self.staging = None;
-            self.by_query.clear();
-            let removed: Vec<SubscriptionId> =
-                self.sets.iter().filter(|(_, s)| s.removing).map(|(id, _)| *id).collect();
-            for id in removed {
-                if self.sets.remove(&id).is_some_and(|s| !s.cancelled) {
-                    self.tell(SubscriptionEvent::Removed { id });
-                }
-            }
-            for set in self.sets.values_mut() {
-                if !matches!(set.status, SubscriptionStatus::Failed { .. }) {
-                    set.status = SubscriptionStatus::Offline;
-                }
-                set.query_id = None;
-            }
-        }
+            SessionChange::Lost { .. } => self.sets.session_lost(),
+            SessionChange::Unchanged => return,
+        };
+        self.run(steps, ctx);
     }
 }
 
@@ -700,22 +503,23 @@ impl Handler<ServerMessageReceived> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: ServerMessageReceived, ctx: &mut Self::Context) {
-        if msg.generation != self.generation || !self.connected {
+        if !self.session.is_connected() || !self.session.is_current(msg.generation) {
             return; // From a dead session.
         }
         match &*msg.message {
-            ServerMessage::SubscribeMultiApplied(a) => self.on_applied(a.query_id.id, &a.update),
-            ServerMessage::UnsubscribeMultiApplied(a) => self.on_unapplied(a.query_id.id, &a.update),
-            ServerMessage::SubscriptionError(e) => self.on_error(e, ctx),
+            ServerMessage::SubscribeMultiApplied(a) => self.on_applied(a.query_id.id, &a.update, ctx),
+            ServerMessage::UnsubscribeMultiApplied(a) => self.on_unapplied(a.query_id.id, &a.update, ctx),
+            ServerMessage::SubscriptionError(e) => {
+                let steps = self.sets.refused(e.query_id, &e.error);
+                self.run(steps, ctx);
+            }
             ServerMessage::TransactionUpdate(tx) => {
                 if let ws::UpdateStatus::Committed(update) = &tx.status {
-                    let deltas = self.deltas(update, false);
-                    self.apply(&deltas, transaction_cause(tx));
+                    self.take_transaction(update, transaction_cause(tx), ctx);
                 }
             }
             ServerMessage::TransactionUpdateLight(tx) => {
-                let deltas = self.deltas(&tx.update, false);
-                self.apply(&deltas, Cause::UnknownTransaction);
+                self.take_transaction(&tx.update, Cause::UnknownTransaction, ctx)
             }
             _ => {}
         }
@@ -725,9 +529,9 @@ impl Handler<ServerMessageReceived> for SyncActor {
 impl Handler<Subscribe> for SyncActor {
     type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
 
-    fn handle(&mut self, msg: Subscribe, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        self.add_set(msg.queries, msg.fallback, Some(tx), msg.id);
+        self.add_set(msg.queries, msg.fallback, Some(tx), msg.id, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
     }
 }
@@ -735,18 +539,18 @@ impl Handler<Subscribe> for SyncActor {
 impl Handler<Unsubscribe> for SyncActor {
     type Result = Result<(), SyncError>;
 
-    fn handle(&mut self, msg: Unsubscribe, _ctx: &mut Self::Context) -> Self::Result {
-        self.remove_set(msg.id)
+    fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) -> Self::Result {
+        self.remove_set(msg.id, ctx)
     }
 }
 
 impl Handler<UnsubscribeAll> for SyncActor {
     type Result = ();
 
-    fn handle(&mut self, _msg: UnsubscribeAll, _ctx: &mut Self::Context) {
-        let ids: Vec<SubscriptionId> = self.sets.keys().copied().collect();
+    fn handle(&mut self, _msg: UnsubscribeAll, ctx: &mut Self::Context) {
+        let ids: Vec<SubscriptionId> = self.sets.infos().into_iter().map(|i| i.id).collect();
         for id in ids {
-            let _ = self.remove_set(id);
+            let _ = self.remove_set(id, ctx);
         }
         self.map_context = None;
         self.area = None;
@@ -810,7 +614,7 @@ impl Handler<MovePoint> for SyncActor {
         if area.covers(msg.map, (msg.x, msg.y)) {
             return;
         }
-        let moving = self.sets.get(&current).is_some_and(|s| s.status != SubscriptionStatus::Applied);
+        let moving = self.sets.status(current).is_some_and(|s| *s != SubscriptionStatus::Applied);
         self.moving_to = Some((msg.map, msg.x, msg.y));
         if !moving {
             self.move_area(ctx);
@@ -831,38 +635,6 @@ impl Handler<GetSubscriptions> for SyncActor {
     type Result = Vec<SubscriptionInfo>;
 
     fn handle(&mut self, _msg: GetSubscriptions, _ctx: &mut Self::Context) -> Vec<SubscriptionInfo> {
-        self.sets
-            .iter()
-            .map(|(id, s)| SubscriptionInfo {
-                id: *id,
-                queries: s.queries.clone(),
-                status: s.status.clone(),
-                failures: s.failures,
-            })
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_permanent;
-
-    #[test]
-    fn errors_about_the_queries_are_permanent_and_others_are_retried() {
-        // Messages of the 1.3 server's SQL parser and type checker.
-        for permanent in [
-            "sql parser error: Expected: an SQL statement, found: SELEC",
-            "`nope` is not a valid table",
-            "`player` does not have a field `nope`",
-            "Unsupported: Non-SELECT queries",
-            "Column projections are not supported in subscriptions; Subscriptions must return a table type",
-            "Empty SQL query",
-            "Unexpected type: (expected) U32 != String (inferred)",
-        ] {
-            assert!(is_permanent(permanent), "{permanent}");
-        }
-        for transient in ["database is restarting", "timed out", "internal error: try again later", ""] {
-            assert!(!is_permanent(transient), "{transient}");
-        }
+        self.sets.infos()
     }
 }

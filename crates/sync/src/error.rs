@@ -13,6 +13,9 @@ pub enum SyncError {
     /// It was dropped before its rows arrived.
     #[error("the subscription was dropped before it was applied")]
     Dropped,
+    /// The set's rows could not be decoded, attempt after attempt.
+    #[error("the subscription's rows could not be decoded: {0}")]
+    Undecodable(String),
     /// The module has no table the request needs.
     #[error("the module has no table `{0}`")]
     NoTable(String),

@@ -33,6 +33,12 @@ impl SyncHandle {
         Self { addr, cache, tables: table_infos(&schema), schema }
     }
 
+    /// The sync actor's address, for actors that speak its messages (a game
+    /// built of actors, a tool that hands it messages of its own).
+    pub fn address(&self) -> &Addr<SyncActor> {
+        &self.addr
+    }
+
     /// Reads of the cache (no round trip to the actor).
     pub fn cache(&self) -> &CacheReader {
         &self.cache

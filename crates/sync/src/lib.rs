@@ -10,7 +10,10 @@
 //! interest that follows a point with hysteresis), unique columns indexed in
 //! the same snapshots ([`UniqueColumns`]), and the reconciliation of
 //! the cache with fresh state after a reconnect, so that unchanged rows fire
-//! nothing.
+//! nothing. The cache never diverges silently: it takes only the updates the
+//! connection decoded under its configured limits, and an update it could not
+//! take makes it resubscribe its query sets and reconcile the same way
+//! ([`SubscriptionEvent::Resubscribing`]).
 //!
 //! Architecture invariant: this crate consumes the connection's
 //! `ServerMessageReceived` and `StateChanged`, sends `SendMessage`, and knows
@@ -19,9 +22,11 @@
 pub mod actor;
 pub mod cache;
 pub mod config;
+mod divergence;
 pub mod error;
 pub mod handle;
 pub mod messages;
+mod query_sets;
 pub mod row;
 pub mod spatial;
 mod table;
@@ -35,6 +40,7 @@ pub use config::{MapContextConfig, SpatialConfig, SyncConfig};
 pub use error::SyncError;
 pub use handle::{SyncHandle, TableView};
 pub use messages::*;
+pub use query_sets::is_permanent;
 pub use row::{Row, RowTypes, Shared};
 pub use unique::{TableUnique, UniqueColumns};
 

@@ -263,6 +263,17 @@ pub enum SubscriptionEvent {
         /// The set.
         id: SubscriptionId,
     },
+    /// An update could not be applied to the cache (the connection could not
+    /// decode it under its limits), so the cache may have fallen behind the
+    /// server: the set is subscribed again and, once every set is applied, the
+    /// cache is reconciled with the server's current rows (row events only for
+    /// real differences, with [`Cause::Reconciled`]); `Applied` follows.
+    Resubscribing {
+        /// The set.
+        id: SubscriptionId,
+        /// What could not be applied.
+        reason: String,
+    },
 }
 
 /// Who hears the sync actor. Given to it when it is built.
