@@ -20,8 +20,8 @@ use bytes::Bytes;
 use spacelink_connection::codec;
 use spacelink_connection::sats::de::Deserialize;
 use spacelink_connection::{
-    ConnectionError, ConnectionHandle, ConnectionState, ModuleSchema, ServerMessage, ServerMessageReceived,
-    StateChanged,
+    ConnectionError, ConnectionHandle, ModuleSchema, ServerMessage, ServerMessageReceived, SessionChange,
+    SessionTracker, StateChanged,
 };
 use tokio::sync::oneshot;
 
@@ -137,6 +137,8 @@ pub(crate) struct QueryDesk {
     /// Answers that came before their query's send was confirmed (the
     /// connection's reply can lag behind a quick server): few, and bounded.
     early: HashMap<Vec<u8>, Result<QueryRows, ClientError>>,
+    /// The session, followed as every actor follows it.
+    session: SessionTracker,
 }
 
 /// How many early answers are kept for queries not registered yet.
@@ -150,7 +152,7 @@ impl std::fmt::Debug for QueryDesk {
 
 impl QueryDesk {
     pub(crate) fn new(connection: ConnectionHandle, ready: Arc<OnceLock<Ready>>) -> Self {
-        Self { connection, ready, waiting: HashMap::new(), early: HashMap::new() }
+        Self { connection, ready, waiting: HashMap::new(), early: HashMap::new(), session: SessionTracker::default() }
     }
 }
 
@@ -229,7 +231,7 @@ impl Handler<StateChanged> for QueryDesk {
     type Result = ();
 
     fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
-        if msg.from == ConnectionState::Connected && msg.to != ConnectionState::Connected {
+        if let SessionChange::Lost { .. } = self.session.observe(&msg) {
             self.early.clear();
             for (_, answer) in self.waiting.drain() {
                 let _ = answer.send(Err(ClientError::Query("the session was lost before the answer".into())));

@@ -93,7 +93,6 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use rustc_hash::FxHashMap;
-use spacelink_connection::codec::{self, QueryUpdate};
 use spacelink_connection::metric_names as names;
 
 use crate::row::{Decoders, Row, TableCodec};
@@ -315,16 +314,6 @@ impl TableDelta {
     pub fn delete(mut self, row: impl Into<Bytes>) -> Self {
         self.deletes.push(row.into());
         self
-    }
-
-    /// The rows of one decompressed query update of `table`
-    /// (from [`codec::decompress_query_update`]).
-    pub fn from_query_update(table: impl Into<Arc<str>>, update: &QueryUpdate) -> Self {
-        Self {
-            table: table.into(),
-            deletes: codec::rows(&update.deletes).collect(),
-            inserts: codec::rows(&update.inserts).collect(),
-        }
     }
 
     /// How many rows (deletes and inserts) this delta holds.
