@@ -332,6 +332,7 @@ pub(crate) fn start_children(
     let reducers = ReducerHandle::new(reducer_addr).with_max_args_size(max_args_size);
     supervisor_ctx.run(root(Some(connection.clone()), Some(reducers.clone())));
     let (sync_config, row_types, sender) = (config.sync, config.row_types, connection.sender());
+    let request_ids = connection.request_ids();
     let sync_policy = config.supervision.sync.clone();
     let (tree_stop, tree_supervisor) = (stop.clone(), supervisor.clone());
     let ready = Arc::new(std::sync::OnceLock::new());
@@ -353,7 +354,8 @@ pub(crate) fn start_children(
     let sync_controls = controls.sync_slot.clone();
     let run = move |schema: Arc<ModuleSchema>| {
         let actor = SyncActor::with_types(sync_config, schema.clone(), row_types, sender, sync_listeners)
-            .with_subscription_ids(subscription_ids);
+            .with_subscription_ids(subscription_ids)
+            .with_request_ids(request_ids);
         let reader = actor.cache().reader();
         let control = Arc::new(ChildControl::default());
         let (child_control, child_stop) = (control.clone(), stop.clone());

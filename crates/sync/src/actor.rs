@@ -19,8 +19,8 @@ use spacelink_connection::clock;
 use spacelink_connection::layout::{KeyExtractor, RowLayout};
 use spacelink_connection::sats::AlgebraicType;
 use spacelink_connection::{
-    ws, ClientMessage, ModuleSchema, SendMessage, ServerMessage, ServerMessageReceived, SessionChange, SessionTracker,
-    StateChanged,
+    ws, ClientMessage, ModuleSchema, RequestIds, SendMessage, ServerMessage, ServerMessageReceived, SessionChange,
+    SessionTracker, StateChanged,
 };
 use tokio::sync::oneshot;
 
@@ -188,6 +188,14 @@ impl SyncActor {
     #[must_use]
     pub fn with_subscription_ids(mut self, ids: SubscriptionIds) -> Self {
         self.sets.set_ids(ids);
+        self
+    }
+
+    /// Draws the query and request ids of its subscriptions from the
+    /// connection's allocator (`ConnectionHandle::request_ids`): one id space
+    /// for every message on the connection.
+    pub fn with_request_ids(mut self, ids: RequestIds) -> Self {
+        self.sets.set_request_ids(ids);
         self
     }
 

@@ -26,16 +26,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use spacelink_connection::metric_names as names;
-use spacelink_connection::{codec, ws, ClientMessage};
+use spacelink_connection::{codec, ws, ClientMessage, RequestIds};
 use tokio::sync::oneshot;
 
 use crate::config::SyncConfig;
 use crate::divergence::{Fence, Undecodable};
 use crate::error::SyncError;
 use crate::messages::{SubscriptionEvent, SubscriptionId, SubscriptionIds, SubscriptionInfo, SubscriptionStatus};
-
-/// Query ids of the sync actor start here, apart from any the game allocates itself.
-const QUERY_ID_BASE: u32 = 0x4000_0000;
 
 /// Who waits for a set to be applied (or to fail).
 pub(crate) type Waiter = oneshot::Sender<Result<SubscriptionId, SyncError>>;
@@ -118,7 +115,9 @@ pub(crate) struct QuerySets {
     sets: BTreeMap<SubscriptionId, QuerySet>,
     by_query: HashMap<u32, SubscriptionId>,
     ids: SubscriptionIds,
-    next_query_id: u32,
+    /// Where query and request ids come from: the connection's allocator
+    /// (`with_request_ids`), one id space for everything sent on it.
+    request_ids: RequestIds,
     /// While staging: the live sets not yet applied (or failed) in the staging cache.
     staging: Option<HashSet<SubscriptionId>>,
     fence: Fence,
@@ -134,10 +133,16 @@ impl QuerySets {
             sets: BTreeMap::new(),
             by_query: HashMap::new(),
             ids: SubscriptionIds::default(),
-            next_query_id: QUERY_ID_BASE,
+            request_ids: RequestIds::default(),
             staging: None,
             fence: Fence::default(),
         }
+    }
+
+    /// Draws query and request ids from `ids` (the connection's, shared with
+    /// the reducer ledger and the connection handle).
+    pub(crate) fn set_request_ids(&mut self, ids: RequestIds) {
+        self.request_ids = ids;
     }
 
     /// Names sets from `ids`.
@@ -198,8 +203,7 @@ impl QuerySets {
     }
 
     fn subscribe(&mut self, id: SubscriptionId, now: Instant, steps: &mut Vec<Step>) {
-        let query_id = self.next_query_id;
-        self.next_query_id = self.next_query_id.wrapping_add(1).max(QUERY_ID_BASE);
+        let query_id = self.request_ids.next();
         let Some(set) = self.sets.get_mut(&id) else { return };
         if let Some(old) = set.query_id.replace(query_id) {
             self.by_query.remove(&old);
@@ -589,6 +593,21 @@ mod tests {
         assert_eq!(sets.applied(query).0, Rows::Take(id));
         sets.taken(id, now);
         (id, query)
+    }
+
+    #[test]
+    fn query_ids_come_from_the_connections_allocator_and_never_meet_its_other_ids() {
+        let (mut sets, now) = live();
+        let ids = RequestIds::default();
+        sets.set_request_ids(ids.clone());
+        let mut seen = HashSet::new();
+        for _ in 0..16 {
+            // A reducer call's (or the game's own subscription's) id, then a set's.
+            assert!(seen.insert(ids.next()));
+            let (_, steps) = sets.add(vec!["q".into()], None, None, None, now);
+            let query = sent(&steps).0[0];
+            assert!(seen.insert(query), "query id {query} given out twice");
+        }
     }
 
     #[test]
