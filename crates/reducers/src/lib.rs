@@ -13,7 +13,7 @@
 //!   the module deduplicates (`call_sequenced`); otherwise it ends with
 //!   `OutcomeUnknown`. A reducer that ran and failed is reported, never retried.
 //! * **Offline queue**: calls made while disconnected wait, bounded, with an
-//!   [`OverflowPolicy`](ledger::OverflowPolicy), and go out in order after
+//!   [`OverflowPolicy`], and go out in order after
 //!   reconnecting; a [`QueueStore`] keeps them across app restarts.
 //! * **Batches** and per-reducer **callbacks**.
 //!
