@@ -26,9 +26,6 @@ pub enum ClientError {
     /// A one-off query was refused by the server, or its answer did not come or not decode.
     #[error("one-off query: {0}")]
     Query(String),
-    /// Typed bindings cannot be generated for the module (see [`crate::codegen`]).
-    #[error("cannot generate bindings: {0}")]
-    Codegen(String),
     /// The background thread that runs the actors could not start or ended.
     #[error("the spacelink runtime thread: {0}")]
     Runtime(String),

@@ -30,7 +30,6 @@
 pub mod callbacks;
 pub mod calls;
 pub mod client;
-pub mod codegen;
 pub mod credentials;
 pub mod error;
 pub mod events;

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::Bytes;
-use common::proxy::FaultProxy;
 use spacelink::reducers::ReducerError;
 use spacelink::settings::SettingsLoader;
 use spacelink::status::SubscriptionState;
@@ -171,9 +170,7 @@ async fn bad_input_a_subscription_to_a_table_that_does_not_exist_is_refused_for_
 #[actix::test]
 #[ignore = "e2e: needs the test server (cargo xtask test)"]
 async fn bad_input_a_full_offline_queue_refuses_new_calls_and_keeps_the_queued_ones() {
-    let proxy = FaultProxy::start(common::upstream()).await.unwrap();
-    let mut connection = common::config();
-    connection.server_url = proxy.url();
+    let (proxy, mut connection) = common::proxied().await;
     connection.retry.initial_delay = Duration::from_millis(100);
     connection.retry.max_delay = Duration::from_millis(500);
     let reducers = spacelink::ReducerConfig { queue_capacity: 4, max_in_flight: 2, ..Default::default() };

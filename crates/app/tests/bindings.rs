@@ -26,7 +26,7 @@ mod wide;
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use spacelink::codegen::{self, GenerateOptions};
+use spacelink_codegen::{self as codegen, GenerateOptions};
 use spacetimedb_lib::db::raw_def::v9::{Lifecycle, RawModuleDefV9, RawModuleDefV9Builder};
 use spacetimedb_lib::ScheduleAt;
 use spacetimedb_sats::{AlgebraicType, AlgebraicTypeRef, ProductType, ProductTypeElement};

@@ -14,7 +14,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use common::proxy::FaultProxy;
 use common::*;
 use spacelink::connection::{BreakerKind, CircuitBreakerConfig, ResilienceEvent, RetryPolicy};
 use spacelink::ConnectionState;
@@ -149,9 +148,7 @@ async fn chaos_server_killed_and_restarted_reconnects_with_the_same_identity() {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn chaos_blackholed_connection_is_detected_within_heartbeat_plus_timeout() {
     let _serial = serial();
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut config = config();
-    config.server_url = proxy.url();
+    let (proxy, mut config) = common::proxied().await;
     config.heartbeat_interval = Duration::from_millis(500);
     config.dead_peer_timeout = Duration::from_millis(1500);
     config.connect_timeout = Duration::from_secs(2);
@@ -189,9 +186,7 @@ async fn chaos_blackholed_connection_is_detected_within_heartbeat_plus_timeout()
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() {
     let _serial = serial();
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut config = config();
-    config.server_url = proxy.url();
+    let (proxy, mut config) = common::proxied().await;
     config.retry = RetryPolicy {
         max_attempts: 5,
         initial_delay: Duration::from_millis(200),
@@ -265,13 +260,11 @@ async fn chaos_server_down_attempts_follow_the_backoff_and_the_breaker_cycles() 
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn chaos_500_ms_of_latency_keeps_the_connection_up() {
     let _serial = serial();
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
+    let (proxy, config) = common::proxied().await;
     // 250 ± 100 ms each way: a jittery 500 ms round trip, on the default
     // heartbeat and dead-peer timeout, must never look like a dead server.
     proxy.set_latency(Duration::from_millis(250), Duration::from_millis(100));
     let schema = schema().await;
-    let mut config = config();
-    config.server_url = proxy.url();
     let (app, mut events, mut tap) = start_tapped(config).await;
     events.connected().await;
     tokio::time::sleep(Duration::from_secs(8)).await;

@@ -13,7 +13,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use common::proxy::FaultProxy;
 use common::*;
 use spacelink::reducers::{Outcome, ReducerListeners};
 use spacelink::sync::SyncListeners;
@@ -85,9 +84,7 @@ async fn alerts_for(
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn the_monitor_exports_a_real_session_and_alerts_once_per_latency_spike() {
     let started = Instant::now();
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut connection = config();
-    connection.server_url = proxy.url();
+    let (proxy, mut connection) = common::proxied().await;
     connection.heartbeat_interval = Duration::from_millis(200);
     let port = free_port();
     let (tx, mut heard) = mpsc::unbounded_channel();

@@ -50,10 +50,8 @@ fn started(url: Option<String>, more: impl FnOnce(ClientBuilder) -> ClientBuilde
 fn e2e_a_plain_game_loop_embeds_the_client_from_a_server_that_is_down_to_a_requested_shutdown() {
     // The proxy runs on a runtime of the test's; the game's loop has none.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
+    let (proxy, connection) = rt.block_on(common::proxied());
     proxy.set_refuse(true);
-    let mut connection = config();
-    connection.server_url = proxy.url();
     let settings = SpacelinkConfig::new(connection);
 
     // Built while the server cannot be reached: it returns at once.

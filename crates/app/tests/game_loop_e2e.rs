@@ -13,7 +13,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::guildmaster::*;
-use common::proxy::FaultProxy;
 use common::*;
 // Not the bindings' `schema()` (the module's embedded schema): the server's, fetched.
 use common::schema;
@@ -34,10 +33,8 @@ fn e2e_the_headless_game_loop_sees_the_right_rows_and_results_through_a_cut_and_
     let xtask = std::env::var("SPACELINK_XTASK_BIN").expect("SPACELINK_XTASK_BIN: run through cargo xtask");
     // The proxy and the SQL oracle run on a runtime of the test's; the game has none.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let proxy = rt.block_on(FaultProxy::start(upstream())).unwrap();
+    let (proxy, connection) = rt.block_on(common::proxied());
     let schema = std::sync::Arc::new(rt.block_on(schema()));
-    let mut connection = config();
-    connection.server_url = proxy.url();
     let mut settings = SpacelinkConfig::new(connection);
     settings.schema = Some(schema.clone());
     let mut client = Client::builder()

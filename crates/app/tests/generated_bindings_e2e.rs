@@ -55,11 +55,11 @@ fn e2e_generated_bindings_iterate_find_and_call_reducers_on_the_real_server() {
     // The checked-in bindings are what the live module generates.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let live = runtime.block_on(spacelink::ModuleSchema::fetch(&url, &db, None)).unwrap();
-    let mut options = spacelink::codegen::GenerateOptions::default();
+    let mut options = spacelink_codegen::GenerateOptions::default();
     options.add_sequenced("move_player=seq").unwrap();
     options.add_sequenced("act=seq").unwrap();
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../rustfmt.toml");
-    let fresh = spacelink::codegen::rustfmt(&spacelink::codegen::generate_for(&live, &options).unwrap(), Some(&config));
+    let fresh = spacelink_codegen::rustfmt(&spacelink_codegen::generate_for(&live, &options).unwrap(), Some(&config));
     assert_eq!(
         fresh.unwrap(),
         include_str!("bindings/guildmaster.rs"),

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use common::proxy::FaultProxy;
 use common::*;
 use futures_util::future::join_all;
 use spacelink::connection::lib::Identity;
@@ -55,9 +54,7 @@ async fn join(app: &spacelink::Client, name: &str) {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_ten_thousand_sequenced_calls_through_random_cuts_run_exactly_once_in_order() {
     const CALLS: u32 = 10_000;
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut config = config();
-    config.server_url = proxy.url();
+    let (proxy, config) = common::proxied().await;
     let (app, mut events) = start(config).await;
     events.connected().await;
     let me = events.identity().await.identity;
@@ -102,9 +99,7 @@ async fn e2e_ten_thousand_sequenced_calls_through_random_cuts_run_exactly_once_i
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_calls_made_while_the_server_is_down_run_after_it_returns_in_order_once() {
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut config = config();
-    config.server_url = proxy.url();
+    let (proxy, config) = common::proxied().await;
     let (app, mut events) = start(config).await;
     events.connected().await;
     let me = events.identity().await.identity;
@@ -280,9 +275,7 @@ async fn e2e_queued_calls_survive_an_app_restart() {
     let file = dir.join("calls.postcard");
     let _ = std::fs::remove_file(&file);
 
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut connection = config();
-    connection.server_url = proxy.url();
+    let (proxy, connection) = common::proxied().await;
     let mut first_config = SpacelinkConfig::new(connection);
     first_config.queue_file = Some(file.clone());
     let (first, mut events) = start_configured(first_config, ReducerListeners::default()).await;

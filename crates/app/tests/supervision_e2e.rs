@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::proxy::FaultProxy;
 use common::*;
 use spacelink::reducers::Outcome;
 use spacelink::sync::{SubscriptionEvent, SubscriptionStatus};
@@ -86,9 +85,7 @@ async fn e2e_a_failed_sync_actor_comes_back_with_its_cache_and_query_sets() {
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_a_failed_reducer_actor_comes_back_with_its_queue_and_its_callers() {
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut connection = config();
-    connection.server_url = proxy.url();
+    let (proxy, connection) = common::proxied().await;
     let (listeners, mut events) = collecting_listeners();
     let client = build(SpacelinkConfig::new(connection), listeners, Default::default()).await;
     events.connected().await;
@@ -128,9 +125,7 @@ async fn e2e_a_failed_reducer_actor_comes_back_with_its_queue_and_its_callers() 
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_after_shutdown_nothing_reconnects() {
-    let proxy = FaultProxy::start(upstream()).await.unwrap();
-    let mut connection = config();
-    connection.server_url = proxy.url();
+    let (proxy, connection) = common::proxied().await;
     let (listeners, mut events) = collecting_listeners();
     let client = build(SpacelinkConfig::new(connection), listeners, Default::default()).await;
     events.connected().await;

@@ -66,6 +66,9 @@ pub fn initial_token(store: &mut FallbackStore, key: &CredentialKey, given: Opti
 }
 
 /// The auth actor. Build it with the token the connection was started with.
+///
+/// Wiring, not the game's API: `spacelink`'s supervisor starts it; a game
+/// talks to it through [`AuthHandle`](crate::AuthHandle) (what `spacelink::Client` hands out).
 #[derive(Debug)]
 pub struct AuthActor {
     setup: AuthSetup,

@@ -44,8 +44,12 @@ impl AuthHandle {
         self.addr.send(ReconfigureAuth(config)).await.map_err(|_| AuthError::ActorGone)?
     }
 
-    /// Switches to the credential entry of another server or database (see
-    /// [`SwitchEntry`]) and answers the token to open its first session with.
+    /// Switches to the credential entry of another server or database (a
+    /// profile switch) and answers the token to open its first session with:
+    /// that entry's stored token, or `given`, or none (the server then issues a
+    /// new identity, stored under the new entry). Sessions up to
+    /// `after_generation` belong to the old entry: an identity they still
+    /// report is not stored.
     pub async fn switch_entry(
         &self,
         key: crate::CredentialKey,

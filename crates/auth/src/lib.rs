@@ -16,12 +16,14 @@
 //! Tokens are never logged: [`Token`]'s `Debug` and `Display` redact it, and no
 //! error carries one.
 
-pub mod actor;
+#![warn(unreachable_pub)]
+
+mod actor;
 pub mod config;
 pub mod error;
-pub mod handle;
+mod handle;
 pub mod jwt;
-pub mod messages;
+mod messages;
 pub mod provider;
 pub mod refresh;
 pub mod state;
@@ -32,7 +34,7 @@ pub use config::AuthConfig;
 pub use error::AuthError;
 pub use handle::AuthHandle;
 pub use jwt::TokenClaims;
-pub use messages::*;
+pub use messages::{AuthEvent, AuthListeners, AuthStatus, Credentials};
 pub use provider::{RefreshReason, TokenFuture, TokenProvider, TokenRequest};
 pub use spacelink_connection::Token;
 pub use state::{AuthState, Verdict};

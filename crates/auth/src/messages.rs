@@ -23,27 +23,27 @@ pub enum Credentials {
 /// verdict: the identity, or why not.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<Identity, AuthError>")]
-pub struct Authenticate {
+pub(crate) struct Authenticate {
     /// The credentials.
-    pub credentials: Credentials,
+    pub(crate) credentials: Credentials,
 }
 
 /// Ask the token provider for a new token now.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), AuthError>")]
-pub struct RefreshNow;
+pub(crate) struct RefreshNow;
 
 /// Forget the stored and current credentials; the next session is anonymous.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct ClearCredentials;
+pub(crate) struct ClearCredentials;
 
 /// New settings while running: the refresh margins and delays apply to the
 /// next refresh (the pending one is planned again), the store retry interval
 /// to the next retry. Refused (nothing changes) if a duration cannot work.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), crate::AuthError>")]
-pub struct ReconfigureAuth(pub crate::AuthConfig);
+pub(crate) struct ReconfigureAuth(pub(crate) crate::AuthConfig);
 
 /// Use another credential entry (a profile switch to another server or
 /// database): that entry's stored token, or `given`, or none (the server then
@@ -52,19 +52,19 @@ pub struct ReconfigureAuth(pub crate::AuthConfig);
 /// belong to the old entry: an identity they still report is not stored.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Option<Token>")]
-pub struct SwitchEntry {
+pub(crate) struct SwitchEntry {
     /// The new entry.
-    pub key: crate::CredentialKey,
+    pub(crate) key: crate::CredentialKey,
     /// A token to use for it (stored), instead of the stored one.
-    pub given: Option<Token>,
+    pub(crate) given: Option<Token>,
     /// The connection's generation at the switch.
-    pub after_generation: u64,
+    pub(crate) after_generation: u64,
 }
 
 /// Ask for the current authentication state.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "AuthStatus")]
-pub struct GetAuthStatus;
+pub(crate) struct GetAuthStatus;
 
 /// The authentication state, as `GetAuthStatus` answers it.
 #[derive(Debug, Clone)]

@@ -46,7 +46,10 @@ pub mod prediction;
 pub mod settings;
 pub mod tables;
 
-pub use messages::*;
+pub use messages::{
+    Connected, ConnectionStateChanged, Disconnected, HealthChanged, PerformanceAlerted, PredictionChanged,
+    ReducerFinished, SpacelinkEvent, SubscriptionApplied, SubscriptionFailed,
+};
 pub use params::{Spacelink, SpacelinkSubscriptions};
 pub use plugin::{SpacelinkClient, SpacelinkPlugin, SpacelinkSet, SpacelinkStatus, SubscriptionKeys};
 pub use prediction::{LocalPlayer, LocalPrediction, Predicted, PredictionInput, PredictionPlugin};
@@ -57,10 +60,11 @@ pub use tables::{
 
 /// Everything a game's systems use, in one import.
 pub mod prelude {
-    pub use crate::messages::*;
     pub use crate::{
-        LocalPlayer, LocalPrediction, Predicted, PredictionInput, PredictionPlugin, RowDeleted, RowEntities,
-        RowInserted, RowMeta, RowType, RowUpdated, SettingsChanged, Spacelink, SpacelinkAppExt, SpacelinkClient,
-        SpacelinkPlugin, SpacelinkSet, SpacelinkStatus, SpacelinkSubscriptions, TableHandle, TableRow,
+        Connected, ConnectionStateChanged, Disconnected, HealthChanged, LocalPlayer, LocalPrediction,
+        PerformanceAlerted, Predicted, PredictionChanged, PredictionInput, PredictionPlugin, ReducerFinished,
+        RowDeleted, RowEntities, RowInserted, RowMeta, RowType, RowUpdated, SettingsChanged, Spacelink,
+        SpacelinkAppExt, SpacelinkClient, SpacelinkEvent, SpacelinkPlugin, SpacelinkSet, SpacelinkStatus,
+        SpacelinkSubscriptions, SubscriptionApplied, SubscriptionFailed, TableHandle, TableRow,
     };
 }

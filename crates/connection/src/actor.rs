@@ -40,6 +40,9 @@ const MAILBOX_CAPACITY: usize = 1024;
 const MAX_DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The connection actor. Start it with [`ConnectionActor::start_supervised`].
+///
+/// Wiring, not the game's API: `spacelink`'s supervisor starts it; a game
+/// talks to it through [`ConnectionHandle`](crate::ConnectionHandle) (what `spacelink::Client` hands out).
 #[derive(Debug)]
 pub struct ConnectionActor {
     config: ConnectionConfig,
@@ -109,7 +112,7 @@ struct Incoming {
 
 impl ConnectionActor {
     /// Builds the actor; it connects when started.
-    pub fn new(config: ConnectionConfig, listeners: Listeners) -> Self {
+    pub(crate) fn new(config: ConnectionConfig, listeners: Listeners) -> Self {
         let jitter = config.jitter_seed.map_or_else(Jitter::from_entropy, Jitter::new);
         Self {
             token: config.token.clone().map(Token::new),

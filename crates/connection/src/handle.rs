@@ -148,8 +148,12 @@ impl ConnectionHandle {
         self.addr.do_send(Shutdown);
     }
 
-    /// Applies new live settings to the running connection (see [`Reconfigure`]):
-    /// a change that needs a restart is refused naming its field.
+    /// Applies new live settings to the running connection: the live ones
+    /// (timeouts, heartbeat, retry) take effect at once, the heartbeat re-armed
+    /// at its new interval; a change that needs a new connection (server,
+    /// database…) is refused naming its field (see
+    /// [`ConnectionConfig::check_live_change`](crate::ConnectionConfig::check_live_change)).
+    /// The token is not taken from it ([`ConnectionHandle::token_sink`] replaces it).
     pub async fn reconfigure(&self, config: crate::ConnectionConfig) -> Result<(), ConnectionError> {
         self.addr
             .send(Reconfigure { config })
@@ -158,7 +162,13 @@ impl ConnectionHandle {
             .map_err(ConnectionError::Config)
     }
 
-    /// Moves the connection to another server or database (see [`Retarget`]).
+    /// Moves the connection to another server or database (a profile switch):
+    /// the session closes, and the next one opens to `config`'s server and
+    /// database with `config.token`, on a new generation, so that what the old
+    /// target sent is dropped as a dead session's. The backoff, the breaker and
+    /// the measured round trips start afresh; a target that cannot be reached
+    /// gives up after the retry policy's attempts, as a first connection does.
+    /// The config is validated first, and an invalid one changes nothing.
     pub async fn retarget(&self, config: crate::ConnectionConfig) -> Result<(), ConnectionError> {
         self.addr
             .send(Retarget { config })

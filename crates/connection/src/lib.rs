@@ -33,7 +33,9 @@
 //! see decoded messages, rows as bytes with their table's name, and this crate's
 //! messages.
 
-pub mod actor;
+#![warn(unreachable_pub)]
+
+mod actor;
 pub mod backoff;
 pub mod breaker;
 pub mod clock;
@@ -41,13 +43,13 @@ pub mod codec;
 pub mod config;
 pub mod error;
 pub mod guard;
-pub mod handle;
+mod handle;
 pub mod health;
 #[cfg(feature = "testsuite")]
 pub mod hostile;
 pub mod http;
 pub mod layout;
-pub mod messages;
+mod messages;
 pub mod metric_names;
 pub mod net;
 pub mod policy;
@@ -71,7 +73,10 @@ pub use config::{ConfigError, ConnectionConfig};
 pub use error::ConnectionError;
 pub use handle::{ConnectionHandle, RequestIds};
 pub use health::{NetworkHealth, NetworkStatus};
-pub use messages::*;
+pub use messages::{
+    ConnectionStatus, IdentityReceived, Listeners, ReplaceToken, ResilienceEvent, SendMessage, ServerMessageReceived,
+    StateChanged, Token,
+};
 pub use policy::SessionPolicy;
 pub use schema::{ModuleSchema, SchemaError, SchemaFetchConfig, TableSchema};
 pub use state::{ConnectionEvent, ConnectionState};

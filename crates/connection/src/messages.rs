@@ -39,9 +39,9 @@ pub struct SendMessage {
 /// attempt count. Also how a `Failed` connection is revived.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct ForceReconnect {
+pub(crate) struct ForceReconnect {
     /// Why, for the logs and the state-change event.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// Present `token` from now on (`None`: connect anonymously). With
@@ -63,9 +63,9 @@ pub struct ReplaceToken {
 /// is not taken from it (that is `ReplaceToken`'s job).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), crate::ConfigError>")]
-pub struct Reconfigure {
+pub(crate) struct Reconfigure {
     /// The new settings.
-    pub config: crate::ConnectionConfig,
+    pub(crate) config: crate::ConnectionConfig,
 }
 
 /// Point the running connection at another target (a profile switch): the
@@ -78,20 +78,20 @@ pub struct Reconfigure {
 /// the config is validated first, and an invalid one changes nothing.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), crate::ConfigError>")]
-pub struct Retarget {
+pub(crate) struct Retarget {
     /// The new target and its settings.
-    pub config: crate::ConnectionConfig,
+    pub(crate) config: crate::ConnectionConfig,
 }
 
 /// Close the session and stay disconnected.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub(crate) struct Shutdown;
 
 /// Ask for a snapshot of the connection's state.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "ConnectionStatus")]
-pub struct GetStatus;
+pub(crate) struct GetStatus;
 
 /// A snapshot of the connection, as `GetStatus` answers it.
 #[derive(Debug, Clone)]
@@ -122,9 +122,9 @@ pub struct ConnectionStatus {
 /// `false` if the connection gave up or was shut down meanwhile.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "bool")]
-pub struct AttemptRecovery {
+pub(crate) struct AttemptRecovery {
     /// Why, for the logs.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// What the resilience machinery tells: breaker, health, recoveries.

@@ -7,14 +7,14 @@ use spacetimedb_sats::{AlgebraicType, AlgebraicTypeRef, SpacetimeType, Typespace
 
 /// Collects the named types that `SpacetimeType::make_type` registers.
 #[derive(Debug, Default)]
-pub struct TypespaceBuilder {
+pub(crate) struct TypespaceBuilder {
     typespace: Typespace,
     seen: HashMap<TypeId, AlgebraicTypeRef>,
 }
 
 impl TypespaceBuilder {
     /// The type of `T` and the typespace its references point into.
-    pub fn build<T: SpacetimeType>() -> (Typespace, AlgebraicType) {
+    pub(crate) fn build<T: SpacetimeType>() -> (Typespace, AlgebraicType) {
         let mut builder = Self::default();
         let ty = T::make_type(&mut builder);
         (builder.typespace, ty)

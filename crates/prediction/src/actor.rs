@@ -37,9 +37,12 @@ impl<S> Default for View<S> {
 }
 
 /// The view shared by the actor and its handles.
-pub type SharedView<S> = Arc<Mutex<View<S>>>;
+pub(crate) type SharedView<S> = Arc<Mutex<View<S>>>;
 
 /// Runs a [`Predictor`] for one entity.
+///
+/// Wiring, not the game's API: `spacelink`'s supervisor starts it; a game
+/// talks to it through [`PredictionHandle`](crate::PredictionHandle) (what `spacelink::Client` hands out).
 pub struct PredictionActor<M: PredictionModel> {
     predictor: Predictor<M>,
     outbox: Recipient<PredictedInput<M::Input>>,

@@ -11,8 +11,9 @@
 //! resynchronises; corrections are smoothed (exponential, frame-rate
 //! independent) unless beyond a snap threshold. Nothing on that path allocates.
 //!
-//! The [`PredictionActor`] runs a predictor for one entity: it takes
-//! [`PredictInput`], [`ServerStateReceived`] and [`InputRejected`], tells
+//! The [`PredictionActor`] runs a predictor for one entity: it takes inputs
+//! ([`PredictionHandle::predict`]), the server's state ([`ServerStateReceived`])
+//! and rejections ([`PredictionHandle::input_rejected`]), tells
 //! [`PredictedInput`] to a `Recipient` (the app sends it through the reducer
 //! client as a sequenced call) and [`PredictionEvent`]s to listeners, and
 //! publishes what to draw for [`PredictionHandle::shown`].
@@ -27,12 +28,14 @@
 //! Architecture invariant: this crate knows no other spacelink crate: rows
 //! and reducer calls are the app's to map to its messages.
 
-pub mod actor;
+#![warn(unreachable_pub)]
+
+mod actor;
 pub mod config;
 pub mod error;
-pub mod handle;
+mod handle;
 pub mod history;
-pub mod messages;
+mod messages;
 pub mod model;
 pub mod predictor;
 pub mod walk;
@@ -41,7 +44,9 @@ pub use actor::{PredictionActor, View};
 pub use config::{HistoryOverflow, PredictionConfig};
 pub use error::PredictionError;
 pub use handle::PredictionHandle;
-pub use messages::*;
+pub use messages::{
+    PredictedInput, PredictionEvent, PredictionListeners, PredictionStatus, ReconfigurePrediction, ServerStateReceived,
+};
 pub use model::PredictionModel;
 pub use predictor::{Correction, PredictionStats, Predictor, ReconcileOutcome, Reconciliation, Rejection};
 pub use walk::{Position, Step, Walk};

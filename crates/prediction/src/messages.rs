@@ -8,9 +8,9 @@ use crate::predictor::PredictionStats;
 
 /// The player made an input: apply it at once and send it (the design's `PredictAction`).
 #[derive(Debug, Clone, Copy)]
-pub struct PredictInput<I> {
+pub(crate) struct PredictInput<I> {
     /// The input.
-    pub input: I,
+    pub(crate) input: I,
 }
 
 impl<I: 'static> Message for PredictInput<I> {
@@ -36,22 +36,22 @@ impl<S: 'static> Message for ServerStateReceived<S> {
 /// The server refused input `seq` (its reducer failed): roll it back.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct InputRejected {
+pub(crate) struct InputRejected {
     /// The input's sequence number.
-    pub seq: u32,
+    pub(crate) seq: u32,
     /// Why, as the server or the reducer client said.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// Forget the unconfirmed inputs and show the last server state.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct ResyncPrediction;
+pub(crate) struct ResyncPrediction;
 
 /// Ask for the counters and where the prediction stands.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "PredictionStatus")]
-pub struct GetPredictionStatus;
+pub(crate) struct GetPredictionStatus;
 
 /// Where the prediction stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -71,7 +71,7 @@ pub struct PredictionStatus {
 /// Stop the prediction actor.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct StopPrediction;
+pub(crate) struct StopPrediction;
 
 /// Change the settings a running prediction can take (smoothing, snap
 /// threshold, tolerance, input delay, frame interval); a change to a fixed

@@ -49,6 +49,9 @@ impl Waiter {
 /// The reducer client actor. Wire it to the connection with
 /// [`ReducerActor::new`]'s `connection` recipient, and add its recipients to
 /// the connection's listeners (messages, states, identities).
+///
+/// Wiring, not the game's API: `spacelink`'s supervisor starts it; a game
+/// talks to it through [`ReducerHandle`](crate::ReducerHandle) (what `spacelink::Client` hands out).
 pub struct ReducerActor {
     config: ReducerConfig,
     ledger: Ledger,

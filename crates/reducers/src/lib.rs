@@ -13,19 +13,21 @@
 //!   the module deduplicates (`call_sequenced`); otherwise it ends with
 //!   `OutcomeUnknown`. A reducer that ran and failed is reported, never retried.
 //! * **Offline queue**: calls made while disconnected wait, bounded, with an
-//!   [`OverflowPolicy`](ledger::OverflowPolicy), and go out in order after
+//!   [`OverflowPolicy`], and go out in order after
 //!   reconnecting; a [`QueueStore`] keeps them across app restarts.
 //! * **Batches** and per-reducer **callbacks**.
 //!
 //! Architecture invariant: this crate knows `connection`'s messages and
 //! nothing above; it reads no files (a `QueueStore` is given to it).
 
-pub mod actor;
+#![warn(unreachable_pub)]
+
+mod actor;
 pub mod config;
 pub mod error;
-pub mod handle;
+mod handle;
 pub mod ledger;
-pub mod messages;
+mod messages;
 pub mod persist;
 
 pub use actor::ReducerActor;
@@ -33,5 +35,5 @@ pub use config::ReducerConfig;
 pub use error::ReducerError;
 pub use handle::ReducerHandle;
 pub use ledger::{Call, CallId, Dedup, Outcome, OverflowPolicy, ReducerResult};
-pub use messages::*;
+pub use messages::{CallbackId, Completion, QueueStatus, ReducerEvent, ReducerListeners};
 pub use persist::QueueStore;

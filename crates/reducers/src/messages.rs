@@ -11,16 +11,16 @@ use crate::error::ReducerError;
 use crate::ledger::{Call, CallId, Outcome, ReducerResult};
 
 /// Checks a call's encoded arguments; `Err` says why they are refused.
-pub type Validator = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
+pub(crate) type Validator = Arc<dyn Fn(&[u8]) -> Result<(), String> + Send + Sync>;
 
 // ---- Taken by the reducer actor ----
 
 /// Call a reducer and answer with its result (the design's `CallAsync`).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<ReducerResult, ReducerError>")]
-pub struct CallReducer {
+pub(crate) struct CallReducer {
     /// The call.
-    pub call: Call,
+    pub(crate) call: Call,
 }
 
 /// What runs with a call's result, on the reducer actor's thread: it must
@@ -31,11 +31,11 @@ pub type Completion = Box<dyn FnOnce(Result<ReducerResult, ReducerError>) + Send
 /// caller never waits for the actor.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SubmitCall {
+pub(crate) struct SubmitCall {
     /// The call.
-    pub call: Call,
+    pub(crate) call: Call,
     /// Runs once with the result.
-    pub done: Completion,
+    pub(crate) done: Completion,
 }
 
 impl fmt::Debug for SubmitCall {
@@ -48,34 +48,34 @@ impl fmt::Debug for SubmitCall {
 /// reports nothing back, not even a failure); answers once the call is accepted.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<CallId, ReducerError>")]
-pub struct FireReducer {
+pub(crate) struct FireReducer {
     /// The call (its `notify` is ignored: it is sent without success notification).
-    pub call: Call,
+    pub(crate) call: Call,
 }
 
 /// Hold the calls that follow until `ExecuteBatch` or `CancelBatch`.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct BeginBatch;
+pub(crate) struct BeginBatch;
 
 /// Send the held calls in order; answers with their results in the same order.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Vec<Result<ReducerResult, ReducerError>>")]
-pub struct ExecuteBatch;
+pub(crate) struct ExecuteBatch;
 
 /// Drop the held calls; their callers get `Cancelled`.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct CancelBatch;
+pub(crate) struct CancelBatch;
 
 /// Check every call of `reducer` with `validator` before it is accepted.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RegisterValidator {
+pub(crate) struct RegisterValidator {
     /// The reducer.
-    pub reducer: String,
+    pub(crate) reducer: String,
     /// The check.
-    pub validator: Validator,
+    pub(crate) validator: Validator,
 }
 
 impl fmt::Debug for RegisterValidator {
@@ -87,27 +87,27 @@ impl fmt::Debug for RegisterValidator {
 /// Check calls against this module schema (reducer exists, arguments fit its parameters).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
-pub struct SetSchema {
+pub(crate) struct SetSchema {
     /// The schema.
-    pub schema: Arc<ModuleSchema>,
+    pub(crate) schema: Arc<ModuleSchema>,
 }
 
 /// Tell `recipient` about every transaction of `reducer`, ours and other clients'.
 #[derive(Debug, Message)]
 #[rtype(result = "CallbackId")]
-pub struct RegisterCallback {
+pub(crate) struct RegisterCallback {
     /// The reducer.
-    pub reducer: String,
+    pub(crate) reducer: String,
     /// Who hears it.
-    pub recipient: Recipient<ReducerEvent>,
+    pub(crate) recipient: Recipient<ReducerEvent>,
 }
 
 /// Stop a callback registered with `RegisterCallback`.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "bool")]
-pub struct UnregisterCallback {
+pub(crate) struct UnregisterCallback {
     /// What `RegisterCallback` answered.
-    pub id: CallbackId,
+    pub(crate) id: CallbackId,
 }
 
 /// A registered callback.
@@ -117,12 +117,12 @@ pub struct CallbackId(pub u64);
 /// Save the queue, cancel the waiting callers and stop.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct ShutdownReducers;
+pub(crate) struct ShutdownReducers;
 
 /// Ask how many calls are queued and in flight.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "QueueStatus")]
-pub struct GetQueueStatus;
+pub(crate) struct GetQueueStatus;
 
 /// Calls held by the reducer client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

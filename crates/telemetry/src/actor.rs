@@ -29,6 +29,9 @@ use crate::stats::{PerformanceStats, Snapshot};
 use crate::window::{Interval, StatsWindow};
 
 /// The performance monitor's actor.
+///
+/// Wiring, not the game's API: `spacelink`'s supervisor starts it; a game
+/// talks to it through [`TelemetryHandle`](crate::TelemetryHandle) (what `spacelink::Client` hands out).
 pub struct TelemetryActor {
     config: TelemetryConfig,
     sink: Arc<Sink>,

@@ -27,13 +27,15 @@
 //! crate reads no files and no environment: the app passes the configuration
 //! and writes the exports.
 
-pub mod actor;
+#![warn(unreachable_pub)]
+
+mod actor;
 pub mod alert;
 pub mod config;
 pub mod error;
-pub mod handle;
+mod handle;
 pub mod histogram;
-pub mod messages;
+mod messages;
 pub mod recorder;
 pub mod stats;
 pub mod window;

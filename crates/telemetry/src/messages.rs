@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-pub use crate::alert::PerformanceAlert;
+pub(crate) use crate::alert::PerformanceAlert;
 use crate::error::TelemetryError;
 use crate::stats::{PerformanceStats, Snapshot};
 
@@ -12,43 +12,43 @@ use crate::stats::{PerformanceStats, Snapshot};
 /// including the interval still open.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "PerformanceStats")]
-pub struct GetStats {
+pub(crate) struct GetStats {
     /// How far back.
-    pub window: Option<Duration>,
+    pub(crate) window: Option<Duration>,
 }
 
 /// In: the statistics over the configured window and per interval kept.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Snapshot")]
-pub struct GetSnapshot;
+pub(crate) struct GetSnapshot;
 
 /// In: forget every interval and what is pending (alert states stay: a breach
 /// still ends with a recovery).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct ResetStats;
+pub(crate) struct ResetStats;
 
 /// In: start or stop recording and sampling.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct SetEnabled(pub bool);
+pub(crate) struct SetEnabled(pub(crate) bool);
 
 /// In: a new sampling interval (the retention is kept in time).
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<(), TelemetryError>")]
-pub struct SetSamplingInterval(pub Duration);
+pub(crate) struct SetSamplingInterval(pub(crate) Duration);
 
 /// In: stop the actor.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct StopTelemetry;
+pub(crate) struct StopTelemetry;
 
 /// In: new settings while running (rules, windows, sampling, enabled); the
 /// Prometheus address is fixed at start. Refused, naming the field, and then
 /// nothing changes.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), TelemetryError>")]
-pub struct ReconfigureTelemetry(pub crate::TelemetryConfig);
+pub(crate) struct ReconfigureTelemetry(pub(crate) crate::TelemetryConfig);
 
 /// Out: at each tick, the statistics over the configured window.
 #[derive(Debug, Clone, PartialEq, Message)]

@@ -191,7 +191,7 @@ fn generate(
     sequenced: &[String],
     no_rustfmt: bool,
 ) -> anyhow::Result<()> {
-    let mut options = spacelink::codegen::GenerateOptions::default();
+    let mut options = spacelink_codegen::GenerateOptions::default();
     for pair in sequenced {
         options.add_sequenced(pair)?;
     }
@@ -213,9 +213,9 @@ fn generate(
             (schema, format!("{} database {database}", args.server))
         }
     };
-    let mut source = spacelink::codegen::generate_for(&schema, &options)?;
+    let mut source = spacelink_codegen::generate_for(&schema, &options)?;
     if !no_rustfmt {
-        match spacelink::codegen::rustfmt(&source, None) {
+        match spacelink_codegen::rustfmt(&source, None) {
             Ok(formatted) => source = formatted,
             Err(e) => eprintln!("spacelink generate: left unformatted ({e})"),
         }

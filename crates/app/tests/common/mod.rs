@@ -326,6 +326,16 @@ pub async fn sql(query: &str) -> serde_json::Value {
 #[allow(unused_imports)]
 pub use spacelink_faultproxy as proxy;
 
+/// The prelude of a test that disturbs the network: a fault proxy in front of
+/// the test server, and [`config`] pointed through it. Call it on a tokio
+/// runtime (a game-loop test without one: `rt.block_on(proxied())`).
+pub async fn proxied() -> (proxy::FaultProxy, ConnectionConfig) {
+    let proxy = proxy::FaultProxy::start(upstream()).await.unwrap();
+    let mut config = config();
+    config.server_url = proxy.url();
+    (proxy, config)
+}
+
 /// Ticks a game's client at about 60 fps until `done` says so (given the
 /// frame's events), or panics after `secs` seconds.
 pub fn tick_until(

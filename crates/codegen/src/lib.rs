@@ -1,10 +1,24 @@
-//! Typed bindings: Rust source for a module's tables and reducers, from its
-//! v9 schema (what `spacelink generate` writes).
+//! spacelink's bindings generator: Rust source for a SpacetimeDB module's
+//! tables and reducers, from its v9 schema. The `spacelink generate` command
+//! (the `spacelink` crate's `cli` feature) runs it, and so can a game's
+//! `build.rs`; it is not part of a game's own build otherwise:
+//!
+//! ```no_run
+//! // build.rs, with `spacelink-codegen` under [build-dependencies]
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let json = std::fs::read_to_string("schema.json")?; // GET /v1/database/<db>/schema?version=9
+//!     println!("cargo::rerun-if-changed=schema.json");
+//!     let source = spacelink_codegen::generate_from_json(&json, &Default::default())?;
+//!     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("bindings.rs");
+//!     std::fs::write(out, source)?; // then `include!(concat!(env!("OUT_DIR"), "/bindings.rs"));`
+//!     Ok(())
+//! }
+//! ```
 //!
 //! [`generate`] turns a [`RawModuleDefV9`] (the JSON of
 //! `GET /v1/database/<db>/schema?version=9`, read by [`parse_schema`]) into one
 //! Rust file that needs no dependency but `spacelink` (it uses
-//! [`crate::__codegen`]):
+//! `spacelink::__codegen`):
 //!
 //! - a type for every named type of the typespace (a struct for a product, an
 //!   enum for a sum, with unit and payload variants), named as the official
@@ -15,18 +29,18 @@
 //!   each unique column (a hash lookup: the cache indexes them),
 //!   `on_insert`, `on_delete`, and `on_update` when the table has a primary key;
 //! - per reducer (lifecycle reducers excepted), an argument struct
-//!   (`JoinArgs`), a method that returns a [`crate::ReducerCall`] at once,
+//!   (`JoinArgs`), a method that returns a `spacelink::ReducerCall` at once,
 //!   and `on_<reducer>(|cause, args| ..)`, run for each of its transactions
 //!   the client sees, whoever called it (the official SDK's `on_<reducer>`);
 //!   a reducer named in [`GenerateOptions::sequenced`] passes its `u32`
 //!   sequence parameter to `call_sequenced`, so it is resent after a lost
 //!   session and still runs at most once;
-//! - the entry points: the trait `ModuleClient` on [`crate::Client`]
+//! - the entry points: the trait `ModuleClient` on `spacelink::Client`
 //!   (`client.db().player().iter()`, `client.module_reducers().join(..)`),
-//!   `row_types()` for [`crate::ClientBuilder::with_row_types`], and the
+//!   `row_types()` for `spacelink::ClientBuilder::with_row_types`, and the
 //!   module's definition itself, `SCHEMA_JSON` (tables, reducers and type
 //!   names sorted by name), read once by `schema()` for
-//!   [`crate::ClientBuilder::with_schema`]: a game built with the bindings
+//!   `spacelink::ClientBuilder::with_schema`: a game built with the bindings
 //!   fetches no schema at start.
 //!
 //! The output is deterministic (everything sorted by name) and laid out as
@@ -34,7 +48,7 @@
 //! types, columns and parameters snake_case fields, Rust keywords are escaped
 //! (`r#type`). What cannot be generated (an unnamed product used as a column,
 //! two names that meet in Rust, a sequenced parameter that is not a `u32`) is a
-//! [`ClientError::Codegen`], never a panic.
+//! [`CodegenError::Invalid`], never a panic.
 //!
 //! What generated code looks like (abridged), for a table `score` keyed by `id`:
 //!
@@ -90,8 +104,8 @@
 //! assert!(row_types().is_registered("score"));
 //!
 //! // And the generator writes such a handle from the module's schema.
-//! let json = include_str!("../tests/bindings/all_types-schema.json");
-//! let source = spacelink::codegen::generate_from_json(json, &Default::default()).unwrap();
+//! let json = include_str!("../../app/tests/bindings/all_types-schema.json");
+//! let source = spacelink_codegen::generate_from_json(json, &Default::default()).unwrap();
 //! assert!(source.contains("pub fn find_by_id(&self, id: &u32) -> Option<__sl::Shared<AllTypes>>"));
 //! ```
 
@@ -102,7 +116,9 @@ use spacelink_connection::lib::db::raw_def::v9::{RawConstraintDataV9, RawModuleD
 use spacelink_connection::sats::{AlgebraicType, ProductType, SumType};
 use spacelink_connection::ModuleSchema;
 
-use crate::error::ClientError;
+mod error;
+
+pub use error::CodegenError;
 
 /// How to generate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,7 +132,7 @@ pub struct GenerateOptions {
 
 impl GenerateOptions {
     /// Parses one `reducer=param` pair (the command's `--sequenced`).
-    pub fn add_sequenced(&mut self, pair: &str) -> Result<(), ClientError> {
+    pub fn add_sequenced(&mut self, pair: &str) -> Result<(), CodegenError> {
         let (reducer, param) = pair
             .split_once('=')
             .filter(|(r, p)| !r.is_empty() && !p.is_empty())
@@ -126,24 +142,24 @@ impl GenerateOptions {
     }
 }
 
-fn codegen(reason: String) -> ClientError {
-    ClientError::Codegen(reason)
+fn codegen(reason: String) -> CodegenError {
+    CodegenError::Invalid(reason)
 }
 
 /// Reads the JSON of `GET /v1/database/<db>/schema?version=9` as a v9 module
 /// definition, checked as [`ModuleSchema`] checks it (every type reference
 /// present, no recursive or over-deep type).
-pub fn parse_schema(json: &str) -> Result<RawModuleDefV9, ClientError> {
+pub fn parse_schema(json: &str) -> Result<RawModuleDefV9, CodegenError> {
     Ok(ModuleSchema::from_json(json)?.raw().clone())
 }
 
 /// The bindings of a schema read or fetched as a [`ModuleSchema`] (`ModuleSchema::fetch_for`).
-pub fn generate_for(schema: &ModuleSchema, options: &GenerateOptions) -> Result<String, ClientError> {
+pub fn generate_for(schema: &ModuleSchema, options: &GenerateOptions) -> Result<String, CodegenError> {
     generate(schema.raw(), options)
 }
 
 /// [`parse_schema`] then [`generate`].
-pub fn generate_from_json(json: &str, options: &GenerateOptions) -> Result<String, ClientError> {
+pub fn generate_from_json(json: &str, options: &GenerateOptions) -> Result<String, CodegenError> {
     generate(&parse_schema(json)?, options)
 }
 
@@ -151,7 +167,7 @@ pub fn generate_from_json(json: &str, options: &GenerateOptions) -> Result<Strin
 ///
 /// The definition is first checked as [`ModuleSchema::from_raw`] checks it
 /// (no missing, recursive or over-large type), so generation is bounded.
-pub fn generate(module: &RawModuleDefV9, options: &GenerateOptions) -> Result<String, ClientError> {
+pub fn generate(module: &RawModuleDefV9, options: &GenerateOptions) -> Result<String, CodegenError> {
     ModuleSchema::from_raw(module.clone())?;
     let mut out = Generator::new(module, options)?.run()?;
     embed_schema(&mut out, module)?;
@@ -162,7 +178,7 @@ pub fn generate(module: &RawModuleDefV9, options: &GenerateOptions) -> Result<St
 /// which reads it once. The definition is embedded with its tables, reducers
 /// and type names sorted by name (what they mean does not depend on their
 /// order), so the file stays a function of the schema's content.
-fn embed_schema(out: &mut String, module: &RawModuleDefV9) -> Result<(), ClientError> {
+fn embed_schema(out: &mut String, module: &RawModuleDefV9) -> Result<(), CodegenError> {
     let mut sorted = module.clone();
     sorted.tables.sort_by(|a, b| a.name.cmp(&b.name));
     sorted.reducers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -191,7 +207,7 @@ pub fn schema() -> std::sync::Arc<__sl::ModuleSchema> {{
 /// `source` laid out by `rustfmt` (edition 2021), with the settings file
 /// `config` when given (a project's `rustfmt.toml`), so that generated files
 /// checked into a project stay as its `cargo fmt` leaves them.
-pub fn rustfmt(source: &str, config: Option<&std::path::Path>) -> Result<String, ClientError> {
+pub fn rustfmt(source: &str, config: Option<&std::path::Path>) -> Result<String, CodegenError> {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
     let mut command = Command::new("rustfmt");
@@ -358,7 +374,7 @@ struct Generator<'a> {
 }
 
 impl<'a> Generator<'a> {
-    fn new(module: &'a RawModuleDefV9, options: &'a GenerateOptions) -> Result<Self, ClientError> {
+    fn new(module: &'a RawModuleDefV9, options: &'a GenerateOptions) -> Result<Self, CodegenError> {
         let mut this =
             Self { module, options, names: HashMap::new(), taken: BTreeMap::new(), copy: Default::default() };
         for fixed in FIXED_NAMES {
@@ -375,7 +391,7 @@ impl<'a> Generator<'a> {
         Ok(this)
     }
 
-    fn take(&mut self, rust: &str, owner: String) -> Result<(), ClientError> {
+    fn take(&mut self, rust: &str, owner: String) -> Result<(), CodegenError> {
         if let Some(other) = self.taken.insert(rust.to_string(), owner.clone()) {
             return Err(codegen(format!("{owner} and {other} would both be named `{rust}` in Rust")));
         }
@@ -383,7 +399,7 @@ impl<'a> Generator<'a> {
     }
 
     /// The Rust type that uses `ty` (a column, a field, a parameter).
-    fn type_use(&self, ty: &AlgebraicType, what: &str) -> Result<String, ClientError> {
+    fn type_use(&self, ty: &AlgebraicType, what: &str) -> Result<String, CodegenError> {
         Ok(match ty {
             AlgebraicType::Ref(r) => self
                 .names
@@ -468,7 +484,7 @@ impl<'a> Generator<'a> {
     }
 
     /// The fields of a product: snake_case, unnamed ones `field_<i>` (or `arg<i>`).
-    fn fields(&self, product: &ProductType, unnamed: &str, what: &str) -> Result<Vec<Field>, ClientError> {
+    fn fields(&self, product: &ProductType, unnamed: &str, what: &str) -> Result<Vec<Field>, CodegenError> {
         let mut seen = BTreeSet::new();
         let mut fields = Vec::with_capacity(product.elements.len());
         for (i, e) in product.elements.iter().enumerate() {
@@ -483,7 +499,7 @@ impl<'a> Generator<'a> {
         Ok(fields)
     }
 
-    fn run(mut self) -> Result<String, ClientError> {
+    fn run(mut self) -> Result<String, CodegenError> {
         let module = self.module;
         let mut tables = Vec::new();
         for table in module.tables.iter().filter(|t| t.table_type == TableType::User) {
@@ -589,7 +605,7 @@ impl<'a> Generator<'a> {
         }
     }
 
-    fn types(&self, out: &mut String, tables: &[TableGen]) -> Result<(), ClientError> {
+    fn types(&self, out: &mut String, tables: &[TableGen]) -> Result<(), CodegenError> {
         let mut rows: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for t in tables {
             rows.entry(t.row.as_str()).or_default().push(&t.name);
@@ -625,7 +641,7 @@ impl<'a> Generator<'a> {
         Ok(())
     }
 
-    fn product(&self, out: &mut String, rust: &str, p: &ProductType, what: &str) -> Result<(), ClientError> {
+    fn product(&self, out: &mut String, rust: &str, p: &ProductType, what: &str) -> Result<(), CodegenError> {
         let fields = self.fields(p, "field_", what)?;
         let copy = if p.elements.iter().all(|e| self.is_copy(&e.algebraic_type, 0)) { "Copy, " } else { "" };
         let _ = writeln!(
@@ -645,7 +661,7 @@ impl<'a> Generator<'a> {
         Ok(())
     }
 
-    fn sum(&self, out: &mut String, rust: &str, s: &SumType, what: &str) -> Result<(), ClientError> {
+    fn sum(&self, out: &mut String, rust: &str, s: &SumType, what: &str) -> Result<(), CodegenError> {
         let mut seen = BTreeSet::new();
         let mut variants = Vec::with_capacity(s.variants.len());
         let mut all_unit = true;
@@ -693,7 +709,7 @@ impl<'a> Generator<'a> {
     }
 }
 
-fn check_unique<'s>(items: impl Iterator<Item = (&'s String, &'s String)>, kind: &str) -> Result<(), ClientError> {
+fn check_unique<'s>(items: impl Iterator<Item = (&'s String, &'s String)>, kind: &str) -> Result<(), CodegenError> {
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (rust, name) in items {
         if let Some(other) = seen.insert(rust, name) {
@@ -1082,12 +1098,12 @@ mod tests {
     #[test]
     fn a_bad_sequenced_option_is_a_typed_error() {
         let mut options = GenerateOptions::default();
-        assert!(matches!(options.add_sequenced("move_thing"), Err(ClientError::Codegen(_))));
+        assert!(matches!(options.add_sequenced("move_thing"), Err(CodegenError::Invalid(_))));
         for pair in ["move_thing=nope", "move_thing=self", "nobody=seq", "init=seq"] {
             let mut options = GenerateOptions::default();
             options.add_sequenced(pair).unwrap();
             let err = generate(&module(), &options).unwrap_err();
-            assert!(matches!(err, ClientError::Codegen(_)), "{pair}: {err}");
+            assert!(matches!(err, CodegenError::Invalid(_)), "{pair}: {err}");
         }
     }
 
@@ -1101,16 +1117,16 @@ mod tests {
             elements.push(ProductTypeElement::new_named(inline, "pos"));
             *p = ProductType::new(elements.into_boxed_slice());
         }
-        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(ClientError::Codegen(_))));
+        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(CodegenError::Invalid(_))));
 
         let mut m = module();
         let again = m.types[0].clone();
         m.types.push(again);
-        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(ClientError::Codegen(_))));
+        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(CodegenError::Invalid(_))));
 
         let mut m = module();
         m.types[1].name.name = "RemoteTables".into();
-        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(ClientError::Codegen(_))));
+        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(CodegenError::Invalid(_))));
 
         let mut m = module();
         m.tables[0].product_type_ref = AlgebraicTypeRef(99);
@@ -1128,7 +1144,7 @@ mod tests {
             b.finish()
         };
         m.typespace.types[0] = me;
-        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(ClientError::Schema(_))));
+        assert!(matches!(generate(&m, &GenerateOptions::default()), Err(CodegenError::Schema(_))));
 
         // Each type twice the next: 2^40 nodes once inlined.
         let mut b = RawModuleDefV9Builder::new();
@@ -1138,11 +1154,11 @@ mod tests {
             next = b.add_algebraic_type([], format!("t{i}"), ty, true);
         }
         b.build_table("top", next).finish();
-        assert!(matches!(generate(&b.finish(), &GenerateOptions::default()), Err(ClientError::Schema(_))));
+        assert!(matches!(generate(&b.finish(), &GenerateOptions::default()), Err(CodegenError::Schema(_))));
     }
 
     #[test]
     fn a_bad_schema_json_is_a_typed_error() {
-        assert!(matches!(generate_from_json("{", &GenerateOptions::default()), Err(ClientError::Schema(_))));
+        assert!(matches!(generate_from_json("{", &GenerateOptions::default()), Err(CodegenError::Schema(_))));
     }
 }
