@@ -74,6 +74,8 @@ pub enum Event {
     HealthChanged(NetworkHealth),
     /// A row was inserted, updated or deleted in the cache.
     Row(RowEvent),
+    /// The cache on disk was restored, ignored or saved (see [`crate::disk_cache`]).
+    DiskCache(crate::disk_cache::DiskCacheEvent),
     /// A query set was applied, refused or removed.
     Subscription(SubscriptionEvent),
     /// A call made with [`crate::Reducers::call`] ended.

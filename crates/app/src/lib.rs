@@ -31,6 +31,7 @@ pub mod callbacks;
 pub mod calls;
 pub mod client;
 pub mod credentials;
+pub mod disk_cache;
 pub mod error;
 pub mod events;
 mod order;
@@ -78,7 +79,8 @@ pub mod __codegen {
 
 pub use callbacks::CallbackId;
 pub use calls::{CallResult, ReducerCall, Reducers};
-pub use client::{Client, ClientBuilder, RowContext, Switching, Table};
+pub use client::{CacheSaving, Client, ClientBuilder, RowContext, Switching, Table};
+pub use disk_cache::{DiskCacheConfig, DiskCacheEvent};
 pub use error::ClientError;
 pub use events::{Disconnect, Event, RowEvent, RowEventKind, SchemaEvent};
 pub use queries::{QueryCall, QueryRows};

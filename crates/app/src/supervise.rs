@@ -126,6 +126,21 @@ impl StopFlag {
         self.0.raised.load(Ordering::SeqCst)
     }
 
+    /// Resolves once the flag is up.
+    pub(crate) async fn raised(&self) {
+        std::future::poll_fn(|cx| {
+            if !self.is_raised() {
+                self.register(cx.waker());
+            }
+            if self.is_raised() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
+
     fn register(&self, waker: &Waker) {
         let mut wakers = self.0.wakers.lock().unwrap_or_else(|e| e.into_inner());
         if !wakers.iter().any(|w| w.will_wake(waker)) {

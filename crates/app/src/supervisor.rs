@@ -22,7 +22,9 @@ use spacelink_connection::{
     ConnectionActor, ConnectionConfig, ConnectionHandle, ConnectionState, Listeners, ModuleSchema, StateChanged,
 };
 use spacelink_reducers::{ReducerActor, ReducerConfig, ReducerHandle, ReducerListeners};
-use spacelink_sync::{RowTypes, SubscriptionIds, SyncActor, SyncConfig, SyncHandle, SyncListeners, SyncMailbox};
+use spacelink_sync::{
+    CacheReader, RowTypes, SubscriptionIds, SyncActor, SyncConfig, SyncHandle, SyncListeners, SyncMailbox, TableDelta,
+};
 
 use crate::error::ClientError;
 use crate::supervise::{self, Child, ChildControl, OnShutdown, StopFlag, SupervisionConfig};
@@ -64,6 +66,9 @@ pub struct SpacelinkConfig {
     /// alerts (default: none). It installs the process's `metrics` recorder,
     /// so one spacelink per process can have it.
     pub telemetry: Option<TelemetrySetup>,
+    /// Keep the cache on disk between launches (default: none; see
+    /// [`crate::disk_cache`]).
+    pub disk_cache: Option<crate::disk_cache::DiskCacheConfig>,
 }
 
 impl SpacelinkConfig {
@@ -82,6 +87,7 @@ impl SpacelinkConfig {
             auth_listeners: AuthListeners::default(),
             supervision: SupervisionConfig::default(),
             telemetry: None,
+            disk_cache: None,
         }
     }
 }
@@ -194,9 +200,12 @@ pub(crate) fn validate(config: &SpacelinkConfig) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Starts state sync on a schema, its cache first loaded with restored rows.
+type StartSync = Box<dyn FnOnce(Arc<ModuleSchema>, Option<&[TableDelta]>) -> Ready>;
+
 /// The second stage: state sync, started once the schema is known.
 pub(crate) struct SyncStart {
-    run: Box<dyn FnOnce(Arc<ModuleSchema>) -> Ready>,
+    run: StartSync,
     ready: Arc<std::sync::OnceLock<Ready>>,
     stop: StopFlag,
     supervisor: Addr<Supervisor>,
@@ -209,10 +218,14 @@ impl std::fmt::Debug for SyncStart {
 }
 
 impl SyncStart {
-    /// Starts state sync with `schema`; the tree's tables read its cache from now on.
-    pub(crate) fn run(self, schema: Arc<ModuleSchema>) {
-        let ready = (self.run)(schema);
+    /// Starts state sync with `schema`, its cache first loaded with the rows
+    /// of a restored image (`restored`, see [`crate::disk_cache`]); the
+    /// tree's tables read its cache from now on. Returns a reader of it.
+    pub(crate) fn run(self, schema: Arc<ModuleSchema>, restored: Option<&[TableDelta]>) -> CacheReader {
+        let ready = (self.run)(schema, restored);
+        let reader = ready.sync.cache().clone();
         let _ = self.ready.set(ready);
+        reader
     }
 
     /// Stops what was started (the schema could not be had).
@@ -352,10 +365,13 @@ pub(crate) fn start_children(
         prediction_policy,
     };
     let sync_controls = controls.sync_slot.clone();
-    let run = move |schema: Arc<ModuleSchema>| {
-        let actor = SyncActor::with_types(sync_config, schema.clone(), row_types, sender, sync_listeners)
+    let run = move |schema: Arc<ModuleSchema>, restored: Option<&[TableDelta]>| {
+        let mut actor = SyncActor::with_types(sync_config, schema.clone(), row_types, sender, sync_listeners)
             .with_subscription_ids(subscription_ids)
             .with_request_ids(request_ids);
+        if let Some(tables) = restored {
+            actor.restore(tables);
+        }
         let reader = actor.cache().reader();
         let control = Arc::new(ChildControl::default());
         let (child_control, child_stop) = (control.clone(), stop.clone());

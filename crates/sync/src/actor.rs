@@ -183,6 +183,24 @@ impl SyncActor {
         }
     }
 
+    /// Loads the rows of a cache image ([`crate::disk`]) into the empty cache
+    /// before any session: the game's tables read them at once, its listeners
+    /// hear them as inserts ([`Cause::Restored`]), and the first session's
+    /// fresh state is reconciled with them (only what changed meanwhile
+    /// fires). Returns how many distinct rows it loaded; a cache that already
+    /// holds rows takes nothing.
+    pub fn restore(&mut self, tables: &[TableDelta]) -> usize {
+        if self.cache.with_view(|v| v.total_rows()) > 0 {
+            tracing::warn!("the cache holds rows already: the image is not loaded");
+            return 0;
+        }
+        let changes = self.cache.apply(tables);
+        let rows = changes.len();
+        tracing::info!(rows, tables = tables.len(), "cache restored from an image");
+        self.tell_changes(changes, false, Cause::Restored);
+        rows
+    }
+
     /// Names query sets from `ids`, shared with whoever names sets before
     /// sending them (see [`Subscribe::id`]).
     #[must_use]

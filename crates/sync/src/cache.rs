@@ -639,6 +639,15 @@ impl CacheView<'_> {
         }
     }
 
+    /// Calls `f` with each row of `table` and how many live queries hold it.
+    pub(crate) fn for_each_counted(&self, table: &str, mut f: impl FnMut(&Row, u32)) {
+        if let Some(t) = self.data.tables.get(table) {
+            for cached in t.values() {
+                f(&cached.row, cached.count);
+            }
+        }
+    }
+
     /// How many distinct rows `table` has.
     pub fn count(&self, table: &str) -> usize {
         self.data.tables.get(table).map_or(0, |t| t.len())
@@ -727,6 +736,11 @@ impl fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
+    /// Whether `other` is the same published state (no transaction between them).
+    pub fn same_state(&self, other: &Snapshot) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
     /// The snapshot's reads.
     pub fn view(&self) -> CacheView<'_> {
         let parts = &self.inner.parts;

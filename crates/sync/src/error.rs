@@ -31,6 +31,10 @@ pub enum SyncError {
         /// Why.
         error: String,
     },
+    /// A cache file ([`crate::disk`]) that cannot be trusted: not one, damaged,
+    /// or of another format.
+    #[error("cache file refused: {0}")]
+    CacheImage(String),
     /// The sync actor is not running.
     #[error("the sync actor is not running")]
     ActorGone,

@@ -22,6 +22,7 @@
 pub mod actor;
 pub mod cache;
 pub mod config;
+pub mod disk;
 mod divergence;
 pub mod error;
 pub mod handle;

@@ -43,6 +43,9 @@ pub enum Cause {
     SubscriptionRemoved,
     /// The reconciliation of the cache with the fresh state after a reconnect.
     Reconciled,
+    /// Rows loaded from a cache image at launch, before any session
+    /// ([`SyncActor::restore`](crate::SyncActor::restore)).
+    Restored,
     /// A reducer's transaction (ours or another client's).
     Reducer(Arc<ReducerCause>),
     /// A transaction the server did not attribute to a reducer call.

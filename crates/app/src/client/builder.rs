@@ -158,6 +158,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Keep the cache on disk between launches (see [`crate::disk_cache`]): at
+    /// the next start, the tables read the saved rows before the first byte
+    /// arrives, and the first session fires only what changed meanwhile.
+    pub fn with_disk_cache(mut self, config: crate::DiskCacheConfig) -> Self {
+        self.config_mut().disk_cache = Some(config);
+        self
+    }
+
     /// The module's schema, if already known (default: fetched at start,
     /// bounded and retried on the connection's retry policy).
     pub fn with_schema(mut self, schema: Arc<ModuleSchema>) -> Self {

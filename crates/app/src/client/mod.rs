@@ -28,7 +28,7 @@ mod switching;
 mod table;
 
 pub use builder::ClientBuilder;
-pub use switching::Switching;
+pub use switching::{CacheSaving, Pending, Switching, Unanswered};
 pub use table::{RowContext, Table};
 
 use builder::{on_connect, on_disconnect};
@@ -130,6 +130,9 @@ pub struct Client {
     initial: Vec<SubscriptionId>,
     /// Where one-off queries go.
     queries: Addr<QueryDesk>,
+    /// Asks the saver of the cache on disk to save now (nobody hears them
+    /// without a cache on disk).
+    cache_saves: tokio::sync::mpsc::UnboundedSender<start::SaveAsk>,
 }
 
 const _: () = {
@@ -448,6 +451,19 @@ impl Client {
             let _ = tx.send(switcher.switch_to(config).await);
         });
         Switching { answer: spawned.then_some(rx) }
+    }
+
+    /// Saves the cache to its file now (with
+    /// [`ClientBuilder::with_disk_cache`](super::ClientBuilder::with_disk_cache)),
+    /// from any thread, without blocking: the answer says what was written
+    /// ([`DiskCacheEvent::Saved`](crate::DiskCacheEvent::Saved), or
+    /// `Unchanged`), and can be awaited or polled each frame. A game about to
+    /// exit saves this way and waits for the answer; `shutdown` also saves,
+    /// in the background.
+    pub fn save_cache(&self) -> CacheSaving {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let asked = self.cache_saves.send(tx).is_ok();
+        CacheSaving { answer: asked.then_some(rx) }
     }
 
     /// Closes the connection and stops the tree for good; a client built with

@@ -14,12 +14,14 @@ use spacelink_connection::{ConnectionConfig, ModuleSchema};
 use super::{Client, Tick};
 use crate::callbacks::Registrar;
 use crate::calls::{Reducers, ResultCallbacks};
+use crate::disk_cache::{self, DiskCacheConfig, DiskCacheEvent, Restored, Saver};
 use crate::error::ClientError;
 use crate::events::{self, Event, EventSender, EventSink, SchemaEvent};
 use crate::prediction_link::RowsHub;
 use crate::queries::QueryDesk;
 use crate::status::{SchemaStatus, StatusCell};
 use crate::supervisor::{start_children, SpacelinkConfig, SyncStart, TreeListeners};
+use spacelink_sync::disk::ImageOrigin;
 
 type Report = Box<dyn FnOnce(Result<Client, ClientError>) + Send>;
 
@@ -101,6 +103,8 @@ impl Start {
             telemetry.listeners.stats.push(sink.clone().recipient());
         }
         let given = config.schema.take();
+        let disk_cache = config.disk_cache.take();
+        let (save_tx, save_asks) = tokio::sync::mpsc::unbounded_channel();
         // The fetch reads the connection's settings as given (before the stored token is chosen).
         let fetch_config = config.connection.clone();
         let (tree, sync) = start_children(config, listeners)?;
@@ -128,13 +132,22 @@ impl Start {
             requested,
             initial: Vec::new(),
             queries,
+            cache_saves: save_tx,
         };
         let mut initial = Vec::with_capacity(subscriptions.len());
         for queries in subscriptions {
             initial.push(client.subscribe(&queries));
         }
-        let stage =
-            SchemaStage { given, config: fetch_config, sync, status, events: sender, stop: client.tree.stop.clone() };
+        let disk = disk_cache.map(|config| DiskStage { config, asks: save_asks, target: client.tree.target.clone() });
+        let stage = SchemaStage {
+            given,
+            config: fetch_config,
+            sync,
+            status,
+            events: sender,
+            stop: client.tree.stop.clone(),
+            disk,
+        };
         let mut client = client;
         client.initial = initial;
         Ok((client, stage))
@@ -149,6 +162,105 @@ pub(super) struct SchemaStage {
     status: StatusCell,
     events: EventSender,
     stop: crate::supervise::StopFlag,
+    /// The cache on disk, when the game keeps one.
+    disk: Option<DiskStage>,
+}
+
+/// The cache on disk: its settings, the game's requests to save it now, and
+/// the target the client points at (a client switched elsewhere saves nothing).
+pub(super) struct DiskStage {
+    config: DiskCacheConfig,
+    asks: tokio::sync::mpsc::UnboundedReceiver<SaveAsk>,
+    target: Arc<Mutex<crate::switch::Target>>,
+}
+
+/// A request to save the cache now, answered with what became of it.
+pub(super) type SaveAsk = tokio::sync::oneshot::Sender<DiskCacheEvent>;
+
+impl DiskStage {
+    /// Reads the file (on the blocking pool), telling the game what became of it.
+    async fn restore(
+        &self,
+        config: &ConnectionConfig,
+        given: Option<&Arc<ModuleSchema>>,
+        events: &EventSender,
+    ) -> Option<Restored> {
+        let (disk, server, database, given) =
+            (self.config.clone(), config.server_url.clone(), config.database.clone(), given.cloned());
+        let loaded = tokio::task::spawn_blocking(move || disk_cache::load(&disk, &server, &database, given.as_deref()))
+            .await
+            .unwrap_or_else(|e| Err(format!("the load task failed: {e}")));
+        match loaded {
+            Ok(Some(restored)) => {
+                events.event(Event::DiskCache(restored.event()));
+                Some(restored)
+            }
+            Ok(None) => None,
+            Err(reason) => {
+                tracing::warn!(%reason, path = %self.config.path.display(), "the cache file is ignored");
+                events.event(Event::DiskCache(DiskCacheEvent::Ignored { reason }));
+                None
+            }
+        }
+    }
+
+    /// Keeps saving the cache `reader` reads (restored from `restored`, if
+    /// so) until the client stops, then saves it once more.
+    fn keep_saving(
+        self,
+        reader: spacelink_sync::CacheReader,
+        schema: &ModuleSchema,
+        restored: bool,
+        config: &ConnectionConfig,
+        stop: crate::supervise::StopFlag,
+        events: EventSender,
+    ) {
+        let origin = ImageOrigin {
+            server: config.server_url.clone(),
+            database: config.database.clone(),
+            schema: schema.to_json(),
+        };
+        let last = restored.then(|| reader.snapshot());
+        let DiskStage { config, mut asks, target } = self;
+        let every_period = config.save_every.max(std::time::Duration::from_millis(10));
+        let mut saver = Saver { config, origin, reader, last };
+        actix::spawn(async move {
+            let mut every = tokio::time::interval(every_period);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await;
+            let mut open = true;
+            loop {
+                let (ask, last) = tokio::select! {
+                    _ = every.tick() => (None, false),
+                    ask = asks.recv(), if open => {
+                        open = ask.is_some();
+                        (ask, false)
+                    }
+                    () = stop.raised() => (None, true),
+                };
+                let elsewhere = {
+                    let target = target.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    target.server_url != saver.origin.server || target.database != saver.origin.database
+                };
+                let event = if elsewhere {
+                    Some(DiskCacheEvent::SaveFailed { error: "the client was switched to another database".into() })
+                } else {
+                    saver.save_if_changed().await
+                };
+                if let Some(event) = &event {
+                    if ask.is_none() && !elsewhere {
+                        events.event(Event::DiskCache(event.clone()));
+                    }
+                }
+                if let Some(ask) = ask {
+                    let _ = ask.send(event.unwrap_or(DiskCacheEvent::Unchanged));
+                }
+                if last {
+                    break;
+                }
+            }
+        });
+    }
 }
 
 impl SchemaStage {
@@ -160,18 +272,33 @@ impl SchemaStage {
     /// For a caller that waits: the schema as given, or fetched (bounded and
     /// retried, then an error that stops the tree).
     pub(super) async fn wait(self) -> Result<(), ClientError> {
-        let schema = match self.given {
+        let SchemaStage { given, config, sync, status, events, stop, disk } = self;
+        let mut restored = match &disk {
+            Some(disk) => disk.restore(&config, given.as_ref(), &events).await,
+            None => None,
+        };
+        let schema = match given {
             Some(schema) => schema,
-            None => match ModuleSchema::fetch_for(&self.config).await {
+            None => match ModuleSchema::fetch_for(&config).await {
                 Ok(schema) => Arc::new(schema),
                 Err(e) => {
-                    self.sync.abandon();
+                    sync.abandon();
                     return Err(e.into());
                 }
             },
         };
-        self.sync.run(schema);
-        Self::ready(&self.status, &self.events);
+        // Waiting anyway: an image of another schema is known before it is loaded.
+        if let Some(difference) = restored.as_ref().and_then(|r| r.schema.difference(&schema)) {
+            let reason = format!("it was saved for another version of the module: {difference}");
+            tracing::warn!(%reason, "the cache file is ignored");
+            events.event(Event::DiskCache(DiskCacheEvent::Ignored { reason }));
+            restored = None;
+        }
+        let reader = sync.run(schema.clone(), restored.as_ref().map(|r| &r.image.tables[..]));
+        if let Some(disk) = disk {
+            disk.keep_saving(reader, &schema, restored.is_some(), &config, stop, events.clone());
+        }
+        Self::ready(&status, &events);
         Ok(())
     }
 
@@ -179,13 +306,28 @@ impl SchemaStage {
     /// checked against the server's (a difference is [`SchemaEvent::Mismatch`]);
     /// else the schema is fetched, retried on the connection's backoff (capped)
     /// until it comes or the client shuts down, each failure told.
+    ///
+    /// With a cache on disk, its file is read first: its rows load before any
+    /// session, and its schema stands in for one the game did not give
+    /// (checked against the server's the same way).
     async fn in_background(self) {
-        let SchemaStage { given, config, sync, status, events, stop } = self;
+        let SchemaStage { given, config, sync, status, events, stop, mut disk } = self;
+        let restored = match &disk {
+            Some(disk) => disk.restore(&config, given.as_ref(), &events).await,
+            None => None,
+        };
+        let given = given.or_else(|| restored.as_ref().map(|r| r.schema.clone()));
         let checking = given.clone();
         let mut pending = Some(sync);
+        let mut start = |sync: SyncStart, schema: Arc<ModuleSchema>, restored: Option<&Restored>| {
+            let reader = sync.run(schema.clone(), restored.map(|r| &r.image.tables[..]));
+            if let Some(disk) = disk.take() {
+                disk.keep_saving(reader, &schema, restored.is_some(), &config, stop.clone(), events.clone());
+            }
+        };
         if let Some(schema) = given {
             if let Some(sync) = pending.take() {
-                sync.run(schema);
+                start(sync, schema, restored.as_ref());
             }
             Self::ready(&status, &events);
         }
@@ -207,7 +349,7 @@ impl SchemaStage {
                             }
                         }
                         (None, Some(sync)) => {
-                            sync.run(Arc::new(server));
+                            start(sync, Arc::new(server), None);
                             Self::ready(&status, &events);
                         }
                         (None, None) => {}
