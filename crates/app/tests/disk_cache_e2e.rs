@@ -180,7 +180,7 @@ fn e2e_a_cache_on_disk_reads_at_launch_and_reconciles_only_what_changed() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     std::fs::write(&file, &bytes).unwrap();
-    let mut game = launch(Some(url), |b| b.with_disk_cache(disk.clone()).subscribe(&QUERIES));
+    let mut game = launch(Some(url.clone()), |b| b.with_disk_cache(disk.clone()).subscribe(&QUERIES));
     let mut ignored = None;
     let mut restored_rows = 0;
     tick_until(&mut game, 20, "started from the server", |c, events| {
@@ -197,6 +197,30 @@ fn e2e_a_cache_on_disk_reads_at_launch_and_reconciles_only_what_changed() {
     assert!(reason.contains("checksum"), "{reason}");
     assert_eq!(restored_rows, 0, "nothing of a damaged file is trusted");
     assert_eq!(entities(&game).len(), entities_by_sql(&rt).len());
+    assert!(matches!(saved(&mut game), DiskCacheEvent::Saved { .. }), "a good file again");
+    game.shutdown();
+    drop(game);
+
+    // A game that subscribes once connected (the official SDK's `on_connect`
+    // way): the restored rows wait for its first set, then only the changes fire.
+    run(&mut writer, "bump_spawned", &BumpSpawnedArgs { map_id: 2, limit: 10 });
+    let mut game = launch(Some(url), |b| b.with_disk_cache(disk.clone()));
+    tick_until(&mut game, 20, "connected", |c, _| c.is_active() && entities(c).len() == before.len() - 40 + 25);
+    for _ in 0..20 {
+        // A few frames connected without a subscription: nothing leaves.
+        assert!(!game.frame_tick().iter().any(|e| matches!(e, Event::Row(r) if r.reconciled)));
+        std::thread::sleep(Duration::from_millis(16));
+    }
+    game.subscribe(&QUERIES);
+    let mut changed = Vec::new();
+    tick_until(&mut game, 20, "subscribed and reconciled", |c, events| {
+        changed.extend(events.iter().filter_map(|e| match e {
+            Event::Row(row) if row.reconciled => Some(row.kind),
+            _ => None,
+        }));
+        applied(c) && !changed.is_empty()
+    });
+    assert_eq!(changed, vec![RowEventKind::Update; 10], "only the 10 rows bumped while away");
     game.shutdown();
 
     run(&mut writer, "clear_spawned", &ClearSpawnedArgs { map_id: 2 });

@@ -195,6 +195,7 @@ impl SyncActor {
             return 0;
         }
         let changes = self.cache.apply(tables);
+        self.sets.restored();
         let rows = changes.len();
         tracing::info!(rows, tables = tables.len(), "cache restored from an image");
         self.tell_changes(changes, false, Cause::Restored);

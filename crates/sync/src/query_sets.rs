@@ -121,6 +121,11 @@ pub(crate) struct QuerySets {
     /// While staging: the live sets not yet applied (or failed) in the staging cache.
     staging: Option<HashSet<SubscriptionId>>,
     fence: Fence,
+    /// The cache holds rows restored from disk and no set has come yet: a
+    /// session's staging waits for the game's first set instead of
+    /// reconciling the restored rows away (a game that subscribes once
+    /// connected, as in the official SDK's `on_connect`).
+    hold_for_first_set: bool,
 }
 
 impl QuerySets {
@@ -136,7 +141,14 @@ impl QuerySets {
             request_ids: RequestIds::default(),
             staging: None,
             fence: Fence::default(),
+            hold_for_first_set: false,
         }
+    }
+
+    /// The cache was restored from disk (before any session): the first
+    /// staging waits for a set, if none is registered yet.
+    pub(crate) fn restored(&mut self) {
+        self.hold_for_first_set = self.sets.is_empty();
     }
 
     /// Draws query and request ids from `ids` (the connection's, shared with
@@ -196,6 +208,12 @@ impl QuerySets {
         };
         self.sets.insert(id, set);
         let mut steps = Vec::new();
+        if std::mem::take(&mut self.hold_for_first_set) {
+            // The staging that waited for it waits for its rows.
+            if let Some(waiting) = &mut self.staging {
+                waiting.insert(id);
+            }
+        }
         if self.connected {
             self.subscribe(id, now, &mut steps);
         }
@@ -273,7 +291,7 @@ impl QuerySets {
     }
 
     fn maybe_reconcile(&mut self, steps: &mut Vec<Step>) {
-        if self.staging.as_ref().is_some_and(HashSet::is_empty) && self.fence.is_open() {
+        if self.staging.as_ref().is_some_and(HashSet::is_empty) && self.fence.is_open() && !self.hold_for_first_set {
             self.staging = None;
             steps.push(Step::Reconcile);
         }
@@ -706,6 +724,30 @@ mod tests {
         sets.session_lost();
         sets.session_up(true, now);
         assert!(matches!(sets.session_lost()[..], [Step::Unstage]));
+    }
+
+    #[test]
+    fn a_restored_cache_waits_for_the_games_first_set_before_it_is_reconciled() {
+        let now = Instant::now();
+        let mut sets = QuerySets::new(&config());
+        sets.restored();
+        // Connected before the game subscribed: staged, and nothing reconciled away yet.
+        let steps = sets.session_up(true, now);
+        assert!(matches!(steps[..], [Step::Stage]), "{steps:?}");
+        let (id, steps) = sets.add(vec!["SELECT * FROM t".into()], None, None, None, now);
+        let subs = sent(&steps).0;
+        assert_eq!(sets.applied(subs[0]).0, Rows::Take(id));
+        assert!(has(&sets.taken(id, now), |s| matches!(s, Step::Reconcile)), "reconciled once its rows are in");
+        // A later session reconciles as usual.
+        sets.session_lost();
+        assert!(!has(&sets.session_up(false, now), |s| matches!(s, Step::Reconcile)));
+        // Restored with a set already registered (subscribed at build): no hold.
+        let mut sets = QuerySets::new(&config());
+        let (id, _) = sets.add(vec!["SELECT * FROM t".into()], None, None, None, now);
+        sets.restored();
+        let subs = sent(&sets.session_up(true, now)).0;
+        assert_eq!(sets.applied(subs[0]).0, Rows::Take(id));
+        assert!(has(&sets.taken(id, now), |s| matches!(s, Step::Reconcile)));
     }
 
     /// The resubscriptions counted and the subscription latencies recorded on this thread.
