@@ -16,6 +16,28 @@
 //! server's: a difference is a [`crate::SchemaEvent::Mismatch`], and the
 //! reconciliation replaces every restored row with the server's.
 //!
+//! ```no_run
+//! use spacelink::{Client, DiskCacheConfig, DiskCacheEvent, Event};
+//!
+//! let mut client = Client::builder()
+//!     .with_uri("http://localhost:3000")
+//!     .with_database("my_game")
+//!     .with_disk_cache(DiskCacheConfig::new("saves/world.slcache"))
+//!     .subscribe(&["SELECT * FROM entity"])
+//!     .build()?;
+//! for event in client.frame_tick() {
+//!     if let Event::DiskCache(DiskCacheEvent::Ignored { reason }) = event {
+//!         eprintln!("cache file not used: {reason}");
+//!     }
+//! }
+//! // Before quitting: save now and wait (or poll `try_result()` each frame).
+//! let mut saving = client.save_cache();
+//! while saving.try_result().is_none() {
+//!     std::thread::sleep(std::time::Duration::from_millis(5));
+//! }
+//! # Ok::<(), spacelink::ClientError>(())
+//! ```
+//!
 //! Files are read and written on the client's actor thread pool (blocking
 //! work on tokio's blocking pool), never on the game's thread; a save writes a
 //! temporary file and renames it over the old one, so a crash mid-save leaves
