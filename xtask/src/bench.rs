@@ -66,6 +66,7 @@ pub const SCENARIOS: &[&str] = &[
     "connections",
     "load",
     "compression",
+    "launch",
 ];
 
 /// The `frame` scenario (both sizes alike with `--quick`): rows cached for
@@ -574,51 +575,64 @@ impl Bench {
         format!("SELECT * FROM entity WHERE map_id = {map}")
     }
 
+    /// Runs `client` with `args` to its result, which must have counted
+    /// `expect` rows; a failure is recorded under `what` and gives `None`.
+    fn loaded(&mut self, client: Client, args: &[String], expect: u64, what: &str, round: usize) -> Option<Value> {
+        let run = Run::start(self.bin(client), args, &self.log)
+            .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
+        match run {
+            Ok(v) if v["rows"].as_u64() == Some(expect) => Some(v),
+            Ok(v) => {
+                self.failed(what, client, round, &anyhow::anyhow!("counted {} rows, expected {expect}", v["rows"]));
+                None
+            }
+            Err(e) => {
+                self.failed(what, client, round, &e);
+                None
+            }
+        }
+    }
+
+    /// The links of [`LINKS`], each with its URL (the capped ones through a
+    /// fault proxy of its own, kept running while `each` measures on it).
+    fn on_links(&mut self, scenario: &str, proxy: &Path, mut each: impl FnMut(&mut Self, &str, &str, &str)) {
+        for &(link, key, cap) in LINKS {
+            let proxy = match cap.map(|bytes| Proxy::start(proxy, &self.server.url, bytes)).transpose() {
+                Ok(proxy) => proxy,
+                Err(e) => {
+                    self.errors.push(format!("{scenario}, {link}: no fault proxy: {e:#}"));
+                    continue;
+                }
+            };
+            let url = proxy.as_ref().map_or_else(|| self.server.url.clone(), |p| p.url.clone());
+            each(self, link, key, &url);
+        }
+    }
+
     /// The initial load of `n` rows under each compression, on each link of
     /// [`LINKS`] (the bandwidth-capped ones through the fault proxy `proxy`).
     fn compression(&mut self, n: u64, proxy: &Path) {
         let expect = n + NPCS_PER_MAP;
         let rounds = self.rounds.min(3);
         let extra = [("--query", Self::query(LOAD_MAP)), ("--expect-rows", expect.to_string())];
-        for &(link, key, cap) in LINKS {
-            let proxy = match cap.map(|bytes| Proxy::start(proxy, &self.server.url, bytes)).transpose() {
-                Ok(proxy) => proxy,
-                Err(e) => {
-                    self.errors.push(format!("compression, {link}: no fault proxy: {e:#}"));
-                    continue;
-                }
-            };
-            let url = proxy.as_ref().map_or_else(|| self.server.url.clone(), |p| p.url.clone());
+        self.on_links("compression", proxy, |bench, link, key, url| {
             for &compression in COMPRESSIONS {
                 let what = format!("compression, {link}, {compression}");
                 for round in 0..rounds {
                     for client in Self::order(round) {
-                        let mut args = self.args("load", &extra, &[]);
-                        args[1] = url.clone();
+                        let mut args = bench.args("load", &extra, &[]);
+                        args[1] = url.to_string();
                         args.extend(["--compression".to_string(), compression.to_string()]);
-                        let run = Run::start(self.bin(client), &args, &self.log)
-                            .and_then(|run| run.result(self.sizes.client_timeout + Duration::from_secs(10)));
-                        let v = match run {
-                            Ok(v) if v["rows"].as_u64() == Some(expect) => v,
-                            Ok(v) => {
-                                let e = anyhow::anyhow!("counted {} rows, expected {expect}", v["rows"]);
-                                self.failed(&what, client, round, &e);
-                                continue;
-                            }
-                            Err(e) => {
-                                self.failed(&what, client, round, &e);
-                                continue;
-                            }
-                        };
+                        let Some(v) = bench.loaded(client, &args, expect, &what, round) else { continue };
                         let s = short_count(n);
-                        self.record(
+                        bench.record(
                             &format!("comp_{key}_{compression}_ready"),
                             &format!("{link}, {compression}: {s} rows, connect + subscribe until all cached"),
                             Unit::Millis,
                             client,
                             v["ready_ms"].as_f64(),
                         );
-                        self.record(
+                        bench.record(
                             &format!("comp_{key}_{compression}_cpu"),
                             &format!("{link}, {compression}: {s} rows, client CPU until cached"),
                             Unit::Millis,
@@ -628,7 +642,73 @@ impl Bench {
                     }
                 }
             }
+        });
+    }
+
+    /// A game's launch to a readable world of `n` rows, on each link of
+    /// [`LINKS`]: spacelink with its cache on disk (from the file a run before
+    /// it saved, and from the server with no file yet) against the official
+    /// SDK's load from the server (it keeps no cache between runs).
+    fn launch(&mut self, n: u64, proxy: &Path) {
+        let expect = n + NPCS_PER_MAP;
+        let rounds = self.rounds.min(3);
+        let dir = std::env::temp_dir().join(format!("spacelink-bench-launch-{}", std::process::id()));
+        if let Err(e) = fs::create_dir_all(&dir) {
+            self.errors.push(format!("launch: {}: {e}", dir.display()));
+            return;
         }
+        let s = short_count(n);
+        self.on_links("launch", proxy, |bench, link, key, url| {
+            let file = dir.join(format!("{key}.slcache"));
+            let what = format!("launch, {link}");
+            let figures = [
+                ("disk", format!("{link}: {s} rows, launch to a readable world (spacelink: from its disk cache)")),
+                ("cold", format!("{link}: {s} rows, launch to a readable world (spacelink: no file yet)")),
+                ("synced", format!("{link}: {s} rows, launch until reconciled with the server (spacelink: from disk)")),
+                ("cpu", format!("{link}: {s} rows, client CPU until readable (spacelink: from disk)")),
+            ];
+            let record = |bench: &mut Self, which: &str, client: Client, v: Option<f64>| {
+                let (_, label) = figures.iter().find(|(k, _)| *k == which).expect("a launch figure");
+                bench.record(&format!("launch_{key}_{which}"), label, Unit::Millis, client, v);
+            };
+            for round in 0..rounds {
+                for client in Self::order(round) {
+                    let extra = [("--query", Self::query(LOAD_MAP)), ("--expect-rows", expect.to_string())];
+                    if client == Client::Official {
+                        let mut args = bench.args("load", &extra, &[]);
+                        args[1] = url.to_string();
+                        let Some(v) = bench.loaded(client, &args, expect, &what, round) else { continue };
+                        for which in ["disk", "cold", "synced"] {
+                            record(bench, which, client, v["ready_ms"].as_f64());
+                        }
+                        record(bench, "cpu", client, v["cpu_ms"].as_f64());
+                        continue;
+                    }
+                    let _ = fs::remove_file(&file);
+                    let mut args = bench.args("launch", &extra, &[]);
+                    args[1] = url.to_string();
+                    args.extend(["--disk-cache".to_string(), file.display().to_string()]);
+                    let Some(cold) = bench.loaded(client, &args, expect, &what, round) else { continue };
+                    record(bench, "cold", client, cold["ready_ms"].as_f64());
+                    let Some(warm) = bench.loaded(client, &args, expect, &what, round) else { continue };
+                    if warm["from_disk"] != json!(true) {
+                        bench.failed(&what, client, round, &anyhow::anyhow!("the second launch did not read its file"));
+                        continue;
+                    }
+                    record(bench, "disk", client, warm["ready_ms"].as_f64());
+                    record(bench, "synced", client, warm["synced_ms"].as_f64());
+                    record(bench, "cpu", client, warm["cpu_ms"].as_f64());
+                    eprintln!(
+                        "    {what}, round {}: spacelink from disk {:.1} ms (synced {:.1} ms), from the server {:.1} ms",
+                        round + 1,
+                        warm["ready_ms"].as_f64().unwrap_or(0.0),
+                        warm["synced_ms"].as_f64().unwrap_or(0.0),
+                        cold["ready_ms"].as_f64().unwrap_or(0.0),
+                    );
+                }
+            }
+        });
+        let _ = fs::remove_dir_all(&dir);
     }
 
     /// Initial load of `n` rows (plus the map's NPCs).
@@ -1211,24 +1291,34 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     }
     let mut spawned = 0;
     let compression_rows = if opts.quick { COMPRESSION_ROWS_QUICK } else { COMPRESSION_ROWS };
+    // The compression and launch scenarios, on exactly `compression_rows` rows of the load map.
+    let at_their_rows = wants("compression") || wants("launch");
+    let run_them = |bench: &mut Bench| {
+        if wants("compression") {
+            bench.compression(compression_rows, &proxy);
+        }
+        if wants("launch") {
+            bench.launch(compression_rows, &proxy);
+        }
+    };
     for &n in sizes.loads.iter().filter(|_| wants("load")) {
-        if wants("compression") && spawned < compression_rows && n > compression_rows {
+        if at_their_rows && spawned < compression_rows && n > compression_rows {
             bench.spawn(LOAD_MAP, compression_rows - spawned)?;
             spawned = compression_rows;
-            bench.compression(compression_rows, &proxy);
+            run_them(&mut bench);
         }
         bench.spawn(LOAD_MAP, n - spawned)?;
         spawned = n;
         // A million rows take long (and may fail): fewer rounds.
         let rounds = if n >= 1_000_000 { rounds.min(3) } else { rounds };
         bench.load(n, rounds);
-        if wants("compression") && n == compression_rows {
-            bench.compression(compression_rows, &proxy);
+        if at_their_rows && n == compression_rows {
+            run_them(&mut bench);
         }
     }
-    if wants("compression") && spawned < compression_rows {
+    if at_their_rows && spawned < compression_rows {
         bench.spawn(LOAD_MAP, compression_rows - spawned)?;
-        bench.compression(compression_rows, &proxy);
+        run_them(&mut bench);
     }
     step.done();
     let load = load.finish();
@@ -1266,15 +1356,17 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let (frame, others) = bench.figures.split("frame_");
     let (conns, others) = others.split("conn_");
     let (comps, others) = others.split("comp_");
+    let (launches, others) = others.split("launch_");
     let (frame_notes, notes): (Vec<String>, Vec<String>) =
         bench.notes.iter().cloned().partition(|n| n.starts_with("game frame"));
     let (conn_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("connections"));
     let (comp_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("compression"));
+    let (launch_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("launch"));
     if opts.write_docs {
         let docs = crate::repo_root().join("docs");
         let path = docs.join("BENCHMARKS.md");
         let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        if SCENARIOS.iter().any(|s| !["frame", "connections", "compression"].contains(s) && wants(s)) {
+        if SCENARIOS.iter().any(|s| !["frame", "connections", "compression", "launch"].contains(s) && wants(s)) {
             fs::create_dir_all(docs.join("bench"))?;
             fs::write(docs.join(chart), report::render_svg(&others))?;
             let markdown = report::render_markdown(&ctx, &others, &notes, Some(chart));
@@ -1292,6 +1384,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         if wants("compression") {
             let markdown = report::render_compression_markdown(&ctx, &comps, &comp_notes, compression_rows);
             doc = report::replace_section(&doc, "compression", &markdown);
+        }
+        if wants("launch") {
+            let markdown = report::render_launch_markdown(&ctx, &launches, &launch_notes, compression_rows);
+            doc = report::replace_section(&doc, "launch", &markdown);
         }
         fs::write(&path, doc)?;
         eprintln!("    wrote {}", path.display());

@@ -22,10 +22,16 @@
 //! and memory that cost, the threads, and any session lost meanwhile (a false
 //! dead peer).
 //!
+//! The `launch` scenario is a game's start with its cache kept on disk
+//! (`--disk-cache FILE`): the time until the table is readable (from the
+//! file when it exists, else from the server), then until the subscription
+//! is applied and the cache reconciled; it saves the cache for the next run.
+//!
 //! ```text
-//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame|connections
+//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame|connections|launch
 //!              [--query SQL] [--table T] [--expect-rows N] [--expect-updates N]
 //!              [--calls N] [--wait-update] [--timeout-s S] [--connections N] [--hold-s S]
+//!              [--compression none|gzip|brotli] [--disk-cache FILE]
 //! ```
 //!
 //! Rows are counted by a listener of the cache's changes (`SyncListeners::changes`),
@@ -183,6 +189,8 @@ struct Args {
     hold: Duration,
     /// `--compression none|gzip|brotli` (default brotli, both clients' default).
     compression: Compression,
+    /// `--disk-cache FILE`: where `launch` keeps its cache.
+    disk_cache: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -210,6 +218,7 @@ fn parse_args() -> Result<Args> {
             Some("none") => Compression::None,
             Some(other) => bail!("--compression wants none, gzip or brotli, not {other}"),
         },
+        disk_cache: value("--disk-cache"),
     })
 }
 
@@ -449,6 +458,89 @@ fn run_frame(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     Ok(())
 }
 
+/// The `launch` scenario: a game's start with its cache kept on disk
+/// (`--disk-cache FILE`). Times the launch until the table holds
+/// `--expect-rows` rows (`ready_ms`: read from the file when there is one, else
+/// loaded from the server), then until the subscription is applied and the
+/// cache reconciled with the server (`synced_ms`); then saves the cache for
+/// the next launch (`saved_ms`).
+fn run_launch(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
+    let deadline = Instant::now() + args.timeout;
+    let query = args.query.clone().context("launch needs --query")?;
+    let file = args.disk_cache.clone().context("launch needs --disk-cache FILE")?;
+    let (t0, cpu0) = (Instant::now(), cpu_time());
+    let mut client = Client::builder()
+        .with_uri(&args.server)
+        .with_database(&args.database)
+        .with_compression(args.compression)
+        .with_schema(schema())
+        .with_row_types(row_types())
+        .with_disk_cache(spacelink::DiskCacheConfig::new(file))
+        .subscribe(&[query.as_str()])
+        .build()?;
+    let inserts = Arc::new(AtomicU64::new(0));
+    let counted = inserts.clone();
+    client.db().entity().on_insert(move |_, e| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        std::hint::black_box(e.hp);
+    });
+    let tick = Duration::from_millis(1);
+    let mut restored = false;
+    let mut ticks = |client: &mut Client| {
+        for event in client.frame_tick() {
+            if let spacelink::Event::DiskCache(spacelink::DiskCacheEvent::Restored { .. }) = event {
+                restored = true;
+            }
+        }
+    };
+    while (client.db().entity().count() as u64) < args.expect_rows {
+        ticks(&mut client);
+        if Instant::now() > deadline {
+            bail!("{} of {} rows readable in time", client.db().entity().count(), args.expect_rows);
+        }
+        std::thread::sleep(tick);
+    }
+    let ready = t0.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let applied = |c: &Client| {
+        let s = c.status();
+        !s.subscriptions.is_empty() && s.subscriptions.values().all(|s| *s == spacelink::SubscriptionState::Applied)
+    };
+    while !applied(&client) {
+        ticks(&mut client);
+        if Instant::now() > deadline {
+            bail!("not applied in time");
+        }
+        std::thread::sleep(tick);
+    }
+    ticks(&mut client);
+    let synced = t0.elapsed();
+    result.insert("ready_ms".into(), json!(ready.as_secs_f64() * 1e3));
+    result.insert("cpu_ms".into(), json!(cpu.as_secs_f64() * 1e3));
+    result.insert("synced_ms".into(), json!(synced.as_secs_f64() * 1e3));
+    result.insert("from_disk".into(), json!(restored));
+    result.insert("rows".into(), json!(client.db().entity().count()));
+    result.insert("inserts_heard".into(), json!(inserts.load(Ordering::Relaxed)));
+    result.insert("rss_kib".into(), json!(status_kib("VmRSS")));
+    let at = Instant::now();
+    let mut saving = client.save_cache();
+    let saved = loop {
+        if let Some(saved) = saving.try_result() {
+            break saved;
+        }
+        if Instant::now() > deadline {
+            bail!("not saved in time");
+        }
+        std::thread::sleep(tick);
+    };
+    if let spacelink::DiskCacheEvent::SaveFailed { error } = saved {
+        bail!("the cache was not saved: {error}");
+    }
+    result.insert("saved_ms".into(), json!(at.elapsed().as_secs_f64() * 1e3));
+    client.shutdown();
+    Ok(())
+}
+
 /// The threads of this process.
 fn threads() -> u64 {
     status_kib("Threads")
@@ -541,6 +633,8 @@ fn main() {
         run_frame(&args, &mut result)
     } else if args.scenario == "connections" {
         run_connections(&args, &mut result)
+    } else if args.scenario == "launch" {
+        run_launch(&args, &mut result)
     } else {
         actix::System::new().block_on(run(&args, &mut result))
     };
