@@ -273,6 +273,8 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         .with_row_types(RowTypes::new().register::<Entity>("entity"))
         .with_listeners(listeners)
         .with_sync_listeners(sync_listeners)
+        // It hears rows through its listener and never ticks a frame: nothing queued for one.
+        .with_frame_events(false)
         .build_async()
         .await?;
     let sync = app.sync().expect("the schema is known").clone();

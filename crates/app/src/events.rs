@@ -211,6 +211,8 @@ pub(crate) fn row_events(msg: &RowsChanged, out: &mut Vec<Event>) {
 pub(crate) struct EventSender {
     tx: mpsc::UnboundedSender<Queued>,
     depth: Arc<AtomicUsize>,
+    /// Whether the game reads the queue (`frame_tick`); if not, nothing is queued.
+    read: bool,
 }
 
 /// The game's end of the queue.
@@ -222,13 +224,22 @@ pub(crate) struct EventReceiver {
 
 /// A new queue.
 pub(crate) fn queue() -> (EventSender, EventReceiver) {
+    queue_read(true)
+}
+
+/// A new queue that the game reads (`read`) or does not (a game that hears
+/// everything through actor listeners: nothing is queued, nothing kept).
+pub(crate) fn queue_read(read: bool) -> (EventSender, EventReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let depth = Arc::new(AtomicUsize::new(0));
-    (EventSender { tx, depth: depth.clone() }, EventReceiver { rx, depth })
+    (EventSender { tx, depth: depth.clone(), read }, EventReceiver { rx, depth })
 }
 
 impl EventSender {
     pub(crate) fn push(&self, item: Queued) {
+        if !self.read {
+            return;
+        }
         // Counted before it is sent, so the receiver never sees it uncounted.
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
         if self.tx.send(item).is_err() {
@@ -411,6 +422,17 @@ mod tests {
 
     fn key(bytes: &'static [u8]) -> RowKey {
         RowKey(bytes::Bytes::from_static(bytes))
+    }
+
+    #[test]
+    fn a_queue_the_game_does_not_read_keeps_nothing() {
+        let (sender, mut receiver) = queue_read(false);
+        sender.push(Queued::Rows(rows(1, 1000)));
+        sender.event(Event::Subscription(SubscriptionEvent::Removed { id: spacelink_sync::SubscriptionId(1) }));
+        assert_eq!(receiver.pending(), 0);
+        let mut out = Vec::new();
+        receiver.drain_into(&mut out);
+        assert!(out.is_empty());
     }
 
     fn rows(generation: u64, n: usize) -> RowsChanged {

@@ -69,6 +69,12 @@ pub struct SpacelinkConfig {
     /// Keep the cache on disk between launches (default: none; see
     /// [`crate::disk_cache`]).
     pub disk_cache: Option<crate::disk_cache::DiskCacheConfig>,
+    /// Whether the game reads its events with `Client::frame_tick` (default
+    /// true). A game that hears everything through actor listeners
+    /// (`with_listeners`, `with_sync_listeners`) and never ticks sets it
+    /// false: nothing is then queued for a frame that never comes (no row
+    /// change, and the rows it holds, kept in memory).
+    pub frame_events: bool,
 }
 
 impl SpacelinkConfig {
@@ -88,6 +94,7 @@ impl SpacelinkConfig {
             supervision: SupervisionConfig::default(),
             telemetry: None,
             disk_cache: None,
+            frame_events: true,
         }
     }
 }

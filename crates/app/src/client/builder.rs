@@ -158,6 +158,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Whether the game reads its events with [`Client::frame_tick`] (default
+    /// true; see [`SpacelinkConfig::frame_events`]): a game that listens only
+    /// through actors turns it off, and nothing is queued for it.
+    pub fn with_frame_events(mut self, read: bool) -> Self {
+        self.config_mut().frame_events = read;
+        self
+    }
+
     /// Keep the cache on disk between launches (see [`crate::disk_cache`]): at
     /// the next start, the tables read the saved rows before the first byte
     /// arrives, and the first session fires only what changed meanwhile.

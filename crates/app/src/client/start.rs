@@ -82,7 +82,7 @@ impl Start {
     /// subscriptions (waiting in the sync actor's mailbox); then the schema stage.
     pub(super) fn run(self) -> Result<(Client, SchemaStage), ClientError> {
         let Start { mut config, mut listeners, subscriptions, registrar } = self;
-        let (sender, receiver) = events::queue();
+        let (sender, receiver) = events::queue_read(config.frame_events);
         let status = StatusCell::default();
         let requested = Arc::new(AtomicBool::new(false));
         let sink = EventSink { events: sender.clone(), status: status.clone(), requested: requested.clone() }.start();
