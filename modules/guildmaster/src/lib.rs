@@ -883,6 +883,31 @@ pub fn bump_spawned(ctx: &ReducerContext, map_id: u32, limit: u32) -> Result<(),
     Ok(())
 }
 
+/// Deletes up to `limit` entities of kind [`EntityKind::Spawned`] on map
+/// `map_id` in one transaction (a map with fewer is fine): how benchmarks
+/// measure applied deletes, a transaction of a given size at a time.
+///
+/// Errors if `limit` is above 100 000.
+#[reducer]
+pub fn delete_spawned(ctx: &ReducerContext, map_id: u32, limit: u32) -> Result<(), String> {
+    if limit > MAX_SPAWN {
+        return Err(format!("limit must be at most {MAX_SPAWN}"));
+    }
+    let ids: Vec<u64> = ctx
+        .db
+        .entity()
+        .map_id()
+        .filter(map_id)
+        .filter(|e| e.kind == EntityKind::Spawned)
+        .take(limit as usize)
+        .map(|e| e.entity_id)
+        .collect();
+    for id in ids {
+        ctx.db.entity().entity_id().delete(id);
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Test helpers
 // ---------------------------------------------------------------------------
