@@ -61,6 +61,10 @@ pub const SCENARIOS: &[&str] = &[
     "rtt-stream",
     "updates",
     "updates-backlog",
+    "inserts",
+    "inserts-backlog",
+    "deletes",
+    "deletes-backlog",
     "dead-peer",
     "frame",
     "connections",
@@ -500,6 +504,27 @@ impl LoadSampler {
     }
 }
 
+/// A kind of change the `updates`, `inserts` and `deletes` scenarios apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Change {
+    /// The scenario's name (also the count in the client's result), the
+    /// reducer that makes the changes (`map_id`, rows per transaction), and
+    /// the clients' flag for how many to expect.
+    fn parts(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Change::Insert => ("inserts", "spawn_entities", "--expect-inserts"),
+            Change::Update => ("updates", "bump_spawned", "--expect-updates"),
+            Change::Delete => ("deletes", "delete_spawned", "--expect-deletes"),
+        }
+    }
+}
+
 /// The bench: clients, server, and what was measured so far.
 struct Bench {
     sizes: Sizes,
@@ -789,28 +814,47 @@ impl Bench {
         }
     }
 
-    /// Updates, live (`backlog` false) or from a backlog (the client frozen
-    /// while the server writes).
-    fn updates(&mut self, backlog: bool) {
+    /// The update map as every changes run starts it: `update_rows` spawned
+    /// entities (and `more` besides), whatever a failed run left.
+    fn reset_update_map(&self, more: u64) -> Result<()> {
+        self.server.call("clear_spawned", json!([UPDATE_MAP]))?;
+        self.spawn(UPDATE_MAP, self.sizes.update_rows)?;
+        for _ in 0..more / self.sizes.update_rows.max(1) {
+            self.spawn(UPDATE_MAP, self.sizes.update_rows)?;
+        }
+        Ok(())
+    }
+
+    /// Changes of one kind applied, live (`backlog` false) or from a backlog
+    /// (the client frozen while the server writes): `update_txs` transactions
+    /// of `update_rows` rows each, timed from the first write (or the thaw)
+    /// to the last change counted, with the client's CPU from ready to then.
+    fn changes(&mut self, kind: Change, backlog: bool) {
         let rows = self.sizes.update_rows;
         let txs = self.sizes.update_txs;
         let total = rows * txs;
-        let expect_rows = rows + NPCS_PER_MAP;
-        let what = if backlog { "updates from a backlog" } else { "updates, live" };
+        let (name, reducer, flag) = kind.parts();
+        // Deletes need the rows they delete: cached before the run, like the others' rows.
+        let before = if kind == Change::Delete { total } else { 0 };
+        let expect_rows = rows + before + NPCS_PER_MAP;
+        let what = if backlog { format!("{name} from a backlog") } else { format!("{name}, live") };
         let extra = [
             ("--query", Self::query(UPDATE_MAP)),
             ("--expect-rows", expect_rows.to_string()),
-            ("--expect-updates", total.to_string()),
+            (flag, total.to_string()),
         ];
         for round in 0..self.rounds {
             for client in Self::order(round) {
                 let outcome = (|| -> Result<(Value, u64, u64)> {
-                    let mut run = Run::start(self.bin(client), &self.args("updates", &extra, &[]), &self.log)?;
+                    if kind != Change::Update {
+                        self.reset_update_map(before)?;
+                    }
+                    let mut run = Run::start(self.bin(client), &self.args("changes", &extra, &[]), &self.log)?;
                     run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
                     let frozen = if backlog { Some(Frozen::new(run.pid())?) } else { None };
                     let start = unix_us();
                     for _ in 0..txs {
-                        self.server.call("bump_spawned", json!([UPDATE_MAP, rows]))?;
+                        self.server.call(reducer, json!([UPDATE_MAP, rows]))?;
                     }
                     let committed = unix_us();
                     let resumed = if let Some(frozen) = frozen {
@@ -828,37 +872,51 @@ impl Bench {
                 let (v, from, committed) = match outcome {
                     Ok(x) => x,
                     Err(e) => {
-                        self.failed(what, client, round, &e);
+                        self.failed(&what, client, round, &e);
                         continue;
                     }
                 };
-                let (Some(updates), Some(last)) = (v["updates"].as_u64(), v["last_update_unix_us"].as_u64()) else {
-                    self.failed(what, client, round, &anyhow::anyhow!("no update times in {v}"));
+                let (Some(counted), Some(last)) = (v[name].as_u64(), v["last_change_unix_us"].as_u64()) else {
+                    self.failed(&what, client, round, &anyhow::anyhow!("no change times in {v}"));
                     continue;
                 };
                 let secs = (last.saturating_sub(from) as f64 / 1e6).max(1e-6);
-                let rate = updates as f64 / secs;
+                let rate = counted as f64 / secs;
+                let cpu_1k = v["change_cpu_ms"].as_f64().map(|ms| ms / (counted.max(1) as f64 / 1e3));
+                let way = if backlog { "backlog" } else { "live" };
+                let (from_where, how) = if backlog {
+                    ("from a backlog", "(client frozen while the server wrote, then resumed)")
+                } else {
+                    ("live", "(server-bound)")
+                };
+                self.record(
+                    &format!("{name}_{way}_rate"),
+                    &format!("{name} applied per second, {from_where} {how}"),
+                    Unit::RowsPerSec,
+                    client,
+                    Some(rate),
+                );
+                self.record(
+                    &format!("{name}_{way}_cpu1k"),
+                    &format!("{name}, {from_where}: client CPU per 1k rows applied"),
+                    Unit::Millis,
+                    client,
+                    cpu_1k,
+                );
                 if backlog {
                     self.record(
-                        "updates_backlog_rate",
-                        "updates applied from a backlog (client frozen while the server wrote, then resumed)",
-                        Unit::RowsPerSec,
+                        &format!("{name}_{way}_peak"),
+                        &format!("{name}, {from_where}: peak RSS (the initial rows, then the backlog)"),
+                        Unit::KiB,
                         client,
-                        Some(rate),
+                        v["peak_rss_kib"].as_f64(),
                     );
                     eprintln!("    {what}, {} round {}: {:.0} rows/s", client.name(), round + 1, rate);
                 } else {
                     let lag = last as f64 / 1e3 - committed as f64 / 1e3;
                     self.record(
-                        "updates_live_rate",
-                        "updates applied per second, live (server-bound)",
-                        Unit::RowsPerSec,
-                        client,
-                        Some(rate),
-                    );
-                    self.record(
-                        "updates_live_lag",
-                        "updates, live: lag after the last commit",
+                        &format!("{name}_{way}_lag"),
+                        &format!("{name}, live: lag after the last commit"),
                         Unit::Millis,
                         client,
                         Some(lag.max(0.0)),
@@ -871,6 +929,11 @@ impl Bench {
                         lag
                     );
                 }
+            }
+        }
+        if kind != Change::Update {
+            if let Err(e) = self.reset_update_map(0) {
+                self.errors.push(format!("{what}: resetting the update map: {e:#}"));
             }
         }
     }
@@ -1270,11 +1333,14 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     if wants("rtt-stream") {
         bench.rtt(true);
     }
-    if wants("updates") {
-        bench.updates(false);
-    }
-    if wants("updates-backlog") {
-        bench.updates(true);
+    for kind in [Change::Update, Change::Insert, Change::Delete] {
+        let name = kind.parts().0;
+        if wants(name) {
+            bench.changes(kind, false);
+        }
+        if wants(&format!("{name}-backlog")) {
+            bench.changes(kind, true);
+        }
     }
     if wants("dead-peer") {
         bench.dead_peer();

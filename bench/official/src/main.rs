@@ -41,6 +41,10 @@ struct Seen {
     first_row_at: Option<Instant>,
     first_update_unix_us: Option<u64>,
     last_update_unix_us: Option<u64>,
+    /// `changes`: the first change after the initial rows, and the one that
+    /// completed what was expected.
+    first_change_unix_us: Option<u64>,
+    last_change_unix_us: Option<u64>,
     connected: bool,
     connect_error: Option<String>,
     applied: u64,
@@ -58,8 +62,11 @@ struct Seen {
 struct Shared {
     inserts: AtomicU64,
     updates: AtomicU64,
+    deletes: AtomicU64,
     expect_rows: u64,
     expect_updates: u64,
+    expect_inserts: u64,
+    expect_deletes: u64,
     seen: Mutex<Seen>,
     changed: Condvar,
 }
@@ -71,6 +78,23 @@ impl Shared {
 
     fn updates(&self) -> u64 {
         self.updates.load(Ordering::Relaxed)
+    }
+
+    fn deletes(&self) -> u64 {
+        self.deletes.load(Ordering::Relaxed)
+    }
+
+    /// A change after the initial rows: the `n`-th of its kind, of `expected`.
+    fn changed(&self, n: u64, first: u64, expected: u64) {
+        if n == first || n == expected {
+            let now = unix_us();
+            self.update(|s| {
+                s.first_change_unix_us.get_or_insert(now);
+                if n == expected {
+                    s.last_change_unix_us = Some(now);
+                }
+            });
+        }
     }
 
     fn update(&self, f: impl FnOnce(&mut Seen)) {
@@ -145,6 +169,9 @@ struct Args {
     table: String,
     expect_rows: u64,
     expect_updates: u64,
+    /// `changes`: inserts and deletes to wait for after the initial rows.
+    expect_inserts: u64,
+    expect_deletes: u64,
     calls: u32,
     wait_update: bool,
     timeout: Duration,
@@ -168,6 +195,8 @@ fn parse_args() -> Result<Args> {
         table: value("--table").unwrap_or_else(|| "entity".into()),
         expect_rows: number("--expect-rows", 0)?,
         expect_updates: number("--expect-updates", 0)?,
+        expect_inserts: number("--expect-inserts", 0)?,
+        expect_deletes: number("--expect-deletes", 0)?,
         calls: number("--calls", 100)? as u32,
         wait_update: argv.iter().any(|a| a == "--wait-update"),
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
@@ -193,12 +222,24 @@ fn register_callbacks(conn: &DbConnection, table: &str, shared: &Arc<Shared>) ->
             } else if n == shared.expect_rows {
                 shared.update(|_| {});
             }
+            if n > shared.expect_rows && shared.expect_inserts > 0 {
+                shared.changed(n, shared.expect_rows + 1, shared.expect_rows + shared.expect_inserts);
+            }
+        }
+    };
+    let deleted = {
+        let shared = shared.clone();
+        move || {
+            let n = shared.deletes.fetch_add(1, Ordering::Relaxed) + 1;
+            shared.changed(n, 1, shared.expect_deletes);
         }
     };
     let updated = {
         let shared = shared.clone();
         move || {
             let n = shared.updates.fetch_add(1, Ordering::Relaxed) + 1;
+            // Before the update that may wake the waiter: the change's time is then in.
+            shared.changed(n, 1, shared.expect_updates);
             if n == 1 || n == shared.expect_updates {
                 let now = unix_us();
                 shared.update(|s| {
@@ -212,10 +253,12 @@ fn register_callbacks(conn: &DbConnection, table: &str, shared: &Arc<Shared>) ->
         "entity" => {
             conn.db.entity().on_insert(move |_, _| inserted());
             conn.db.entity().on_update(move |_, _, _| updated());
+            conn.db.entity().on_delete(move |_, _| deleted());
         }
         "map" => {
             conn.db.map().on_insert(move |_, _| inserted());
             conn.db.map().on_update(move |_, _, _| updated());
+            conn.db.map().on_delete(move |_, _| deleted());
         }
         other => bail!("the official client counts rows of `entity` or `map`, not `{other}`"),
     }
@@ -227,6 +270,8 @@ fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
     let shared = Arc::new(Shared {
         expect_rows: args.expect_rows,
         expect_updates: args.expect_updates,
+        expect_inserts: args.expect_inserts,
+        expect_deletes: args.expect_deletes,
         ..Shared::default()
     });
 
@@ -298,13 +343,23 @@ fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
 
     match args.scenario.as_str() {
         "load" => {}
-        "updates" => {
-            let expect = args.expect_updates;
-            let waited = shared.wait(deadline, "the updates", |_| shared.updates() >= expect);
+        "updates" | "changes" => {
+            // Inserts, updates and deletes after the initial rows, each counted by its callback.
+            let (base, cpu_ready) = (shared.inserts(), cpu_time());
+            let (inserts, updates, deletes) = (args.expect_inserts, args.expect_updates, args.expect_deletes);
+            let waited = shared.wait(deadline, "the changes", |_| {
+                shared.inserts() - base >= inserts && shared.updates() >= updates && shared.deletes() >= deletes
+            });
+            let cpu = cpu_time().saturating_sub(cpu_ready);
             let s = shared.get(Seen::clone);
             result.insert("updates".into(), json!(shared.updates()));
+            result.insert("inserts".into(), json!(shared.inserts() - base));
+            result.insert("deletes".into(), json!(shared.deletes()));
             result.insert("first_update_unix_us".into(), json!(s.first_update_unix_us));
             result.insert("last_update_unix_us".into(), json!(s.last_update_unix_us));
+            result.insert("first_change_unix_us".into(), json!(s.first_change_unix_us));
+            result.insert("last_change_unix_us".into(), json!(s.last_change_unix_us));
+            result.insert("change_cpu_ms".into(), json!(cpu.as_secs_f64() * 1e3));
             waited?;
         }
         "rtt" => {

@@ -28,10 +28,11 @@
 //! is applied and the cache reconciled; it saves the cache for the next run.
 //!
 //! ```text
-//! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame|connections|launch
+//! bench_client --server URL --database DB --scenario load|changes|rtt|first-row|dead-peer|frame|connections|launch
 //!              [--query SQL] [--table T] [--expect-rows N] [--expect-updates N]
 //!              [--calls N] [--wait-update] [--timeout-s S] [--connections N] [--hold-s S]
 //!              [--compression none|gzip|brotli] [--disk-cache FILE]
+//!              [--expect-inserts N] [--expect-deletes N]   (changes: after the initial rows)
 //! ```
 //!
 //! Rows are counted by a listener of the cache's changes (`SyncListeners::changes`),
@@ -49,7 +50,7 @@ use serde_json::{json, Value};
 use spacelink::reducers::Outcome;
 use spacelink::sync::{RowChange, RowTypes, RowsChanged, SubscriptionEvent, SyncListeners};
 use spacelink::{Client, Compression, ConnectionState, Listeners, StateChanged};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -65,6 +66,9 @@ struct Seen {
     first_row_at: Option<Instant>,
     first_update_unix_us: Option<u64>,
     last_update_unix_us: Option<u64>,
+    /// Once the initial rows are in (`Counter::ready`): the first and last change since.
+    first_change_unix_us: Option<u64>,
+    last_change_unix_us: Option<u64>,
     /// How many times a session was lost (the state left Connected).
     disconnects: u64,
     disconnected_unix_us: Option<u64>,
@@ -76,6 +80,8 @@ struct Seen {
 struct Counter {
     table: String,
     seen: watch::Sender<Seen>,
+    /// Raised once the initial rows are in.
+    ready: Arc<AtomicBool>,
 }
 
 impl Actor for Counter {
@@ -104,6 +110,7 @@ impl Handler<RowsChanged> for Counter {
             return;
         }
         let now = unix_us();
+        let ready = self.ready.load(Ordering::Relaxed);
         self.seen.send_modify(|s| {
             s.inserts += inserts;
             s.updates += updates;
@@ -114,6 +121,10 @@ impl Handler<RowsChanged> for Counter {
             if updates > 0 {
                 s.first_update_unix_us.get_or_insert(now);
                 s.last_update_unix_us = Some(now);
+            }
+            if ready {
+                s.first_change_unix_us.get_or_insert(now);
+                s.last_change_unix_us = Some(now);
             }
         });
     }
@@ -182,6 +193,9 @@ struct Args {
     table: String,
     expect_rows: u64,
     expect_updates: u64,
+    /// `changes`: inserts and deletes to wait for after the initial rows.
+    expect_inserts: u64,
+    expect_deletes: u64,
     calls: u32,
     wait_update: bool,
     timeout: Duration,
@@ -207,6 +221,8 @@ fn parse_args() -> Result<Args> {
         table: value("--table").unwrap_or_else(|| "entity".into()),
         expect_rows: number("--expect-rows", 0)?,
         expect_updates: number("--expect-updates", 0)?,
+        expect_inserts: number("--expect-inserts", 0)?,
+        expect_deletes: number("--expect-deletes", 0)?,
         calls: number("--calls", 100)? as u32,
         wait_update: argv.iter().any(|a| a == "--wait-update"),
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
@@ -257,7 +273,8 @@ async fn wait_for(
 async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
     let deadline = Instant::now() + args.timeout;
     let (tx, mut seen) = watch::channel(Seen::default());
-    let counter = Counter { table: args.table.clone(), seen: tx }.start();
+    let initial_in = Arc::new(AtomicBool::new(false));
+    let counter = Counter { table: args.table.clone(), seen: tx, ready: initial_in.clone() }.start();
 
     let t0 = Instant::now();
     let cpu0 = cpu_time();
@@ -306,18 +323,30 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         result.insert("rss_kib".into(), json!(status_kib("VmRSS")));
         result.insert("rows".into(), json!(seen.borrow().inserts));
         result.insert("cached".into(), json!(sync.cache().count(&args.table)));
+        initial_in.store(true, Ordering::Relaxed);
         emit(json!({ "event": "ready", "unix_us": unix_us() }));
     }
 
     match args.scenario.as_str() {
         "load" => {}
-        "updates" => {
-            let expect = args.expect_updates;
-            let waited = wait_for(&mut seen, deadline, "the updates", |s| s.updates >= expect).await;
+        "updates" | "changes" => {
+            // Inserts, updates and deletes after the initial rows, each counted by the listener.
+            let (base, cpu_ready) = (seen.borrow().clone(), cpu_time());
+            let (inserts, updates, deletes) = (args.expect_inserts, args.expect_updates, args.expect_deletes);
+            let waited = wait_for(&mut seen, deadline, "the changes", |s| {
+                s.inserts - base.inserts >= inserts && s.updates - base.updates >= updates && s.deletes >= deletes
+            })
+            .await;
+            let cpu = cpu_time().saturating_sub(cpu_ready);
             let s = seen.borrow().clone();
-            result.insert("updates".into(), json!(s.updates));
+            result.insert("updates".into(), json!(s.updates - base.updates));
+            result.insert("inserts".into(), json!(s.inserts - base.inserts));
+            result.insert("deletes".into(), json!(s.deletes - base.deletes));
             result.insert("first_update_unix_us".into(), json!(s.first_update_unix_us));
             result.insert("last_update_unix_us".into(), json!(s.last_update_unix_us));
+            result.insert("first_change_unix_us".into(), json!(s.first_change_unix_us));
+            result.insert("last_change_unix_us".into(), json!(s.last_change_unix_us));
+            result.insert("change_cpu_ms".into(), json!(cpu.as_secs_f64() * 1e3));
             waited?;
         }
         "rtt" => {

@@ -222,7 +222,8 @@ pub(crate) struct EventReceiver {
     depth: Arc<AtomicUsize>,
 }
 
-/// A new queue.
+/// A new queue, read by the game.
+#[cfg(test)]
 pub(crate) fn queue() -> (EventSender, EventReceiver) {
     queue_read(true)
 }
