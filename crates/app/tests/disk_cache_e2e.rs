@@ -228,3 +228,35 @@ fn e2e_a_cache_on_disk_reads_at_launch_and_reconciles_only_what_changed() {
     writer.shutdown();
     proxy.stop();
 }
+
+/// `build_async` waits for the schema anyway: the file is checked against the
+/// server's schema before it is loaded, and the client it returns reads the
+/// saved rows at once.
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_build_async_restores_the_cache_before_it_returns() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = DiskCacheConfig::new(dir.path().join("world.slcache"));
+    let builder = || {
+        Client::builder()
+            .with_connection_config(config())
+            .with_disk_cache(disk.clone())
+            .with_frame_events(false)
+            .subscribe(&["SELECT * FROM map"])
+    };
+    let first = builder().build_async().await.unwrap();
+    let sync = first.sync().unwrap().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sync.cache().count("map") == 0 {
+        assert!(Instant::now() < deadline, "the maps were not loaded");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let maps = sync.cache().count("map");
+    assert!(matches!(first.save_cache().await, DiskCacheEvent::Saved { .. }));
+    first.shutdown();
+
+    let second = builder().build_async().await.unwrap();
+    assert_eq!(second.sync().unwrap().cache().count("map"), maps, "read from the file before build_async returned");
+    second.shutdown();
+}
