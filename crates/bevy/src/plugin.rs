@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bevy_app::{App, Plugin, PostUpdate, PreStartup, PreUpdate};
+use bevy_app::{App, AppExit, Last, Plugin, PostUpdate, PreStartup, PreUpdate};
 use bevy_ecs::prelude::*;
 use spacelink::settings::SettingsLoader;
 use spacelink::sync::{SubscriptionEvent, SubscriptionId};
@@ -121,8 +121,29 @@ impl Plugin for SpacelinkPlugin {
             .configure_sets(PreUpdate, (SpacelinkSet::Drain, SpacelinkSet::Rows, SpacelinkSet::Mirror).chain())
             .configure_sets(PostUpdate, SpacelinkSet::Present)
             .add_systems(PreStartup, start)
-            .add_systems(PreUpdate, drain.in_set(SpacelinkSet::Drain));
+            .add_systems(PreUpdate, drain.in_set(SpacelinkSet::Drain))
+            .add_systems(Last, save_on_exit);
     }
+}
+
+/// The longest the app's exit waits for the cache on disk to be saved.
+const EXIT_SAVE_WAIT: Duration = Duration::from_secs(3);
+
+/// On `AppExit`: a client that keeps its cache on disk
+/// (`ClientBuilder::with_disk_cache`) saves it before the process ends
+/// (the exit waits for it, at most [`EXIT_SAVE_WAIT`]); then it shuts down.
+fn save_on_exit(mut exits: MessageReader<'_, '_, AppExit>, client: Option<Res<'_, SpacelinkClient>>) {
+    if exits.is_empty() {
+        return;
+    }
+    exits.clear();
+    let Some(client) = client else { return };
+    let mut saving = client.0.save_cache();
+    let until = std::time::Instant::now() + EXIT_SAVE_WAIT;
+    while saving.try_result().is_none() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    client.0.shutdown();
 }
 
 /// The running client, from `PreStartup` on (absent if its settings did not

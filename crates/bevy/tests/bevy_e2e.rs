@@ -398,3 +398,39 @@ fn e2e_bevy_app_hears_a_dead_server_within_seconds_and_comes_back() {
     assert!(app.world().resource::<SpacelinkStatus>().is_active());
     app.world().resource::<SpacelinkClient>().shutdown();
 }
+
+/// A Bevy game keeping its cache on disk: `AppExit` saves it before the
+/// process ends, and the next app's tables read it with the server out of
+/// reach (the proxy refuses: every row comes from the file).
+#[test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+fn e2e_app_exit_saves_the_disk_cache_and_the_next_launch_reads_it_offline() {
+    let _serial = serial();
+    let (url, db) = server();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let proxy = rt.block_on(FaultProxy::start(url.trim_start_matches("http://").parse().unwrap())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("world.slcache");
+    let builder = || {
+        Client::builder()
+            .with_config(SpacelinkConfig::new(ConnectionConfig::new(proxy.url(), &db)))
+            .with_disk_cache(spacelink::DiskCacheConfig::new(&file))
+    };
+    let maps = |app: &App| app.world().get_resource::<SpacelinkClient>().map_or(0, |c| c.0.table::<Map>("map").count());
+
+    let mut app = game_app(builder());
+    frames_until(&mut app, 20, "the maps loaded", |app| maps(app) > 0);
+    let loaded = maps(&app);
+    assert!(!file.exists(), "nothing saved yet (every 30 s by default)");
+    app.world_mut().write_message(bevy_app::AppExit::Success);
+    app.update();
+    assert!(file.exists(), "saved on AppExit");
+    drop(app);
+
+    proxy.set_refuse(true);
+    let mut app = game_app(builder());
+    frames_until(&mut app, 2, "the maps read from the file", |app| maps(app) == loaded);
+    let active = app.world().get_resource::<SpacelinkClient>().is_some_and(|c| c.0.is_active());
+    assert!(!active, "no session: the rows came from the file");
+    proxy.stop();
+}

@@ -462,8 +462,10 @@ impl Client {
     /// in the background.
     pub fn save_cache(&self) -> CacheSaving {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let asked = self.cache_saves.send(tx).is_ok();
-        CacheSaving { answer: asked.then_some(rx) }
+        // Nobody to ask (no cache on disk, or the client gone): the request,
+        // dropped, answers at once with `SaveFailed`.
+        let _ = self.cache_saves.send(tx);
+        CacheSaving { answer: Some(rx) }
     }
 
     /// Closes the connection and stops the tree for good; a client built with
