@@ -61,6 +61,7 @@ pub const SCENARIOS: &[&str] = &[
     "rtt-stream",
     "updates",
     "updates-backlog",
+    "events-only",
     "dead-peer",
     "frame",
     "connections",
@@ -709,43 +710,46 @@ impl Bench {
         }
     }
 
+    /// One run of the update stream with `client` (`flags` added to its
+    /// arguments): subscribed to the update map, it is told `update_txs`
+    /// transactions of `update_rows` row updates (`bump_spawned`), live or,
+    /// with `backlog`, while frozen. Its result, when the stream was resumed
+    /// (or started), and when the last transaction committed (µs since the epoch).
+    fn stream_updates(&self, client: Client, flags: &[&str], backlog: bool) -> Result<(Value, u64, u64)> {
+        let rows = self.sizes.update_rows;
+        let extra = [
+            ("--query", Self::query(UPDATE_MAP)),
+            ("--expect-rows", (rows + NPCS_PER_MAP).to_string()),
+            ("--expect-updates", (rows * self.sizes.update_txs).to_string()),
+        ];
+        let mut run = Run::start(self.bin(client), &self.args("updates", &extra, flags), &self.log)?;
+        run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
+        let frozen = if backlog { Some(Frozen::new(run.pid())?) } else { None };
+        let start = unix_us();
+        for _ in 0..self.sizes.update_txs {
+            self.server.call("bump_spawned", json!([UPDATE_MAP, rows]))?;
+        }
+        let committed = unix_us();
+        let resumed = if let Some(frozen) = frozen {
+            // Let the server push what it has to the socket.
+            thread::sleep(Duration::from_millis(300));
+            let at = unix_us();
+            drop(frozen);
+            at
+        } else {
+            start
+        };
+        let v = run.result(self.sizes.client_timeout + Duration::from_secs(10))?;
+        Ok((v, resumed, committed))
+    }
+
     /// Updates, live (`backlog` false) or from a backlog (the client frozen
     /// while the server writes).
     fn updates(&mut self, backlog: bool) {
-        let rows = self.sizes.update_rows;
-        let txs = self.sizes.update_txs;
-        let total = rows * txs;
-        let expect_rows = rows + NPCS_PER_MAP;
         let what = if backlog { "updates from a backlog" } else { "updates, live" };
-        let extra = [
-            ("--query", Self::query(UPDATE_MAP)),
-            ("--expect-rows", expect_rows.to_string()),
-            ("--expect-updates", total.to_string()),
-        ];
         for round in 0..self.rounds {
             for client in Self::order(round) {
-                let outcome = (|| -> Result<(Value, u64, u64)> {
-                    let mut run = Run::start(self.bin(client), &self.args("updates", &extra, &[]), &self.log)?;
-                    run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
-                    let frozen = if backlog { Some(Frozen::new(run.pid())?) } else { None };
-                    let start = unix_us();
-                    for _ in 0..txs {
-                        self.server.call("bump_spawned", json!([UPDATE_MAP, rows]))?;
-                    }
-                    let committed = unix_us();
-                    let resumed = if let Some(frozen) = frozen {
-                        // Let the server push what it has to the socket.
-                        thread::sleep(Duration::from_millis(300));
-                        let at = unix_us();
-                        drop(frozen);
-                        at
-                    } else {
-                        start
-                    };
-                    let v = run.result(self.sizes.client_timeout + Duration::from_secs(10))?;
-                    Ok((v, resumed, committed))
-                })();
-                let (v, from, committed) = match outcome {
+                let (v, from, committed) = match self.stream_updates(client, &[], backlog) {
                     Ok(x) => x,
                     Err(e) => {
                         self.failed(what, client, round, &e);
@@ -791,6 +795,53 @@ impl Bench {
                         lag
                     );
                 }
+            }
+        }
+    }
+
+    /// The memory of a table the client only listens to, under the update
+    /// stream of `updates`: spacelink with the table events-only (`--events-only`:
+    /// it keeps none of its rows and is told every change), the official SDK
+    /// with its cache (it has no such setting). RSS once subscribed, after the
+    /// stream, and the process's peak.
+    fn events_only(&mut self) {
+        let what = "events-only: a table under the update stream";
+        let total = self.sizes.update_rows * self.sizes.update_txs;
+        for round in 0..self.rounds {
+            for client in Self::order(round) {
+                let flags: &[&str] = if client == Client::Spacelink { &["--events-only"] } else { &[] };
+                let v = match self.stream_updates(client, flags, false) {
+                    Ok((v, _, _)) if v["updates"].as_u64() == Some(total) => v,
+                    Ok((v, _, _)) => {
+                        let e = anyhow::anyhow!("told {} updates, expected {total}", v["updates"]);
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                };
+                if client == Client::Spacelink && v["cached"].as_u64() != Some(0) {
+                    let e = anyhow::anyhow!("the events-only table held {} rows", v["cached"]);
+                    self.failed(what, client, round, &e);
+                    continue;
+                }
+                let (ready, end, peak) = (v["rss_kib"].as_f64(), v["end_rss_kib"].as_f64(), v["peak_rss_kib"].as_f64());
+                let s = short_count(total);
+                let label = |l: &str| format!("{s} updates streamed to a table only listened to: {l}");
+                self.record("events_rss_ready", &label("RSS once subscribed"), Unit::KiB, client, ready);
+                self.record("events_rss_end", &label("RSS after the stream"), Unit::KiB, client, end);
+                self.record("events_peak_rss", &label("peak RSS"), Unit::KiB, client, peak);
+                let grown = end.zip(ready).map(|(end, ready)| (end - ready).max(0.0));
+                self.record(
+                    "events_rss_growth",
+                    &label("RSS the subscription's rows and stream added"),
+                    Unit::KiB,
+                    client,
+                    grown,
+                );
+                eprintln!("    {what}, {} round {}: peak rss {} KiB", client.name(), round + 1, v["peak_rss_kib"]);
             }
         }
     }
@@ -1196,6 +1247,9 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     if wants("updates-backlog") {
         bench.updates(true);
     }
+    if wants("events-only") {
+        bench.events_only();
+    }
     if wants("dead-peer") {
         bench.dead_peer();
     }
@@ -1266,15 +1320,18 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let (frame, others) = bench.figures.split("frame_");
     let (conns, others) = others.split("conn_");
     let (comps, others) = others.split("comp_");
+    let (events, others) = others.split("events_");
     let (frame_notes, notes): (Vec<String>, Vec<String>) =
         bench.notes.iter().cloned().partition(|n| n.starts_with("game frame"));
     let (conn_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("connections"));
     let (comp_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("compression"));
+    let (events_notes, notes): (Vec<String>, Vec<String>) =
+        notes.into_iter().partition(|n| n.starts_with("events-only"));
     if opts.write_docs {
         let docs = crate::repo_root().join("docs");
         let path = docs.join("BENCHMARKS.md");
         let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        if SCENARIOS.iter().any(|s| !["frame", "connections", "compression"].contains(s) && wants(s)) {
+        if SCENARIOS.iter().any(|s| !["frame", "connections", "compression", "events-only"].contains(s) && wants(s)) {
             fs::create_dir_all(docs.join("bench"))?;
             fs::write(docs.join(chart), report::render_svg(&others))?;
             let markdown = report::render_markdown(&ctx, &others, &notes, Some(chart));
@@ -1292,6 +1349,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         if wants("compression") {
             let markdown = report::render_compression_markdown(&ctx, &comps, &comp_notes, compression_rows);
             doc = report::replace_section(&doc, "compression", &markdown);
+        }
+        if wants("events-only") {
+            let markdown = report::render_events_only_markdown(&ctx, &events, &events_notes);
+            doc = report::replace_section(&doc, "events-only", &markdown);
         }
         fs::write(&path, doc)?;
         eprintln!("    wrote {}", path.display());

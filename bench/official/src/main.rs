@@ -305,6 +305,7 @@ fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
             result.insert("updates".into(), json!(shared.updates()));
             result.insert("first_update_unix_us".into(), json!(s.first_update_unix_us));
             result.insert("last_update_unix_us".into(), json!(s.last_update_unix_us));
+            result.insert("end_rss_kib".into(), json!(status_kib("VmRSS")));
             waited?;
         }
         "rtt" => {

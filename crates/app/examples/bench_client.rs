@@ -25,8 +25,12 @@
 //! ```text
 //! bench_client --server URL --database DB --scenario load|updates|rtt|first-row|dead-peer|frame|connections
 //!              [--query SQL] [--table T] [--expect-rows N] [--expect-updates N]
-//!              [--calls N] [--wait-update] [--timeout-s S] [--connections N] [--hold-s S]
+//!              [--calls N] [--wait-update] [--timeout-s S] [--connections N] [--hold-s S] [--events-only]
 //! ```
+//!
+//! `--events-only` makes `--table` keep no rows (`ClientBuilder::with_events_only`):
+//! its changes are still counted, and the memory its rows would take is not spent
+//! (the bench's `events-only` scenario).
 //!
 //! Rows are counted by a listener of the cache's changes (`SyncListeners::changes`),
 //! as the official client counts them with `on_insert`/`on_update` callbacks.
@@ -178,6 +182,8 @@ struct Args {
     expect_updates: u64,
     calls: u32,
     wait_update: bool,
+    /// `--events-only`: `--table` keeps no rows in the cache, only tells its changes.
+    events_only: bool,
     timeout: Duration,
     connections: usize,
     hold: Duration,
@@ -201,6 +207,7 @@ fn parse_args() -> Result<Args> {
         expect_updates: number("--expect-updates", 0)?,
         calls: number("--calls", 100)? as u32,
         wait_update: argv.iter().any(|a| a == "--wait-update"),
+        events_only: argv.iter().any(|a| a == "--events-only"),
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
         connections: number("--connections", 1000)? as usize,
         hold: Duration::from_secs(number("--hold-s", 60)?),
@@ -262,6 +269,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         // As a game would (and as the official client's generated bindings do): the
         // entity rows are decoded into their Rust type, once, as they arrive.
         .with_row_types(RowTypes::new().register::<Entity>("entity"))
+        .with_events_only(args.events_only.then(|| args.table.clone()))
         .with_listeners(listeners)
         .with_sync_listeners(sync_listeners)
         .build_async()
@@ -307,6 +315,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
             result.insert("updates".into(), json!(s.updates));
             result.insert("first_update_unix_us".into(), json!(s.first_update_unix_us));
             result.insert("last_update_unix_us".into(), json!(s.last_update_unix_us));
+            result.insert("end_rss_kib".into(), json!(status_kib("VmRSS")));
             waited?;
         }
         "rtt" => {
