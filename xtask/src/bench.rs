@@ -1351,7 +1351,13 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             doc = report::replace_section(&doc, "compression", &markdown);
         }
         if wants("events-only") {
-            let markdown = report::render_events_only_markdown(&ctx, &events, &events_notes);
+            let stream = format!(
+                "the update map's {} rows and its {NPCS_PER_MAP} NPCs subscribed, then {} transactions of {} row updates",
+                short_count(sizes.update_rows),
+                sizes.update_txs,
+                short_count(sizes.update_rows)
+            );
+            let markdown = report::render_events_only_markdown(&ctx, &events, &events_notes, &stream);
             doc = report::replace_section(&doc, "events-only", &markdown);
         }
         fs::write(&path, doc)?;

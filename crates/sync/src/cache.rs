@@ -1829,36 +1829,14 @@ mod tests {
         assert_eq!(cache.count("keyed"), 0);
     }
 
-    /// Counts what lands in one counter.
-    struct Counted(&'static str, Arc<AtomicU64>);
-
-    impl metrics::Recorder for Counted {
-        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-            if key.name() == self.0 {
-                metrics::Counter::from_arc(self.1.clone())
-            } else {
-                metrics::Counter::noop()
-            }
-        }
-        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::noop()
-        }
-        fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-            metrics::Histogram::noop()
-        }
-    }
-
     #[test]
     fn an_events_only_table_counts_its_applied_rows() {
         let cache = events_only();
-        let rows = Counted(names::SYNC_ROWS_APPLIED, Arc::default());
+        let rows = crate::recorded::Recorded::new(names::SYNC_ROWS_APPLIED, "");
         metrics::with_local_recorder(&rows, || {
             cache.apply(&[TableDelta::new("keyed").insert(keyed(1, 1)).insert(keyed(2, 1))]);
             cache.apply(&[TableDelta::new("keyed").delete(keyed(1, 1)).insert(keyed(1, 2))]);
         });
-        assert_eq!(rows.1.load(Ordering::Relaxed), 4, "inserts and deletes applied, though none is kept");
+        assert_eq!(rows.count(), 4, "inserts and deletes applied, though none is kept");
     }
 }

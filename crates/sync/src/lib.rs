@@ -28,6 +28,8 @@ pub mod error;
 pub mod handle;
 pub mod messages;
 mod query_sets;
+#[cfg(test)]
+mod recorded;
 pub mod row;
 pub mod spatial;
 mod table;
