@@ -172,6 +172,9 @@ impl SyncActor {
             for table in config.events_only.iter().filter(|t| schema.table(t).is_none()) {
                 tracing::warn!(table = %table, "an events-only table is not in the schema");
             }
+            if let Some(s) = config.spatial.as_ref().filter(|s| config.events_only.contains(&s.table)) {
+                tracing::warn!(table = %s.table, "the spatial table is events-only: range queries will find nothing");
+            }
             cache = cache.with_events_only(&config.events_only);
         }
         Self {

@@ -29,7 +29,8 @@ pub struct SyncConfig {
     /// insert, update and delete of them is still told (a `RowsChanged`, the
     /// row callbacks), its rows decoded as any table's, but nothing is stored,
     /// no reference counts are kept (a row two queries match fires once per
-    /// transaction), and every read sees them empty. A reconnect's fresh rows
+    /// transaction), and every read sees them empty (the spatial and unique
+    /// indexes included: an events-only spatial table indexes nothing). A reconnect's fresh rows
     /// of such a table fire nothing (there is nothing to compare them with),
     /// nor do its changes while the fresh state is collected.
     pub events_only: Vec<String>,
