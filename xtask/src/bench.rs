@@ -65,6 +65,7 @@ pub const SCENARIOS: &[&str] = &[
     "inserts-backlog",
     "deletes",
     "deletes-backlog",
+    "events-only",
     "dead-peer",
     "frame",
     "connections",
@@ -825,51 +826,58 @@ impl Bench {
         Ok(())
     }
 
+    /// One run of a stream of changes of `kind` with `client` (`flags` added
+    /// to its arguments): subscribed to the update map, it is told
+    /// `update_txs` transactions of `update_rows` rows each (`spawn_entities`,
+    /// `bump_spawned` or `delete_spawned`), live or, with `backlog`, while
+    /// frozen. Its result, when the stream was resumed (or started), and when
+    /// the last transaction committed (µs since the epoch).
+    fn stream(&self, client: Client, kind: Change, flags: &[&str], backlog: bool) -> Result<(Value, u64, u64)> {
+        let rows = self.sizes.update_rows;
+        let txs = self.sizes.update_txs;
+        let total = rows * txs;
+        let (_, reducer, flag) = kind.parts();
+        // Deletes need the rows they delete: cached before the run, like the others' rows.
+        let before = if kind == Change::Delete { total } else { 0 };
+        let extra = [
+            ("--query", Self::query(UPDATE_MAP)),
+            ("--expect-rows", (rows + before + NPCS_PER_MAP).to_string()),
+            (flag, total.to_string()),
+        ];
+        if kind != Change::Update {
+            self.reset_update_map(before)?;
+        }
+        let mut run = Run::start(self.bin(client), &self.args("changes", &extra, flags), &self.log)?;
+        run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
+        let frozen = if backlog { Some(Frozen::new(run.pid())?) } else { None };
+        let start = unix_us();
+        for _ in 0..txs {
+            self.server.call(reducer, json!([UPDATE_MAP, rows]))?;
+        }
+        let committed = unix_us();
+        let resumed = if let Some(frozen) = frozen {
+            // Let the server push what it has to the socket.
+            thread::sleep(Duration::from_millis(300));
+            let at = unix_us();
+            drop(frozen);
+            at
+        } else {
+            start
+        };
+        let v = run.result(self.sizes.client_timeout + Duration::from_secs(10))?;
+        Ok((v, resumed, committed))
+    }
+
     /// Changes of one kind applied, live (`backlog` false) or from a backlog
     /// (the client frozen while the server writes): `update_txs` transactions
     /// of `update_rows` rows each, timed from the first write (or the thaw)
     /// to the last change counted, with the client's CPU from ready to then.
     fn changes(&mut self, kind: Change, backlog: bool) {
-        let rows = self.sizes.update_rows;
-        let txs = self.sizes.update_txs;
-        let total = rows * txs;
-        let (name, reducer, flag) = kind.parts();
-        // Deletes need the rows they delete: cached before the run, like the others' rows.
-        let before = if kind == Change::Delete { total } else { 0 };
-        let expect_rows = rows + before + NPCS_PER_MAP;
+        let name = kind.parts().0;
         let what = if backlog { format!("{name} from a backlog") } else { format!("{name}, live") };
-        let extra = [
-            ("--query", Self::query(UPDATE_MAP)),
-            ("--expect-rows", expect_rows.to_string()),
-            (flag, total.to_string()),
-        ];
         for round in 0..self.rounds {
             for client in Self::order(round) {
-                let outcome = (|| -> Result<(Value, u64, u64)> {
-                    if kind != Change::Update {
-                        self.reset_update_map(before)?;
-                    }
-                    let mut run = Run::start(self.bin(client), &self.args("changes", &extra, &[]), &self.log)?;
-                    run.wait_event("ready", self.sizes.client_timeout)?.context("not ready in time")?;
-                    let frozen = if backlog { Some(Frozen::new(run.pid())?) } else { None };
-                    let start = unix_us();
-                    for _ in 0..txs {
-                        self.server.call(reducer, json!([UPDATE_MAP, rows]))?;
-                    }
-                    let committed = unix_us();
-                    let resumed = if let Some(frozen) = frozen {
-                        // Let the server push what it has to the socket.
-                        thread::sleep(Duration::from_millis(300));
-                        let at = unix_us();
-                        drop(frozen);
-                        at
-                    } else {
-                        start
-                    };
-                    let v = run.result(self.sizes.client_timeout + Duration::from_secs(10))?;
-                    Ok((v, resumed, committed))
-                })();
-                let (v, from, committed) = match outcome {
+                let (v, from, committed) = match self.stream(client, kind, &[], backlog) {
                     Ok(x) => x,
                     Err(e) => {
                         self.failed(&what, client, round, &e);
@@ -934,6 +942,53 @@ impl Bench {
         if kind != Change::Update {
             if let Err(e) = self.reset_update_map(0) {
                 self.errors.push(format!("{what}: resetting the update map: {e:#}"));
+            }
+        }
+    }
+
+    /// The memory of a table the client only listens to, under the update
+    /// stream of `updates`: spacelink with the table events-only (`--events-only`:
+    /// it keeps none of its rows and is told every change), the official SDK
+    /// with its cache (it has no such setting). RSS once subscribed, after the
+    /// stream, and the process's peak.
+    fn events_only(&mut self) {
+        let what = "events-only: a table under the update stream";
+        let total = self.sizes.update_rows * self.sizes.update_txs;
+        for round in 0..self.rounds {
+            for client in Self::order(round) {
+                let flags: &[&str] = if client == Client::Spacelink { &["--events-only"] } else { &[] };
+                let v = match self.stream(client, Change::Update, flags, false) {
+                    Ok((v, _, _)) if v["updates"].as_u64() == Some(total) => v,
+                    Ok((v, _, _)) => {
+                        let e = anyhow::anyhow!("told {} updates, expected {total}", v["updates"]);
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.failed(what, client, round, &e);
+                        continue;
+                    }
+                };
+                if client == Client::Spacelink && v["cached"].as_u64() != Some(0) {
+                    let e = anyhow::anyhow!("the events-only table held {} rows", v["cached"]);
+                    self.failed(what, client, round, &e);
+                    continue;
+                }
+                let (ready, end, peak) = (v["rss_kib"].as_f64(), v["end_rss_kib"].as_f64(), v["peak_rss_kib"].as_f64());
+                let s = short_count(total);
+                let label = |l: &str| format!("{s} updates streamed to a table only listened to: {l}");
+                self.record("events_rss_ready", &label("RSS once subscribed"), Unit::KiB, client, ready);
+                self.record("events_rss_end", &label("RSS after the stream"), Unit::KiB, client, end);
+                self.record("events_peak_rss", &label("peak RSS"), Unit::KiB, client, peak);
+                let grown = end.zip(ready).map(|(end, ready)| (end - ready).max(0.0));
+                self.record(
+                    "events_rss_growth",
+                    &label("RSS the subscription's rows and stream added"),
+                    Unit::KiB,
+                    client,
+                    grown,
+                );
+                eprintln!("    {what}, {} round {}: peak rss {} KiB", client.name(), round + 1, v["peak_rss_kib"]);
             }
         }
     }
@@ -1342,6 +1397,9 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             bench.changes(kind, true);
         }
     }
+    if wants("events-only") {
+        bench.events_only();
+    }
     if wants("dead-peer") {
         bench.dead_peer();
     }
@@ -1423,16 +1481,20 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let (conns, others) = others.split("conn_");
     let (comps, others) = others.split("comp_");
     let (launches, others) = others.split("launch_");
+    let (events, others) = others.split("events_");
     let (frame_notes, notes): (Vec<String>, Vec<String>) =
         bench.notes.iter().cloned().partition(|n| n.starts_with("game frame"));
     let (conn_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("connections"));
     let (comp_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("compression"));
     let (launch_notes, notes): (Vec<String>, Vec<String>) = notes.into_iter().partition(|n| n.starts_with("launch"));
+    let (events_notes, notes): (Vec<String>, Vec<String>) =
+        notes.into_iter().partition(|n| n.starts_with("events-only"));
     if opts.write_docs {
         let docs = crate::repo_root().join("docs");
         let path = docs.join("BENCHMARKS.md");
         let mut doc = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
-        if SCENARIOS.iter().any(|s| !["frame", "connections", "compression", "launch"].contains(s) && wants(s)) {
+        let own_sections = ["frame", "connections", "compression", "launch", "events-only"];
+        if SCENARIOS.iter().any(|s| !own_sections.contains(s) && wants(s)) {
             fs::create_dir_all(docs.join("bench"))?;
             fs::write(docs.join(chart), report::render_svg(&others))?;
             let markdown = report::render_markdown(&ctx, &others, &notes, Some(chart));
@@ -1454,6 +1516,16 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         if wants("launch") {
             let markdown = report::render_launch_markdown(&ctx, &launches, &launch_notes, compression_rows);
             doc = report::replace_section(&doc, "launch", &markdown);
+        }
+        if wants("events-only") {
+            let stream = format!(
+                "the update map's {} rows and its {NPCS_PER_MAP} NPCs subscribed, then {} transactions of {} row updates",
+                short_count(sizes.update_rows),
+                sizes.update_txs,
+                short_count(sizes.update_rows)
+            );
+            let markdown = report::render_events_only_markdown(&ctx, &events, &events_notes, &stream);
+            doc = report::replace_section(&doc, "events-only", &markdown);
         }
         fs::write(&path, doc)?;
         eprintln!("    wrote {}", path.display());

@@ -61,15 +61,16 @@ USAGE: cargo xtask <command> [options]
                            initial loads, updates, reducer round trips, first row, dead peer, a game's
                            frame (`frame`: the tick delivering a 1k-row transaction, iter, find), 1,000
                            connections in one process (`connections`), the 100k-row load under each
-                           compression on loopback and behind 100 and 10 Mbit/s caps (`compression`); N rounds
+                           compression on loopback and behind 100 and 10 Mbit/s caps (`compression`), the
+                           memory of a table only listened to under the update stream (`events-only`); N rounds
                            (default 5), clients alternating; writes docs/BENCHMARKS.md and its chart.
                            --quick: small sizes, debug builds, one round by default, docs untouched
                            (unless --write-docs).
                            --opt1: both clients in the dev profile at opt-level 1 (a quicker build
                            than release on a small machine; the report says so).
                            --scenario S: only these (first-row, rtt, rtt-stream, updates,
-                           updates-backlog, dead-peer, frame, connections, load, compression); docs:
-                           only their sections.
+                           updates-backlog, events-only, dead-peer, frame, connections, load,
+                           compression); docs: only their sections.
   fuzz [--minutes N]       The fuzz targets (frames, rows, schema: crates/connection/tests/fuzz.rs) for
                            N minutes in all (default 3), release build; writes the figures to
                            docs/RELIABILITY.md. `test` runs them briefly.

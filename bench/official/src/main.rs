@@ -360,6 +360,7 @@ fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result<()> {
             result.insert("first_change_unix_us".into(), json!(s.first_change_unix_us));
             result.insert("last_change_unix_us".into(), json!(s.last_change_unix_us));
             result.insert("change_cpu_ms".into(), json!(cpu.as_secs_f64() * 1e3));
+            result.insert("end_rss_kib".into(), json!(status_kib("VmRSS")));
             waited?;
         }
         "rtt" => {

@@ -33,7 +33,14 @@
 //!              [--calls N] [--wait-update] [--timeout-s S] [--connections N] [--hold-s S]
 //!              [--compression none|gzip|brotli] [--disk-cache FILE]
 //!              [--expect-inserts N] [--expect-deletes N]   (changes: after the initial rows)
+//!              [--events-only]
 //! ```
+//!
+//! `--events-only` makes `--table` keep no rows (`ClientBuilder::with_events_only`):
+//! its changes are still counted, and the memory its rows would take is not spent
+//! (the bench's `events-only` scenario). With it the client also calls
+//! `frame_tick()` every 5 ms while it waits, as a game's loop does: otherwise the
+//! events queued for the game would hold every streamed row.
 //!
 //! Rows are counted by a listener of the cache's changes (`SyncListeners::changes`),
 //! as the official client counts them with `on_insert`/`on_update` callbacks.
@@ -198,6 +205,8 @@ struct Args {
     expect_deletes: u64,
     calls: u32,
     wait_update: bool,
+    /// `--events-only`: `--table` keeps no rows in the cache, only tells its changes.
+    events_only: bool,
     timeout: Duration,
     connections: usize,
     hold: Duration,
@@ -225,6 +234,7 @@ fn parse_args() -> Result<Args> {
         expect_deletes: number("--expect-deletes", 0)?,
         calls: number("--calls", 100)? as u32,
         wait_update: argv.iter().any(|a| a == "--wait-update"),
+        events_only: argv.iter().any(|a| a == "--events-only"),
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
         connections: number("--connections", 1000)? as usize,
         hold: Duration::from_secs(number("--hold-s", 60)?),
@@ -256,6 +266,28 @@ fn join_args(name: &str, map: u32) -> bytes::Bytes {
     args.into()
 }
 
+/// Like [`wait_for`], calling `app.frame_tick()` every 5 ms meanwhile, as a
+/// game's loop would: the events queued for the game (each transaction's
+/// changes, and so its rows) are drained instead of kept.
+async fn tick_for(
+    app: &mut Client,
+    seen: &watch::Receiver<Seen>,
+    deadline: Instant,
+    what: &str,
+    done: impl Fn(&Seen) -> bool,
+) -> Result<()> {
+    loop {
+        app.frame_tick();
+        if done(&seen.borrow()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn wait_for(
     seen: &mut watch::Receiver<Seen>,
     deadline: Instant,
@@ -281,13 +313,14 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
     let listeners = Listeners { states: vec![counter.clone().recipient()], ..Default::default() };
     let sync_listeners =
         SyncListeners { changes: vec![counter.clone().recipient()], subscriptions: vec![counter.clone().recipient()] };
-    let app = Client::builder()
+    let mut app = Client::builder()
         .with_uri(&args.server)
         .with_database(&args.database)
         .with_compression(args.compression)
         // As a game would (and as the official client's generated bindings do): the
         // entity rows are decoded into their Rust type, once, as they arrive.
         .with_row_types(RowTypes::new().register::<Entity>("entity"))
+        .with_events_only(args.events_only.then(|| args.table.clone()))
         .with_listeners(listeners)
         .with_sync_listeners(sync_listeners)
         // It hears rows through its listener and never ticks a frame: nothing queued for one.
@@ -313,7 +346,11 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
         let left = deadline.saturating_duration_since(Instant::now());
         tokio::time::timeout(left, sync.subscribe(&queries)).await.context("timed out subscribing")??;
         let expect = args.expect_rows;
-        let waited = wait_for(&mut seen, deadline, "the initial rows", |s| s.inserts >= expect).await;
+        let waited = if args.events_only {
+            tick_for(&mut app, &seen, deadline, "the initial rows", |s| s.inserts >= expect).await
+        } else {
+            wait_for(&mut seen, deadline, "the initial rows", |s| s.inserts >= expect).await
+        };
         let (inserts, disconnects) = (seen.borrow().inserts, seen.borrow().disconnects);
         waited.with_context(|| format!("{inserts} of {expect} rows counted, {disconnects} lost session(s)"))?;
         let ready = t0.elapsed();
@@ -333,10 +370,14 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
             // Inserts, updates and deletes after the initial rows, each counted by the listener.
             let (base, cpu_ready) = (seen.borrow().clone(), cpu_time());
             let (inserts, updates, deletes) = (args.expect_inserts, args.expect_updates, args.expect_deletes);
-            let waited = wait_for(&mut seen, deadline, "the changes", |s| {
+            let done = |s: &Seen| {
                 s.inserts - base.inserts >= inserts && s.updates - base.updates >= updates && s.deletes >= deletes
-            })
-            .await;
+            };
+            let waited = if args.events_only {
+                tick_for(&mut app, &seen, deadline, "the changes", done).await
+            } else {
+                wait_for(&mut seen, deadline, "the changes", done).await
+            };
             let cpu = cpu_time().saturating_sub(cpu_ready);
             let s = seen.borrow().clone();
             result.insert("updates".into(), json!(s.updates - base.updates));
@@ -347,6 +388,7 @@ async fn run(args: &Args, result: &mut serde_json::Map<String, Value>) -> Result
             result.insert("first_change_unix_us".into(), json!(s.first_change_unix_us));
             result.insert("last_change_unix_us".into(), json!(s.last_change_unix_us));
             result.insert("change_cpu_ms".into(), json!(cpu.as_secs_f64() * 1e3));
+            result.insert("end_rss_kib".into(), json!(status_kib("VmRSS")));
             waited?;
         }
         "rtt" => {

@@ -139,6 +139,8 @@ pub struct SyncSettings {
     pub max_retries: u32,
     #[serde(with = "duration")]
     pub retry_delay: Duration,
+    /// The tables that keep no rows, only tell their changes (`SyncConfig::events_only`).
+    pub events_only: Vec<String>,
 }
 
 /// [`AuthConfig`]'s settings, and where credentials are kept.
@@ -294,7 +296,7 @@ impl Default for ReducerSettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         let s = SyncConfig::default();
-        Self { max_retries: s.max_retries, retry_delay: s.retry_delay }
+        Self { max_retries: s.max_retries, retry_delay: s.retry_delay, events_only: s.events_only }
     }
 }
 
@@ -487,6 +489,7 @@ impl Settings {
         config.reducers.max_in_flight = self.reducers.max_in_flight;
         config.sync.max_retries = self.sync.max_retries;
         config.sync.retry_delay = self.sync.retry_delay;
+        config.sync.events_only = self.sync.events_only.clone();
         let a = &self.auth;
         config.auth = self.auth_config();
         if self.telemetry.monitor {
@@ -742,6 +745,13 @@ mod tests {
     }
 
     #[test]
+    fn events_only_tables_from_a_file() {
+        let s = load(&format!("{BASE}[default.sync]\nevents_only = [\"chat_event\", \"hit\"]\n")).unwrap();
+        assert_eq!(s.spacelink_config().unwrap().sync.events_only, ["chat_event", "hit"]);
+        assert!(load(BASE).unwrap().spacelink_config().unwrap().sync.events_only.is_empty(), "default: none");
+    }
+
+    #[test]
     fn bad_settings_name_their_field() {
         let cases = [
             ("heartbeat_interval = true\n", "connection.heartbeat_interval"),
@@ -817,7 +827,8 @@ mod tests {
                 };
                 s.reducers =
                     ReducerSettings { max_args_size: red.0, queue_capacity: red.1, max_in_flight: 1 + red.2 % caps.0 };
-                s.sync = SyncSettings { max_retries: red.3, retry_delay: Duration::from_millis(red.4) };
+                let events_only = (0..red.3 % 3).map(|i| format!("table_{i}")).collect();
+                s.sync = SyncSettings { max_retries: red.3, retry_delay: Duration::from_millis(red.4), events_only };
                 s.auth = AuthSettings {
                     refresh_margin: Duration::from_secs(auth.0),
                     min_refresh_delay: Duration::from_millis(auth.1),

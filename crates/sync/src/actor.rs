@@ -167,7 +167,16 @@ impl SyncActor {
             Some(SpatialSetup { table: c.table.as_str().into(), cell: c.cell_size, positions: Arc::new(positions?) })
         });
         let unique = crate::unique::UniqueColumns::from_schema(&schema);
-        let cache = ClientCache::with_indexes(keys.clone(), types.bind(&schema), spatial, unique);
+        let mut cache = ClientCache::with_indexes(keys.clone(), types.bind(&schema), spatial, unique);
+        if !config.events_only.is_empty() {
+            for table in config.events_only.iter().filter(|t| schema.table(t).is_none()) {
+                tracing::warn!(table = %table, "an events-only table is not in the schema");
+            }
+            if let Some(s) = config.spatial.as_ref().filter(|s| config.events_only.contains(&s.table)) {
+                tracing::warn!(table = %s.table, "the spatial table is events-only: range queries will find nothing");
+            }
+            cache = cache.with_events_only(&config.events_only);
+        }
         Self {
             sets: QuerySets::new(&config),
             config,

@@ -24,6 +24,23 @@
 //! cache with fresh state after a reconnect and returns the minimal changes from
 //! the stale state to the fresh one.
 //!
+//! # Events-only tables
+//!
+//! A table the game only listens to can keep no rows
+//! ([`ClientCache::with_events_only`], `SyncConfig::events_only`): its memory
+//! stays flat whatever it streams. [`ClientCache::apply`] stores none of its
+//! rows and still returns every change, its rows decoded once by the table's
+//! codec as any table's: a key deleted and inserted in one transaction is one
+//! [`RowChange::Update`] (nothing if the bytes are the same), a key only
+//! deleted a [`RowChange::Delete`], only inserted a [`RowChange::Insert`]. No
+//! count is kept (an insert or delete another query still holds fires too,
+//! once per transaction and key), a delete needs no cached row, and every read
+//! (`count`, `rows`, `get`, the spatial and unique indexes) sees the table
+//! empty. [`ClientCache::reconcile_from`] has nothing to compare for it: a
+//! reconnect's fresh rows of an events-only table fire nothing, and nor do
+//! the transactions that come while the fresh state is collected (they are
+//! applied to the staging cache, whose changes are not told).
+//!
 //! # Readers never wait
 //!
 //! The cache is published as immutable snapshots, one per transaction, behind an
@@ -92,7 +109,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use spacelink_connection::metric_names as names;
 
 use crate::row::{Decoders, Row, TableCodec};
@@ -510,12 +527,14 @@ struct Writer {
     order: Vec<Touched>,
 }
 
-/// How rows are keyed, decoded and indexed.
+/// How rows are keyed, decoded and indexed, and which tables keep none.
 struct Parts {
     keys: Arc<dyn RowKeys>,
     decoders: Decoders,
     spatial: Option<SpatialSetup>,
     unique: UniqueColumns,
+    /// The tables that keep no rows (see [`ClientCache::with_events_only`]).
+    events_only: FxHashSet<Arc<str>>,
 }
 
 struct Inner {
@@ -892,23 +911,53 @@ impl ClientCache {
         spatial: Option<SpatialSetup>,
         unique: UniqueColumns,
     ) -> Self {
+        Self::from_parts(Parts { keys, decoders, spatial, unique, events_only: FxHashSet::default() })
+    }
+
+    /// An empty cache made of `parts`.
+    fn from_parts(parts: Parts) -> Self {
         let data = Data {
             tables: FxHashMap::default(),
             unique: FxHashMap::default(),
-            spatial: Arc::new(SpatialIndex::new(spatial.as_ref().map_or(10.0, |s| s.cell))),
+            spatial: Arc::new(SpatialIndex::new(parts.spatial.as_ref().map_or(10.0, |s| s.cell))),
         };
-        let inner = Inner {
-            published: ArcSwap::from_pointee(data),
-            parts: Parts { keys, decoders, spatial, unique },
-            writer: Mutex::new(Writer::default()),
-        };
+        let inner = Inner { published: ArcSwap::from_pointee(data), parts, writer: Mutex::new(Writer::default()) };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// An empty cache made as this one, whose `tables` keep no rows: an
+    /// events-only table (see the module's doc, "Events-only tables").
+    /// [`apply`](Self::apply) stores none of its rows, yet returns every
+    /// insert, update and delete of it, its rows decoded as the table's are;
+    /// every read sees it empty. Call it when making the cache (it returns a
+    /// new, empty one).
+    #[must_use]
+    pub fn with_events_only<T: AsRef<str>>(&self, tables: impl IntoIterator<Item = T>) -> Self {
+        let mut parts = self.parts_like();
+        parts.events_only.extend(tables.into_iter().map(|t| Arc::<str>::from(t.as_ref())));
+        Self::from_parts(parts)
+    }
+
+    /// The tables that keep no rows (see [`with_events_only`](Self::with_events_only)), in no particular order.
+    pub fn events_only(&self) -> impl Iterator<Item = &str> {
+        self.inner.parts.events_only.iter().map(|t| &**t)
     }
 
     /// An empty cache made of the same parts as this one (for a reconnect's fresh state).
     pub fn empty_like(&self) -> Self {
+        Self::from_parts(self.parts_like())
+    }
+
+    /// A copy of this cache's parts (shared where they are `Arc`s).
+    fn parts_like(&self) -> Parts {
         let parts = &self.inner.parts;
-        Self::with_indexes(Arc::clone(&parts.keys), parts.decoders.clone(), parts.spatial.clone(), parts.unique.clone())
+        Parts {
+            keys: Arc::clone(&parts.keys),
+            decoders: parts.decoders.clone(),
+            spatial: parts.spatial.clone(),
+            unique: parts.unique.clone(),
+            events_only: parts.events_only.clone(),
+        }
     }
 
     /// A handle that can only read this cache.
@@ -977,6 +1026,11 @@ impl ClientCache {
     /// The changes come table by table, in the order the tables first appear in
     /// `deltas`, and within a table in the order the keys were first touched
     /// (deleted rows first).
+    ///
+    /// An events-only table (see [`with_events_only`](Self::with_events_only))
+    /// is compared within the transaction alone: a key deleted and inserted
+    /// is an Update (nothing if its bytes are the same), a key only deleted a
+    /// Delete, only inserted an Insert; nothing is stored.
     pub fn apply(&self, deltas: &[TableDelta]) -> Vec<RowChange> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
@@ -987,8 +1041,13 @@ impl ClientCache {
         let mut changes = Vec::new();
         let mut stats = Stats::default();
         let spatial = inner.parts.spatial.as_ref();
+        let events_only = &inner.parts.events_only;
         for group in group_by_table(deltas) {
             let codec = inner.parts.decoders.table(&group.table);
+            if !events_only.is_empty() && events_only.contains(&group.table) {
+                events(inner, &group, codec, &mut stats, &mut changes);
+                continue;
+            }
             let was_empty = current.tables.get(&group.table).is_none_or(|t| t.is_empty());
             if was_empty && group.deltas.iter().all(|d| d.deletes.is_empty()) {
                 // A table's first rows (an initial subscription, a reconnect's
@@ -1213,6 +1272,47 @@ fn load(
         }
     }
     table
+}
+
+/// The changes of one transaction to an events-only table, pushed to
+/// `changes` in the order the keys were first touched (deleted rows first):
+/// each key's first deleted row against its last inserted one, each row
+/// decoded once. Nothing is stored, and no count kept: a row two queries
+/// hold is still one change, as each key is one entry here.
+fn events(
+    inner: &Inner,
+    group: &Group<'_>,
+    codec: Option<&Arc<TableCodec>>,
+    stats: &mut Stats,
+    changes: &mut Vec<RowChange>,
+) {
+    // Per key, in first-touch order: the row deleted (the first) and the row inserted (the last).
+    let mut touched: Vec<(RowKey, Option<Row>, Option<Row>)> = Vec::new();
+    let mut slots: FxHashMap<RowKey, usize> = FxHashMap::default();
+    let mut slot = |key: RowKey, touched: &mut Vec<(RowKey, Option<Row>, Option<Row>)>| match slots.entry(key) {
+        MapEntry::Occupied(entry) => *entry.get(),
+        MapEntry::Vacant(entry) => {
+            touched.push((entry.key().clone(), None, None));
+            *entry.insert(touched.len() - 1)
+        }
+    };
+    for row in group.deletes() {
+        stats.row(row);
+        let i = slot(inner.parts.keys.key_of(&group.table, row), &mut touched);
+        touched[i].1.get_or_insert_with(|| decode(codec, row));
+    }
+    for row in group.inserts() {
+        stats.row(row);
+        let i = slot(inner.parts.keys.key_of(&group.table, row), &mut touched);
+        let new = &mut touched[i].2;
+        if new.as_ref().is_none_or(|r| r.bytes() != row) {
+            *new = Some(decode(codec, row));
+        }
+    }
+    changes.reserve(touched.len());
+    for (key, old, new) in &touched {
+        changes.extend(change(&group.table, key, old.as_ref(), new.as_ref()));
+    }
 }
 
 /// Before `cached` is changed by transaction `txn`: its state before the
@@ -1614,5 +1714,143 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(watcher.join().is_ok());
         assert_eq!(cache.count("x"), 2000);
+    }
+
+    /// A cache whose `keyed` and `plain` tables keep no rows.
+    fn events_only() -> ClientCache {
+        ClientCache::new(TestKeys).with_events_only(["keyed", "plain"])
+    }
+
+    /// Asserts that `cache` keeps nothing, by every read.
+    fn keeps_nothing(cache: &ClientCache) {
+        for table in ["keyed", "plain"] {
+            assert_eq!(cache.count(table), 0, "{table}");
+            assert!(cache.rows(table).is_empty(), "{table}");
+            assert_eq!(cache.table_rows(table).count(), 0, "{table}");
+        }
+        assert_eq!(cache.get("keyed", &key(1)), None);
+        assert!(cache.tables().is_empty(), "{:?}", cache.tables());
+        assert_eq!(cache.with_view(|v| v.total_rows()), 0);
+    }
+
+    #[test]
+    fn an_events_only_table_tells_inserts_and_deletes_and_keeps_nothing() {
+        let cache = events_only();
+        let (a, b) = (keyed(1, 10), keyed(2, 20));
+        let p = row(b"plain row");
+        let changes = cache.apply(&[TableDelta::new("keyed").insert(a.clone()).insert(b.clone())]);
+        assert_eq!(changes, vec![insert("keyed", &a), insert("keyed", &b)]);
+        keeps_nothing(&cache);
+        // A delete needs no cached row.
+        assert_eq!(cache.apply(&[TableDelta::new("keyed").delete(a.clone())]), vec![delete("keyed", &a)]);
+        // Without a key: the whole row, inserted then deleted.
+        assert_eq!(cache.apply(&[TableDelta::new("plain").insert(p.clone())]), vec![insert("plain", &p)]);
+        assert_eq!(cache.apply(&[TableDelta::new("plain").delete(p.clone())]), vec![delete("plain", &p)]);
+        keeps_nothing(&cache);
+        assert_eq!(cache.events_only().count(), 2);
+    }
+
+    #[test]
+    fn an_events_only_delete_and_insert_of_a_key_is_one_update() {
+        let cache = events_only();
+        let (v1, v2, other) = (keyed(1, 10), keyed(1, 20), keyed(2, 5));
+        // Deletes first, then inserts, in first-touch order, whatever the deltas' order.
+        let changes = cache.apply(&[
+            TableDelta::new("keyed").insert(other.clone()).insert(v2.clone()),
+            TableDelta::new("keyed").delete(v1.clone()),
+        ]);
+        assert_eq!(changes, vec![update("keyed", &v1, &v2), insert("keyed", &other)]);
+        // Identical bytes deleted and inserted: nothing, as for a cached table.
+        assert!(cache.apply(&[TableDelta::new("keyed").delete(v2.clone()).insert(v2.clone())]).is_empty());
+        // Two queries see the same update: still one.
+        let v3 = keyed(1, 30);
+        let changes = cache.apply(&[
+            TableDelta::new("keyed").delete(v2.clone()).insert(v3.clone()),
+            TableDelta::new("keyed").delete(v2.clone()).insert(v3.clone()),
+        ]);
+        assert_eq!(changes, vec![update("keyed", &v2, &v3)]);
+        keeps_nothing(&cache);
+    }
+
+    #[test]
+    fn events_only_tables_stay_empty_over_many_transactions_beside_a_cached_one() {
+        let cache = events_only();
+        let mut told = 0;
+        for i in 0..50u8 {
+            let (old, new) = (keyed(i, 0), keyed(i, 1));
+            let changes = cache
+                .apply(&[TableDelta::new("keyed").insert(old.clone()), TableDelta::new("cached").insert(row(&[i]))]);
+            assert_eq!(changes, vec![insert("keyed", &old), insert("cached", &row(&[i]))]);
+            let changes = cache.apply(&[TableDelta::new("keyed").delete(old.clone()).insert(new.clone())]);
+            assert_eq!(changes, vec![update("keyed", &old, &new)]);
+            told += cache.apply(&[TableDelta::new("keyed").delete(new)]).len();
+        }
+        assert_eq!(told, 50);
+        assert_eq!(cache.count("keyed"), 0);
+        assert_eq!(cache.count("cached"), 50, "an ordinary table beside them keeps its rows");
+        assert_eq!(cache.tables(), vec!["cached".to_string()]);
+    }
+
+    #[derive(Debug, PartialEq, spacelink_connection::sats::de::Deserialize)]
+    #[sats(crate = spacelink_connection::sats)]
+    struct Pair {
+        id: u32,
+        value: u8,
+    }
+
+    #[test]
+    fn an_events_only_table_tells_typed_rows() {
+        use spacelink_connection::lib::db::raw_def::v9::RawModuleDefV9Builder;
+        use spacelink_connection::sats::AlgebraicType;
+        let mut module = RawModuleDefV9Builder::new();
+        let ty: spacelink_connection::sats::ProductType =
+            [("id", AlgebraicType::U32), ("value", AlgebraicType::U8)].into_iter().collect();
+        module.build_table_with_new_type("keyed", ty, true).with_primary_key(0u16);
+        let schema = spacelink_connection::ModuleSchema::from_raw(module.finish()).unwrap();
+        let decoders = crate::RowTypes::new().register::<Pair>("keyed").bind(&schema);
+        let cache = ClientCache::with_parts(Arc::new(TestKeys), decoders, None).with_events_only(["keyed"]);
+        let (v1, v2) = (keyed(1, 10), keyed(1, 20));
+        let changes = cache.apply(&[TableDelta::new("keyed").insert(v1.clone())]);
+        let [RowChange::Insert { row, .. }] = &changes[..] else { panic!("{changes:?}") };
+        assert_eq!(row.get::<Pair>(), Some(&Pair { id: 1, value: 10 }));
+        let changes = cache.apply(&[TableDelta::new("keyed").delete(v1).insert(v2.clone())]);
+        let [RowChange::Update { old, new, .. }] = &changes[..] else { panic!("{changes:?}") };
+        assert_eq!(
+            (old.get::<Pair>(), new.get::<Pair>()),
+            (Some(&Pair { id: 1, value: 10 }), Some(&Pair { id: 1, value: 20 }))
+        );
+        let changes = cache.apply(&[TableDelta::new("keyed").delete(v2)]);
+        let [RowChange::Delete { row, .. }] = &changes[..] else { panic!("{changes:?}") };
+        assert_eq!(row.get::<Pair>(), Some(&Pair { id: 1, value: 20 }));
+        assert_eq!(cache.count("keyed"), 0);
+    }
+
+    #[test]
+    fn a_reconcile_fires_nothing_for_an_events_only_table() {
+        let cache = events_only();
+        let (a, b) = (keyed(1, 10), keyed(2, 20));
+        cache.apply(&[TableDelta::new("keyed").insert(a.clone()), TableDelta::new("cached").insert(row(b"x"))]);
+        // The fresh state: the events-only table's rows fire nothing, the cached table's difference does.
+        let fresh = cache.empty_like();
+        assert_eq!(fresh.events_only().count(), 2, "the staging cache keeps no rows of them either");
+        fresh.apply(&[
+            TableDelta::new("keyed").insert(a).insert(b.clone()),
+            TableDelta::new("cached").insert(row(b"y")),
+        ]);
+        let changes = cache.reconcile_from(&fresh);
+        assert_eq!(changes, vec![delete("cached", &row(b"x")), insert("cached", &row(b"y"))]);
+        assert!(cache.reconcile(&[TableDelta::new("keyed").insert(b)]).iter().all(|c| c.table() != "keyed"));
+        assert_eq!(cache.count("keyed"), 0);
+    }
+
+    #[test]
+    fn an_events_only_table_counts_its_applied_rows() {
+        let cache = events_only();
+        let rows = crate::recorded::Recorded::new(names::SYNC_ROWS_APPLIED, "");
+        metrics::with_local_recorder(&rows, || {
+            cache.apply(&[TableDelta::new("keyed").insert(keyed(1, 1)).insert(keyed(2, 1))]);
+            cache.apply(&[TableDelta::new("keyed").delete(keyed(1, 1)).insert(keyed(1, 2))]);
+        });
+        assert_eq!(rows.count(), 4, "inserts and deletes applied, though none is kept");
     }
 }

@@ -5,6 +5,11 @@
 //! grid cell, and which tables make up a map's context. Nothing here names a
 //! game's tables; without [`SpatialConfig`] there is no spatial index and no
 //! followed point, without [`MapContextConfig`] no map context.
+//!
+//! A table the game only listens to can keep no rows
+//! ([`SyncConfig::events_only`]): its changes are still told, with typed
+//! rows, and the memory it costs stays flat whatever it streams (see
+//! [`crate::cache`], "Events-only tables").
 
 use std::time::Duration;
 
@@ -20,11 +25,26 @@ pub struct SyncConfig {
     pub spatial: Option<SpatialConfig>,
     /// The tables of a map's context, for `SubscribeToMap` (default: none).
     pub map_context: Option<MapContextConfig>,
+    /// The tables that keep no rows in the cache (default: none): every
+    /// insert, update and delete of them is still told (a `RowsChanged`, the
+    /// row callbacks), its rows decoded as any table's, but nothing is stored,
+    /// no reference counts are kept (a row two queries match fires once per
+    /// transaction), and every read sees them empty (the spatial and unique
+    /// indexes included: an events-only spatial table indexes nothing). A reconnect's fresh rows
+    /// of such a table fire nothing (there is nothing to compare them with),
+    /// nor do its changes while the fresh state is collected.
+    pub events_only: Vec<String>,
 }
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { max_retries: 3, retry_delay: Duration::from_millis(500), spatial: None, map_context: None }
+        Self {
+            max_retries: 3,
+            retry_delay: Duration::from_millis(500),
+            spatial: None,
+            map_context: None,
+            events_only: Vec::new(),
+        }
     }
 }
 

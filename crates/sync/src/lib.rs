@@ -8,7 +8,8 @@
 //! spatial interest management as the game configures it ([`SpatialConfig`],
 //! [`MapContextConfig`]: a grid index inside the snapshots and an area of
 //! interest that follows a point with hysteresis), unique columns indexed in
-//! the same snapshots ([`UniqueColumns`]), and the reconciliation of
+//! the same snapshots ([`UniqueColumns`]), tables that keep no rows and only
+//! tell their changes (`SyncConfig::events_only`), and the reconciliation of
 //! the cache with fresh state after a reconnect, so that unchanged rows fire
 //! nothing. The cache never diverges silently: it takes only the updates the
 //! connection decoded under its configured limits, and an update it could not
@@ -28,6 +29,8 @@ pub mod error;
 pub mod handle;
 pub mod messages;
 mod query_sets;
+#[cfg(test)]
+mod recorded;
 pub mod row;
 pub mod spatial;
 mod table;

@@ -553,10 +553,9 @@ pub fn is_permanent(message: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::recorded::Recorded;
 
     fn config() -> SyncConfig {
         SyncConfig { max_retries: 2, retry_delay: Duration::from_millis(100), ..SyncConfig::default() }
@@ -751,39 +750,8 @@ mod tests {
     }
 
     /// The resubscriptions counted and the subscription latencies recorded on this thread.
-    #[derive(Default)]
-    struct Recorded(Arc<AtomicU64>, Arc<Latencies>);
-
-    #[derive(Default)]
-    struct Latencies(Mutex<Vec<f64>>);
-
-    impl metrics::HistogramFn for Latencies {
-        fn record(&self, value: f64) {
-            self.0.lock().unwrap().push(value);
-        }
-    }
-
-    impl metrics::Recorder for Recorded {
-        fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
-        fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-            if key.name() == names::SYNC_RESUBSCRIPTIONS {
-                metrics::Counter::from_arc(self.0.clone())
-            } else {
-                metrics::Counter::noop()
-            }
-        }
-        fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-            metrics::Gauge::noop()
-        }
-        fn register_histogram(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
-            if key.name() == names::SYNC_SUBSCRIPTION_LATENCY_SECONDS {
-                metrics::Histogram::from_arc(self.1.clone())
-            } else {
-                metrics::Histogram::noop()
-            }
-        }
+    fn recorded() -> Recorded {
+        Recorded::new(names::SYNC_RESUBSCRIPTIONS, names::SYNC_SUBSCRIPTION_LATENCY_SECONDS)
     }
 
     #[test]
@@ -791,9 +759,9 @@ mod tests {
         let (mut sets, now) = live();
         let (a, qa) = applied_set(&mut sets, now);
         let (b, qb) = applied_set(&mut sets, now);
-        let counted = Recorded::default();
+        let counted = recorded();
         let steps = metrics::with_local_recorder(&counted, || sets.resubscribe(&why(), now));
-        assert_eq!(counted.0.load(Ordering::Relaxed), 1, "counted in {}", names::SYNC_RESUBSCRIPTIONS);
+        assert_eq!(counted.count(), 1, "counted in {}", names::SYNC_RESUBSCRIPTIONS);
         let (subs, unsubs) = sent(&steps);
         assert_eq!(unsubs, [qa, qb], "the current queries are dropped");
         assert_eq!(subs.len(), 2);
@@ -885,10 +853,10 @@ mod tests {
         let later = t0 + Duration::from_secs(3600);
         let query = sent(&sets.retry_due(id, later)).0[0];
         sets.applied(query);
-        let recorded = Recorded::default();
+        let recorded = recorded();
         let steps = metrics::with_local_recorder(&recorded, || sets.taken(id, later + Duration::from_millis(250)));
         assert!(matches!(told(&steps)[..], [SubscriptionEvent::Applied { .. }]));
-        assert_eq!(*recorded.1 .0.lock().unwrap(), [0.25], "from the retry's sending, on the given clock");
+        assert_eq!(recorded.values(), [0.25], "from the retry's sending, on the given clock");
     }
 
     #[test]

@@ -318,6 +318,34 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (with one query per table, an events-only table tells exactly the changes the same table cached would, transaction by transaction, and keeps no rows)
+    #[test]
+    fn prop_events_only_tables_tell_what_a_cache_would_and_keep_nothing(
+        masks in (1u8..=255, 1u8..=255),
+        transactions in prop::collection::vec((prop::collection::vec(op(), 1..6), any::<usize>()), 1..25),
+    ) {
+        let queries = [Query { keyed: true, mask: masks.0 }, Query { keyed: false, mask: masks.1 }];
+        let events = ClientCache::new(TestKeys).with_events_only([KEYED, PLAIN]);
+        let cached = ClientCache::new(TestKeys);
+        let mut server = Server { live: [0, 1].into(), ..Server::default() };
+        for (ops, rotate) in &transactions {
+            let before = server.clone();
+            for op in ops {
+                server.apply(op, &queries);
+            }
+            let deltas = server_deltas(&before, &server, &queries, *rotate);
+            let told = normalize(&events.apply(&deltas));
+            prop_assert_eq!(&told, &normalize(&cached.apply(&deltas)));
+            prop_assert_eq!(told, diff(&before.client_model(&queries), &server.client_model(&queries)));
+            prop_assert_eq!(events.count(KEYED) + events.count(PLAIN), 0);
+            prop_assert!(events.tables().is_empty());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Property 10: reconciliation.
 

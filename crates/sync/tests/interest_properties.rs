@@ -58,6 +58,7 @@ fn config(max_retries: u32) -> SyncConfig {
             cell_size: CELL,
         }),
         map_context: None,
+        events_only: Vec::new(),
     }
 }
 

@@ -117,6 +117,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Tables the game only listens to: they keep no rows in the cache, and
+    /// every insert, update and delete of them still reaches the row callbacks
+    /// and events, typed (`SyncConfig::events_only`; default: none). Their
+    /// memory stays flat whatever they stream; reads of them (`count`, `iter`,
+    /// `find`) see nothing. Adds to what a [`with_sync_config`](Self::with_sync_config)
+    /// before it set (one after it replaces the list).
+    pub fn with_events_only<T: Into<String>>(mut self, tables: impl IntoIterator<Item = T>) -> Self {
+        self.config_mut().sync.events_only.extend(tables.into_iter().map(Into::into));
+        self
+    }
+
     /// The Rust types of the game's tables (`RowTypes::new().register::<T>("t")`):
     /// their rows are decoded once, as they arrive, and every read and
     /// callback shares that one value (default: none; a row is then decoded

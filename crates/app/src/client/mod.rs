@@ -66,6 +66,11 @@ pub(crate) fn new_connection_id() -> spacelink_connection::lib::ConnectionId {
     spacelink_connection::config::fresh_connection_id()
 }
 
+/// The most events a frame's lists keep allocated between ticks: a large
+/// transaction's (one event per row) are freed at the next tick, so that its
+/// rows' worth of memory is not kept for the frames after it.
+const KEPT_EVENTS: usize = 4096;
+
 /// What only the game's thread touches, in `frame_tick` (behind a `Mutex` so
 /// that a `Client` is `Sync`: `frame_tick` takes `&mut self` and never locks).
 #[derive(Default)]
@@ -172,6 +177,8 @@ impl Client {
         let tick = self.tick.get_mut().unwrap_or_else(|e| e.into_inner());
         tick.frame.clear();
         tick.scratch.clear();
+        tick.frame.shrink_to(KEPT_EVENTS);
+        tick.scratch.shrink_to(KEPT_EVENTS);
         tick.callbacks.adopt(&self.registrar);
         tick.waiting.adopt(&self.result_callbacks);
         self.events.drain_into(&mut tick.scratch);
