@@ -76,3 +76,51 @@ async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
     reader.shutdown();
     writer.shutdown();
 }
+
+/// One large frame on a slow link takes longer than the dead-peer timeout to
+/// arrive, and the heartbeat's pong waits behind it: the bytes arriving meanwhile
+/// keep the session alive (default heartbeat and dead-peer timeout, no compression,
+/// the fault proxy capped at 500 kB/s: about 2.5 MB in 5 s).
+#[actix::test]
+#[ignore = "e2e: needs a real server (cargo xtask test)"]
+async fn e2e_a_frame_slower_than_the_dead_peer_timeout_is_not_a_dead_peer() {
+    const ROWS: u32 = 60_000;
+    let schema = schema().await;
+    let (writer, mut writer_events) = connect().await;
+    writer_events.connected().await;
+    run(&writer, &schema, "clear_spawned", &format!("[{MAP}]")).await;
+    run(&writer, &schema, "spawn_entities", &format!("[{MAP}, {ROWS}]")).await;
+    let expected = sql(&format!("SELECT COUNT(*) AS n FROM entity WHERE map_id = {MAP}")).await;
+    let expected = expected[0]["rows"][0][0].as_u64().unwrap() as usize;
+
+    let (proxy, mut connection) = proxied().await;
+    proxy.set_bandwidth(Some(500_000));
+    connection.compression = spacelink::Compression::None;
+    let (listeners, mut events) = collecting_listeners();
+    let reader = common::connect(
+        SpacelinkConfig::new(connection),
+        listeners,
+        ReducerListeners::default(),
+        SyncListeners::default(),
+    )
+    .await
+    .unwrap();
+    let generation = events.connected().await;
+    let sync = reader.sync().expect("the schema is known").clone();
+    let query = format!("SELECT * FROM entity WHERE map_id = {MAP}");
+    let started = Instant::now();
+    let subscribed = tokio::time::timeout(Duration::from_secs(60), sync.subscribe(&[query.as_str()])).await;
+    let took = started.elapsed();
+    subscribed.expect("the subscription was applied in time").unwrap();
+    assert!(took > Duration::from_secs(3), "the frame took {took:?}: not slower than the dead-peer timeout");
+    assert_eq!(sync.cache().count("entity"), expected, "every row is cached");
+    let status = reader.connection().status().await.unwrap();
+    assert_eq!(status.generation, generation, "the session was never replaced");
+    let states = events.states_so_far();
+    assert!(states.is_empty(), "the connection changed state during the slow frame: {states:?}");
+    eprintln!("{expected} rows in one frame over {took:?} at 500 kB/s, one session");
+
+    run(&writer, &schema, "clear_spawned", &format!("[{MAP}]")).await;
+    reader.shutdown();
+    writer.shutdown();
+}

@@ -82,8 +82,9 @@ struct Session {
     io: net::SessionIo,
     /// When the actor last knew something had arrived at the socket.
     last_received: Instant,
-    /// The reader's frame count when last sampled.
+    /// The reader's frame and byte counts when last sampled.
     frames_seen: u64,
+    bytes_seen: u64,
     /// Its `IdentityToken` arrived.
     identified: bool,
     /// It counted as a success for the backoff and the breaker (see [`ConnectionConfig::proven_after`]).
@@ -91,13 +92,15 @@ struct Session {
 }
 
 impl Session {
-    /// Takes in what the reader saw since the last look: a frame read, or the
-    /// reader busy with one, means the peer is alive however long it takes
-    /// the actors to get to it.
+    /// Takes in what the reader saw since the last look: bytes read (a large
+    /// frame still arriving on a slow link: its pong waits behind it), a
+    /// frame read, or the reader busy with one, means the peer is alive
+    /// however long it takes the actors to get to it.
     fn sample(&mut self, at: Instant) {
-        let frames = self.io.pulse.frames();
-        if frames != self.frames_seen || self.io.pulse.busy() {
+        let (frames, bytes) = (self.io.pulse.frames(), self.io.pulse.bytes());
+        if frames != self.frames_seen || bytes != self.bytes_seen || self.io.pulse.busy() {
             self.frames_seen = frames;
+            self.bytes_seen = bytes;
             self.last_received = at;
         }
     }
@@ -325,7 +328,8 @@ impl ConnectionActor {
             Some((event, inbound))
         });
         ctx.add_stream(events.map(move |event| Incoming { generation, event }));
-        self.session = Some(Session { io, last_received: now(), frames_seen: 0, identified: false, proven: false });
+        self.session =
+            Some(Session { io, last_received: now(), frames_seen: 0, bytes_seen: 0, identified: false, proven: false });
         self.pings.reset_in_flight();
         self.last_received = Some(SystemTime::now());
         metrics::counter!(names::CONNECTION_SESSIONS).increment(1);

@@ -11,10 +11,12 @@
 //! a **writer** task writes what the actor queues. The actix thread applies
 //! while the network thread decodes the next frame: two cores at work.
 //!
-//! Dead-peer detection counts what arrives *at the socket*: the reader bumps
-//! [`Pulse`] for every frame and says when it is busy (decoding, or waiting for
-//! the actor to take a message). A session is silent only while its reader
-//! waits on the socket with nothing arriving, however far behind the actors are.
+//! Dead-peer detection counts what arrives *at the socket*: every byte read
+//! bumps [`Pulse`] (the stream is wrapped in [`Counted`], below the WebSocket),
+//! the reader bumps it for every frame and says when it is busy (decoding, or
+//! waiting for the actor to take a message). A session is silent only while
+//! nothing at all arrives, however far behind the actors are and however long
+//! one large frame takes on a slow link (its pong waits behind it).
 //!
 //! The TCP connection is made on the caller's runtime (a refused connect stays
 //! there, so tests on a paused clock are unaffected); the socket then moves to
@@ -43,7 +45,61 @@ const INBOUND_CAPACITY: usize = 16;
 /// How long a dropped session's writer may still flush (a Close frame, say).
 const WRITER_GRACE: Duration = Duration::from_millis(500);
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Ws = WebSocketStream<Counted<MaybeTlsStream<TcpStream>>>;
+
+/// A stream that counts the bytes read from it into a [`Pulse`].
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    pulse: Arc<Pulse>,
+}
+
+impl<S> Counted<S> {
+    /// `inner`, its reads counted in `pulse`.
+    pub fn new(inner: S, pulse: Arc<Pulse>) -> Self {
+        Self { inner, pulse }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len().saturating_sub(before);
+        if read > 0 {
+            self.pulse.bytes.fetch_add(read as u64, Ordering::AcqRel);
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// The network runtime: one thread, started on first use, for the whole process.
 pub fn runtime() -> &'static tokio::runtime::Runtime {
@@ -64,9 +120,15 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
 pub struct Pulse {
     frames: AtomicU64,
     busy: AtomicBool,
+    bytes: AtomicU64,
 }
 
 impl Pulse {
+    /// Bytes read from the socket so far (a frame still arriving included).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
     /// Frames read from the socket so far.
     pub fn frames(&self) -> u64 {
         self.frames.load(Ordering::Acquire)
@@ -178,19 +240,25 @@ pub async fn open(
         // Without TLS compiled in, `ConnectionConfig::validate` refuses wss:// URLs.
         #[cfg(not(feature = "tls"))]
         let tcp = MaybeTlsStream::Plain(tcp);
+        let pulse = Arc::new(Pulse::default());
         // Our upgrade, not tungstenite's: it would log the token (see `upgrade`).
-        let (stream, _response) = crate::upgrade::client(tcp, request, ws_config).await?;
-        Ok::<_, tungstenite::Error>(start(stream, outbound_capacity, limits))
+        let counted = Counted::new(tcp, Arc::clone(&pulse));
+        let (stream, _response) = crate::upgrade::client(counted, request, ws_config).await?;
+        Ok::<_, tungstenite::Error>(start(stream, pulse, outbound_capacity, limits))
     });
     handshake.await.map_err(|e| tungstenite::Error::Io(std::io::Error::other(format!("handshake task: {e}"))))?
 }
 
 /// Starts the reader and writer of an open WebSocket (on the network runtime).
-fn start(stream: Ws, outbound_capacity: usize, limits: DecodeLimits) -> (SessionIo, mpsc::Receiver<Inbound>) {
+fn start(
+    stream: Ws,
+    pulse: Arc<Pulse>,
+    outbound_capacity: usize,
+    limits: DecodeLimits,
+) -> (SessionIo, mpsc::Receiver<Inbound>) {
     let (sink, source) = stream.split();
     let (outbound, queue) = mpsc::channel::<Message>(outbound_capacity);
     let (tx, inbound) = mpsc::channel::<Inbound>(INBOUND_CAPACITY);
-    let pulse = Arc::new(Pulse::default());
     let writer = tokio::spawn(write(sink, queue, tx.clone())).abort_handle();
     let reader = tokio::spawn(read(source, tx, Arc::clone(&pulse), limits)).abort_handle();
     (SessionIo { outbound, pulse, reader, writer }, inbound)
@@ -240,5 +308,25 @@ async fn read(mut source: SplitStream<Ws>, tx: mpsc::Sender<Inbound>, pulse: Arc
             pulse.busy.store(false, Ordering::Release);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    #[tokio::test]
+    async fn every_byte_read_is_counted_as_it_arrives() {
+        let (mut far, near) = tokio::io::duplex(64);
+        let pulse = Arc::new(Pulse::default());
+        let mut counted = Counted::new(near, Arc::clone(&pulse));
+        far.write_all(b"half a frame").await.unwrap();
+        let mut buf = [0u8; 5];
+        counted.read_exact(&mut buf).await.unwrap();
+        assert_eq!(pulse.bytes(), 5, "counted before any frame is whole");
+        assert_eq!(pulse.frames(), 0);
+        counted.write_all(b"pong").await.unwrap();
+        assert_eq!(pulse.bytes(), 5, "writes are not counted");
     }
 }
