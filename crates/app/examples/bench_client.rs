@@ -210,7 +210,7 @@ struct Args {
     timeout: Duration,
     connections: usize,
     hold: Duration,
-    /// `--compression none|gzip|brotli` (default brotli, both clients' default).
+    /// `--compression auto|none|gzip|brotli` (default: spacelink's, `auto`).
     compression: Compression,
     /// `--disk-cache FILE`: where `launch` keeps its cache.
     disk_cache: Option<String>,
@@ -238,11 +238,11 @@ fn parse_args() -> Result<Args> {
         timeout: Duration::from_secs_f64(number("--timeout-s", 120)? as f64),
         connections: number("--connections", 1000)? as usize,
         hold: Duration::from_secs(number("--hold-s", 60)?),
-        compression: match value("--compression").as_deref() {
-            None | Some("brotli") => Compression::Brotli,
-            Some("gzip") => Compression::Gzip,
-            Some("none") => Compression::None,
-            Some(other) => bail!("--compression wants none, gzip or brotli, not {other}"),
+        // Absent: spacelink's default (`Auto`: none on loopback, gzip elsewhere).
+        compression: match value("--compression") {
+            None => Compression::default(),
+            Some(name) => Compression::from_name(&name)
+                .with_context(|| format!("--compression wants auto, none, gzip or brotli, not {name}"))?,
         },
         disk_cache: value("--disk-cache"),
     })

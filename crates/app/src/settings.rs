@@ -77,7 +77,7 @@ pub struct Settings {
 pub struct ConnectionSettings {
     pub server_url: String,
     pub database: String,
-    /// `none`, `brotli` or `gzip`.
+    /// `auto` (the default), `none`, `brotli` or `gzip`.
     pub compression: String,
     pub light_mode: bool,
     #[serde(with = "duration")]
@@ -250,7 +250,7 @@ impl Default for ConnectionSettings {
         Self {
             server_url: String::new(),
             database: String::new(),
-            compression: c.compression.as_query_value().to_ascii_lowercase(),
+            compression: c.compression.name().to_string(),
             light_mode: c.light_mode,
             connect_timeout: c.connect_timeout,
             heartbeat_interval: c.heartbeat_interval,
@@ -324,7 +324,10 @@ impl Settings {
         }
         let mut c = ConnectionConfig::new(&s.server_url, &s.database);
         c.compression = Compression::from_name(&s.compression).ok_or_else(|| {
-            SettingsError::new("connection.compression", format!("`{}` is not none, brotli or gzip", s.compression))
+            SettingsError::new(
+                "connection.compression",
+                format!("`{}` is not auto, none, brotli or gzip", s.compression),
+            )
         })?;
         c.light_mode = s.light_mode;
         c.connect_timeout = s.connect_timeout;
@@ -785,7 +788,7 @@ mod tests {
                 1u64..5_000,
                 1u64..20_000,
                 1u64..60_000,
-                prop::sample::select(vec!["none", "brotli", "gzip"]),
+                prop::sample::select(vec!["auto", "none", "brotli", "gzip"]),
                 any::<bool>(),
             ),
             (1usize..100_000, 1024usize..100_000_000),

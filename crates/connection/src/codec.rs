@@ -42,37 +42,81 @@ pub const SUBPROTOCOL: &str = ws::BIN_PROTOCOL;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 << 20;
 
 /// How the server compresses what it sends us. Chosen per connection.
+///
+/// The default, [`Compression::Auto`], follows `cargo xtask bench --scenario
+/// compression` (docs/BENCHMARKS.md): on loopback nothing compressed loads a
+/// 100k-row subscription quickest (the server's brotli and the client's
+/// decompression are pure cost there); on 100 and 10 Mbit/s links gzip does
+/// (brotli at the server's fastest level compresses less and costs more), and
+/// no compression is 1.6 to 2.4 times slower.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Compression {
+    /// Chosen by the server's address ([`Compression::for_server`]): `None`
+    /// for a loopback server, `Gzip` for any other (the default).
+    #[default]
+    Auto,
     /// Nothing is compressed: least CPU, most bytes.
     None,
-    /// Brotli for payloads over 1 KiB (the server's default and ours).
-    #[default]
+    /// Brotli for payloads over 1 KiB (the server's own default, and the official SDK's).
     Brotli,
     /// Gzip for payloads over 1 KiB.
     Gzip,
 }
 
 impl Compression {
-    /// The value of the `compression` query parameter of `/subscribe`.
+    /// What to ask a server at `server_url` for: `Auto` resolved (`None` for
+    /// `localhost` or a loopback address, `Gzip` otherwise), any other as it is.
+    pub fn for_server(self, server_url: &str) -> Compression {
+        match self {
+            Compression::Auto if is_loopback(server_url) => Compression::None,
+            Compression::Auto => Compression::Gzip,
+            chosen => chosen,
+        }
+    }
+
+    /// The value of the `compression` query parameter of `/subscribe` (`Auto`
+    /// as for a remote server: resolve it first with [`for_server`](Self::for_server)).
     pub fn as_query_value(self) -> &'static str {
         match self {
             Compression::None => "None",
             Compression::Brotli => "Brotli",
-            Compression::Gzip => "Gzip",
+            Compression::Gzip | Compression::Auto => "Gzip",
         }
     }
 
-    /// The compression with this name (`none`, `brotli`, `gzip`; any case).
+    /// Its name, as [`from_name`](Self::from_name) reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Auto => "auto",
+            Compression::None => "none",
+            Compression::Brotli => "brotli",
+            Compression::Gzip => "gzip",
+        }
+    }
+
+    /// The compression with this name (`auto`, `none`, `brotli`, `gzip`; any case).
     pub fn from_name(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
+            "auto" => Some(Compression::Auto),
             "none" => Some(Compression::None),
             "brotli" => Some(Compression::Brotli),
             "gzip" => Some(Compression::Gzip),
             _ => None,
         }
     }
+}
+
+/// Whether the host of `url` (`scheme://host[:port]/…`) is `localhost` or a loopback address.
+fn is_loopback(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// What went wrong turning bytes into a message or a row, or back.
@@ -238,7 +282,7 @@ pub fn encode_server_message(message: &ServerMessage, compression: Compression) 
         bsatn::to_vec(message).map_err(|e| CodecError::Encode { what: "server message", reason: e.to_string() })?;
     let mut frame = Vec::with_capacity(body.len() + 1);
     match compression {
-        Compression::None => {
+        Compression::None | Compression::Auto => {
             frame.push(ws::SERVER_MSG_COMPRESSION_TAG_NONE);
             frame.extend_from_slice(&body);
         }
@@ -353,6 +397,28 @@ fn decompress(scheme: &'static str, bytes: &[u8], limit: usize) -> Result<Vec<u8
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_compression_is_none_on_loopback_and_gzip_elsewhere() {
+        for url in [
+            "http://127.0.0.1:3000",
+            "ws://localhost",
+            "https://[::1]:443/x",
+            "http://127.8.0.1",
+            "http://u:p@LOCALHOST:1",
+        ] {
+            assert_eq!(Compression::Auto.for_server(url), Compression::None, "{url}");
+        }
+        for url in
+            ["https://maincloud.spacetimedb.com", "http://10.0.0.2:3000", "http://[2001:db8::1]:80", "example.com"]
+        {
+            assert_eq!(Compression::Auto.for_server(url), Compression::Gzip, "{url}");
+        }
+        assert_eq!(Compression::Brotli.for_server("http://127.0.0.1:3000"), Compression::Brotli, "a choice is kept");
+        for c in [Compression::Auto, Compression::None, Compression::Brotli, Compression::Gzip] {
+            assert_eq!(Compression::from_name(c.name()), Some(c));
+        }
+    }
 
     fn error_of(result: Result<ServerMessage, CodecError>) -> CodecError {
         match result {

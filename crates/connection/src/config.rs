@@ -20,7 +20,8 @@ pub struct ConnectionConfig {
     /// A token to present; `None` connects anonymously and the server issues
     /// one (it arrives in `IdentityReceived` and is reused on reconnect).
     pub token: Option<String>,
-    /// How the server should compress what it sends (default brotli).
+    /// How the server should compress what it sends (default `Auto`: none
+    /// for a loopback server, gzip for any other; see [`Compression`]).
     pub compression: Compression,
     /// Ask for light transaction updates (no caller and timing metadata for
     /// other clients' transactions; default off).
@@ -219,7 +220,7 @@ impl ConnectionConfig {
         let mut url = format!(
             "{base}/v1/database/{}/subscribe?compression={}&light={}",
             self.database,
-            self.compression.as_query_value(),
+            self.compression.for_server(&self.server_url).as_query_value(),
             self.light_mode
         );
         if let Some(id) = self.connection_id.filter(|id| *id != spacetimedb_lib::ConnectionId::ZERO) {
@@ -295,7 +296,7 @@ mod tests {
         let c = ConnectionConfig::new("http://127.0.0.1:3000/", "guildmaster");
         assert_eq!(
             c.subscribe_url().unwrap(),
-            "ws://127.0.0.1:3000/v1/database/guildmaster/subscribe?compression=Brotli&light=false"
+            "ws://127.0.0.1:3000/v1/database/guildmaster/subscribe?compression=None&light=false"
         );
         let mut kept = c.clone();
         kept.connection_id = Some(spacetimedb_lib::ConnectionId::from_u128(0xabc));

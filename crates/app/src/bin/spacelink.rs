@@ -142,7 +142,7 @@ enum ConfigCommand {
 }
 
 fn parse_compression(s: &str) -> Result<Compression, String> {
-    Compression::from_name(s).ok_or_else(|| format!("`{s}` is not none, brotli or gzip"))
+    Compression::from_name(s).ok_or_else(|| format!("`{s}` is not auto, none, brotli or gzip"))
 }
 
 fn main() -> ExitCode {
