@@ -120,8 +120,11 @@ use crate::unique::{TableUnique, UniqueColumns};
 const SPARE_WAIT: Duration = Duration::from_millis(1);
 
 /// The most entries the writer's per-transaction lists keep allocated between
-/// transactions: a large transaction's are freed after it.
-const KEPT_CAPACITY: usize = 4096;
+/// transactions: a larger transaction's are freed after it. Sized to keep a
+/// 10k-row transaction's lists: freed and grown again at every such
+/// transaction, their fresh pages (faulted and zeroed) were a fifth of the
+/// writer's time, and the regrowth's copies raised the peak.
+const KEPT_CAPACITY: usize = 16384;
 
 /// Transaction numbers, unique in the process: a reconcile publishes another
 /// cache's data, whose rows carry that cache's numbers.
