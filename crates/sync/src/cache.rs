@@ -114,6 +114,7 @@ use spacelink_connection::metric_names as names;
 
 use crate::row::{Decoders, Row, TableCodec};
 use crate::spatial::{SpatialIndex, SpatialSetup};
+use crate::table::Entry as TableEntry;
 use crate::unique::{TableUnique, UniqueColumns};
 
 /// How long the writer yields for a reader to let go of the spare copy before copying.
@@ -471,13 +472,14 @@ impl Data {
                 reindex(indexes, unique, &op.key, old, op.cached.as_ref().map(|(row, _)| row));
             }
             match op.cached {
-                Some((row, count)) => match rows.get_mut(&op.key) {
-                    Some(cached) => {
+                Some((row, count)) => match rows.entry(op.key) {
+                    TableEntry::Occupied(mut entry) => {
+                        let cached = entry.get_mut();
                         cached.row = row;
                         cached.count = count;
                     }
-                    None => {
-                        rows.insert(op.key, Cached { row, count, slot: 0, touched: 0 });
+                    TableEntry::Vacant(entry) => {
+                        entry.insert(Cached { row, count, slot: 0, touched: 0 });
                     }
                 },
                 None => {
@@ -1105,7 +1107,7 @@ impl ClientCache {
                 stats.row(row);
                 let key = inner.parts.keys.key_of(&group.table, row);
                 match table.entry(key) {
-                    MapEntry::Occupied(mut entry) => {
+                    TableEntry::Occupied(mut entry) => {
                         let cached = entry.get_mut();
                         let before = touch(order, cached, txn);
                         if cached.row.bytes() != row {
@@ -1115,7 +1117,7 @@ impl ClientCache {
                         let key = if before.is_some() { Some(entry.key().clone()) } else { None };
                         touched(order, entry.get_mut(), before, key);
                     }
-                    MapEntry::Vacant(entry) => {
+                    TableEntry::Vacant(entry) => {
                         let row = decode(codec, row);
                         let slot = order.len() as u32;
                         order.push(Touched { key: entry.key().clone(), before: None, row: row.clone(), count: 1 });
@@ -1249,7 +1251,7 @@ fn load(
         stats.row(row);
         let key = inner.parts.keys.key_of(&group.table, row);
         match table.entry(key) {
-            MapEntry::Occupied(mut entry) => {
+            TableEntry::Occupied(mut entry) => {
                 let cached = entry.get_mut();
                 if cached.row.bytes() != row {
                     cached.row = decode(codec, row);
@@ -1257,7 +1259,7 @@ fn load(
                 }
                 cached.count = cached.count.saturating_add(1);
             }
-            MapEntry::Vacant(entry) => {
+            TableEntry::Vacant(entry) => {
                 let row = decode(codec, row);
                 let key = entry.key().clone();
                 entry.insert(Cached { row: row.clone(), count: 1, slot: 0, touched: txn });

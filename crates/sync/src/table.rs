@@ -9,18 +9,20 @@
 //! (`Arc::make_mut`). A large table that changes in a few places (a world of
 //! static objects, a few moving NPCs) then costs its map about once.
 //!
-//! A key's shard is chosen by a hash of its bytes unrelated to the one the
-//! shard's own map uses, so the rows of one shard still spread over all of
-//! its buckets. A lookup that misses never copies a shared shard. A small
-//! table is one shard (copying it whole is cheap); it is split into
-//! [`SHARDS`] once it holds [`SPLIT_AT`] rows, or when a load reserves that many.
+//! A key is hashed once per operation (FxHash of its bytes): the top bits
+//! of that hash, multiplied by an odd constant, choose its shard, and the
+//! shard's map (a `hashbrown::HashTable`) probes with the same hash, so the
+//! rows of one shard still spread over all of its buckets. A lookup that
+//! misses never copies a shared shard. A small table is one shard (copying
+//! it whole is cheap); it is split into [`SHARDS`] once it holds
+//! [`SPLIT_AT`] rows, or when a load reserves that many.
 
 use std::borrow::Borrow;
-use std::collections::hash_map::Entry;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
-use rustc_hash::{FxHashMap, FxHasher};
+use hashbrown::hash_table::{self, HashTable};
+use rustc_hash::FxBuildHasher;
 
 /// How many shards a large table has (a power of two).
 pub(crate) const SHARDS: usize = 64;
@@ -29,11 +31,19 @@ const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 /// copying a table whole costs less than a shard's lookup on every row.
 pub(crate) const SPLIT_AT: usize = 32 * 1024;
 
+/// One shard: the rows with their keys, probed by the keys' hash.
+type Shard<K, V> = HashTable<(K, V)>;
+
+/// The hash of a key (or of what it borrows as: equal values hash alike).
+fn hash_of<Q: Hash + ?Sized>(key: &Q) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
 /// The rows of one table by key, in one shard or [`SHARDS`] shared shards.
 /// Empty, it holds no shard at all (a table with no rows costs nothing).
 #[derive(Debug, Clone)]
 pub(crate) struct Table<K, V> {
-    shards: Vec<Arc<FxHashMap<K, V>>>,
+    shards: Vec<Arc<Shard<K, V>>>,
     split_at: usize,
 }
 
@@ -43,45 +53,78 @@ impl<K, V> Default for Table<K, V> {
     }
 }
 
+/// A key's place in a [`Table`], as `HashMap::entry` gives it.
+pub(crate) enum Entry<'a, K, V> {
+    Occupied(OccupiedEntry<'a, K, V>),
+    Vacant(VacantEntry<'a, K, V>),
+}
+
+/// A key's row, present.
+pub(crate) struct OccupiedEntry<'a, K, V>(hash_table::OccupiedEntry<'a, (K, V)>);
+
+impl<K, V> OccupiedEntry<'_, K, V> {
+    pub(crate) fn key(&self) -> &K {
+        &self.0.get().0
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut V {
+        &mut self.0.get_mut().1
+    }
+}
+
+/// A key without a row, ready to take one.
+pub(crate) struct VacantEntry<'a, K, V> {
+    key: K,
+    hash: u64,
+    shard: &'a mut Shard<K, V>,
+}
+
+impl<'a, K: Hash, V> VacantEntry<'a, K, V> {
+    pub(crate) fn key(&self) -> &K {
+        &self.key
+    }
+
+    pub(crate) fn insert(self, value: V) -> &'a mut V {
+        let entry = self.shard.insert_unique(self.hash, (self.key, value), |(k, _)| hash_of(k));
+        &mut entry.into_mut().1
+    }
+}
+
 impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
-    /// The shard of `key`: the top bits of its hash, multiplied by an odd
-    /// constant so they owe nothing to the bits the shard's map uses.
-    fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
+    /// The shard of a key of hash `hash`: the top bits of the hash, multiplied
+    /// by an odd constant so they owe nothing to the bits the shard's map uses.
+    fn shard_of(&self, hash: u64) -> usize {
         if self.shards.len() <= 1 {
             return 0;
         }
-        let mut hasher = FxHasher::default();
-        key.hash(&mut hasher);
-        (hasher.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS)) as usize
+        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS)) as usize
     }
 
     /// The shards, made to take one more row: one for a new table, and a
     /// single full shard split into [`SHARDS`].
-    fn shards_for_insert(&mut self) -> &mut [Arc<FxHashMap<K, V>>] {
+    fn shards_for_insert(&mut self) {
         match self.shards.len() {
             0 => self.shards.push(Arc::default()),
             1 if self.shards[0].len() >= self.split_at => self.split(),
             _ => {}
         }
-        &mut self.shards
     }
 
     /// From one shard to [`SHARDS`] (each row moved, or copied if the shard is shared).
     fn split(&mut self) {
         let Some(single) = self.shards.pop() else { return };
         let each = single.len() / SHARDS + single.len() / (SHARDS * 8) + 1;
-        let mut maps: Vec<FxHashMap<K, V>> = (0..SHARDS).map(|_| FxHashMap::default()).collect();
-        maps.iter_mut().for_each(|m| m.reserve(each));
-        self.shards = vec![Arc::default(), Arc::default()]; // any length above 1: `shard_of` hashes
+        let mut shards: Vec<Shard<K, V>> = (0..SHARDS).map(|_| HashTable::with_capacity(each)).collect();
+        self.shards = vec![Arc::default(), Arc::default()]; // any length above 1: `shard_of` uses the hash
         let rows: Vec<(K, V)> = match Arc::try_unwrap(single) {
-            Ok(map) => map.into_iter().collect(),
-            Err(shared) => shared.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Ok(shard) => shard.into_iter().collect(),
+            Err(shared) => shared.iter().cloned().collect(),
         };
         for (key, value) in rows {
-            let index = self.shard_of(&key);
-            maps[index].insert(key, value);
+            let hash = hash_of(&key);
+            shards[self.shard_of(hash)].insert_unique(hash, (key, value), |(k, _)| hash_of(k));
         }
-        self.shards = maps.into_iter().map(Arc::new).collect();
+        self.shards = shards.into_iter().map(Arc::new).collect();
     }
 
     /// Room for `additional` more rows: split at once if they would pass [`SPLIT_AT`].
@@ -92,10 +135,10 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
             }
             self.split();
         }
-        let shards = self.shards_for_insert();
-        let each = additional / shards.len() + additional / (shards.len() * 8) + 1;
-        for shard in shards {
-            Arc::make_mut(shard).reserve(each);
+        self.shards_for_insert();
+        let each = additional / self.shards.len() + additional / (self.shards.len() * 8) + 1;
+        for shard in &mut self.shards {
+            Arc::make_mut(shard).reserve(each, |(k, _)| hash_of(k));
         }
     }
 
@@ -105,7 +148,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.shards.get(self.shard_of(key))?.get(key)
+        let hash = hash_of(key);
+        let shard = self.shards.get(self.shard_of(hash))?;
+        shard.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
     pub(crate) fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
@@ -117,25 +162,35 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
 
     /// The row of `key`, writable; its shard is copied first if shared (not for a miss).
     pub(crate) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        let index = self.shard_of(key);
+        let hash = hash_of(key);
+        let index = self.shard_of(hash);
         let shard = self.shards.get_mut(index)?;
-        if Arc::strong_count(shard) != 1 && !shard.contains_key(key) {
+        if Arc::strong_count(shard) != 1 && shard.find(hash, |(k, _)| k == key).is_none() {
             return None;
         }
-        Arc::make_mut(shard).get_mut(key)
+        Arc::make_mut(shard).find_mut(hash, |(k, _)| k == key).map(|(_, v)| v)
     }
 
     /// The entry of `key`, in its shard (copied first if shared).
     pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
         self.shards_for_insert();
-        let index = self.shard_of(&key);
-        Arc::make_mut(&mut self.shards[index]).entry(key)
+        let hash = hash_of(&key);
+        let index = self.shard_of(hash);
+        let shard = Arc::make_mut(&mut self.shards[index]);
+        match shard.find_entry(hash, |(k, _)| *k == key) {
+            Ok(entry) => Entry::Occupied(OccupiedEntry(entry)),
+            Err(absent) => Entry::Vacant(VacantEntry { key, hash, shard: absent.into_table() }),
+        }
     }
 
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        self.shards_for_insert();
-        let index = self.shard_of(&key);
-        Arc::make_mut(&mut self.shards[index]).insert(key, value)
+        match self.entry(key) {
+            Entry::Occupied(mut entry) => Some(std::mem::replace(entry.get_mut(), value)),
+            Entry::Vacant(entry) => {
+                entry.insert(value);
+                None
+            }
+        }
     }
 
     /// Removes `key`'s row (its shard is copied first if shared, not for a miss).
@@ -143,12 +198,14 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     where
         K: Borrow<Q>,
     {
-        let index = self.shard_of(key);
+        let hash = hash_of(key);
+        let index = self.shard_of(hash);
         let shard = self.shards.get_mut(index)?;
-        if Arc::strong_count(shard) != 1 && !shard.contains_key(key) {
+        if Arc::strong_count(shard) != 1 && shard.find(hash, |(k, _)| k.borrow() == key).is_none() {
             return None;
         }
-        Arc::make_mut(shard).remove(key)
+        let entry = Arc::make_mut(shard).find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
+        Some(entry.remove().0 .1)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -160,7 +217,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|s| s.iter())
+        self.shards.iter().flat_map(|s| s.iter().map(|(k, v)| (k, v)))
     }
 
     pub(crate) fn values(&self) -> Values<'_, K, V> {
@@ -179,8 +236,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
 /// table's `Arc` with it (see `cache::TableRows`).
 #[derive(Debug)]
 pub(crate) struct Values<'a, K, V> {
-    shards: std::slice::Iter<'a, Arc<FxHashMap<K, V>>>,
-    current: Option<std::collections::hash_map::Values<'a, K, V>>,
+    shards: std::slice::Iter<'a, Arc<Shard<K, V>>>,
+    current: Option<hash_table::Iter<'a, (K, V)>>,
 }
 
 impl<'a, K, V> Iterator for Values<'a, K, V> {
@@ -188,10 +245,10 @@ impl<'a, K, V> Iterator for Values<'a, K, V> {
 
     fn next(&mut self) -> Option<&'a V> {
         loop {
-            if let Some(value) = self.current.as_mut().and_then(Iterator::next) {
+            if let Some((_, value)) = self.current.as_mut().and_then(Iterator::next) {
                 return Some(value);
             }
-            self.current = Some(self.shards.next()?.values());
+            self.current = Some(self.shards.next()?.iter());
         }
     }
 }
