@@ -181,8 +181,8 @@ const PER_ROW_APPLY: &str = "per changed row the client reads its key from the b
 /// Inserts and deletes, where updates meet their bound (profiled 2026-12-07).
 const PER_ROW_WRITE: &str = "a new or removed row is written twice: into the copy being written and, at the \
      next transaction, into the double buffer's spare copy (readers never wait on the writer), so each costs two \
-     hash inserts or removals in tables that grow or shrink (rehashes, fresh pages), four hashes of its key and \
-     a handful of reference counts; the official SDK writes one map and its unique index, and spends a third of \
+     hash inserts or removals in tables that grow or shrink (rehashes, fresh pages), each a probe that misses the \
+     CPU caches, and a handful of reference counts; the official SDK writes one map and its unique index, and spends a third of \
      its time in brotli, which spacelink skips on loopback. An update changes an existing entry in place in both \
      copies, which is why updates meet the bound";
 
