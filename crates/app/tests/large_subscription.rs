@@ -40,6 +40,8 @@ async fn connect() -> (Client, Events) {
 #[actix::test]
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
+    // Both tests fill and clear the same map: one at a time.
+    let _serial = serial();
     let schema = schema().await;
     let (writer, mut writer_events) = connect().await;
     writer_events.connected().await;
@@ -85,6 +87,7 @@ async fn e2e_a_large_initial_subscription_keeps_the_connection_up() {
 #[ignore = "e2e: needs a real server (cargo xtask test)"]
 async fn e2e_a_frame_slower_than_the_dead_peer_timeout_is_not_a_dead_peer() {
     const ROWS: u32 = 60_000;
+    let _serial = serial();
     let schema = schema().await;
     let (writer, mut writer_events) = connect().await;
     writer_events.connected().await;
