@@ -159,7 +159,7 @@ mod tests {
         Event::Row(RowEvent {
             table: Arc::from(table),
             kind,
-            key: RowKey(bytes::Bytes::from_static(b"k")),
+            key: RowKey::from(&b"k"[..]),
             row: Row::from(&b"r"[..]),
             old: None,
             reconciled: false,

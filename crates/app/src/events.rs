@@ -422,7 +422,7 @@ mod tests {
     use super::*;
 
     fn key(bytes: &'static [u8]) -> RowKey {
-        RowKey(bytes::Bytes::from_static(bytes))
+        RowKey::from(bytes)
     }
 
     #[test]

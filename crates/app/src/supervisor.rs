@@ -494,7 +494,7 @@ mod tests {
         fn handle(&mut self, msg: StateChanged, _: &mut Self::Context) {
             if msg.to == ConnectionState::Connected {
                 let row = bytes::Bytes::from(msg.generation.to_le_bytes().to_vec());
-                let key = spacelink_sync::RowKey(row.clone());
+                let key = spacelink_sync::RowKey::from(row.clone());
                 let changes = vec![spacelink_sync::RowChange::Insert { table: "t".into(), key, row: row.into() }];
                 for r in &self.listeners.changes {
                     r.do_send(spacelink_sync::RowsChanged {

@@ -92,8 +92,8 @@ impl Shadow {
         for change in event.changes.iter() {
             match change {
                 RowChange::Insert { table, key: k, row } => {
-                    let key = (table.to_string(), keys.key(table, row).0);
-                    assert_eq!(k.0, key.1, "the change's key is the row's");
+                    let key = (table.to_string(), keys.key(table, row).to_bytes());
+                    assert_eq!(k.as_bytes(), &key.1[..], "the change's key is the row's");
                     assert!(
                         self.rows.insert(key, row.bytes().clone()).is_none(),
                         "insert of a row already seen: {table}"
@@ -101,14 +101,14 @@ impl Shadow {
                 }
                 RowChange::Update { table, key: k, old, new } => {
                     assert_ne!(old, new, "an update that changes nothing fired");
-                    let key = (table.to_string(), keys.key(table, new).0);
-                    assert_eq!(k.0, key.1, "the change's key is the row's");
+                    let key = (table.to_string(), keys.key(table, new).to_bytes());
+                    assert_eq!(k.as_bytes(), &key.1[..], "the change's key is the row's");
                     let before = self.rows.insert(key, new.bytes().clone());
                     assert_eq!(before.as_ref(), Some(old.bytes()), "update of a row not seen as it was: {table}");
                 }
                 RowChange::Delete { table, key: k, row } => {
-                    let key = (table.to_string(), keys.key(table, row).0);
-                    assert_eq!(k.0, key.1, "the change's key is the row's");
+                    let key = (table.to_string(), keys.key(table, row).to_bytes());
+                    assert_eq!(k.as_bytes(), &key.1[..], "the change's key is the row's");
                     assert_eq!(self.rows.remove(&key).as_ref(), Some(row.bytes()), "delete of a row not seen: {table}");
                 }
             }

@@ -295,7 +295,7 @@ mod tests {
     }
 
     fn key(id: u32) -> RowKey {
-        RowKey(spacelink::connection::sats::bsatn::to_vec(&id).unwrap().into())
+        RowKey::from(spacelink::connection::sats::bsatn::to_vec(&id).unwrap())
     }
 
     fn meta(id: u32) -> RowMeta {

@@ -65,7 +65,7 @@ impl RowKeys for SchemaKeys {
 
     fn key_of(&self, table: &str, row: &Bytes) -> RowKey {
         let key = self.tables.get(table).and_then(|keys| keys.key(row));
-        RowKey(key.unwrap_or_else(|| row.clone()))
+        RowKey::from(key.unwrap_or_else(|| row.clone()))
     }
 }
 

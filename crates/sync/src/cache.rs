@@ -127,73 +127,155 @@ const SPARE_WAIT: Duration = Duration::from_millis(1);
 /// writer's time, and the regrowth's copies raised the peak.
 const KEPT_CAPACITY: usize = 16384;
 
+/// How many keys ahead of its writes the writer warms a large table's
+/// places (see `Table::warm`): enough for several memory reads in flight,
+/// few enough that the first are still cached when written.
+const WARM_AHEAD: usize = 8;
+
 /// Transaction numbers, unique in the process: a reconcile publishes another
 /// cache's data, whose rows carry that cache's numbers.
 static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
 
 /// A row's identity in its table: the BSATN of its primary-key columns where the
 /// table has a primary key, otherwise the row's whole bytes.
-#[derive(Debug, Clone, Eq, PartialOrd, Ord)]
-pub struct RowKey(pub Bytes);
+///
+/// A key of up to [`RowKey::INLINE`] bytes (an integer id, a short string, a
+/// small row without a primary key) is held inline, in the key itself; a
+/// longer one shares the row's memory. Either way a key is 32 bytes, and a
+/// probe of the cache compares an inline key without reading memory
+/// elsewhere: a key that pointed into its frame's buffer cost a cache miss
+/// per probe of a large table. Equality, hashing and order are those of the
+/// bytes, whatever the representation.
+#[derive(Clone)]
+pub struct RowKey(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    /// `len` bytes at the start of `bytes`, the rest zero (so two inline keys
+    /// compare as arrays).
+    Inline { len: u8, bytes: [u8; RowKey::INLINE] },
+    Shared(Bytes),
+}
 
 impl std::hash::Hash for RowKey {
-    /// The bytes' hash, as `Bytes` has it (equal keys hash alike: [`PartialEq`] is byte equality).
+    /// The bytes' hash, as a `[u8]` has it (a map keyed by `RowKey`s is
+    /// searched with a byte slice).
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        self.as_bytes().hash(state);
     }
 }
 
 impl PartialEq for RowKey {
-    /// Byte equality, with the common key widths (a `u32`, a `u64`) compared
-    /// in a register rather than by a call to `memcmp`: every hash probe of
-    /// the cache ends in one.
+    /// Byte equality: two inline keys compare as fixed-size arrays (every
+    /// hash probe of the cache ends in one), others as slices.
     fn eq(&self, other: &Self) -> bool {
-        let (a, b) = (self.0.as_ref(), other.0.as_ref());
-        match (<[u8; 8]>::try_from(a), <[u8; 8]>::try_from(b)) {
-            (Ok(a), Ok(b)) => u64::from_ne_bytes(a) == u64::from_ne_bytes(b),
-            _ => match (<[u8; 4]>::try_from(a), <[u8; 4]>::try_from(b)) {
-                (Ok(a), Ok(b)) => u32::from_ne_bytes(a) == u32::from_ne_bytes(b),
-                _ => a == b,
-            },
+        match (&self.0, &other.0) {
+            (Repr::Inline { len: a, bytes: x }, Repr::Inline { len: b, bytes: y }) => a == b && x == y,
+            _ => self.as_bytes() == other.as_bytes(),
         }
     }
 }
 
+impl Eq for RowKey {}
+
+impl PartialOrd for RowKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RowKey {
+    /// The bytes' order.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl Default for RowKey {
+    /// The empty key.
+    fn default() -> Self {
+        Self(Repr::Inline { len: 0, bytes: [0; Self::INLINE] })
+    }
+}
+
+impl std::fmt::Debug for RowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RowKey").field(&Bytes::copy_from_slice(self.as_bytes())).finish()
+    }
+}
+
 impl RowKey {
+    /// The longest key held inline, without sharing other memory.
+    pub const INLINE: usize = 23;
+
     /// A key holding a copy of `bytes`.
     pub fn copy_from_slice(bytes: &[u8]) -> Self {
-        Self(Bytes::copy_from_slice(bytes))
+        Self::inline(bytes).unwrap_or_else(|| Self(Repr::Shared(Bytes::copy_from_slice(bytes))))
+    }
+
+    /// `bytes` inline, if they fit.
+    fn inline(bytes: &[u8]) -> Option<Self> {
+        let mut inline = [0; Self::INLINE];
+        inline.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Self(Repr::Inline { len: bytes.len() as u8, bytes: inline }))
     }
 
     /// The key's bytes.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Repr::Shared(bytes) => bytes,
+        }
+    }
+
+    /// The key's bytes as [`Bytes`] (shared if the key shares a row's memory,
+    /// else a copy).
+    pub fn to_bytes(&self) -> Bytes {
+        match &self.0 {
+            Repr::Inline { .. } => Bytes::copy_from_slice(self.as_bytes()),
+            Repr::Shared(bytes) => bytes.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for RowKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl AsRef<[u8]> for RowKey {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
     }
 }
 
 impl Borrow<[u8]> for RowKey {
     /// Its bytes: a map keyed by `RowKey`s is searched with a byte slice
-    /// (they hash alike, as `Bytes` hashes its slice).
+    /// (they hash alike).
     fn borrow(&self) -> &[u8] {
-        &self.0
+        self.as_bytes()
     }
 }
 
 impl From<Bytes> for RowKey {
+    /// Inline if short enough (`bytes` is then not kept), else `bytes` shared.
     fn from(bytes: Bytes) -> Self {
-        Self(bytes)
+        Self::inline(&bytes).unwrap_or(Self(Repr::Shared(bytes)))
     }
 }
 
 impl From<Vec<u8>> for RowKey {
     fn from(bytes: Vec<u8>) -> Self {
-        Self(bytes.into())
+        Self::inline(&bytes).unwrap_or_else(|| Self(Repr::Shared(bytes.into())))
     }
 }
 
-impl From<&'static [u8]> for RowKey {
-    fn from(bytes: &'static [u8]) -> Self {
-        Self(Bytes::from_static(bytes))
+impl From<&[u8]> for RowKey {
+    fn from(bytes: &[u8]) -> Self {
+        Self::copy_from_slice(bytes)
     }
 }
 
@@ -212,8 +294,8 @@ pub trait RowKeys: Send + Sync {
     /// [`key`](Self::key), sharing `row`'s memory when the key is the whole row.
     fn key_of(&self, table: &str, row: &Bytes) -> RowKey {
         let key = self.key(table, row);
-        if key.0 == *row {
-            RowKey(row.clone())
+        if key.as_bytes() == &row[..] {
+            RowKey::from(row.clone())
         } else {
             key
         }
@@ -230,7 +312,7 @@ impl RowKeys for WholeRow {
     }
 
     fn key_of(&self, _table: &str, row: &Bytes) -> RowKey {
-        RowKey(row.clone())
+        RowKey::from(row.clone())
     }
 }
 
@@ -396,7 +478,7 @@ fn reindex(indexes: &mut Arc<Indexes>, unique: &TableUnique, key: &RowKey, old: 
             }
         }
         if let Some(after) = after {
-            index.insert(RowKey(after), key.clone());
+            index.insert(RowKey::from(after), key.clone());
         }
     }
 }
@@ -410,7 +492,7 @@ fn index_all(rows: &Table, unique: &TableUnique) -> Indexes {
     for (key, cached) in rows.iter() {
         for (i, index) in indexes.iter_mut().enumerate() {
             if let Some(value) = unique.value(cached.row.bytes(), i) {
-                index.insert(RowKey(value), key.clone());
+                index.insert(RowKey::from(value), key.clone());
             }
         }
     }
@@ -455,7 +537,8 @@ impl Data {
     fn replay(
         &mut self,
         table: &Arc<str>,
-        ops: impl Iterator<Item = Op>,
+        ops: &mut std::vec::Drain<'_, Op>,
+        count: usize,
         spatial: Option<&SpatialSetup>,
         unique: Option<&TableUnique>,
     ) {
@@ -463,7 +546,11 @@ impl Data {
         let setup = spatial.filter(|s| s.table == *table);
         let rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
         let mut indexes = unique.map(|u| (u, indexes_of(uniques, table, u)));
-        for op in ops {
+        for left in (0..count).rev() {
+            if let Some(ahead) = ops.as_slice().get(WARM_AHEAD).filter(|_| left >= WARM_AHEAD) {
+                rows.warm(&ahead.key);
+            }
+            let Some(op) = ops.next() else { break };
             if let (true, Some(setup)) = (op.moved, setup) {
                 index_row(index, setup, &op);
             }
@@ -703,7 +790,7 @@ impl CacheView<'_> {
     pub fn unique_entries(&self, table: &str, column: usize) -> Vec<(Bytes, RowKey)> {
         let Some(index) = self.unique.table(table).and_then(|u| u.index_of(column)) else { return Vec::new() };
         let entries = self.data.unique.get(table).and_then(|ix| ix.get(index));
-        entries.map(|ix| ix.iter().map(|(v, k)| (v.0.clone(), k.clone())).collect()).unwrap_or_default()
+        entries.map(|ix| ix.iter().map(|(v, k)| (v.to_bytes(), k.clone())).collect()).unwrap_or_default()
     }
 
     /// The rows of `table`, iterated from this state without copying the table.
@@ -997,7 +1084,7 @@ impl ClientCache {
                 let mut start = 0;
                 for (table, end) in runs.drain(..) {
                     let unique = self.inner.parts.unique.table(&table).map(|u| &**u);
-                    data.replay(&table, ops.by_ref().take(end - start), spatial, unique);
+                    data.replay(&table, &mut ops, end - start, spatial, unique);
                     start = end;
                 }
                 drop(ops);
@@ -1084,6 +1171,9 @@ impl ClientCache {
             let mut indexes = unique.map(|u| indexes_of(&mut data.unique, &group.table, u));
             let order = &mut writer.order;
             order.clear();
+            // About one change per key (a delete and an insert of a key are
+            // one update): sized once, not doubled (and copied) as it grows.
+            changes.reserve(group.deltas.iter().map(|d| d.deletes.len().max(d.inserts.len())).sum());
             for row in group.deletes() {
                 stats.row(row);
                 let key = inner.parts.keys.key_of(&group.table, row);
@@ -1140,7 +1230,7 @@ impl ClientCache {
                 if let (true, Some(unique), Some(indexes)) = (moved, unique, indexes.as_mut()) {
                     reindex(indexes, unique, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r));
                 }
-                changes.extend(change(&group.table, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r)));
+                stats.push(&mut changes, change(&group.table, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r)));
                 writer.pending.push(Op { key, cached: new, moved });
             }
             if writer.runs.last().map_or(0, |(_, end)| *end) < writer.pending.len() {
@@ -1170,7 +1260,6 @@ impl ClientCache {
         writer.spare = Some(old);
         metrics::counter!(names::SYNC_TRANSACTIONS_APPLIED).increment(1);
         stats.record();
-        record_changes(&changes);
         changes
     }
 
@@ -1263,7 +1352,7 @@ fn load(
                 let row = decode(codec, row);
                 let key = entry.key().clone();
                 entry.insert(Cached { row: row.clone(), count: 1, slot: 0, touched: txn });
-                changes.push(RowChange::Insert { table: Arc::clone(&group.table), key, row });
+                stats.push(changes, Some(RowChange::Insert { table: Arc::clone(&group.table), key, row }));
             }
         }
     }
@@ -1316,7 +1405,7 @@ fn events(
     }
     changes.reserve(touched.len());
     for (key, old, new) in &touched {
-        changes.extend(change(&group.table, key, old.as_ref(), new.as_ref()));
+        stats.push(changes, change(&group.table, key, old.as_ref(), new.as_ref()));
     }
 }
 
@@ -1412,6 +1501,8 @@ struct Stats {
     rows: u64,
     bytes: u64,
     ignored: u64,
+    /// The changes pushed, by kind: inserts, updates, deletes.
+    changes: [u64; 3],
 }
 
 impl Stats {
@@ -1420,24 +1511,44 @@ impl Stats {
         self.bytes += row.len() as u64;
     }
 
+    /// Pushes `change`, if any, to `changes`, counted as it goes (a pass
+    /// over a large transaction's changes afterwards would read them from
+    /// memory again).
+    fn push(&mut self, changes: &mut Vec<RowChange>, change: Option<RowChange>) {
+        if let Some(change) = change {
+            self.changes[kind(&change)] += 1;
+            changes.push(change);
+        }
+    }
+
     fn record(&self) {
         metrics::counter!(names::SYNC_ROWS_APPLIED).increment(self.rows);
         metrics::counter!(names::SYNC_BYTES_APPLIED).increment(self.bytes);
         if self.ignored > 0 {
             metrics::counter!(names::SYNC_DELETES_IGNORED).increment(self.ignored);
         }
+        record_kinds(self.changes);
+    }
+}
+
+/// A change's place in [`Stats::changes`].
+fn kind(change: &RowChange) -> usize {
+    match change {
+        RowChange::Insert { .. } => 0,
+        RowChange::Update { .. } => 1,
+        RowChange::Delete { .. } => 2,
     }
 }
 
 fn record_changes(changes: &[RowChange]) {
-    let (mut inserts, mut updates, mut deletes) = (0u64, 0u64, 0u64);
+    let mut counts = [0; 3];
     for change in changes {
-        match change {
-            RowChange::Insert { .. } => inserts += 1,
-            RowChange::Update { .. } => updates += 1,
-            RowChange::Delete { .. } => deletes += 1,
-        }
+        counts[kind(change)] += 1;
     }
+    record_kinds(counts);
+}
+
+fn record_kinds([inserts, updates, deletes]: [u64; 3]) {
     for (kind, n) in [("insert", inserts), ("update", updates), ("delete", deletes)] {
         if n > 0 {
             metrics::counter!(names::SYNC_CHANGES, names::LABEL_KIND => kind).increment(n);
@@ -1492,6 +1603,34 @@ mod tests {
     }
 
     #[test]
+    fn a_row_key_is_32_bytes_and_short_keys_are_inline() {
+        assert_eq!(std::mem::size_of::<RowKey>(), 32);
+        assert!(matches!(RowKey::from(Bytes::from_static(&[7; RowKey::INLINE])).0, Repr::Inline { .. }));
+        let long = Bytes::from(vec![7; RowKey::INLINE + 1]);
+        let key = RowKey::from(long.clone());
+        assert!(matches!(key.0, Repr::Shared(_)));
+        assert_eq!(key.to_bytes().as_ptr(), long.as_ptr(), "a long key shares the row's memory");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn row_keys_compare_hash_and_order_as_their_bytes(
+            a in proptest::collection::vec(0u8..4, 0..40),
+            b in proptest::collection::vec(0u8..4, 0..40),
+        ) {
+            use std::hash::BuildHasher;
+            let (ka, kb) = (RowKey::from(a.clone()), RowKey::copy_from_slice(&b));
+            proptest::prop_assert_eq!(ka.as_bytes(), &a[..]);
+            proptest::prop_assert_eq!(&ka.to_bytes()[..], &a[..]);
+            proptest::prop_assert_eq!(ka == kb, a == b);
+            proptest::prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            let fx = rustc_hash::FxBuildHasher;
+            proptest::prop_assert_eq!(fx.hash_one(&ka), fx.hash_one(&a[..]), "a key hashes as the slice it borrows as");
+        }
+    }
+
+    #[test]
     fn insert_update_delete() {
         let cache = ClientCache::new(TestKeys);
         let (v1, v2) = (keyed(1, 10), keyed(1, 20));
@@ -1522,14 +1661,14 @@ mod tests {
         ]);
         assert!(changes.is_empty(), "{changes:?}");
         assert_eq!(cache.refcount("keyed", &key(7)), 1);
-        assert_eq!(cache.refcount("plain", &RowKey(p)), 1);
+        assert_eq!(cache.refcount("plain", &RowKey::from(p)), 1);
     }
 
     #[test]
     fn overlapping_queries_share_a_row() {
         let cache = ClientCache::new(TestKeys);
         let p = row(b"shared");
-        let k = RowKey(p.clone());
+        let k = RowKey::from(p.clone());
         // Two queries match the row in the same transaction: one Insert.
         let changes =
             cache.apply(&[TableDelta::new("plain").insert(p.clone()), TableDelta::new("plain").insert(p.clone())]);
@@ -1604,7 +1743,7 @@ mod tests {
         let (n1, n2, total) = reader.with_view(|v| (v.count("t1"), v.rows("t2"), v.total_rows()));
         assert_eq!((n1, n2, total), (1, vec![Row::from(b.clone())], 2));
         assert_eq!(reader.get("t1", &reader.key_of("t1", &a)), Some(a.clone().into()));
-        assert!(reader.contains("t2", &RowKey(b)));
+        assert!(reader.contains("t2", &RowKey::from(b)));
         assert!(format!("{reader:?}").contains("t1"));
     }
 

@@ -21,12 +21,12 @@ struct TestKeys;
 
 impl RowKeys for TestKeys {
     fn key(&self, table: &str, row: &[u8]) -> RowKey {
-        RowKey(Bytes::copy_from_slice(if table == KEYED { &row[..row.len().min(4)] } else { row }))
+        RowKey::copy_from_slice(if table == KEYED { &row[..row.len().min(4)] } else { row })
     }
 }
 
 fn key_of(table: &str, row: &[u8]) -> Vec<u8> {
-    TestKeys.key(table, row).0.to_vec()
+    TestKeys.key(table, row).to_vec()
 }
 
 fn keyed_row(id: u8, value: u8) -> Vec<u8> {
@@ -84,7 +84,7 @@ fn contents(cache: &ClientCache) -> Model {
         for table in view.tables() {
             for (key, row) in view.entries(&table) {
                 let count = view.refcount(&table, &key);
-                model.insert((table.clone(), key.0.to_vec()), (row.to_vec(), count));
+                model.insert((table.clone(), key.to_vec()), (row.to_vec(), count));
             }
         }
         model
@@ -99,7 +99,7 @@ fn assert_cache_is(cache: &ClientCache, model: &Model) -> Result<(), TestCaseErr
         prop_assert_eq!(cache.count(table), model.keys().filter(|(t, _)| t == table).count());
     }
     for ((table, key), (row, count)) in model {
-        let key = RowKey(Bytes::copy_from_slice(key));
+        let key = RowKey::copy_from_slice(key);
         prop_assert_eq!(cache.get(table, &key).map(|r| r.bytes().clone()), Some(Bytes::copy_from_slice(row)));
         prop_assert_eq!(cache.refcount(table, &key), *count);
     }
@@ -126,16 +126,16 @@ fn indexed_cache() -> ClientCache {
 fn assert_index_is_a_scan(view: &CacheView<'_>) -> Result<(), TestCaseError> {
     let mut scanned = BTreeMap::new();
     view.for_each_row(KEYED, |key, row| {
-        scanned.insert(row.bytes()[4..].to_vec(), key.0.to_vec());
+        scanned.insert(row.bytes()[4..].to_vec(), key.to_vec());
     });
     prop_assert_eq!(scanned.len(), view.count(KEYED), "the model server keeps values unique");
     let indexed: BTreeMap<Vec<u8>, Vec<u8>> =
-        view.unique_entries(KEYED, VALUE).into_iter().map(|(v, k)| (v.to_vec(), k.0.to_vec())).collect();
+        view.unique_entries(KEYED, VALUE).into_iter().map(|(v, k)| (v.to_vec(), k.to_vec())).collect();
     prop_assert_eq!(&indexed, &scanned);
     for (value, key) in &scanned {
         let found = view.find_unique(KEYED, VALUE, value).map(|row| key_of(KEYED, row.bytes()));
         prop_assert_eq!(found.as_ref(), Some(key));
-        let by_key = view.unique_key(KEYED, VALUE, value).map(|k| k.0.to_vec());
+        let by_key = view.unique_key(KEYED, VALUE, value).map(|k| k.to_vec());
         prop_assert_eq!(by_key.as_ref(), Some(key));
     }
     for absent in (0u8..8).filter(|v| !scanned.contains_key(&vec![*v])) {
@@ -472,7 +472,7 @@ proptest! {
         let table = if keyed { KEYED } else { PLAIN };
         let make = |v: u8| if keyed { keyed_row(id, v) } else { vec![id, v] };
         let mut row = Bytes::from(make(value));
-        let key = RowKey(Bytes::from(key_of(table, &row)));
+        let key = RowKey::from(key_of(table, &row));
         let cache = ClientCache::new(TestKeys);
 
         // Other rows of the same table, held by one query: they must never be touched.
@@ -530,7 +530,7 @@ proptest! {
         // The other rows are still there, once each.
         prop_assert_eq!(cache.count(table), noise.len());
         for other in &noise {
-            let other_key = RowKey(Bytes::from(key_of(table, other)));
+            let other_key = RowKey::from(key_of(table, other));
             prop_assert_eq!(cache.refcount(table, &other_key), 1);
         }
     }
@@ -567,7 +567,7 @@ fn view_contents(view: &spacelink_sync::CacheView<'_>) -> Model {
     let mut model = Model::new();
     for table in view.tables() {
         for (key, row) in view.entries(&table) {
-            model.insert((table.clone(), key.0.to_vec()), (row.to_vec(), view.refcount(&table, &key)));
+            model.insert((table.clone(), key.to_vec()), (row.to_vec(), view.refcount(&table, &key)));
         }
     }
     model
@@ -659,8 +659,8 @@ proptest! {
             check_index(&snapshot.view(), &model_after)?;
             prop_assert_eq!(&reader.with_view(view_contents), &model_after);
             for (table, key) in model_after.keys() {
-                let key = RowKey(Bytes::copy_from_slice(key));
-                prop_assert_eq!(reader.get(table, &key).map(|r| r.to_vec()), model_after.get(&(table.clone(), key.0.to_vec())).map(|e| e.0.clone()));
+                let key = RowKey::copy_from_slice(key);
+                prop_assert_eq!(reader.get(table, &key).map(|r| r.to_vec()), model_after.get(&(table.clone(), key.to_vec())).map(|e| e.0.clone()));
             }
             for (old, model) in &held {
                 prop_assert_eq!(&view_contents(&old.view()), model, "a held snapshot changed");
