@@ -1174,10 +1174,9 @@ impl ClientCache {
             // About one change per key (a delete and an insert of a key are
             // one update): sized once, not doubled (and copied) as it grows.
             changes.reserve(group.deltas.iter().map(|d| d.deletes.len().max(d.inserts.len())).sum());
-            let keys = &*inner.parts.keys;
-            let mut deletes = Ahead::new(group.deletes());
-            while let Some((row, key)) = deletes.next(table, keys, &group.table) {
+            for row in group.deletes() {
                 stats.row(row);
+                let key = inner.parts.keys.key_of(&group.table, row);
                 match table.get_mut(&key) {
                     Some(cached) if cached.count > 0 => {
                         if cached.row.bytes() != row {
@@ -1194,9 +1193,9 @@ impl ClientCache {
                     }
                 }
             }
-            let mut inserts = Ahead::new(group.inserts());
-            while let Some((row, key)) = inserts.next(table, keys, &group.table) {
+            for row in group.inserts() {
                 stats.row(row);
+                let key = inner.parts.keys.key_of(&group.table, row);
                 match table.entry(key) {
                     TableEntry::Occupied(mut entry) => {
                         let cached = entry.get_mut();
@@ -1462,32 +1461,6 @@ fn change(table: &Arc<str>, key: &RowKey, old: Option<&Row>, new: Option<&Row>) 
         (Some(row), None) => Some(RowChange::Delete { table, key, row: row.clone() }),
         (Some(old), Some(new)) if old.bytes() == new.bytes() => None,
         (Some(old), Some(new)) => Some(RowChange::Update { table, key, old: old.clone(), new: new.clone() }),
-    }
-}
-
-/// A transaction's rows of one table with their keys, each key taken
-/// [`WARM_AHEAD`] rows before the row is applied and its place in the table
-/// warmed then (see `Table::warm`): the rows of a large transaction land in
-/// places spread over the whole table, and their cache misses overlap.
-struct Ahead<'a, I> {
-    rows: I,
-    ahead: std::collections::VecDeque<(&'a Bytes, RowKey)>,
-}
-
-impl<'a, I: Iterator<Item = &'a Bytes>> Ahead<'a, I> {
-    fn new(rows: I) -> Self {
-        Self { rows, ahead: std::collections::VecDeque::with_capacity(WARM_AHEAD + 1) }
-    }
-
-    /// The next row and its key.
-    fn next(&mut self, table: &Table, keys: &dyn RowKeys, name: &str) -> Option<(&'a Bytes, RowKey)> {
-        while self.ahead.len() <= WARM_AHEAD {
-            let Some(row) = self.rows.next() else { break };
-            let key = keys.key_of(name, row);
-            table.warm(&key);
-            self.ahead.push_back((row, key));
-        }
-        self.ahead.pop_front()
     }
 }
 

@@ -158,15 +158,11 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     /// writes to a table larger than the caches waits on two memory reads per
     /// key (its group of control bytes, then its bucket); warming the keys a
     /// few writes ahead lets the CPU wait on several of them at once.
-    /// A table of one shard (below [`SPLIT_AT`] rows) is not warmed: it
-    /// stays in the caches anyway.
     pub(crate) fn warm(&self, key: &K) {
-        if self.shards.len() <= 1 {
-            return;
-        }
         let hash = hash_of(key);
-        let shard = &self.shards[self.shard_of(hash)];
-        std::hint::black_box(shard.find(hash, |(k, _)| k == key));
+        if let Some(shard) = self.shards.get(self.shard_of(hash)) {
+            std::hint::black_box(shard.find(hash, |(k, _)| k == key));
+        }
     }
 
     pub(crate) fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
