@@ -238,6 +238,21 @@ impl KeyExtractor {
         &self.layout
     }
 
+    /// Where `row`'s primary key is in `row`, if its columns are contiguous
+    /// (one column, or adjacent ones); `None` if they are not, or if the row
+    /// does not fit the table's type.
+    pub fn key_range(&self, row: &[u8]) -> Option<std::ops::Range<usize>> {
+        if let [one] = self.key.as_slice() {
+            return self.layout.column(row, *one);
+        }
+        let mut ranges = Vec::with_capacity(self.key.len());
+        if !self.layout.columns_into(row, &self.key, &mut ranges) {
+            return None;
+        }
+        let contiguous = ranges.windows(2).all(|w| w[0].end == w[1].start);
+        contiguous.then(|| ranges[0].start..ranges[ranges.len() - 1].end)
+    }
+
     /// The BSATN of `row`'s primary key: a slice of `row` when the key columns
     /// are contiguous (no copy), else their bytes joined; `None` if the row does
     /// not fit the table's type.
@@ -287,6 +302,11 @@ mod tests {
         assert_eq!(keys.key(&row).as_deref(), Some(&5i32.to_le_bytes()[..]));
         assert_eq!(KeyExtractor::new(&row_type, &[0, 2]).unwrap().key(&row).unwrap().len(), 12);
         assert!(KeyExtractor::new(&row_type, &[]).is_none());
+        // Where the key is, when its columns are contiguous.
+        assert_eq!(keys.key_range(&row), Some(14..18));
+        assert_eq!(KeyExtractor::new(&row_type, &[0, 1]).unwrap().key_range(&row), Some(0..14));
+        assert_eq!(KeyExtractor::new(&row_type, &[0, 2]).unwrap().key_range(&row), None, "not contiguous");
+        assert_eq!(keys.key_range(&row[..16]), None, "the row is cut short");
     }
 
     #[test]

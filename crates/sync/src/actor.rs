@@ -64,8 +64,11 @@ impl RowKeys for SchemaKeys {
     }
 
     fn key_of(&self, table: &str, row: &Bytes) -> RowKey {
-        let key = self.tables.get(table).and_then(|keys| keys.key(row));
-        RowKey::from(key.unwrap_or_else(|| row.clone()))
+        let Some(keys) = self.tables.get(table) else { return RowKey::from(row.clone()) };
+        if let Some(range) = keys.key_range(row) {
+            return RowKey::from_slice_of(row, range);
+        }
+        RowKey::from(keys.key(row).unwrap_or_else(|| row.clone()))
     }
 }
 

@@ -127,11 +127,6 @@ const SPARE_WAIT: Duration = Duration::from_millis(1);
 /// writer's time, and the regrowth's copies raised the peak.
 const KEPT_CAPACITY: usize = 16384;
 
-/// How many keys ahead of its writes the writer warms a large table's
-/// places (see `Table::warm`): enough for several memory reads in flight,
-/// few enough that the first are still cached when written.
-const WARM_AHEAD: usize = 8;
-
 /// Transaction numbers, unique in the process: a reconcile publishes another
 /// cache's data, whose rows carry that cache's numbers.
 static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
@@ -162,6 +157,23 @@ impl std::hash::Hash for RowKey {
     /// searched with a byte slice).
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.as_bytes().hash(state);
+    }
+}
+
+impl crate::table::TableHash for RowKey {
+    /// Its bytes' table hash; an inline key's words are read from the key
+    /// itself (its padding is zero), with no copy of a partial word.
+    fn table_hash(&self) -> u64 {
+        match &self.0 {
+            Repr::Inline { len, bytes } => {
+                let mut padded = [0; 24];
+                padded[..Self::INLINE].copy_from_slice(bytes);
+                let len = usize::from(*len);
+                let words = padded.chunks_exact(8).take(len.div_ceil(8));
+                crate::table::hash_words(len, words.map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default())))
+            }
+            Repr::Shared(bytes) => crate::table::TableHash::table_hash(&bytes[..]),
+        }
     }
 }
 
@@ -211,6 +223,15 @@ impl RowKey {
     /// A key holding a copy of `bytes`.
     pub fn copy_from_slice(bytes: &[u8]) -> Self {
         Self::inline(bytes).unwrap_or_else(|| Self(Repr::Shared(Bytes::copy_from_slice(bytes))))
+    }
+
+    /// The key `row[range]`: inline if short enough, else a slice sharing
+    /// `row`'s memory (the whole row if `range` is not within it).
+    pub(crate) fn from_slice_of(row: &Bytes, range: std::ops::Range<usize>) -> Self {
+        match row.get(range.clone()) {
+            Some(key) => Self::inline(key).unwrap_or_else(|| Self(Repr::Shared(row.slice(range)))),
+            None => Self::from(row.clone()),
+        }
     }
 
     /// `bytes` inline, if they fit.
@@ -537,8 +558,7 @@ impl Data {
     fn replay(
         &mut self,
         table: &Arc<str>,
-        ops: &mut std::vec::Drain<'_, Op>,
-        count: usize,
+        ops: impl Iterator<Item = Op>,
         spatial: Option<&SpatialSetup>,
         unique: Option<&TableUnique>,
     ) {
@@ -546,11 +566,7 @@ impl Data {
         let setup = spatial.filter(|s| s.table == *table);
         let rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
         let mut indexes = unique.map(|u| (u, indexes_of(uniques, table, u)));
-        for left in (0..count).rev() {
-            if let Some(ahead) = ops.as_slice().get(WARM_AHEAD).filter(|_| left >= WARM_AHEAD) {
-                rows.warm(&ahead.key);
-            }
-            let Some(op) = ops.next() else { break };
+        for op in ops {
             if let (true, Some(setup)) = (op.moved, setup) {
                 index_row(index, setup, &op);
             }
@@ -1084,7 +1100,7 @@ impl ClientCache {
                 let mut start = 0;
                 for (table, end) in runs.drain(..) {
                     let unique = self.inner.parts.unique.table(&table).map(|u| &**u);
-                    data.replay(&table, &mut ops, end - start, spatial, unique);
+                    data.replay(&table, ops.by_ref().take(end - start), spatial, unique);
                     start = end;
                 }
                 drop(ops);
@@ -1627,6 +1643,8 @@ mod tests {
             proptest::prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             let fx = rustc_hash::FxBuildHasher;
             proptest::prop_assert_eq!(fx.hash_one(&ka), fx.hash_one(&a[..]), "a key hashes as the slice it borrows as");
+            use crate::table::TableHash;
+            proptest::prop_assert_eq!(ka.table_hash(), a[..].table_hash(), "and so in a table");
         }
     }
 

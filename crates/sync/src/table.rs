@@ -9,7 +9,10 @@
 //! (`Arc::make_mut`). A large table that changes in a few places (a world of
 //! static objects, a few moving NPCs) then costs its map about once.
 //!
-//! A key is hashed once per operation (FxHash of its bytes): the top bits
+//! A key is hashed once per operation ([`TableHash`]: FxHash's step over its
+//! bytes taken as words, a few instructions for a key of a word or two,
+//! where hashing a slice through `std::hash::Hasher` took about a hundred,
+//! twice per written row): the top bits
 //! of that hash, multiplied by an odd constant, choose its shard, and the
 //! shard's map (a `hashbrown::HashTable`) probes with the same hash, so the
 //! rows of one shard still spread over all of its buckets. A lookup that
@@ -18,11 +21,9 @@
 //! [`SPLIT_AT`] rows, or when a load reserves that many.
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use hashbrown::hash_table::{self, HashTable};
-use rustc_hash::FxBuildHasher;
 
 /// How many shards a large table has (a power of two).
 pub(crate) const SHARDS: usize = 64;
@@ -34,9 +35,46 @@ pub(crate) const SPLIT_AT: usize = 32 * 1024;
 /// One shard: the rows with their keys, probed by the keys' hash.
 type Shard<K, V> = HashTable<(K, V)>;
 
+/// How a [`Table`] hashes its keys. A key and what it borrows as (a
+/// `RowKey` and its bytes) must hash alike.
+pub(crate) trait TableHash {
+    fn table_hash(&self) -> u64;
+}
+
+/// FxHash's multiplier (rustc-hash 2's).
+const K: u64 = 0xf135_7aea_2e62_a9c5;
+
+/// One step of the hash: a word in.
+fn mix(hash: u64, word: u64) -> u64 {
+    hash.wrapping_add(word).wrapping_mul(K)
+}
+
+/// The hash of `len` bytes given as little-endian words (the last one
+/// zero-padded): FxHash's steps seeded with the length, then a finish that
+/// folds the high bits down and mixes once more. A step's product carries a
+/// word's high bits only upwards (keys that differ in their top byte would
+/// share their low bits, which choose a bucket); the finish spreads every
+/// bit over the low bits and the top 7 (a bucket's tag) alike.
+pub(crate) fn hash_words(len: usize, words: impl Iterator<Item = u64>) -> u64 {
+    let hash = words.fold(mix(0, len as u64), mix);
+    let hash = (hash ^ (hash >> 32)).wrapping_mul(K);
+    hash ^ (hash >> 29)
+}
+
+impl TableHash for [u8] {
+    fn table_hash(&self) -> u64 {
+        let words = self.chunks(8).map(|word| {
+            let mut padded = [0; 8];
+            padded[..word.len()].copy_from_slice(word);
+            u64::from_le_bytes(padded)
+        });
+        hash_words(self.len(), words)
+    }
+}
+
 /// The hash of a key (or of what it borrows as: equal values hash alike).
-fn hash_of<Q: Hash + ?Sized>(key: &Q) -> u64 {
-    FxBuildHasher.hash_one(key)
+fn hash_of<Q: TableHash + ?Sized>(key: &Q) -> u64 {
+    key.table_hash()
 }
 
 /// The rows of one table by key, in one shard or [`SHARDS`] shared shards.
@@ -79,7 +117,7 @@ pub(crate) struct VacantEntry<'a, K, V> {
     shard: &'a mut Shard<K, V>,
 }
 
-impl<'a, K: Hash, V> VacantEntry<'a, K, V> {
+impl<'a, K: TableHash, V> VacantEntry<'a, K, V> {
     pub(crate) fn key(&self) -> &K {
         &self.key
     }
@@ -90,7 +128,7 @@ impl<'a, K: Hash, V> VacantEntry<'a, K, V> {
     }
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
+impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
     /// The shard of a key of hash `hash`: the top bits of the hash, multiplied
     /// by an odd constant so they owe nothing to the bits the shard's map uses.
     fn shard_of(&self, hash: u64) -> usize {
@@ -144,7 +182,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
 
     /// The row of `key` (or of anything `K` borrows as, hashing alike: a
     /// key's bytes).
-    pub(crate) fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    pub(crate) fn get<Q: TableHash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
     where
         K: Borrow<Q>,
     {
@@ -153,19 +191,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
         shard.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
     }
 
-    /// Brings `key`'s place in the table into the CPU's caches, ahead of a
-    /// write to it: looked up, with nothing done to the result. A run of
-    /// writes to a table larger than the caches waits on two memory reads per
-    /// key (its group of control bytes, then its bucket); warming the keys a
-    /// few writes ahead lets the CPU wait on several of them at once.
-    pub(crate) fn warm(&self, key: &K) {
-        let hash = hash_of(key);
-        if let Some(shard) = self.shards.get(self.shard_of(hash)) {
-            std::hint::black_box(shard.find(hash, |(k, _)| k == key));
-        }
-    }
-
-    pub(crate) fn contains_key<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    pub(crate) fn contains_key<Q: TableHash + Eq + ?Sized>(&self, key: &Q) -> bool
     where
         K: Borrow<Q>,
     {
@@ -206,7 +232,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Table<K, V> {
     }
 
     /// Removes `key`'s row (its shard is copied first if shared, not for a miss).
-    pub(crate) fn remove<Q: Hash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    pub(crate) fn remove<Q: TableHash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
     {
@@ -272,9 +298,29 @@ mod tests {
     /// The tests split small tables, to go through splits quickly.
     const SPLIT_AT: usize = 512;
 
+    impl TableHash for u64 {
+        fn table_hash(&self) -> u64 {
+            self.to_le_bytes().table_hash()
+        }
+    }
+
     impl<K, V> Table<K, V> {
         fn small() -> Self {
             Self { shards: Vec::new(), split_at: SPLIT_AT }
+        }
+    }
+
+    #[test]
+    fn keys_that_differ_in_few_bits_spread_over_buckets_and_tags() {
+        // Ids with a stride (every 1024th), and ids that differ only in their
+        // top byte: a map picks a bucket by the hash's low bits and tags it
+        // with its top 7, both must vary.
+        for keys in [(0..4096u64).map(|i| i * 1024).collect::<Vec<_>>(), (0..256u64).map(|i| i << 56).collect()] {
+            let hashes: Vec<u64> = keys.iter().map(|k| k.table_hash()).collect();
+            let buckets: std::collections::HashSet<u64> = hashes.iter().map(|h| h & 2047).collect();
+            let tags: std::collections::HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+            assert!(buckets.len() * 2 >= keys.len().min(2048), "{} buckets for {} keys", buckets.len(), keys.len());
+            assert!(tags.len() >= 64, "{} tags", tags.len());
         }
     }
 
