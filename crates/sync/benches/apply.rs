@@ -10,13 +10,26 @@
 //!
 //! Run: `cargo bench -p spacelink-sync --bench apply -- --warm-up-time 1 --measurement-time 5`.
 //! The end-to-end figures, against the official SDK, are `cargo xtask bench`'s.
+//!
+//! Timings on a shared two-core machine move by 15 % from run to run, more
+//! than most changes to this path. For a figure that does not move, run a
+//! fixed number of one scenario's transactions (`APPLY_FIXED=<scenario>:<n>`,
+//! after the 100k rows are loaded; nothing timed) under cachegrind, which
+//! counts instructions and simulated cache misses, and take the difference
+//! of two counts (the load and the first writes' shard copies cancel out):
+//!
+//! ```text
+//! for n in 4 8; do APPLY_FIXED=insert_then_delete:$n valgrind --tool=cachegrind --cache-sim=yes \
+//!   --LL=1048576,16,64 --cachegrind-out-file=cg.$n target/release/deps/apply-<hash>; done
+//! cg_diff cg.4 cg.8 > cg.diff && cg_annotate --sort=DLmr cg.diff
+//! ```
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use spacelink_connection::lib::db::raw_def::v9::RawModuleDefV9Builder;
 use spacelink_connection::sats::{AlgebraicType, ProductType};
 use spacelink_connection::ModuleSchema;
@@ -69,6 +82,30 @@ fn delta(deletes: Vec<Bytes>, inserts: Vec<Bytes>) -> [TableDelta; 1] {
     [TableDelta { table: TABLE.into(), deletes, inserts }]
 }
 
+/// The `APPLY_FIXED` run: `<scenario>:<n>` (see the module's docs).
+fn fixed(spec: &str) {
+    let (scenario, n) = spec.split_once(':').expect("APPLY_FIXED=<scenario>:<n>");
+    let n: usize = n.parse().expect("APPLY_FIXED's <n>: a number");
+    let cache = cache();
+    drop(cache.apply(&delta(Vec::new(), rows(0..LOADED, 1.0))));
+    let new = rows(LOADED..LOADED + TXN, 1.0);
+    let versions = [rows(0..TXN, 1.0), rows(0..TXN, 2.0)];
+    for turn in 0..n {
+        match scenario {
+            "load" => drop(black_box(cache.empty_like().apply(&delta(Vec::new(), rows(0..LOADED, 1.0))))),
+            "insert_then_delete" => {
+                drop(black_box(cache.apply(&delta(Vec::new(), new.clone()))));
+                drop(black_box(cache.apply(&delta(new.clone(), Vec::new()))));
+            }
+            "update" => {
+                let (old, next) = (&versions[turn % 2], &versions[(turn + 1) % 2]);
+                drop(black_box(cache.apply(&delta(old.clone(), next.clone()))));
+            }
+            other => panic!("APPLY_FIXED: no scenario {other} (load, insert_then_delete, update)"),
+        }
+    }
+}
+
 fn apply(c: &mut Criterion) {
     let mut group = c.benchmark_group("apply");
     group.sample_size(20);
@@ -113,4 +150,13 @@ fn apply(c: &mut Criterion) {
 }
 
 criterion_group!(benches, apply);
-criterion_main!(benches);
+
+fn main() {
+    match std::env::var("APPLY_FIXED") {
+        Ok(spec) => fixed(&spec),
+        Err(_) => {
+            benches();
+            Criterion::default().configure_from_args().final_summary();
+        }
+    }
+}
