@@ -256,6 +256,12 @@ pub fn run() -> Result<ExitCode> {
 
     setup::run().context("setup failed, so no test ran")?;
 
+    // The build tidy test reads the dependency tree offline, with features no
+    // test build turns on: every package of the lockfile is fetched first.
+    let mut fetch = cmd::cargo();
+    cmd::scrub_cargo_run_env(&mut fetch).current_dir(crate::repo_root()).args(["fetch", "--locked"]);
+    cmd::run_streamed(&mut fetch, "cargo fetch", quiet_beat).context("fetching the lockfile's packages")?;
+
     // Phase 1.
     let step = Step::new("phase 1/4: unit and property tests (cargo test --workspace)");
     let (status, output) = cmd::run_tee_stdout(&mut cargo_test(&[], &[]), "cargo test", quiet_beat)?;
