@@ -108,6 +108,17 @@ impl RowLayout {
         Some(start..end)
     }
 
+    /// Where column `column` lies in every row, if that is the same for all
+    /// rows: a fixed-width column after fixed-width ones only (a row too
+    /// short for it does not fit the type).
+    pub fn fixed_column(&self, column: usize) -> Option<Range<usize>> {
+        let start = *self.offsets.get(column)?;
+        match self.steps.get(column)? {
+            Step::Fixed(size) => Some(start..start + size),
+            _ => None,
+        }
+    }
+
     /// The byte ranges of `columns` (ascending column numbers) in `row`, into `out`;
     /// walks the row once. `false` if the row does not fit.
     pub fn columns_into(&self, row: &[u8], columns: &[usize], out: &mut Vec<Range<usize>>) -> bool {
@@ -253,6 +264,18 @@ impl KeyExtractor {
         contiguous.then(|| ranges[0].start..ranges[ranges.len() - 1].end)
     }
 
+    /// Where the primary key lies in every row, if that is the same for all
+    /// rows (fixed-width, adjacent key columns after fixed-width ones only):
+    /// for a row at least that long, [`key_range`](Self::key_range) gives it.
+    pub fn fixed_range(&self) -> Option<std::ops::Range<usize>> {
+        let mut ranges = self.key.iter().map(|&c| self.layout.fixed_column(c));
+        let first = ranges.next()??;
+        ranges.try_fold(first, |range, next| {
+            let next = next?;
+            (next.start == range.end).then_some(range.start..next.end)
+        })
+    }
+
     /// The BSATN of `row`'s primary key: a slice of `row` when the key columns
     /// are contiguous (no copy), else their bytes joined; `None` if the row does
     /// not fit the table's type.
@@ -307,6 +330,16 @@ mod tests {
         assert_eq!(KeyExtractor::new(&row_type, &[0, 1]).unwrap().key_range(&row), Some(0..14));
         assert_eq!(KeyExtractor::new(&row_type, &[0, 2]).unwrap().key_range(&row), None, "not contiguous");
         assert_eq!(keys.key_range(&row[..16]), None, "the row is cut short");
+        // The same in every row only before the first column of variable width.
+        assert_eq!(keys.fixed_range(), None, "after a string");
+        let first = KeyExtractor::new(&row_type, &[0]).unwrap();
+        assert_eq!(first.fixed_range(), Some(0..8));
+        assert_eq!(first.fixed_range(), first.key_range(&row));
+        assert_eq!(KeyExtractor::new(&row_type, &[0, 1]).unwrap().fixed_range(), None);
+        let fixed: ProductType =
+            [("a", AlgebraicType::U8), ("b", AlgebraicType::U32), ("c", AlgebraicType::U16)].into_iter().collect();
+        assert_eq!(KeyExtractor::new(&fixed, &[1, 2]).unwrap().fixed_range(), Some(1..7));
+        assert_eq!(KeyExtractor::new(&fixed, &[0, 2]).unwrap().fixed_range(), None, "not contiguous");
     }
 
     #[test]

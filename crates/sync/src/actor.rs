@@ -63,6 +63,10 @@ impl RowKeys for SchemaKeys {
         self.key_of(table, &Bytes::copy_from_slice(row))
     }
 
+    fn fixed_key_range(&self, table: &str) -> Option<std::ops::Range<usize>> {
+        self.tables.get(table)?.fixed_range()
+    }
+
     fn key_of(&self, table: &str, row: &Bytes) -> RowKey {
         let Some(keys) = self.tables.get(table) else { return RowKey::from(row.clone()) };
         if let Some(range) = keys.key_range(row) {
