@@ -66,12 +66,15 @@ pub(crate) fn hash_words(len: usize, words: impl Iterator<Item = u64>) -> u64 {
 
 impl TableHash for [u8] {
     fn table_hash(&self) -> u64 {
-        let words = self.chunks(8).map(|word| {
+        let chunks = self.chunks_exact(8);
+        let rest = chunks.remainder();
+        let tail = (!rest.is_empty()).then(|| {
             let mut padded = [0; 8];
-            padded[..word.len()].copy_from_slice(word);
+            padded[..rest.len()].copy_from_slice(rest);
             u64::from_le_bytes(padded)
         });
-        hash_words(self.len(), words)
+        let words = chunks.map(|word| u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        hash_words(self.len(), words.chain(tail))
     }
 }
 
@@ -223,8 +226,14 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
     /// The entry of `key` if it has a row, writable: its shard is copied
     /// first if shared (not for a miss). One probe for a row read, changed
     /// and perhaps removed.
+    #[cfg(test)]
     pub(crate) fn occupied(&mut self, key: &K) -> Option<OccupiedEntry<'_, K, V>> {
-        let hash = hash_of(key);
+        self.occupied_hashed(key, hash_of(key))
+    }
+
+    /// [`occupied`](Self::occupied) of a key whose hash is known (see [`entry_hashed`](Self::entry_hashed)).
+    pub(crate) fn occupied_hashed(&mut self, key: &K, hash: u64) -> Option<OccupiedEntry<'_, K, V>> {
+        debug_assert_eq!(hash, hash_of(key));
         let index = self.shard_of(hash);
         let shard = self.shards.get_mut(index)?;
         if Arc::strong_count(shard) != 1 && shard.find(hash, |(k, _)| k == key).is_none() {
@@ -235,8 +244,18 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
 
     /// The entry of `key`, in its shard (copied first if shared).
     pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
-        self.shards_for_insert();
         let hash = hash_of(&key);
+        self.entry_hashed(key, hash)
+    }
+
+    /// [`entry`](Self::entry) of a key whose hash is known (`hash` must be
+    /// its [`TableHash`]): the apply path hashes a key from the row's bytes,
+    /// not from the key it has just written (a load that spans stores of
+    /// another width cannot take their data, and waits for every older store
+    /// to reach the cache, cache misses included).
+    pub(crate) fn entry_hashed(&mut self, key: K, hash: u64) -> Entry<'_, K, V> {
+        debug_assert_eq!(hash, hash_of(&key));
+        self.shards_for_insert();
         let index = self.shard_of(hash);
         let shard = Arc::make_mut(&mut self.shards[index]);
         match shard.find_entry(hash, |(k, _)| *k == key) {
