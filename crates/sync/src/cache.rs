@@ -1127,8 +1127,7 @@ impl ClientCache {
             Some(data) => {
                 let spatial = self.inner.parts.spatial.as_ref();
                 let Writer { pending, runs, shared, .. } = &mut *writer;
-                warm_ops(pending);
-                let mut ops = pending.drain(..);
+                let mut ops = WarmOps { ops: pending.drain(..), warm: 0 };
                 let mut start = 0;
                 for (table, end) in runs.drain(..) {
                     let unique = self.inner.parts.unique.table(&table).map(|u| &**u);
@@ -1183,7 +1182,6 @@ impl ClientCache {
         let spatial = inner.parts.spatial.as_ref();
         let events_only = &inner.parts.events_only;
         for group in group_by_table(deltas) {
-            group.warm();
             let codec = inner.parts.decoders.table(&group.table);
             if !events_only.is_empty() && events_only.contains(&group.table) {
                 events(inner, &group, codec, &mut stats, &mut changes);
@@ -1228,7 +1226,7 @@ impl ClientCache {
             // at once, in the probe that found it (else its key is looked up
             // again once the transaction's inserts are in: a delete and an
             // insert of a key are one update).
-            let deletes_only = group.inserts().next().is_none();
+            let deletes_only = group.deltas.iter().all(|d| d.inserts.is_empty());
             for row in group.deletes() {
                 stats.row(row);
                 let (key, hash) = keyer.hashed(row);
@@ -1507,16 +1505,34 @@ fn index_row(index: &mut Arc<SpatialIndex<RowKey>>, setup: &SpatialSetup, op: &O
     }
 }
 
-/// Reads every operation of the catch-up before it is replayed (see
-/// [`Group::warm`]): a transaction's list (64 bytes an operation) has left
-/// the core's caches by the next one, and the replay's reads of it, each
-/// behind a probe of the table, missed one by one.
-fn warm_ops(ops: &[Op]) {
-    let mut seen = 0usize;
-    for op in ops {
-        seen ^= op.key.len() ^ usize::from(op.moved);
+/// The catch-up's operations, each block of [`WARM_BLOCK`] read before it is
+/// replayed (see [`Warmed`]): a transaction's list (64 bytes an operation)
+/// has left the core's caches by the next one, and the replay's reads of it,
+/// each behind a probe of the table, missed one by one.
+struct WarmOps<'a> {
+    ops: std::vec::Drain<'a, Op>,
+    /// How many of the next operations were read ahead.
+    warm: usize,
+}
+
+impl Iterator for WarmOps<'_> {
+    type Item = Op;
+
+    #[inline]
+    fn next(&mut self) -> Option<Op> {
+        if self.warm == 0 {
+            let ahead = self.ops.as_slice();
+            let ahead = &ahead[..ahead.len().min(WARM_BLOCK)];
+            let mut seen = 0usize;
+            for op in ahead {
+                seen ^= op.key.len() ^ usize::from(op.moved);
+            }
+            std::hint::black_box(seen);
+            self.warm = ahead.len();
+        }
+        self.warm = self.warm.saturating_sub(1);
+        self.ops.next()
     }
-    std::hint::black_box(seen);
 }
 
 /// The cached form of `bytes`, decoded once by its table's codec.
@@ -1547,33 +1563,68 @@ struct Group<'a> {
 
 impl<'a> Group<'a> {
     fn deletes(&self) -> impl Iterator<Item = &'a Bytes> + '_ {
-        self.deltas.iter().flat_map(|d| d.deletes.iter())
+        self.deltas.iter().flat_map(|d| Warmed::new(&d.deletes))
     }
 
     fn inserts(&self) -> impl Iterator<Item = &'a Bytes> + '_ {
-        self.deltas.iter().flat_map(|d| d.inserts.iter())
+        self.deltas.iter().flat_map(|d| Warmed::new(&d.inserts))
     }
 
     /// How this group's rows are keyed (see [`Keyer`]).
     fn keyer<'k>(&'k self, keys: &'k dyn RowKeys) -> Keyer<'k> {
         Keyer { keys, table: &self.table, fixed: keys.fixed_key_range(&self.table) }
     }
+}
 
-    /// Reads a byte at each end of every row, before the rows are applied.
-    ///
-    /// The rows slice a frame the network thread read, on another core: the
-    /// first read of a row's bytes (its key) missed every cache, about 150 ns
-    /// a row, each waited for in turn since a row's key decides its probe.
-    /// Loads that depend on nothing overlap: this pass takes a few ns a row,
-    /// and leaves the rows in this core's cache for their keys and decoding.
-    fn warm(&self) {
-        let mut seen = 0u8;
-        for row in self.deletes().chain(self.inserts()) {
-            if let (Some(first), Some(last)) = (row.first(), row.last()) {
-                seen ^= first ^ last;
+/// How many rows [`Warmed`] reads ahead at a time: their handles (32 bytes
+/// each) and bytes stay in the core's first caches until they are applied.
+const WARM_BLOCK: usize = 256;
+
+/// A list of rows, each block of [`WARM_BLOCK`] read before it is handed out.
+///
+/// The rows slice a frame the network thread read, on another core, and
+/// their handles were made a while before: the first read of a row (its
+/// key) missed every cache, about 150 ns a row, each waited for in turn
+/// since a row's key decides its probe. Reads that depend on nothing
+/// overlap: a byte at each end of a block's rows costs a few ns a row. A
+/// whole transaction read at once would not do (100k rows are 8 MB, which
+/// leave the caches before the last is applied).
+struct Warmed<'a> {
+    rows: &'a [Bytes],
+    at: usize,
+    warm: usize,
+}
+
+impl<'a> Warmed<'a> {
+    fn new(rows: &'a [Bytes]) -> Self {
+        Self { rows, at: 0, warm: 0 }
+    }
+}
+
+impl<'a> Iterator for Warmed<'a> {
+    type Item = &'a Bytes;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a Bytes> {
+        if self.at == self.warm {
+            let end = self.rows.len().min(self.at + WARM_BLOCK);
+            let mut seen = 0u8;
+            for row in &self.rows[self.at.min(end)..end] {
+                if let (Some(first), Some(last)) = (row.first(), row.last()) {
+                    seen ^= first ^ last;
+                }
             }
+            std::hint::black_box(seen);
+            self.warm = end;
         }
-        std::hint::black_box(seen);
+        let row = self.rows.get(self.at)?;
+        self.at += 1;
+        Some(row)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.rows.len() - self.at;
+        (left, Some(left))
     }
 }
 
