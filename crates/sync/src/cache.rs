@@ -482,16 +482,48 @@ impl TableDelta {
     }
 }
 
-/// A cached row and how many live queries hold it.
+/// A cached row and how many live queries hold it: 24 bytes, so that an
+/// entry of a table (its key and this) is 56 (it was 64 with a transaction
+/// number of its own; a table holds one per row, twice).
 #[derive(Debug, Clone)]
 struct Cached {
     row: Row,
     count: u32,
-    /// Where the transaction that touches it keeps its before and after (an
-    /// index into the writer's `order`, valid while `touched` is that transaction).
-    slot: u32,
-    /// The transaction that last touched it (the writer's bookkeeping).
-    touched: u64,
+    /// Where the last transaction that touched it keeps its before and after
+    /// (the writer's bookkeeping, see [`Slot`]).
+    slot: Slot,
+}
+
+/// A row's place in the writer's `order` of touched keys: the low 8 bits of
+/// the number of the transaction that touched it, over the index (24 bits;
+/// [`Slot::FAR`] for an index past them, kept in the writer's `far` map).
+///
+/// Neither field is trusted alone: the tag comes around every 256
+/// transactions and the other copy's entries hold stale slots, so a row
+/// counts as touched by this transaction only if the entry at its index is
+/// for its key ([`touch`]). The tag spares that read on a first touch but
+/// for one in 256.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot(u32);
+
+impl Slot {
+    const INDEX_BITS: u32 = 24;
+    const FAR: u32 = (1 << Self::INDEX_BITS) - 1;
+
+    fn new(txn: u64, index: usize) -> Self {
+        let index = u32::try_from(index).map_or(Self::FAR, |i| i.min(Self::FAR));
+        Self(u32::from(txn as u8) << Self::INDEX_BITS | index)
+    }
+
+    fn of(self, txn: u64) -> bool {
+        (self.0 >> Self::INDEX_BITS) as u8 == txn as u8
+    }
+
+    /// The index, or `None` if it is kept in the `far` map.
+    fn index(self) -> Option<usize> {
+        let index = self.0 & Self::FAR;
+        (index != Self::FAR).then_some(index as usize)
+    }
 }
 
 /// A key a transaction touched: its state before the transaction, and its
@@ -613,7 +645,7 @@ impl Data {
                         cached.count = count;
                     }
                     TableEntry::Vacant(entry) => {
-                        entry.insert(Cached { row, count, slot: 0, touched: 0 });
+                        entry.insert(Cached { row, count, slot: Slot::default() });
                     }
                 },
                 None => {
@@ -664,6 +696,9 @@ struct Writer {
     shared: Vec<Arc<str>>,
     /// The keys a transaction touched in one table, in first-touch order.
     order: Vec<Touched>,
+    /// Where in `order` the keys past [`Slot::FAR`] are (none, but in a
+    /// transaction that touches 16M rows of one table).
+    far: FxHashMap<RowKey, usize>,
 }
 
 /// How rows are keyed, decoded and indexed, and which tables keep none.
@@ -1191,7 +1226,7 @@ impl ClientCache {
             if was_empty && group.deltas.iter().all(|d| d.deletes.is_empty()) {
                 // A table's first rows (an initial subscription, a reconnect's
                 // fresh state): loaded whole, and shared with the spare copy.
-                let rows = load(inner, &group, codec, txn, &mut stats, &mut changes);
+                let rows = load(inner, &group, codec, &mut stats, &mut changes);
                 match inner.parts.unique.table(&group.table).filter(|_| !rows.is_empty()) {
                     Some(unique) => data.unique.insert(Arc::clone(&group.table), Arc::new(index_all(&rows, unique))),
                     None => data.unique.remove(&group.table),
@@ -1216,8 +1251,9 @@ impl ClientCache {
             let table = Arc::make_mut(data.tables.entry(Arc::clone(&group.table)).or_default());
             let unique = inner.parts.unique.table(&group.table);
             let mut indexes = unique.map(|u| indexes_of(&mut data.unique, &group.table, u));
-            let order = &mut writer.order;
+            let (order, far) = (&mut writer.order, &mut writer.far);
             order.clear();
+            far.clear();
             // About one change per key (a delete and an insert of a key are
             // one update): sized once, not doubled (and copied) as it grows.
             changes.reserve(group.deltas.iter().map(|d| d.deletes.len().max(d.inserts.len())).sum());
@@ -1236,10 +1272,9 @@ impl ClientCache {
                         if cached.row.bytes() != row {
                             tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
                         }
-                        let before = touch(order, cached, txn);
+                        let touch = touch(order, far, cached, &key, txn);
                         cached.count -= 1;
-                        let key = before.is_some().then_some(key);
-                        touched(order, cached, before, key);
+                        touched(order, far, cached, touch, &key, txn);
                         if deletes_only && cached.count == 0 {
                             entry.remove();
                         }
@@ -1255,20 +1290,22 @@ impl ClientCache {
                 let (key, hash) = keyer.hashed(row);
                 match table.entry_hashed(key, hash) {
                     TableEntry::Occupied(mut entry) => {
-                        let cached = entry.get_mut();
-                        let before = touch(order, cached, txn);
+                        let (key, cached) = entry.key_value_mut();
+                        let touch = touch(order, far, cached, key, txn);
                         if cached.row.bytes() != row {
                             cached.row = decode(codec, row);
                         }
                         cached.count = cached.count.saturating_add(1);
-                        let key = if before.is_some() { Some(entry.key().clone()) } else { None };
-                        touched(order, entry.get_mut(), before, key);
+                        touched(order, far, cached, touch, key, txn);
                     }
                     TableEntry::Vacant(entry) => {
                         let row = decode(codec, row);
-                        let slot = order.len() as u32;
+                        let slot = Slot::new(txn, order.len());
+                        if slot.index().is_none() {
+                            far.insert(entry.key().clone(), order.len());
+                        }
                         order.push(Touched { key: entry.key().clone(), before: None, row: row.clone(), count: 1 });
-                        entry.insert(Cached { row, count: 1, slot, touched: txn });
+                        entry.insert(Cached { row, count: 1, slot });
                     }
                 }
             }
@@ -1384,7 +1421,6 @@ fn load(
     inner: &Inner,
     group: &Group<'_>,
     codec: Option<&Arc<TableCodec>>,
-    txn: u64,
     stats: &mut Stats,
     changes: &mut Vec<RowChange>,
 ) -> Table {
@@ -1411,7 +1447,7 @@ fn load(
             TableEntry::Vacant(entry) => {
                 let row = decode(codec, row);
                 let key = entry.key().clone();
-                entry.insert(Cached { row: row.clone(), count: 1, slot: 0, touched: txn });
+                entry.insert(Cached { row: row.clone(), count: 1, slot: Slot::default() });
                 stats.push(changes, Some(RowChange::Insert { table: Arc::clone(&group.table), key, row }));
             }
         }
@@ -1470,27 +1506,52 @@ fn events(
     }
 }
 
-/// Before `cached` is changed by transaction `txn`: its state before the
-/// transaction on its first touch, `None` on a later one (that state is in
-/// `order` already).
-fn touch(order: &[Touched], cached: &mut Cached, txn: u64) -> Option<(Row, u32)> {
-    if cached.touched == txn && (cached.slot as usize) < order.len() {
-        return None;
-    }
-    cached.touched = txn;
-    Some((cached.row.clone(), cached.count))
+/// Whether a row was touched before in this transaction.
+enum Touch {
+    /// Its first touch: its state before the transaction.
+    First(Row, u32),
+    /// Touched before: its entry in `order`.
+    Again(usize),
 }
 
-/// After `cached` was changed: records its new state in `order`, as a new
-/// entry (first touch: `before` and `key` given) or over its entry.
-fn touched(order: &mut Vec<Touched>, cached: &mut Cached, before: Option<(Row, u32)>, key: Option<RowKey>) {
-    match (before, key) {
-        (Some(before), Some(key)) => {
-            cached.slot = order.len() as u32;
-            order.push(Touched { key, before: Some(before), row: cached.row.clone(), count: cached.count });
+/// Before `cached` (the row of `key`) is changed by transaction `txn`: its
+/// state before the transaction on its first touch, else where `order`
+/// keeps it (see [`Slot`]).
+fn touch(order: &[Touched], far: &FxHashMap<RowKey, usize>, cached: &Cached, key: &RowKey, txn: u64) -> Touch {
+    if cached.slot.of(txn) {
+        let index = cached.slot.index().or_else(|| far.get(key).copied());
+        if let Some(index) = index.filter(|&i| order.get(i).is_some_and(|t| t.key == *key)) {
+            return Touch::Again(index);
         }
-        _ => {
-            let entry = &mut order[cached.slot as usize];
+    }
+    Touch::First(cached.row.clone(), cached.count)
+}
+
+/// After `cached` (the row of `key`) was changed: records its new state in
+/// `order`, as a new entry on its first touch or over its entry.
+fn touched(
+    order: &mut Vec<Touched>,
+    far: &mut FxHashMap<RowKey, usize>,
+    cached: &mut Cached,
+    touch: Touch,
+    key: &RowKey,
+    txn: u64,
+) {
+    match touch {
+        Touch::First(row, count) => {
+            cached.slot = Slot::new(txn, order.len());
+            if cached.slot.index().is_none() {
+                far.insert(key.clone(), order.len());
+            }
+            order.push(Touched {
+                key: key.clone(),
+                before: Some((row, count)),
+                row: cached.row.clone(),
+                count: cached.count,
+            });
+        }
+        Touch::Again(index) => {
+            let entry = &mut order[index];
             entry.row = cached.row.clone();
             entry.count = cached.count;
         }
@@ -1790,6 +1851,41 @@ mod tests {
             old: old.clone().into(),
             new: new.clone().into(),
         }
+    }
+
+    #[test]
+    fn a_table_entry_is_56_bytes() {
+        assert_eq!(std::mem::size_of::<(RowKey, Cached)>(), 56);
+    }
+
+    #[test]
+    fn a_row_counts_as_touched_only_if_its_slot_names_an_entry_for_its_key() {
+        let (k, other) = (key(1), key(2));
+        let entry = |key: &RowKey| Touched { key: key.clone(), before: None, row: row(b"r").into(), count: 1 };
+        let order = vec![entry(&other), entry(&k)];
+        let at = |slot| Cached { row: row(b"r").into(), count: 1, slot };
+        let none = FxHashMap::default();
+        let again = |t: Touch| match t {
+            Touch::Again(i) => Some(i),
+            Touch::First(..) => None,
+        };
+        assert_eq!(again(touch(&order, &none, &at(Slot::new(7, 1)), &k, 7)), Some(1));
+        assert_eq!(again(touch(&order, &none, &at(Slot::new(7 + 256, 1)), &k, 7)), Some(1), "the tag is 8 bits");
+        assert_eq!(again(touch(&order, &none, &at(Slot::new(6, 1)), &k, 7)), None, "another transaction's");
+        assert_eq!(again(touch(&order, &none, &at(Slot::new(7, 0)), &k, 7)), None, "a stale slot");
+        assert_eq!(again(touch(&order, &none, &at(Slot::new(7, 2)), &k, 7)), None, "past the order");
+        // An index too large for the slot is kept aside.
+        let far_slot = Slot::new(7, usize::MAX);
+        assert_eq!(far_slot.index(), None);
+        assert_eq!(again(touch(&order, &none, &at(far_slot), &k, 7)), None);
+        let far = FxHashMap::from_iter([(k.clone(), 1)]);
+        assert_eq!(again(touch(&order, &far, &at(far_slot), &k, 7)), Some(1));
+        let mut order = order;
+        let mut far = FxHashMap::default();
+        let mut cached = at(Slot::default());
+        touched(&mut order, &mut far, &mut cached, Touch::First(row(b"r").into(), 1), &k, 7);
+        assert_eq!((cached.slot.index(), cached.slot.of(7)), (Some(2), true));
+        assert!(far.is_empty());
     }
 
     #[test]
