@@ -528,11 +528,39 @@ impl Slot {
 
 /// A key a transaction touched: its state before the transaction, and its
 /// state now (kept up to date by every later touch in the transaction).
+///
+/// Once the transaction is done it is also what the spare copy replays to
+/// catch up (the writer's `pending`): no second list is written per row.
 struct Touched {
     key: RowKey,
     before: Option<(Row, u32)>,
     row: Row,
+    /// Its count now: 0 if it is gone.
     count: u32,
+    /// What the catch-up does with it, decided once the transaction is done.
+    catch_up: CatchUp,
+}
+
+/// What the spare copy's catch-up does with a touched key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    /// Nothing: the transaction left it as it was (deleted and inserted again, alike).
+    Skip,
+    /// Its count changed, not its row.
+    Count,
+    /// Its row changed (or came, or went): the indexes move too.
+    Row,
+}
+
+impl Touched {
+    fn first(key: RowKey, before: Option<(Row, u32)>, row: Row, count: u32) -> Self {
+        Self { key, before, row, count, catch_up: CatchUp::Skip }
+    }
+
+    /// The row and count it ends the transaction with, if it has one.
+    fn now(&self) -> Option<(&Row, u32)> {
+        (self.count > 0).then_some((&self.row, self.count))
+    }
 }
 
 type Table = crate::table::Table<RowKey, Cached>;
@@ -606,22 +634,12 @@ struct Data {
     spatial: Arc<SpatialIndex<RowKey>>,
 }
 
-/// What the writer must still do to the spare copy to catch it up: set (or,
-/// with `None`, remove) the row of `key` (in the table of its run, see
-/// `Writer::runs`).
-struct Op {
-    key: RowKey,
-    cached: Option<(Row, u32)>,
-    /// Whether the row (not only its count) changed: the spatial index must move.
-    moved: bool,
-}
-
 impl Data {
-    /// Replays one table's operations, in order (moving their rows in, not copying).
+    /// Replays one table's touched keys, in order (moving their rows in, not copying).
     fn replay(
         &mut self,
         table: &Arc<str>,
-        ops: impl Iterator<Item = Op>,
+        ops: impl Iterator<Item = Touched>,
         spatial: Option<&SpatialSetup>,
         unique: Option<&TableUnique>,
     ) {
@@ -630,15 +648,21 @@ impl Data {
         let rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
         let mut indexes = unique.map(|u| (u, indexes_of(uniques, table, u)));
         for op in ops {
-            if let (true, Some(setup)) = (op.moved, setup) {
+            let moved = match op.catch_up {
+                CatchUp::Skip => continue,
+                CatchUp::Count => false,
+                CatchUp::Row => true,
+            };
+            if let (true, Some(setup)) = (moved, setup) {
                 index_row(index, setup, &op);
             }
-            if let (true, Some((unique, indexes))) = (op.moved, indexes.as_mut()) {
+            if let (true, Some((unique, indexes))) = (moved, indexes.as_mut()) {
                 let old = rows.get(&op.key).map(|c| &c.row);
-                reindex(indexes, unique, &op.key, old, op.cached.as_ref().map(|(row, _)| row));
+                reindex(indexes, unique, &op.key, old, op.now().map(|(row, _)| row));
             }
-            match op.cached {
-                Some((row, count)) => match rows.entry(op.key) {
+            let Touched { key, row, count, .. } = op;
+            match (count > 0).then_some((row, count)) {
+                Some((row, count)) => match rows.entry(key) {
                     TableEntry::Occupied(mut entry) => {
                         let cached = entry.get_mut();
                         cached.row = row;
@@ -649,7 +673,7 @@ impl Data {
                     }
                 },
                 None => {
-                    rows.remove(&op.key);
+                    rows.remove(&key);
                 }
             }
         }
@@ -688,7 +712,9 @@ impl Data {
 #[derive(Default)]
 struct Writer {
     spare: Option<Arc<Data>>,
-    pending: Vec<Op>,
+    /// The keys the last transaction touched, for the spare copy's catch-up
+    /// (each table's `order`, moved here once done).
+    pending: Vec<Touched>,
     /// `pending` in runs, one per table: the table and where its run ends.
     runs: Vec<(Arc<str>, usize)>,
     /// Tables the last transaction loaded whole: the spare takes them from the
@@ -1304,30 +1330,34 @@ impl ClientCache {
                         if slot.index().is_none() {
                             far.insert(entry.key().clone(), order.len());
                         }
-                        order.push(Touched { key: entry.key().clone(), before: None, row: row.clone(), count: 1 });
+                        order.push(Touched::first(entry.key().clone(), None, row.clone(), 1));
                         entry.insert(Cached { row, count: 1, slot });
                     }
                 }
             }
-            for Touched { key, before, row, count } in order.drain(..) {
-                let new = if count > 0 {
-                    Some((row, count))
-                } else {
-                    if !deletes_only {
-                        table.remove(&key);
-                    }
-                    None
-                };
-                let old = before.as_ref();
-                let moved = old.map(|(r, _)| r.bytes()) != new.as_ref().map(|(r, _)| r.bytes());
-                if old.map(|(r, c)| (r.bytes(), *c)) == new.as_ref().map(|(r, c)| (r.bytes(), *c)) {
+            for touched in order.iter_mut() {
+                if touched.count == 0 && !deletes_only {
+                    table.remove(&touched.key);
+                }
+                let (old, new) = (touched.before.as_ref().map(|(r, c)| (r, *c)), touched.now());
+                if old.map(|(r, c)| (r.bytes(), c)) == new.map(|(r, c)| (r.bytes(), c)) {
                     continue;
                 }
+                let moved = old.map(|(r, _)| r.bytes()) != new.map(|(r, _)| r.bytes());
+                let (old, new) = (old.map(|(r, _)| r), new.map(|(r, _)| r));
                 if let (true, Some(unique), Some(indexes)) = (moved, unique, indexes.as_mut()) {
-                    reindex(indexes, unique, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r));
+                    reindex(indexes, unique, &touched.key, old, new);
                 }
-                stats.push(&mut changes, change(&group.table, &key, old.map(|(r, _)| r), new.as_ref().map(|(r, _)| r)));
-                writer.pending.push(Op { key, cached: new, moved });
+                stats.push(&mut changes, change(&group.table, &touched.key, old, new));
+                touched.catch_up = if moved { CatchUp::Row } else { CatchUp::Count };
+            }
+            // The touched keys are the catch-up's list: moved whole (the
+            // buffers swap) when it is empty, as it is but after the first
+            // table of a transaction.
+            if writer.pending.is_empty() {
+                std::mem::swap(&mut writer.pending, order);
+            } else {
+                writer.pending.append(order);
             }
             if writer.runs.last().map_or(0, |(_, end)| *end) < writer.pending.len() {
                 writer.runs.push((Arc::clone(&group.table), writer.pending.len()));
@@ -1344,7 +1374,7 @@ impl ClientCache {
             let mut start = 0;
             for (table, end) in &writer.runs {
                 if *table == setup.table {
-                    for op in writer.pending[start..*end].iter().filter(|op| op.moved) {
+                    for op in writer.pending[start..*end].iter().filter(|op| op.catch_up == CatchUp::Row) {
                         index_row(&mut data.spatial, setup, op);
                     }
                 }
@@ -1543,12 +1573,7 @@ fn touched(
             if cached.slot.index().is_none() {
                 far.insert(key.clone(), order.len());
             }
-            order.push(Touched {
-                key: key.clone(),
-                before: Some((row, count)),
-                row: cached.row.clone(),
-                count: cached.count,
-            });
+            order.push(Touched::first(key.clone(), Some((row, count)), cached.row.clone(), cached.count));
         }
         Touch::Again(index) => {
             let entry = &mut order[index];
@@ -1559,34 +1584,34 @@ fn touched(
 }
 
 /// Moves `op`'s row, a row of `setup`'s table, in the spatial index.
-fn index_row(index: &mut Arc<SpatialIndex<RowKey>>, setup: &SpatialSetup, op: &Op) {
-    match op.cached.as_ref().and_then(|(row, _)| setup.positions.position(row.bytes())) {
+fn index_row(index: &mut Arc<SpatialIndex<RowKey>>, setup: &SpatialSetup, op: &Touched) {
+    match op.now().and_then(|(row, _)| setup.positions.position(row.bytes())) {
         Some((map, x, y)) => Arc::make_mut(index).upsert(op.key.clone(), map, x, y),
         None => Arc::make_mut(index).remove(&op.key),
     }
 }
 
 /// The catch-up's operations, each block of [`WARM_BLOCK`] read before it is
-/// replayed (see [`Warmed`]): a transaction's list (64 bytes an operation)
+/// replayed (see [`Warmed`]): a transaction's list (80 bytes an operation)
 /// has left the core's caches by the next one, and the replay's reads of it,
 /// each behind a probe of the table, missed one by one.
 struct WarmOps<'a> {
-    ops: std::vec::Drain<'a, Op>,
+    ops: std::vec::Drain<'a, Touched>,
     /// How many of the next operations were read ahead.
     warm: usize,
 }
 
 impl Iterator for WarmOps<'_> {
-    type Item = Op;
+    type Item = Touched;
 
     #[inline]
-    fn next(&mut self) -> Option<Op> {
+    fn next(&mut self) -> Option<Touched> {
         if self.warm == 0 {
             let ahead = self.ops.as_slice();
             let ahead = &ahead[..ahead.len().min(WARM_BLOCK)];
             let mut seen = 0usize;
             for op in ahead {
-                seen ^= op.key.len() ^ usize::from(op.moved);
+                seen ^= op.key.len() ^ op.catch_up as usize;
             }
             std::hint::black_box(seen);
             self.warm = ahead.len();
@@ -1861,7 +1886,7 @@ mod tests {
     #[test]
     fn a_row_counts_as_touched_only_if_its_slot_names_an_entry_for_its_key() {
         let (k, other) = (key(1), key(2));
-        let entry = |key: &RowKey| Touched { key: key.clone(), before: None, row: row(b"r").into(), count: 1 };
+        let entry = |key: &RowKey| Touched::first(key.clone(), None, row(b"r").into(), 1);
         let order = vec![entry(&other), entry(&k)];
         let at = |slot| Cached { row: row(b"r").into(), count: 1, slot };
         let none = FxHashMap::default();
