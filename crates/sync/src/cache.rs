@@ -52,8 +52,9 @@
 //!
 //! The writer keeps two copies of the data, a double buffer: it applies a
 //! transaction to the copy readers do not see (first catching it up with the
-//! previous transaction's operations), publishes it, and keeps the previous
-//! copy, with this transaction's operations, for next time. Rows are shared
+//! keys the previous transaction touched, their rows moved in), publishes it,
+//! and keeps the previous copy, with this transaction's touched keys, for next
+//! time. Rows are shared
 //! between the copies (an `Arc` each), so the second copy costs the maps, not
 //! the rows. If a reader still holds the spare copy when the next transaction
 //! comes (a snapshot kept past a frame), the writer does not wait for it: after
@@ -69,7 +70,7 @@
 //! about once, and the first write after a load copies a shard, not the table. A table
 //! that a transaction loads whole (its first rows: an initial subscription, a
 //! reconnect's fresh state) is built once, each row hashed and decoded once,
-//! with no catch-up operations: the spare copy shares it, until the next
+//! with nothing to catch up: the spare copy shares it, until the next
 //! transaction that writes the table copies it. Right after a load, the cache
 //! holds one map of the table.
 //!
