@@ -2027,6 +2027,35 @@ mod tests {
     }
 
     #[test]
+    fn a_delete_only_transaction_removes_a_row_as_its_last_query_lets_go() {
+        let cache = ClientCache::new(TestKeys);
+        let (r, other) = (keyed(3, 1), keyed(4, 1));
+        cache.apply(&[TableDelta::new("keyed").insert(r.clone()).insert(r.clone()).insert(other.clone())]);
+        assert_eq!(cache.refcount("keyed", &key(3)), 2);
+        // Both queries let go in one transaction; a third delete finds nothing.
+        let changes = cache.apply(&[TableDelta::new("keyed").delete(r.clone()).delete(r.clone()).delete(r.clone())]);
+        assert_eq!(changes, vec![delete("keyed", &r)]);
+        assert_eq!((cache.count("keyed"), cache.refcount("keyed", &key(3))), (1, 0));
+        // The next transactions write the copy that caught up with that one, then the other.
+        for value in [2, 3] {
+            let v = keyed(3, value);
+            assert_eq!(cache.apply(&[TableDelta::new("keyed").insert(v.clone())]), vec![insert("keyed", &v)]);
+            assert_eq!(cache.apply(&[TableDelta::new("keyed").delete(v.clone())]), vec![delete("keyed", &v)]);
+            assert_eq!((cache.count("keyed"), cache.get("keyed", &key(4))), (1, Some(other.clone().into())));
+        }
+    }
+
+    #[test]
+    fn warmed_rows_come_in_order_across_blocks() {
+        let mut rows: Vec<Bytes> = (0..WARM_BLOCK as u32 * 2 + 3).map(|i| row(&i.to_le_bytes())).collect();
+        rows.insert(WARM_BLOCK, Bytes::new());
+        let warmed: Vec<&Bytes> = Warmed::new(&rows).collect();
+        assert_eq!(warmed, rows.iter().collect::<Vec<_>>());
+        assert_eq!(Warmed::new(&rows).size_hint(), (rows.len(), Some(rows.len())));
+        assert_eq!(Warmed::new(&[]).next(), None);
+    }
+
+    #[test]
     fn an_update_seen_by_two_queries_is_one_update() {
         let cache = ClientCache::new(TestKeys);
         let (v1, v2) = (keyed(3, 1), keyed(3, 2));
