@@ -646,8 +646,11 @@ impl Data {
     ) {
         let Data { tables, unique: uniques, spatial: index } = self;
         let setup = spatial.filter(|s| s.table == *table);
-        let rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
+        let table_rows = Arc::make_mut(tables.entry(Arc::clone(table)).or_default());
         let mut indexes = unique.map(|u| (u, indexes_of(uniques, table, u)));
+        let ops = ops.into_iter();
+        let (least, most) = ops.size_hint();
+        let mut rows = table_rows.writing(most.unwrap_or(least));
         for op in ops {
             let moved = match op.catch_up {
                 CatchUp::Skip => continue,
@@ -678,7 +681,8 @@ impl Data {
                 }
             }
         }
-        if rows.is_empty() {
+        drop(rows);
+        if table_rows.is_empty() {
             tables.remove(table);
             uniques.remove(table);
         }
@@ -1289,11 +1293,13 @@ impl ClientCache {
             // at once, in the probe that found it (else its key is looked up
             // again once the transaction's inserts are in: a delete and an
             // insert of a key are one update).
-            let deletes_only = group.deltas.iter().all(|d| d.inserts.is_empty());
+            let inserts: usize = group.deltas.iter().map(|d| d.inserts.len()).sum();
+            let deletes_only = inserts == 0;
+            let mut rows = table.writing(inserts);
             for row in group.deletes() {
                 stats.row(row);
                 let (key, hash) = keyer.hashed(row);
-                match table.occupied_hashed(&key, hash) {
+                match rows.occupied_hashed(&key, hash) {
                     Some(mut entry) if entry.get().count > 0 => {
                         let cached = entry.get_mut();
                         if cached.row.bytes() != row {
@@ -1315,7 +1321,7 @@ impl ClientCache {
             for row in group.inserts() {
                 stats.row(row);
                 let (key, hash) = keyer.hashed(row);
-                match table.entry_hashed(key, hash) {
+                match rows.entry_hashed(key, hash) {
                     TableEntry::Occupied(mut entry) => {
                         let (key, cached) = entry.key_value_mut();
                         let touch = touch(order, far, cached, key, txn);
@@ -1338,7 +1344,7 @@ impl ClientCache {
             }
             for touched in order.iter_mut() {
                 if touched.count == 0 && !deletes_only {
-                    table.remove(&touched.key);
+                    rows.remove(&touched.key);
                 }
                 let (old, new) = (touched.before.as_ref().map(|(r, c)| (r, *c)), touched.now());
                 if old.map(|(r, c)| (r.bytes(), c)) == new.map(|(r, c)| (r.bytes(), c)) {
@@ -1352,6 +1358,7 @@ impl ClientCache {
                 stats.push(&mut changes, change(&group.table, &touched.key, old, new));
                 touched.catch_up = if moved { CatchUp::Row } else { CatchUp::Count };
             }
+            drop(rows);
             // The touched keys are the catch-up's list: moved whole (the
             // buffers swap) when it is empty, as it is but after the first
             // table of a transaction.
@@ -1463,10 +1470,11 @@ fn load(
     // Whether a key came twice with other bytes: its change must carry the last ones.
     let mut replaced = false;
     let keyer = group.keyer(&*inner.parts.keys);
+    let mut writing = table.writing(rows);
     for row in group.inserts() {
         stats.row(row);
         let (key, hash) = keyer.hashed(row);
-        match table.entry_hashed(key, hash) {
+        match writing.entry_hashed(key, hash) {
             TableEntry::Occupied(mut entry) => {
                 let cached = entry.get_mut();
                 if cached.row.bytes() != row {
@@ -1483,6 +1491,7 @@ fn load(
             }
         }
     }
+    drop(writing);
     if replaced {
         for change in &mut changes[first..] {
             if let RowChange::Insert { key, row, .. } = change {

@@ -156,13 +156,9 @@ impl<'a, K: TableHash, V> VacantEntry<'a, K, V> {
 }
 
 impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
-    /// The shard of a key of hash `hash`: the top bits of the hash, multiplied
-    /// by an odd constant so they owe nothing to the bits the shard's map uses.
+    /// The shard of a key of hash `hash` (see [`shard_index`]).
     fn shard_of(&self, hash: u64) -> usize {
-        if self.shards.len() <= 1 {
-            return 0;
-        }
-        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS)) as usize
+        shard_index(self.shards.len(), hash)
     }
 
     /// The shards, made to take one more row: one for a new table, and a
@@ -234,6 +230,7 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
     }
 
     /// [`occupied`](Self::occupied) of a key whose hash is known (see [`entry_hashed`](Self::entry_hashed)).
+    #[cfg(test)]
     pub(crate) fn occupied_hashed(&mut self, key: &K, hash: u64) -> Option<OccupiedEntry<'_, K, V>> {
         debug_assert_eq!(hash, hash_of(key));
         let index = self.shard_of(hash);
@@ -307,11 +304,150 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
         Values { shards: self.shards.iter(), current: None }
     }
 
+    /// The table made ready for one transaction's writes: split now if
+    /// `inserts` more rows would pass [`SPLIT_AT`] (a table with no shard
+    /// gets one), its shards then fixed until the [`Writing`] is dropped.
+    /// `inserts` is an upper bound: rows that replace others only split it
+    /// early.
+    pub(crate) fn writing(&mut self, inserts: usize) -> Writing<'_, K, V> {
+        if self.shards.len() <= 1 && self.len() + inserts >= self.split_at {
+            if self.shards.is_empty() {
+                self.shards.push(Arc::default());
+            }
+            self.split();
+        }
+        if self.shards.is_empty() {
+            self.shards.push(Arc::default());
+        }
+        let slots = self
+            .shards
+            .iter_mut()
+            .map(|shard| {
+                // Held by this copy alone (a count of one cannot rise: only
+                // this `&mut` could clone it), it is made writable once, not
+                // per row.
+                if Arc::strong_count(shard) == 1 {
+                    WriteSlot::Own(Arc::make_mut(shard))
+                } else {
+                    WriteSlot::Shared(shard)
+                }
+            })
+            .collect();
+        Writing { slots }
+    }
+
     /// How many shards this table and `other` share (the same allocation).
     #[cfg(test)]
     pub(crate) fn shared_with(&self, other: &Self) -> usize {
         self.shards.iter().zip(&other.shards).filter(|(a, b)| Arc::ptr_eq(a, b)).count()
     }
+}
+
+/// A [`Table`] during one transaction's writes (see [`Table::writing`]).
+///
+/// `Arc::make_mut` is a locked compare-and-swap, which waits for every
+/// store before it to reach the cache: called per row, it kept a row's
+/// writes (misses, in a table larger than the caches) from overlapping the
+/// next row's. Here a shard this copy holds alone is made writable once;
+/// only one still shared with the other copy (the first write to it since
+/// they parted) goes through `Arc::make_mut` per write, and a miss never
+/// copies it.
+pub(crate) struct Writing<'a, K, V> {
+    slots: Vec<WriteSlot<'a, K, V>>,
+}
+
+enum WriteSlot<'a, K, V> {
+    Own(&'a mut Shard<K, V>),
+    Shared(&'a mut Arc<Shard<K, V>>),
+}
+
+impl<K: TableHash + Eq + Clone, V: Clone> Writing<'_, K, V> {
+    fn shard_of(&self, hash: u64) -> usize {
+        shard_index(self.slots.len(), hash)
+    }
+
+    /// The shard at `index` (from `shard_of`: there is always one, as
+    /// [`Table::writing`] keeps a shard), writable (copied first if still shared).
+    fn shard(&mut self, index: usize) -> &mut Shard<K, V> {
+        match &mut self.slots[index] {
+            WriteSlot::Own(shard) => shard,
+            WriteSlot::Shared(shard) => Arc::make_mut(shard),
+        }
+    }
+
+    /// The shard at `index` if `key` is in it, writable: a miss copies nothing.
+    fn shard_holding<Q: Eq + ?Sized>(&mut self, index: usize, hash: u64, key: &Q) -> Option<&mut Shard<K, V>>
+    where
+        K: Borrow<Q>,
+    {
+        match self.slots.get_mut(index)? {
+            WriteSlot::Own(shard) => Some(shard),
+            WriteSlot::Shared(shard) => {
+                if Arc::strong_count(shard) != 1 && shard.find(hash, |(k, _)| k.borrow() == key).is_none() {
+                    return None;
+                }
+                Some(Arc::make_mut(shard))
+            }
+        }
+    }
+
+    /// As [`Table::get`].
+    pub(crate) fn get<Q: TableHash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+    {
+        let hash = hash_of(key);
+        let shard: &Shard<K, V> = match self.slots.get(self.shard_of(hash))? {
+            WriteSlot::Own(shard) => shard,
+            WriteSlot::Shared(shard) => shard,
+        };
+        shard.find(hash, |(k, _)| k.borrow() == key).map(|(_, v)| v)
+    }
+
+    /// As [`Table::occupied_hashed`].
+    pub(crate) fn occupied_hashed(&mut self, key: &K, hash: u64) -> Option<OccupiedEntry<'_, K, V>> {
+        debug_assert_eq!(hash, hash_of(key));
+        let index = self.shard_of(hash);
+        let shard = self.shard_holding(index, hash, key)?;
+        shard.find_entry(hash, |(k, _)| k == key).ok().map(OccupiedEntry)
+    }
+
+    /// As [`Table::entry_hashed`].
+    pub(crate) fn entry_hashed(&mut self, key: K, hash: u64) -> Entry<'_, K, V> {
+        debug_assert_eq!(hash, hash_of(&key));
+        let index = self.shard_of(hash);
+        match self.shard(index).find_entry(hash, |(k, _)| *k == key) {
+            Ok(entry) => Entry::Occupied(OccupiedEntry(entry)),
+            Err(absent) => Entry::Vacant(VacantEntry { key, hash, shard: absent.into_table() }),
+        }
+    }
+
+    /// As [`Table::entry`].
+    pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
+        let hash = hash_of(&key);
+        self.entry_hashed(key, hash)
+    }
+
+    /// As [`Table::remove`].
+    pub(crate) fn remove<Q: TableHash + Eq + ?Sized>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+    {
+        let hash = hash_of(key);
+        let index = self.shard_of(hash);
+        let entry = self.shard_holding(index, hash, key)?.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
+        Some(entry.remove().0 .1)
+    }
+}
+
+/// The shard of a key of hash `hash` among `shards`: the top bits of the
+/// hash, multiplied by an odd constant so they owe nothing to the bits the
+/// shard's map uses.
+fn shard_index(shards: usize, hash: u64) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - SHARD_BITS)) as usize
 }
 
 /// The values of a [`Table`], shard after shard: a plain struct of borrows
@@ -452,8 +588,12 @@ mod tests {
         fn a_sharded_table_is_a_map_and_its_copies_never_change(
             bulk in 0..(2 * SPLIT_AT as u64),
             reserve in proptest::prelude::any::<bool>(),
+            batched in proptest::prelude::any::<bool>(),
             ops in proptest::collection::vec(op(), 0..3000),
         ) {
+            if batched {
+                return batched_ops_are_a_map(bulk, &ops);
+            }
             let mut table: Table<u64, u64> = Table::small();
             let mut model = std::collections::BTreeMap::new();
             if reserve {
@@ -509,6 +649,120 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The property's other half: the ops between two copies applied
+    /// through one [`Writing`], as a transaction applies its rows.
+    fn batched_ops_are_a_map(bulk: u64, ops: &[Op]) -> Result<(), proptest::test_runner::TestCaseError> {
+        let mut table: Table<u64, u64> = Table::small();
+        let mut model = std::collections::BTreeMap::new();
+        {
+            let mut writing = table.writing(bulk as usize);
+            for k in 0..bulk {
+                if let Entry::Vacant(entry) = writing.entry(k) {
+                    entry.insert(k);
+                }
+                model.insert(k, k);
+            }
+        }
+        let mut copies = Vec::new();
+        for batch in ops.split(|op| matches!(op, Op::Copy)) {
+            let inserts = batch.iter().filter(|op| matches!(op, Op::Insert(..))).count();
+            let mut writing = table.writing(inserts);
+            for op in batch {
+                match *op {
+                    Op::Insert(k, v) => {
+                        let old = match writing.entry(k) {
+                            Entry::Occupied(mut entry) => Some(std::mem::replace(entry.get_mut(), v)),
+                            Entry::Vacant(entry) => {
+                                entry.insert(v);
+                                None
+                            }
+                        };
+                        proptest::prop_assert_eq!(old, model.insert(k, v));
+                    }
+                    Op::Remove(k) => proptest::prop_assert_eq!(writing.remove(&k), model.remove(&k)),
+                    Op::Modify(k, _) | Op::Take(k) => {
+                        match (writing.occupied_hashed(&k, hash_of(&k)), model.get_mut(&k)) {
+                            (Some(mut entry), Some(m)) => {
+                                let new = match *op {
+                                    Op::Modify(_, v) => v,
+                                    _ => *m / 2,
+                                };
+                                *entry.get_mut() = new;
+                                *m = new;
+                                if new == 0 && matches!(op, Op::Take(_)) {
+                                    proptest::prop_assert_eq!(entry.remove(), 0);
+                                    model.remove(&k);
+                                }
+                            }
+                            (None, None) => {}
+                            (a, b) => proptest::prop_assert!(false, "occupied: {:?} vs {:?}", a.map(|e| *e.get()), b),
+                        }
+                    }
+                    Op::Copy => {}
+                }
+                proptest::prop_assert_eq!(writing.get(&op_key(op)), model.get(&op_key(op)));
+            }
+            drop(writing);
+            if copies.len() < 6 {
+                copies.push((table.clone(), model.clone()));
+            }
+        }
+        let contents =
+            |t: &Table<u64, u64>| t.iter().map(|(k, v)| (*k, *v)).collect::<std::collections::BTreeMap<_, _>>();
+        proptest::prop_assert_eq!(&contents(&table), &model);
+        for (copy, then) in &copies {
+            proptest::prop_assert_eq!(&contents(copy), then, "a copy changed");
+        }
+        Ok(())
+    }
+
+    fn op_key(op: &Op) -> u64 {
+        match *op {
+            Op::Insert(k, _) | Op::Remove(k) | Op::Modify(k, _) | Op::Take(k) => k,
+            Op::Copy => 0,
+        }
+    }
+
+    #[test]
+    fn a_writing_copies_only_the_shared_shards_it_writes() {
+        let mut table: Table<u64, u64> = Table::small();
+        let n = 2 * SPLIT_AT as u64;
+        {
+            let mut writing = table.writing(n as usize);
+            for k in 0..n {
+                if let Entry::Vacant(entry) = writing.entry(k) {
+                    entry.insert(k);
+                }
+            }
+        }
+        assert_eq!(table.shards.len(), SHARDS, "split up front: {n} rows were to come");
+        let copy = table.clone();
+        {
+            let mut writing = table.writing(0);
+            // Misses copy nothing.
+            assert!(writing.remove(&(n + 1)).is_none());
+            assert!(writing.occupied_hashed(&(n + 2), hash_of(&(n + 2))).is_none());
+            *writing.occupied_hashed(&7, hash_of(&7)).unwrap().get_mut() = 70;
+            assert_eq!(writing.remove(&8), Some(8));
+            assert_eq!(writing.get(&7), Some(&70));
+        }
+        let written = [7u64, 8].map(|k| table.shard_of(hash_of(&k)));
+        let copied = if written[0] == written[1] { 1 } else { 2 };
+        assert_eq!(table.shared_with(&copy), SHARDS - copied);
+        assert_eq!((copy.get(&7), copy.get(&8), table.get(&8)), (Some(&7), Some(&8), None));
+        assert_eq!((table.len(), copy.len()), (n as usize - 1, n as usize));
+    }
+
+    #[test]
+    fn an_empty_table_is_given_a_shard_to_write_to() {
+        let mut table: Table<u64, u64> = Table::small();
+        assert!(table.writing(0).remove(&1).is_none());
+        if let Entry::Vacant(entry) = table.writing(0).entry(1) {
+            entry.insert(1);
+        }
+        assert_eq!((table.shards.len(), table.get(&1)), (1, Some(&1)));
     }
 
     #[test]
