@@ -19,6 +19,10 @@
 //! misses never copies a shared shard. A small table is one shard (copying
 //! it whole is cheap); it is split into [`SHARDS`] once it holds
 //! [`SPLIT_AT`] rows, or when a load reserves that many.
+//!
+//! A transaction writes a table through a [`Writing`] ([`Table::writing`]):
+//! the shards this copy holds alone are made writable once for the whole
+//! transaction, not by an `Arc::make_mut` (a locked instruction) per row.
 
 use std::borrow::Borrow;
 use std::sync::Arc;
