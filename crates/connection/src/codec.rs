@@ -355,6 +355,12 @@ pub fn rows(list: &ws::BsatnRowList) -> impl Iterator<Item = Bytes> + '_ {
     list.into_iter()
 }
 
+/// How many rows a row list holds ([`ws::BsatnRowList::get`] reads one).
+pub fn row_count(list: &ws::BsatnRowList) -> usize {
+    use spacetimedb_client_api_messages::websocket::RowListLen as _;
+    list.len()
+}
+
 fn decode_checked<T: for<'de> spacetimedb_sats::de::Deserialize<'de>>(
     ts: &Typespace,
     ty: &AlgebraicType,

@@ -24,7 +24,7 @@ use spacelink_connection::{
 };
 use tokio::sync::oneshot;
 
-use crate::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta};
+use crate::cache::{ClientCache, RowChange, RowKey, RowKeys, TableDelta, WireDelta};
 use crate::config::{SpatialConfig, SyncConfig};
 use crate::divergence::{self, Undecodable};
 use crate::error::SyncError;
@@ -330,14 +330,14 @@ impl SyncActor {
     }
 
     /// Applies rows to the cache, or to the staging cache while the fresh state is collected.
-    fn apply(&mut self, deltas: &[TableDelta], cause: Cause) {
+    fn apply(&mut self, deltas: &[WireDelta<'_>], cause: Cause) {
         let _span = tracing::trace_span!("sync_apply", tables = deltas.len()).entered();
         match &self.fresh {
             Some(fresh) => {
-                fresh.apply(deltas);
+                fresh.apply_wire(deltas);
             }
             None => {
-                let changes = self.cache.apply(deltas);
+                let changes = self.cache.apply_wire(deltas);
                 self.tell_changes(changes, false, cause);
             }
         }

@@ -22,7 +22,10 @@
 //! row after it, so a delete and re-insert of identical bytes, or a change of
 //! count alone, fires nothing. [`ClientCache::reconcile_from`] replaces the whole
 //! cache with fresh state after a reconnect and returns the minimal changes from
-//! the stale state to the fresh one.
+//! the stale state to the fresh one. The sync actor applies a message's
+//! transaction as it came (`apply_wire`): its rows read from the message's row
+//! lists, each row's handle sliced once and moved into its [`Row`], where a
+//! [`TableDelta`] holds a handle per row made beforehand.
 //!
 //! # Events-only tables
 //!
@@ -112,6 +115,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use rustc_hash::{FxHashMap, FxHashSet};
 use spacelink_connection::metric_names as names;
+use spacelink_connection::{codec, ws};
 
 use crate::row::{Decoders, Row, TableCodec};
 use crate::spatial::{SpatialIndex, SpatialSetup};
@@ -1237,6 +1241,17 @@ impl ClientCache {
     /// is an Update (nothing if its bytes are the same), a key only deleted a
     /// Delete, only inserted an Insert; nothing is stored.
     pub fn apply(&self, deltas: &[TableDelta]) -> Vec<RowChange> {
+        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))))
+    }
+
+    /// [`apply`](Self::apply) of a transaction as a message carries it: its
+    /// rows read from the message's row lists, each sliced once and its
+    /// handle moved into its [`Row`] (no handle per row made beforehand).
+    pub(crate) fn apply_wire(&self, deltas: &[WireDelta<'_>]) -> Vec<RowChange> {
+        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))))
+    }
+
+    fn apply_groups(&self, groups: Vec<Group<'_>>) -> Vec<RowChange> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let writer = &mut *writer;
@@ -1247,14 +1262,14 @@ impl ClientCache {
         let mut stats = Stats::default();
         let spatial = inner.parts.spatial.as_ref();
         let events_only = &inner.parts.events_only;
-        for group in group_by_table(deltas) {
+        for group in groups {
             let codec = inner.parts.decoders.table(&group.table);
             if !events_only.is_empty() && events_only.contains(&group.table) {
                 events(inner, &group, codec, &mut stats, &mut changes);
                 continue;
             }
             let was_empty = current.tables.get(&group.table).is_none_or(|t| t.is_empty());
-            if was_empty && group.deltas.iter().all(|d| d.deletes.is_empty()) {
+            if was_empty && group.deltas.iter().all(|d| d.deletes_len() == 0) {
                 // A table's first rows (an initial subscription, a reconnect's
                 // fresh state): loaded whole, and shared with the spare copy.
                 let rows = load(inner, &group, codec, &mut stats, &mut changes);
@@ -1287,7 +1302,7 @@ impl ClientCache {
             far.clear();
             // About one change per key (a delete and an insert of a key are
             // one update): sized once, not doubled (and copied) as it grows.
-            changes.reserve(group.deltas.iter().map(|d| d.deletes.len().max(d.inserts.len())).sum());
+            changes.reserve(group.deltas.iter().map(|d| d.deletes_len().max(d.inserts.len())).sum());
             let keyer = group.keyer(&*inner.parts.keys);
             // With no inserts to come, a row whose count falls to 0 is removed
             // at once, in the probe that found it (else its key is looked up
@@ -1296,13 +1311,19 @@ impl ClientCache {
             let inserts: usize = group.deltas.iter().map(|d| d.inserts.len()).sum();
             let deletes_only = inserts == 0;
             let mut rows = table.writing(inserts);
+            // A deleted row's handle is let go a block at a time: a release
+            // (a locked decrement) after each row waited for its writes.
+            let mut spent: Vec<RowRef<'_>> = Vec::with_capacity(WARM_BLOCK);
             for row in group.deletes() {
-                stats.row(row);
-                let (key, hash) = keyer.hashed(row);
+                if spent.len() == WARM_BLOCK {
+                    spent.clear();
+                }
+                stats.row(&row);
+                let (key, hash) = keyer.hashed(&row);
                 match rows.occupied_hashed(&key, hash) {
                     Some(mut entry) if entry.get().count > 0 => {
                         let cached = entry.get_mut();
-                        if cached.row.bytes() != row {
+                        if cached.row.bytes() != &*row {
                             tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
                         }
                         let touch = touch(order, far, cached, &key, txn);
@@ -1317,15 +1338,17 @@ impl ClientCache {
                         tracing::debug!(table = %group.table, len = row.len(), "delete of a row that is not cached: ignored");
                     }
                 }
+                spent.push(row);
             }
+            drop(spent);
             for row in group.inserts() {
-                stats.row(row);
-                let (key, hash) = keyer.hashed(row);
+                stats.row(&row);
+                let (key, hash) = keyer.hashed(&row);
                 match rows.entry_hashed(key, hash) {
                     TableEntry::Occupied(mut entry) => {
                         let (key, cached) = entry.key_value_mut();
                         let touch = touch(order, far, cached, key, txn);
-                        if cached.row.bytes() != row {
+                        if cached.row.bytes() != &*row {
                             cached.row = decode(codec, row);
                         }
                         cached.count = cached.count.saturating_add(1);
@@ -1472,12 +1495,12 @@ fn load(
     let keyer = group.keyer(&*inner.parts.keys);
     let mut writing = table.writing(rows);
     for row in group.inserts() {
-        stats.row(row);
-        let (key, hash) = keyer.hashed(row);
+        stats.row(&row);
+        let (key, hash) = keyer.hashed(&row);
         match writing.entry_hashed(key, hash) {
             TableEntry::Occupied(mut entry) => {
                 let cached = entry.get_mut();
-                if cached.row.bytes() != row {
+                if cached.row.bytes() != &*row {
                     cached.row = decode(codec, row);
                     replaced = true;
                 }
@@ -1528,15 +1551,15 @@ fn events(
         }
     };
     for row in group.deletes() {
-        stats.row(row);
-        let i = slot(keyer.key(row), &mut touched);
+        stats.row(&row);
+        let i = slot(keyer.key(&row), &mut touched);
         touched[i].1.get_or_insert_with(|| decode(codec, row));
     }
     for row in group.inserts() {
-        stats.row(row);
-        let i = slot(keyer.key(row), &mut touched);
+        stats.row(&row);
+        let i = slot(keyer.key(&row), &mut touched);
         let new = &mut touched[i].2;
-        if new.as_ref().is_none_or(|r| r.bytes() != row) {
+        if new.as_ref().is_none_or(|r| r.bytes() != &*row) {
             *new = Some(decode(codec, row));
         }
     }
@@ -1632,10 +1655,11 @@ impl Iterator for WarmOps<'_> {
 }
 
 /// The cached form of `bytes`, decoded once by its table's codec.
-fn decode(codec: Option<&Arc<TableCodec>>, bytes: &Bytes) -> Row {
+fn decode(codec: Option<&Arc<TableCodec>>, bytes: RowRef<'_>) -> Row {
+    let bytes = bytes.into_owned();
     match codec {
-        Some(codec) => codec.row(bytes.clone()),
-        None => Row::from_bytes(bytes.clone()),
+        Some(codec) => codec.row(bytes),
+        None => Row::from_bytes(bytes),
     }
 }
 
@@ -1651,19 +1675,80 @@ fn change(table: &Arc<str>, key: &RowKey, old: Option<&Row>, new: Option<&Row>) 
     }
 }
 
+/// One delta's rows as a transaction reads them: a [`TableDelta`]'s
+/// handles, or a message's row list, sliced as it is read (no list of
+/// handles is made, and an inserted row's handle moves into its [`Row`]).
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    Handles(&'a [Bytes]),
+    Wire(&'a ws::BsatnRowList),
+}
+
+impl Rows<'_> {
+    const NONE: Rows<'static> = Rows::Handles(&[]);
+
+    fn len(&self) -> usize {
+        match self {
+            Rows::Handles(rows) => rows.len(),
+            Rows::Wire(list) => codec::row_count(list),
+        }
+    }
+}
+
+/// One delta of a group: its deleted rows (two lists: a query set's rows
+/// leaving are all deletes) and its inserted rows.
+#[derive(Clone, Copy)]
+struct Part<'a> {
+    deletes: [Rows<'a>; 2],
+    inserts: Rows<'a>,
+}
+
+impl Part<'_> {
+    fn deletes_len(&self) -> usize {
+        self.deletes.iter().map(Rows::len).sum()
+    }
+}
+
+/// One table's part of a transaction as a message carries it: its row lists,
+/// read where they are (see [`ClientCache::apply_wire`]).
+#[derive(Debug, Clone)]
+pub(crate) struct WireDelta<'a> {
+    pub(crate) table: Arc<str>,
+    pub(crate) deletes: &'a ws::BsatnRowList,
+    pub(crate) inserts: &'a ws::BsatnRowList,
+    /// Every row is a delete, the inserts' too (a query set's rows leaving).
+    pub(crate) deletes_only: bool,
+}
+
+impl<'a> WireDelta<'a> {
+    fn part(&self) -> Part<'a> {
+        if self.deletes_only {
+            Part { deletes: [Rows::Wire(self.deletes), Rows::Wire(self.inserts)], inserts: Rows::NONE }
+        } else {
+            Part { deletes: [Rows::Wire(self.deletes), Rows::NONE], inserts: Rows::Wire(self.inserts) }
+        }
+    }
+}
+
+impl TableDelta {
+    fn part(&self) -> Part<'_> {
+        Part { deletes: [Rows::Handles(&self.deletes), Rows::NONE], inserts: Rows::Handles(&self.inserts) }
+    }
+}
+
 /// One table's deltas in a transaction.
 struct Group<'a> {
     table: Arc<str>,
-    deltas: Vec<&'a TableDelta>,
+    deltas: Vec<Part<'a>>,
 }
 
 impl<'a> Group<'a> {
-    fn deletes(&self) -> impl Iterator<Item = &'a Bytes> + '_ {
-        self.deltas.iter().flat_map(|d| Warmed::new(&d.deletes))
+    fn deletes(&self) -> impl Iterator<Item = RowRef<'a>> + '_ {
+        Chained::new(self.deltas.iter().flat_map(|d| d.deletes))
     }
 
-    fn inserts(&self) -> impl Iterator<Item = &'a Bytes> + '_ {
-        self.deltas.iter().flat_map(|d| Warmed::new(&d.inserts))
+    fn inserts(&self) -> impl Iterator<Item = RowRef<'a>> + '_ {
+        Chained::new(self.deltas.iter().map(|d| d.inserts))
     }
 
     /// How this group's rows are keyed (see [`Keyer`]).
@@ -1685,41 +1770,138 @@ const WARM_BLOCK: usize = 256;
 /// overlap: a byte at each end of a block's rows costs a few ns a row. A
 /// whole transaction read at once would not do (100k rows are 8 MB, which
 /// leave the caches before the last is applied).
+///
+/// A message's row list is sliced a block at a time into `block` (a few KB,
+/// reused), and each row's handle is handed out, not copied; a
+/// [`TableDelta`]'s handles are lent.
 struct Warmed<'a> {
-    rows: &'a [Bytes],
+    rows: Rows<'a>,
+    len: usize,
     at: usize,
+    /// The rows before it have been read ahead.
     warm: usize,
+    /// A row list's block read ahead: rows `warm - block.len()..warm`, the
+    /// ones handed out taken (left empty).
+    block: Vec<Bytes>,
 }
 
 impl<'a> Warmed<'a> {
-    fn new(rows: &'a [Bytes]) -> Self {
-        Self { rows, at: 0, warm: 0 }
+    fn new(rows: Rows<'a>) -> Self {
+        Self { rows, len: rows.len(), at: 0, warm: 0, block: Vec::new() }
+    }
+
+    /// Reads the next block ahead (once every [`WARM_BLOCK`] rows: kept out
+    /// of `next`, which stays small enough to be inlined in the apply loops).
+    #[inline(never)]
+    fn read_ahead(&mut self) {
+        let end = self.len.min(self.at + WARM_BLOCK);
+        let mut seen = 0u8;
+        match self.rows {
+            Rows::Handles(rows) => {
+                for row in &rows[self.at.min(end)..end] {
+                    warm(&mut seen, row);
+                }
+            }
+            Rows::Wire(list) => {
+                self.block.clear();
+                for i in self.at..end {
+                    let row = list.get(i).unwrap_or_default();
+                    warm(&mut seen, &row);
+                    self.block.push(row);
+                }
+            }
+        }
+        std::hint::black_box(seen);
+        self.warm = end;
+    }
+}
+
+/// The rows of several lists, one after the other, each [`Warmed`]: a
+/// `flat_map` of them was not inlined in the apply loops (a call per row).
+struct Chained<'a, I> {
+    lists: I,
+    current: Warmed<'a>,
+}
+
+impl<'a, I: Iterator<Item = Rows<'a>>> Chained<'a, I> {
+    fn new(lists: I) -> Self {
+        Self { lists, current: Warmed::new(Rows::NONE) }
+    }
+}
+
+impl<'a, I: Iterator<Item = Rows<'a>>> Iterator for Chained<'a, I> {
+    type Item = RowRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<RowRef<'a>> {
+        loop {
+            if let Some(row) = self.current.next() {
+                return Some(row);
+            }
+            self.current = Warmed::new(self.lists.next()?);
+        }
+    }
+}
+
+/// Reads the first and last byte of `row` into `seen`.
+#[inline]
+fn warm(seen: &mut u8, row: &[u8]) {
+    if let (Some(first), Some(last)) = (row.first(), row.last()) {
+        *seen ^= first ^ last;
+    }
+}
+
+/// A row as [`Warmed`] hands it out: a [`TableDelta`]'s handle, borrowed,
+/// or a row list's, owned (moved into the row's [`Row`] if it is cached).
+enum RowRef<'a> {
+    Borrowed(&'a Bytes),
+    Owned(Bytes),
+}
+
+impl RowRef<'_> {
+    fn into_owned(self) -> Bytes {
+        match self {
+            RowRef::Borrowed(row) => row.clone(),
+            RowRef::Owned(row) => row,
+        }
+    }
+}
+
+impl std::ops::Deref for RowRef<'_> {
+    type Target = Bytes;
+
+    fn deref(&self) -> &Bytes {
+        match self {
+            RowRef::Borrowed(row) => row,
+            RowRef::Owned(row) => row,
+        }
     }
 }
 
 impl<'a> Iterator for Warmed<'a> {
-    type Item = &'a Bytes;
+    type Item = RowRef<'a>;
 
     #[inline]
-    fn next(&mut self) -> Option<&'a Bytes> {
-        if self.at == self.warm {
-            let end = self.rows.len().min(self.at + WARM_BLOCK);
-            let mut seen = 0u8;
-            for row in &self.rows[self.at.min(end)..end] {
-                if let (Some(first), Some(last)) = (row.first(), row.last()) {
-                    seen ^= first ^ last;
-                }
-            }
-            std::hint::black_box(seen);
-            self.warm = end;
+    fn next(&mut self) -> Option<RowRef<'a>> {
+        if self.at >= self.len {
+            return None;
         }
-        let row = self.rows.get(self.at)?;
+        if self.at == self.warm {
+            self.read_ahead();
+        }
+        let at = self.at;
         self.at += 1;
-        Some(row)
+        match self.rows {
+            Rows::Handles(rows) => rows.get(at).map(RowRef::Borrowed),
+            Rows::Wire(_) => {
+                let in_block = at + self.block.len() - self.warm;
+                self.block.get_mut(in_block).map(|row| RowRef::Owned(std::mem::take(row)))
+            }
+        }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.rows.len() - self.at;
+        let left = self.len - self.at;
         (left, Some(left))
     }
 }
@@ -1762,15 +1944,15 @@ impl Keyer<'_> {
 }
 
 /// The deltas grouped by table, tables in order of first appearance.
-fn group_by_table(deltas: &[TableDelta]) -> Vec<Group<'_>> {
-    let mut groups: Vec<Group<'_>> = Vec::new();
+fn group_by_table<'a>(deltas: impl Iterator<Item = (&'a Arc<str>, Part<'a>)>) -> Vec<Group<'a>> {
+    let mut groups: Vec<Group<'a>> = Vec::new();
     let mut index: FxHashMap<&str, usize> = FxHashMap::default();
-    for delta in deltas {
-        match index.entry(&*delta.table) {
-            MapEntry::Occupied(i) => groups[*i.get()].deltas.push(delta),
+    for (table, part) in deltas {
+        match index.entry(&**table) {
+            MapEntry::Occupied(i) => groups[*i.get()].deltas.push(part),
             MapEntry::Vacant(slot) => {
                 slot.insert(groups.len());
-                groups.push(Group { table: Arc::clone(&delta.table), deltas: vec![delta] });
+                groups.push(Group { table: Arc::clone(table), deltas: vec![part] });
             }
         }
     }
@@ -1787,7 +1969,7 @@ struct Stats {
 }
 
 impl Stats {
-    fn row(&mut self, row: &Bytes) {
+    fn row(&mut self, row: &[u8]) {
         self.rows += 1;
         self.bytes += row.len() as u64;
     }
@@ -2058,10 +2240,25 @@ mod tests {
     fn warmed_rows_come_in_order_across_blocks() {
         let mut rows: Vec<Bytes> = (0..WARM_BLOCK as u32 * 2 + 3).map(|i| row(&i.to_le_bytes())).collect();
         rows.insert(WARM_BLOCK, Bytes::new());
-        let warmed: Vec<&Bytes> = Warmed::new(&rows).collect();
-        assert_eq!(warmed, rows.iter().collect::<Vec<_>>());
-        assert_eq!(Warmed::new(&rows).size_hint(), (rows.len(), Some(rows.len())));
-        assert_eq!(Warmed::new(&[]).next(), None);
+        let warmed: Vec<Bytes> = Warmed::new(Rows::Handles(&rows)).map(RowRef::into_owned).collect();
+        assert_eq!(warmed, rows);
+        assert_eq!(Warmed::new(Rows::Handles(&rows)).size_hint(), (rows.len(), Some(rows.len())));
+        assert!(Warmed::new(Rows::NONE).next().is_none());
+        // A row list, sliced a block at a time: the same rows, in order.
+        let mut list = ws::BsatnRowListBuilder::row_offsets();
+        for row in &rows {
+            list.push(row);
+        }
+        let list = list.finish();
+        let mut wire = Warmed::new(Rows::Wire(&list));
+        assert_eq!(wire.size_hint(), (rows.len(), Some(rows.len())));
+        assert_eq!(
+            wire.by_ref().take(WARM_BLOCK + 1).map(RowRef::into_owned).collect::<Vec<_>>(),
+            rows[..WARM_BLOCK + 1]
+        );
+        assert_eq!(wire.size_hint().0, rows.len() - WARM_BLOCK - 1);
+        assert_eq!(wire.map(RowRef::into_owned).collect::<Vec<_>>(), rows[WARM_BLOCK + 1..]);
+        assert!(Warmed::new(Rows::Wire(&ws::BsatnRowListBuilder::row_offsets().finish())).next().is_none());
     }
 
     #[test]
@@ -2376,5 +2573,89 @@ mod tests {
             cache.apply(&[TableDelta::new("keyed").delete(keyed(1, 1)).insert(keyed(1, 2))]);
         });
         assert_eq!(rows.count(), 4, "inserts and deletes applied, though none is kept");
+    }
+
+    /// One delta of the wire property: a table, its deleted and inserted rows,
+    /// whether all are deletes, and whether a `keyed` list is of fixed-size rows.
+    type WireCase = (bool, Vec<Vec<u8>>, Vec<Vec<u8>>, bool, bool);
+
+    fn wire_row(keyed: bool) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        if keyed {
+            (0u8..24, 0u8..3).prop_map(|(id, value)| vec![id, 0, 0, 0, value]).boxed()
+        } else {
+            proptest::collection::vec(0u8..3, 1..4).boxed()
+        }
+    }
+
+    fn wire_case() -> impl proptest::strategy::Strategy<Value = WireCase> {
+        use proptest::prelude::*;
+        any::<bool>().prop_flat_map(|keyed| {
+            let rows = || proptest::collection::vec(wire_row(keyed), 0..40);
+            (Just(keyed), rows(), rows(), proptest::bool::weighted(0.2), any::<bool>())
+        })
+    }
+
+    fn row_list(rows: &[Vec<u8>], fixed: bool) -> ws::BsatnRowList {
+        let mut list = if fixed { ws::BsatnRowListBuilder::fixed(5) } else { ws::BsatnRowListBuilder::row_offsets() };
+        for row in rows {
+            list.push(row);
+        }
+        list.finish()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (a transaction read from a message's row lists, fixed-size or with offsets, a query set's leaving rows among them, makes the same changes and the same cache as its rows given as handles)
+        #[test]
+        fn rows_read_from_the_wire_apply_as_handles_do(
+            transactions in proptest::collection::vec(proptest::collection::vec(wire_case(), 1..4), 1..16),
+        ) {
+            let (handles, wire) = (ClientCache::new(TestKeys), ClientCache::new(TestKeys));
+            for transaction in &transactions {
+                let lists: Vec<(Arc<str>, ws::BsatnRowList, ws::BsatnRowList, bool)> = transaction
+                    .iter()
+                    .map(|(keyed, deletes, inserts, deletes_only, fixed)| {
+                        let table: Arc<str> = if *keyed { "keyed".into() } else { "plain".into() };
+                        let fixed = *fixed && *keyed;
+                        (table, row_list(deletes, fixed), row_list(inserts, fixed), *deletes_only)
+                    })
+                    .collect();
+                let wire_deltas: Vec<WireDelta<'_>> = lists
+                    .iter()
+                    .map(|(table, deletes, inserts, deletes_only)| WireDelta {
+                        table: Arc::clone(table),
+                        deletes,
+                        inserts,
+                        deletes_only: *deletes_only,
+                    })
+                    .collect();
+                let table_deltas: Vec<TableDelta> = transaction
+                    .iter()
+                    .map(|(keyed, deletes, inserts, deletes_only, _)| {
+                        let bytes = |rows: &[Vec<u8>]| rows.iter().map(|r| Bytes::copy_from_slice(r)).collect::<Vec<_>>();
+                        let (mut deletes, mut inserts) = (bytes(deletes), bytes(inserts));
+                        if *deletes_only {
+                            deletes.append(&mut inserts);
+                        }
+                        TableDelta { table: if *keyed { "keyed".into() } else { "plain".into() }, deletes, inserts }
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(wire.apply_wire(&wire_deltas), handles.apply(&table_deltas));
+                for table in ["keyed", "plain"] {
+                    let state = |cache: &ClientCache| {
+                        let mut rows: Vec<(Vec<u8>, u32)> = cache
+                            .rows(table)
+                            .iter()
+                            .map(|r| (r.bytes().to_vec(), cache.refcount(table, &TestKeys.key(table, r.bytes()))))
+                            .collect();
+                        rows.sort();
+                        rows
+                    };
+                    proptest::prop_assert_eq!(state(&wire), state(&handles));
+                }
+            }
+        }
     }
 }

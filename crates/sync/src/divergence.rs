@@ -23,9 +23,9 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use spacelink_connection::{codec, ws};
+use spacelink_connection::ws;
 
-use crate::cache::TableDelta;
+use crate::cache::WireDelta;
 
 /// An update the cache cannot take.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,10 +44,11 @@ impl std::fmt::Display for Undecodable {
 
 /// The rows of `update`, table by table, if the connection decoded all of them;
 /// with `deletes_only`, every row is a delete (a query set's rows leaving).
-pub fn deltas(
+/// The rows stay in the message's lists, read as they are applied.
+pub(crate) fn deltas(
     update: &ws::DatabaseUpdate<ws::BsatnFormat>,
     deletes_only: bool,
-) -> Result<Vec<TableDelta>, Undecodable> {
+) -> Result<Vec<WireDelta<'_>>, Undecodable> {
     let mut deltas = Vec::new();
     for table in &update.tables {
         for query in &table.updates {
@@ -60,15 +61,12 @@ pub fn deltas(
                     });
                 }
             };
-            let mut delta = TableDelta {
+            deltas.push(WireDelta {
                 table: Arc::from(&*table.table_name),
-                deletes: codec::rows(&query.deletes).collect(),
-                inserts: codec::rows(&query.inserts).collect(),
-            };
-            if deletes_only {
-                delta.deletes.append(&mut delta.inserts);
-            }
-            deltas.push(delta);
+                deletes: &query.deletes,
+                inserts: &query.inserts,
+                deletes_only,
+            });
         }
     }
     Ok(deltas)
@@ -109,6 +107,7 @@ impl Fence {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use spacelink_connection::codec;
     use spacelink_connection::sats::bsatn;
 
     fn rows(rows: &[&[u8]]) -> ws::BsatnRowList {
@@ -149,9 +148,11 @@ mod tests {
     fn decoded_updates_become_deltas() {
         let u = update(vec![("a", vec![ws::CompressableQueryUpdate::Uncompressed(query(&[b"1"], &[b"2", b"3"]))])]);
         let d = deltas(&u, false).unwrap();
-        assert_eq!((d.len(), &*d[0].table, d[0].deletes.len(), d[0].inserts.len()), (1, "a", 1, 2));
+        let count = codec::row_count;
+        assert_eq!((d.len(), &*d[0].table, count(d[0].deletes), count(d[0].inserts)), (1, "a", 1, 2));
+        assert!(!d[0].deletes_only);
         let d = deltas(&u, true).unwrap();
-        assert_eq!((d[0].deletes.len(), d[0].inserts.len()), (3, 0), "a set's rows leaving are all deletes");
+        assert!(d[0].deletes_only, "a set's rows leaving are all deletes");
     }
 
     #[test]
