@@ -538,8 +538,12 @@ impl Slot {
 /// catch up (the writer's `pending`): no second list is written per row.
 struct Touched {
     key: RowKey,
+    /// Its row and count before the transaction: moved into its change once
+    /// the transaction is done (see [`ClientCache::apply`]).
     before: Option<(Row, u32)>,
-    row: Row,
+    /// Its row now; `None` while its count is 0 (no reference taken for a
+    /// row that is gone).
+    row: Option<Row>,
     /// Its count now: 0 if it is gone.
     count: u32,
     /// What the catch-up does with it, decided once the transaction is done.
@@ -558,13 +562,13 @@ enum CatchUp {
 }
 
 impl Touched {
-    fn first(key: RowKey, before: Option<(Row, u32)>, row: Row, count: u32) -> Self {
+    fn first(key: RowKey, before: Option<(Row, u32)>, row: Option<Row>, count: u32) -> Self {
         Self { key, before, row, count, catch_up: CatchUp::Skip }
     }
 
     /// The row and count it ends the transaction with, if it has one.
     fn now(&self) -> Option<(&Row, u32)> {
-        (self.count > 0).then_some((&self.row, self.count))
+        self.row.as_ref().filter(|_| self.count > 0).map(|row| (row, self.count))
     }
 }
 
@@ -655,6 +659,9 @@ impl Data {
         let ops = ops.into_iter();
         let (least, most) = ops.size_hint();
         let mut rows = table_rows.writing(most.unwrap_or(least));
+        // The rows let go of, released a block at a time: a release (a
+        // locked decrement) after each write waited for it.
+        let mut spent: Vec<Row> = Vec::with_capacity(WARM_BLOCK + 2);
         for op in ops {
             let moved = match op.catch_up {
                 CatchUp::Skip => continue,
@@ -668,12 +675,16 @@ impl Data {
                 let old = rows.get(&op.key).map(|c| &c.row);
                 reindex(indexes, unique, &op.key, old, op.now().map(|(row, _)| row));
             }
-            let Touched { key, row, count, .. } = op;
-            match (count > 0).then_some((row, count)) {
-                Some((row, count)) => match rows.entry(key) {
+            if spent.len() >= WARM_BLOCK {
+                spent.clear();
+            }
+            let Touched { key, row, count, before, .. } = op;
+            spent.extend(before.map(|(row, _)| row));
+            match row.filter(|_| count > 0) {
+                Some(row) => match rows.entry(key) {
                     TableEntry::Occupied(mut entry) => {
                         let cached = entry.get_mut();
-                        cached.row = row;
+                        spent.push(std::mem::replace(&mut cached.row, row));
                         cached.count = count;
                     }
                     TableEntry::Vacant(entry) => {
@@ -681,11 +692,12 @@ impl Data {
                     }
                 },
                 None => {
-                    rows.remove(&key);
+                    spent.extend(rows.remove(&key).map(|cached| cached.row));
                 }
             }
         }
         drop(rows);
+        drop(spent);
         if table_rows.is_empty() {
             tables.remove(table);
             uniques.remove(table);
@@ -1326,6 +1338,14 @@ impl ClientCache {
                         if cached.row.bytes() != &*row {
                             tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
                         }
+                        if deletes_only && cached.count == 1 && again(order, far, cached, &key, txn).is_none() {
+                            // Gone at its first touch: its row moves to the
+                            // touched list, no reference taken nor let go.
+                            let Cached { row: before, .. } = entry.remove();
+                            order.push(Touched::first(key, Some((before, 1)), None, 0));
+                            spent.push(row);
+                            continue;
+                        }
                         let touch = touch(order, far, cached, &key, txn);
                         cached.count -= 1;
                         touched(order, far, cached, touch, &key, txn);
@@ -1360,7 +1380,7 @@ impl ClientCache {
                         if slot.index().is_none() {
                             far.insert(entry.key().clone(), order.len());
                         }
-                        order.push(Touched::first(entry.key().clone(), None, row.clone(), 1));
+                        order.push(Touched::first(entry.key().clone(), None, Some(row.clone()), 1));
                         entry.insert(Cached { row, count: 1, slot });
                     }
                 }
@@ -1378,7 +1398,10 @@ impl ClientCache {
                 if let (true, Some(unique), Some(indexes)) = (moved, unique, indexes.as_mut()) {
                     reindex(indexes, unique, &touched.key, old, new);
                 }
-                stats.push(&mut changes, change(&group.table, &touched.key, old, new));
+                // The row before moves into the change (the catch-up needs it not).
+                let old = touched.before.take().map(|(row, _)| row);
+                let new = touched.row.as_ref().filter(|_| touched.count > 0);
+                stats.push(&mut changes, change_from(&group.table, &touched.key, old, new));
                 touched.catch_up = if moved { CatchUp::Row } else { CatchUp::Count };
             }
             drop(rows);
@@ -1619,13 +1642,19 @@ enum Touch {
 /// state before the transaction on its first touch, else where `order`
 /// keeps it (see [`Slot`]).
 fn touch(order: &[Touched], far: &FxHashMap<RowKey, usize>, cached: &Cached, key: &RowKey, txn: u64) -> Touch {
-    if cached.slot.of(txn) {
-        let index = cached.slot.index().or_else(|| far.get(key).copied());
-        if let Some(index) = index.filter(|&i| order.get(i).is_some_and(|t| t.key == *key)) {
-            return Touch::Again(index);
-        }
+    match again(order, far, cached, key, txn) {
+        Some(index) => Touch::Again(index),
+        None => Touch::First(cached.row.clone(), cached.count),
     }
-    Touch::First(cached.row.clone(), cached.count)
+}
+
+/// Where `order` keeps `key` if transaction `txn` touched it before (see [`Slot`]).
+fn again(order: &[Touched], far: &FxHashMap<RowKey, usize>, cached: &Cached, key: &RowKey, txn: u64) -> Option<usize> {
+    if !cached.slot.of(txn) {
+        return None;
+    }
+    let index = cached.slot.index().or_else(|| far.get(key).copied());
+    index.filter(|&i| order.get(i).is_some_and(|t| t.key == *key))
 }
 
 /// After `cached` (the row of `key`) was changed: records its new state in
@@ -1644,11 +1673,12 @@ fn touched(
             if cached.slot.index().is_none() {
                 far.insert(key.clone(), order.len());
             }
-            order.push(Touched::first(key.clone(), Some((row, count)), cached.row.clone(), cached.count));
+            let now = (cached.count > 0).then(|| cached.row.clone());
+            order.push(Touched::first(key.clone(), Some((row, count)), now, cached.count));
         }
         Touch::Again(index) => {
             let entry = &mut order[index];
-            entry.row = cached.row.clone();
+            entry.row = (cached.count > 0).then(|| cached.row.clone());
             entry.count = cached.count;
         }
     }
@@ -1698,6 +1728,18 @@ fn decode(codec: Option<&Arc<TableCodec>>, bytes: RowRef<'_>) -> Row {
     match codec {
         Some(codec) => codec.row(bytes),
         None => Row::from_bytes(bytes),
+    }
+}
+
+/// [`change`], the row before given, not lent.
+fn change_from(table: &Arc<str>, key: &RowKey, old: Option<Row>, new: Option<&Row>) -> Option<RowChange> {
+    let (table, key) = (Arc::clone(table), key.clone());
+    match (old, new) {
+        (None, None) => None,
+        (None, Some(row)) => Some(RowChange::Insert { table, key, row: row.clone() }),
+        (Some(row), None) => Some(RowChange::Delete { table, key, row }),
+        (Some(old), Some(new)) if old.bytes() == new.bytes() => None,
+        (Some(old), Some(new)) => Some(RowChange::Update { table, key, old, new: new.clone() }),
     }
 }
 
@@ -2116,7 +2158,7 @@ mod tests {
     #[test]
     fn a_row_counts_as_touched_only_if_its_slot_names_an_entry_for_its_key() {
         let (k, other) = (key(1), key(2));
-        let entry = |key: &RowKey| Touched::first(key.clone(), None, row(b"r").into(), 1);
+        let entry = |key: &RowKey| Touched::first(key.clone(), None, Some(row(b"r").into()), 1);
         let order = vec![entry(&other), entry(&k)];
         let at = |slot| Cached { row: row(b"r").into(), count: 1, slot };
         let none = FxHashMap::default();
