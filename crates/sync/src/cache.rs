@@ -2627,6 +2627,29 @@ mod tests {
     }
 
     #[test]
+    fn a_row_becomes_its_shared_value_without_a_new_reference() {
+        use spacelink_connection::lib::db::raw_def::v9::RawModuleDefV9Builder;
+        use spacelink_connection::sats::AlgebraicType;
+        let mut module = RawModuleDefV9Builder::new();
+        let ty: spacelink_connection::sats::ProductType =
+            [("id", AlgebraicType::U32), ("value", AlgebraicType::U8)].into_iter().collect();
+        module.build_table_with_new_type("keyed", ty, true).with_primary_key(0u16);
+        let schema = spacelink_connection::ModuleSchema::from_raw(module.finish()).unwrap();
+        let decoders = crate::RowTypes::new().register::<Pair>("keyed").bind(&schema);
+        let cache = ClientCache::with_parts(Arc::new(TestKeys), decoders, None);
+        cache.apply(&[TableDelta::new("keyed").insert(keyed(1, 10)), TableDelta::new("plain").insert(row(b"p"))]);
+        let typed = cache.get("keyed", &key(1)).unwrap();
+        let value: *const Pair = typed.get::<Pair>().unwrap();
+        let shared = typed.into_shared::<Pair>().unwrap();
+        assert_eq!((&*shared as *const Pair, &*shared), (value, &Pair { id: 1, value: 10 }), "the cached value itself");
+        // The cache's reference and this one: the handle became the shared value.
+        assert_eq!(shared.handles(), 2);
+        // Another type, or a row without one: None.
+        assert!(cache.get("keyed", &key(1)).unwrap().into_shared::<u32>().is_none());
+        assert!(cache.get("plain", &RowKey::from(&b"p"[..])).unwrap().into_shared::<Pair>().is_none());
+    }
+
+    #[test]
     fn a_reconcile_fires_nothing_for_an_events_only_table() {
         let cache = events_only();
         let (a, b) = (keyed(1, 10), keyed(2, 20));

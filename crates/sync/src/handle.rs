@@ -177,17 +177,18 @@ impl<T> Clone for TableView<T> {
 /// `row` as a `T`: the shared decoded row when `T` is the table's registered
 /// type, else decoded now.
 fn typed<T: for<'de> Deserialize<'de> + Send + Sync + 'static>(
-    row: &Row,
+    row: Row,
     schema: &ModuleSchema,
     table: &Arc<str>,
 ) -> Result<Shared<T>, SyncError> {
-    if let Some(shared) = row.shared::<T>() {
-        return Ok(shared);
-    }
     let decode_error = |error: String| {
         metrics::counter!(names::SYNC_ROW_DECODE_ERRORS, names::LABEL_TABLE => table.to_string()).increment(1);
         SyncError::Decode { table: table.to_string(), error }
     };
+    if row.get::<T>().is_some() {
+        // The handle becomes the shared row: no reference counted up and down per row read.
+        return row.into_shared::<T>().ok_or_else(|| decode_error(format!("not a {}", std::any::type_name::<T>())));
+    }
     if let Some(error) = row.decode_error() {
         return Err(decode_error(error.to_string()));
     }
@@ -216,13 +217,13 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> TableView<T> {
         &self.info.name
     }
 
-    fn typed(&self, row: &Row) -> Result<Shared<T>, SyncError> {
+    fn typed(&self, row: Row) -> Result<Shared<T>, SyncError> {
         typed(row, &self.schema, &self.info.name)
     }
 
     /// Every cached row, or the first that does not decode as `T`.
     pub fn try_rows(&self) -> Result<Vec<Shared<T>>, SyncError> {
-        self.cache.table_rows(&self.info.name).map(|row| self.typed(&row)).collect()
+        self.cache.table_rows(&self.info.name).map(|row| self.typed(row)).collect()
     }
 
     /// Every cached row that decodes as `T` (one that does not is counted in
@@ -236,20 +237,20 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> TableView<T> {
     /// out as it is reached (the registered type's shared value, or decoded then).
     pub fn iter(&self) -> impl Iterator<Item = Shared<T>> {
         let (schema, name) = (self.schema.clone(), self.info.name.clone());
-        self.cache.table_rows(&self.info.name).filter_map(move |row| typed(&row, &schema, &name).ok())
+        self.cache.table_rows(&self.info.name).filter_map(move |row| typed(row, &schema, &name).ok())
     }
 
     /// The row with this primary key (the design's `GetEntity`), given as a
     /// value of the key's type (`u64` for `entity_id`, say).
     pub fn get<K: Serialize + ?Sized>(&self, key: &K) -> Option<Shared<T>> {
         let row = with_bsatn(key, |key| self.cache.with_view(|view| view.get_by_bytes(&self.info.name, key)))?;
-        self.typed(&row).ok()
+        self.typed(row).ok()
     }
 
     /// The row the cache keys as `key` (a [`RowKey`], as row changes carry it).
     pub fn get_by_row_key(&self, key: &RowKey) -> Option<Shared<T>> {
         let row = self.cache.get(&self.info.name, key)?;
-        self.typed(&row).ok()
+        self.typed(row).ok()
     }
 
     /// The row whose column `column` holds `value` (the official SDK's
@@ -280,7 +281,7 @@ impl<T: for<'de> Deserialize<'de> + Send + Sync + 'static> TableView<T> {
                 found
             })
         })?;
-        self.typed(&row).ok()
+        self.typed(row).ok()
     }
 
     /// How many rows are cached.

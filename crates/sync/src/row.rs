@@ -110,6 +110,15 @@ impl Row {
         any.downcast::<Typed<T>>().ok().map(Shared)
     }
 
+    /// The row as a shared `T` (see [`shared`](Self::shared)), this handle
+    /// becoming it: no reference is taken or let go. `None` (and the handle
+    /// let go) if the table registered another type or none: check with
+    /// [`get`](Self::get) first to keep the row.
+    pub fn into_shared<T: Send + Sync + 'static>(self) -> Option<Shared<T>> {
+        let any: Arc<dyn Any + Send + Sync> = self.0;
+        any.downcast::<Typed<T>>().ok().map(Shared)
+    }
+
     /// The row as a dynamic value, for a table without a registered type
     /// (decoded on the first call, once); `None` for a registered table, a
     /// row without a schema, or a row that does not decode.
@@ -177,6 +186,12 @@ impl From<Vec<u8>> for Row {
 pub struct Shared<T>(Arc<Typed<T>>);
 
 impl<T> Shared<T> {
+    /// How many handles share the row (tests only).
+    #[cfg(test)]
+    pub(crate) fn handles(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+
     /// The row's BSATN.
     pub fn bytes(&self) -> &Bytes {
         &self.0.bytes
