@@ -36,6 +36,17 @@ use crate::spatial::{AreaOfInterest, GridColumns, Positions, SpatialSetup};
 /// Mailbox capacity: `MovePoint` may come every frame.
 const MAILBOX_CAPACITY: usize = 1024;
 
+/// The most rows of transactions the actor applies without publishing them
+/// (see [`SyncActor::flush`]): about a tenth of a second's work at the
+/// sync thread's rate, so that a stream that never lets the mailbox empty
+/// still reaches readers several times a second.
+const MAX_HELD_ROWS: usize = 1 << 18;
+
+/// Publishes the transactions applied since the mailbox was last empty.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Publish;
+
 /// Row keys from the module's schema: the primary key where there is one.
 ///
 /// Each table's [`KeyExtractor`] is built once, from its row type: a key is
@@ -132,6 +143,13 @@ pub struct SyncActor {
     area: Option<(AreaOfInterest, SubscriptionId)>,
     /// The latest followed point while the area is moving.
     moving_to: Option<(u32, f32, f32)>,
+    /// The changes of the transactions applied but not yet published, told
+    /// once they are (see [`flush`](Self::flush)).
+    untold: Vec<RowsChanged>,
+    /// How many rows those transactions carried.
+    held_rows: usize,
+    /// Whether a [`Publish`] is on its way.
+    publish_due: bool,
 }
 
 impl std::fmt::Debug for SyncActor {
@@ -196,6 +214,9 @@ impl SyncActor {
             map_context: None,
             area: None,
             moving_to: None,
+            untold: Vec::new(),
+            held_rows: 0,
+            publish_due: false,
         }
     }
 
@@ -206,6 +227,7 @@ impl SyncActor {
     /// fires). Returns how many distinct rows it loaded; a cache that already
     /// holds rows takes nothing.
     pub fn restore(&mut self, tables: &[TableDelta]) -> usize {
+        self.flush();
         if self.cache.with_view(|v| v.total_rows()) > 0 {
             tracing::warn!("the cache holds rows already: the image is not loaded");
             return 0;
@@ -252,18 +274,42 @@ impl SyncActor {
     /// Tells the changes; a reducer's transaction is told even when it changed
     /// nothing here, so that its caller learns the cache has seen it.
     fn tell_changes(&mut self, changes: Vec<RowChange>, reconciled: bool, cause: Cause) {
-        if changes.is_empty() && !matches!(cause, Cause::Reducer(_)) {
-            return;
+        if let Some(event) = self.rows_changed(changes, reconciled, cause) {
+            self.tell_rows(&event);
         }
-        let event =
-            RowsChanged { generation: self.session.generation(), changes: Arc::new(changes), reconciled, cause };
+    }
+
+    /// The event that tells `changes`, if there is something to tell.
+    fn rows_changed(&self, changes: Vec<RowChange>, reconciled: bool, cause: Cause) -> Option<RowsChanged> {
+        if changes.is_empty() && !matches!(cause, Cause::Reducer(_)) {
+            return None;
+        }
+        Some(RowsChanged { generation: self.session.generation(), changes: Arc::new(changes), reconciled, cause })
+    }
+
+    fn tell_rows(&self, event: &RowsChanged) {
         for r in &self.listeners.changes {
             r.do_send(event.clone());
         }
     }
 
+    /// Publishes the transactions applied and not yet published, then tells
+    /// their changes in order: a listener hears of a change once readers see
+    /// it. Everything but a transaction flushes first, so that nothing is
+    /// told, read or applied out of order.
+    fn flush(&mut self) {
+        self.held_rows = 0;
+        self.cache.publish();
+        for event in std::mem::take(&mut self.untold) {
+            self.tell_rows(&event);
+        }
+    }
+
     /// Carries out what the query sets decided.
     fn run(&mut self, steps: Vec<Step>, ctx: &mut Context<Self>) {
+        if !steps.is_empty() {
+            self.flush();
+        }
         for step in steps {
             match step {
                 Step::Send(message) => self.send(message),
@@ -324,14 +370,34 @@ impl SyncActor {
             return;
         }
         match divergence::deltas(update, false) {
+            Ok(deltas) if self.fresh.is_none() => self.apply_held(&deltas, cause, ctx),
             Ok(deltas) => self.apply(&deltas, cause),
             Err(undecodable) => self.resubscribe(&undecodable, ctx),
         }
     }
 
-    /// Applies rows to the cache, or to the staging cache while the fresh state is collected.
+    /// Applies a transaction to the cache without publishing it: the
+    /// transactions already in the mailbox (a backlog) are applied too, and
+    /// published once, by a [`Publish`] that comes after them (or at once
+    /// past [`MAX_HELD_ROWS`] rows); their changes are told then.
+    fn apply_held(&mut self, deltas: &[WireDelta<'_>], cause: Cause, ctx: &mut Context<Self>) {
+        let _span = tracing::trace_span!("sync_apply", tables = deltas.len()).entered();
+        let changes = self.cache.apply_held(deltas);
+        self.untold.extend(self.rows_changed(changes, false, cause));
+        self.held_rows += deltas.iter().map(WireDelta::rows).sum::<usize>();
+        if self.held_rows >= MAX_HELD_ROWS {
+            self.flush();
+        } else if !self.publish_due {
+            self.publish_due = true;
+            ctx.notify(Publish);
+        }
+    }
+
+    /// Applies rows to the cache (published at once, after any held), or to
+    /// the staging cache while the fresh state is collected.
     fn apply(&mut self, deltas: &[WireDelta<'_>], cause: Cause) {
         let _span = tracing::trace_span!("sync_apply", tables = deltas.len()).entered();
+        self.flush();
         match &self.fresh {
             Some(fresh) => {
                 fresh.apply_wire(deltas);
@@ -345,6 +411,7 @@ impl SyncActor {
 
     /// Reconciles the cache with the fresh state: only real changes are told.
     fn reconcile(&mut self) {
+        self.flush();
         let Some(fresh) = self.fresh.take() else { return };
         let changes = self.cache.reconcile_from(&fresh);
         tracing::info!(
@@ -524,12 +591,30 @@ impl Actor for SyncActor {
         // Its thread's metrics go to the game's recorder and the monitor alike.
         spacelink_connection::recording::route_this_thread();
     }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        // What was applied is published and told, not lost with the actor.
+        self.flush();
+    }
+}
+
+impl Handler<Publish> for SyncActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Publish, _ctx: &mut Self::Context) {
+        self.publish_due = false;
+        self.flush();
+        // The mailbox is empty: the spare copy's catch-up is done now, while
+        // the listeners take the changes, not by the next transaction.
+        self.cache.catch_up();
+    }
 }
 
 impl Handler<StateChanged> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: StateChanged, ctx: &mut Self::Context) {
+        self.flush();
         let steps = match self.session.observe(&msg) {
             SessionChange::Up { .. } => {
                 let stale = self.cache.with_view(|v| v.total_rows()) > 0;
@@ -546,6 +631,9 @@ impl Handler<ServerMessageReceived> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: ServerMessageReceived, ctx: &mut Self::Context) {
+        if !matches!(&*msg.message, ServerMessage::TransactionUpdate(_) | ServerMessage::TransactionUpdateLight(_)) {
+            self.flush();
+        }
         if !self.session.is_connected() || !self.session.is_current(msg.generation) {
             return; // From a dead session.
         }
@@ -573,6 +661,7 @@ impl Handler<Subscribe> for SyncActor {
     type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
 
     fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+        self.flush();
         let (tx, rx) = oneshot::channel();
         self.add_set(msg.queries, msg.fallback, Some(tx), msg.id, ctx);
         Box::pin(async move { rx.await.unwrap_or(Err(SyncError::ActorGone)) })
@@ -583,6 +672,7 @@ impl Handler<Unsubscribe> for SyncActor {
     type Result = Result<(), SyncError>;
 
     fn handle(&mut self, msg: Unsubscribe, ctx: &mut Self::Context) -> Self::Result {
+        self.flush();
         self.remove_set(msg.id, ctx)
     }
 }
@@ -591,6 +681,7 @@ impl Handler<UnsubscribeAll> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, _msg: UnsubscribeAll, ctx: &mut Self::Context) {
+        self.flush();
         let ids: Vec<SubscriptionId> = self.sets.infos().into_iter().map(|i| i.id).collect();
         for id in ids {
             let _ = self.remove_set(id, ctx);
@@ -604,6 +695,7 @@ impl Handler<SubscribeToMap> for SyncActor {
     type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
 
     fn handle(&mut self, msg: SubscribeToMap, ctx: &mut Self::Context) -> Self::Result {
+        self.flush();
         let Some(context) = &self.config.map_context else {
             return Box::pin(async move { Err(SyncError::NotConfigured("map_context")) });
         };
@@ -629,6 +721,7 @@ impl Handler<FollowPoint> for SyncActor {
     type Result = ResponseFuture<Result<SubscriptionId, SyncError>>;
 
     fn handle(&mut self, msg: FollowPoint, ctx: &mut Self::Context) -> Self::Result {
+        self.flush();
         let Some(spatial) = &self.config.spatial else {
             return Box::pin(async move { Err(SyncError::NotConfigured("spatial")) });
         };
@@ -653,6 +746,7 @@ impl Handler<MovePoint> for SyncActor {
     type Result = ();
 
     fn handle(&mut self, msg: MovePoint, ctx: &mut Self::Context) {
+        self.flush();
         let Some((area, current)) = self.area else { return };
         if area.covers(msg.map, (msg.x, msg.y)) {
             return;
@@ -670,6 +764,7 @@ impl Handler<GetEntitiesInRange> for SyncActor {
 
     /// Kept for callers that hold only the address; the handle answers from the cache directly.
     fn handle(&mut self, msg: GetEntitiesInRange, _ctx: &mut Self::Context) -> Vec<Row> {
+        self.flush();
         self.cache.within(msg.map, msg.x, msg.y, msg.radius)
     }
 }
@@ -678,6 +773,7 @@ impl Handler<GetSubscriptions> for SyncActor {
     type Result = Vec<SubscriptionInfo>;
 
     fn handle(&mut self, _msg: GetSubscriptions, _ctx: &mut Self::Context) -> Vec<SubscriptionInfo> {
+        self.flush();
         self.sets.infos()
     }
 }

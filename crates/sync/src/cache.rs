@@ -132,6 +132,17 @@ const SPARE_WAIT: Duration = Duration::from_millis(1);
 /// writer's time, and the regrowth's copies raised the peak.
 const KEPT_CAPACITY: usize = 16384;
 
+/// When the spare copy takes a table from the published copy instead of
+/// replaying its touched keys: `(a, b)` shares it once the keys to replay,
+/// times `a`, are at least its rows, times `b`. A shared table costs nothing
+/// at the catch-up; the next write to each of its shards copies that shard
+/// (`Arc::make_mut`: a clone of its map, a reference taken per row), which is
+/// no dearer than replaying as many keys as it holds. So a catch-up costs at
+/// most about a copy of what the transactions touched, however many keys
+/// they wrote: a backlog applied before it is published (see
+/// [`ClientCache::apply_held`]) is caught up by sharing.
+const SHARE_AT: (usize, usize) = (1, 1);
+
 /// Transaction numbers, unique in the process: a reconcile publishes another
 /// cache's data, whose rows carry that cache's numbers.
 static NEXT_TXN: AtomicU64 = AtomicU64::new(1);
@@ -743,9 +754,79 @@ struct Writer {
     shared: Vec<Arc<str>>,
     /// The keys a transaction touched in one table, in first-touch order.
     order: Vec<Touched>,
+    /// Transactions applied but not yet published (see
+    /// [`ClientCache::apply_held`]): the next transaction goes on in this
+    /// copy, and [`ClientCache::publish`] makes it the readers'.
+    held: Option<Data>,
     /// Where in `order` the keys past [`Slot::FAR`] are (none, but in a
     /// transaction that touches 16M rows of one table).
     far: FxHashMap<RowKey, usize>,
+}
+
+impl Writer {
+    /// Keeps the keys `order` holds, touched in `table` (which now has `len`
+    /// rows), for the spare copy's catch-up, or marks the table to be shared
+    /// instead (see [`SHARE_AT`]).
+    fn keep_for_catch_up(&mut self, table: &Arc<str>, len: usize) {
+        if self.shared.contains(table) {
+            self.order.clear();
+            return;
+        }
+        let kept: usize = self.runs_of(table).map(|run| run.len()).sum();
+        if (kept + self.order.len()).saturating_mul(SHARE_AT.0) >= len.saturating_mul(SHARE_AT.1) {
+            self.share_at_catch_up(table);
+            return;
+        }
+        // The touched keys are the catch-up's list: moved whole (the
+        // buffers swap) when it is empty, as it is but after the first
+        // table of a transaction.
+        if self.pending.is_empty() {
+            std::mem::swap(&mut self.pending, &mut self.order);
+        } else {
+            self.pending.append(&mut self.order);
+        }
+        let len = self.pending.len();
+        match self.runs.last_mut() {
+            Some((last, end)) if last == table => *end = len,
+            Some((_, end)) if *end == len => {}
+            None if len == 0 => {}
+            _ => self.runs.push((Arc::clone(table), len)),
+        }
+    }
+
+    /// Where `pending` keeps `table`'s keys.
+    fn runs_of<'a>(&'a self, table: &'a Arc<str>) -> impl Iterator<Item = std::ops::Range<usize>> + 'a {
+        let starts = std::iter::once(0).chain(self.runs.iter().map(|(_, end)| *end));
+        self.runs.iter().zip(starts).filter(move |((t, _), _)| t == table).map(|((_, end), start)| start..*end)
+    }
+
+    /// The spare copy takes `table` from the published one at its catch-up
+    /// (shared, not replayed): its keys are dropped from `pending`.
+    fn share_at_catch_up(&mut self, table: &Arc<str>) {
+        self.order.clear();
+        if !self.shared.contains(table) {
+            self.shared.push(Arc::clone(table));
+        }
+        if self.runs_of(table).next().is_none() {
+            return;
+        }
+        let runs = std::mem::take(&mut self.runs);
+        let mut ops = std::mem::take(&mut self.pending).into_iter();
+        let mut start = 0;
+        for (t, end) in runs {
+            let run = ops.by_ref().take(end - start);
+            start = end;
+            if t == *table {
+                run.for_each(drop);
+                continue;
+            }
+            self.pending.extend(run);
+            match self.runs.last_mut() {
+                Some((last, e)) if *last == t => *e = self.pending.len(),
+                _ => self.runs.push((t, self.pending.len())),
+            }
+        }
+    }
 }
 
 /// How rows are keyed, decoded and indexed, and which tables keep none.
@@ -1195,7 +1276,7 @@ impl ClientCache {
             return (**current).clone();
         };
         let started = Instant::now();
-        let mut data = loop {
+        let data = loop {
             match Arc::try_unwrap(spare) {
                 Ok(data) => break Some(data),
                 Err(shared) if started.elapsed() < SPARE_WAIT => {
@@ -1205,6 +1286,43 @@ impl ClientCache {
                 Err(_) => break None,
             }
         };
+        self.caught_up(writer, data, current)
+    }
+
+    /// Catches the spare copy up with the published one now, if no reader
+    /// holds it (else the next transaction does, as it would have): the
+    /// sync actor calls it once it has told a transaction's changes, so
+    /// that the next transaction does not wait for it. True if the spare
+    /// copy is caught up.
+    pub fn catch_up(&self) -> bool {
+        let inner = &*self.inner;
+        let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = &mut *writer;
+        if writer.held.is_some() {
+            return false;
+        }
+        let Some(spare) = writer.spare.take() else { return false };
+        if writer.pending.is_empty() && writer.shared.is_empty() {
+            writer.spare = Some(spare);
+            return true;
+        }
+        match Arc::try_unwrap(spare) {
+            Ok(data) => {
+                let current = inner.published.load_full();
+                writer.spare = Some(Arc::new(self.caught_up(writer, Some(data), &current)));
+                true
+            }
+            Err(spare) => {
+                writer.spare = Some(spare);
+                false
+            }
+        }
+    }
+
+    /// The spare copy `data` (`None` if a reader held it) caught up with
+    /// `current`: the last transactions' touched keys replayed, the tables
+    /// they shared taken (else a copy of `current`).
+    fn caught_up(&self, writer: &mut Writer, mut data: Option<Data>, current: &Arc<Data>) -> Data {
         match &mut data {
             Some(data) => {
                 let spatial = self.inner.parts.spatial.as_ref();
@@ -1253,22 +1371,25 @@ impl ClientCache {
     /// is an Update (nothing if its bytes are the same), a key only deleted a
     /// Delete, only inserted an Insert; nothing is stored.
     pub fn apply(&self, deltas: &[TableDelta]) -> Vec<RowChange> {
-        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))))
+        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))), true)
     }
 
     /// [`apply`](Self::apply) of a transaction as a message carries it: its
     /// rows read from the message's row lists, each sliced once and its
     /// handle moved into its [`Row`] (no handle per row made beforehand).
     pub(crate) fn apply_wire(&self, deltas: &[WireDelta<'_>]) -> Vec<RowChange> {
-        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))))
+        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))), true)
     }
 
-    fn apply_groups(&self, groups: Vec<Group<'_>>) -> Vec<RowChange> {
+    fn apply_groups(&self, groups: Vec<Group<'_>>, publish: bool) -> Vec<RowChange> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let writer = &mut *writer;
         let current = inner.published.load_full();
-        let mut data = self.writable(writer, &current);
+        let mut data = match writer.held.take() {
+            Some(held) => held,
+            None => self.writable(writer, &current),
+        };
         let txn = NEXT_TXN.fetch_add(1, Ordering::Relaxed);
         let mut changes = Vec::new();
         let mut stats = Stats::default();
@@ -1280,7 +1401,7 @@ impl ClientCache {
                 events(inner, &group, codec, &mut stats, &mut changes);
                 continue;
             }
-            let was_empty = current.tables.get(&group.table).is_none_or(|t| t.is_empty());
+            let was_empty = data.tables.get(&group.table).is_none_or(|t| t.is_empty());
             if was_empty && group.deltas.iter().all(|d| d.deletes_len() == 0) {
                 // A table's first rows (an initial subscription, a reconnect's
                 // fresh state): loaded whole, and shared with the spare copy.
@@ -1303,7 +1424,7 @@ impl ClientCache {
                     }
                     data.tables.insert(Arc::clone(&group.table), Arc::new(rows));
                 }
-                writer.shared.push(Arc::clone(&group.table));
+                writer.share_at_catch_up(&group.table);
                 continue;
             }
             let table = Arc::make_mut(data.tables.entry(Arc::clone(&group.table)).or_default());
@@ -1405,42 +1526,57 @@ impl ClientCache {
                 touched.catch_up = if moved { CatchUp::Row } else { CatchUp::Count };
             }
             drop(rows);
-            // The touched keys are the catch-up's list: moved whole (the
-            // buffers swap) when it is empty, as it is but after the first
-            // table of a transaction.
-            if writer.pending.is_empty() {
-                std::mem::swap(&mut writer.pending, order);
-            } else {
-                writer.pending.append(order);
+            if let Some(setup) = spatial.filter(|s| s.table == group.table) {
+                for op in order.iter().filter(|op| op.catch_up == CatchUp::Row) {
+                    index_row(&mut data.spatial, setup, op);
+                }
             }
-            if writer.runs.last().map_or(0, |(_, end)| *end) < writer.pending.len() {
-                writer.runs.push((Arc::clone(&group.table), writer.pending.len()));
-            }
-            if order.capacity() > KEPT_CAPACITY {
-                *order = Vec::new();
-            }
-            if table.is_empty() {
+            let len = table.len();
+            if len == 0 {
                 data.tables.remove(&group.table);
                 data.unique.remove(&group.table);
             }
-        }
-        if let Some(setup) = spatial {
-            let mut start = 0;
-            for (table, end) in &writer.runs {
-                if *table == setup.table {
-                    for op in writer.pending[start..*end].iter().filter(|op| op.catch_up == CatchUp::Row) {
-                        index_row(&mut data.spatial, setup, op);
-                    }
-                }
-                start = *end;
+            writer.keep_for_catch_up(&group.table, len);
+            if writer.order.capacity() > KEPT_CAPACITY {
+                writer.order = Vec::new();
             }
         }
-        let old = inner.published.swap(Arc::new(data));
+        if publish {
+            let old = inner.published.swap(Arc::new(data));
+            writer.spare = Some(old);
+        } else {
+            writer.held = Some(data);
+        }
         drop(current);
-        writer.spare = Some(old);
         metrics::counter!(names::SYNC_TRANSACTIONS_APPLIED).increment(1);
         stats.record();
         changes
+    }
+
+    /// [`apply_wire`](Self::apply_wire), but readers keep seeing the state
+    /// before it until [`publish`](Self::publish) (or the next transaction
+    /// applied with `apply`, or a reconcile): the transactions of a backlog,
+    /// applied back to back, are published once, and the spare copy catches
+    /// up with all of them at once, taking from the published copy every
+    /// table they touched as many keys as it holds (see [`SHARE_AT`]), where
+    /// it would have replayed each transaction's keys in turn. The changes
+    /// are returned at once, as `apply` returns them; a reader (of another
+    /// thread) that looks before the publish does not see them yet.
+    pub(crate) fn apply_held(&self, deltas: &[WireDelta<'_>]) -> Vec<RowChange> {
+        self.apply_groups(group_by_table(deltas.iter().map(|d| (&d.table, d.part()))), false)
+    }
+
+    /// Publishes the transactions [`apply_held`](Self::apply_held) applied,
+    /// if any: readers see them from now on. True if there were some.
+    pub fn publish(&self) -> bool {
+        let mut writer = self.inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::publish_held(&self.inner, &mut writer)
+    }
+
+    fn publish_held(inner: &Inner, writer: &mut Writer) -> bool {
+        let Some(held) = writer.held.take() else { return false };
+        writer.spare = Some(inner.published.swap(Arc::new(held)));
+        true
     }
 
     /// Replaces the whole cache with `fresh` and returns the minimal changes
@@ -1467,6 +1603,7 @@ impl ClientCache {
     pub fn reconcile_from(&self, fresh: &ClientCache) -> Vec<RowChange> {
         let inner = &*self.inner;
         let mut writer = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::publish_held(inner, &mut writer);
         let fresh = fresh.inner.published.load_full();
         let stale = inner.published.load_full();
         let mut names: Vec<&Arc<str>> = stale.tables.keys().chain(fresh.tables.keys()).collect();
@@ -1801,6 +1938,12 @@ pub(crate) struct WireDelta<'a> {
 }
 
 impl<'a> WireDelta<'a> {
+    /// How many rows it carries, deleted and inserted.
+    pub(crate) fn rows(&self) -> usize {
+        use ws::RowListLen;
+        self.deletes.len() + self.inserts.len()
+    }
+
     fn part(&self) -> Part<'a> {
         if self.deletes_only {
             Part { deletes: [Rows::Wire(self.deletes), Rows::Wire(self.inserts)], inserts: Rows::NONE }
@@ -2707,6 +2850,91 @@ mod tests {
         list.finish()
     }
 
+    /// A transaction's row lists, as a message carries them.
+    type WireLists = Vec<(Arc<str>, ws::BsatnRowList, ws::BsatnRowList, bool)>;
+
+    fn wire_lists(transaction: &[WireCase]) -> WireLists {
+        transaction
+            .iter()
+            .map(|(keyed, deletes, inserts, deletes_only, fixed)| {
+                let table: Arc<str> = if *keyed { "keyed".into() } else { "plain".into() };
+                let fixed = *fixed && *keyed;
+                (table, row_list(deletes, fixed), row_list(inserts, fixed), *deletes_only)
+            })
+            .collect()
+    }
+
+    fn wire_deltas(lists: &WireLists) -> Vec<WireDelta<'_>> {
+        lists
+            .iter()
+            .map(|(table, deletes, inserts, deletes_only)| WireDelta {
+                table: Arc::clone(table),
+                deletes,
+                inserts,
+                deletes_only: *deletes_only,
+            })
+            .collect()
+    }
+
+    /// Each table's rows and counts, sorted, and the unique index's answers.
+    type State = (Vec<(Vec<u8>, u32)>, Vec<Option<Bytes>>);
+
+    fn state_of(view: &CacheView<'_>) -> State {
+        let mut rows: Vec<(Vec<u8>, u32)> = ["keyed", "plain"]
+            .into_iter()
+            .flat_map(|table| {
+                view.rows(table)
+                    .into_iter()
+                    .map(move |r| (r.bytes().to_vec(), view.refcount(table, &TestKeys.key(table, r.bytes()))))
+            })
+            .collect();
+        rows.sort();
+        let found = (0u8..3).map(|v| view.find_unique("keyed", 1, &[v]).map(|r| r.bytes().clone())).collect();
+        (rows, found)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
+
+        // Feature: spacetimedb-integration, Property 4: State Synchronization Lifecycle (transactions applied back to back and published once, at any points and with any catch-up, replayed or shared, at once or by the next transaction, make the same changes, rows, counts and unique index as each applied and published in turn; readers see none of them before the publish)
+        #[test]
+        fn transactions_published_once_make_what_each_published_makes(
+            transactions in proptest::collection::vec((proptest::collection::vec(wire_case(), 1..4), 0u8..4), 1..24),
+        ) {
+            let (each, held) = (indexed(), indexed());
+            let reader = held.reader();
+            let mut published = each.with_view(state_of);
+            for (transaction, how) in &transactions {
+                let lists = wire_lists(transaction);
+                let deltas = wire_deltas(&lists);
+                let expected = each.apply_wire(&deltas);
+                match how {
+                    // Applied and published at once (continuing what is held).
+                    0 => proptest::prop_assert_eq!(held.apply_wire(&deltas), expected),
+                    // Held; published at once, or left for a later transaction.
+                    _ => {
+                        proptest::prop_assert_eq!(held.apply_held(&deltas), expected);
+                        proptest::prop_assert_eq!(reader.with_view(state_of), published.clone());
+                        if *how >= 2 {
+                            proptest::prop_assert!(held.publish());
+                        }
+                        // The spare copy caught up at once (no reader holds it), not by the next transaction.
+                        if *how == 3 {
+                            proptest::prop_assert!(held.catch_up());
+                        }
+                    }
+                }
+                if *how != 1 {
+                    published = each.with_view(state_of);
+                    proptest::prop_assert_eq!(reader.with_view(state_of), published.clone());
+                }
+            }
+            held.publish();
+            proptest::prop_assert!(!held.publish(), "nothing is left to publish");
+            proptest::prop_assert_eq!(held.with_view(state_of), each.with_view(state_of));
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(128))]
 
@@ -2717,23 +2945,8 @@ mod tests {
         ) {
             let (handles, wire) = (ClientCache::new(TestKeys), ClientCache::new(TestKeys));
             for transaction in &transactions {
-                let lists: Vec<(Arc<str>, ws::BsatnRowList, ws::BsatnRowList, bool)> = transaction
-                    .iter()
-                    .map(|(keyed, deletes, inserts, deletes_only, fixed)| {
-                        let table: Arc<str> = if *keyed { "keyed".into() } else { "plain".into() };
-                        let fixed = *fixed && *keyed;
-                        (table, row_list(deletes, fixed), row_list(inserts, fixed), *deletes_only)
-                    })
-                    .collect();
-                let wire_deltas: Vec<WireDelta<'_>> = lists
-                    .iter()
-                    .map(|(table, deletes, inserts, deletes_only)| WireDelta {
-                        table: Arc::clone(table),
-                        deletes,
-                        inserts,
-                        deletes_only: *deletes_only,
-                    })
-                    .collect();
+                let lists = wire_lists(transaction);
+                let wire_deltas = wire_deltas(&lists);
                 let table_deltas: Vec<TableDelta> = transaction
                     .iter()
                     .map(|(keyed, deletes, inserts, deletes_only, _)| {
