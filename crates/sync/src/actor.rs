@@ -37,10 +37,12 @@ use crate::spatial::{AreaOfInterest, GridColumns, Positions, SpatialSetup};
 const MAILBOX_CAPACITY: usize = 1024;
 
 /// The most rows of transactions the actor applies without publishing them
-/// (see [`SyncActor::flush`]): about a tenth of a second's work at the
-/// sync thread's rate, so that a stream that never lets the mailbox empty
-/// still reaches readers several times a second.
-const MAX_HELD_ROWS: usize = 1 << 18;
+/// (see [`SyncActor::flush`]). Their changes wait meanwhile (about 90 bytes
+/// each, with the rows an update or a delete replaced), where the listeners
+/// would have taken and dropped them: 16k rows keep that within a couple of
+/// MB, and a stream that never lets the mailbox empty reaches readers every
+/// few milliseconds.
+const MAX_HELD_ROWS: usize = 1 << 14;
 
 /// Publishes the transactions applied since the mailbox was last empty.
 #[derive(Message)]

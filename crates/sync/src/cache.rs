@@ -65,6 +65,17 @@
 //! `spacelink_sync_snapshot_copies_total`). After a reconcile (which publishes
 //! the fresh state whole) the first transaction also copies once.
 //!
+//! A backlog is published once: the sync actor (`apply_held`) applies a
+//! transaction to the writer's copy without publishing it, the next one goes
+//! on in that copy, and [`ClientCache::publish`] hands readers the last state
+//! (the sync actor publishes when its mailbox is empty, and tells the
+//! changes then). The spare copy then catches up with all of them at once,
+//! and takes from the published copy (shared: the private `SHARE_AT`) each table
+//! they touched as many keys as it holds, instead of replaying them: a
+//! backlog of updates to the same rows is caught up for the price of one
+//! copy of them, not of a replay per transaction. [`ClientCache::catch_up`]
+//! does the catch-up at once, where the next transaction would have.
+//!
 //! A copy is cheap because each table is behind an `Arc`, and a large table is
 //! itself 64 shards behind `Arc`s (the private `table` module):
 //! copies share every table and shard neither has written since, and a write

@@ -155,12 +155,12 @@ fn a_backlog_is_published_once_and_told_once_readers_see_it() {
 }
 
 #[test]
-fn a_long_backlog_is_published_at_least_every_quarter_million_rows() {
-    const BIG: u64 = 1 << 17;
+fn a_long_backlog_is_published_at_least_every_16k_rows() {
+    const BIG: u64 = 1 << 13;
     let backlog = vec![inserts(0..BIG), inserts(BIG..2 * BIG), inserts(2 * BIG..2 * BIG + 10)];
     let heard = run(backlog, 3);
     assert_eq!(heard.events.len(), 3);
     assert_eq!(heard.unseen, 0);
-    // Published once past 2^18 rows, with the third transaction still to come.
+    // Published once 2^14 rows were held, with the third transaction still to come.
     assert_eq!(heard.events[0].1, 2 * BIG as usize);
 }
