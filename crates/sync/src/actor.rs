@@ -599,6 +599,8 @@ impl Actor for SyncActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         // Its thread's metrics go to the game's recorder and the monitor alike.
         spacelink_connection::recording::route_this_thread();
+        // A `Publish` sent before a restart went with the old context.
+        self.publish_due = false;
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

@@ -50,5 +50,6 @@ pub use unique::{TableUnique, UniqueColumns};
 
 /// Restarted by the app's supervisor when it stops, the same value: the cache
 /// and the query sets survive (timers of the stopped context do not: a set
-/// waiting for a retry is retried at the next session).
+/// waiting for a retry is retried at the next session), and transactions
+/// applied but not yet published are published and told as it stops.
 impl actix::Supervised for SyncActor {}
