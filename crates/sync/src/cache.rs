@@ -130,7 +130,7 @@ use spacelink_connection::{codec, ws};
 
 use crate::row::{Decoders, Row, TableCodec};
 use crate::spatial::{SpatialIndex, SpatialSetup};
-use crate::table::Entry as TableEntry;
+use crate::table::{Entry as TableEntry, PROBE_BLOCK};
 use crate::unique::{TableUnique, UniqueColumns};
 
 /// How long the writer yields for a reader to let go of the spare copy before copying.
@@ -684,37 +684,49 @@ impl Data {
         // The rows let go of, released a block at a time: a release (a
         // locked decrement) after each write waited for it.
         let mut spent: Vec<Row> = Vec::with_capacity(WARM_BLOCK + 2);
-        for op in ops {
-            let moved = match op.catch_up {
-                CatchUp::Skip => continue,
-                CatchUp::Count => false,
-                CatchUp::Row => true,
-            };
-            if let (true, Some(setup)) = (moved, setup) {
-                index_row(index, setup, &op);
+        let mut ops = ops;
+        let mut block: Vec<(Touched, u64)> = Vec::with_capacity(PROBE_BLOCK);
+        loop {
+            block.extend(ops.by_ref().take(PROBE_BLOCK).map(|op| {
+                let hash = crate::table::TableHash::table_hash(&op.key);
+                (op, hash)
+            }));
+            if block.is_empty() {
+                break;
             }
-            if let (true, Some((unique, indexes))) = (moved, indexes.as_mut()) {
-                let old = rows.get(&op.key).map(|c| &c.row);
-                reindex(indexes, unique, &op.key, old, op.now().map(|(row, _)| row));
-            }
-            if spent.len() >= WARM_BLOCK {
-                spent.clear();
-            }
-            let Touched { key, row, count, before, .. } = op;
-            spent.extend(before.map(|(row, _)| row));
-            match row.filter(|_| count > 0) {
-                Some(row) => match rows.entry(key) {
-                    TableEntry::Occupied(mut entry) => {
-                        let cached = entry.get_mut();
-                        spent.push(std::mem::replace(&mut cached.row, row));
-                        cached.count = count;
+            rows.warm(block.iter().filter(|(op, _)| op.catch_up != CatchUp::Skip).map(|(op, hash)| (&op.key, *hash)));
+            for (op, hash) in block.drain(..) {
+                let moved = match op.catch_up {
+                    CatchUp::Skip => continue,
+                    CatchUp::Count => false,
+                    CatchUp::Row => true,
+                };
+                if let (true, Some(setup)) = (moved, setup) {
+                    index_row(index, setup, &op);
+                }
+                if let (true, Some((unique, indexes))) = (moved, indexes.as_mut()) {
+                    let old = rows.get(&op.key).map(|c| &c.row);
+                    reindex(indexes, unique, &op.key, old, op.now().map(|(row, _)| row));
+                }
+                if spent.len() >= WARM_BLOCK {
+                    spent.clear();
+                }
+                let Touched { key, row, count, before, .. } = op;
+                spent.extend(before.map(|(row, _)| row));
+                match row.filter(|_| count > 0) {
+                    Some(row) => match rows.entry_hashed(key, hash) {
+                        TableEntry::Occupied(mut entry) => {
+                            let cached = entry.get_mut();
+                            spent.push(std::mem::replace(&mut cached.row, row));
+                            cached.count = count;
+                        }
+                        TableEntry::Vacant(entry) => {
+                            entry.insert(Cached { row, count, slot: Slot::default() });
+                        }
+                    },
+                    None => {
+                        spent.extend(rows.occupied_hashed(&key, hash).map(|entry| entry.remove().row));
                     }
-                    TableEntry::Vacant(entry) => {
-                        entry.insert(Cached { row, count, slot: Slot::default() });
-                    }
-                },
-                None => {
-                    spent.extend(rows.remove(&key).map(|cached| cached.row));
                 }
             }
         }
@@ -1458,65 +1470,73 @@ impl ClientCache {
             // A deleted row's handle is let go a block at a time: a release
             // (a locked decrement) after each row waited for its writes.
             let mut spent: Vec<RowRef<'_>> = Vec::with_capacity(WARM_BLOCK);
-            for row in group.deletes() {
-                if spent.len() == WARM_BLOCK {
-                    spent.clear();
-                }
-                stats.row(&row);
-                let (key, hash) = keyer.hashed(&row);
-                match rows.occupied_hashed(&key, hash) {
-                    Some(mut entry) if entry.get().count > 0 => {
-                        let cached = entry.get_mut();
-                        if cached.row.bytes() != &*row {
-                            tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
+            let mut block = Vec::with_capacity(PROBE_BLOCK);
+            let mut deletes = group.deletes();
+            while next_block(&mut deletes, &keyer, &mut block) {
+                rows.warm(block.iter().map(|k| (&k.key, k.hash)));
+                for Keyed { row, key, hash } in block.drain(..) {
+                    if spent.len() == WARM_BLOCK {
+                        spent.clear();
+                    }
+                    stats.row(&row);
+                    match rows.occupied_hashed(&key, hash) {
+                        Some(mut entry) if entry.get().count > 0 => {
+                            let cached = entry.get_mut();
+                            if cached.row.bytes() != &*row {
+                                tracing::debug!(table = %group.table, "a delete's bytes differ from the cached row's: deleted by key");
+                            }
+                            if deletes_only && cached.count == 1 && again(order, far, cached, &key, txn).is_none() {
+                                // Gone at its first touch: its row moves to the
+                                // touched list, no reference taken nor let go.
+                                let Cached { row: before, .. } = entry.remove();
+                                order.push(Touched::first(key, Some((before, 1)), None, 0));
+                                spent.push(row);
+                                continue;
+                            }
+                            let touch = touch(order, far, cached, &key, txn);
+                            cached.count -= 1;
+                            touched(order, far, cached, touch, &key, txn);
+                            if deletes_only && cached.count == 0 {
+                                entry.remove();
+                            }
                         }
-                        if deletes_only && cached.count == 1 && again(order, far, cached, &key, txn).is_none() {
-                            // Gone at its first touch: its row moves to the
-                            // touched list, no reference taken nor let go.
-                            let Cached { row: before, .. } = entry.remove();
-                            order.push(Touched::first(key, Some((before, 1)), None, 0));
-                            spent.push(row);
-                            continue;
-                        }
-                        let touch = touch(order, far, cached, &key, txn);
-                        cached.count -= 1;
-                        touched(order, far, cached, touch, &key, txn);
-                        if deletes_only && cached.count == 0 {
-                            entry.remove();
+                        _ => {
+                            stats.ignored += 1;
+                            tracing::debug!(table = %group.table, len = row.len(), "delete of a row that is not cached: ignored");
                         }
                     }
-                    _ => {
-                        stats.ignored += 1;
-                        tracing::debug!(table = %group.table, len = row.len(), "delete of a row that is not cached: ignored");
-                    }
+                    spent.push(row);
                 }
-                spent.push(row);
             }
             drop(spent);
-            for row in group.inserts() {
-                stats.row(&row);
-                let (key, hash) = keyer.hashed(&row);
-                match rows.entry_hashed(key, hash) {
-                    TableEntry::Occupied(mut entry) => {
-                        let (key, cached) = entry.key_value_mut();
-                        let touch = touch(order, far, cached, key, txn);
-                        if cached.row.bytes() != &*row {
-                            cached.row = decode(codec, row);
+            let mut inserted = group.inserts();
+            while next_block(&mut inserted, &keyer, &mut block) {
+                rows.warm(block.iter().map(|k| (&k.key, k.hash)));
+                for Keyed { row, key, hash } in block.drain(..) {
+                    stats.row(&row);
+                    match rows.entry_hashed(key, hash) {
+                        TableEntry::Occupied(mut entry) => {
+                            let (key, cached) = entry.key_value_mut();
+                            let touch = touch(order, far, cached, key, txn);
+                            if cached.row.bytes() != &*row {
+                                cached.row = decode(codec, row);
+                            }
+                            cached.count = cached.count.saturating_add(1);
+                            touched(order, far, cached, touch, key, txn);
                         }
-                        cached.count = cached.count.saturating_add(1);
-                        touched(order, far, cached, touch, key, txn);
-                    }
-                    TableEntry::Vacant(entry) => {
-                        let row = decode(codec, row);
-                        let slot = Slot::new(txn, order.len());
-                        if slot.index().is_none() {
-                            far.insert(entry.key().clone(), order.len());
+                        TableEntry::Vacant(entry) => {
+                            let row = decode(codec, row);
+                            let slot = Slot::new(txn, order.len());
+                            if slot.index().is_none() {
+                                far.insert(entry.key().clone(), order.len());
+                            }
+                            order.push(Touched::first(entry.key().clone(), None, Some(row.clone()), 1));
+                            entry.insert(Cached { row, count: 1, slot });
                         }
-                        order.push(Touched::first(entry.key().clone(), None, Some(row.clone()), 1));
-                        entry.insert(Cached { row, count: 1, slot });
                     }
                 }
             }
+            drop(block);
             for touched in order.iter_mut() {
                 if touched.count == 0 && !deletes_only {
                     rows.remove(&touched.key);
@@ -1868,6 +1888,25 @@ impl Iterator for WarmOps<'_> {
         self.warm = self.warm.saturating_sub(1);
         self.ops.next()
     }
+}
+
+/// A row read for a block of writes, with its key and the key's hash.
+struct Keyed<'a> {
+    row: RowRef<'a>,
+    key: RowKey,
+    hash: u64,
+}
+
+/// Takes the next [`PROBE_BLOCK`] rows of `rows` into `block` (emptied
+/// first) with their keys, for [`Writing::warm`](crate::table::Writing::warm)
+/// to probe them all before they are written. False once `rows` is done.
+fn next_block<'a>(rows: &mut impl Iterator<Item = RowRef<'a>>, keyer: &Keyer<'_>, block: &mut Vec<Keyed<'a>>) -> bool {
+    block.clear();
+    block.extend(rows.take(PROBE_BLOCK).map(|row| {
+        let (key, hash) = keyer.hashed(&row);
+        Keyed { row, key, hash }
+    }));
+    !block.is_empty()
 }
 
 /// The cached form of `bytes`, decoded once by its table's codec.

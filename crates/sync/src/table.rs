@@ -39,6 +39,11 @@ const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 /// map's rehashes before that moved 42k rows more.
 pub(crate) const SPLIT_AT: usize = 4 * 1024;
 
+/// How many rows' probes [`Writing::warm`] makes at once, before their
+/// writes: enough for their misses to overlap, few enough that what they
+/// brought in is still in the core's first caches when the writes come.
+pub(crate) const PROBE_BLOCK: usize = 16;
+
 /// One shard: the rows with their keys, probed by the keys' hash.
 type Shard<K, V> = HashTable<(K, V)>;
 
@@ -395,6 +400,26 @@ impl<K: TableHash + Eq + Clone, V: Clone> Writing<'_, K, V> {
         }
     }
 
+    /// Looks up `keys` (each with its hash) and forgets what it found: a
+    /// block of rows' probes, none waiting for another, so that their
+    /// misses (a bucket's tags, then its entry, in a table larger than the
+    /// core's caches) overlap, where the writes' own probes, each behind the
+    /// writes before it, wait for them one by one. See [`PROBE_BLOCK`].
+    pub(crate) fn warm<'k>(&self, keys: impl Iterator<Item = (&'k K, u64)>)
+    where
+        K: 'k,
+    {
+        let mut found = 0usize;
+        for (key, hash) in keys {
+            let shard: &Shard<K, V> = match &self.slots[self.shard_of(hash)] {
+                WriteSlot::Own(shard) => shard,
+                WriteSlot::Shared(shard) => shard,
+            };
+            found += usize::from(shard.find(hash, |(k, _)| k == key).is_some());
+        }
+        std::hint::black_box(found);
+    }
+
     /// As [`Table::get`].
     pub(crate) fn get<Q: TableHash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
     where
@@ -427,6 +452,7 @@ impl<K: TableHash + Eq + Clone, V: Clone> Writing<'_, K, V> {
     }
 
     /// As [`Table::entry`].
+    #[cfg(test)]
     pub(crate) fn entry(&mut self, key: K) -> Entry<'_, K, V> {
         let hash = hash_of(&key);
         self.entry_hashed(key, hash)
