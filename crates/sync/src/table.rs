@@ -23,6 +23,12 @@
 //! A transaction writes a table through a [`Writing`] ([`Table::writing`]):
 //! the shards this copy holds alone are made writable once for the whole
 //! transaction, not by an `Arc::make_mut` (a locked instruction) per row.
+//! Its writes come a block of [`PROBE_BLOCK`] rows at a time, each block
+//! first probed whole and the answers forgotten ([`Writing::warm`]): in a
+//! table larger than the core's caches a probe is two misses (a bucket's
+//! tags, then its entry), and a write's probe, behind the writes before it,
+//! waited for them alone, where the block's probes, depending on nothing,
+//! wait for theirs together (a 10k-row delete took a quarter less CPU).
 
 use std::borrow::Borrow;
 use std::sync::Arc;
