@@ -777,6 +777,10 @@ mod tests {
         let copy = table.clone();
         {
             let mut writing = table.writing(0);
+            // A block's probes, hits and misses, copy and change nothing.
+            let keys: Vec<u64> = (0..n + 8).collect();
+            writing.warm(keys.iter().map(|k| (k, hash_of(k))));
+            assert_eq!(writing.get(&7), Some(&7));
             // Misses copy nothing.
             assert!(writing.remove(&(n + 1)).is_none());
             assert!(writing.occupied_hashed(&(n + 2), hash_of(&(n + 2))).is_none());
