@@ -277,7 +277,8 @@ pub const TARGETS: &[Target] = &[
         why_missed: "a cached row costs its decoded value with its bytes (one 88-byte allocation), its BSATN in the \
                      received frame (29 bytes), its map entry (56 bytes, in buckets 84 % full) and, while the \
                      callbacks run (when RSS is read), its change (88 bytes): about 260 bytes a row, where 0.7 \
-                     leaves about 200 beside the process itself",
+                     leaves about 200 beside the process itself; spacelink's figure is the same in every run \
+                     (29.6 MiB), the official SDK's moves between runs (37.0-43.8 MiB)",
     },
     Target {
         figure: "updates_backlog_rate",
@@ -288,7 +289,8 @@ pub const TARGETS: &[Target] = &[
                      new row; the network thread (no compression on loopback) has time to spare. Publishing the \
                      backlog once would share the table instead of replaying each transaction, but the changes \
                      would wait meanwhile (14 MB more peak memory for ten 10k-row transactions, past that \
-                     target): only transactions under 16k rows together are held for one publish",
+                     target): only transactions under 16k rows together are held for one publish; a catch-up split \
+                     over two threads was slower (docs/BENCHMARKS.md)",
     },
     Target {
         figure: "inserts_backlog_rate",
@@ -297,7 +299,8 @@ pub const TARGETS: &[Target] = &[
         why_missed: "the sync thread is saturated: per row two hash inserts (the copy written and the spare's \
                      catch-up) in tables that grow, and a decode; held for one publish, the backlog's changes would \
                      wait (8 MB more peak memory, past that target): only transactions under 16k rows together are \
-                     held for one publish",
+                     held for one publish; a third of the sync thread is page faults (both copies' shards growing, \
+                     and the new rows), and a catch-up split over two threads was slower (docs/BENCHMARKS.md)",
     },
     Target {
         figure: "deletes_backlog_rate",
@@ -306,7 +309,8 @@ pub const TARGETS: &[Target] = &[
         why_missed: "the sync thread is saturated: per row two hash removals (the copy written and the spare's \
                      catch-up) and the change handed to listeners; held for one publish, the deleted rows would wait \
                      in their changes (8 MB more peak memory, past that target): only transactions under 16k rows \
-                     together are held for one publish",
+                     together are held for one publish; a catch-up split over two threads was slower \
+                     (docs/BENCHMARKS.md)",
     },
     Target {
         figure: "rtt_idle_p99",
