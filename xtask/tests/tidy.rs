@@ -196,6 +196,31 @@ fn library_code_names_no_game_table() {
     });
 }
 
+/// The one place `unsafe` is allowed (the workspace denies it).
+const UNSAFE_ALLOWED: &str = "crates/sync/src/table.rs";
+
+#[test]
+fn unsafe_code_is_only_the_prefetch_hint() {
+    check_library(
+        "`unsafe` in library code (the workspace denies it; the one exception is the prefetch hint)",
+        &[(UNSAFE_ALLOWED, "a prefetch hint: Rust's safe one (`std::hint::prefetch_write`) is not stable yet")],
+        |line| ["unsafe {", "unsafe fn", "unsafe impl", "unsafe_code)"].iter().any(|code| line.contains(code)),
+    );
+    // Nor an `allow` of it anywhere else: tests, examples, xtask.
+    let allow = ["allow(", "unsafe_code)"].concat();
+    let mut found = Vec::new();
+    for path in [rust_files(&root().join("crates")), rust_files(&root().join("xtask"))].concat() {
+        let file = relative(&path);
+        let text = read(&path);
+        let count = text.matches(&allow).count();
+        let expected = usize::from(file == UNSAFE_ALLOWED);
+        if count != expected {
+            found.push(format!("{file}: {count} (expected {expected})"));
+        }
+    }
+    assert!(found.is_empty(), "`{allow}` where it should not be:\n{}", found.join("\n"));
+}
+
 #[test]
 fn readme_code_blocks_do_not_unwrap() {
     let readme = read(&root().join("README.md"));

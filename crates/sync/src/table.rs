@@ -334,7 +334,7 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
         if self.shards.is_empty() {
             self.shards.push(Arc::default());
         }
-        let slots = self
+        let slots: Vec<_> = self
             .shards
             .iter_mut()
             .map(|shard| {
@@ -348,7 +348,8 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
                 }
             })
             .collect();
-        Writing { slots }
+        let anchors = vec![None; slots.len()];
+        Writing { slots, anchors }
     }
 
     /// How many shards this table and `other` share (the same allocation).
@@ -369,6 +370,22 @@ impl<K: TableHash + Eq + Clone, V: Clone> Table<K, V> {
 /// copies it.
 pub(crate) struct Writing<'a, K, V> {
     slots: Vec<WriteSlot<'a, K, V>>,
+    /// Per shard, where one of its entries lies (see [`Anchor`]).
+    anchors: Vec<Option<Anchor>>,
+}
+
+/// A full bucket of a shard and the address of its entry, from which the
+/// address of any bucket's entry follows: hashbrown lays a table's entries
+/// out side by side, bucket `i + 1`'s just below bucket `i`'s (a test,
+/// `entries_lie_side_by_side`, holds it to that). Only a prefetch hint is
+/// ever given such an address: it reads nothing, and a wrong address costs
+/// a wasted fetch, nothing else. Valid while the shard keeps its
+/// allocation and that bucket: checked against the shard at each use.
+#[derive(Debug, Clone, Copy)]
+struct Anchor {
+    bucket: usize,
+    at: usize,
+    buckets: usize,
 }
 
 enum WriteSlot<'a, K, V> {
@@ -411,17 +428,29 @@ impl<K: TableHash + Eq + Clone, V: Clone> Writing<'_, K, V> {
     /// misses (a bucket's tags, then its entry, in a table larger than the
     /// core's caches) overlap, where the writes' own probes, each behind the
     /// writes before it, wait for them one by one. See [`PROBE_BLOCK`].
-    pub(crate) fn warm<'k>(&self, keys: impl Iterator<Item = (&'k K, u64)>)
+    ///
+    /// A key not found will be a new entry: the lines it will likely be
+    /// written to are asked for too ([`prefetch_insert`]), else each new
+    /// entry's write missed in turn, the next store waiting behind it (a
+    /// third of the spare copy's catch-up of 10k inserts). Not in a shard
+    /// still shared with the other copy: its first write copies it elsewhere.
+    pub(crate) fn warm<'k>(&mut self, keys: impl Iterator<Item = (&'k K, u64)>)
     where
         K: 'k,
     {
         let mut found = 0usize;
         for (key, hash) in keys {
-            let shard: &Shard<K, V> = match &self.slots[self.shard_of(hash)] {
-                WriteSlot::Own(shard) => shard,
-                WriteSlot::Shared(shard) => shard,
-            };
-            found += usize::from(shard.find(hash, |(k, _)| k == key).is_some());
+            let index = self.shard_of(hash);
+            match &self.slots[index] {
+                WriteSlot::Own(shard) => {
+                    if shard.find(hash, |(k, _)| k == key).is_some() {
+                        found += 1;
+                    } else if let Some(anchor) = anchor_of(shard, &mut self.anchors[index]) {
+                        prefetch_insert::<(K, V)>(anchor, hash);
+                    }
+                }
+                WriteSlot::Shared(shard) => found += usize::from(shard.find(hash, |(k, _)| k == key).is_some()),
+            }
         }
         std::hint::black_box(found);
     }
@@ -474,6 +503,65 @@ impl<K: TableHash + Eq + Clone, V: Clone> Writing<'_, K, V> {
         let entry = self.shard_holding(index, hash, key)?.find_entry(hash, |(k, _)| k.borrow() == key).ok()?;
         Some(entry.remove().0 .1)
     }
+}
+
+/// `shard`'s anchor: `cached` if it still holds, else its first full
+/// bucket's (`None` for an empty shard).
+fn anchor_of<T>(shard: &HashTable<T>, cached: &mut Option<Anchor>) -> Option<Anchor> {
+    let buckets = shard.num_buckets();
+    if let Some(anchor) = *cached {
+        if anchor.buckets == buckets && shard.get_bucket(anchor.bucket).map(address) == Some(anchor.at) {
+            return Some(anchor);
+        }
+    }
+    let anchor = shard.iter_buckets().next().and_then(|bucket| {
+        let at = address(shard.get_bucket(bucket)?);
+        Some(Anchor { bucket, at, buckets })
+    });
+    *cached = anchor;
+    anchor
+}
+
+fn address<T>(entry: &T) -> usize {
+    entry as *const T as usize
+}
+
+/// The address where `bucket`'s entry (of type `T`) lies, from `anchor`.
+fn entry_address<T>(anchor: Anchor, bucket: usize) -> usize {
+    let size = std::mem::size_of::<T>();
+    anchor.at.wrapping_add(anchor.bucket.wrapping_sub(bucket).wrapping_mul(size))
+}
+
+/// Asks the core for the lines a new entry (of type `T`) of `hash` is
+/// likely written to. hashbrown puts it in the first free bucket from the
+/// hash's own (its low bits): in a table at most 7/8 full, that bucket or
+/// the next more often than not, so both are fetched, for writing.
+fn prefetch_insert<T>(anchor: Anchor, hash: u64) {
+    let bucket = hash as usize & (anchor.buckets - 1);
+    let at = entry_address::<T>(anchor, bucket);
+    let size = std::mem::size_of::<T>();
+    let mut line = at.wrapping_sub(size) & !(CACHE_LINE - 1);
+    while line < at.wrapping_add(size) {
+        prefetch_for_write(line);
+        line = line.wrapping_add(CACHE_LINE);
+    }
+}
+
+/// The size of a cache line on the machines we run on.
+const CACHE_LINE: usize = 64;
+
+/// The one `unsafe` of the workspace (`xtask/tests/tidy.rs` keeps it so):
+/// Rust's safe prefetch (`std::hint::prefetch_write`) is not stable yet.
+#[allow(unsafe_code)]
+fn prefetch_for_write(address: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads and writes nothing and cannot
+    // fault, whatever the address (Intel's and AMD's manuals).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_ET0 }>(address as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
 }
 
 /// The shard of a key of hash `hash` among `shards`: the top bits of the
@@ -793,6 +881,55 @@ mod tests {
         assert_eq!(table.shared_with(&copy), SHARDS - copied);
         assert_eq!((copy.get(&7), copy.get(&8), table.get(&8)), (Some(&7), Some(&8), None));
         assert_eq!((table.len(), copy.len()), (n as usize - 1, n as usize));
+    }
+
+    /// Every full bucket's entry where [`entry_address`] puts it, from
+    /// whatever anchor: the layout the insert prefetch assumes.
+    fn assert_entries_where_anchored<T>(shard: &HashTable<T>, anchor: Anchor) {
+        for bucket in shard.iter_buckets() {
+            let entry = shard.get_bucket(bucket).map(address);
+            assert_eq!(entry, Some(entry_address::<T>(anchor, bucket)), "bucket {bucket} of {}", shard.num_buckets());
+        }
+    }
+
+    #[test]
+    fn entries_lie_side_by_side() {
+        let mut shard: HashTable<(u64, [u8; 40])> = HashTable::new();
+        let mut cached = None;
+        assert!(anchor_of(&shard, &mut cached).is_none(), "an empty shard has no anchor");
+        for k in 0..5_000u64 {
+            shard.insert_unique(k.table_hash(), (k, [0; 40]), |(k, _)| k.table_hash());
+            if k % 499 == 0 {
+                // Through every growth, and from the anchor kept since.
+                let anchor = anchor_of(&shard, &mut cached).expect("a full shard has an anchor");
+                assert_eq!(anchor.buckets, shard.num_buckets());
+                assert_entries_where_anchored(&shard, anchor);
+            }
+        }
+        // Its bucket emptied, an anchor is found anew.
+        let anchor = anchor_of(&shard, &mut cached).expect("an anchor");
+        let key = shard.get_bucket(anchor.bucket).expect("the anchor's entry").0;
+        shard.find_entry(key.table_hash(), |(k, _)| *k == key).expect("the anchor's key").remove();
+        let again = anchor_of(&shard, &mut cached).expect("an anchor");
+        assert_ne!(again.bucket, anchor.bucket);
+        assert_entries_where_anchored(&shard, again);
+    }
+
+    #[test]
+    fn probing_absent_keys_changes_nothing() {
+        let mut table: Table<u64, u64> = Table::small();
+        let n = 2 * SPLIT_AT as u64;
+        let mut writing = table.writing(n as usize);
+        for k in 0..n {
+            // Misses (and their prefetches) in shards this copy holds alone, then the writes.
+            writing.warm([(&k, hash_of(&k)), (&(k + n), hash_of(&(k + n)))].into_iter());
+            if let Entry::Vacant(entry) = writing.entry(k) {
+                entry.insert(k);
+            }
+        }
+        drop(writing);
+        assert_eq!(table.len(), n as usize);
+        assert!((0..n).all(|k| table.get(&k) == Some(&k)) && (n..2 * n).all(|k| table.get(&k).is_none()));
     }
 
     #[test]
