@@ -1,5 +1,5 @@
 //! Small /proc helpers (Linux), and signals sent with the `kill` command
-//! (the workspace forbids `unsafe`, so no libc calls).
+//! (the workspace denies `unsafe`, so no libc calls).
 
 use std::fs;
 use std::path::{Path, PathBuf};
